@@ -1,0 +1,145 @@
+# fedopt — plain GNU Makefile.
+#
+#   make                      build build/libfedopt.a, build/fedopt-server, build/fedopt-client
+#   make test                 build and run every test program, then print a summary
+#   make check-vectors        replay the ServerOpt test vectors (FEDOPT_VECTORS=DIR to choose)
+#   make bench                build and run the benchmarks (prints figures)
+#   make SANITIZE=address,undefined test
+#   make CC=clang CFLAGS='-O1 -g'
+#
+# Any Debian package that is missing is installed first by deploy/install-deps.sh.
+
+CC ?= cc
+CFLAGS ?= -O2 -g
+LDFLAGS ?=
+SANITIZE ?=
+BLAS ?= openblas
+BUILD ?= build
+PREFIX ?= /usr/local
+DESTDIR ?=
+
+# Flags every build needs; the user's CFLAGS come on top.
+FL_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
+             -fno-strict-aliasing -MMD -MP -I. -I$(BUILD)
+ifneq ($(SANITIZE),)
+FL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+
+PKGS := libuv libprotobuf-c sqlite3 zlib inih
+ifeq ($(BLAS),openblas)
+PKGS += openblas
+FL_CFLAGS += -DFL_HAVE_OPENBLAS=1
+else ifeq ($(BLAS),none)
+FL_CFLAGS += -DFL_HAVE_OPENBLAS=0
+else
+$(error BLAS must be openblas or none)
+endif
+
+# Package flags are computed once, after install-deps.sh has run, and cached
+# in $(BUILD)/config.mk (make re-reads it); `make clean` skips all that.
+NODEPS_GOALS := clean distclean help
+ifeq ($(filter-out $(NODEPS_GOALS),$(or $(MAKECMDGOALS),all)),)
+else
+-include $(BUILD)/config-$(BLAS).mk
+endif
+
+$(BUILD)/config-$(BLAS).mk: deploy/install-deps.sh Makefile
+	@mkdir -p $(BUILD)
+	@sh deploy/install-deps.sh
+	@{ echo "PKG_CFLAGS := $$(pkg-config --cflags $(PKGS))"; \
+	   echo "PKG_LIBS := $$(pkg-config --libs $(PKGS)) -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm"; \
+	   echo "CMOCKA_CFLAGS := $$(pkg-config --cflags cmocka)"; \
+	   echo "CMOCKA_LIBS := $$(pkg-config --libs cmocka)"; } > $@
+
+ALL_CFLAGS = $(FL_CFLAGS) $(PKG_CFLAGS) $(CFLAGS)
+
+# Objects depend on the flags they were built with: changing CC, CFLAGS,
+# SANITIZE or BLAS rebuilds everything.
+FLAGS_STAMP := $(BUILD)/.flags
+FLAGS_NOW = $(CC) $(ALL_CFLAGS) $(LDFLAGS)
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(FLAGS_NOW)' | cmp -s - $@ || echo '$(FLAGS_NOW)' > $@
+
+# Generated protobuf-c code.
+PROTOS := $(wildcard proto/*.proto)
+PROTO_C := $(PROTOS:%.proto=$(BUILD)/%.pb-c.c)
+PROTO_H := $(PROTOS:%.proto=$(BUILD)/%.pb-c.h)
+$(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: proto/%.proto | $(BUILD)/config-$(BLAS).mk
+	@mkdir -p $(dir $@)
+	protoc-c --c_out=$(BUILD) $<
+
+LIB_SRCS := $(wildcard common/*.c common/*/*.c)
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(PROTO_C:%.c=%.o)
+SERVER_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard server/*.c))
+CLIENT_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard client/*.c))
+TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/support/*.c))
+TEST_SRCS := $(wildcard tests/unit/test_*.c)
+TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+BENCH_SRCS := $(wildcard tests/bench/bench_*.c)
+BENCH_BINS := $(BENCH_SRCS:tests/bench/%.c=$(BUILD)/bench/%)
+
+LIB := $(BUILD)/libfedopt.a
+SERVER := $(BUILD)/fedopt-server
+CLIENT := $(BUILD)/fedopt-client
+
+.PHONY: all server client test test-long check-vectors bench clean distclean help install FORCE
+all: $(LIB) $(SERVER) $(CLIENT)
+server: $(SERVER)
+client: $(CLIENT)
+
+$(BUILD)/%.o: %.c $(FLAGS_STAMP) | $(BUILD)/config-$(BLAS).mk $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/tests/%.o: tests/unit/%.c $(FLAGS_STAMP) | $(BUILD)/config-$(BLAS).mk $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(CMOCKA_CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(SERVER): $(SERVER_OBJS) $(LIB)
+	$(CC) $(ALL_CFLAGS) -o $@ $(SERVER_OBJS) $(LIB) $(PKG_LIBS) $(LDFLAGS)
+
+$(CLIENT): $(CLIENT_OBJS) $(LIB)
+	$(CC) $(ALL_CFLAGS) -o $@ $(CLIENT_OBJS) $(LIB) $(PKG_LIBS) $(LDFLAGS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_SUPPORT_OBJS) $(LIB)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(TEST_SUPPORT_OBJS) $(LIB) $(PKG_LIBS) $(CMOCKA_LIBS) $(LDFLAGS)
+
+$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(PKG_LIBS) $(LDFLAGS)
+
+# Keep test object files: they are ordinary intermediates otherwise.
+.SECONDARY:
+
+test: all $(TEST_BINS)
+	@sh tests/run-tests.sh $(BUILD)
+
+# Slow accuracy runs (full-epoch trainings) live behind this target.
+test-long: all $(TEST_BINS)
+	@FEDOPT_TEST_LONG=1 sh tests/run-tests.sh $(BUILD)
+
+check-vectors: $(BUILD)/tests/test_serveropt_vectors
+	$(BUILD)/tests/test_serveropt_vectors
+
+bench: all $(BENCH_BINS)
+	@for b in $(BENCH_BINS); do echo "== $$b"; $$b || exit 1; done
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(SERVER) $(CLIENT) $(DESTDIR)$(PREFIX)/bin/
+
+clean:
+	rm -rf $(BUILD)
+
+distclean: clean
+
+help:
+	@sed -n '2,12p' Makefile
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

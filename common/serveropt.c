@@ -1,0 +1,427 @@
+#include "common/serveropt.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/params.h"
+
+struct fl_serveropt {
+    fl_serveropt_config_t cfg;
+    size_t n;
+    float *m; /* first moment (fedavgm momentum buffer); NULL for fedavg */
+    float *v; /* second moment; NULL unless adaptive */
+    double *acc; /* sum of w * delta for the open round */
+    double total_weight;
+    uint32_t accepted, rejected;
+    uint64_t step;
+    int open;
+};
+
+static const char *const kind_names[] = {"fedavg", "fedavgm", "fedadagrad", "fedadam", "fedyogi"};
+
+int fl_serveropt_parse_kind(const char *s, fl_serveropt_kind_t *out)
+{
+    if (!s || !out)
+        return FL_EINVAL;
+    for (int i = 0; i < 5; i++) {
+        if (strcmp(s, kind_names[i]) == 0) {
+            *out = (fl_serveropt_kind_t)i;
+            return 0;
+        }
+    }
+    return FL_EINVAL;
+}
+
+const char *fl_serveropt_kind_name(fl_serveropt_kind_t kind)
+{
+    return (unsigned)kind < 5 ? kind_names[kind] : "?";
+}
+
+int fl_serveropt_parse_weighting(const char *s, fl_weighting_t *out)
+{
+    if (!s || !out)
+        return FL_EINVAL;
+    if (strcmp(s, "examples") == 0)
+        *out = FL_WEIGHTING_EXAMPLES;
+    else if (strcmp(s, "uniform") == 0)
+        *out = FL_WEIGHTING_UNIFORM;
+    else
+        return FL_EINVAL;
+    return 0;
+}
+
+static int is_adaptive(fl_serveropt_kind_t k)
+{
+    return k == FL_SERVEROPT_FEDADAGRAD || k == FL_SERVEROPT_FEDADAM || k == FL_SERVEROPT_FEDYOGI;
+}
+
+void fl_serveropt_config_defaults(fl_serveropt_config_t *cfg, fl_serveropt_kind_t kind)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->kind = kind;
+    cfg->server_lr = is_adaptive(kind) ? 0.01 : 1.0;
+    cfg->momentum = 0.9;
+    cfg->beta1 = kind == FL_SERVEROPT_FEDADAGRAD ? 0.0 : 0.9;
+    cfg->beta2 = 0.99;
+    cfg->tau = 1e-3;
+    cfg->initial_accumulator = 0.0;
+    cfg->bias_correction = 0;
+    cfg->weighting = FL_WEIGHTING_EXAMPLES;
+}
+
+int fl_serveropt_config_validate(const fl_serveropt_config_t *c)
+{
+    const char *bad = NULL;
+    if (!c)
+        return FL_EINVAL;
+    if ((unsigned)c->kind > FL_SERVEROPT_FEDYOGI)
+        bad = "server_opt";
+    else if (!isfinite(c->server_lr) || c->server_lr <= 0)
+        bad = "server_lr (must be > 0)";
+    else if (!(c->momentum >= 0 && c->momentum < 1))
+        bad = "momentum (must be in [0, 1))";
+    else if (!(c->beta1 >= 0 && c->beta1 < 1))
+        bad = "beta1 (must be in [0, 1))";
+    else if (!(c->beta2 >= 0 && c->beta2 < 1))
+        bad = "beta2 (must be in [0, 1))";
+    else if (!(c->tau > 0) || !isfinite(c->tau))
+        bad = "tau (must be > 0)";
+    else if (!(c->initial_accumulator >= 0) || !isfinite(c->initial_accumulator))
+        bad = "initial_accumulator (must be >= 0)";
+    else if (c->weighting != FL_WEIGHTING_EXAMPLES && c->weighting != FL_WEIGHTING_UNIFORM)
+        bad = "weighting";
+    else if (c->bias_correction && c->kind != FL_SERVEROPT_FEDADAM && c->kind != FL_SERVEROPT_FEDYOGI)
+        bad = "bias_correction (only fedadam and fedyogi have it)";
+    if (bad) {
+        FL_LOG_E("serveropt", "bad setting: %s", bad);
+        return FL_ECONFIG;
+    }
+    return 0;
+}
+
+static float *alloc_f32(size_t n)
+{
+    size_t bytes = (n * sizeof(float) + 63) & ~(size_t)63;
+    return aligned_alloc(64, bytes);
+}
+
+static void reset_state(fl_serveropt_t *o)
+{
+    if (o->m)
+        memset(o->m, 0, o->n * sizeof(float));
+    if (o->v) {
+        float v0 = (float)o->cfg.initial_accumulator;
+        for (size_t i = 0; i < o->n; i++)
+            o->v[i] = v0;
+    }
+    o->step = 0;
+}
+
+int fl_serveropt_create(const fl_serveropt_config_t *cfg, size_t n, fl_serveropt_t **out)
+{
+    int rc = FL_ENOMEM;
+    if (!cfg || !out || n == 0 || n > SIZE_MAX / sizeof(double) / 2)
+        return FL_EINVAL;
+    *out = NULL;
+    if ((rc = fl_serveropt_config_validate(cfg)))
+        return rc;
+    rc = FL_ENOMEM;
+    fl_serveropt_t *o = calloc(1, sizeof *o);
+    if (!o)
+        goto fail;
+    o->cfg = *cfg;
+    o->n = n;
+    o->acc = aligned_alloc(64, (n * sizeof(double) + 63) & ~(size_t)63);
+    if (!o->acc)
+        goto fail;
+    if (cfg->kind != FL_SERVEROPT_FEDAVG && !(o->m = alloc_f32(n)))
+        goto fail;
+    if (is_adaptive(cfg->kind) && !(o->v = alloc_f32(n)))
+        goto fail;
+    reset_state(o);
+    *out = o;
+    return 0;
+fail:
+    fl_serveropt_free(o);
+    return rc;
+}
+
+void fl_serveropt_free(fl_serveropt_t *o)
+{
+    if (!o)
+        return;
+    free(o->acc);
+    free(o->m);
+    free(o->v);
+    free(o);
+}
+
+void fl_serveropt_begin(fl_serveropt_t *o)
+{
+    /* The accumulator is not cleared here: the first accepted add overwrites
+     * it, which saves a pass over P doubles per round. */
+    o->total_weight = 0;
+    o->accepted = o->rejected = 0;
+    o->open = 1;
+}
+
+int fl_serveropt_add(fl_serveropt_t *o, const float *delta, size_t n, double num_examples)
+{
+    if (!o || !o->open)
+        return FL_ESTATE;
+    if (!delta || n != o->n) {
+        o->rejected++;
+        return FL_ESHAPE;
+    }
+    double w = 1.0;
+    if (o->cfg.weighting == FL_WEIGHTING_EXAMPLES) {
+        if (!isfinite(num_examples) || num_examples <= 0) {
+            o->rejected++;
+            return FL_EINVAL;
+        }
+        w = num_examples;
+    }
+    /* Scan the whole delta before touching the accumulator: a refused update
+     * must leave no trace, and an exact undo of a partial float64 sum is not
+     * possible. */
+    if (!fl_f32_all_finite(delta, n)) {
+        o->rejected++;
+        return FL_ENONFINITE;
+    }
+    double *restrict acc = o->acc;
+    const float *restrict d = delta;
+    if (o->accepted == 0) {
+        for (size_t i = 0; i < n; i++)
+            acc[i] = w * (double)d[i];
+    } else {
+        for (size_t i = 0; i < n; i++)
+            acc[i] += w * (double)d[i];
+    }
+    o->total_weight += w;
+    o->accepted++;
+    return 0;
+}
+
+/* One pass over the model per optimizer; each loop reads the accumulator and
+ * state once and writes x and the state once (the work is memory-bound). The
+ * arithmetic is done in double, stored in float. */
+static double apply_step(fl_serveropt_t *o, float *restrict x)
+{
+    const fl_serveropt_config_t *c = &o->cfg;
+    const size_t n = o->n;
+    const double *restrict acc = o->acc;
+    float *restrict m = o->m;
+    float *restrict v = o->v;
+    const double inv = 1.0 / o->total_weight;
+    double lr = c->server_lr, norm2 = 0.0;
+    const double b1 = c->beta1, b2 = c->beta2, tau = c->tau;
+    const uint64_t t = o->step + 1;
+
+    if (c->bias_correction)
+        lr *= sqrt(1.0 - pow(b2, (double)t)) / (1.0 - pow(b1, (double)t));
+
+    switch (c->kind) {
+    case FL_SERVEROPT_FEDAVG:
+        for (size_t i = 0; i < n; i++) {
+            double D = acc[i] * inv;
+            norm2 += D * D;
+            x[i] = (float)((double)x[i] + lr * D);
+        }
+        break;
+    case FL_SERVEROPT_FEDAVGM: {
+        const double mu = c->momentum;
+        for (size_t i = 0; i < n; i++) {
+            double D = acc[i] * inv;
+            double mi = mu * (double)m[i] + D;
+            norm2 += D * D;
+            m[i] = (float)mi;
+            x[i] = (float)((double)x[i] + lr * mi);
+        }
+        break;
+    }
+    case FL_SERVEROPT_FEDADAGRAD:
+        for (size_t i = 0; i < n; i++) {
+            double D = acc[i] * inv;
+            double mi = b1 * (double)m[i] + (1.0 - b1) * D;
+            double vi = (double)v[i] + D * D;
+            norm2 += D * D;
+            m[i] = (float)mi;
+            v[i] = (float)vi;
+            x[i] = (float)((double)x[i] + lr * mi / (sqrt(vi) + tau));
+        }
+        break;
+    case FL_SERVEROPT_FEDADAM:
+        for (size_t i = 0; i < n; i++) {
+            double D = acc[i] * inv;
+            double mi = b1 * (double)m[i] + (1.0 - b1) * D;
+            double vi = b2 * (double)v[i] + (1.0 - b2) * D * D;
+            norm2 += D * D;
+            m[i] = (float)mi;
+            v[i] = (float)vi;
+            x[i] = (float)((double)x[i] + lr * mi / (sqrt(vi) + tau));
+        }
+        break;
+    case FL_SERVEROPT_FEDYOGI:
+        for (size_t i = 0; i < n; i++) {
+            double D = acc[i] * inv;
+            double D2 = D * D;
+            double vp = (double)v[i];
+            double diff = vp - D2;
+            double sgn = (diff > 0) - (diff < 0); /* sign(0) = 0 */
+            double mi = b1 * (double)m[i] + (1.0 - b1) * D;
+            double vi = vp - (1.0 - b2) * D2 * sgn;
+            norm2 += D2;
+            m[i] = (float)mi;
+            v[i] = (float)vi;
+            x[i] = (float)((double)x[i] + lr * mi / (sqrt(vi) + tau));
+        }
+        break;
+    }
+    return sqrt(norm2);
+}
+
+int fl_serveropt_finish(fl_serveropt_t *o, float *x, size_t n, fl_serveropt_round_t *res)
+{
+    if (!o || !o->open)
+        return FL_ESTATE;
+    if (!x || n != o->n)
+        return FL_ESHAPE;
+    fl_serveropt_round_t r = {0};
+    r.accepted = o->accepted;
+    r.rejected = o->rejected;
+    r.total_weight = o->total_weight;
+    if (o->accepted > 0) {
+        r.update_norm = apply_step(o, x);
+        o->step++;
+        r.applied = 1;
+    }
+    r.step = o->step;
+    o->open = 0;
+    if (res)
+        *res = r;
+    return 0;
+}
+
+uint64_t fl_serveropt_step(const fl_serveropt_t *o) { return o ? o->step : 0; }
+const float *fl_serveropt_m(const fl_serveropt_t *o) { return o ? o->m : NULL; }
+const float *fl_serveropt_v(const fl_serveropt_t *o) { return o ? o->v : NULL; }
+const fl_serveropt_config_t *fl_serveropt_config(const fl_serveropt_t *o) { return o ? &o->cfg : NULL; }
+
+/* State format, all integers little-endian:
+ *   0  "FLSO"           magic
+ *   4  u32 version      (1)
+ *   8  u32 kind
+ *  12  u32 flags        bit 0: m follows, bit 1: v follows
+ *  16  u64 n
+ *  24  u64 step
+ *  32  f32[n] m         if flags bit 0
+ *      f32[n] v         if flags bit 1
+ *      u32 crc32        of every byte before it
+ */
+#define STATE_MAGIC "FLSO"
+#define STATE_VERSION 1u
+#define STATE_HEADER 32u
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get_u32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++)
+        v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static uint32_t crc_bytes(const uint8_t *b, size_t len)
+{
+    uLong crc = crc32(0L, Z_NULL, 0);
+    while (len) {
+        uInt chunk = len > (1u << 30) ? (1u << 30) : (uInt)len;
+        crc = crc32(crc, b, chunk);
+        b += chunk;
+        len -= chunk;
+    }
+    return (uint32_t)crc;
+}
+
+int fl_serveropt_state_save(const fl_serveropt_t *o, uint8_t **buf, size_t *len)
+{
+    if (!o || !buf || !len)
+        return FL_EINVAL;
+    size_t vec = o->n * sizeof(float);
+    size_t total = STATE_HEADER + (o->m ? vec : 0) + (o->v ? vec : 0) + 4;
+    uint8_t *b = malloc(total);
+    if (!b)
+        return FL_ENOMEM;
+    memcpy(b, STATE_MAGIC, 4);
+    put_u32(b + 4, STATE_VERSION);
+    put_u32(b + 8, (uint32_t)o->cfg.kind);
+    put_u32(b + 12, (o->m ? 1u : 0u) | (o->v ? 2u : 0u));
+    put_u64(b + 16, (uint64_t)o->n);
+    put_u64(b + 24, o->step);
+    uint8_t *p = b + STATE_HEADER;
+    /* Floats are copied as their in-memory bytes: fedopt targets little-endian hosts only. */
+    if (o->m) {
+        memcpy(p, o->m, vec);
+        p += vec;
+    }
+    if (o->v) {
+        memcpy(p, o->v, vec);
+        p += vec;
+    }
+    put_u32(p, crc_bytes(b, total - 4));
+    *buf = b;
+    *len = total;
+    return 0;
+}
+
+int fl_serveropt_state_load(fl_serveropt_t *o, const uint8_t *buf, size_t len)
+{
+    if (!o || !buf)
+        return FL_EINVAL;
+    if (len < STATE_HEADER + 4 || memcmp(buf, STATE_MAGIC, 4) != 0)
+        return FL_EFORMAT;
+    if (get_u32(buf + 4) != STATE_VERSION)
+        return FL_EUNSUPPORTED;
+    if (get_u32(buf + 8) != (uint32_t)o->cfg.kind || get_u64(buf + 16) != (uint64_t)o->n)
+        return FL_ESHAPE;
+    uint32_t flags = get_u32(buf + 12);
+    uint32_t want = (o->m ? 1u : 0u) | (o->v ? 2u : 0u);
+    if (flags != want)
+        return FL_EFORMAT;
+    size_t vec = o->n * sizeof(float);
+    size_t total = STATE_HEADER + (o->m ? vec : 0) + (o->v ? vec : 0) + 4;
+    if (len != total)
+        return len < total ? FL_ETRUNCATED : FL_EFORMAT;
+    if (crc_bytes(buf, total - 4) != get_u32(buf + total - 4))
+        return FL_ECHECKSUM;
+    const uint8_t *p = buf + STATE_HEADER;
+    if (o->m) {
+        memcpy(o->m, p, vec);
+        p += vec;
+    }
+    if (o->v)
+        memcpy(o->v, p, vec);
+    o->step = get_u64(buf + 24);
+    o->open = 0;
+    return 0;
+}

@@ -1,0 +1,53 @@
+#!/bin/sh
+# Installs every Debian package fedopt needs to build, test and run its demo.
+# This is the single list of packages. It is idempotent: packages already
+# present are left alone, and apt-get runs only when something is missing.
+# Usage: deploy/install-deps.sh [--check]   (--check: exit 1 if anything is missing, install nothing)
+set -eu
+
+PACKAGES="
+build-essential
+pkg-config
+clang
+libuv1-dev
+libprotobuf-c-dev
+protobuf-c-compiler
+libmbedtls-dev
+libsqlite3-dev
+libopenblas-dev
+zlib1g-dev
+libcmocka-dev
+libinih-dev
+dataset-fashion-mnist
+"
+
+missing=""
+for p in $PACKAGES; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+
+if [ -z "$missing" ]; then
+    exit 0
+fi
+if [ "${1:-}" = "--check" ]; then
+    echo "missing packages:$missing" >&2
+    exit 1
+fi
+
+echo "fedopt: installing missing Debian packages:$missing" >&2
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=""
+elif command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo"
+else
+    echo "fedopt: need root or sudo to install:$missing" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+# A fresh machine may have no package lists yet; update only when an install fails for that reason.
+if ! $SUDO apt-get install -y --no-install-recommends $missing; then
+    $SUDO apt-get update
+    $SUDO apt-get install -y --no-install-recommends $missing
+fi

@@ -1,0 +1,54 @@
+#!/bin/sh
+# Runs every test program in BUILD/tests, each in its own process with a time
+# limit, and every tests/integration/test_*.sh script; counts the cmocka
+# results and ends with one summary line. Exits non-zero if anything failed.
+# Usage: tests/run-tests.sh BUILD_DIR   (FEDOPT_TEST_TIMEOUT seconds per program, default 600)
+set -u
+build=${1:-build}
+limit=${FEDOPT_TEST_TIMEOUT:-600}
+passed=0
+failed=0
+failed_names=""
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+count() { # $1 = pattern; prints the sum of "[ TAG ] N test(s)" counts
+    sed -n "s/^\[  *$1  *\] \([0-9][0-9]*\) test.*/\1/p" "$log" | awk '{s+=$1} END {print s+0}'
+}
+
+for t in "$build"/tests/test_*; do
+    [ -x "$t" ] && [ -f "$t" ] || continue
+    case "$t" in *.o|*.d) continue ;; esac
+    name=$(basename "$t")
+    echo "== $name"
+    timeout "$limit" "$t" >"$log" 2>&1
+    rc=$?
+    cat "$log"
+    p=$(count PASSED)
+    f=$(count FAILED)
+    passed=$((passed + p))
+    failed=$((failed + f))
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        # A crash, a timeout or a non-cmocka failure still counts as a failure.
+        failed=$((failed + 1))
+        echo "!! $name exited with status $rc"
+    fi
+    [ "$rc" -ne 0 ] && failed_names="$failed_names $name"
+done
+
+for s in tests/integration/test_*.sh; do
+    [ -f "$s" ] || continue
+    name=$(basename "$s" .sh)
+    echo "== $name"
+    if timeout "$limit" sh "$s" "$build"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        failed_names="$failed_names $name"
+        echo "!! $name failed"
+    fi
+done
+
+[ -n "$failed_names" ] && echo "failing programs:$failed_names"
+echo "tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
