@@ -1,20 +1,21 @@
-/* fedopt-client: command-line entry point. */
+/* fedopt-client: command-line entry point; dispatches to the subcommands. */
 #include <stdio.h>
 #include <string.h>
 
+#include "client/commands.h"
 #include "common/version.h"
+
+/* Subcommand table: one line per command (prototypes next to it). */
+static const fl_client_cmd_t commands[] = {
+    {NULL, NULL, NULL},
+};
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: fedopt-client COMMAND [ARGS]\n"
-            "\n"
-            "commands:\n"
-            "  --version   print the version\n"
-            "  --help      this text\n"
-            "\n"
-            "Training (train, eval, models), data inspection, the device client (run)\n"
-            "and the simulated fleet (fleet) are not built yet; see the open issues.\n");
+    fprintf(out, "usage: fedopt-client COMMAND [ARGS]   (COMMAND --help for its options)\n\ncommands:\n");
+    for (const fl_client_cmd_t *c = commands; c->name; c++)
+        fprintf(out, "  %-12s %s\n", c->name, c->summary);
+    fprintf(out, "  %-12s %s\n  %-12s %s\n", "--version", "print the version", "--help", "this text");
 }
 
 int main(int argc, char **argv)
@@ -27,6 +28,9 @@ int main(int argc, char **argv)
         printf("fedopt-client %s\n", FL_VERSION);
         return 0;
     }
+    for (const fl_client_cmd_t *c = commands; c->name; c++)
+        if (strcmp(argv[1], c->name) == 0)
+            return c->fn(argc - 1, argv + 1);
     fprintf(stderr, "fedopt-client: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;
