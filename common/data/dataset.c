@@ -40,5 +40,6 @@ int fl_dataset_alloc(fl_dataset_t *d, size_t n, int ndim, const int64_t *shape, 
         d->shape[i] = shape[i];
     d->dim = dim;
     d->num_classes = num_classes;
+    d->label_dim = 1;
     return 0;
 }
