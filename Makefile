@@ -18,6 +18,9 @@ BUILD ?= build
 PREFIX ?= /usr/local
 DESTDIR ?=
 
+# `make` alone builds everything (the config rule below must not become the default).
+.DEFAULT_GOAL := all
+
 # Flags every build needs; the user's CFLAGS come on top.
 FL_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
              -fno-strict-aliasing -MMD -MP -I. -I$(BUILD)
@@ -73,6 +76,9 @@ $(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: proto/%.proto | $(BUILD)/config
 LIB_SRCS := $(wildcard common/*.c common/*/*.c)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(PROTO_C:%.c=%.o)
 SERVER_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard server/*.c))
+# Server modules without the entry point and the subcommands, for the tests.
+SERVER_LIB_OBJS := $(filter-out $(BUILD)/server/main.o $(BUILD)/server/cmd_%.o,$(SERVER_OBJS))
+SERVER_LIB := $(BUILD)/libfedopt-server.a
 CLIENT_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard client/*.c))
 TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/support/*.c))
 TEST_SRCS := $(wildcard tests/unit/test_*.c)
@@ -101,18 +107,22 @@ $(LIB): $(LIB_OBJS)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
+$(SERVER_LIB): $(SERVER_LIB_OBJS)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
 $(SERVER): $(SERVER_OBJS) $(LIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $(SERVER_OBJS) $(LIB) $(PKG_LIBS) $(LDFLAGS)
 
 $(CLIENT): $(CLIENT_OBJS) $(LIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $(CLIENT_OBJS) $(LIB) $(PKG_LIBS) $(LDFLAGS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_SUPPORT_OBJS) $(LIB)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(TEST_SUPPORT_OBJS) $(LIB) $(PKG_LIBS) $(CMOCKA_LIBS) $(LDFLAGS)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(LIB)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(LIB) $(PKG_LIBS) $(CMOCKA_LIBS) $(LDFLAGS)
 
-$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(LIB)
+$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(SERVER_LIB) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(PKG_LIBS) $(LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(SERVER_LIB) $(LIB) $(PKG_LIBS) $(LDFLAGS)
 
 # Keep test object files: they are ordinary intermediates otherwise.
 .SECONDARY:

@@ -13,4 +13,8 @@ typedef struct {
     const char *summary;
 } fl_server_cmd_t;
 
+/* The subcommands (server/cmd_<name>.c). */
+int fl_server_cmd_runs(int argc, char **argv);
+int fl_server_cmd_rounds(int argc, char **argv);
+
 #endif

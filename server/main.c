@@ -7,6 +7,8 @@
 
 /* Subcommand table: one line per command (prototypes next to it). */
 static const fl_server_cmd_t commands[] = {
+    {"runs", fl_server_cmd_runs, "list the runs in a database: runs DB"},
+    {"rounds", fl_server_cmd_rounds, "list a run's rounds: rounds DB [RUN]"},
     {NULL, NULL, NULL},
 };
 

@@ -1,0 +1,537 @@
+#include "server/config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "common/log.h"
+
+typedef enum { T_STR, T_INT, T_U64, T_DBL, T_BOOL, T_RESUME } fl__cfg_type_t;
+
+enum { F_RUN = 1 }; /* the setting defines the run: resume refuses a change */
+
+typedef struct {
+    const char *name;
+    const char *section;
+    fl__cfg_type_t type;
+    size_t off;
+    const char *def;
+    double min, max; /* numeric range (inclusive) */
+    unsigned flags;
+    const char *help;
+} fl__cfg_entry_t;
+
+#define OFF(f) offsetof(fl_server_config_t, f)
+#define BIG 1e18
+
+/* The one table of settings. Defaults are text and go through the same
+ * parser as the INI file and the flags, so a default can never be a value the
+ * parser would refuse. */
+static const fl__cfg_entry_t table[] = {
+    {"listen", "network", T_STR, OFF(listen), "0.0.0.0:7443", 0, 0, 0, "address and port to listen on (HOST:PORT, [IPv6]:PORT)"},
+    {"tls_cert", "network", T_STR, OFF(tls_cert), "server.crt", 0, 0, 0, "server certificate (PEM)"},
+    {"tls_key", "network", T_STR, OFF(tls_key), "server.key", 0, 0, 0, "server private key (PEM)"},
+    {"tls_ca", "network", T_STR, OFF(tls_ca), "ca.crt", 0, 0, 0, "CA certificate that signs client certificates (PEM)"},
+    {"require_client_cert", "network", T_BOOL, OFF(require_client_cert), "true", 0, 1, 0, "mutual TLS: refuse clients without a certificate from tls_ca"},
+    {"max_connections", "network", T_INT, OFF(max_connections), "10000", 1, 1000000, 0, "most simultaneous client connections"},
+    {"heartbeat", "network", T_DBL, OFF(heartbeat), "10", 0.05, 3600, 0, "seconds between heartbeats; a client silent for 3 of them is dropped"},
+    {"db", "storage", T_STR, OFF(db), "fedopt.db", 0, 0, 0, "SQLite database with the round log and checkpoints"},
+    {"resume", "storage", T_RESUME, OFF(resume), "no", 0, 0, 0, "continue the latest unfinished run: no, yes, auto (if there is one)"},
+    {"keep_checkpoints", "storage", T_INT, OFF(keep_checkpoints), "0", 0, BIG, 0, "most recent checkpoints kept per run (0 = keep all)"},
+    {"model", "model", T_STR, OFF(model), "mlp", 0, 0, F_RUN, "model name (see fedopt-client models)"},
+    {"init", "model", T_STR, OFF(init), "", 0, 0, F_RUN, "safetensors file with the initial weights (empty = seeded init)"},
+    {"eval_data", "model", T_STR, OFF(eval_data), "", 0, 0, 0, "data spec for central evaluation (empty = none)"},
+    {"eval_every", "model", T_INT, OFF(eval_every), "1", 0, BIG, 0, "evaluate the global model every N rounds (0 = never)"},
+    {"eval_max_examples", "model", T_INT, OFF(eval_max_examples), "0", 0, BIG, 0, "evaluate on at most this many examples (0 = all)"},
+    {"rounds", "rounds", T_INT, OFF(rounds), "100", 1, BIG, 0, "rounds in the run (abandoned rounds count)"},
+    {"clients_per_round", "rounds", T_INT, OFF(clients_per_round), "10", 1, 1000000, F_RUN, "K: reports that close a round"},
+    {"min_clients", "rounds", T_INT, OFF(min_clients), "2", 1, 1000000, 0, "connected clients needed before a round starts"},
+    {"min_reports", "rounds", T_INT, OFF(min_reports), "1", 1, 1000000, 0, "accepted updates needed at the deadline for a round to close"},
+    {"over_selection", "rounds", T_DBL, OFF(over_selection), "1.0", 1, 10, F_RUN, "select ceil(K * factor) clients to tolerate drop-outs"},
+    {"round_deadline", "rounds", T_DBL, OFF(round_deadline), "600", 0.01, 1e7, 0, "seconds a round waits for updates"},
+    {"wait_timeout", "rounds", T_DBL, OFF(wait_timeout), "0", 0, 1e9, 0, "seconds to wait for min_clients before stopping (0 = forever, logging who is missing)"},
+    {"max_buffered_uploads", "rounds", T_INT, OFF(max_buffered_uploads), "4", 1, 1024, 0, "uploads held in memory at once; others wait by TCP back-pressure"},
+    {"seed", "rounds", T_U64, OFF(seed), "1", 0, 0, F_RUN, "seed of every random choice (selection, init)"},
+    {"client_lr", "client", T_DBL, OFF(client_lr), "0.05", 0, 1e6, F_RUN, "client learning rate (base of the schedule)"},
+    {"client_lr_schedule", "client", T_STR, OFF(client_lr_schedule), "constant", 0, 0, F_RUN, "constant, exp:R:S, invlin:R:S, invsqrt:R:S [:stair] [:warmup=N]"},
+    {"local_epochs", "client", T_INT, OFF(local_epochs), "1", 1, 10000, F_RUN, "local epochs per round"},
+    {"batch_size", "client", T_INT, OFF(batch_size), "20", 1, 1000000, F_RUN, "client batch size"},
+    {"client_momentum", "client", T_DBL, OFF(client_momentum), "0", 0, 0.999999, F_RUN, "client SGD momentum"},
+    {"client_weight_decay", "client", T_DBL, OFF(client_weight_decay), "0", 0, 1e3, F_RUN, "client L2 weight decay"},
+    {"server_opt", "server", T_STR, OFF(server_opt), "fedavg", 0, 0, F_RUN, "fedavg, fedavgm, fedadagrad, fedadam or fedyogi"},
+    {"server_lr", "server", T_STR, OFF(server_lr), "auto", 0, 0, F_RUN, "server learning rate (auto: 1 for fedavg/fedavgm, 0.01 otherwise)"},
+    {"momentum", "server", T_DBL, OFF(momentum), "0.9", 0, 1, F_RUN, "fedavgm momentum"},
+    {"beta1", "server", T_STR, OFF(beta1), "auto", 0, 0, F_RUN, "first-moment decay (auto: 0 for fedadagrad, 0.9 otherwise)"},
+    {"beta2", "server", T_DBL, OFF(beta2), "0.99", 0, 1, F_RUN, "second-moment decay (fedadam, fedyogi)"},
+    {"tau", "server", T_DBL, OFF(tau), "1e-3", 0, 1e6, F_RUN, "adaptivity: added to sqrt(v) in the denominator"},
+    {"initial_accumulator", "server", T_DBL, OFF(initial_accumulator), "0", 0, 1e6, F_RUN, "starting value of every element of v"},
+    {"bias_correction", "server", T_BOOL, OFF(bias_correction), "false", 0, 1, F_RUN, "Adam-style bias correction (fedadam, fedyogi)"},
+    {"weighting", "server", T_STR, OFF(weighting), "examples", 0, 0, F_RUN, "update weights: examples or uniform"},
+    {"log_level", "misc", T_STR, OFF(log_level), "info", 0, 0, 0, "error, warn, info or debug"},
+};
+#define NTABLE (sizeof table / sizeof table[0])
+
+static const fl__cfg_entry_t *find(const char *name)
+{
+    char norm[64];
+    size_t n = strlen(name);
+    if (n >= sizeof norm)
+        return NULL;
+    for (size_t i = 0; i <= n; i++)
+        norm[i] = name[i] == '-' ? '_' : name[i];
+    for (size_t i = 0; i < NTABLE; i++)
+        if (strcmp(table[i].name, norm) == 0)
+            return &table[i];
+    return NULL;
+}
+
+static int parse_bool(const char *v, int *out)
+{
+    static const char *yes[] = {"1", "true", "yes", "on"}, *no[] = {"0", "false", "no", "off"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0) {
+            *out = 1;
+            return 0;
+        }
+        if (strcasecmp(v, no[i]) == 0) {
+            *out = 0;
+            return 0;
+        }
+    }
+    return FL_EINVAL;
+}
+
+static int set_entry(fl_server_config_t *cfg, const fl__cfg_entry_t *e, const char *v)
+{
+    char *p = (char *)cfg + e->off, *end = NULL;
+    errno = 0;
+    switch (e->type) {
+    case T_STR: {
+        char *dup = strdup(v);
+        if (!dup)
+            return FL_ENOMEM;
+        free(*(char **)p);
+        *(char **)p = dup;
+        return 0;
+    }
+    case T_INT: {
+        long long x = strtoll(v, &end, 10);
+        if (!*v || *end || errno || (double)x < e->min || (double)x > e->max)
+            goto bad;
+        *(int64_t *)p = x;
+        return 0;
+    }
+    case T_U64: {
+        if (*v == '-')
+            goto bad;
+        unsigned long long x = strtoull(v, &end, 0);
+        if (!*v || *end || errno)
+            goto bad;
+        *(uint64_t *)p = x;
+        return 0;
+    }
+    case T_DBL: {
+        double x = strtod(v, &end);
+        if (!*v || *end || errno || !isfinite(x) || x < e->min || x > e->max)
+            goto bad;
+        *(double *)p = x;
+        return 0;
+    }
+    case T_BOOL:
+        if (parse_bool(v, (int *)p))
+            goto bad;
+        return 0;
+    case T_RESUME: {
+        int b;
+        if (strcasecmp(v, "auto") == 0)
+            *(fl_resume_t *)p = FL_RESUME_AUTO;
+        else if (parse_bool(v, &b) == 0)
+            *(fl_resume_t *)p = b ? FL_RESUME_YES : FL_RESUME_NO;
+        else
+            goto bad;
+        return 0;
+    }
+    }
+bad:
+    if (e->type == T_INT || e->type == T_DBL)
+        FL_LOG_E("config", "%s: bad value '%s' (want a %s in [%g, %g])", e->name, v,
+                 e->type == T_INT ? "whole number" : "number", e->min, e->max);
+    else
+        FL_LOG_E("config", "%s: bad value '%s'", e->name, v);
+    return FL_ECONFIG;
+}
+
+int fl_server_config_set(fl_server_config_t *cfg, const char *name, const char *value)
+{
+    if (!cfg || !name || !value)
+        return FL_EINVAL;
+    const fl__cfg_entry_t *e = find(name);
+    if (!e)
+        return FL_ENOTFOUND;
+    return set_entry(cfg, e, value);
+}
+
+int fl_server_config_defaults(fl_server_config_t *cfg)
+{
+    if (!cfg)
+        return FL_EINVAL;
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < NTABLE; i++) {
+        int rc = set_entry(cfg, &table[i], table[i].def);
+        if (rc) {
+            fl_server_config_free(cfg);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+void fl_server_config_free(fl_server_config_t *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < NTABLE; i++)
+        if (table[i].type == T_STR) {
+            char **p = (char **)((char *)cfg + table[i].off);
+            free(*p);
+            *p = NULL;
+        }
+}
+
+typedef struct {
+    fl_server_config_t *cfg;
+    const char *path;
+    int rc;
+} ini_ctx_t;
+
+static int ini_cb(void *user, const char *section, const char *name, const char *value)
+{
+    ini_ctx_t *c = user;
+    const fl__cfg_entry_t *e = find(name);
+    if (!e) {
+        FL_LOG_E("config", "%s: [%s] %s: unknown setting", c->path, section, name);
+        c->rc = FL_ECONFIG;
+        return 1; /* keep going so every mistake is reported at once */
+    }
+    if (section[0] && strcmp(section, e->section) != 0) {
+        FL_LOG_E("config", "%s: %s belongs in section [%s], not [%s]", c->path, name, e->section, section);
+        c->rc = FL_ECONFIG;
+        return 1;
+    }
+    int rc = set_entry(c->cfg, e, value);
+    if (rc) {
+        FL_LOG_E("config", "%s: [%s] %s = %s refused", c->path, section, name, value);
+        c->rc = rc;
+    }
+    return 1;
+}
+
+int fl_server_config_load_ini(fl_server_config_t *cfg, const char *path)
+{
+    if (!cfg || !path)
+        return FL_EINVAL;
+    ini_ctx_t c = {cfg, path, 0};
+    int r = ini_parse(path, ini_cb, &c);
+    if (r == -1) {
+        FL_LOG_E("config", "%s: cannot open: %s", path, strerror(errno));
+        return FL_EIO;
+    }
+    if (r == -2)
+        return FL_ENOMEM;
+    if (r > 0) {
+        FL_LOG_E("config", "%s:%d: syntax error (or line longer than the parser's limit)", path, r);
+        return FL_ECONFIG;
+    }
+    return c.rc;
+}
+
+/* Splits "--name=value" / "--name" into name and value; *value is NULL when
+ * the flag has no "=". The name is copied into buf. */
+static int flag_name(const char *arg, char *buf, size_t len, const char **value)
+{
+    if (strncmp(arg, "--", 2) != 0 || !arg[2])
+        return FL_EINVAL;
+    arg += 2;
+    const char *eq = strchr(arg, '=');
+    size_t n = eq ? (size_t)(eq - arg) : strlen(arg);
+    if (n >= len)
+        return FL_EINVAL;
+    memcpy(buf, arg, n);
+    buf[n] = 0;
+    *value = eq ? eq + 1 : NULL;
+    return 0;
+}
+
+int fl_server_config_parse_args(fl_server_config_t *cfg, int argc, char **argv, int *help)
+{
+    char name[64];
+    const char *val;
+    *help = 0;
+    /* Pass 1: --help and --config, so that flags override the file wherever they appear. */
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            *help = 1;
+            return 0;
+        }
+    }
+    for (int i = 0; i < argc; i++) {
+        if (flag_name(argv[i], name, sizeof name, &val) == 0 && strcmp(name, "config") == 0) {
+            if (!val) {
+                if (i + 1 >= argc) {
+                    FL_LOG_E("config", "--config needs a file");
+                    return FL_ECONFIG;
+                }
+                val = argv[++i];
+            }
+            int rc = fl_server_config_load_ini(cfg, val);
+            if (rc)
+                return FL_ECONFIG;
+        }
+    }
+    for (int i = 0; i < argc; i++) {
+        if (flag_name(argv[i], name, sizeof name, &val)) {
+            FL_LOG_E("config", "unexpected argument '%s' (settings are --name value)", argv[i]);
+            return FL_ECONFIG;
+        }
+        if (strcmp(name, "config") == 0) {
+            if (!val)
+                i++;
+            continue;
+        }
+        const fl__cfg_entry_t *e = find(name);
+        if (!e) {
+            FL_LOG_E("config", "unknown setting --%s (see --help)", name);
+            return FL_ECONFIG;
+        }
+        if (!val) {
+            if (e->type == T_BOOL || e->type == T_RESUME)
+                val = "true"; /* a boolean flag alone switches it on */
+            else if (i + 1 < argc)
+                val = argv[++i];
+            else {
+                FL_LOG_E("config", "--%s needs a value", name);
+                return FL_ECONFIG;
+            }
+        }
+        if (set_entry(cfg, e, val))
+            return FL_ECONFIG;
+    }
+    return 0;
+}
+
+static int auto_or_number(const char *name, const char *s, double def, double min, double max, double *out)
+{
+    if (strcmp(s, "auto") == 0) {
+        *out = def;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    double x = strtod(s, &end);
+    if (!*s || *end || errno || !isfinite(x) || x < min || x > max) {
+        FL_LOG_E("config", "%s: bad value '%s' (want auto or a number in [%g, %g])", name, s, min, max);
+        return FL_ECONFIG;
+    }
+    *out = x;
+    return 0;
+}
+
+int fl_server_config_finish(fl_server_config_t *cfg)
+{
+    fl_serveropt_kind_t kind;
+    if (fl_serveropt_parse_kind(cfg->server_opt, &kind)) {
+        FL_LOG_E("config", "server_opt: unknown optimizer '%s'", cfg->server_opt);
+        return FL_ECONFIG;
+    }
+    fl_serveropt_config_t o;
+    fl_serveropt_config_defaults(&o, kind);
+    if (auto_or_number("server_lr", cfg->server_lr, o.server_lr, 0, 1e6, &o.server_lr) ||
+        auto_or_number("beta1", cfg->beta1, o.beta1, 0, 1, &o.beta1))
+        return FL_ECONFIG;
+    o.momentum = cfg->momentum;
+    o.beta2 = cfg->beta2;
+    o.tau = cfg->tau;
+    o.initial_accumulator = cfg->initial_accumulator;
+    o.bias_correction = cfg->bias_correction;
+    if (fl_serveropt_parse_weighting(cfg->weighting, &o.weighting)) {
+        FL_LOG_E("config", "weighting: want examples or uniform, not '%s'", cfg->weighting);
+        return FL_ECONFIG;
+    }
+    if (fl_serveropt_config_validate(&o))
+        return FL_ECONFIG;
+    cfg->opt = o;
+    if (fl_lr_schedule_parse(cfg->client_lr_schedule, cfg->client_lr, &cfg->lr_schedule)) {
+        FL_LOG_E("config", "client_lr_schedule: cannot parse '%s'", cfg->client_lr_schedule);
+        return FL_ECONFIG;
+    }
+    fl_log_level_t lvl;
+    if (fl_log_parse_level(cfg->log_level, &lvl)) {
+        FL_LOG_E("config", "log_level: want error, warn, info or debug, not '%s'", cfg->log_level);
+        return FL_ECONFIG;
+    }
+    if (!cfg->model[0]) {
+        FL_LOG_E("config", "model: a model name is required");
+        return FL_ECONFIG;
+    }
+    if (!cfg->db[0]) {
+        FL_LOG_E("config", "db: a database path is required");
+        return FL_ECONFIG;
+    }
+    if (cfg->min_reports > cfg->clients_per_round) {
+        FL_LOG_E("config", "min_reports (%lld) exceeds clients_per_round (%lld): no round could close",
+                 (long long)cfg->min_reports, (long long)cfg->clients_per_round);
+        return FL_ECONFIG;
+    }
+    return 0;
+}
+
+static void format_value(const fl_server_config_t *cfg, const fl__cfg_entry_t *e, char *buf, size_t len)
+{
+    const char *p = (const char *)cfg + e->off;
+    switch (e->type) {
+    case T_STR:
+        snprintf(buf, len, "%s", *(char *const *)p ? *(char *const *)p : "");
+        break;
+    case T_INT:
+        snprintf(buf, len, "%lld", (long long)*(const int64_t *)p);
+        break;
+    case T_U64:
+        snprintf(buf, len, "%llu", (unsigned long long)*(const uint64_t *)p);
+        break;
+    case T_DBL: {
+        /* The shortest text that reads back as the same double. */
+        double x = *(const double *)p;
+        snprintf(buf, len, "%.15g", x);
+        if (strtod(buf, NULL) != x)
+            snprintf(buf, len, "%.17g", x);
+        break;
+    }
+    case T_BOOL:
+        snprintf(buf, len, "%s", *(const int *)p ? "true" : "false");
+        break;
+    case T_RESUME: {
+        fl_resume_t r = *(const fl_resume_t *)p;
+        snprintf(buf, len, "%s", r == FL_RESUME_AUTO ? "auto" : r == FL_RESUME_YES ? "yes" : "no");
+        break;
+    }
+    }
+}
+
+int fl_server_config_get(const fl_server_config_t *cfg, const char *name, char *buf, size_t len)
+{
+    const fl__cfg_entry_t *e = find(name);
+    if (!e)
+        return FL_ENOTFOUND;
+    char tmp[4096];
+    format_value(cfg, e, tmp, sizeof tmp);
+    if (strlen(tmp) >= len)
+        return FL_ERANGE;
+    strcpy(buf, tmp);
+    return 0;
+}
+
+void fl_server_config_print_help(FILE *out)
+{
+    const char *sect = "";
+    fprintf(out, "Settings (INI file sections in brackets; each is also a flag --name VALUE):\n");
+    for (size_t i = 0; i < NTABLE; i++) {
+        const fl__cfg_entry_t *e = &table[i];
+        if (strcmp(sect, e->section) != 0) {
+            sect = e->section;
+            fprintf(out, "\n[%s]\n", sect);
+        }
+        static const char *tn[] = {"text", "int", "uint", "number", "bool", "no|yes|auto"};
+        fprintf(out, "  --%-22s %-11s default: %s%s\n      %s\n", e->name, tn[e->type],
+                e->def[0] ? e->def : "(empty)", e->flags & F_RUN ? "  [run]" : "", e->help);
+    }
+    fprintf(out, "\n[run] settings define a run: --resume refuses to change them.\n");
+}
+
+/* Appends s to the growing buffer as a JSON string literal. */
+typedef struct {
+    char *b;
+    size_t n, cap;
+    int oom;
+} sbuf_t;
+
+static void sb_put(sbuf_t *s, const char *t, size_t n)
+{
+    if (s->oom)
+        return;
+    if (s->n + n + 1 > s->cap) {
+        size_t cap = s->cap ? s->cap : 256;
+        while (cap < s->n + n + 1)
+            cap *= 2;
+        char *b = realloc(s->b, cap);
+        if (!b) {
+            s->oom = 1;
+            return;
+        }
+        s->b = b;
+        s->cap = cap;
+    }
+    memcpy(s->b + s->n, t, n);
+    s->n += n;
+    s->b[s->n] = 0;
+}
+
+static void sb_str(sbuf_t *s, const char *t)
+{
+    sb_put(s, "\"", 1);
+    for (; *t; t++) {
+        unsigned char c = (unsigned char)*t;
+        char esc[8];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            sb_put(s, esc, 2);
+        } else if (c < 0x20) {
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            sb_put(s, esc, 6);
+        } else {
+            sb_put(s, t, 1);
+        }
+    }
+    sb_put(s, "\"", 1);
+}
+
+int fl_server_config_to_json(const fl_server_config_t *cfg, char **json)
+{
+    sbuf_t s = {0};
+    char v[4096];
+    sb_put(&s, "{", 1);
+    for (size_t i = 0; i < NTABLE; i++) {
+        const fl__cfg_entry_t *e = &table[i];
+        if (i)
+            sb_put(&s, ",", 1);
+        sb_str(&s, e->name);
+        sb_put(&s, ":", 1);
+        format_value(cfg, e, v, sizeof v);
+        if (e->type == T_STR || e->type == T_RESUME || e->type == T_U64)
+            sb_str(&s, v); /* u64 as text: JSON numbers lose bits above 2^53 */
+        else
+            sb_put(&s, v, strlen(v));
+    }
+    sb_put(&s, "}", 1);
+    if (s.oom) {
+        free(s.b);
+        return FL_ENOMEM;
+    }
+    *json = s.b;
+    return 0;
+}
+
+int fl_server_config_each_run_setting(int (*fn)(const char *name, void *user), void *user)
+{
+    for (size_t i = 0; i < NTABLE; i++)
+        if (table[i].flags & F_RUN) {
+            int rc = fn(table[i].name, user);
+            if (rc)
+                return rc;
+        }
+    return 0;
+}

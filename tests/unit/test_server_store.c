@@ -1,0 +1,316 @@
+/* Tests server/store: schema, runs, one-transaction rounds with checkpoints,
+ * resume points, checksum detection, pruning, and crash safety (a child
+ * process committing rounds is killed with SIGKILL at random instants; the
+ * database must then hold whole rounds only). */
+#include <math.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "server/store.h"
+
+static char db_path[64];
+
+static void rm_db(void)
+{
+    char p[80];
+    unlink(db_path);
+    snprintf(p, sizeof p, "%s-wal", db_path);
+    unlink(p);
+    snprintf(p, sizeof p, "%s-shm", db_path);
+    unlink(p);
+}
+
+static int setup(void **state)
+{
+    snprintf(db_path, sizeof db_path, "/tmp/fedopt-store-%d.db", (int)getpid());
+    fl_log_set_level(FL_LOG_ERROR);
+    fl_log_set_sink(fopen("/dev/null", "w"));
+    return 0;
+}
+
+static int each_setup(void **state)
+{
+    rm_db();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    rm_db();
+    return 0;
+}
+
+/* A model whose every element depends on (round, i), so any mix-up shows. */
+static void fill_model(float *x, size_t n, int64_t round)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)round * 0.5f + (float)i * 1e-3f - 7.25f;
+}
+
+static void fill_state(uint8_t *s, size_t n, int64_t round)
+{
+    for (size_t i = 0; i < n; i++)
+        s[i] = (uint8_t)(i * 31 + (size_t)round * 7);
+}
+
+static int64_t new_run(fl_store_t *st, size_t n)
+{
+    float *x = malloc(n * sizeof *x);
+    uint8_t s[100];
+    fill_model(x, n, 0);
+    fill_state(s, sizeof s, 0);
+    fl_store_run_info_t info = {"mlp", "fedadam", 42, "{\"model\":\"mlp\",\"seed\":\"42\",\"rounds\":5}"};
+    int64_t run = 0;
+    assert_int_equal(fl_store_run_create(st, &info, x, n, s, sizeof s, &run), 0);
+    free(x);
+    return run;
+}
+
+static int commit(fl_store_t *st, int64_t run, int64_t round, size_t n, int with_ckpt, int64_t keep)
+{
+    float *x = malloc(n * sizeof *x);
+    uint8_t s[100];
+    fill_model(x, n, round);
+    fill_state(s, sizeof s, round);
+    fl_store_update_t ups[3] = {
+        {"client-a", "accepted", NULL, 100, 0.5, 1.25, 4000, 0.75},
+        {"client-b", "refused", "non-finite delta", NAN, NAN, NAN, 4000, 0.5},
+        {"client-c", "dropped", "deadline", NAN, NAN, NAN, 0, 30},
+    };
+    fl_store_round_t r = {run, round, 1700000000.0 + round, 1700000000.5 + round, with_ckpt ? "closed" : "abandoned",
+                          3, 1, 1, 100, 0.5, NAN, NAN, 4000, 12000};
+    int rc = fl_store_commit_round(st, &r, ups, 3, with_ckpt ? x : NULL, n, s, sizeof s, keep);
+    free(x);
+    return rc;
+}
+
+static void test_run_round_checkpoint(void **state)
+{
+    fl_store_t *st;
+    assert_int_equal(fl_store_open(db_path, 0, &st), 0);
+    int64_t run, resumable, next;
+    assert_int_equal(fl_store_run_resumable(st, &resumable), FL_ENOTFOUND);
+    run = new_run(st, 1000);
+    assert_int_equal(fl_store_run_resumable(st, &resumable), 0);
+    assert_int_equal(resumable, run);
+    assert_int_equal(fl_store_next_round(st, run, &next), 0);
+    assert_int_equal(next, 1);
+
+    /* Round 0's checkpoint is the initial model. */
+    fl_store_checkpoint_t cp;
+    assert_int_equal(fl_store_checkpoint_load(st, run, -1, &cp), 0);
+    assert_int_equal(cp.round, 0);
+    assert_int_equal(cp.numel, 1000);
+    float want[1000];
+    fill_model(want, 1000, 0);
+    assert_memory_equal(cp.model, want, sizeof want);
+    fl_store_checkpoint_free(&cp);
+
+    assert_int_equal(commit(st, run, 1, 1000, 1, 0), 0);
+    assert_int_equal(commit(st, run, 2, 1000, 0, 0), 0); /* abandoned: no checkpoint */
+    assert_int_equal(commit(st, run, 3, 1000, 1, 0), 0);
+    /* The same round twice is refused and leaves nothing behind. */
+    int64_t nup;
+    assert_int_equal(commit(st, run, 3, 1000, 1, 0), FL_EDB);
+    assert_int_equal(fl_store_count_updates(st, run, 3, NULL, &nup), 0);
+    assert_int_equal(nup, 3);
+    assert_int_equal(fl_store_count_updates(st, run, 3, "refused", &nup), 0);
+    assert_int_equal(nup, 1);
+    assert_int_equal(fl_store_count_updates(st, run, 2, "dropped", &nup), 0);
+    assert_int_equal(nup, 1);
+
+    assert_int_equal(fl_store_next_round(st, run, &next), 0);
+    assert_int_equal(next, 4);
+    assert_int_equal(fl_store_checkpoint_load(st, run, -1, &cp), 0);
+    assert_int_equal(cp.round, 3);
+    fill_model(want, 1000, 3);
+    assert_memory_equal(cp.model, want, sizeof want);
+    uint8_t ws[100];
+    fill_state(ws, sizeof ws, 3);
+    assert_int_equal(cp.state_len, 100);
+    assert_memory_equal(cp.state, ws, 100);
+    fl_store_checkpoint_free(&cp);
+    assert_int_equal(fl_store_checkpoint_load(st, run, 2, &cp), FL_ENOTFOUND);
+
+    char v[64];
+    assert_int_equal(fl_store_run_config_value(st, run, "seed", v, sizeof v), 0);
+    assert_string_equal(v, "42");
+    assert_int_equal(fl_store_run_config_value(st, run, "rounds", v, sizeof v), 0);
+    assert_string_equal(v, "5");
+    assert_int_equal(fl_store_run_config_value(st, run, "absent", v, sizeof v), FL_ENOTFOUND);
+
+    /* Times land as ISO-8601 UTC; NaN losses as NULL. */
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_prepare_v2(fl_store_db(st),
+                                        "SELECT started_at, eval_loss IS NULL, train_loss FROM rounds"
+                                        " WHERE run_id = ? AND round = 1",
+                                        -1, &s, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_int64(s, 1, run);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(s, 0), "2023-11-14T22:13:21.000Z");
+    assert_int_equal(sqlite3_column_int(s, 1), 1);
+    assert_true(sqlite3_column_double(s, 2) == 0.5);
+    sqlite3_finalize(s);
+
+    assert_int_equal(fl_store_run_set_status(st, run, "finished"), 0);
+    assert_int_equal(fl_store_run_resumable(st, &resumable), FL_ENOTFOUND);
+    assert_int_equal(fl_store_run_set_status(st, run, "exploded"), FL_EDB);
+
+    /* The admin listings print the rows. */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_int_equal(fl_store_print_runs(st, f), 0);
+    assert_int_equal(fl_store_print_rounds(st, 0, f), 0);
+    fclose(f);
+    assert_non_null(strstr(buf, "finished"));
+    assert_non_null(strstr(buf, "fedadam"));
+    assert_non_null(strstr(buf, "abandoned"));
+    assert_non_null(strstr(buf, "0.5000"));
+    free(buf);
+    fl_store_close(st);
+
+    /* Read-only open of the same file sees the data; of a non-database fails. */
+    assert_int_equal(fl_store_open(db_path, 1, &st), 0);
+    assert_int_equal(fl_store_checkpoint_load(st, run, 1, &cp), 0);
+    fl_store_checkpoint_free(&cp);
+    fl_store_close(st);
+    assert_int_equal(fl_store_open("/nonexistent/dir/x.db", 0, &st), FL_EDB);
+}
+
+static void test_checksum_and_prune(void **state)
+{
+    fl_store_t *st;
+    assert_int_equal(fl_store_open(db_path, 0, &st), 0);
+    int64_t run = new_run(st, 64);
+    for (int64_t r = 1; r <= 6; r++)
+        assert_int_equal(commit(st, run, r, 64, 1, 3), 0);
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_prepare_v2(fl_store_db(st), "SELECT group_concat(round) FROM checkpoints", -1, &s, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(s, 0), "4,5,6");
+    sqlite3_finalize(s);
+    /* Flip one byte of the newest model: the load notices. */
+    assert_int_equal(sqlite3_exec(fl_store_db(st),
+                                  "UPDATE checkpoints SET model = substr(model, 1, 10) || x'ff' ||"
+                                  " substr(model, 12) WHERE round = 6",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    fl_store_checkpoint_t cp;
+    assert_int_equal(fl_store_checkpoint_load(st, run, -1, &cp), FL_ECHECKSUM);
+    assert_null(cp.model);
+    assert_int_equal(sqlite3_exec(fl_store_db(st), "UPDATE checkpoints SET model = x'0102' WHERE round = 5", NULL,
+                                  NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(fl_store_checkpoint_load(st, run, 5, &cp), FL_EFORMAT);
+    assert_int_equal(fl_store_checkpoint_load(st, run, 4, &cp), 0);
+    fl_store_checkpoint_free(&cp);
+    fl_store_close(st);
+}
+
+/* The child: commit rounds with a 4 MiB checkpoint each, as fast as it can,
+ * until it is killed. */
+static void child_commit_forever(int64_t run, size_t n)
+{
+    fl_store_t *st;
+    if (fl_store_open(db_path, 0, &st))
+        _exit(3);
+    int64_t next;
+    if (fl_store_next_round(st, run, &next))
+        _exit(4);
+    for (int64_t r = next;; r++)
+        if (commit(st, run, r, n, 1, 0))
+            _exit(5);
+}
+
+static void test_crash_safety(void **state)
+{
+    const size_t n = 1u << 20; /* 4 MiB of floats: most of the time is spent inside a transaction */
+    fl_store_t *st;
+    assert_int_equal(fl_store_open(db_path, 0, &st), 0);
+    int64_t run = new_run(st, n);
+    fl_store_close(st);
+    struct timespec seed;
+    clock_gettime(CLOCK_MONOTONIC, &seed);
+    srand((unsigned)seed.tv_nsec);
+    int64_t prev_next = 1;
+    for (int kill_no = 0; kill_no < 5; kill_no++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0)
+            child_commit_forever(run, n);
+        /* Let it commit a few rounds, then kill it at an arbitrary instant. */
+        usleep(150000 + (useconds_t)(rand() % 200000));
+        kill(pid, SIGKILL);
+        int status;
+        waitpid(pid, &status, 0);
+        assert_true(WIFSIGNALED(status));
+
+        assert_int_equal(fl_store_open(db_path, 0, &st), 0);
+        sqlite3 *db = fl_store_db(st);
+        sqlite3_stmt *s;
+        assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &s, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+        assert_string_equal((const char *)sqlite3_column_text(s, 0), "ok");
+        sqlite3_finalize(s);
+        /* Whole rounds only: every round has exactly its 3 updates and its
+         * checkpoint, and there is no checkpoint or update without its round. */
+        assert_int_equal(sqlite3_prepare_v2(db,
+                                            "SELECT (SELECT count(*) FROM rounds),"
+                                            " (SELECT count(*) FROM updates),"
+                                            " (SELECT count(*) FROM checkpoints WHERE round > 0),"
+                                            " (SELECT count(*) FROM checkpoints c WHERE round > 0 AND NOT EXISTS"
+                                            "   (SELECT 1 FROM rounds r WHERE r.round = c.round)),"
+                                            " (SELECT coalesce(max(round), 0) FROM rounds)",
+                                            -1, &s, NULL),
+                         SQLITE_OK);
+        assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+        int64_t nrounds = sqlite3_column_int64(s, 0), nupd = sqlite3_column_int64(s, 1);
+        int64_t nck = sqlite3_column_int64(s, 2), orphans = sqlite3_column_int64(s, 3);
+        int64_t maxr = sqlite3_column_int64(s, 4);
+        sqlite3_finalize(s);
+        assert_int_equal(nupd, 3 * nrounds);
+        assert_int_equal(nck, nrounds);
+        assert_int_equal(orphans, 0);
+        assert_int_equal(maxr, nrounds); /* no gap */
+        /* The child made progress, and the newest checkpoint is intact and is the newest round's. */
+        assert_true(maxr >= prev_next);
+        int64_t next;
+        assert_int_equal(fl_store_next_round(st, run, &next), 0);
+        assert_int_equal(next, maxr + 1);
+        prev_next = next;
+        fl_store_checkpoint_t cp;
+        assert_int_equal(fl_store_checkpoint_load(st, run, -1, &cp), 0);
+        assert_int_equal(cp.round, maxr);
+        assert_true(cp.model[12345] == (float)maxr * 0.5f + 12345 * 1e-3f - 7.25f);
+        fl_store_checkpoint_free(&cp);
+        fl_store_close(st);
+    }
+    assert_true(prev_next > 5);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_run_round_checkpoint, each_setup),
+        cmocka_unit_test_setup(test_checksum_and_prune, each_setup),
+        cmocka_unit_test_setup(test_crash_safety, each_setup),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
