@@ -1,0 +1,340 @@
+#include "common/models.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/nn/act.h"
+#include "common/nn/dense.h"
+#include "common/nn/dropout.h"
+
+/* ---- builders: one per model, layers in PyTorch module order ---- */
+
+static int build_logreg(fl_model_t *m)
+{
+    FL_MODEL_ADD(m, fl_act_flatten_create(fl_model_out_shape(m), &l));
+    FL_MODEL_ADD(m, fl_dense_create(&m->params, "fc", fl_model_out_shape(m), m->spec.num_classes,
+                                    1, &l));
+    return 0;
+}
+
+static int build_mlp(fl_model_t *m)
+{
+    FL_MODEL_ADD(m, fl_act_flatten_create(fl_model_out_shape(m), &l));
+    FL_MODEL_ADD(m, fl_dense_create(&m->params, "fc1", fl_model_out_shape(m), 200, 1, &l));
+    FL_MODEL_ADD(m, fl_act_create(FL_ACT_RELU, fl_model_out_shape(m), &l));
+    FL_MODEL_ADD(m, fl_dense_create(&m->params, "fc2", fl_model_out_shape(m), 200, 1, &l));
+    FL_MODEL_ADD(m, fl_act_create(FL_ACT_RELU, fl_model_out_shape(m), &l));
+    FL_MODEL_ADD(m, fl_dense_create(&m->params, "fc3", fl_model_out_shape(m), m->spec.num_classes,
+                                    1, &l));
+    return 0;
+}
+
+static int build_autoencoder(fl_model_t *m)
+{
+    static const struct {
+        const char *name;
+        int64_t out;
+        int act; /* 0 linear, 1 sigmoid */
+    } plan[] = {{"enc1", 1000, 1}, {"enc2", 500, 1}, {"enc3", 250, 1}, {"enc4", 30, 0},
+                {"dec1", 250, 1},  {"dec2", 500, 1}, {"dec3", 1000, 1}, {"dec4", -1, 1}};
+    FL_MODEL_ADD(m, fl_act_flatten_create(fl_model_out_shape(m), &l));
+    const int64_t in = m->spec.input.ndim ? (int64_t)fl_shape_numel(&m->spec.input) : 0;
+    for (size_t i = 0; i < sizeof plan / sizeof plan[0]; i++) {
+        int64_t out = plan[i].out > 0 ? plan[i].out : in;
+        FL_MODEL_ADD(m, fl_dense_create(&m->params, plan[i].name, fl_model_out_shape(m), out, 1,
+                                        &l));
+        if (plan[i].act)
+            FL_MODEL_ADD(m, fl_act_create(FL_ACT_SIGMOID, fl_model_out_shape(m), &l));
+    }
+    return 0;
+}
+
+static int build_bowlr(fl_model_t *m)
+{
+    /* The sigmoid lives in the loss (BCE with logits), as in PyTorch. */
+    FL_MODEL_ADD(m, fl_act_flatten_create(fl_model_out_shape(m), &l));
+    FL_MODEL_ADD(m, fl_dense_create(&m->params, "fc", fl_model_out_shape(m), m->spec.num_classes,
+                                    1, &l));
+    return 0;
+}
+
+#define SPEC_IMG28(c) {.input = {.ndim = 3, .d = {1, 28, 28}}, .num_classes = (c), .label_dim = 1}
+
+static const fl_model_info_t registry[] = {
+    {"logreg", "multinomial logistic regression: dense D->C", FL_LOSS_SOFTMAX_CE,
+     FL_METRIC_ACCURACY, SPEC_IMG28(10), build_logreg},
+    {"mlp", "dense 784->200 ReLU ->200 ReLU ->C (McMahan's 2NN)", FL_LOSS_SOFTMAX_CE,
+     FL_METRIC_ACCURACY, SPEC_IMG28(10), build_mlp},
+    {"autoencoder", "dense 784->1000->500->250->30->250->500->1000->784, sigmoid, MSE",
+     FL_LOSS_MSE_INPUT, FL_METRIC_NONE, SPEC_IMG28(10), build_autoencoder},
+    {"bowlr", "bag-of-words tag prediction: dense 10000->500, sigmoid + BCE, recall@5",
+     FL_LOSS_SIGMOID_BCE, FL_METRIC_RECALL5,
+     {.input = {.ndim = 1, .d = {10000}}, .num_classes = 500, .label_dim = 500}, build_bowlr},
+};
+
+size_t fl_models_count(void) { return sizeof registry / sizeof registry[0]; }
+
+const fl_model_info_t *fl_models_at(size_t i)
+{
+    return i < fl_models_count() ? &registry[i] : NULL;
+}
+
+const fl_model_info_t *fl_models_find(const char *name)
+{
+    for (size_t i = 0; name && i < fl_models_count(); i++)
+        if (strcmp(registry[i].name, name) == 0)
+            return &registry[i];
+    return NULL;
+}
+
+int fl_model_spec_from_dataset(const fl_dataset_t *d, fl_model_spec_t *spec)
+{
+    if (!d || !spec || d->ndim < 1 || d->ndim > FL_SHAPE_MAX_DIMS)
+        return FL_EINVAL;
+    memset(spec, 0, sizeof *spec);
+    spec->input = fl_shape_make(d->ndim, d->shape);
+    spec->num_classes = d->num_classes;
+    spec->label_dim = d->label_dim ? d->label_dim : 1;
+    return 0;
+}
+
+const fl_shape_t *fl_model_out_shape(const fl_model_t *m)
+{
+    return m->nlayers ? &m->layers[m->nlayers - 1]->out : &m->spec.input;
+}
+
+size_t fl_model_in_dim(const fl_model_t *m) { return fl_shape_numel(&m->spec.input); }
+
+size_t fl_model_out_dim(const fl_model_t *m) { return fl_shape_numel(fl_model_out_shape(m)); }
+
+int fl_model_push(fl_model_t *m, fl_layer_t *l)
+{
+    const fl_shape_t *cur = fl_model_out_shape(m);
+    if (!l)
+        return FL_EINVAL;
+    if (l->in.ndim != cur->ndim || memcmp(l->in.d, cur->d, sizeof(int64_t) * (size_t)cur->ndim)) {
+        fl_layer_free(l);
+        return FL_ESHAPE;
+    }
+    if (m->nlayers == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 8;
+        fl_layer_t **v = realloc(m->layers, cap * sizeof *v);
+        if (!v) {
+            fl_layer_free(l);
+            return FL_ENOMEM;
+        }
+        m->layers = v;
+        m->cap = cap;
+    }
+    l->rng = &m->dropout_rng;
+    m->layers[m->nlayers++] = l;
+    return 0;
+}
+
+static void free_buffers(fl_model_t *m)
+{
+    if (m->act)
+        for (size_t i = 0; i < m->nlayers; i++)
+            free(m->act[i]);
+    free(m->act);
+    m->act = NULL;
+    free(m->gbuf[0]);
+    free(m->gbuf[1]);
+    free(m->dout);
+    m->gbuf[0] = m->gbuf[1] = m->dout = NULL;
+    m->max_n = 0;
+}
+
+void fl_model_free(fl_model_t *m)
+{
+    if (!m)
+        return;
+    free_buffers(m);
+    for (size_t i = 0; i < m->nlayers; i++)
+        fl_layer_free(m->layers[i]);
+    free(m->layers);
+    fl_params_free(&m->params);
+    fl_params_free(&m->grads);
+    free(m);
+}
+
+int fl_model_reserve(fl_model_t *m, size_t n)
+{
+    if (n <= m->max_n)
+        return 0;
+    size_t widest = fl_model_in_dim(m);
+    for (size_t i = 0; i < m->nlayers; i++)
+        if (m->layers[i]->out_dim > widest)
+            widest = m->layers[i]->out_dim;
+    if (n > SIZE_MAX / sizeof(float) / widest)
+        return FL_ENOMEM;
+    free_buffers(m);
+    m->act = calloc(m->nlayers, sizeof *m->act);
+    if (!m->act)
+        goto nomem;
+    for (size_t i = 0; i < m->nlayers; i++)
+        if (!(m->act[i] = malloc(n * m->layers[i]->out_dim * sizeof(float))))
+            goto nomem;
+    m->gbuf[0] = malloc(n * widest * sizeof(float));
+    m->gbuf[1] = malloc(n * widest * sizeof(float));
+    m->dout = malloc(n * fl_model_out_dim(m) * sizeof(float));
+    if (!m->gbuf[0] || !m->gbuf[1] || !m->dout)
+        goto nomem;
+    for (size_t i = 0; i < m->nlayers; i++) {
+        fl_layer_t *l = m->layers[i];
+        if (l->ops->reserve) {
+            if (l->ops->reserve(l, n))
+                goto nomem;
+        }
+        l->max_n = n;
+    }
+    m->max_n = n;
+    return 0;
+nomem:
+    free_buffers(m);
+    return FL_ENOMEM;
+}
+
+int fl_model_create(const char *name, const fl_model_spec_t *spec, fl_model_t **out)
+{
+    char sbuf[64];
+    if (!out)
+        return FL_EINVAL;
+    *out = NULL;
+    const fl_model_info_t *info = fl_models_find(name);
+    if (!info) {
+        FL_LOG_E("models", "unknown model '%s' (fedopt-client models lists them)",
+                 name ? name : "(null)");
+        return FL_ENOTFOUND;
+    }
+    if (!spec || !fl_shape_numel(&spec->input) || spec->num_classes < 1 || spec->label_dim < 1)
+        return FL_EINVAL;
+    fl_model_t *m = calloc(1, sizeof *m);
+    if (!m)
+        return FL_ENOMEM;
+    int rc;
+    m->info = info;
+    m->spec = *spec;
+    fl_params_init(&m->params);
+    fl_params_init(&m->grads);
+    if ((rc = info->build(m))) {
+        if (rc == FL_ESHAPE || rc == FL_EINVAL) {
+            FL_LOG_E("models", "model %s cannot take input %s with %d classes", name,
+                     fl_shape_str(&spec->input, sbuf, sizeof sbuf), spec->num_classes);
+            rc = FL_ESHAPE;
+        }
+        goto fail;
+    }
+    size_t od = fl_model_out_dim(m);
+    int fits = 1;
+    switch (info->loss) {
+    case FL_LOSS_SOFTMAX_CE: fits = od % spec->label_dim == 0 && od / spec->label_dim > 1; break;
+    case FL_LOSS_SIGMOID_BCE: fits = od == spec->label_dim; break;
+    case FL_LOSS_MSE_INPUT: fits = od == fl_model_in_dim(m); break;
+    }
+    if (!fits) {
+        FL_LOG_E("models", "model %s: output of %zu values does not fit %zu labels per example",
+                 name, od, spec->label_dim);
+        rc = FL_ESHAPE;
+        goto fail;
+    }
+    if ((rc = fl_params_alloc(&m->params)) || (rc = fl_params_clone_layout(&m->grads, &m->params)))
+        goto fail;
+    m->first_param_layer = m->nlayers;
+    for (size_t i = 0; i < m->nlayers; i++) {
+        fl_layer_bind(m->layers[i], &m->params, &m->grads);
+        if (m->layers[i]->nparams && m->first_param_layer == m->nlayers)
+            m->first_param_layer = i;
+    }
+    fl_rng_seed(&m->dropout_rng, 0);
+    *out = m;
+    return 0;
+fail:
+    fl_model_free(m);
+    return rc;
+}
+
+void fl_model_init_params(fl_model_t *m, uint64_t seed)
+{
+    fl_rng_t r;
+    const uint64_t id = FL_RNG_INIT;
+    fl_rng_stream(&r, seed, &id, 1);
+    for (size_t i = 0; i < m->nlayers; i++)
+        if (m->layers[i]->ops->init)
+            m->layers[i]->ops->init(m->layers[i], &r);
+}
+
+int fl_model_set_params(fl_model_t *m, const float *data, size_t n)
+{
+    if (!m || !data)
+        return FL_EINVAL;
+    if (n != m->params.numel)
+        return FL_ESHAPE;
+    if (!fl_f32_all_finite(data, n))
+        return FL_ENONFINITE;
+    memcpy(m->params.data, data, n * sizeof(float));
+    return 0;
+}
+
+void fl_model_seed_dropout(fl_model_t *m, uint64_t seed, const uint64_t *ids, size_t nids)
+{
+    uint64_t tuple[8];
+    size_t k = nids < 7 ? nids : 7;
+    for (size_t i = 0; i < k; i++)
+        tuple[i] = ids[i];
+    tuple[k] = FL_RNG_DROPOUT;
+    fl_rng_stream(&m->dropout_rng, seed, tuple, k + 1);
+}
+
+const float *fl_model_forward(fl_model_t *m, const float *x, size_t n, fl_mode_t mode)
+{
+    if (!m || !x || !n || fl_model_reserve(m, n))
+        return NULL;
+    const float *in = x;
+    for (size_t i = 0; i < m->nlayers; i++) {
+        fl_layer_t *l = m->layers[i];
+        l->ops->forward(l, in, m->act[i], n, mode);
+        in = m->act[i];
+    }
+    return in;
+}
+
+int fl_model_loss(fl_model_t *m, const float *x, const int32_t *y, size_t n, fl_mode_t mode,
+                  int backward, double *loss, fl_loss_stats_t *st)
+{
+    if (!m || !x || !n || (!y && m->info->loss != FL_LOSS_MSE_INPUT))
+        return FL_EINVAL;
+    const float *out = fl_model_forward(m, x, n, mode);
+    if (!out)
+        return FL_ENOMEM;
+    size_t od = fl_model_out_dim(m);
+    float *g = backward ? m->dout : NULL;
+    double L = 0.0;
+    switch (m->info->loss) {
+    case FL_LOSS_SOFTMAX_CE:
+        L = fl_loss_softmax_ce(out, n * m->spec.label_dim, od / m->spec.label_dim, y, g, st);
+        break;
+    case FL_LOSS_SIGMOID_BCE: L = fl_loss_sigmoid_bce(out, n, od, y, g, st); break;
+    case FL_LOSS_MSE_INPUT: L = fl_loss_mse(out, x, n, od, g); break;
+    }
+    if (loss)
+        *loss = L;
+    if (!backward)
+        return 0;
+    memset(m->grads.data, 0, m->grads.numel * sizeof(float));
+    const float *dy = m->dout;
+    int which = 0;
+    for (size_t i = m->nlayers; i-- > 0;) {
+        fl_layer_t *l = m->layers[i];
+        float *dx = i > m->first_param_layer ? m->gbuf[which] : NULL;
+        l->ops->backward(l, i ? m->act[i - 1] : x, m->act[i], dy, dx, n);
+        if (!dx)
+            break;
+        dy = dx;
+        which ^= 1;
+    }
+    return 0;
+}

@@ -1,0 +1,112 @@
+#include "common/nn/dense.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "common/nn/gemm.h"
+
+typedef struct {
+    int in_f, out_f;
+    int has_bias;
+} dense_t;
+
+/* Rows of the GEMM for a batch of n examples. */
+static int dense_rows(const fl_layer_t *l, size_t n)
+{
+    const dense_t *d = l->priv;
+    return (int)(n * (l->in_dim / (size_t)d->in_f));
+}
+
+static void dense_init(fl_layer_t *l, fl_rng_t *rng)
+{
+    const dense_t *d = l->priv;
+    float bound = 1.0f / sqrtf((float)d->in_f);
+    fl_init_uniform(l->p[0], (size_t)d->in_f * d->out_f, bound, rng);
+    if (d->has_bias)
+        fl_init_uniform(l->p[1], (size_t)d->out_f, bound, rng);
+}
+
+static void dense_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_mode_t mode)
+{
+    const dense_t *d = l->priv;
+    int rows = dense_rows(l, n);
+    /* y[rows, out] = x[rows, in] * W^T, W stored [out, in]. */
+    fl_gemm(0, 1, rows, d->out_f, d->in_f, 1.0f, x, d->in_f, l->p[0], d->in_f, 0.0f, y, d->out_f);
+    if (d->has_bias) {
+        const float *b = l->p[1];
+        for (int r = 0; r < rows; r++) {
+            float *yr = y + (size_t)r * d->out_f;
+            for (int j = 0; j < d->out_f; j++)
+                yr[j] += b[j];
+        }
+    }
+}
+
+static void dense_backward(fl_layer_t *l, const float *x, const float *y, const float *dy,
+                           float *dx, size_t n)
+{
+    const dense_t *d = l->priv;
+    int rows = dense_rows(l, n);
+    /* dW[out, in] += dy^T[out, rows] * x[rows, in] */
+    fl_gemm(1, 0, d->out_f, d->in_f, rows, 1.0f, dy, d->out_f, x, d->in_f, 1.0f, l->g[0], d->in_f);
+    if (d->has_bias) {
+        float *gb = l->g[1];
+        for (int r = 0; r < rows; r++) {
+            const float *dyr = dy + (size_t)r * d->out_f;
+            for (int j = 0; j < d->out_f; j++)
+                gb[j] += dyr[j];
+        }
+    }
+    /* dx[rows, in] = dy[rows, out] * W[out, in] */
+    if (dx)
+        fl_gemm(0, 0, rows, d->in_f, d->out_f, 1.0f, dy, d->out_f, l->p[0], d->in_f, 0.0f, dx,
+                d->in_f);
+}
+
+static void dense_destroy(fl_layer_t *l) { free(l->priv); }
+
+static const fl_layer_ops_t dense_ops = {
+    .kind = "dense",
+    .reserve = NULL,
+    .init = dense_init,
+    .forward = dense_forward,
+    .backward = dense_backward,
+    .destroy = dense_destroy,
+};
+
+int fl_dense_create(fl_params_t *layout, const char *prefix, const fl_shape_t *in,
+                    int64_t out_features, int bias, fl_layer_t **out)
+{
+    *out = NULL;
+    if (!layout || !in || in->ndim < 1 || in->ndim > FL_SHAPE_MAX_DIMS || out_features <= 0 ||
+        out_features > INT32_MAX || in->d[in->ndim - 1] <= 0 || in->d[in->ndim - 1] > INT32_MAX)
+        return FL_EINVAL;
+    fl_layer_t *l = calloc(1, sizeof *l);
+    dense_t *d = calloc(1, sizeof *d);
+    int rc = FL_ENOMEM;
+    if (!l || !d)
+        goto fail;
+    fl_shape_t os = *in;
+    os.d[os.ndim - 1] = out_features;
+    if ((rc = fl_layer_setup(l, &dense_ops, prefix, in, &os)))
+        goto fail;
+    l->priv = d;
+    d->in_f = (int)in->d[in->ndim - 1];
+    d->out_f = (int)out_features;
+    d->has_bias = bias != 0;
+    int64_t wshape[2] = {out_features, d->in_f};
+    if ((rc = fl_layer_add_param(l, layout, "weight", 2, wshape, FL_PARAM_DECAY)))
+        goto fail;
+    if (bias && (rc = fl_layer_add_param(l, layout, "bias", 1, &out_features, 0)))
+        goto fail;
+    *out = l;
+    return 0;
+fail:
+    if (l && l->priv)
+        d = NULL; /* owned by l now */
+    fl_layer_free(l);
+    free(d);
+    return rc;
+}

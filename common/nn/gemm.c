@@ -1,0 +1,219 @@
+#include "common/nn/gemm.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+#if FL_HAVE_OPENBLAS
+#include <cblas.h>
+/* Not declared by every cblas.h variant, but exported by every OpenBLAS. */
+extern char *openblas_get_corename(void);
+extern char *openblas_get_config(void);
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#define FL_GEMM_X86 1
+#else
+#define FL_GEMM_X86 0
+#endif
+
+static int portable_threads = 1;
+
+void fl_gemm(int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,
+             const float *b, int ldb, float beta, float *c, int ldc)
+{
+    if (m <= 0 || n <= 0)
+        return;
+#if FL_HAVE_OPENBLAS
+    if (k > 0) {
+        cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans,
+                    transb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                    ldc);
+        return;
+    }
+#endif
+    /* Portable kernel: i-p-j order so the innermost loop walks rows of B and
+     * C contiguously (the compiler vectorizes it); with B transposed the
+     * inner loop is a dot product over contiguous rows of both. */
+    for (int i = 0; i < m; i++) {
+        float *crow = c + (size_t)i * ldc;
+        if (beta == 0.0f)
+            memset(crow, 0, (size_t)n * sizeof(float));
+        else if (beta != 1.0f)
+            for (int j = 0; j < n; j++)
+                crow[j] *= beta;
+        if (!transb) {
+            for (int p = 0; p < k; p++) {
+                float aip = alpha * (transa ? a[(size_t)p * lda + i] : a[(size_t)i * lda + p]);
+                const float *brow = b + (size_t)p * ldb;
+                for (int j = 0; j < n; j++)
+                    crow[j] += aip * brow[j];
+            }
+        } else if (!transa) {
+            const float *arow = a + (size_t)i * lda;
+            for (int j = 0; j < n; j++) {
+                const float *brow = b + (size_t)j * ldb;
+                float s = 0.0f;
+                for (int p = 0; p < k; p++)
+                    s += arow[p] * brow[p];
+                crow[j] += alpha * s;
+            }
+        } else {
+            for (int j = 0; j < n; j++) {
+                const float *brow = b + (size_t)j * ldb;
+                float s = 0.0f;
+                for (int p = 0; p < k; p++)
+                    s += a[(size_t)p * lda + i] * brow[p];
+                crow[j] += alpha * s;
+            }
+        }
+    }
+}
+
+void fl_gemm_set_threads(int n)
+{
+    if (n < 1)
+        n = 1;
+#if FL_HAVE_OPENBLAS
+    openblas_set_num_threads(n);
+#endif
+    portable_threads = n;
+}
+
+int fl_gemm_get_threads(void)
+{
+#if FL_HAVE_OPENBLAS
+    return openblas_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+const char *fl_gemm_backend(void)
+{
+#if FL_HAVE_OPENBLAS
+    static char buf[160];
+    snprintf(buf, sizeof buf, "openblas (%s), kernel %s", openblas_get_config(),
+             openblas_get_corename());
+    return buf;
+#else
+    return "portable (built with BLAS=none)";
+#endif
+}
+
+/* What the CPU (and the OS, through XCR0) supports: 0 = SSE only, 1 = AVX,
+ * 2 = AVX2+FMA, 3 = AVX-512 F/BW/DQ/VL. */
+static int cpu_level(int *is_amd)
+{
+    *is_amd = 0;
+#if FL_GEMM_X86
+    unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d))
+        return 0;
+    unsigned maxleaf = a;
+    *is_amd = (b == 0x68747541u); /* "Auth" of "AuthenticAMD" */
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return 0;
+    int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, fma = (c >> 12) & 1;
+    if (!osxsave || !avx)
+        return 0;
+    unsigned xlo, xhi;
+    __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+    (void)xhi;
+    if ((xlo & 0x6) != 0x6) /* the OS saves XMM and YMM state */
+        return 0;
+    int level = 1;
+    if (maxleaf < 7)
+        return level;
+    __cpuid_count(7, 0, a, b, c, d);
+    int avx2 = (b >> 5) & 1;
+    if (avx2 && fma)
+        level = 2;
+    int avx512 = ((b >> 16) & 1) && ((b >> 17) & 1) && ((b >> 30) & 1) && ((b >> 31) & 1);
+    if (level == 2 && avx512 && (xlo & 0xE0) == 0xE0) /* opmask, ZMM_Hi256, Hi16_ZMM saved */
+        level = 3;
+    return level;
+#else
+    return 0;
+#endif
+}
+
+/* The instruction level an OpenBLAS x86 kernel name needs, or -1 for a name
+ * we do not know (then we never second-guess the library). */
+static int kernel_level(const char *name)
+{
+    static const char *const sse[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem",
+                                      "Atom", "Barcelona", "Opteron", "Opteron(SSE3)", "Nano",
+                                      "Bobcat", "Katmai", "Coppermine", "Northwood", "Banias",
+                                      "Athlon", NULL};
+    static const char *const avx[] = {"Sandybridge", "Bulldozer", "Piledriver", "Steamroller",
+                                      "Excavator", NULL};
+    static const char *const avx2[] = {"Haswell", "Zen", NULL};
+    static const char *const avx512[] = {"SkylakeX", "Cooperlake", "SapphireRapids", NULL};
+    const char *const *tables[] = {sse, avx, avx2, avx512};
+    for (int lvl = 0; lvl < 4; lvl++)
+        for (const char *const *t = tables[lvl]; *t; t++)
+            if (strcasecmp(name, *t) == 0)
+                return lvl;
+    return -1;
+}
+
+const char *fl__gemm_pick_kernel(const char *loaded, int cpu, int is_amd)
+{
+    int have = loaded ? kernel_level(loaded) : -1;
+    /* Only a known generic (pre-AVX2) kernel on a CPU with AVX2 or better is
+     * replaced: where OpenBLAS already picked an AVX2/AVX-512 kernel, or a
+     * name we do not know, its choice stands. */
+    if (have < 0 || have >= 2 || cpu < 2)
+        return NULL;
+    if (cpu >= 3)
+        return "SkylakeX";
+    return is_amd ? "Zen" : "Haswell";
+}
+
+const char *fl_gemm_better_kernel(void)
+{
+#if FL_HAVE_OPENBLAS
+    const char *env = getenv("OPENBLAS_CORETYPE");
+    if (env && *env)
+        return NULL;
+    const char *loaded = getenv("FEDOPT_BLAS_ASSUME_LOADED"); /* test hook */
+    if (!loaded || !*loaded)
+        loaded = openblas_get_corename();
+    int amd;
+    int cpu = cpu_level(&amd);
+    return fl__gemm_pick_kernel(loaded, cpu, amd);
+#else
+    return NULL;
+#endif
+}
+
+void fl_gemm_fix_kernel(int argc, char **argv)
+{
+    (void)argc;
+#if FL_HAVE_OPENBLAS
+    const char *off = getenv("FEDOPT_NO_BLAS_FIX");
+    if ((off && strcmp(off, "0") != 0 && *off) || getenv("FEDOPT_BLAS_REEXEC"))
+        return;
+    const char *k = fl_gemm_better_kernel();
+    if (!k)
+        return;
+    FL_LOG_D("gemm", "OpenBLAS loaded its generic kernel %s on a CPU that runs %s; re-executing "
+                     "with OPENBLAS_CORETYPE=%s",
+             openblas_get_corename(), k, k);
+    if (setenv("OPENBLAS_CORETYPE", k, 1) != 0 || setenv("FEDOPT_BLAS_REEXEC", "1", 1) != 0)
+        return;
+    execv("/proc/self/exe", argv);
+    /* Still here: no /proc or exec refused. Run on, slowly, and say so. */
+    FL_LOG_W("gemm", "OpenBLAS runs its slow %s kernel; set OPENBLAS_CORETYPE=%s for speed",
+             openblas_get_corename(), k);
+    unsetenv("OPENBLAS_CORETYPE");
+#else
+    (void)argv;
+#endif
+}

@@ -1,0 +1,51 @@
+/* gemm: the one matrix-multiply entry point of the training engine.
+ *
+ * Row-major C = alpha * op(A) * op(B) + beta * C with op(X) = X or X^T, the
+ * shape of cblas_sgemm. Built with FL_HAVE_OPENBLAS=1 (the default `make`)
+ * it calls OpenBLAS; with `make BLAS=none` it runs a portable blocked loop,
+ * slower but identical in meaning, so every layer is written once against
+ * this signature.
+ *
+ * fl_gemm_setup also makes sure OpenBLAS runs its best kernel: Debian's
+ * DYNAMIC_ARCH build picks its kernel from cpuid when the library loads, and
+ * on some CPUs (AVX-512 Xeons unknown to 0.3.21) falls back to the SSE3
+ * "Prescott" kernel, several times slower. OpenBLAS only honours the
+ * OPENBLAS_CORETYPE override at load time, so the fix is a re-exec of the
+ * program with the variable set; see fl_gemm_fix_kernel. */
+#ifndef FL_GEMM_H
+#define FL_GEMM_H
+
+#include <stddef.h>
+
+/* Row-major single-precision GEMM: C[M,N] = alpha*op(A)[M,K]*op(B)[K,N] + beta*C.
+ * transa/transb are 0 or 1; lda/ldb/ldc are row strides of the stored
+ * matrices (as in cblas_sgemm with CblasRowMajor). With beta == 0, C is
+ * written without being read (it may hold garbage or NaN). */
+void fl_gemm(int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,
+             const float *b, int ldb, float beta, float *c, int ldc);
+
+/* Sets the number of threads GEMM may use (OpenBLAS's pool; the portable
+ * kernel is single-threaded). n < 1 means 1. Results are deterministic for a
+ * fixed thread count. */
+void fl_gemm_set_threads(int n);
+
+/* Returns the thread count set last (1 before any call with the portable kernel). */
+int fl_gemm_get_threads(void);
+
+/* Returns a static description of the backend, e.g. "openblas 0.3.21 Zen" or "portable". */
+const char *fl_gemm_backend(void);
+
+/* Returns the OpenBLAS kernel name this CPU should use when the loaded one is
+ * a generic fallback ("SkylakeX", "Haswell", "Zen"), or NULL when the loaded
+ * kernel is fine, the CPU has nothing better, the user already chose one
+ * (OPENBLAS_CORETYPE is set) or there is no OpenBLAS. Pure query. */
+const char *fl_gemm_better_kernel(void);
+
+/* Called first thing in main(): when fl_gemm_better_kernel() names a kernel,
+ * sets OPENBLAS_CORETYPE to it and re-executes /proc/self/exe with the same
+ * argv (once: FEDOPT_BLAS_REEXEC guards against loops). Returns only when no
+ * re-exec happened or it failed (then the program runs on the slow kernel,
+ * with a warning). FEDOPT_NO_BLAS_FIX=1 disables it. */
+void fl_gemm_fix_kernel(int argc, char **argv);
+
+#endif

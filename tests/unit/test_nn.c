@@ -1,0 +1,397 @@
+/* Gradient checks for every layer and every model's loss, against central
+ * finite differences on small shapes (tests/support/gradcheck), plus the
+ * GEMM dispatch against a naive product and the loss functions' values. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/error.h"
+#include "common/models.h"
+#include "common/nn/act.h"
+#include "common/nn/dense.h"
+#include "common/nn/dropout.h"
+#include "common/nn/gemm.h"
+#include "common/nn/loss.h"
+#include "tests/support/gradcheck.h"
+
+const char *fl__gemm_pick_kernel(const char *loaded, int cpu, int is_amd);
+
+static void naive(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
+                  const float *b, int ldb, float beta, double *c, int ldc)
+{
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int p = 0; p < k; p++)
+                s += (double)(ta ? a[p * lda + i] : a[i * lda + p]) *
+                     (tb ? b[j * ldb + p] : b[p * ldb + j]);
+            c[i * ldc + j] = alpha * s + beta * c[i * ldc + j];
+        }
+}
+
+static void test_gemm_matches_naive(void **state)
+{
+    (void)state;
+    fl_rng_t r;
+    fl_rng_seed(&r, 3);
+    const int m = 13, n = 17, k = 29;
+    float a[29 * 29], b[29 * 29], c[13 * 17];
+    double ref[13 * 17];
+    for (int t = 0; t < 4; t++) {
+        int ta = t & 1, tb = t >> 1;
+        int lda = ta ? m : k, ldb = tb ? k : n;
+        for (int i = 0; i < 29 * 29; i++) {
+            a[i] = (float)fl_rng_normal(&r);
+            b[i] = (float)fl_rng_normal(&r);
+        }
+        for (int i = 0; i < m * n; i++)
+            ref[i] = c[i] = (float)fl_rng_normal(&r);
+        fl_gemm(ta, tb, m, n, k, 0.5f, a, lda, b, ldb, 2.0f, c, n);
+        naive(ta, tb, m, n, k, 0.5f, a, lda, b, ldb, 2.0f, ref, n);
+        for (int i = 0; i < m * n; i++)
+            assert_true(fabs(c[i] - ref[i]) < 1e-4 * (1 + fabs(ref[i])));
+        /* beta = 0 must ignore whatever C held, NaN included. */
+        for (int i = 0; i < m * n; i++) {
+            c[i] = NAN;
+            ref[i] = 0;
+        }
+        fl_gemm(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, n);
+        naive(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, ref, n);
+        for (int i = 0; i < m * n; i++)
+            assert_true(fabs(c[i] - ref[i]) < 1e-4 * (1 + fabs(ref[i])));
+    }
+}
+
+static void test_kernel_pick(void **state)
+{
+    (void)state;
+    /* A generic kernel on an AVX-512 CPU gets SkylakeX; on AVX2, Haswell or Zen. */
+    assert_string_equal(fl__gemm_pick_kernel("Prescott", 3, 0), "SkylakeX");
+    assert_string_equal(fl__gemm_pick_kernel("Prescott", 2, 0), "Haswell");
+    assert_string_equal(fl__gemm_pick_kernel("Nehalem", 2, 1), "Zen");
+    assert_string_equal(fl__gemm_pick_kernel("Sandybridge", 2, 0), "Haswell");
+    /* A right or better choice, an old CPU, or an unknown name are left alone. */
+    assert_null(fl__gemm_pick_kernel("Haswell", 3, 0));
+    assert_null(fl__gemm_pick_kernel("Zen", 2, 1));
+    assert_null(fl__gemm_pick_kernel("SkylakeX", 3, 0));
+    assert_null(fl__gemm_pick_kernel("Prescott", 1, 0));
+    assert_null(fl__gemm_pick_kernel("Prescott", 0, 0));
+    assert_null(fl__gemm_pick_kernel("NEOVERSEN1", 3, 0));
+    assert_null(fl__gemm_pick_kernel(NULL, 3, 0));
+    /* Whatever this machine is, the query never proposes a kernel the CPU
+     * lacks: with a user override it must say nothing. */
+    setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+    assert_null(fl_gemm_better_kernel());
+    unsetenv("OPENBLAS_CORETYPE");
+}
+
+/* ---- layers ---- */
+
+static void away_from_zero(float *x, size_t n, uint64_t seed, void *ud)
+{
+    (void)ud;
+    fl_rng_t r;
+    fl_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) {
+        double v = 0.1 + 0.9 * fl_rng_uniform(&r);
+        x[i] = (float)(fl_rng_u32(&r) & 1 ? v : -v);
+    }
+}
+
+static void check_layer(fl_layer_t *l, fl_params_t *layout, size_t n, const fl_gc_opts_t *o)
+{
+    assert_non_null(l);
+    fl_gc_result_t res;
+    int rc = fl_gc_layer(l, layout, n, o, &res);
+    assert_true(res.checked > 0);
+    assert_int_equal(res.failed, 0);
+    assert_int_equal(rc, 0);
+    fl_layer_free(l);
+    fl_params_free(layout);
+}
+
+static void test_grad_dense(void **state)
+{
+    (void)state;
+    fl_params_t p;
+    fl_layer_t *l;
+    fl_gc_opts_t o = fl_gc_defaults();
+    /* Plain 1-D input, with and without bias. */
+    fl_params_init(&p);
+    fl_shape_t in = {.ndim = 1, .d = {7}};
+    assert_int_equal(fl_dense_create(&p, "fc", &in, 5, 1, &l), 0);
+    assert_int_equal(l->out_dim, 5);
+    assert_int_equal(p.numel, 7 * 5 + 5);
+    assert_string_equal(p.views[0].name, "fc.weight");
+    assert_int_equal(p.views[0].shape[0], 5);
+    assert_int_equal(p.views[0].shape[1], 7);
+    assert_string_equal(p.views[1].name, "fc.bias");
+    check_layer(l, &p, 3, &o);
+    fl_params_init(&p);
+    assert_int_equal(fl_dense_create(&p, "nb", &in, 4, 0, &l), 0);
+    assert_int_equal(p.nviews, 1);
+    check_layer(l, &p, 2, &o);
+    /* Over the last dim of a [T, D] input: each step is a row. */
+    fl_params_init(&p);
+    fl_shape_t seq = {.ndim = 2, .d = {3, 6}};
+    assert_int_equal(fl_dense_create(&p, "proj", &seq, 4, 1, &l), 0);
+    assert_int_equal(l->out.ndim, 2);
+    assert_int_equal(l->out.d[0], 3);
+    assert_int_equal(l->out.d[1], 4);
+    check_layer(l, &p, 2, &o);
+    /* Bad arguments are refused. */
+    fl_params_init(&p);
+    assert_int_equal(fl_dense_create(&p, "x", &in, 0, 1, &l), FL_EINVAL);
+    assert_null(l);
+    fl_params_free(&p);
+}
+
+static void test_grad_activations(void **state)
+{
+    (void)state;
+    fl_params_t p;
+    fl_layer_t *l;
+    fl_gc_opts_t o = fl_gc_defaults();
+    o.gen_input = away_from_zero; /* ReLU's kink at 0 has no derivative */
+    fl_shape_t in = {.ndim = 3, .d = {2, 3, 4}};
+    for (int k = FL_ACT_RELU; k <= FL_ACT_TANH; k++) {
+        fl_params_init(&p);
+        assert_int_equal(fl_act_create((fl_act_kind_t)k, &in, &l), 0);
+        check_layer(l, &p, 3, &o);
+    }
+    fl_params_init(&p);
+    assert_int_equal(fl_act_flatten_create(&in, &l), 0);
+    assert_int_equal(l->out.ndim, 1);
+    assert_int_equal(l->out.d[0], 24);
+    check_layer(l, &p, 2, &o);
+    assert_int_equal(fl_act_create((fl_act_kind_t)99, &in, &l), FL_EINVAL);
+}
+
+static void test_grad_dropout(void **state)
+{
+    (void)state;
+    fl_params_t p;
+    fl_layer_t *l;
+    fl_gc_opts_t o = fl_gc_defaults();
+    fl_shape_t in = {.ndim = 1, .d = {40}};
+    fl_params_init(&p);
+    assert_int_equal(fl_dropout_create(&in, 0.5f, &l), 0);
+    check_layer(l, &p, 4, &o);
+    assert_int_equal(fl_dropout_create(&in, 1.0f, &l), FL_EINVAL);
+    assert_int_equal(fl_dropout_create(&in, -0.1f, &l), FL_EINVAL);
+}
+
+static void test_dropout_statistics(void **state)
+{
+    (void)state;
+    fl_layer_t *l;
+    fl_shape_t in = {.ndim = 1, .d = {1000}};
+    assert_int_equal(fl_dropout_create(&in, 0.25f, &l), 0);
+    assert_int_equal(l->ops->reserve(l, 10), 0);
+    fl_rng_t r;
+    fl_rng_seed(&r, 9);
+    l->rng = &r;
+    float *x = malloc(10000 * sizeof(float)), *y = malloc(10000 * sizeof(float)),
+          *y2 = malloc(10000 * sizeof(float));
+    for (int i = 0; i < 10000; i++)
+        x[i] = 1.0f;
+    l->ops->forward(l, x, y, 10, FL_MODE_TRAIN);
+    size_t zeros = 0;
+    for (int i = 0; i < 10000; i++) {
+        if (y[i] == 0.0f)
+            zeros++;
+        else
+            assert_float_equal(y[i], 1.0f / 0.75f, 1e-6);
+    }
+    /* 25% of 10,000: the binomial sd is 43, so +-250 cannot fail by chance. */
+    assert_in_range(zeros, 2250, 2750);
+    /* Same stream, same mask; evaluation is the identity. */
+    fl_rng_seed(&r, 9);
+    l->ops->forward(l, x, y2, 10, FL_MODE_TRAIN);
+    assert_memory_equal(y, y2, 10000 * sizeof(float));
+    l->ops->forward(l, x, y2, 10, FL_MODE_EVAL);
+    for (int i = 0; i < 10000; i++)
+        assert_float_equal(y2[i], 1.0f, 0);
+    free(x);
+    free(y);
+    free(y2);
+    fl_layer_free(l);
+}
+
+/* The checker must catch a wrong gradient: a dense layer whose backward
+ * reports 3% too much weight gradient fails it. */
+static const fl_layer_ops_t *real_dense_ops;
+static void skewed_backward(fl_layer_t *l, const float *x, const float *y, const float *dy,
+                            float *dx, size_t n)
+{
+    real_dense_ops->backward(l, x, y, dy, dx, n);
+    l->g[0][1] *= 1.03f;
+}
+
+static void test_gradcheck_catches_errors(void **state)
+{
+    (void)state;
+    fl_params_t p;
+    fl_layer_t *l;
+    fl_params_init(&p);
+    fl_shape_t in = {.ndim = 1, .d = {6}};
+    assert_int_equal(fl_dense_create(&p, "fc", &in, 3, 1, &l), 0);
+    real_dense_ops = l->ops;
+    fl_layer_ops_t skewed = *l->ops;
+    skewed.backward = skewed_backward;
+    l->ops = &skewed;
+    fl_gc_opts_t o = fl_gc_defaults();
+    fl_gc_result_t res;
+    assert_int_equal(fl_gc_layer(l, &p, 4, &o, &res), -1);
+    assert_int_equal(res.failed, 1);
+    l->ops = real_dense_ops;
+    fl_layer_free(l);
+    fl_params_free(&p);
+}
+
+/* ---- losses ---- */
+
+static void test_losses(void **state)
+{
+    (void)state;
+    /* Softmax CE on known values: logits {0, ln 3} -> p = {1/4, 3/4}. */
+    float z[4] = {0.0f, logf(3.0f), 2.0f, 2.0f};
+    int32_t y[2] = {1, -1}; /* second row is padding */
+    float g[4];
+    fl_loss_stats_t st = {0, 0};
+    double L = fl_loss_softmax_ce(z, 2, 2, y, g, &st);
+    assert_float_equal(L, -log(0.75), 1e-6);
+    assert_float_equal(g[0], 0.25f, 1e-6);
+    assert_float_equal(g[1], -0.25f, 1e-6);
+    assert_float_equal(g[2], 0.0f, 0);
+    assert_float_equal(st.hits, 1, 0);
+    assert_float_equal(st.total, 1, 0);
+    /* Large logits do not overflow. */
+    float big[2] = {1000.0f, -1000.0f};
+    int32_t y0 = 1;
+    L = fl_loss_softmax_ce(big, 1, 2, &y0, g, NULL);
+    assert_float_equal(L, 2000.0, 1e-3);
+    /* BCE: logit 0 gives ln 2 whatever the target. */
+    float zb[6] = {0, 0, 0, 0, 0, 0};
+    int32_t tb[6] = {1, 0, 1, 0, 0, 0};
+    L = fl_loss_sigmoid_bce(zb, 1, 6, tb, g, NULL);
+    assert_float_equal(L, log(2.0), 1e-9);
+    /* recall@5: tags at 0 and 5, logits rank tag 5 last of 6 -> 1 of 2. */
+    float zr[6] = {5, 4, 3, 2, 1, 0};
+    int32_t tr[6] = {1, 0, 0, 0, 0, 1};
+    fl_loss_stats_t rs = {0, 0};
+    fl_loss_sigmoid_bce(zr, 1, 6, tr, NULL, &rs);
+    assert_float_equal(rs.hits, 1, 0);
+    assert_float_equal(rs.total, 2, 0);
+    /* MSE */
+    float o[3] = {1, 2, 3}, t[3] = {1, 0, 0}, gm[3];
+    L = fl_loss_mse(o, t, 1, 3, gm);
+    assert_float_equal(L, 13.0 / 3.0, 1e-9);
+    assert_float_equal(gm[1], 4.0f / 3.0f, 1e-6);
+}
+
+/* Finite differences of each loss in its input. */
+static void test_grad_losses(void **state)
+{
+    (void)state;
+    fl_rng_t r;
+    fl_rng_seed(&r, 5);
+    enum { N = 3, C = 7 };
+    float z[N * C], g[N * C];
+    int32_t yc[N] = {2, -1, 6}, yb[N * C];
+    for (int i = 0; i < N * C; i++) {
+        z[i] = (float)fl_rng_normal(&r);
+        yb[i] = fl_rng_u32(&r) & 1;
+    }
+    for (int kind = 0; kind < 3; kind++) {
+        float tgt[N * C];
+        for (int i = 0; i < N * C; i++)
+            tgt[i] = (float)fl_rng_uniform(&r);
+#define LOSS(buf, grad)                                                                      \
+    (kind == 0   ? fl_loss_softmax_ce(buf, N, C, yc, grad, NULL)                             \
+     : kind == 1 ? fl_loss_sigmoid_bce(buf, N, C, yb, grad, NULL)                            \
+                 : fl_loss_mse(buf, tgt, N, C, grad))
+        LOSS(z, g);
+        for (int i = 0; i < N * C; i++) {
+            float keep = z[i];
+            z[i] = keep + 1e-3f;
+            double lp = LOSS(z, NULL);
+            z[i] = keep - 1e-3f;
+            double lm = LOSS(z, NULL);
+            z[i] = keep;
+            double num = (lp - lm) / 2e-3;
+            assert_true(fabs(num - g[i]) <= 1e-4 + 1e-2 * fabs(g[i]));
+        }
+#undef LOSS
+    }
+}
+
+/* ---- models ---- */
+
+static void random_batch(const fl_model_t *m, size_t n, float *x, int32_t *y, uint64_t seed)
+{
+    fl_rng_t r;
+    fl_rng_seed(&r, seed);
+    for (size_t i = 0; i < n * fl_model_in_dim(m); i++)
+        x[i] = (float)fl_rng_uniform(&r);
+    for (size_t i = 0; i < n * m->spec.label_dim; i++)
+        y[i] = m->info->loss == FL_LOSS_SIGMOID_BCE ? (int32_t)(fl_rng_u32(&r) & 1)
+                                                    : (int32_t)fl_rng_below(&r, (uint64_t)m->spec.num_classes);
+}
+
+static void check_model(const char *name, fl_model_spec_t spec, size_t n, size_t max_per_tensor)
+{
+    fl_model_t *m = NULL;
+    assert_int_equal(fl_model_create(name, &spec, &m), 0);
+    fl_model_init_params(m, 11);
+    float *x = malloc(n * fl_model_in_dim(m) * sizeof(float));
+    int32_t *y = malloc(n * spec.label_dim * sizeof(int32_t));
+    assert_non_null(x);
+    assert_non_null(y);
+    random_batch(m, n, x, y, 12);
+    fl_gc_opts_t o = fl_gc_defaults();
+    o.max_per_tensor = max_per_tensor;
+    fl_gc_result_t res;
+    int rc = fl_gc_model(m, x, y, n, &o, &res);
+    assert_int_equal(res.failed, 0);
+    assert_true(res.checked > 0);
+    assert_int_equal(rc, 0);
+    free(x);
+    free(y);
+    fl_model_free(m);
+}
+
+static void test_grad_models(void **state)
+{
+    (void)state;
+    fl_model_spec_t img = {.input = {.ndim = 3, .d = {1, 5, 5}}, .num_classes = 4, .label_dim = 1};
+    check_model("logreg", img, 3, 0);
+    check_model("mlp", img, 3, 40);
+    check_model("autoencoder", img, 2, 30);
+    fl_model_spec_t bow = {.input = {.ndim = 1, .d = {30}}, .num_classes = 8, .label_dim = 8};
+    check_model("bowlr", bow, 3, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gemm_matches_naive),
+        cmocka_unit_test(test_kernel_pick),
+        cmocka_unit_test(test_grad_dense),
+        cmocka_unit_test(test_grad_activations),
+        cmocka_unit_test(test_grad_dropout),
+        cmocka_unit_test(test_gradcheck_catches_errors),
+        cmocka_unit_test(test_dropout_statistics),
+        cmocka_unit_test(test_losses),
+        cmocka_unit_test(test_grad_losses),
+        cmocka_unit_test(test_grad_models),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
