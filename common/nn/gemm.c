@@ -106,6 +106,7 @@ const char *fl_gemm_backend(void)
 #endif
 }
 
+#if FL_HAVE_OPENBLAS
 /* What the CPU (and the OS, through XCR0) supports: 0 = SSE only, 1 = AVX,
  * 2 = AVX2+FMA, 3 = AVX-512 F/BW/DQ/VL. */
 static int cpu_level(int *is_amd)
@@ -142,6 +143,7 @@ static int cpu_level(int *is_amd)
     return 0;
 #endif
 }
+#endif
 
 /* The instruction level an OpenBLAS x86 kernel name needs, or -1 for a name
  * we do not know (then we never second-guess the library). */
