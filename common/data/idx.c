@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <zlib.h>
 
@@ -224,4 +225,71 @@ int fl_fmnist_load(const char *split, fl_dataset_t *d)
     snprintf(xp, sizeof xp, "%s/%s-images-idx3-ubyte.gz", dir, prefix);
     snprintf(yp, sizeof yp, "%s/%s-labels-idx1-ubyte.gz", dir, prefix);
     return fl_idx_load_images(xp, yp, 10, d);
+}
+
+/* Finds the one file in dir whose name contains one of the patterns. */
+static int find_one(const char *dir, const char *const *pats, char *out, size_t size)
+{
+    DIR *dp = opendir(dir);
+    if (!dp) {
+        FL_LOG_E("idx", "%s: cannot open directory", dir);
+        return FL_ENOTFOUND;
+    }
+    int found = 0;
+    struct dirent *e;
+    while ((e = readdir(dp))) {
+        int hit = 0;
+        for (const char *const *p = pats; *p; p++)
+            hit |= strstr(e->d_name, *p) != NULL;
+        if (!hit)
+            continue;
+        if (found++ == 0)
+            snprintf(out, size, "%s/%s", dir, e->d_name);
+    }
+    closedir(dp);
+    if (found != 1) {
+        FL_LOG_E("idx", "%s: %s file matching *%s* (found %d)", dir,
+                 found ? "more than one" : "no", pats[0], found);
+        return FL_ENOTFOUND;
+    }
+    return 0;
+}
+
+int fl_idx_load_dir(const char *dir, const char *split, fl_dataset_t *d)
+{
+    static const char *const train_x[] = {"train-images", NULL};
+    static const char *const train_y[] = {"train-labels", NULL};
+    static const char *const test_x[] = {"t10k-images", "test-images", NULL};
+    static const char *const test_y[] = {"t10k-labels", "test-labels", NULL};
+    int train;
+    if (!dir || !split || !d)
+        return FL_EINVAL;
+    if (strcmp(split, "train") == 0)
+        train = 1;
+    else if (strcmp(split, "test") == 0)
+        train = 0;
+    else
+        return FL_EINVAL;
+    char xp[4096], yp[4096];
+    int rc;
+    if ((rc = find_one(dir, train ? train_x : test_x, xp, sizeof xp)) ||
+        (rc = find_one(dir, train ? train_y : test_y, yp, sizeof yp)))
+        return rc;
+    if ((rc = fl_idx_load_images(xp, yp, 1, d)))
+        return rc;
+    const char *base = strrchr(xp, '/') + 1;
+    if (strncmp(base, "emnist-", 7) == 0 && d->shape[1] == d->shape[2]) {
+        /* EMNIST keeps the column-major order of its MATLAB origin. */
+        size_t h = (size_t)d->shape[1];
+        for (size_t i = 0; i < d->n; i++) {
+            float *img = d->x + i * d->dim;
+            for (size_t r = 0; r < h; r++)
+                for (size_t c = r + 1; c < h; c++) {
+                    float t = img[r * h + c];
+                    img[r * h + c] = img[c * h + r];
+                    img[c * h + r] = t;
+                }
+        }
+    }
+    return 0;
 }

@@ -46,4 +46,14 @@ const char *fl_fmnist_dir(void);
  * telling the user which Debian package to install. */
 int fl_fmnist_load(const char *split, fl_dataset_t *d);
 
+/* Loads the "train" or "test" split from a directory of IDX files named the
+ * usual way: *train-images*, *train-labels* for train and *t10k-images* (or
+ * *test-images*), *t10k-labels* (or *test-labels*) for test, gzipped or not
+ * (MNIST, Fashion-MNIST, EMNIST). Exactly one file must match each role.
+ * EMNIST's files (names starting with "emnist-") store images transposed;
+ * they are transposed back so that every image is row-major. Returns 0,
+ * FL_ENOTFOUND (no or several matching files, logged), or fl_idx_load_images'
+ * codes. */
+int fl_idx_load_dir(const char *dir, const char *split, fl_dataset_t *d);
+
 #endif
