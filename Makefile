@@ -10,7 +10,7 @@
 # Any Debian package that is missing is installed first by deploy/install-deps.sh.
 
 CC ?= cc
-CFLAGS ?= -O2 -g
+CFLAGS ?= -O3 -g
 LDFLAGS ?=
 SANITIZE ?=
 BLAS ?= openblas

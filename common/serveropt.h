@@ -87,6 +87,22 @@ void fl_serveropt_begin(fl_serveropt_t *opt);
  * example weighting), FL_ESTATE (no round open). The caller keeps the delta. */
 int fl_serveropt_add(fl_serveropt_t *opt, const float *delta, size_t n, double num_examples);
 
+/* Most deltas fl_serveropt_add_batch takes in one call. */
+#define FL_SERVEROPT_MAX_BATCH 64
+
+/* Adds `count` client deltas (each n floats, with its example count) in one
+ * pass over the accumulator: the server calls this with the uploads it has
+ * buffered, which cuts the accumulator's memory traffic by the batch size.
+ * results[i] receives what fl_serveropt_add would have returned for delta i.
+ * Each delta is checked for non-finite values in the same pass; one found
+ * partway through is subtracted back out of the blocks already summed, so a
+ * refused delta then leaves a trace of at most float64 rounding (about 1e-16
+ * relative, far below the float32 model's resolution); fl_serveropt_add is
+ * bit-exact. Returns 0 (even when some deltas were refused), FL_EINVAL for
+ * count outside 1..FL_SERVEROPT_MAX_BATCH, or FL_ESTATE. The caller keeps the deltas. */
+int fl_serveropt_add_batch(fl_serveropt_t *opt, const float *const *deltas, const double *num_examples,
+                           size_t count, size_t n, int *results);
+
 /* Closes the round: D = sum(w*delta)/sum(w) over the accepted updates, then
  * the optimizer step on x (n floats, updated in place). With no accepted
  * update, x, m, v and the step counter are left untouched and res->applied

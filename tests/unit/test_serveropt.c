@@ -1,0 +1,376 @@
+/* ServerOpt beyond the vectors: the reference's invariants, streaming
+ * accuracy over thousands of updates, refusal of bad updates, empty rounds,
+ * and exact state serialization. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/error.h"
+#include "common/rng.h"
+#include "common/serveropt.h"
+
+static fl_serveropt_t *make(fl_serveropt_kind_t kind, size_t n)
+{
+    fl_serveropt_config_t cfg;
+    fl_serveropt_config_defaults(&cfg, kind);
+    fl_serveropt_t *o = NULL;
+    assert_int_equal(fl_serveropt_create(&cfg, n, &o), 0);
+    return o;
+}
+
+static void fill_normal(fl_rng_t *r, float *x, size_t n, double scale)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(scale * fl_rng_normal(r));
+}
+
+/* Runs `rounds` rounds of 3 random updates each and calls check(prev_v, v, D)
+ * after every round, with D the pseudo-gradient recomputed in double. */
+typedef void (*check_fn)(const float *vprev, const float *v, const double *D, size_t n);
+
+static void run_rounds(fl_serveropt_kind_t kind, int rounds, check_fn check)
+{
+    const size_t n = 257;
+    fl_rng_t r;
+    fl_rng_seed(&r, 42 + kind);
+    fl_serveropt_t *o = make(kind, n);
+    float *x = calloc(n, sizeof *x), *d = calloc(n, sizeof *d), *vprev = calloc(n, sizeof *vprev);
+    double *D = calloc(n, sizeof *D);
+    for (int t = 0; t < rounds; t++) {
+        memcpy(vprev, fl_serveropt_v(o), n * sizeof(float));
+        fl_serveropt_begin(o);
+        memset(D, 0, n * sizeof *D);
+        double wsum = 0;
+        for (int k = 0; k < 3; k++) {
+            /* Vary the scale across rounds so v both grows and shrinks. */
+            fill_normal(&r, d, n, (t % 3 == 0) ? 1.0 : 0.01);
+            double w = 1 + (double)fl_rng_below(&r, 100);
+            assert_int_equal(fl_serveropt_add(o, d, n, w), 0);
+            for (size_t i = 0; i < n; i++)
+                D[i] += w * d[i];
+            wsum += w;
+        }
+        for (size_t i = 0; i < n; i++)
+            D[i] /= wsum;
+        assert_int_equal(fl_serveropt_finish(o, x, n, NULL), 0);
+        check(vprev, fl_serveropt_v(o), D, n);
+    }
+    free(x);
+    free(d);
+    free(vprev);
+    free(D);
+    fl_serveropt_free(o);
+}
+
+static void adagrad_check(const float *vp, const float *v, const double *D, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        assert_true(v[i] >= vp[i]);
+}
+
+static void yogi_check(const float *vp, const float *v, const double *D, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        assert_true(v[i] >= 0.0f);
+}
+
+static void adam_check(const float *vp, const float *v, const double *D, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        double d2 = D[i] * D[i];
+        double lo = fmin(vp[i], d2), hi = fmax(vp[i], d2);
+        /* v is stored in float32: allow its rounding. */
+        assert_true(v[i] >= lo * (1 - 1e-6) - 1e-30 && v[i] <= hi * (1 + 1e-6) + 1e-30);
+    }
+}
+
+static void test_adagrad_v_nondecreasing(void **s) { run_rounds(FL_SERVEROPT_FEDADAGRAD, 12, adagrad_check); }
+static void test_yogi_v_nonnegative(void **s) { run_rounds(FL_SERVEROPT_FEDYOGI, 12, yogi_check); }
+static void test_adam_v_between(void **s) { run_rounds(FL_SERVEROPT_FEDADAM, 12, adam_check); }
+
+/* FedAvg with lr = 1: the new model is the weighted mean of the client models. */
+static void test_fedavg_lr1_is_weighted_mean(void **s)
+{
+    const size_t n = 100;
+    fl_rng_t r;
+    fl_rng_seed(&r, 7);
+    fl_serveropt_t *o = make(FL_SERVEROPT_FEDAVG, n);
+    float x[100], client[4][100], d[100];
+    double w[4] = {10, 250, 3, 77}, want[100] = {0};
+    fill_normal(&r, x, n, 1.0);
+    fl_serveropt_begin(o);
+    for (int k = 0; k < 4; k++) {
+        fill_normal(&r, client[k], n, 1.0);
+        for (size_t i = 0; i < n; i++) {
+            d[i] = client[k][i] - x[i];
+            want[i] += w[k] * client[k][i];
+        }
+        assert_int_equal(fl_serveropt_add(o, d, n, w[k]), 0);
+    }
+    assert_int_equal(fl_serveropt_finish(o, x, n, NULL), 0);
+    for (size_t i = 0; i < n; i++)
+        assert_float_equal(x[i], want[i] / 340.0, 1e-5);
+    fl_serveropt_free(o);
+}
+
+/* 10,000 updates agree with a float64 sum to 1e-6 relative. */
+static void test_accumulation_10k(void **s)
+{
+    const size_t n = 64;
+    const int K = 10000;
+    fl_rng_t r;
+    fl_rng_seed(&r, 99);
+    fl_serveropt_t *o = make(FL_SERVEROPT_FEDAVG, n);
+    float *x = calloc(n, sizeof *x), *d = malloc(n * sizeof *d);
+    double *ref = calloc(n, sizeof *ref), wsum = 0;
+    fl_serveropt_begin(o);
+    for (int k = 0; k < K; k++) {
+        /* A common offset plus noise: the sum is dominated by cancellation-free
+         * growth, where a float32 accumulator loses about 1e-4. */
+        for (size_t i = 0; i < n; i++)
+            d[i] = (float)(0.5 + 0.1 * fl_rng_normal(&r));
+        double w = 1 + (double)fl_rng_below(&r, 500);
+        assert_int_equal(fl_serveropt_add(o, d, n, w), 0);
+        for (size_t i = 0; i < n; i++)
+            ref[i] += w * (double)d[i];
+        wsum += w;
+    }
+    fl_serveropt_round_t res;
+    assert_int_equal(fl_serveropt_finish(o, x, n, &res), 0);
+    assert_int_equal(res.accepted, K);
+    for (size_t i = 0; i < n; i++) {
+        double want = ref[i] / wsum;
+        assert_true(fabs(x[i] - want) <= 1e-6 * fabs(want));
+    }
+    free(x);
+    free(d);
+    free(ref);
+    fl_serveropt_free(o);
+}
+
+static void test_refusals_leave_no_trace(void **s)
+{
+    const size_t n = 33;
+    fl_rng_t r;
+    fl_rng_seed(&r, 5);
+    fl_serveropt_t *a = make(FL_SERVEROPT_FEDADAM, n), *b = make(FL_SERVEROPT_FEDADAM, n);
+    float xa[33], xb[33], good[33], bad[33];
+    fill_normal(&r, xa, n, 1.0);
+    memcpy(xb, xa, sizeof xa);
+    fill_normal(&r, good, n, 0.1);
+    fl_serveropt_begin(a);
+    fl_serveropt_begin(b);
+    assert_int_equal(fl_serveropt_add(a, good, n, 10), 0);
+    assert_int_equal(fl_serveropt_add(b, good, n, 10), 0);
+    /* Refusals of every kind go to b only. */
+    memcpy(bad, good, sizeof bad);
+    bad[n - 1] = NAN;
+    assert_int_equal(fl_serveropt_add(b, bad, n, 10), FL_ENONFINITE);
+    bad[n - 1] = -INFINITY;
+    assert_int_equal(fl_serveropt_add(b, bad, n, 10), FL_ENONFINITE);
+    assert_int_equal(fl_serveropt_add(b, good, n - 1, 10), FL_ESHAPE);
+    assert_int_equal(fl_serveropt_add(b, good, n, 0), FL_EINVAL);
+    assert_int_equal(fl_serveropt_add(b, good, n, NAN), FL_EINVAL);
+    fl_serveropt_round_t ra, rb;
+    assert_int_equal(fl_serveropt_finish(a, xa, n, &ra), 0);
+    assert_int_equal(fl_serveropt_finish(b, xb, n, &rb), 0);
+    assert_int_equal(rb.rejected, 5);
+    assert_int_equal(rb.accepted, 1);
+    assert_memory_equal(xa, xb, sizeof xa);
+    assert_memory_equal(fl_serveropt_v(a), fl_serveropt_v(b), n * sizeof(float));
+    /* add outside a round is a state error. */
+    assert_int_equal(fl_serveropt_add(a, good, n, 1), FL_ESTATE);
+    fl_serveropt_free(a);
+    fl_serveropt_free(b);
+}
+
+static void test_empty_round_changes_nothing(void **s)
+{
+    const size_t n = 16;
+    fl_serveropt_t *o = make(FL_SERVEROPT_FEDYOGI, n);
+    float x[16], x0[16], d[16];
+    for (size_t i = 0; i < n; i++) {
+        x[i] = (float)i;
+        d[i] = 0.5f;
+    }
+    fl_serveropt_begin(o);
+    assert_int_equal(fl_serveropt_add(o, d, n, 3), 0);
+    assert_int_equal(fl_serveropt_finish(o, x, n, NULL), 0);
+    memcpy(x0, x, sizeof x);
+    uint8_t *before, *after;
+    size_t lb, la;
+    assert_int_equal(fl_serveropt_state_save(o, &before, &lb), 0);
+    fl_serveropt_begin(o);
+    d[3] = NAN;
+    assert_int_equal(fl_serveropt_add(o, d, n, 3), FL_ENONFINITE);
+    fl_serveropt_round_t res;
+    assert_int_equal(fl_serveropt_finish(o, x, n, &res), 0);
+    assert_int_equal(res.applied, 0);
+    assert_int_equal(res.step, 1);
+    assert_int_equal(fl_serveropt_state_save(o, &after, &la), 0);
+    assert_int_equal(la, lb);
+    assert_memory_equal(before, after, la);
+    assert_memory_equal(x, x0, sizeof x);
+    free(before);
+    free(after);
+    fl_serveropt_free(o);
+}
+
+/* Two optimizers, one restored from the other's saved state mid-run, stay
+ * identical bit for bit; corrupt or foreign state is refused. */
+static void test_state_roundtrip(void **s)
+{
+    static const fl_serveropt_kind_t kinds[] = {FL_SERVEROPT_FEDAVG, FL_SERVEROPT_FEDAVGM,
+                                                FL_SERVEROPT_FEDADAGRAD, FL_SERVEROPT_FEDADAM,
+                                                FL_SERVEROPT_FEDYOGI};
+    const size_t n = 301;
+    for (int k = 0; k < 5; k++) {
+        fl_rng_t r;
+        fl_rng_seed(&r, 1000 + k);
+        fl_serveropt_t *a = make(kinds[k], n), *b = NULL;
+        float *xa = calloc(n, 4), *xb = calloc(n, 4), *d = calloc(n, 4);
+        for (int t = 0; t < 6; t++) {
+            if (t == 3) {
+                uint8_t *buf;
+                size_t len;
+                assert_int_equal(fl_serveropt_state_save(a, &buf, &len), 0);
+                b = make(kinds[k], n);
+                /* Every truncation and a flipped byte are refused. */
+                assert_int_not_equal(fl_serveropt_state_load(b, buf, len - 1), 0);
+                assert_int_not_equal(fl_serveropt_state_load(b, buf, 10), 0);
+                buf[len / 2] ^= 0x40;
+                assert_int_equal(fl_serveropt_state_load(b, buf, len), FL_ECHECKSUM);
+                buf[len / 2] ^= 0x40;
+                fl_serveropt_t *other = make(kinds[(k + 1) % 5], n);
+                assert_int_not_equal(fl_serveropt_state_load(other, buf, len), 0);
+                fl_serveropt_free(other);
+                assert_int_equal(fl_serveropt_state_load(b, buf, len), 0);
+                assert_int_equal(fl_serveropt_step(b), 3);
+                memcpy(xb, xa, n * 4);
+                free(buf);
+            }
+            fl_serveropt_begin(a);
+            if (b)
+                fl_serveropt_begin(b);
+            for (int c = 0; c < 3; c++) {
+                fill_normal(&r, d, n, 0.05);
+                assert_int_equal(fl_serveropt_add(a, d, n, 5 + c), 0);
+                if (b)
+                    assert_int_equal(fl_serveropt_add(b, d, n, 5 + c), 0);
+            }
+            assert_int_equal(fl_serveropt_finish(a, xa, n, NULL), 0);
+            if (b)
+                assert_int_equal(fl_serveropt_finish(b, xb, n, NULL), 0);
+        }
+        assert_memory_equal(xa, xb, n * 4);
+        if (fl_serveropt_m(a))
+            assert_memory_equal(fl_serveropt_m(a), fl_serveropt_m(b), n * 4);
+        if (fl_serveropt_v(a))
+            assert_memory_equal(fl_serveropt_v(a), fl_serveropt_v(b), n * 4);
+        free(xa);
+        free(xb);
+        free(d);
+        fl_serveropt_free(a);
+        fl_serveropt_free(b);
+    }
+}
+
+/* add_batch agrees with add, and refuses what add refuses, including a
+ * non-finite value far into a delta (after blocks already summed). */
+static void test_add_batch(void **s)
+{
+    const size_t n = 10000; /* several accumulation blocks */
+    fl_rng_t r;
+    fl_rng_seed(&r, 77);
+    float *d[5];
+    for (int k = 0; k < 5; k++) {
+        d[k] = malloc(n * sizeof(float));
+        fill_normal(&r, d[k], n, 0.1);
+    }
+    d[2][n - 3] = NAN; /* bad in the last block */
+    d[4][0] = INFINITY;  /* bad in the first block */
+    fl_serveropt_t *a = make(FL_SERVEROPT_FEDADAM, n), *b = make(FL_SERVEROPT_FEDADAM, n);
+    float *xa = calloc(n, 4), *xb = calloc(n, 4);
+    double w[5] = {3, 5, 7, 0, 11};
+    int want[5] = {0, 0, FL_ENONFINITE, FL_EINVAL, FL_ENONFINITE}, got[5];
+    for (int round = 0; round < 2; round++) {
+        fl_serveropt_begin(a);
+        fl_serveropt_begin(b);
+        for (int k = 0; k < 5; k++)
+            assert_int_equal(fl_serveropt_add(a, d[k], n, w[k]), want[k]);
+        assert_int_equal(fl_serveropt_add_batch(b, (const float *const *)d, w, 5, n, got), 0);
+        for (int k = 0; k < 5; k++)
+            assert_int_equal(got[k], want[k]);
+        fl_serveropt_round_t ra, rb;
+        assert_int_equal(fl_serveropt_finish(a, xa, n, &ra), 0);
+        assert_int_equal(fl_serveropt_finish(b, xb, n, &rb), 0);
+        assert_int_equal(rb.accepted, 2);
+        assert_int_equal(rb.rejected, 3);
+        assert_true(rb.total_weight == ra.total_weight);
+        /* The refused delta d[2] was subtracted back out of the blocks before
+         * its NaN: equal up to float64 rounding, i.e. float32 results agree to
+         * an ulp or two. */
+        for (size_t i = 0; i < n; i++)
+            assert_true(fabsf(xa[i] - xb[i]) <= 1e-6f * (1.0f + fabsf(xa[i])));
+    }
+    int res[1];
+    assert_int_equal(fl_serveropt_add_batch(b, (const float *const *)d, w, 1, n, res), FL_ESTATE);
+    fl_serveropt_begin(b);
+    assert_int_equal(fl_serveropt_add_batch(b, (const float *const *)d, w, 0, n, res), FL_EINVAL);
+    assert_int_equal(fl_serveropt_add_batch(b, (const float *const *)d, w, 1, n - 1, res), 0);
+    assert_int_equal(res[0], FL_ESHAPE);
+    for (int k = 0; k < 5; k++)
+        free(d[k]);
+    free(xa);
+    free(xb);
+    fl_serveropt_free(a);
+    fl_serveropt_free(b);
+}
+
+static void test_config(void **s)
+{
+    fl_serveropt_config_t c;
+    fl_serveropt_kind_t k;
+    assert_int_equal(fl_serveropt_parse_kind("fedyogi", &k), 0);
+    assert_int_equal(k, FL_SERVEROPT_FEDYOGI);
+    assert_int_equal(fl_serveropt_parse_kind("adam", &k), FL_EINVAL);
+    fl_serveropt_config_defaults(&c, FL_SERVEROPT_FEDADAGRAD);
+    assert_true(c.beta1 == 0.0 && c.tau == 1e-3 && c.server_lr > 0);
+    fl_serveropt_config_defaults(&c, FL_SERVEROPT_FEDADAM);
+    assert_true(c.beta1 == 0.9 && c.beta2 == 0.99 && !c.bias_correction);
+    assert_int_equal(fl_serveropt_config_validate(&c), 0);
+    c.beta2 = 1.0;
+    assert_int_equal(fl_serveropt_config_validate(&c), FL_ECONFIG);
+    fl_serveropt_config_defaults(&c, FL_SERVEROPT_FEDAVGM);
+    c.bias_correction = 1;
+    assert_int_equal(fl_serveropt_config_validate(&c), FL_ECONFIG);
+    fl_serveropt_config_defaults(&c, FL_SERVEROPT_FEDAVG);
+    c.server_lr = -1;
+    fl_serveropt_t *o = NULL;
+    assert_int_equal(fl_serveropt_create(&c, 10, &o), FL_ECONFIG);
+    assert_null(o);
+    fl_serveropt_free(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_adagrad_v_nondecreasing),
+        cmocka_unit_test(test_yogi_v_nonnegative),
+        cmocka_unit_test(test_adam_v_between),
+        cmocka_unit_test(test_fedavg_lr1_is_weighted_mean),
+        cmocka_unit_test(test_accumulation_10k),
+        cmocka_unit_test(test_refusals_leave_no_trace),
+        cmocka_unit_test(test_empty_round_changes_nothing),
+        cmocka_unit_test(test_state_roundtrip),
+        cmocka_unit_test(test_add_batch),
+        cmocka_unit_test(test_config),
+    };
+    return cmocka_run_group_tests_name("serveropt", tests, NULL, NULL);
+}
