@@ -10,7 +10,10 @@
 # Any Debian package that is missing is installed first by deploy/install-deps.sh.
 
 CC ?= cc
-CFLAGS ?= -O3 -g
+CFLAGS ?= -O2 -g
+# The numeric kernels (ServerOpt, the parameter buffer, the training engine)
+# are built with these on top of CFLAGS: their loops only vectorize at -O3.
+HOT_CFLAGS ?= -O3
 LDFLAGS ?=
 SANITIZE ?=
 BLAS ?= openblas
@@ -56,11 +59,13 @@ $(BUILD)/config-$(BLAS).mk: deploy/install-deps.sh Makefile
 	   echo "CMOCKA_LIBS := $$(pkg-config --libs cmocka)"; } > $@
 
 ALL_CFLAGS = $(FL_CFLAGS) $(PKG_CFLAGS) $(CFLAGS)
+HOT_OBJS = $(BUILD)/common/serveropt.o $(BUILD)/common/params.o $(BUILD)/common/nn/%.o
+$(HOT_OBJS): ALL_CFLAGS += $(HOT_CFLAGS)
 
 # Objects depend on the flags they were built with: changing CC, CFLAGS,
 # SANITIZE or BLAS rebuilds everything.
 FLAGS_STAMP := $(BUILD)/.flags
-FLAGS_NOW = $(CC) $(ALL_CFLAGS) $(LDFLAGS)
+FLAGS_NOW = $(CC) $(ALL_CFLAGS) $(HOT_CFLAGS) $(LDFLAGS)
 $(FLAGS_STAMP): FORCE
 	@mkdir -p $(BUILD)
 	@echo '$(FLAGS_NOW)' | cmp -s - $@ || echo '$(FLAGS_NOW)' > $@
