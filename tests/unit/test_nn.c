@@ -281,7 +281,8 @@ static void test_losses(void **state)
     /* BCE: logit 0 gives ln 2 whatever the target. */
     float zb[6] = {0, 0, 0, 0, 0, 0};
     int32_t tb[6] = {1, 0, 1, 0, 0, 0};
-    L = fl_loss_sigmoid_bce(zb, 1, 6, tb, g, NULL);
+    float gb[6];
+    L = fl_loss_sigmoid_bce(zb, 1, 6, tb, gb, NULL);
     assert_float_equal(L, log(2.0), 1e-9);
     /* recall@5: tags at 0 and 5, logits rank tag 5 last of 6 -> 1 of 2. */
     float zr[6] = {5, 4, 3, 2, 1, 0};
