@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/nn/act.h"
+#include "common/nn/conv2d.h"
 #include "common/nn/dense.h"
 #include "common/nn/dropout.h"
 
@@ -28,6 +29,26 @@ static int build_mlp(fl_model_t *m)
     FL_MODEL_ADD(m, fl_dense_create(&m->params, "fc2", fl_model_out_shape(m), 200, 1, &l));
     FL_MODEL_ADD(m, fl_act_create(FL_ACT_RELU, fl_model_out_shape(m), &l));
     FL_MODEL_ADD(m, fl_dense_create(&m->params, "fc3", fl_model_out_shape(m), m->spec.num_classes,
+                                    1, &l));
+    return 0;
+}
+
+static int build_cnn(fl_model_t *m)
+{
+    /* The EMNIST CR model of the paper (TFF's create_conv_dropout_model). */
+    FL_MODEL_ADD(m, fl_conv2d_create(&m->params, "conv1", fl_model_out_shape(m), 32, 3, 1, 0, 1,
+                                     &l));
+    FL_MODEL_ADD(m, fl_act_create(FL_ACT_RELU, fl_model_out_shape(m), &l));
+    FL_MODEL_ADD(m, fl_conv2d_create(&m->params, "conv2", fl_model_out_shape(m), 64, 3, 1, 0, 1,
+                                     &l));
+    FL_MODEL_ADD(m, fl_act_create(FL_ACT_RELU, fl_model_out_shape(m), &l));
+    FL_MODEL_ADD(m, fl_conv2d_maxpool_create(fl_model_out_shape(m), 2, 2, &l));
+    FL_MODEL_ADD(m, fl_dropout_create(fl_model_out_shape(m), 0.25f, &l));
+    FL_MODEL_ADD(m, fl_act_flatten_create(fl_model_out_shape(m), &l));
+    FL_MODEL_ADD(m, fl_dense_create(&m->params, "fc1", fl_model_out_shape(m), 128, 1, &l));
+    FL_MODEL_ADD(m, fl_act_create(FL_ACT_RELU, fl_model_out_shape(m), &l));
+    FL_MODEL_ADD(m, fl_dropout_create(fl_model_out_shape(m), 0.5f, &l));
+    FL_MODEL_ADD(m, fl_dense_create(&m->params, "fc2", fl_model_out_shape(m), m->spec.num_classes,
                                     1, &l));
     return 0;
 }
@@ -68,6 +89,8 @@ static const fl_model_info_t registry[] = {
      FL_METRIC_ACCURACY, SPEC_IMG28(10), build_logreg},
     {"mlp", "dense 784->200 ReLU ->200 ReLU ->C (McMahan's 2NN)", FL_LOSS_SOFTMAX_CE,
      FL_METRIC_ACCURACY, SPEC_IMG28(10), build_mlp},
+    {"cnn", "conv3x3 32 ReLU, conv3x3 64 ReLU, maxpool 2, dropout .25, dense 128 ReLU, dropout .5, dense C",
+     FL_LOSS_SOFTMAX_CE, FL_METRIC_ACCURACY, SPEC_IMG28(10), build_cnn},
     {"autoencoder", "dense 784->1000->500->250->30->250->500->1000->784, sigmoid, MSE",
      FL_LOSS_MSE_INPUT, FL_METRIC_NONE, SPEC_IMG28(10), build_autoencoder},
     {"bowlr", "bag-of-words tag prediction: dense 10000->500, sigmoid + BCE, recall@5",

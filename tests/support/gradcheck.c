@@ -159,7 +159,7 @@ int fl_gc_layer(fl_layer_t *l, fl_params_t *layout, size_t n, const fl_gc_opts_t
     }
     fprintf(stderr, "gradcheck %s: %zu elements, %zu failed, %zu kinks skipped, worst %.3f of tolerance\n",
             l->ops->kind, r.checked, r.failed, r.skipped, r.worst);
-    rc = (r.failed == 0 && r.checked > 0 && r.skipped * 10 <= r.checked) ? 0 : -1;
+    rc = (r.failed == 0 && r.checked > 0 && r.skipped * 4 <= r.checked) ? 0 : -1;
 out:
     if (res)
         *res = r;
@@ -217,7 +217,7 @@ int fl_gc_model(fl_model_t *m, const float *x, const int32_t *y, size_t n,
     }
     fprintf(stderr, "gradcheck model %s: loss %.5f, %zu elements, %zu failed, %zu kinks skipped, worst %.3f\n",
             m->info->name, L, r.checked, r.failed, r.skipped, r.worst);
-    rc = (r.failed == 0 && r.checked > 0 && r.skipped * 10 <= r.checked) ? 0 : -1;
+    rc = (r.failed == 0 && r.checked > 0 && r.skipped * 4 <= r.checked) ? 0 : -1;
 out:
     if (res)
         *res = r;

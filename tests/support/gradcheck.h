@@ -31,7 +31,7 @@ typedef struct {
     size_t checked;  /* elements compared */
     size_t failed;   /* elements outside the tolerance */
     size_t skipped;  /* elements at a kink of the function (not compared); a check
-                        fails when they exceed a tenth of the compared ones */
+                        fails when they exceed a quarter of the compared ones */
     double worst;    /* largest |a - n| / (atol + rtol * max(|a|, |n|)): <= 1 passes */
 } fl_gc_result_t;
 

@@ -15,6 +15,7 @@
 #include "common/error.h"
 #include "common/models.h"
 #include "common/nn/act.h"
+#include "common/nn/conv2d.h"
 #include "common/nn/dense.h"
 #include "common/nn/dropout.h"
 #include "common/nn/gemm.h"
@@ -225,6 +226,109 @@ static void test_dropout_statistics(void **state)
     fl_layer_free(l);
 }
 
+static void test_grad_conv2d(void **state)
+{
+    (void)state;
+    fl_params_t p;
+    fl_layer_t *l;
+    fl_gc_opts_t o = fl_gc_defaults();
+    static const struct {
+        int cin, h, w, cout, k, stride, pad, bias;
+    } cases[] = {
+        {2, 5, 6, 3, 3, 1, 0, 1}, /* the cnn's shape, small */
+        {2, 6, 5, 2, 3, 2, 1, 1}, /* stride and padding */
+        {3, 4, 4, 2, 1, 1, 0, 0}, /* 1x1 without bias (the GEMM-only path) */
+        {1, 7, 7, 2, 5, 2, 2, 1},
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        fl_params_init(&p);
+        fl_shape_t in = {.ndim = 3, .d = {cases[t].cin, cases[t].h, cases[t].w}};
+        assert_int_equal(fl_conv2d_create(&p, "conv", &in, cases[t].cout, cases[t].k,
+                                          cases[t].stride, cases[t].pad, cases[t].bias, &l),
+                         0);
+        int64_t ho = (cases[t].h + 2 * cases[t].pad - cases[t].k) / cases[t].stride + 1;
+        assert_int_equal(l->out.d[0], cases[t].cout);
+        assert_int_equal(l->out.d[1], ho);
+        assert_int_equal(p.views[0].ndim, 4);
+        assert_int_equal(p.views[0].shape[1], cases[t].cin);
+        check_layer(l, &p, 2, &o);
+    }
+    fl_params_init(&p);
+    fl_shape_t tiny = {.ndim = 3, .d = {1, 2, 2}}, flat = {.ndim = 1, .d = {4}};
+    assert_int_equal(fl_conv2d_create(&p, "c", &tiny, 4, 3, 1, 0, 1, &l), FL_EINVAL);
+    assert_int_equal(fl_conv2d_create(&p, "c", &flat, 4, 1, 1, 0, 1, &l), FL_EINVAL);
+    assert_null(l);
+    fl_params_free(&p);
+}
+
+/* A convolution against the definition, with padding and stride. */
+static void test_conv2d_values(void **state)
+{
+    (void)state;
+    fl_params_t p, g;
+    fl_layer_t *l;
+    fl_params_init(&p);
+    fl_params_init(&g);
+    fl_shape_t in = {.ndim = 3, .d = {2, 5, 4}};
+    assert_int_equal(fl_conv2d_create(&p, "c", &in, 3, 3, 2, 1, 1, &l), 0);
+    assert_int_equal(fl_params_alloc(&p), 0);
+    assert_int_equal(fl_params_clone_layout(&g, &p), 0);
+    fl_layer_bind(l, &p, &g);
+    assert_int_equal(l->ops->reserve(l, 1), 0);
+    fl_rng_t r;
+    fl_rng_seed(&r, 4);
+    l->ops->init(l, &r);
+    float x[40], y[3 * 3 * 2];
+    for (int i = 0; i < 40; i++)
+        x[i] = (float)fl_rng_normal(&r);
+    l->ops->forward(l, x, y, 1, FL_MODE_EVAL);
+    assert_int_equal(l->out.d[1], 3);
+    assert_int_equal(l->out.d[2], 2);
+    for (int o = 0; o < 3; o++)
+        for (int oh = 0; oh < 3; oh++)
+            for (int ow = 0; ow < 2; ow++) {
+                double s = l->p[1][o];
+                for (int c = 0; c < 2; c++)
+                    for (int ki = 0; ki < 3; ki++)
+                        for (int kj = 0; kj < 3; kj++) {
+                            int ih = oh * 2 - 1 + ki, iw = ow * 2 - 1 + kj;
+                            if (ih >= 0 && ih < 5 && iw >= 0 && iw < 4)
+                                s += (double)l->p[0][((o * 2 + c) * 3 + ki) * 3 + kj] *
+                                     x[(c * 5 + ih) * 4 + iw];
+                        }
+                assert_float_equal(y[(o * 3 + oh) * 2 + ow], s, 1e-5);
+            }
+    fl_layer_free(l);
+    fl_params_free(&p);
+    fl_params_free(&g);
+}
+
+static void test_grad_maxpool(void **state)
+{
+    (void)state;
+    fl_params_t p;
+    fl_layer_t *l;
+    fl_gc_opts_t o = fl_gc_defaults();
+    fl_shape_t in = {.ndim = 3, .d = {2, 6, 5}};
+    fl_params_init(&p);
+    assert_int_equal(fl_conv2d_maxpool_create(&in, 2, 2, &l), 0);
+    assert_int_equal(l->out.d[1], 3);
+    assert_int_equal(l->out.d[2], 2);
+    check_layer(l, &p, 3, &o);
+    fl_params_init(&p);
+    assert_int_equal(fl_conv2d_maxpool_create(&in, 3, 1, &l), 0); /* overlapping windows */
+    check_layer(l, &p, 2, &o);
+    /* Values: the max of each window. */
+    fl_shape_t s = {.ndim = 3, .d = {1, 2, 4}};
+    assert_int_equal(fl_conv2d_maxpool_create(&s, 2, 2, &l), 0);
+    assert_int_equal(l->ops->reserve(l, 1), 0);
+    float x[8] = {1, 5, -1, -2, 3, 2, -3, -4}, y[2];
+    l->ops->forward(l, x, y, 1, FL_MODE_TRAIN);
+    assert_float_equal(y[0], 5, 0);
+    assert_float_equal(y[1], -1, 0);
+    fl_layer_free(l);
+}
+
 /* The checker must catch a wrong gradient: a dense layer whose backward
  * reports 3% too much weight gradient fails it. */
 static const fl_layer_ops_t *real_dense_ops;
@@ -376,6 +480,8 @@ static void test_grad_models(void **state)
     check_model("logreg", img, 3, 0);
     check_model("mlp", img, 3, 40);
     check_model("autoencoder", img, 2, 30);
+    fl_model_spec_t img8 = {.input = {.ndim = 3, .d = {1, 8, 8}}, .num_classes = 3, .label_dim = 1};
+    check_model("cnn", img8, 3, 40);
     fl_model_spec_t bow = {.input = {.ndim = 1, .d = {30}}, .num_classes = 8, .label_dim = 8};
     check_model("bowlr", bow, 3, 0);
 }
@@ -388,6 +494,9 @@ int main(void)
         cmocka_unit_test(test_grad_dense),
         cmocka_unit_test(test_grad_activations),
         cmocka_unit_test(test_grad_dropout),
+        cmocka_unit_test(test_grad_conv2d),
+        cmocka_unit_test(test_conv2d_values),
+        cmocka_unit_test(test_grad_maxpool),
         cmocka_unit_test(test_gradcheck_catches_errors),
         cmocka_unit_test(test_dropout_statistics),
         cmocka_unit_test(test_losses),

@@ -1,0 +1,29 @@
+/* conv2d: 2-D convolution (PyTorch's nn.Conv2d, groups = 1, dilation = 1) and
+ * 2-D max pooling (nn.MaxPool2d, no padding, floor mode).
+ *
+ * conv2d: input [Cin, H, W] -> output [Cout, Ho, Wo] with
+ * Ho = (H + 2*pad - k) / stride + 1 (likewise Wo). Weight "<prefix>.weight"
+ * [Cout, Cin, k, k] and optional "<prefix>.bias" [Cout], PyTorch's layout, so
+ * the weight is a row-major [Cout, Cin*k*k] matrix. Each example is lowered
+ * with im2col to a [Cin*k*k, Ho*Wo] matrix and multiplied by the weight in
+ * one GEMM (backward: two GEMMs and col2im). Init U(+-1/sqrt(Cin*k*k)).
+ *
+ * maxpool2d: [C, H, W] -> [C, (H-k)/stride+1, (W-k)/stride+1]; the gradient
+ * goes to the first maximum of each window (as PyTorch does). */
+#ifndef FL_CONV2D_H
+#define FL_CONV2D_H
+
+#include "common/nn/layer.h"
+
+/* Creates a conv2d layer with square kernel k for input *in ([Cin, H, W]),
+ * appending its weight (FL_PARAM_DECAY) and, when `bias`, bias to *layout.
+ * The caller owns *out. Returns 0, FL_EINVAL (bad shape/arguments, or an
+ * output that would be empty), FL_ENOMEM. */
+int fl_conv2d_create(fl_params_t *layout, const char *prefix, const fl_shape_t *in,
+                     int64_t out_channels, int k, int stride, int pad, int bias, fl_layer_t **out);
+
+/* Creates a max-pooling layer with window k and the given stride for input
+ * [C, H, W]. The caller owns *out. Returns 0, FL_EINVAL or FL_ENOMEM. */
+int fl_conv2d_maxpool_create(const fl_shape_t *in, int k, int stride, fl_layer_t **out);
+
+#endif
