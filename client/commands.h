@@ -13,4 +13,8 @@ typedef struct {
     const char *summary;
 } fl_client_cmd_t;
 
+int fl_client_cmd_models(int argc, char **argv);
+int fl_client_cmd_train(int argc, char **argv);
+int fl_client_cmd_eval(int argc, char **argv);
+
 #endif

@@ -3,10 +3,14 @@
 #include <string.h>
 
 #include "client/commands.h"
+#include "common/nn/gemm.h"
 #include "common/version.h"
 
 /* Subcommand table: one line per command (prototypes next to it). */
 static const fl_client_cmd_t commands[] = {
+    {"models", fl_client_cmd_models, "list the models, their parameter counts and shapes"},
+    {"train", fl_client_cmd_train, "train a model centrally on local data"},
+    {"eval", fl_client_cmd_eval, "evaluate a model file on data"},
     {NULL, NULL, NULL},
 };
 
@@ -20,6 +24,8 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+    /* Before anything else: may re-exec with a better OpenBLAS kernel. */
+    fl_gemm_fix_kernel(argc, argv);
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -1,0 +1,149 @@
+/* fedopt-client models: lists every model with its parameter count, input
+ * and output shape, loss and metric, built for the paper's shapes (or for
+ * --classes C / --input D1xD2x.. when given). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/commands.h"
+#include "common/error.h"
+#include "common/models.h"
+#include "common/nn/gemm.h"
+
+static const char *loss_name(fl_model_loss_t l)
+{
+    return l == FL_LOSS_SOFTMAX_CE ? "softmax-ce" : l == FL_LOSS_SIGMOID_BCE ? "sigmoid-bce" : "mse";
+}
+
+static const char *metric_name(fl_model_metric_t m)
+{
+    return m == FL_METRIC_ACCURACY ? "accuracy" : m == FL_METRIC_RECALL5 ? "recall@5" : "mse";
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: fedopt-client models [--classes C] [--input D1xD2x...] [--json] [--verbose]\n"
+                 "  lists every model with its parameter count and shapes; --verbose adds the\n"
+                 "  tensors (PyTorch state_dict names) and the GEMM backend\n");
+}
+
+/* Parses "1x28x28" into a shape. */
+static int parse_shape(const char *s, fl_shape_t *out)
+{
+    fl_shape_t sh = {0, {0}};
+    const char *p = s;
+    while (*p) {
+        char *end;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || v <= 0 || v > (1LL << 31) || sh.ndim == FL_SHAPE_MAX_DIMS)
+            return FL_EINVAL;
+        sh.d[sh.ndim++] = v;
+        if (*end == 'x')
+            end++;
+        else if (*end)
+            return FL_EINVAL;
+        p = end;
+    }
+    if (!sh.ndim)
+        return FL_EINVAL;
+    *out = sh;
+    return 0;
+}
+
+int fl_client_cmd_models(int argc, char **argv)
+{
+    static const struct option opts[] = {{"classes", required_argument, NULL, 'c'},
+                                         {"input", required_argument, NULL, 'i'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"verbose", no_argument, NULL, 'v'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    int classes = 0, json = 0, verbose = 0, have_shape = 0, o;
+    fl_shape_t shape;
+    optind = 1;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 'c':
+            classes = atoi(optarg);
+            if (classes < 1) {
+                fprintf(stderr, "models: --classes must be a positive integer\n");
+                return 2;
+            }
+            break;
+        case 'i':
+            if (parse_shape(optarg, &shape)) {
+                fprintf(stderr, "models: --input wants a shape like 1x28x28\n");
+                return 2;
+            }
+            have_shape = 1;
+            break;
+        case 'j': json = 1; break;
+        case 'v': verbose = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (!json)
+        printf("%-12s %12s  %-14s %-12s %-12s %-9s %s\n", "model", "params", "input", "output",
+               "loss", "metric", "architecture");
+    for (size_t i = 0; i < fl_models_count(); i++) {
+        const fl_model_info_t *info = fl_models_at(i);
+        fl_model_spec_t spec = info->paper;
+        if (have_shape)
+            spec.input = shape;
+        if (classes) {
+            spec.num_classes = classes;
+            if (info->loss == FL_LOSS_SIGMOID_BCE)
+                spec.label_dim = (size_t)classes;
+        }
+        fl_model_t *m = NULL;
+        if (fl_model_create(info->name, &spec, &m)) {
+            printf(json ? "{\"model\":\"%s\",\"error\":\"does not fit this input\"}\n"
+                        : "%-12s (does not fit this input)\n",
+                   info->name);
+            continue;
+        }
+        char in[64], out[64];
+        fl_shape_str(&spec.input, in, sizeof in);
+        fl_shape_str(fl_model_out_shape(m), out, sizeof out);
+        if (json) {
+            printf("{\"model\":\"%s\",\"params\":%zu,\"input\":%s,\"output\":%s,\"loss\":\"%s\","
+                   "\"metric\":\"%s\",\"tensors\":[",
+                   info->name, m->params.numel, in, out, loss_name(info->loss),
+                   metric_name(info->metric));
+            for (size_t v = 0; v < m->params.nviews; v++)
+                printf("%s\"%s\"", v ? "," : "", m->params.views[v].name);
+            printf("]}\n");
+        } else {
+            char num[32];
+            /* thousands separators by hand: printf's ' flag is not C11 */
+            char raw[32];
+            snprintf(raw, sizeof raw, "%zu", m->params.numel);
+            size_t L = strlen(raw), k = 0;
+            for (size_t c = 0; c < L; c++) {
+                num[k++] = raw[c];
+                if ((L - c - 1) % 3 == 0 && c + 1 < L)
+                    num[k++] = ',';
+            }
+            num[k] = 0;
+            printf("%-12s %12s  %-14s %-12s %-12s %-9s %s\n", info->name, num, in, out,
+                   loss_name(info->loss), metric_name(info->metric), info->summary);
+            if (verbose)
+                for (size_t v = 0; v < m->params.nviews; v++) {
+                    const fl_param_view_t *pv = &m->params.views[v];
+                    fl_shape_t s = fl_shape_make(pv->ndim, pv->shape);
+                    char sb[64];
+                    printf("    %-16s %s\n", pv->name, fl_shape_str(&s, sb, sizeof sb));
+                }
+        }
+        fl_model_free(m);
+    }
+    if (verbose && !json)
+        printf("gemm: %s\n", fl_gemm_backend());
+    return 0;
+}

@@ -1,0 +1,209 @@
+/* fedopt-client train: central training on the client's data, the baseline
+ * every federated experiment is compared with and a debugging tool on a
+ * device. One line (or JSON object) per epoch with train loss, test loss,
+ * test metric and training samples/s. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/commands.h"
+#include "common/data/spec.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/models.h"
+#include "common/nn/gemm.h"
+#include "common/safetensors.h"
+#include "common/train.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: fedopt-client train --model M [--data SPEC] [--epochs E] [--batch B] [--lr LR]\n"
+            "         [--momentum MU] [--weight-decay WD] [--seed S] [--threads T] [--init FILE]\n"
+            "         [--save FILE] [--limit N] [--json]\n"
+            "  --model M        a model from `fedopt-client models`\n"
+            "  --epochs E       passes over the training data (default 1)\n"
+            "  --batch B        minibatch size (default 20)\n"
+            "  --lr LR          SGD learning rate (default 0.05)\n"
+            "  --momentum MU    SGD momentum (default 0: plain SGD, as in the paper)\n"
+            "  --weight-decay WD  L2 on weights (default 0)\n"
+            "  --seed S         seeds init, shuffling and dropout (default 1)\n"
+            "  --threads T      GEMM threads (default 1); results are reproducible per T\n"
+            "  --init FILE      start from a safetensors model instead of a fresh init\n"
+            "  --save FILE      write the trained model (safetensors, PyTorch names)\n"
+            "  --limit N        train on the first N examples only\n"
+            "  --json           one JSON object per epoch: epoch, train_loss, test_loss,\n"
+            "                   test_accuracy, samples_per_s\n"
+            "data options:\n%s",
+            fl_data_spec_usage());
+}
+
+typedef struct {
+    fl_model_t *m;
+    const fl_dataset_t *test;
+    int json;
+} epoch_ctx_t;
+
+static void print_num(const char *key, double v, int last)
+{
+    if (isfinite(v))
+        printf("\"%s\":%.6g%s", key, v, last ? "" : ",");
+    else
+        printf("\"%s\":null%s", key, last ? "" : ",");
+}
+
+static int on_epoch(int epoch, const fl_train_stats_t *st, void *ud)
+{
+    epoch_ctx_t *c = ud;
+    fl_train_stats_t ev = {0, NAN, 0, 0, 0};
+    if (c->test && c->test->n && fl_train_eval(c->m, c->test, 500, &ev))
+        return 1;
+    double sps = st->seconds > 0 ? (double)st->examples / st->seconds : 0;
+    if (c->json) {
+        printf("{\"epoch\":%d,", epoch);
+        print_num("train_loss", st->loss, 0);
+        print_num("test_loss", c->test ? ev.loss : NAN, 0);
+        print_num("test_accuracy", ev.metric, 0);
+        print_num("samples_per_s", sps, 0);
+        print_num("seconds", st->seconds, 1);
+        printf("}\n");
+    } else {
+        const char *metric = c->m->info->metric == FL_METRIC_RECALL5 ? "test_recall@5"
+                                                                      : "test_accuracy";
+        printf("epoch %d: train_loss %.4f  test_loss %.4f  %s %.4f  %.0f samples/s (%.1f s)\n",
+               epoch, st->loss, ev.loss, metric, ev.metric, sps, st->seconds);
+    }
+    fflush(stdout);
+    return 0;
+}
+
+int fl_client_cmd_train(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, NULL, 'm'},   {"epochs", required_argument, NULL, 'e'},
+        {"batch", required_argument, NULL, 'b'},   {"lr", required_argument, NULL, 'l'},
+        {"momentum", required_argument, NULL, 'u'}, {"weight-decay", required_argument, NULL, 'w'},
+        {"seed", required_argument, NULL, 's'},    {"threads", required_argument, NULL, 't'},
+        {"init", required_argument, NULL, 'i'},    {"save", required_argument, NULL, 'o'},
+        {"limit", required_argument, NULL, 'n'},   {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    fl_data_spec_t spec;
+    fl_data_spec_init(&spec);
+    fl_dataset_t train, test;
+    fl_dataset_init(&train);
+    fl_dataset_init(&test);
+    fl_model_t *m = NULL;
+    const char *model = NULL, *init = NULL, *save = NULL;
+    fl_train_config_t cfg = {.epochs = 1, .batch = 20, .sgd = {.lr = 0.05f}, .seed = 1};
+    long threads = 1, limit = 0;
+    int json = 0, o, status = 2;
+    char *end;
+    if (fl_data_spec_parse_args(&spec, &argc, argv))
+        goto out;
+    optind = 1;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 'm': model = optarg; break;
+        case 'e':
+            cfg.epochs = (int)strtol(optarg, &end, 10);
+            if (*end || cfg.epochs < 1 || cfg.epochs > 100000)
+                goto bad;
+            break;
+        case 'b': {
+            long b = strtol(optarg, &end, 10);
+            if (*end || b < 1 || b > 1000000)
+                goto bad;
+            cfg.batch = (size_t)b;
+            break;
+        }
+        case 'l':
+            cfg.sgd.lr = strtof(optarg, &end);
+            if (*end || !(cfg.sgd.lr >= 0) || !isfinite(cfg.sgd.lr))
+                goto bad;
+            break;
+        case 'u':
+            cfg.sgd.momentum = strtof(optarg, &end);
+            if (*end || !(cfg.sgd.momentum >= 0 && cfg.sgd.momentum < 1))
+                goto bad;
+            break;
+        case 'w':
+            cfg.sgd.weight_decay = strtof(optarg, &end);
+            if (*end || !(cfg.sgd.weight_decay >= 0) || !isfinite(cfg.sgd.weight_decay))
+                goto bad;
+            break;
+        case 's':
+            cfg.seed = strtoull(optarg, &end, 10);
+            if (*end || !*optarg)
+                goto bad;
+            break;
+        case 't':
+            threads = strtol(optarg, &end, 10);
+            if (*end || threads < 1 || threads > 256)
+                goto bad;
+            break;
+        case 'n':
+            limit = strtol(optarg, &end, 10);
+            if (*end || limit < 1)
+                goto bad;
+            break;
+        case 'i': init = optarg; break;
+        case 'o': save = optarg; break;
+        case 'j': json = 1; break;
+        case 'h': usage(stdout); status = 0; goto out;
+        default: usage(stderr); goto out;
+        }
+    }
+    if (!model || optind != argc) {
+        fprintf(stderr, "train: --model is required\n");
+        usage(stderr);
+        goto out;
+    }
+    status = 1;
+    if (!fl_models_find(model)) {
+        fprintf(stderr, "train: unknown model '%s' (fedopt-client models lists them)\n", model);
+        goto out;
+    }
+    if (fl_data_spec_validate(&spec) || fl_data_spec_load(&spec, "train", &train) ||
+        fl_data_spec_load(&spec, "test", &test))
+        goto out;
+    if (limit && (size_t)limit < train.n)
+        train.n = (size_t)limit;
+    fl_gemm_set_threads((int)threads);
+    fl_model_spec_t ms;
+    fl_model_spec_from_dataset(&train, &ms);
+    if (test.num_classes > ms.num_classes)
+        ms.num_classes = test.num_classes;
+    if (fl_model_create(model, &ms, &m))
+        goto out;
+    if (init) {
+        if (fl_safetensors_load(init, &m->params))
+            goto out;
+    } else {
+        fl_model_init_params(m, cfg.seed);
+    }
+    if (!json)
+        printf("train %s (%zu params) on %zu examples, test %zu; batch %zu, lr %g, %ld thread%s, "
+               "%s\n",
+               model, m->params.numel, train.n, test.n, cfg.batch, (double)cfg.sgd.lr, threads,
+               threads == 1 ? "" : "s", fl_gemm_backend());
+    epoch_ctx_t ctx = {m, &test, json};
+    int rc = fl_train_run(m, &train, &cfg, on_epoch, &ctx, NULL);
+    if (rc) {
+        fprintf(stderr, "train: %s\n", fl_strerror(rc));
+        goto out;
+    }
+    if (save && fl_safetensors_save(save, &m->params))
+        goto out;
+    status = 0;
+    goto out;
+bad:
+    fprintf(stderr, "train: bad value '%s'\n", optarg);
+    usage(stderr);
+out:
+    fl_model_free(m);
+    fl_dataset_free(&train);
+    fl_dataset_free(&test);
+    return status;
+}
