@@ -7,6 +7,7 @@
 
 #include "common/data/cifar.h"
 #include "common/data/idx.h"
+#include "common/data/text.h"
 #include "common/error.h"
 #include "common/log.h"
 
@@ -197,9 +198,10 @@ static int load_source(const fl_data_spec_t *s, const char *split, fl_dataset_t 
         return fl_cifar_load(arg, 10, split, out);
     case SRC_CIFAR100:
         return fl_cifar_load(arg, 100, split, out);
+    case SRC_TEXT:
+        return fl_text_load(arg, split, s->view, out);
     case SRC_LEAF:
     case SRC_TFF:
-    case SRC_TEXT:
         FL_LOG_E("data", "%s: this reader is not in this build yet", s->source);
         return FL_EUNSUPPORTED;
     default:
