@@ -7,6 +7,7 @@
 
 #include "common/data/cifar.h"
 #include "common/data/idx.h"
+#include "common/data/leaf.h"
 #include "common/data/text.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -201,6 +202,7 @@ static int load_source(const fl_data_spec_t *s, const char *split, fl_dataset_t 
     case SRC_TEXT:
         return fl_text_load(arg, split, s->view, out);
     case SRC_LEAF:
+        return fl_leaf_load(arg, split, out);
     case SRC_TFF:
         FL_LOG_E("data", "%s: this reader is not in this build yet", s->source);
         return FL_EUNSUPPORTED;
