@@ -3,8 +3,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
+#include "common/bytes.h"
 #include "common/error.h"
 
 void fl_params_init(fl_params_t *p) { memset(p, 0, sizeof *p); }
@@ -119,19 +119,9 @@ int fl_params_same_layout(const fl_params_t *a, const fl_params_t *b)
 
 uint32_t fl_params_crc32(const float *x, size_t n)
 {
-    /* fedopt only targets little-endian hosts (checked at build time in
-     * common/wire), so the in-memory bytes are the little-endian bytes. zlib's
-     * crc32 takes a uInt length, so feed it in slices. */
-    uLong crc = crc32(0L, Z_NULL, 0);
-    const unsigned char *b = (const unsigned char *)x;
-    size_t left = n * sizeof(float);
-    while (left) {
-        uInt chunk = left > (1u << 30) ? (1u << 30) : (uInt)left;
-        crc = crc32(crc, b, chunk);
-        b += chunk;
-        left -= chunk;
-    }
-    return (uint32_t)crc;
+    /* fedopt only targets little-endian hosts, so the in-memory bytes are the
+     * little-endian bytes. */
+    return fl_crc32(0, x, n * sizeof(float));
 }
 
 int fl_f32_all_finite(const float *x, size_t n)

@@ -3,8 +3,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
+#include "common/bytes.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/params.h"
@@ -437,43 +437,6 @@ const fl_serveropt_config_t *fl_serveropt_config(const fl_serveropt_t *o) { retu
 #define STATE_VERSION 1u
 #define STATE_HEADER 32u
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get_u32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++)
-        v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
-static uint32_t crc_bytes(const uint8_t *b, size_t len)
-{
-    uLong crc = crc32(0L, Z_NULL, 0);
-    while (len) {
-        uInt chunk = len > (1u << 30) ? (1u << 30) : (uInt)len;
-        crc = crc32(crc, b, chunk);
-        b += chunk;
-        len -= chunk;
-    }
-    return (uint32_t)crc;
-}
-
 int fl_serveropt_state_save(const fl_serveropt_t *o, uint8_t **buf, size_t *len)
 {
     if (!o || !buf || !len)
@@ -484,11 +447,11 @@ int fl_serveropt_state_save(const fl_serveropt_t *o, uint8_t **buf, size_t *len)
     if (!b)
         return FL_ENOMEM;
     memcpy(b, STATE_MAGIC, 4);
-    put_u32(b + 4, STATE_VERSION);
-    put_u32(b + 8, (uint32_t)o->cfg.kind);
-    put_u32(b + 12, (o->m ? 1u : 0u) | (o->v ? 2u : 0u));
-    put_u64(b + 16, (uint64_t)o->n);
-    put_u64(b + 24, o->step);
+    fl_put_u32le(b + 4, STATE_VERSION);
+    fl_put_u32le(b + 8, (uint32_t)o->cfg.kind);
+    fl_put_u32le(b + 12, (o->m ? 1u : 0u) | (o->v ? 2u : 0u));
+    fl_put_u64le(b + 16, (uint64_t)o->n);
+    fl_put_u64le(b + 24, o->step);
     uint8_t *p = b + STATE_HEADER;
     /* Floats are copied as their in-memory bytes: fedopt targets little-endian hosts only. */
     if (o->m) {
@@ -499,7 +462,7 @@ int fl_serveropt_state_save(const fl_serveropt_t *o, uint8_t **buf, size_t *len)
         memcpy(p, o->v, vec);
         p += vec;
     }
-    put_u32(p, crc_bytes(b, total - 4));
+    fl_put_u32le(p, fl_crc32(0, b, total - 4));
     *buf = b;
     *len = total;
     return 0;
@@ -513,13 +476,13 @@ int fl_serveropt_state_load(fl_serveropt_t *o, const uint8_t *buf, size_t len)
         return len < STATE_HEADER + 4 ? FL_ETRUNCATED : FL_EFORMAT;
     /* Check the CRC before believing any field: a flipped bit anywhere is
      * reported as corruption, not as whatever the damaged field would mean. */
-    if (crc_bytes(buf, len - 4) != get_u32(buf + len - 4))
+    if (fl_crc32(0, buf, len - 4) != fl_get_u32le(buf + len - 4))
         return FL_ECHECKSUM;
-    if (get_u32(buf + 4) != STATE_VERSION)
+    if (fl_get_u32le(buf + 4) != STATE_VERSION)
         return FL_EUNSUPPORTED;
-    if (get_u32(buf + 8) != (uint32_t)o->cfg.kind || get_u64(buf + 16) != (uint64_t)o->n)
+    if (fl_get_u32le(buf + 8) != (uint32_t)o->cfg.kind || fl_get_u64le(buf + 16) != (uint64_t)o->n)
         return FL_ESHAPE;
-    uint32_t flags = get_u32(buf + 12);
+    uint32_t flags = fl_get_u32le(buf + 12);
     uint32_t want = (o->m ? 1u : 0u) | (o->v ? 2u : 0u);
     if (flags != want)
         return FL_EFORMAT;
@@ -534,7 +497,7 @@ int fl_serveropt_state_load(fl_serveropt_t *o, const uint8_t *buf, size_t len)
     }
     if (o->v)
         memcpy(o->v, p, vec);
-    o->step = get_u64(buf + 24);
+    o->step = fl_get_u64le(buf + 24);
     o->open = 0;
     return 0;
 }

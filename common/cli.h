@@ -1,0 +1,23 @@
+/* cli: the subcommand dispatch shared by fedopt-server and fedopt-client.
+ *
+ * Each program has a table of commands (name, function, one-line summary),
+ * terminated by an entry with a NULL name. A command gets the arguments after
+ * its name (argv[0] is the command name) and returns the process exit status:
+ * 0 ok, 1 failure, 2 usage error. */
+#ifndef FL_CLI_H
+#define FL_CLI_H
+
+typedef int (*fl_cli_cmd_fn)(int argc, char **argv);
+
+typedef struct {
+    const char *name;
+    fl_cli_cmd_fn fn;
+    const char *summary;
+} fl_cli_cmd_t;
+
+/* Runs the command named by argv[1] from `table`, or handles --help/-h and
+ * --version for program `prog`; unknown commands print the usage to stderr
+ * and return 2. Returns the exit status. */
+int fl_cli_dispatch(const char *prog, const fl_cli_cmd_t *table, int argc, char **argv);
+
+#endif
