@@ -9,6 +9,9 @@
 #
 # Any Debian package that is missing is installed first by deploy/install-deps.sh.
 
+# `make` alone builds everything (the config rule below must not become the default).
+.DEFAULT_GOAL := all
+
 CC ?= cc
 CFLAGS ?= -O2 -g
 # The numeric kernels (ServerOpt, the parameter buffer, the training engine)
@@ -77,6 +80,10 @@ PROTO_H := $(PROTOS:%.proto=$(BUILD)/%.pb-c.h)
 $(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: proto/%.proto | $(BUILD)/config-$(BLAS).mk
 	@mkdir -p $(dir $@)
 	protoc-c --c_out=$(BUILD) $<
+
+# Generated code is compiled with the project's flags like any other object.
+$(BUILD)/proto/%.pb-c.o: $(BUILD)/proto/%.pb-c.c $(FLAGS_STAMP) | $(BUILD)/config-$(BLAS).mk
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 LIB_SRCS := $(wildcard common/*.c common/*/*.c)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(PROTO_C:%.c=%.o)

@@ -3,5 +3,7 @@
 #define FL_VERSION_H
 
 #define FL_VERSION "0.1.0"
+/* The wire protocol version (proto/fedopt.proto): Hello and Welcome carry it. */
+#define FL_PROTOCOL_VERSION 1u
 
 #endif

@@ -1,0 +1,217 @@
+/* wire: fedopt's framing, message validation and tensor transfers, as pure
+ * functions over bytes (no I/O), so the whole decoder is unit-testable and
+ * fuzzable. common/tls drives it over a TLS stream.
+ *
+ * A frame is a 4-byte big-endian length N followed by N bytes holding one
+ * serialized fedopt.Envelope (proto/fedopt.proto). Every length from the wire
+ * is checked against a limit before anything is allocated for it:
+ *   - a frame above the receiver's max_frame is refused from its header alone;
+ *   - protobuf decoding runs under an allocation budget proportional to the
+ *     frame, so a small frame cannot expand into a large allocation;
+ *   - a tensor above the receiver's max_tensor is refused from its TensorBegin.
+ * Large tensors travel as TensorBegin, TensorChunk* (each <= 4 MiB, carrying
+ * its offset, strictly consecutive) and TensorEnd (CRC-32 of the whole).
+ * proto/README.md is the protocol's full description.
+ *
+ * Layers, from the bytes up:
+ *   fl_wire_reader_*  cuts a byte stream into frames (one frame buffer at a time)
+ *   fl_wire_decode    one frame payload -> a validated Envelope
+ *   fl_wire_stream_*  the receiving side of a connection: frames -> messages and
+ *                     reassembled tensors, checking the message sequence
+ *   fl_wire_encode*   messages and whole tensor transfers -> refcounted buffers */
+#ifndef FL_WIRE_H
+#define FL_WIRE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/fedopt.pb-c.h"
+
+#define FL_WIRE_HEADER 4u
+/* Largest chunk payload a sender may use (the protocol's fixed ceiling). */
+#define FL_WIRE_MAX_CHUNK (4u << 20)
+/* Default largest frame: a full chunk plus room for its envelope. */
+#define FL_WIRE_DEFAULT_MAX_FRAME (FL_WIRE_MAX_CHUNK + 1024u)
+/* No configuration may accept frames above this. */
+#define FL_WIRE_HARD_MAX_FRAME (64u << 20)
+/* Default largest tensor a receiver accepts (a model or delta). */
+#define FL_WIRE_DEFAULT_MAX_TENSOR ((uint64_t)1 << 30)
+/* Longest string field and most elements of a repeated field accepted. */
+#define FL_WIRE_MAX_STRING 1024u
+#define FL_WIRE_MAX_REPEATED 256u
+
+/* ---- reference-counted buffers --------------------------------------- */
+
+/* An immutable byte buffer shared by reference: one encoded model is queued on
+ * many connections without copies. Counting is atomic, so a buffer encoded on
+ * a worker thread may be handed to the event loop. */
+typedef struct fl_buf {
+    atomic_uint refs;
+    size_t len;
+    uint8_t *data;
+} fl_buf_t;
+
+/* Allocates a buffer of len bytes (contents undefined) with one reference.
+ * Returns 0, FL_EINVAL (len 0) or FL_ENOMEM. */
+int fl_buf_new(size_t len, fl_buf_t **out);
+
+/* Takes one more reference and returns b. */
+fl_buf_t *fl_buf_ref(fl_buf_t *b);
+
+/* Drops one reference; the last one frees the buffer. Accepts NULL. */
+void fl_buf_unref(fl_buf_t *b);
+
+/* ---- encoding ------------------------------------------------------- */
+
+/* Encodes msg as one frame (header + envelope) into a new buffer (*out, one
+ * reference, the caller's). Returns 0, FL_EINVAL (no message set),
+ * FL_ETOOBIG (frame above FL_WIRE_HARD_MAX_FRAME) or FL_ENOMEM. */
+int fl_wire_encode(const Fedopt__Envelope *msg, fl_buf_t **out);
+
+/* Encodes a whole tensor transfer (TensorBegin, the chunks, TensorEnd with
+ * the CRC-32) as consecutive frames in one new buffer. nbytes must be a
+ * positive multiple of 4; chunk_bytes 0 means FL_WIRE_MAX_CHUNK (it must be
+ * <= FL_WIRE_MAX_CHUNK, and the receiver's max_frame must fit a chunk frame:
+ * see fl_wire_chunk_for_frame). data is only read. Returns 0, FL_EINVAL or
+ * FL_ENOMEM. */
+int fl_wire_encode_tensor(Fedopt__TensorPurpose purpose, uint64_t round_id, const void *data,
+                          size_t nbytes, uint32_t chunk_bytes, fl_buf_t **out);
+
+/* Returns the largest chunk size whose frames fit a peer's max_frame (capped
+ * at FL_WIRE_MAX_CHUNK), or 0 when max_frame is too small for any chunk. */
+uint32_t fl_wire_chunk_for_frame(uint32_t max_frame);
+
+/* ---- frames ------------------------------------------------------------ */
+
+/* Reads the length from a 4-byte frame header and checks it: 0 and *len, or
+ * FL_EPROTO for a zero-length frame, FL_ETOOBIG above max_frame. */
+int fl_wire_frame_len(const uint8_t hdr[4], uint32_t max_frame, uint32_t *len);
+
+/* Cuts a byte stream into frames. At most one frame payload is allocated at a
+ * time, and only after its header passed the max_frame check, so an idle
+ * reader holds no heap memory. */
+typedef struct {
+    uint32_t max_frame;
+    uint32_t hdr_got;
+    uint8_t hdr[FL_WIRE_HEADER];
+    uint32_t need; /* payload length of the frame being read */
+    uint32_t got;
+    uint8_t *payload; /* NULL until the header is complete */
+} fl_wire_reader_t;
+
+/* Makes *r an empty reader accepting frames up to max_frame bytes (clamped to
+ * FL_WIRE_HARD_MAX_FRAME; 0 = FL_WIRE_DEFAULT_MAX_FRAME). Never fails. */
+void fl_wire_reader_init(fl_wire_reader_t *r, uint32_t max_frame);
+
+/* Where the next bytes of the stream go: *dst and the most bytes wanted *n
+ * (never 0). Lets a transport decrypt straight into the frame buffer. */
+void fl_wire_reader_next(fl_wire_reader_t *r, uint8_t **dst, size_t *n);
+
+/* Records that n bytes were written at the place fl_wire_reader_next gave.
+ * Returns 1 with a complete frame (*frame, *len: the payload, now the
+ * caller's, free() it), 0 when more bytes are needed, or FL_ETOOBIG /
+ * FL_EPROTO for a bad header (nothing allocated) or FL_ENOMEM. */
+int fl_wire_reader_advance(fl_wire_reader_t *r, size_t n, uint8_t **frame, uint32_t *len);
+
+/* Copying convenience over next/advance: consumes bytes from data[0..n) up to
+ * the end of the first complete frame (*used tells how many), with the same
+ * return values as fl_wire_reader_advance. */
+int fl_wire_reader_feed(fl_wire_reader_t *r, const uint8_t *data, size_t n, size_t *used,
+                        uint8_t **frame, uint32_t *len);
+
+/* True when the reader is between frames (no partial frame buffered). */
+int fl_wire_reader_idle(const fl_wire_reader_t *r);
+
+/* Frees a partial frame; *r becomes empty (same max_frame). Accepts NULL. */
+void fl_wire_reader_free(fl_wire_reader_t *r);
+
+/* ---- messages ---------------------------------------------------------- */
+
+/* Decodes and validates one frame payload: exactly one message set, strings
+ * <= FL_WIRE_MAX_STRING, repeated fields <= FL_WIRE_MAX_REPEATED, decoding
+ * memory bounded by a budget proportional to len, finite weights and rates.
+ * On success *out is the caller's (fl_wire_msg_free). On failure returns
+ * FL_EFORMAT (not a valid protobuf / over budget) or FL_EPROTO (valid protobuf,
+ * invalid message) and, when why is not NULL, a one-line reason in why. */
+int fl_wire_decode(const uint8_t *payload, size_t len, Fedopt__Envelope **out, char *why,
+                   size_t why_len);
+
+/* Frees a decoded message. Accepts NULL. */
+void fl_wire_msg_free(Fedopt__Envelope *m);
+
+/* The message's name as in the .proto ("TaskOffer"), "none" when no message is
+ * set, "unknown" otherwise. Never NULL. */
+const char *fl_wire_msg_name(int msg_case);
+
+/* ---- the receiving side of a connection -------------------------------- */
+
+typedef enum {
+    FL_WIRE_SERVER = 0, /* receives what clients send */
+    FL_WIRE_CLIENT = 1, /* receives what servers send */
+} fl_wire_role_t;
+
+typedef enum {
+    FL_WIRE_EV_NONE = 0,    /* the frame was consumed (a tensor chunk) */
+    FL_WIRE_EV_MESSAGE = 1, /* msg is set */
+    FL_WIRE_EV_TENSOR = 2,  /* a complete, checksum-verified tensor */
+} fl_wire_ev_kind_t;
+
+/* What one frame produced. Whoever handles it may take msg or data (setting
+ * the field to NULL); fl_wire_event_clear frees what is left. */
+typedef struct {
+    fl_wire_ev_kind_t kind;
+    Fedopt__Envelope *msg;
+    Fedopt__TensorPurpose purpose; /* tensor events: */
+    uint64_t round_id;
+    uint8_t *data; /* nbytes, 64-byte aligned (float32 little-endian); free() */
+    size_t nbytes;
+} fl_wire_event_t;
+
+/* Frees what the handler did not take and zeroes *ev. Accepts NULL. */
+void fl_wire_event_clear(fl_wire_event_t *ev);
+
+/* The receiving protocol state of one connection: which messages may come
+ * now (Hello first; a TensorBegin only right after the TaskOffer, Update or
+ * EvalRequest that announces it, for the same round and size; chunks in order;
+ * nothing after Bye or Reject), plus the tensor being reassembled. */
+typedef struct {
+    fl_wire_role_t role;
+    int phase;               /* 0 first message, 1 open, 2 closed */
+    int announced;           /* purpose expected next, 0 = none */
+    uint64_t announced_round;
+    uint64_t announced_bytes; /* 0 = size not announced */
+    uint64_t max_tensor;
+    /* tensor being received */
+    int in_tensor;
+    Fedopt__TensorPurpose t_purpose;
+    uint64_t t_round;
+    uint64_t t_total;
+    uint64_t t_got;
+    uint32_t t_chunk;
+    uint32_t t_crc;
+    uint8_t *t_data;
+} fl_wire_stream_t;
+
+/* Makes *s the state of a fresh connection for role, accepting tensors up to
+ * max_tensor bytes (0 = FL_WIRE_DEFAULT_MAX_TENSOR). Never fails. */
+void fl_wire_stream_init(fl_wire_stream_t *s, fl_wire_role_t role, uint64_t max_tensor);
+
+/* Sets the largest tensor accepted from now on (e.g. the model's size). */
+void fl_wire_stream_set_max_tensor(fl_wire_stream_t *s, uint64_t max_tensor);
+
+/* Handles one frame payload: decodes it, checks it against the state and the
+ * tensor being received, and fills *ev (which the caller clears). Returns 0,
+ * or FL_EFORMAT, FL_EPROTO, FL_ETOOBIG, FL_ETRUNCATED, FL_ECHECKSUM or
+ * FL_ENOMEM with a one-line reason in why; after an error the connection must
+ * be closed. The payload is only read. */
+int fl_wire_stream_frame(fl_wire_stream_t *s, const uint8_t *payload, size_t len,
+                         fl_wire_event_t *ev, char *why, size_t why_len);
+
+/* Frees a partly received tensor. Accepts NULL. */
+void fl_wire_stream_free(fl_wire_stream_t *s);
+
+/* zlib CRC-32 continued over n more bytes (crc 0 starts a new one). */
+uint32_t fl_wire_crc32(uint32_t crc, const void *data, size_t n);
+
+#endif
