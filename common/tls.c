@@ -1,0 +1,1081 @@
+#include "common/tls.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/oid.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
+
+#include "common/certs.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#define WHO "tls"
+#define READ_BUF (64 * 1024)
+/* A staging write buffer holds a few records before it goes to the kernel. */
+#define WBUF_CAP (64 * 1024)
+#define CLOSE_GRACE_MS 5000
+
+/* Suite order, measured on the target machine (tests/bench/bench_tls.c):
+ * ChaCha20-Poly1305 is faster than AES-GCM in mbedTLS 2.28 on x86-64, so it
+ * comes first; AES-128-GCM before AES-256-GCM for the same reason. ECDSA
+ * certificates are what fedopt issues; the RSA variants serve foreign ones. */
+static const int g_suites[] = {
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    0,
+};
+
+static const mbedtls_ecp_group_id g_curves[] = {
+    MBEDTLS_ECP_DP_CURVE25519,
+    MBEDTLS_ECP_DP_SECP256R1,
+    MBEDTLS_ECP_DP_SECP384R1,
+    MBEDTLS_ECP_DP_NONE,
+};
+
+const int *fl_tls_default_suites(void) { return g_suites; }
+
+struct fl_tls_ctx {
+    fl_tls_side_t side;
+    mbedtls_ssl_config conf;
+    mbedtls_entropy_context entropy;
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_x509_crt ca;
+    mbedtls_x509_crt cert;
+    mbedtls_pk_context key;
+    int forced_suite[2];
+    uint32_t max_frame;
+    uint64_t max_tensor;
+    uint32_t handshake_timeout_ms;
+    size_t max_inflight;
+    uint32_t max_conns;
+    int no_client_cert;
+    size_t nconns;
+    int read_busy;             /* the shared read buffer is lent out */
+    unsigned char rbuf[READ_BUF];
+};
+
+struct fl_tls_server {
+    uv_tcp_t tcp;
+    fl_tls_ctx_t *ctx;
+    fl_tls_cbs_t cbs;
+    void *ud;
+    int port;
+};
+
+typedef struct sendq {
+    struct sendq *next;
+    fl_buf_t *buf;
+    size_t off;
+} sendq_t;
+
+typedef struct wreq {
+    uv_write_t req;
+    fl_tls_conn_t *c;
+    size_t len;
+    unsigned char data[];
+} wreq_t;
+
+enum { ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_CLOSING, ST_CLOSED };
+
+struct fl_tls_conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_getaddrinfo_t *gai;
+    uv_connect_t *creq;
+    uv_shutdown_t sreq;
+    fl_tls_ctx_t *ctx;
+    fl_tls_cbs_t cbs;
+    void *ud;
+    void *data;
+    mbedtls_ssl_context ssl;
+    int state;
+    int opened;        /* on_open ran: the application knows this connection */
+    int reason;        /* first failure, reported by on_close */
+    int handles;       /* uv handles still to close */
+    int paused;
+    int shutting;      /* uv_shutdown issued */
+    int is_server;
+    int quiet;         /* never reported to the application (fl_tls_connect failed) */
+    int rx_any;        /* some ciphertext arrived */
+    int in_feed;       /* inside feed(): resume_read must not re-enter it */
+    /* ciphertext being fed to mbedTLS */
+    const unsigned char *in_ptr;
+    size_t in_len;
+    unsigned char *stash; /* unread ciphertext kept while paused */
+    size_t stash_len;
+    /* plaintext waiting to be encrypted */
+    sendq_t *q_head, *q_tail;
+    size_t q_bytes;
+    /* ciphertext: staging buffer and bytes handed to the kernel */
+    wreq_t *wfill;
+    size_t inflight;
+    fl_wire_reader_t rd;
+    fl_wire_stream_t st;
+    char host[256];
+    char peer[FL_CERTS_NAME_MAX + 1];
+    char addr[64];
+};
+
+/* ---- context ------------------------------------------------------------ */
+
+static void log_mbed(fl_log_level_t lvl, const char *what, int ret)
+{
+    char buf[160];
+    mbedtls_strerror(ret, buf, sizeof buf);
+    fl_log(lvl, WHO, "%s: %s (-0x%04x)", what, buf, (unsigned)-ret);
+}
+
+int fl_tls_ctx_new(fl_tls_side_t side, const fl_tls_opts_t *o, fl_tls_ctx_t **out)
+{
+    if (!o || !out || !o->ca_file || (side != FL_TLS_SERVER && side != FL_TLS_CLIENT))
+        return FL_EINVAL;
+    *out = NULL;
+    if (side == FL_TLS_SERVER && (!o->cert_file || !o->key_file)) {
+        FL_LOG_E(WHO, "a server needs a certificate and a key");
+        return FL_ECONFIG;
+    }
+    if (!o->cert_file != !o->key_file) {
+        FL_LOG_E(WHO, "a certificate needs its key and a key its certificate");
+        return FL_ECONFIG;
+    }
+    fl_tls_ctx_t *x = calloc(1, sizeof *x);
+    if (!x)
+        return FL_ENOMEM;
+    int rc = FL_ETLS, ret;
+    x->side = side;
+    mbedtls_ssl_config_init(&x->conf);
+    mbedtls_entropy_init(&x->entropy);
+    mbedtls_ctr_drbg_init(&x->drbg);
+    mbedtls_x509_crt_init(&x->ca);
+    mbedtls_x509_crt_init(&x->cert);
+    mbedtls_pk_init(&x->key);
+    x->max_frame = o->max_frame ? o->max_frame : FL_WIRE_DEFAULT_MAX_FRAME;
+    if (x->max_frame > FL_WIRE_HARD_MAX_FRAME)
+        x->max_frame = FL_WIRE_HARD_MAX_FRAME;
+    x->max_tensor = o->max_tensor ? o->max_tensor : FL_WIRE_DEFAULT_MAX_TENSOR;
+    x->handshake_timeout_ms = o->handshake_timeout_ms ? o->handshake_timeout_ms : 10000;
+    x->max_inflight = o->max_inflight ? o->max_inflight : 256 * 1024;
+    x->max_conns = o->max_conns ? o->max_conns : 10000;
+    x->no_client_cert = side == FL_TLS_SERVER && o->no_client_cert;
+
+    static const char pers[] = "fedopt-tls";
+    if ((ret = mbedtls_ctr_drbg_seed(&x->drbg, mbedtls_entropy_func, &x->entropy,
+                                     (const unsigned char *)pers, sizeof pers - 1)) != 0) {
+        log_mbed(FL_LOG_ERROR, "seeding the random generator", ret);
+        goto fail;
+    }
+    if ((ret = mbedtls_x509_crt_parse_file(&x->ca, o->ca_file)) != 0) {
+        log_mbed(FL_LOG_ERROR, o->ca_file, ret);
+        rc = FL_ECONFIG;
+        goto fail;
+    }
+    if (o->cert_file) {
+        if ((ret = mbedtls_x509_crt_parse_file(&x->cert, o->cert_file)) != 0) {
+            log_mbed(FL_LOG_ERROR, o->cert_file, ret);
+            rc = FL_ECONFIG;
+            goto fail;
+        }
+        if ((ret = mbedtls_pk_parse_keyfile(&x->key, o->key_file, NULL)) != 0) {
+            log_mbed(FL_LOG_ERROR, o->key_file, ret);
+            rc = FL_ECONFIG;
+            goto fail;
+        }
+    }
+    if ((ret = mbedtls_ssl_config_defaults(&x->conf,
+                                           side == FL_TLS_SERVER ? MBEDTLS_SSL_IS_SERVER
+                                                                 : MBEDTLS_SSL_IS_CLIENT,
+                                           MBEDTLS_SSL_TRANSPORT_STREAM,
+                                           MBEDTLS_SSL_PRESET_DEFAULT)) != 0) {
+        log_mbed(FL_LOG_ERROR, "configuring TLS", ret);
+        goto fail;
+    }
+    /* TLS 1.2 only ("3,3" is 1.2 in mbedTLS's SSL-version numbering). */
+    mbedtls_ssl_conf_min_version(&x->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_max_version(&x->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+    if (o->ciphersuite) {
+        int id = mbedtls_ssl_get_ciphersuite_id(o->ciphersuite);
+        int allowed = 0;
+        for (const int *s = g_suites; *s; s++)
+            allowed |= *s == id;
+        if (!id || !allowed) {
+            FL_LOG_E(WHO, "cipher suite '%s' is unknown or not an ECDHE+AEAD suite", o->ciphersuite);
+            rc = FL_ECONFIG;
+            goto fail;
+        }
+        x->forced_suite[0] = id;
+        mbedtls_ssl_conf_ciphersuites(&x->conf, x->forced_suite);
+    } else {
+        mbedtls_ssl_conf_ciphersuites(&x->conf, g_suites);
+    }
+    mbedtls_ssl_conf_curves(&x->conf, g_curves);
+    mbedtls_ssl_conf_rng(&x->conf, mbedtls_ctr_drbg_random, &x->drbg);
+    mbedtls_ssl_conf_renegotiation(&x->conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+    mbedtls_ssl_conf_ca_chain(&x->conf, &x->ca, NULL);
+    if (o->cert_file && (ret = mbedtls_ssl_conf_own_cert(&x->conf, &x->cert, &x->key)) != 0) {
+        log_mbed(FL_LOG_ERROR, "using our certificate", ret);
+        rc = FL_ECONFIG;
+        goto fail;
+    }
+    if (side == FL_TLS_SERVER && x->no_client_cert) {
+        mbedtls_ssl_conf_authmode(&x->conf, MBEDTLS_SSL_VERIFY_NONE);
+        FL_LOG_W(WHO, "client certificates are NOT required (explicit no_client_cert option): "
+                      "any client that reaches this server can join");
+    } else {
+        mbedtls_ssl_conf_authmode(&x->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+    }
+    *out = x;
+    return 0;
+fail:
+    fl_tls_ctx_free(x);
+    return rc;
+}
+
+void fl_tls_ctx_free(fl_tls_ctx_t *x)
+{
+    if (!x)
+        return;
+    if (x->nconns)
+        FL_LOG_E(WHO, "context freed with %zu connections open", x->nconns);
+    mbedtls_ssl_config_free(&x->conf);
+    mbedtls_pk_free(&x->key);
+    mbedtls_x509_crt_free(&x->cert);
+    mbedtls_x509_crt_free(&x->ca);
+    mbedtls_ctr_drbg_free(&x->drbg);
+    mbedtls_entropy_free(&x->entropy);
+    free(x);
+}
+
+size_t fl_tls_ctx_conns(const fl_tls_ctx_t *x) { return x ? x->nconns : 0; }
+
+/* ---- connection plumbing ------------------------------------------------ */
+
+static void conn_pump(fl_tls_conn_t *c);
+static void conn_read(fl_tls_conn_t *c);
+static void conn_fail(fl_tls_conn_t *c, int reason);
+static void finish_close(fl_tls_conn_t *c);
+
+/* Drops one of the things that keep the connection alive (its two handles,
+ * a pending name resolution); the last one reports and frees it. */
+static void conn_release(fl_tls_conn_t *c)
+{
+    if (--c->handles > 0)
+        return;
+    /* Both handles are closed and every write request has completed
+     * (libuv cancels pending writes before a stream's close callback). */
+    if ((c->opened || !c->is_server) && !c->quiet) {
+        if (c->cbs.on_close)
+            c->cbs.on_close(c, c->reason, c->ud);
+    }
+    c->ctx->nconns--;
+    mbedtls_ssl_free(&c->ssl);
+    fl_wire_reader_free(&c->rd);
+    fl_wire_stream_free(&c->st);
+    for (sendq_t *q = c->q_head; q;) {
+        sendq_t *n = q->next;
+        fl_buf_unref(q->buf);
+        free(q);
+        q = n;
+    }
+    free(c->wfill);
+    free(c->stash);
+    free(c);
+}
+
+static void handle_closed(uv_handle_t *h) { conn_release(h->data); }
+
+static void free_handle(uv_handle_t *h) { free(h); }
+
+/* Closes the handles now; on_close follows from handle_closed. */
+static void close_handles(fl_tls_conn_t *c)
+{
+    if (c->state == ST_CLOSED)
+        return;
+    c->state = ST_CLOSED;
+    uv_timer_stop(&c->timer);
+    if (!uv_is_closing((uv_handle_t *)&c->tcp))
+        uv_close((uv_handle_t *)&c->tcp, handle_closed);
+    if (!uv_is_closing((uv_handle_t *)&c->timer))
+        uv_close((uv_handle_t *)&c->timer, handle_closed);
+}
+
+static void conn_fail(fl_tls_conn_t *c, int reason)
+{
+    if (c->state == ST_CLOSED)
+        return;
+    if (!c->reason)
+        c->reason = reason;
+    close_handles(c);
+}
+
+static void write_done(uv_write_t *req, int status)
+{
+    wreq_t *w = (wreq_t *)req;
+    fl_tls_conn_t *c = w->c;
+    c->inflight -= w->len;
+    free(w);
+    if (c->state == ST_CLOSED)
+        return;
+    if (status < 0) {
+        FL_LOG_W(WHO, "%s: write failed: %s", c->addr, uv_strerror(status));
+        conn_fail(c, FL_ENET);
+        return;
+    }
+    conn_pump(c);
+}
+
+/* Hands the staging buffer to the kernel. */
+static int flush(fl_tls_conn_t *c)
+{
+    wreq_t *w = c->wfill;
+    if (!w || w->len == 0)
+        return 0;
+    c->wfill = NULL;
+    w->c = c;
+    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
+    int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, write_done);
+    if (r < 0) {
+        free(w);
+        FL_LOG_W(WHO, "%s: write failed: %s", c->addr, uv_strerror(r));
+        conn_fail(c, FL_ENET);
+        return FL_ENET;
+    }
+    c->inflight += w->len;
+    return 0;
+}
+
+/* mbedTLS's send callback: ciphertext goes to the staging buffer, which never
+ * refuses (back-pressure is applied before records are made, in conn_pump). */
+static int bio_send(void *ctx, const unsigned char *buf, size_t len)
+{
+    fl_tls_conn_t *c = ctx;
+    size_t done = 0;
+    while (done < len) {
+        if (!c->wfill) {
+            c->wfill = malloc(sizeof(wreq_t) + WBUF_CAP);
+            if (!c->wfill)
+                return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+            c->wfill->len = 0;
+        }
+        size_t room = WBUF_CAP - c->wfill->len;
+        size_t k = len - done < room ? len - done : room;
+        memcpy(c->wfill->data + c->wfill->len, buf + done, k);
+        c->wfill->len += k;
+        done += k;
+        if (c->wfill->len == WBUF_CAP && flush(c) != 0)
+            return MBEDTLS_ERR_NET_SEND_FAILED;
+    }
+    return (int)len;
+}
+
+/* mbedTLS's receive callback: ciphertext from the current read buffer. */
+static int bio_recv(void *ctx, unsigned char *buf, size_t len)
+{
+    fl_tls_conn_t *c = ctx;
+    if (c->in_len == 0)
+        return MBEDTLS_ERR_SSL_WANT_READ;
+    size_t k = len < c->in_len ? len : c->in_len;
+    memcpy(buf, c->in_ptr, k);
+    c->in_ptr += k;
+    c->in_len -= k;
+    return (int)k;
+}
+
+static void describe_failure(fl_tls_conn_t *c, int ret, char *out, size_t n)
+{
+    if (ret == MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE ||
+        (ret == MBEDTLS_ERR_SSL_BAD_HS_CERTIFICATE && c->is_server && !c->ctx->no_client_cert &&
+         !mbedtls_ssl_get_peer_cert(&c->ssl))) {
+        snprintf(out, n, "client sent no certificate (mutual TLS is required)");
+        return;
+    }
+    if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
+        uint32_t flags = mbedtls_ssl_get_verify_result(&c->ssl);
+        char info[512];
+        int k = mbedtls_x509_crt_verify_info(info, sizeof info, "", flags);
+        if (k < 0)
+            snprintf(info, sizeof info, "flags 0x%x", flags);
+        /* verify_info ends lines with '\n': make it one log line. */
+        for (char *p = info; *p; p++)
+            if (*p == '\n')
+                *p = p[1] ? ';' : '\0';
+        snprintf(out, n, "%s certificate rejected: %s", c->is_server ? "client" : "server", info);
+        return;
+    }
+    if (ret == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE) {
+        snprintf(out, n, "peer aborted the handshake with TLS alert %u (it rejected our "
+                         "certificate or parameters)", (unsigned)c->ssl.in_msg[1]);
+        return;
+    }
+    char buf[160];
+    mbedtls_strerror(ret, buf, sizeof buf);
+    snprintf(out, n, "%s (-0x%04x)", buf, (unsigned)-ret);
+}
+
+/* Copies the CN of the peer certificate into c->peer. */
+static int take_identity(fl_tls_conn_t *c)
+{
+    c->peer[0] = '\0';
+    const mbedtls_x509_crt *crt = mbedtls_ssl_get_peer_cert(&c->ssl);
+    if (!crt)
+        return c->is_server && c->ctx->no_client_cert ? 0 : FL_EAUTH;
+    for (const mbedtls_x509_name *n = &crt->subject; n; n = n->next) {
+        if (MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &n->oid) != 0)
+            continue;
+        if (n->val.len == 0 || n->val.len > FL_CERTS_NAME_MAX)
+            break;
+        memcpy(c->peer, n->val.p, n->val.len);
+        c->peer[n->val.len] = '\0';
+        if (!fl_certs_valid_name(c->peer)) {
+            c->peer[0] = '\0';
+            break;
+        }
+        return 0;
+    }
+    return FL_EAUTH;
+}
+
+static void conn_handshake(fl_tls_conn_t *c)
+{
+    int ret = mbedtls_ssl_handshake(&c->ssl);
+    if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) {
+        flush(c);
+        return;
+    }
+    if (ret != 0) {
+        char why[640];
+        describe_failure(c, ret, why, sizeof why);
+        FL_LOG_W(WHO, "handshake with %s refused: %s", c->addr, why);
+        flush(c); /* an alert may be staged; it goes out before the close if it can */
+        conn_fail(c, ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED ||
+                             ret == MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE
+                         ? FL_EAUTH
+                         : FL_ETLS);
+        return;
+    }
+    if (take_identity(c) != 0) {
+        FL_LOG_W(WHO, "handshake with %s refused: certificate has no usable common name "
+                      "(1-64 of A-Z a-z 0-9 . _ -)", c->addr);
+        conn_fail(c, FL_EAUTH);
+        return;
+    }
+    uv_timer_stop(&c->timer);
+    c->state = ST_OPEN;
+    c->opened = 1;
+    FL_LOG_D(WHO, "%s: TLS open with '%s' (%s)", c->addr, c->peer, mbedtls_ssl_get_ciphersuite(&c->ssl));
+    if (c->cbs.on_open)
+        c->cbs.on_open(c, c->ud);
+    if (c->state != ST_OPEN && c->state != ST_CLOSING)
+        return;
+    conn_pump(c);
+    if (c->state == ST_OPEN)
+        conn_read(c); /* application data may have come with the last handshake flight */
+}
+
+/* Sends an Error message and closes gracefully: used for protocol violations
+ * so the peer learns why. */
+static void conn_protocol_error(fl_tls_conn_t *c, int rc, const char *why)
+{
+    FL_LOG_W(WHO, "%s ('%s'): %s: %s; closing", c->addr, c->peer, fl_errname(rc), why);
+    if (!c->reason)
+        c->reason = rc;
+    Fedopt__Error e = FEDOPT__ERROR__INIT;
+    e.code = rc;
+    e.message = (char *)why;
+    Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
+    m.msg_case = FEDOPT__ENVELOPE__MSG_ERROR;
+    m.error = &e;
+    fl_tls_conn_send_msg(c, &m);
+    fl_tls_conn_close(c);
+}
+
+/* Decrypts what is available straight into the frame reader and delivers
+ * complete frames, until mbedTLS needs more ciphertext. */
+static void conn_read(fl_tls_conn_t *c)
+{
+    while (c->state == ST_OPEN && !c->paused) {
+        unsigned char *dst;
+        size_t want;
+        fl_wire_reader_next(&c->rd, &dst, &want);
+        int ret = mbedtls_ssl_read(&c->ssl, dst, want);
+        if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE)
+            break;
+        if (ret == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || ret == 0) {
+            if (!fl_wire_reader_idle(&c->rd) || c->st.in_tensor) {
+                FL_LOG_W(WHO, "%s ('%s'): peer closed in the middle of a %s", c->addr, c->peer,
+                         c->st.in_tensor ? "tensor transfer" : "frame");
+                conn_fail(c, FL_ETRUNCATED);
+            } else {
+                FL_LOG_D(WHO, "%s: peer closed", c->addr);
+                conn_fail(c, 0);
+            }
+            return;
+        }
+        if (ret < 0) {
+            char buf[160];
+            mbedtls_strerror(ret, buf, sizeof buf);
+            FL_LOG_W(WHO, "%s ('%s'): TLS read failed: %s", c->addr, c->peer, buf);
+            conn_fail(c, FL_ETLS);
+            return;
+        }
+        uint8_t *frame = NULL;
+        uint32_t len = 0;
+        int rc = fl_wire_reader_advance(&c->rd, (size_t)ret, &frame, &len);
+        if (rc < 0) {
+            char why[128];
+            const uint8_t *h = c->rd.hdr;
+            uint32_t claimed = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+            if (rc == FL_ETOOBIG)
+                snprintf(why, sizeof why, "frame of %u bytes exceeds the limit of %u bytes", claimed,
+                         c->rd.max_frame);
+            else if (rc == FL_EPROTO)
+                snprintf(why, sizeof why, "zero-length frame");
+            else
+                snprintf(why, sizeof why, "cannot read frame: %s", fl_strerror(rc));
+            conn_protocol_error(c, rc, why);
+            return;
+        }
+        if (rc == 0)
+            continue;
+        fl_wire_event_t ev;
+        char why[256] = "";
+        rc = fl_wire_stream_frame(&c->st, frame, len, &ev, why, sizeof why);
+        free(frame);
+        if (rc) {
+            conn_protocol_error(c, rc, why);
+            return;
+        }
+        if (ev.kind != FL_WIRE_EV_NONE && c->cbs.on_message)
+            c->cbs.on_message(c, &ev, c->ud);
+        fl_wire_event_clear(&ev);
+    }
+}
+
+/* Encrypts queued plaintext while the kernel has room, then flushes. */
+static void conn_pump(fl_tls_conn_t *c)
+{
+    if (c->state != ST_OPEN && c->state != ST_CLOSING)
+        return;
+    while (c->q_head && c->inflight + (c->wfill ? c->wfill->len : 0) < c->ctx->max_inflight) {
+        sendq_t *q = c->q_head;
+        size_t left = q->buf->len - q->off;
+        size_t n = left < 16384 ? left : 16384;
+        int ret = mbedtls_ssl_write(&c->ssl, q->buf->data + q->off, n);
+        if (ret == MBEDTLS_ERR_SSL_WANT_WRITE || ret == MBEDTLS_ERR_SSL_WANT_READ)
+            break;
+        if (ret < 0) {
+            log_mbed(FL_LOG_WARN, "TLS write failed", ret);
+            conn_fail(c, FL_ETLS);
+            return;
+        }
+        q->off += (size_t)ret;
+        c->q_bytes -= (size_t)ret;
+        if (q->off == q->buf->len) {
+            c->q_head = q->next;
+            if (!c->q_head)
+                c->q_tail = NULL;
+            fl_buf_unref(q->buf);
+            free(q);
+        }
+        if (c->state == ST_CLOSED)
+            return;
+    }
+    if (flush(c) != 0)
+        return;
+    if (c->q_head)
+        return;
+    if (c->state == ST_CLOSING)
+        finish_close(c); /* the shutdown waits for the writes in flight */
+    else if (c->inflight == 0 && c->cbs.on_drain)
+        c->cbs.on_drain(c, c->ud);
+}
+
+static void shutdown_done(uv_shutdown_t *req, int status)
+{
+    fl_tls_conn_t *c = req->data;
+    (void)status;
+    conn_fail(c, 0);
+}
+
+/* Everything queued is out: say close_notify, then shut the socket down. */
+static void finish_close(fl_tls_conn_t *c)
+{
+    if (c->shutting)
+        return;
+    c->shutting = 1;
+    mbedtls_ssl_close_notify(&c->ssl);
+    if (flush(c) != 0)
+        return;
+    c->sreq.data = c;
+    if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, shutdown_done) != 0)
+        conn_fail(c, 0);
+}
+
+static void timer_fired(uv_timer_t *t)
+{
+    fl_tls_conn_t *c = t->data;
+    if (c->state == ST_CLOSING) {
+        FL_LOG_D(WHO, "%s: graceful close timed out", c->addr);
+        conn_fail(c, 0);
+    } else if (c->state == ST_HANDSHAKE || c->state == ST_CONNECTING) {
+        FL_LOG_W(WHO, "handshake with %s refused: timed out after %u ms", c->addr,
+                 c->ctx->handshake_timeout_ms);
+        conn_fail(c, FL_ETIMEDOUT);
+    }
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    fl_tls_conn_t *c = h->data;
+    (void)suggested;
+    /* One read buffer per context: a read callback consumes it entirely
+     * (or stashes the rest) before the loop reads into it again. */
+    if (c->ctx->read_busy) {
+        *buf = uv_buf_init(NULL, 0);
+        return;
+    }
+    c->ctx->read_busy = 1;
+    *buf = uv_buf_init((char *)c->ctx->rbuf, READ_BUF);
+}
+
+/* Keeps unconsumed ciphertext when reading pauses mid-buffer. */
+static int stash_rest(fl_tls_conn_t *c)
+{
+    if (c->in_len == 0)
+        return 0;
+    unsigned char *s = malloc(c->in_len);
+    if (!s)
+        return FL_ENOMEM;
+    memcpy(s, c->in_ptr, c->in_len);
+    free(c->stash);
+    c->stash = s;
+    c->stash_len = c->in_len;
+    c->in_ptr = NULL;
+    c->in_len = 0;
+    return 0;
+}
+
+/* TLS records start with a content type 20..23 and major version 3; anything
+ * else as the first byte means the peer does not speak TLS. */
+static int looks_like_tls(const unsigned char *p, size_t n)
+{
+    if (n >= 1 && p[0] != 22)
+        return 0;
+    if (n >= 2 && p[1] != 3)
+        return 0;
+    return 1;
+}
+
+static void feed(fl_tls_conn_t *c)
+{
+    c->in_feed = 1;
+    if (c->state == ST_HANDSHAKE)
+        conn_handshake(c);
+    else if (c->state == ST_OPEN)
+        conn_read(c);
+    if (c->paused && c->state == ST_OPEN && stash_rest(c) != 0)
+        conn_fail(c, FL_ENOMEM);
+    c->in_ptr = NULL;
+    c->in_len = 0;
+    c->in_feed = 0;
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    fl_tls_conn_t *c = s->data;
+    if (buf->base == (char *)c->ctx->rbuf)
+        c->ctx->read_busy = 0;
+    if (nread == 0 || c->state == ST_CLOSED)
+        return;
+    if (nread < 0) {
+        if (c->state == ST_HANDSHAKE)
+            FL_LOG_W(WHO, "handshake with %s refused: connection closed by peer (%s)", c->addr,
+                     uv_strerror((int)nread));
+        else if (c->state == ST_OPEN && (!fl_wire_reader_idle(&c->rd) || c->st.in_tensor))
+            FL_LOG_W(WHO, "%s ('%s'): connection lost mid-transfer (%s)", c->addr, c->peer,
+                     uv_strerror((int)nread));
+        conn_fail(c, nread == UV_EOF ? FL_ECLOSED : FL_ENET);
+        return;
+    }
+    int first = !c->rx_any;
+    c->rx_any = 1;
+    if (first && c->state == ST_HANDSHAKE && c->is_server &&
+        !looks_like_tls((const unsigned char *)buf->base, (size_t)nread)) {
+        FL_LOG_W(WHO, "handshake with %s refused: peer is not speaking TLS (plaintext?)", c->addr);
+        conn_fail(c, FL_ETLS);
+        return;
+    }
+    c->in_ptr = (const unsigned char *)buf->base;
+    c->in_len = (size_t)nread;
+    feed(c);
+}
+
+static void set_addr(fl_tls_conn_t *c, const struct sockaddr *sa)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        uv_ip4_name(a, ip, sizeof ip);
+        port = ntohs(a->sin_port);
+        snprintf(c->addr, sizeof c->addr, "%s:%d", ip, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        uv_ip6_name(a, ip, sizeof ip);
+        port = ntohs(a->sin6_port);
+        snprintf(c->addr, sizeof c->addr, "[%s]:%d", ip, port);
+    }
+}
+
+static fl_tls_conn_t *conn_new(uv_loop_t *loop, fl_tls_ctx_t *ctx, const fl_tls_cbs_t *cbs,
+                               void *ud, int is_server)
+{
+    fl_tls_conn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->ctx = ctx;
+    if (cbs)
+        c->cbs = *cbs;
+    c->ud = ud;
+    c->is_server = is_server;
+    mbedtls_ssl_init(&c->ssl);
+    if (mbedtls_ssl_setup(&c->ssl, &ctx->conf) != 0) {
+        mbedtls_ssl_free(&c->ssl);
+        free(c);
+        return NULL;
+    }
+    mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+    fl_wire_reader_init(&c->rd, ctx->max_frame);
+    fl_wire_stream_init(&c->st, is_server ? FL_WIRE_SERVER : FL_WIRE_CLIENT, ctx->max_tensor);
+    uv_tcp_init(loop, &c->tcp);
+    uv_timer_init(loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->handles = 2;
+    ctx->nconns++;
+    snprintf(c->addr, sizeof c->addr, "?");
+    return c;
+}
+
+/* ---- server ------------------------------------------------------------- */
+
+static void on_connection(uv_stream_t *ls, int status)
+{
+    fl_tls_server_t *s = ls->data;
+    if (status < 0) {
+        FL_LOG_W(WHO, "accept failed: %s", uv_strerror(status));
+        return;
+    }
+    fl_tls_conn_t *c = conn_new(ls->loop, s->ctx, &s->cbs, s->ud, 1);
+    if (!c) {
+        /* Accept and drop, or the listener would spin on the pending one. */
+        uv_tcp_t *t = malloc(sizeof *t);
+        if (t && uv_tcp_init(ls->loop, t) == 0) {
+            if (uv_accept(ls, (uv_stream_t *)t) == 0)
+                FL_LOG_E(WHO, "out of memory: dropping a new connection");
+            uv_close((uv_handle_t *)t, free_handle);
+        } else {
+            free(t);
+        }
+        return;
+    }
+    c->state = ST_HANDSHAKE;
+    if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0) {
+        conn_fail(c, FL_ENET);
+        return;
+    }
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+        set_addr(c, (struct sockaddr *)&ss);
+    if (s->ctx->nconns > s->ctx->max_conns) {
+        FL_LOG_W(WHO, "refusing %s: %u connections already open", c->addr, s->ctx->max_conns);
+        conn_fail(c, FL_ETOOBIG);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_timer_start(&c->timer, timer_fired, s->ctx->handshake_timeout_ms, 0);
+    int r = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+    if (r != 0)
+        conn_fail(c, FL_ENET);
+}
+
+int fl_tls_server_start(uv_loop_t *loop, fl_tls_ctx_t *ctx, const char *host, int port,
+                        const fl_tls_cbs_t *cbs, void *ud, fl_tls_server_t **out)
+{
+    if (!loop || !ctx || !host || !out || port < 0 || port > 65535 || ctx->side != FL_TLS_SERVER)
+        return FL_EINVAL;
+    *out = NULL;
+    struct sockaddr_storage ss;
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
+        FL_LOG_E(WHO, "listen address '%s' is not a numeric IPv4 or IPv6 address", host);
+        return FL_EINVAL;
+    }
+    fl_tls_server_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return FL_ENOMEM;
+    s->ctx = ctx;
+    if (cbs)
+        s->cbs = *cbs;
+    s->ud = ud;
+    uv_tcp_init(loop, &s->tcp);
+    s->tcp.data = s;
+    int r = uv_tcp_bind(&s->tcp, (struct sockaddr *)&ss, 0);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&s->tcp, 511, on_connection);
+    if (r != 0) {
+        FL_LOG_E(WHO, "cannot listen on %s:%d: %s", host, port, uv_strerror(r));
+        uv_close((uv_handle_t *)&s->tcp, free_handle);
+        return FL_ENET;
+    }
+    int len = sizeof ss;
+    uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&ss, &len);
+    s->port = ss.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
+                                      : ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    *out = s;
+    return 0;
+}
+
+int fl_tls_server_port(const fl_tls_server_t *s) { return s ? s->port : -1; }
+
+void fl_tls_server_close(fl_tls_server_t *s)
+{
+    if (s)
+        uv_close((uv_handle_t *)&s->tcp, free_handle);
+}
+
+/* ---- client ------------------------------------------------------------- */
+
+static void connected(uv_connect_t *req, int status)
+{
+    fl_tls_conn_t *c = req->data;
+    free(req);
+    c->creq = NULL;
+    if (c->state == ST_CLOSED)
+        return;
+    if (status < 0) {
+        FL_LOG_W(WHO, "cannot connect to %s: %s", c->addr, uv_strerror(status));
+        conn_fail(c, FL_ENET);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->state = ST_HANDSHAKE;
+    int r = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+    if (r != 0) {
+        conn_fail(c, FL_ENET);
+        return;
+    }
+    conn_handshake(c); /* sends the ClientHello */
+}
+
+static void start_connect(fl_tls_conn_t *c, const struct sockaddr *sa)
+{
+    set_addr(c, sa);
+    c->creq = malloc(sizeof *c->creq);
+    if (!c->creq) {
+        conn_fail(c, FL_ENOMEM);
+        return;
+    }
+    c->creq->data = c;
+    int r = uv_tcp_connect(c->creq, &c->tcp, sa, connected);
+    if (r != 0) {
+        free(c->creq);
+        c->creq = NULL;
+        FL_LOG_W(WHO, "cannot connect to %s: %s", c->addr, uv_strerror(r));
+        conn_fail(c, FL_ENET);
+    }
+}
+
+static void resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    fl_tls_conn_t *c = req->data;
+    free(req);
+    c->gai = NULL;
+    if (c->state != ST_CLOSED) {
+        if (status < 0 || !res) {
+            FL_LOG_W(WHO, "cannot resolve '%s': %s", c->host, uv_strerror(status));
+            conn_fail(c, FL_ENET);
+        } else {
+            start_connect(c, res->ai_addr);
+        }
+    }
+    uv_freeaddrinfo(res);
+    conn_release(c); /* the reference the resolution held */
+}
+
+int fl_tls_connect(uv_loop_t *loop, fl_tls_ctx_t *ctx, const char *host, int port,
+                   const char *server_name, const fl_tls_cbs_t *cbs, void *ud,
+                   fl_tls_conn_t **out)
+{
+    if (!loop || !ctx || !host || !out || port <= 0 || port > 65535 || ctx->side != FL_TLS_CLIENT ||
+        strlen(host) >= sizeof(((fl_tls_conn_t *)0)->host))
+        return FL_EINVAL;
+    *out = NULL;
+    fl_tls_conn_t *c = conn_new(loop, ctx, cbs, ud, 0);
+    if (!c)
+        return FL_ENOMEM;
+    snprintf(c->host, sizeof c->host, "%s", host);
+    snprintf(c->addr, sizeof c->addr, "%.50s:%d", host, port);
+    if (mbedtls_ssl_set_hostname(&c->ssl, server_name ? server_name : host) != 0) {
+        c->quiet = 1; /* the caller learns from the return value, not on_close */
+        conn_fail(c, FL_EINVAL);
+        return FL_EINVAL;
+    }
+    c->state = ST_CONNECTING;
+    uv_timer_start(&c->timer, timer_fired, ctx->handshake_timeout_ms, 0);
+    struct sockaddr_storage ss;
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) == 0 ||
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) == 0) {
+        start_connect(c, (struct sockaddr *)&ss);
+    } else {
+        c->gai = malloc(sizeof *c->gai);
+        char service[16];
+        snprintf(service, sizeof service, "%d", port);
+        struct addrinfo hints;
+        memset(&hints, 0, sizeof hints);
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        if (!c->gai) {
+            conn_fail(c, FL_ENOMEM);
+        } else {
+            c->gai->data = c;
+            c->handles++; /* the connection lives until the resolution reports */
+            int r = uv_getaddrinfo(loop, c->gai, resolved, host, service, &hints);
+            if (r != 0) {
+                c->handles--;
+                free(c->gai);
+                c->gai = NULL;
+                FL_LOG_W(WHO, "cannot resolve '%s': %s", host, uv_strerror(r));
+                conn_fail(c, FL_ENET);
+            }
+        }
+    }
+    *out = c;
+    return 0;
+}
+
+/* ---- connection API ----------------------------------------------------- */
+
+int fl_tls_conn_send(fl_tls_conn_t *c, fl_buf_t *buf)
+{
+    if (!c || !buf)
+        return FL_EINVAL;
+    if (c->state == ST_CLOSING || c->state == ST_CLOSED)
+        return FL_ECLOSED;
+    sendq_t *q = malloc(sizeof *q);
+    if (!q)
+        return FL_ENOMEM;
+    q->next = NULL;
+    q->buf = fl_buf_ref(buf);
+    q->off = 0;
+    if (c->q_tail)
+        c->q_tail->next = q;
+    else
+        c->q_head = q;
+    c->q_tail = q;
+    c->q_bytes += buf->len;
+    if (c->state == ST_OPEN)
+        conn_pump(c);
+    return 0;
+}
+
+int fl_tls_conn_send_msg(fl_tls_conn_t *c, const Fedopt__Envelope *msg)
+{
+    if (!c || !msg)
+        return FL_EINVAL;
+    if (c->state == ST_CLOSING || c->state == ST_CLOSED)
+        return FL_ECLOSED;
+    fl_buf_t *b;
+    int rc = fl_wire_encode(msg, &b);
+    if (rc)
+        return rc;
+    rc = fl_tls_conn_send(c, b);
+    fl_buf_unref(b);
+    return rc;
+}
+
+size_t fl_tls_conn_queued(const fl_tls_conn_t *c) { return c ? c->q_bytes : 0; }
+
+void fl_tls_conn_close(fl_tls_conn_t *c)
+{
+    if (!c || c->state == ST_CLOSING || c->state == ST_CLOSED)
+        return;
+    if (c->state != ST_OPEN) {
+        conn_fail(c, 0);
+        return;
+    }
+    c->state = ST_CLOSING;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_timer_start(&c->timer, timer_fired, CLOSE_GRACE_MS, 0);
+    conn_pump(c); /* finishes the close when nothing is queued */
+}
+
+void fl_tls_conn_pause_read(fl_tls_conn_t *c)
+{
+    if (!c || c->paused || c->state != ST_OPEN)
+        return;
+    c->paused = 1;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+void fl_tls_conn_resume_read(fl_tls_conn_t *c)
+{
+    if (!c || !c->paused || c->state != ST_OPEN)
+        return;
+    c->paused = 0;
+    if (c->in_feed) {
+        /* Called from a callback of this connection: the read loop that
+         * called it simply carries on. */
+        uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+        return;
+    }
+    /* Deliver what was decrypted or stashed while paused, then read again. */
+    unsigned char *st = c->stash;
+    c->stash = NULL;
+    c->in_ptr = st;
+    c->in_len = c->stash_len;
+    c->stash_len = 0;
+    feed(c);
+    free(st);
+    if (c->state == ST_OPEN && !c->paused &&
+        uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0)
+        conn_fail(c, FL_ENET);
+}
+
+void fl_tls_conn_set_max_tensor(fl_tls_conn_t *c, uint64_t max_tensor)
+{
+    if (c)
+        fl_wire_stream_set_max_tensor(&c->st, max_tensor);
+}
+
+const char *fl_tls_conn_peer(const fl_tls_conn_t *c) { return c ? c->peer : ""; }
+
+const char *fl_tls_conn_addr(const fl_tls_conn_t *c) { return c ? c->addr : ""; }
+
+const char *fl_tls_conn_suite(const fl_tls_conn_t *c)
+{
+    if (!c || !c->opened)
+        return "";
+    const char *s = mbedtls_ssl_get_ciphersuite(&c->ssl);
+    return s ? s : "";
+}
+
+void fl_tls_conn_set_data(fl_tls_conn_t *c, void *data)
+{
+    if (c)
+        c->data = data;
+}
+
+void *fl_tls_conn_data(const fl_tls_conn_t *c) { return c ? c->data : NULL; }

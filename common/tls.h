@@ -1,0 +1,169 @@
+/* tls: fedopt connections — mutual TLS 1.2 (mbedTLS) driven non-blocking on
+ * libuv streams, carrying the framed protocol of common/wire.
+ *
+ * One event loop, no threads: mbedTLS reads ciphertext from and writes it to
+ * memory (custom bio callbacks over the uv stream's buffers), so a handshake
+ * or a record never blocks. Only TLS 1.2 with ECDHE key exchange and AEAD
+ * suites (ChaCha20-Poly1305, AES-GCM) is offered.
+ *
+ * Mutual TLS is the default: a server requires a client certificate signed by
+ * the fleet CA, a client verifies the server's certificate and its name. A
+ * peer's identity is its certificate's common name (fl_tls_conn_peer).
+ * Turning client certificates off is the explicit fl_tls_opts_t.no_client_cert
+ * and is logged as a warning.
+ *
+ * Life cycle of a connection (fl_tls_conn_t, owned by this module):
+ *   server: fl_tls_server_start accepts; a connection whose handshake fails is
+ *           logged and dropped without any callback; on success on_open runs.
+ *   client: fl_tls_connect returns the connection at once; on_open runs after
+ *           the handshake, or on_close runs with the reason if it fails.
+ *   then:   on_message for every message or completed tensor, on_drain when the
+ *           send queue empties, and exactly once on_close — the last callback;
+ *           the connection is freed when on_close returns.
+ * Callbacks run on the loop thread. Calling fl_tls_conn_close (or send) from
+ * inside any callback is allowed.
+ *
+ * Sending: fl_tls_conn_send queues a reference to an encoded, refcounted
+ * buffer (fl_buf_t from fl_wire_encode*), so one encoded model is shared by
+ * every connection it goes to; each connection encrypts from it record by
+ * record. Back-pressure: at most max_inflight bytes of ciphertext are handed
+ * to the kernel per connection; the rest waits as references in the queue
+ * (fl_tls_conn_queued) and on_drain says when it is empty. Receiving can be
+ * paused (fl_tls_conn_pause_read) while the application is busy.
+ *
+ * Memory: an idle open connection holds mbedTLS's two record buffers and its
+ * session (~40 KiB); ciphertext reads go through one 64 KiB buffer per
+ * context, and a frame buffer exists only while a frame is arriving. */
+#ifndef FL_TLS_H
+#define FL_TLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/wire.h"
+
+typedef struct fl_tls_ctx fl_tls_ctx_t;
+typedef struct fl_tls_server fl_tls_server_t;
+typedef struct fl_tls_conn fl_tls_conn_t;
+
+typedef enum {
+    FL_TLS_SERVER = 0,
+    FL_TLS_CLIENT = 1,
+} fl_tls_side_t;
+
+/* Settings of a context; zero fields take the defaults. */
+typedef struct {
+    const char *ca_file;   /* PEM: the fleet CA that signs peers' certificates */
+    const char *cert_file; /* PEM: our certificate (required on a server; on a
+                              client unless no client certificate is wanted) */
+    const char *key_file;  /* PEM: its private key */
+    int no_client_cert;    /* server: 1 accepts clients without certificates
+                              (explicit opt-out of mutual TLS, logged) */
+    const char *ciphersuite; /* force one suite by its mbedTLS name, e.g.
+                                "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256";
+                                NULL = the measured default order */
+    uint32_t max_frame;    /* largest frame accepted (default FL_WIRE_DEFAULT_MAX_FRAME) */
+    uint64_t max_tensor;   /* largest tensor accepted (default FL_WIRE_DEFAULT_MAX_TENSOR;
+                              per connection: fl_tls_conn_set_max_tensor) */
+    uint32_t handshake_timeout_ms; /* default 10000 */
+    size_t max_inflight;   /* ciphertext bytes queued in the kernel per
+                              connection before encryption pauses (default 256 KiB) */
+    uint32_t max_conns;    /* server: most simultaneous connections (default 10000) */
+} fl_tls_opts_t;
+
+/* Callbacks of a connection. ud is the pointer given to fl_tls_server_start
+ * or fl_tls_connect; fl_tls_conn_set_data attaches per-connection state. */
+typedef struct {
+    /* Handshake done; fl_tls_conn_peer is the peer's identity. May be NULL. */
+    void (*on_open)(fl_tls_conn_t *c, void *ud);
+    /* One message (ev->kind FL_WIRE_EV_MESSAGE, ev->msg) or one complete,
+     * checksum-verified tensor (FL_WIRE_EV_TENSOR, ev->data/nbytes). The
+     * callback may take ev->msg or ev->data by setting the field to NULL;
+     * anything left is freed when it returns. */
+    void (*on_message)(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud);
+    /* The send queue became empty (everything handed to the kernel). May be NULL. */
+    void (*on_drain)(fl_tls_conn_t *c, void *ud);
+    /* The connection is gone: reason 0 after fl_tls_conn_close or the peer's
+     * orderly close, else the FL_E* code of the failure. Last callback. */
+    void (*on_close)(fl_tls_conn_t *c, int reason, void *ud);
+} fl_tls_cbs_t;
+
+/* Creates a context for one side: loads the CA, certificate and key, seeds
+ * the random generator, fixes the protocol version and suites. Use one
+ * context per event loop; it must outlive its connections. Returns 0,
+ * FL_EINVAL, FL_ECONFIG (unreadable file or bad setting, logged), FL_ETLS or
+ * FL_ENOMEM. */
+int fl_tls_ctx_new(fl_tls_side_t side, const fl_tls_opts_t *opts, fl_tls_ctx_t **out);
+
+/* Frees a context with no connections left. Accepts NULL. */
+void fl_tls_ctx_free(fl_tls_ctx_t *ctx);
+
+/* Number of connections of the context not yet closed. */
+size_t fl_tls_ctx_conns(const fl_tls_ctx_t *ctx);
+
+/* Listens on host:port (numeric IPv4 or IPv6 address; port 0 picks one, see
+ * fl_tls_server_port) and accepts connections with the callbacks in cbs
+ * (copied). Returns 0, FL_EINVAL, FL_ENET (bind/listen failed, logged) or
+ * FL_ENOMEM. The server is the caller's until fl_tls_server_close. */
+int fl_tls_server_start(uv_loop_t *loop, fl_tls_ctx_t *ctx, const char *host, int port,
+                        const fl_tls_cbs_t *cbs, void *ud, fl_tls_server_t **out);
+
+/* The port the server listens on. */
+int fl_tls_server_port(const fl_tls_server_t *s);
+
+/* Stops listening and frees the server once its handle is closed; open
+ * connections are not affected. Accepts NULL. */
+void fl_tls_server_close(fl_tls_server_t *s);
+
+/* Connects to host:port (an address or a name resolved asynchronously) and
+ * starts the handshake, expecting the server certificate to carry
+ * server_name (NULL = host). *out is valid until on_close returns. Returns 0
+ * (later failures arrive as on_close), FL_EINVAL or FL_ENOMEM. */
+int fl_tls_connect(uv_loop_t *loop, fl_tls_ctx_t *ctx, const char *host, int port,
+                   const char *server_name, const fl_tls_cbs_t *cbs, void *ud,
+                   fl_tls_conn_t **out);
+
+/* Queues buf (one or more whole frames) for sending and takes a reference to
+ * it; the caller keeps its own. Data queued before the handshake completes
+ * is sent after it. Returns 0 or FL_ECLOSED when the connection is closing. */
+int fl_tls_conn_send(fl_tls_conn_t *c, fl_buf_t *buf);
+
+/* Encodes msg (fl_wire_encode) and queues it. Returns 0, FL_ECLOSED or an
+ * encoding error. */
+int fl_tls_conn_send_msg(fl_tls_conn_t *c, const Fedopt__Envelope *msg);
+
+/* Plaintext bytes queued and not yet encrypted. */
+size_t fl_tls_conn_queued(const fl_tls_conn_t *c);
+
+/* Closes gracefully: what is queued is sent, then close_notify, then the
+ * socket closes (at most 5 s later in any case); on_close follows with reason
+ * 0. Nothing is received any more. Safe to call twice or from callbacks. */
+void fl_tls_conn_close(fl_tls_conn_t *c);
+
+/* Stops delivering messages (and reading from the socket) until resume. */
+void fl_tls_conn_pause_read(fl_tls_conn_t *c);
+void fl_tls_conn_resume_read(fl_tls_conn_t *c);
+
+/* Sets the largest tensor this connection accepts from now on. */
+void fl_tls_conn_set_max_tensor(fl_tls_conn_t *c, uint64_t max_tensor);
+
+/* The peer's identity: its certificate's CN ("" when the server accepted a
+ * client without a certificate; "" before on_open). Valid until on_close
+ * returns. */
+const char *fl_tls_conn_peer(const fl_tls_conn_t *c);
+
+/* The peer's address as "ip:port". */
+const char *fl_tls_conn_addr(const fl_tls_conn_t *c);
+
+/* The negotiated suite's name, or "" before the handshake. */
+const char *fl_tls_conn_suite(const fl_tls_conn_t *c);
+
+/* The application's per-connection pointer (NULL until set). */
+void fl_tls_conn_set_data(fl_tls_conn_t *c, void *data);
+void *fl_tls_conn_data(const fl_tls_conn_t *c);
+
+/* The context's default suite order (0-terminated mbedTLS ids). */
+const int *fl_tls_default_suites(void);
+
+#endif

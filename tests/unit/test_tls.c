@@ -1,0 +1,604 @@
+/* test_tls: mutual TLS over libuv on loopback — the handshake matrix (right
+ * certificates; refused without a client certificate, with another CA's,
+ * with an expired one, with the wrong server name, from a plaintext peer),
+ * message exchange, a 50 MiB model crossing intact, frame violations over a
+ * real connection, back-pressure and pause/resume. Each refusal must leave a
+ * clear log line and the server must keep serving the next client. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/tls.h"
+#include "common/version.h"
+#include "common/wire.h"
+#include "tests/support/testcerts.h"
+
+static fl_testcerts_t g_certs;
+static FILE *g_log; /* every log line of the test goes here too */
+
+/* ---- log capture -------------------------------------------------------- */
+
+static long log_mark(void)
+{
+    fflush(g_log);
+    return ftell(g_log);
+}
+
+/* True when a log line written since mark contains every one of the needles. */
+static int log_has(long mark, const char *a, const char *b)
+{
+    fflush(g_log);
+    long end = ftell(g_log);
+    if (end <= mark)
+        return 0;
+    char *buf = calloc(1, (size_t)(end - mark) + 1);
+    fseek(g_log, mark, SEEK_SET);
+    size_t n = fread(buf, 1, (size_t)(end - mark), g_log);
+    buf[n] = '\0';
+    fseek(g_log, 0, SEEK_END);
+    int found = 0;
+    for (char *line = strtok(buf, "\n"); line && !found; line = strtok(NULL, "\n"))
+        found = strstr(line, a) && (!b || strstr(line, b));
+    if (!found)
+        fprintf(stderr, "no log line with '%s'%s%s%s (the log is replayed at the end)\n", a,
+                b ? " and '" : "", b ? b : "", b ? "'" : "");
+    free(buf);
+    return found;
+}
+
+/* ---- the test server ---------------------------------------------------- */
+
+typedef struct {
+    uv_loop_t loop;
+    fl_tls_ctx_t *ctx;
+    fl_tls_server_t *srv;
+    int opens, closes, hellos, tensors;
+    int last_close_reason;
+    char last_peer[80];
+    uint8_t *tensor;         /* last tensor received (taken from the event) */
+    size_t tensor_bytes;
+    fl_buf_t *model;         /* sent after Welcome when set */
+    uint64_t model_params;
+    int pause_first;         /* pause reading on open, resume on a timer */
+    uv_timer_t resume_timer;
+    fl_tls_conn_t *paused;
+} server_t;
+
+static void srv_on_open(fl_tls_conn_t *c, void *ud)
+{
+    server_t *s = ud;
+    s->opens++;
+    snprintf(s->last_peer, sizeof s->last_peer, "%s", fl_tls_conn_peer(c));
+}
+
+static void send_welcome(fl_tls_conn_t *c)
+{
+    Fedopt__Welcome w = FEDOPT__WELCOME__INIT;
+    w.protocol_version = FL_PROTOCOL_VERSION;
+    w.server_name = "test-server";
+    w.peer_identity = (char *)fl_tls_conn_peer(c);
+    w.max_frame = FL_WIRE_DEFAULT_MAX_FRAME;
+    Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
+    m.msg_case = FEDOPT__ENVELOPE__MSG_WELCOME;
+    m.welcome = &w;
+    assert_int_equal(fl_tls_conn_send_msg(c, &m), 0);
+}
+
+static void send_model(server_t *s, fl_tls_conn_t *c)
+{
+    Fedopt__TaskOffer t = FEDOPT__TASK_OFFER__INIT;
+    t.round_id = 7;
+    t.model = "test";
+    t.num_params = s->model_params;
+    Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
+    m.msg_case = FEDOPT__ENVELOPE__MSG_TASK_OFFER;
+    m.task_offer = &t;
+    assert_int_equal(fl_tls_conn_send_msg(c, &m), 0);
+    assert_int_equal(fl_tls_conn_send(c, s->model), 0);
+}
+
+static void srv_on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
+{
+    server_t *s = ud;
+    if (ev->kind == FL_WIRE_EV_TENSOR) {
+        s->tensors++;
+        free(s->tensor);
+        s->tensor = ev->data; /* take it */
+        s->tensor_bytes = ev->nbytes;
+        ev->data = NULL;
+        return;
+    }
+    if (ev->msg->msg_case == FEDOPT__ENVELOPE__MSG_HELLO) {
+        s->hellos++;
+        assert_int_equal(ev->msg->hello->protocol_version, FL_PROTOCOL_VERSION);
+        send_welcome(c);
+        if (s->model)
+            send_model(s, c);
+    } else if (ev->msg->msg_case == FEDOPT__ENVELOPE__MSG_BYE) {
+        fl_tls_conn_close(c);
+    }
+}
+
+static void resume_later(uv_timer_t *t)
+{
+    server_t *s = t->data;
+    if (s->paused)
+        fl_tls_conn_resume_read(s->paused);
+    s->paused = NULL;
+}
+
+static void srv_on_open_pause(fl_tls_conn_t *c, void *ud)
+{
+    server_t *s = ud;
+    srv_on_open(c, ud);
+    fl_tls_conn_pause_read(c);
+    s->paused = c;
+    uv_timer_start(&s->resume_timer, resume_later, 200, 0);
+}
+
+static void srv_on_close(fl_tls_conn_t *c, int reason, void *ud)
+{
+    server_t *s = ud;
+    s->closes++;
+    s->last_close_reason = reason;
+    if (s->paused == c)
+        s->paused = NULL;
+}
+
+static const fl_tls_cbs_t srv_cbs = {srv_on_open, srv_on_message, NULL, srv_on_close};
+static const fl_tls_cbs_t srv_cbs_pause = {srv_on_open_pause, srv_on_message, NULL, srv_on_close};
+
+static void watchdog(uv_timer_t *t)
+{
+    fprintf(stderr, "watchdog: the test's event loop got stuck\n");
+    uv_stop(t->loop);
+    fail();
+}
+
+static uv_timer_t g_watchdog;
+
+static void server_start(server_t *s, const fl_tls_opts_t *extra, const fl_tls_cbs_t *cbs)
+{
+    memset(s, 0, sizeof *s);
+    assert_int_equal(uv_loop_init(&s->loop), 0);
+    fl_tls_opts_t o = {0};
+    if (extra)
+        o = *extra;
+    o.ca_file = fl_testcerts_path(&g_certs, 0, "ca.crt");
+    o.cert_file = fl_testcerts_path(&g_certs, 1, "server.crt");
+    o.key_file = fl_testcerts_path(&g_certs, 2, "server.key");
+    assert_int_equal(fl_tls_ctx_new(FL_TLS_SERVER, &o, &s->ctx), 0);
+    assert_int_equal(fl_tls_server_start(&s->loop, s->ctx, "127.0.0.1", 0, cbs ? cbs : &srv_cbs, s,
+                                         &s->srv), 0);
+    assert_true(fl_tls_server_port(s->srv) > 0);
+    uv_timer_init(&s->loop, &s->resume_timer);
+    s->resume_timer.data = s;
+    uv_timer_init(&s->loop, &g_watchdog);
+    uv_timer_start(&g_watchdog, watchdog, 60000, 0);
+    uv_unref((uv_handle_t *)&g_watchdog);
+}
+
+static void server_stop(server_t *s)
+{
+    fl_tls_server_close(s->srv);
+    uv_close((uv_handle_t *)&s->resume_timer, NULL);
+    uv_close((uv_handle_t *)&g_watchdog, NULL);
+    assert_int_equal(uv_run(&s->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(fl_tls_ctx_conns(s->ctx), 0);
+    fl_tls_ctx_free(s->ctx);
+    assert_int_equal(uv_loop_close(&s->loop), 0);
+    free(s->tensor);
+    fl_buf_unref(s->model);
+}
+
+/* ---- the test client ---------------------------------------------------- */
+
+typedef struct {
+    fl_tls_ctx_t *ctx;
+    fl_tls_conn_t *conn;
+    int opened, closed, reason, welcomed, got_error;
+    char identity[80];  /* what the server saw (Welcome.peer_identity) */
+    char server_cn[80]; /* what we saw */
+    uint8_t *tensor;
+    size_t tensor_bytes;
+    fl_buf_t *upload;   /* sent (Update + delta) after Welcome when set */
+    int bye_after;      /* send Bye after Welcome (or after the tensor) */
+    fl_buf_t *raw;      /* sent as is right after the handshake */
+} client_t;
+
+static void cli_on_open(fl_tls_conn_t *c, void *ud)
+{
+    client_t *k = ud;
+    k->opened = 1;
+    snprintf(k->server_cn, sizeof k->server_cn, "%s", fl_tls_conn_peer(c));
+    if (k->raw) {
+        assert_int_equal(fl_tls_conn_send(c, k->raw), 0);
+        return;
+    }
+    Fedopt__Hello h = FEDOPT__HELLO__INIT;
+    h.protocol_version = FL_PROTOCOL_VERSION;
+    h.client_name = "test";
+    h.software_version = FL_VERSION;
+    h.num_examples = 100;
+    Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
+    m.msg_case = FEDOPT__ENVELOPE__MSG_HELLO;
+    m.hello = &h;
+    assert_int_equal(fl_tls_conn_send_msg(c, &m), 0);
+}
+
+static void send_bye(fl_tls_conn_t *c)
+{
+    Fedopt__Bye b = FEDOPT__BYE__INIT;
+    b.reason = "done";
+    Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
+    m.msg_case = FEDOPT__ENVELOPE__MSG_BYE;
+    m.bye = &b;
+    assert_int_equal(fl_tls_conn_send_msg(c, &m), 0);
+}
+
+static void cli_on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
+{
+    client_t *k = ud;
+    if (ev->kind == FL_WIRE_EV_TENSOR) {
+        k->tensor = ev->data;
+        k->tensor_bytes = ev->nbytes;
+        ev->data = NULL;
+        if (k->bye_after) {
+            send_bye(c);
+            fl_tls_conn_close(c);
+        }
+        return;
+    }
+    switch (ev->msg->msg_case) {
+    case FEDOPT__ENVELOPE__MSG_WELCOME:
+        k->welcomed = 1;
+        snprintf(k->identity, sizeof k->identity, "%s", ev->msg->welcome->peer_identity);
+        if (k->upload) {
+            Fedopt__Update u = FEDOPT__UPDATE__INIT;
+            u.round_id = 7;
+            u.weight = 10;
+            Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
+            m.msg_case = FEDOPT__ENVELOPE__MSG_UPDATE;
+            m.update = &u;
+            assert_int_equal(fl_tls_conn_send_msg(c, &m), 0);
+            assert_int_equal(fl_tls_conn_send(c, k->upload), 0);
+        }
+        if (k->bye_after == 1) {
+            send_bye(c);
+            fl_tls_conn_close(c);
+        }
+        break;
+    case FEDOPT__ENVELOPE__MSG_ERROR:
+        k->got_error = ev->msg->error->code;
+        break;
+    default:
+        break;
+    }
+}
+
+static void cli_on_close(fl_tls_conn_t *c, int reason, void *ud)
+{
+    client_t *k = ud;
+    k->closed = 1;
+    k->reason = reason;
+    k->conn = NULL;
+}
+
+static const fl_tls_cbs_t cli_cbs = {cli_on_open, cli_on_message, NULL, cli_on_close};
+
+/* Connects with the given files (relative to the cert dir; NULL cert = none)
+ * and runs the loop until the client's connection is gone. */
+static void client_run(server_t *s, client_t *k, const char *ca, const char *cert,
+                       const char *key, const char *server_name)
+{
+    fl_tls_opts_t o = {0};
+    o.ca_file = fl_testcerts_path(&g_certs, 0, ca);
+    o.cert_file = cert ? fl_testcerts_path(&g_certs, 1, cert) : NULL;
+    o.key_file = key ? fl_testcerts_path(&g_certs, 2, key) : NULL;
+    assert_int_equal(fl_tls_ctx_new(FL_TLS_CLIENT, &o, &k->ctx), 0);
+    assert_int_equal(fl_tls_connect(&s->loop, k->ctx, "127.0.0.1", fl_tls_server_port(s->srv),
+                                    server_name, &cli_cbs, k, &k->conn), 0);
+    while (!k->closed)
+        uv_run(&s->loop, UV_RUN_ONCE);
+    /* Let the server side notice and finish too. */
+    for (int i = 0; i < 50 && fl_tls_ctx_conns(s->ctx) > 0; i++)
+        uv_run(&s->loop, UV_RUN_NOWAIT), uv_sleep(2);
+    fl_tls_ctx_free(k->ctx);
+    k->ctx = NULL;
+}
+
+static void client_free(client_t *k)
+{
+    free(k->tensor);
+    fl_buf_unref(k->upload);
+    fl_buf_unref(k->raw);
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+static void test_handshake_ok(void **state)
+{
+    server_t s;
+    server_start(&s, NULL, NULL);
+    client_t k = {0};
+    k.bye_after = 1;
+    client_run(&s, &k, "ca.crt", "clients/alice.crt", "clients/alice.key", "localhost");
+    assert_true(k.opened);
+    assert_true(k.welcomed);
+    assert_int_equal(k.reason, 0);
+    assert_string_equal(k.identity, "alice"); /* the server's view: certificate CN */
+    assert_string_equal(k.server_cn, "localhost");
+    assert_int_equal(s.opens, 1);
+    assert_int_equal(s.hellos, 1);
+    assert_string_equal(s.last_peer, "alice");
+    assert_int_equal(s.closes, 1);
+    client_free(&k);
+    server_stop(&s);
+}
+
+/* One refused client: the server logs `expect` and the client never opens. */
+static void refused(server_t *s, const char *ca, const char *cert, const char *key,
+                    const char *name, const char *expect_srv, const char *expect_cli)
+{
+    long mark = log_mark();
+    client_t k = {0};
+    k.bye_after = 1;
+    client_run(s, &k, ca, cert, key, name);
+    assert_false(k.opened);
+    assert_false(k.welcomed);
+    assert_int_not_equal(k.reason, 0);
+    if (expect_srv)
+        assert_true(log_has(mark, "handshake with 127.0.0.1:", expect_srv));
+    if (expect_cli)
+        assert_true(log_has(mark, "refused", expect_cli));
+    client_free(&k);
+}
+
+static void test_handshake_matrix(void **state)
+{
+    server_t s;
+    server_start(&s, NULL, NULL);
+    refused(&s, "ca.crt", NULL, NULL, "localhost", "client sent no certificate", NULL);
+    refused(&s, "ca.crt", "other/clients/mallory.crt", "other/clients/mallory.key", "localhost",
+            "client certificate rejected: The certificate is not correctly signed", NULL);
+    refused(&s, "ca.crt", "clients/old.crt", "clients/old.key", "localhost",
+            "client certificate rejected: The certificate validity has expired", NULL);
+    refused(&s, "ca.crt", "clients/alice.crt", "clients/alice.key", "evil.example",
+            "peer aborted the handshake with TLS alert",
+            "server certificate rejected: The certificate Common Name (CN) does not match");
+    /* A client trusting another CA refuses our server. */
+    refused(&s, "other/ca.crt", "clients/alice.crt", "clients/alice.key", "localhost", NULL,
+            "server certificate rejected: The certificate is not correctly signed");
+    assert_int_equal(s.opens, 0);
+
+    /* The server kept serving: bob gets in. */
+    client_t k = {0};
+    k.bye_after = 1;
+    client_run(&s, &k, "ca.crt", "clients/bob.crt", "clients/bob.key", "localhost");
+    assert_true(k.welcomed);
+    assert_string_equal(k.identity, "bob");
+    client_free(&k);
+    server_stop(&s);
+}
+
+/* A raw TCP peer that writes plaintext and waits for the server to hang up. */
+typedef struct {
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    uv_write_t wreq;
+    int done;
+    char rbuf[256];
+} plain_t;
+
+static void plain_alloc(uv_handle_t *h, size_t n, uv_buf_t *b)
+{
+    plain_t *p = h->data;
+    *b = uv_buf_init(p->rbuf, sizeof p->rbuf);
+}
+
+static void plain_closed(uv_handle_t *h) { ((plain_t *)h->data)->done = 1; }
+
+static void plain_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+    if (n < 0)
+        uv_close((uv_handle_t *)st, plain_closed);
+}
+
+static void plain_written(uv_write_t *w, int status) {}
+
+static void plain_connected(uv_connect_t *req, int status)
+{
+    plain_t *p = req->data;
+    assert_int_equal(status, 0);
+    static char msg[] = "GET / HTTP/1.0\r\nHost: fedopt\r\n\r\n";
+    uv_buf_t b = uv_buf_init(msg, sizeof msg - 1);
+    uv_write(&p->wreq, (uv_stream_t *)&p->tcp, &b, 1, plain_written);
+    uv_read_start((uv_stream_t *)&p->tcp, plain_alloc, plain_read);
+}
+
+static void test_plaintext_peer(void **state)
+{
+    server_t s;
+    server_start(&s, NULL, NULL);
+    long mark = log_mark();
+    plain_t p = {0};
+    uv_tcp_init(&s.loop, &p.tcp);
+    p.tcp.data = &p;
+    p.creq.data = &p;
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", fl_tls_server_port(s.srv), &sa);
+    assert_int_equal(uv_tcp_connect(&p.creq, &p.tcp, (struct sockaddr *)&sa, plain_connected), 0);
+    while (!p.done)
+        uv_run(&s.loop, UV_RUN_ONCE);
+    assert_true(log_has(mark, "handshake with 127.0.0.1:", "not speaking TLS"));
+    assert_int_equal(s.opens, 0);
+    /* And a real client still gets served. */
+    client_t k = {0};
+    k.bye_after = 1;
+    client_run(&s, &k, "ca.crt", "clients/alice.crt", "clients/alice.key", "localhost");
+    assert_true(k.welcomed);
+    client_free(&k);
+    server_stop(&s);
+}
+
+static void test_no_client_cert_option(void **state)
+{
+    long mark = log_mark();
+    server_t s;
+    fl_tls_opts_t o = {0};
+    o.no_client_cert = 1;
+    server_start(&s, &o, NULL);
+    assert_true(log_has(mark, "client certificates are NOT required", NULL));
+    client_t k = {0};
+    k.bye_after = 1;
+    client_run(&s, &k, "ca.crt", NULL, NULL, "localhost");
+    assert_true(k.welcomed);
+    assert_string_equal(k.identity, ""); /* anonymous */
+    client_free(&k);
+    server_stop(&s);
+}
+
+/* Fills n floats with a pattern that catches any misplaced chunk. */
+static float *pattern(size_t n, uint32_t seed)
+{
+    float *x = malloc(n * sizeof *x);
+    uint32_t v = seed;
+    for (size_t i = 0; i < n; i++) {
+        v = v * 1664525u + 1013904223u;
+        x[i] = (float)(v >> 8) / 16777216.0f - 0.5f;
+    }
+    return x;
+}
+
+static void test_model_50mib_both_ways(void **state)
+{
+    const size_t n = 50u * 1024 * 1024 / 4; /* 50 MiB of float32 */
+    float *model = pattern(n, 1), *delta = pattern(n, 2);
+    server_t s;
+    server_start(&s, NULL, &srv_cbs_pause); /* the server also pauses reading for 200 ms */
+    assert_int_equal(fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_MODEL, 7, model, n * 4, 0,
+                                           &s.model), 0);
+    s.model_params = n;
+    client_t k = {0};
+    assert_int_equal(fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 7, delta, n * 4, 0,
+                                           &k.upload), 0);
+    k.bye_after = 2; /* after the model arrived */
+    client_run(&s, &k, "ca.crt", "clients/alice.crt", "clients/alice.key", "localhost");
+    assert_int_equal(k.reason, 0);
+    assert_int_equal(k.tensor_bytes, n * 4);
+    assert_memory_equal(k.tensor, model, n * 4);
+    assert_int_equal(s.tensors, 1);
+    assert_int_equal(s.tensor_bytes, n * 4);
+    assert_memory_equal(s.tensor, delta, n * 4);
+    client_free(&k);
+    server_stop(&s);
+    free(model);
+    free(delta);
+}
+
+/* A client sends raw bytes after the handshake; the server refuses them with a
+ * log line and an Error message, and stays up. */
+static void bad_frames(server_t *s, const uint8_t *bytes, size_t n, const char *expect, int code)
+{
+    long mark = log_mark();
+    client_t k = {0};
+    assert_int_equal(fl_buf_new(n, &k.raw), 0);
+    memcpy(k.raw->data, bytes, n);
+    client_run(s, &k, "ca.crt", "clients/alice.crt", "clients/alice.key", "localhost");
+    assert_true(k.opened);
+    assert_int_equal(k.got_error, code);
+    assert_true(log_has(mark, "('alice')", expect));
+    client_free(&k);
+}
+
+static void test_frames_over_tls(void **state)
+{
+    server_t s;
+    server_start(&s, NULL, NULL);
+    const uint8_t huge[] = {0xff, 0xff, 0xff, 0xff, 1, 2, 3};
+    bad_frames(&s, huge, sizeof huge, "frame of 4294967295 bytes exceeds the limit", FL_ETOOBIG);
+    const uint8_t zero[] = {0, 0, 0, 0};
+    bad_frames(&s, zero, sizeof zero, "zero-length frame", FL_EPROTO);
+    const uint8_t garbage[] = {0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff};
+    bad_frames(&s, garbage, sizeof garbage, "not a valid fedopt.Envelope", FL_EFORMAT);
+    /* A well-formed TaskOffer is a message a client never sends. */
+    Fedopt__TaskOffer t = FEDOPT__TASK_OFFER__INIT;
+    t.num_params = 1;
+    Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
+    m.msg_case = FEDOPT__ENVELOPE__MSG_TASK_OFFER;
+    m.task_offer = &t;
+    fl_buf_t *b;
+    assert_int_equal(fl_wire_encode(&m, &b), 0);
+    bad_frames(&s, b->data, b->len, "a client never sends TaskOffer", FL_EPROTO);
+    fl_buf_unref(b);
+    assert_int_equal(s.hellos, 0);
+    client_t k = {0};
+    k.bye_after = 1;
+    client_run(&s, &k, "ca.crt", "clients/bob.crt", "clients/bob.key", "localhost");
+    assert_true(k.welcomed);
+    client_free(&k);
+    server_stop(&s);
+}
+
+static void test_bad_config(void **state)
+{
+    fl_tls_ctx_t *x = NULL;
+    fl_tls_opts_t o = {0};
+    o.ca_file = "/nonexistent/ca.crt";
+    o.cert_file = fl_testcerts_path(&g_certs, 1, "server.crt");
+    o.key_file = fl_testcerts_path(&g_certs, 2, "server.key");
+    assert_int_equal(fl_tls_ctx_new(FL_TLS_SERVER, &o, &x), FL_ECONFIG);
+    assert_null(x);
+    o.ca_file = fl_testcerts_path(&g_certs, 0, "ca.crt");
+    o.ciphersuite = "TLS-RSA-WITH-AES-128-CBC-SHA"; /* not ECDHE+AEAD */
+    assert_int_equal(fl_tls_ctx_new(FL_TLS_SERVER, &o, &x), FL_ECONFIG);
+    o.ciphersuite = NULL;
+    o.key_file = NULL;
+    assert_int_equal(fl_tls_ctx_new(FL_TLS_SERVER, &o, &x), FL_ECONFIG);
+}
+
+static int setup(void **state)
+{
+    g_log = tmpfile();
+    if (!g_log || fl_testcerts_make(&g_certs) != 0)
+        return -1;
+    fl_log_set_sink(g_log);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fl_log_set_sink(NULL);
+    /* Replay the captured log so a failing run shows it. */
+    if (g_log) {
+        rewind(g_log);
+        char line[1200];
+        while (fgets(line, sizeof line, g_log))
+            fputs(line, stderr);
+        fclose(g_log);
+    }
+    fl_testcerts_remove(&g_certs);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_handshake_ok),
+        cmocka_unit_test(test_handshake_matrix),
+        cmocka_unit_test(test_plaintext_peer),
+        cmocka_unit_test(test_no_client_cert_option),
+        cmocka_unit_test(test_frames_over_tls),
+        cmocka_unit_test(test_model_50mib_both_ways),
+        cmocka_unit_test(test_bad_config),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
