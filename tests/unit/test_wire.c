@@ -1,0 +1,555 @@
+/* test_wire: the frame reader, message validation and the receiving protocol
+ * state, as pure functions over bytes: oversized / zero-length / truncated
+ * frames, garbage protobuf, messages out of sequence, chunk offsets out of
+ * order, overlapping or past the end, checksum mismatch, decoding limits. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "common/wire.h"
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static fl_buf_t *enc(Fedopt__Envelope *m)
+{
+    fl_buf_t *b = NULL;
+    assert_int_equal(fl_wire_encode(m, &b), 0);
+    return b;
+}
+
+static fl_buf_t *hello(void)
+{
+    Fedopt__Hello h = FEDOPT__HELLO__INIT;
+    h.protocol_version = 1;
+    h.client_name = "c1";
+    Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
+    m.msg_case = FEDOPT__ENVELOPE__MSG_HELLO;
+    m.hello = &h;
+    return enc(&m);
+}
+
+static fl_buf_t *update(uint64_t round, double weight)
+{
+    Fedopt__Update u = FEDOPT__UPDATE__INIT;
+    u.round_id = round;
+    u.weight = weight;
+    Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
+    m.msg_case = FEDOPT__ENVELOPE__MSG_UPDATE;
+    m.update = &u;
+    return enc(&m);
+}
+
+static fl_buf_t *begin(int purpose, uint64_t round, uint64_t total, uint32_t chunk)
+{
+    Fedopt__TensorBegin t = FEDOPT__TENSOR_BEGIN__INIT;
+    t.purpose = purpose;
+    t.round_id = round;
+    t.total_bytes = total;
+    t.chunk_bytes = chunk;
+    Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
+    m.msg_case = FEDOPT__ENVELOPE__MSG_TENSOR_BEGIN;
+    m.tensor_begin = &t;
+    return enc(&m);
+}
+
+static fl_buf_t *chunk(uint64_t off, const void *data, size_t n)
+{
+    Fedopt__TensorChunk c = FEDOPT__TENSOR_CHUNK__INIT;
+    c.offset = off;
+    c.data.data = (uint8_t *)(uintptr_t)data;
+    c.data.len = n;
+    Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
+    m.msg_case = FEDOPT__ENVELOPE__MSG_TENSOR_CHUNK;
+    m.tensor_chunk = &c;
+    return enc(&m);
+}
+
+static fl_buf_t *end(uint32_t crc)
+{
+    Fedopt__TensorEnd e = FEDOPT__TENSOR_END__INIT;
+    e.crc32 = crc;
+    Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
+    m.msg_case = FEDOPT__ENVELOPE__MSG_TENSOR_END;
+    m.tensor_end = &e;
+    return enc(&m);
+}
+
+/* Feeds one encoded frame (header included) to the stream; returns its rc. */
+static int frame(fl_wire_stream_t *s, fl_buf_t *b, fl_wire_event_t *ev, char *why)
+{
+    assert_true(b->len > 4);
+    why[0] = '\0';
+    int rc = fl_wire_stream_frame(s, b->data + 4, b->len - 4, ev, why, 256);
+    fl_buf_unref(b);
+    return rc;
+}
+
+static void feed_ok(fl_wire_stream_t *s, fl_buf_t *b)
+{
+    fl_wire_event_t ev;
+    char why[256];
+    int rc = frame(s, b, &ev, why);
+    if (rc)
+        print_error("unexpected refusal: %s\n", why);
+    assert_int_equal(rc, 0);
+    fl_wire_event_clear(&ev);
+}
+
+static void feed_bad(fl_wire_stream_t *s, fl_buf_t *b, int code, const char *expect)
+{
+    fl_wire_event_t ev;
+    char why[256];
+    assert_int_equal(frame(s, b, &ev, why), code);
+    assert_int_equal(ev.kind, FL_WIRE_EV_NONE);
+    assert_null(ev.msg);
+    assert_null(ev.data);
+    if (!strstr(why, expect))
+        print_error("reason '%s' lacks '%s'\n", why, expect);
+    assert_non_null(strstr(why, expect));
+}
+
+/* A server-side stream that already got Hello and an Update for round 3. */
+static void open_with_update(fl_wire_stream_t *s, uint64_t max_tensor)
+{
+    fl_wire_stream_init(s, FL_WIRE_SERVER, max_tensor);
+    feed_ok(s, hello());
+    feed_ok(s, update(3, 5.0));
+}
+
+/* ---- frames ------------------------------------------------------------- */
+
+static void test_frame_header_limits(void **state)
+{
+    fl_wire_reader_t r;
+    fl_wire_reader_init(&r, 1024);
+    uint8_t *f = NULL;
+    uint32_t len = 0;
+    size_t used;
+    /* A 4 GiB claim is refused from the header alone: nothing allocated. */
+    const uint8_t huge[] = {0xff, 0xff, 0xff, 0xff, 0xaa};
+    assert_int_equal(fl_wire_reader_feed(&r, huge, sizeof huge, &used, &f, &len), FL_ETOOBIG);
+    assert_int_equal(used, 4);
+    assert_null(r.payload);
+    assert_null(f);
+    fl_wire_reader_free(&r);
+    /* Just above the limit, and exactly at it. */
+    const uint8_t above[] = {0, 0, 4, 1};
+    assert_int_equal(fl_wire_reader_feed(&r, above, 4, &used, &f, &len), FL_ETOOBIG);
+    assert_null(r.payload);
+    fl_wire_reader_free(&r);
+    const uint8_t at[] = {0, 0, 4, 0};
+    assert_int_equal(fl_wire_reader_feed(&r, at, 4, &used, &f, &len), 0);
+    assert_non_null(r.payload);
+    assert_false(fl_wire_reader_idle(&r));
+    fl_wire_reader_free(&r);
+    assert_true(fl_wire_reader_idle(&r));
+    /* Zero-length frames are a protocol violation. */
+    const uint8_t zero[] = {0, 0, 0, 0};
+    assert_int_equal(fl_wire_reader_feed(&r, zero, 4, &used, &f, &len), FL_EPROTO);
+    fl_wire_reader_free(&r);
+    /* The hard ceiling applies whatever the configuration says. */
+    fl_wire_reader_init(&r, UINT32_MAX);
+    assert_int_equal(r.max_frame, FL_WIRE_HARD_MAX_FRAME);
+}
+
+static void test_frame_split_and_truncated(void **state)
+{
+    fl_buf_t *b = hello();
+    fl_wire_reader_t r;
+    fl_wire_reader_init(&r, 0);
+    uint8_t *f = NULL;
+    uint32_t len = 0;
+    size_t used;
+    /* Byte by byte: complete only at the last byte. */
+    for (size_t i = 0; i + 1 < b->len; i++) {
+        assert_int_equal(fl_wire_reader_feed(&r, b->data + i, 1, &used, &f, &len), 0);
+        assert_int_equal(used, 1);
+    }
+    assert_int_equal(fl_wire_reader_feed(&r, b->data + b->len - 1, 1, &used, &f, &len), 1);
+    assert_int_equal(len, b->len - 4);
+    assert_memory_equal(f, b->data + 4, len);
+    free(f);
+    assert_true(fl_wire_reader_idle(&r));
+    /* Two frames in one buffer: the first call stops after the first. */
+    uint8_t two[256];
+    memcpy(two, b->data, b->len);
+    memcpy(two + b->len, b->data, b->len);
+    assert_int_equal(fl_wire_reader_feed(&r, two, 2 * b->len, &used, &f, &len), 1);
+    assert_int_equal(used, b->len);
+    free(f);
+    assert_int_equal(fl_wire_reader_feed(&r, two + used, b->len, &used, &f, &len), 1);
+    free(f);
+    /* Truncated: a frame cut short stays incomplete (the transport reports it
+     * when the connection ends mid-frame). */
+    assert_int_equal(fl_wire_reader_feed(&r, b->data, b->len - 2, &used, &f, &len), 0);
+    assert_false(fl_wire_reader_idle(&r));
+    fl_wire_reader_free(&r);
+    fl_buf_unref(b);
+}
+
+/* ---- messages ----------------------------------------------------------- */
+
+static void test_decode_garbage_and_limits(void **state)
+{
+    Fedopt__Envelope *m = NULL;
+    char why[256];
+    const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
+    assert_int_equal(fl_wire_decode(garbage, sizeof garbage, &m, why, sizeof why), FL_EFORMAT);
+    assert_null(m);
+    assert_non_null(strstr(why, "not a valid fedopt.Envelope"));
+    /* Valid protobuf with no message in the envelope. */
+    const uint8_t unknown_only[] = {0x78, 0x01}; /* field 15, varint 1 */
+    assert_int_equal(fl_wire_decode(unknown_only, sizeof unknown_only, &m, why, sizeof why),
+                     FL_EPROTO);
+    assert_non_null(strstr(why, "no message"));
+    assert_int_equal(fl_wire_decode(garbage, 0, &m, why, sizeof why), FL_EPROTO);
+
+    /* Too many repeated elements, too long a string, control characters. */
+    Fedopt__Hello h = FEDOPT__HELLO__INIT;
+    char *models[FL_WIRE_MAX_REPEATED + 1];
+    for (size_t i = 0; i <= FL_WIRE_MAX_REPEATED; i++)
+        models[i] = "m";
+    h.models = models;
+    h.n_models = FL_WIRE_MAX_REPEATED + 1;
+    Fedopt__Envelope e = FEDOPT__ENVELOPE__INIT;
+    e.msg_case = FEDOPT__ENVELOPE__MSG_HELLO;
+    e.hello = &h;
+    fl_buf_t *b = enc(&e);
+    assert_int_equal(fl_wire_decode(b->data + 4, b->len - 4, &m, why, sizeof why), FL_EPROTO);
+    assert_non_null(strstr(why, "Hello.models has 257 elements"));
+    fl_buf_unref(b);
+    h.n_models = FL_WIRE_MAX_REPEATED; /* at the limit: fine */
+    b = enc(&e);
+    assert_int_equal(fl_wire_decode(b->data + 4, b->len - 4, &m, why, sizeof why), 0);
+    assert_int_equal(m->hello->n_models, FL_WIRE_MAX_REPEATED);
+    fl_wire_msg_free(m);
+    fl_buf_unref(b);
+    h.n_models = 0;
+    char longname[FL_WIRE_MAX_STRING + 2];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    h.client_name = longname;
+    b = enc(&e);
+    assert_int_equal(fl_wire_decode(b->data + 4, b->len - 4, &m, why, sizeof why), FL_EPROTO);
+    assert_non_null(strstr(why, "client_name longer than"));
+    fl_buf_unref(b);
+    h.client_name = "evil\nINFO fake log line";
+    b = enc(&e);
+    assert_int_equal(fl_wire_decode(b->data + 4, b->len - 4, &m, why, sizeof why), FL_EPROTO);
+    assert_non_null(strstr(why, "control character 0x0a"));
+    fl_buf_unref(b);
+
+    /* Non-finite aggregation weight. */
+    b = update(1, -1.0);
+    assert_int_equal(fl_wire_decode(b->data + 4, b->len - 4, &m, why, sizeof why), FL_EPROTO);
+    assert_non_null(strstr(why, "Update.weight"));
+    fl_buf_unref(b);
+
+    /* Amplification: 200k empty strings in a small frame would cost far more
+     * memory decoded than on the wire; the decode budget refuses it even
+     * though the repeated-count check would come later. */
+    size_t n = 200000;
+    uint8_t *big = malloc(8 + 2 * n);
+    size_t p = 0;
+    big[p++] = 0x0a; /* Envelope.hello, length-delimited */
+    size_t inner = 2 * n;
+    while (inner >= 0x80) {
+        big[p++] = (uint8_t)(inner | 0x80);
+        inner >>= 7;
+    }
+    big[p++] = (uint8_t)inner;
+    for (size_t i = 0; i < n; i++) {
+        big[p++] = 0x22; /* Hello.models, length-delimited */
+        big[p++] = 0x00;
+    }
+    assert_int_equal(fl_wire_decode(big, p, &m, why, sizeof why), FL_EFORMAT);
+    assert_null(m);
+    free(big);
+}
+
+/* ---- sequence ----------------------------------------------------------- */
+
+static void test_sequence_server_side(void **state)
+{
+    fl_wire_stream_t s;
+    fl_wire_stream_init(&s, FL_WIRE_SERVER, 0);
+    feed_bad(&s, update(1, 1.0), FL_EPROTO, "Update before Hello");
+    fl_wire_stream_init(&s, FL_WIRE_SERVER, 0);
+    Fedopt__Welcome w = FEDOPT__WELCOME__INIT;
+    Fedopt__Envelope e = FEDOPT__ENVELOPE__INIT;
+    e.msg_case = FEDOPT__ENVELOPE__MSG_WELCOME;
+    e.welcome = &w;
+    feed_bad(&s, enc(&e), FL_EPROTO, "a client never sends Welcome");
+    fl_wire_stream_init(&s, FL_WIRE_SERVER, 0);
+    feed_ok(&s, hello());
+    feed_bad(&s, hello(), FL_EPROTO, "a second Hello");
+    fl_wire_stream_init(&s, FL_WIRE_SERVER, 0);
+    feed_ok(&s, hello());
+    uint8_t d[8] = {0};
+    feed_bad(&s, chunk(0, d, 8), FL_EPROTO, "TensorChunk outside a tensor transfer");
+    fl_wire_stream_init(&s, FL_WIRE_SERVER, 0);
+    feed_ok(&s, hello());
+    feed_bad(&s, begin(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, 8, 8), FL_EPROTO, "not announced");
+    /* An Update must be followed by its delta, for the same round. */
+    open_with_update(&s, 0);
+    feed_bad(&s, update(3, 1.0), FL_EPROTO, "where the announced delta tensor should begin");
+    open_with_update(&s, 0);
+    feed_bad(&s, begin(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 4, 8, 8), FL_EPROTO, "for round 3");
+    open_with_update(&s, 0);
+    feed_bad(&s, begin(FEDOPT__TENSOR_PURPOSE__TENSOR_MODEL, 3, 8, 8), FL_EPROTO, "expected delta");
+    /* Heartbeats may come anywhere after Hello. */
+    open_with_update(&s, 0);
+    Fedopt__Heartbeat hb = FEDOPT__HEARTBEAT__INIT;
+    e.msg_case = FEDOPT__ENVELOPE__MSG_HEARTBEAT;
+    e.heartbeat = &hb;
+    feed_ok(&s, enc(&e));
+    /* Nothing after Bye. */
+    fl_wire_stream_init(&s, FL_WIRE_SERVER, 0);
+    feed_ok(&s, hello());
+    Fedopt__Bye bye = FEDOPT__BYE__INIT;
+    e.msg_case = FEDOPT__ENVELOPE__MSG_BYE;
+    e.bye = &bye;
+    feed_ok(&s, enc(&e));
+    e.msg_case = FEDOPT__ENVELOPE__MSG_HEARTBEAT;
+    e.heartbeat = &hb;
+    feed_bad(&s, enc(&e), FL_EPROTO, "after the conversation ended");
+}
+
+static void test_sequence_client_side(void **state)
+{
+    fl_wire_stream_t s;
+    fl_wire_stream_init(&s, FL_WIRE_CLIENT, 0);
+    feed_bad(&s, hello(), FL_EPROTO, "a server never sends Hello");
+    fl_wire_stream_init(&s, FL_WIRE_CLIENT, 0);
+    Fedopt__TaskOffer t = FEDOPT__TASK_OFFER__INIT;
+    t.round_id = 2;
+    t.num_params = 4;
+    Fedopt__Envelope e = FEDOPT__ENVELOPE__INIT;
+    e.msg_case = FEDOPT__ENVELOPE__MSG_TASK_OFFER;
+    e.task_offer = &t;
+    feed_bad(&s, enc(&e), FL_EPROTO, "TaskOffer before Welcome");
+    /* Welcome, then an offer whose model must be num_params * 4 bytes. */
+    fl_wire_stream_init(&s, FL_WIRE_CLIENT, 0);
+    Fedopt__Welcome w = FEDOPT__WELCOME__INIT;
+    Fedopt__Envelope we = FEDOPT__ENVELOPE__INIT;
+    we.msg_case = FEDOPT__ENVELOPE__MSG_WELCOME;
+    we.welcome = &w;
+    feed_ok(&s, enc(&we));
+    feed_ok(&s, enc(&e));
+    feed_bad(&s, begin(FEDOPT__TENSOR_PURPOSE__TENSOR_MODEL, 2, 20, 8), FL_EPROTO,
+             "tensor of 20 bytes, announced 16");
+    /* The full, correct sequence delivers the model. */
+    fl_wire_stream_init(&s, FL_WIRE_CLIENT, 0);
+    feed_ok(&s, enc(&we));
+    feed_ok(&s, enc(&e));
+    float x[4] = {1, 2, 3, 4};
+    fl_buf_t *tb;
+    assert_int_equal(fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_MODEL, 2, x, sizeof x, 8, &tb), 0);
+    /* Walk the frames of the transfer buffer. */
+    fl_wire_reader_t r;
+    fl_wire_reader_init(&r, 0);
+    size_t pos = 0, used;
+    int frames = 0, tensors = 0;
+    while (pos < tb->len) {
+        uint8_t *f;
+        uint32_t len;
+        int rc = fl_wire_reader_feed(&r, tb->data + pos, tb->len - pos, &used, &f, &len);
+        pos += used;
+        assert_int_equal(rc, 1);
+        fl_wire_event_t ev;
+        char why[256];
+        assert_int_equal(fl_wire_stream_frame(&s, f, len, &ev, why, sizeof why), 0);
+        free(f);
+        frames++;
+        if (ev.kind == FL_WIRE_EV_TENSOR) {
+            tensors++;
+            assert_int_equal(ev.purpose, FEDOPT__TENSOR_PURPOSE__TENSOR_MODEL);
+            assert_int_equal(ev.round_id, 2);
+            assert_int_equal(ev.nbytes, sizeof x);
+            assert_memory_equal(ev.data, x, sizeof x);
+            assert_int_equal((uintptr_t)ev.data % 64, 0);
+        }
+        fl_wire_event_clear(&ev);
+    }
+    assert_int_equal(frames, 4); /* begin, 2 chunks of 8 bytes, end */
+    assert_int_equal(tensors, 1);
+    fl_buf_unref(tb);
+    fl_wire_stream_free(&s);
+}
+
+/* ---- tensors ------------------------------------------------------------ */
+
+static void test_tensor_chunks(void **state)
+{
+    uint8_t d[32];
+    for (int i = 0; i < 32; i++)
+        d[i] = (uint8_t)(i * 7 + 1);
+    uint32_t crc = fl_wire_crc32(0, d, 32);
+    fl_wire_stream_t s;
+
+    /* In order: fine. */
+    open_with_update(&s, 0);
+    feed_ok(&s, begin(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, 32, 16));
+    feed_ok(&s, chunk(0, d, 16));
+    feed_ok(&s, chunk(16, d + 16, 16));
+    fl_wire_event_t ev;
+    char why[256];
+    assert_int_equal(frame(&s, end(crc), &ev, why), 0);
+    assert_int_equal(ev.kind, FL_WIRE_EV_TENSOR);
+    assert_memory_equal(ev.data, d, 32);
+    fl_wire_event_clear(&ev);
+
+    /* Out of order (a gap). */
+    open_with_update(&s, 0);
+    feed_ok(&s, begin(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, 32, 16));
+    feed_bad(&s, chunk(16, d + 16, 16), FL_EPROTO, "out of order");
+    fl_wire_stream_free(&s);
+    /* Overlapping. */
+    open_with_update(&s, 0);
+    feed_ok(&s, begin(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, 32, 16));
+    feed_ok(&s, chunk(0, d, 16));
+    feed_bad(&s, chunk(8, d + 8, 16), FL_EPROTO, "overlapping");
+    fl_wire_stream_free(&s);
+    /* Past the end. */
+    open_with_update(&s, 0);
+    feed_ok(&s, begin(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, 24, 16));
+    feed_ok(&s, chunk(0, d, 16));
+    feed_bad(&s, chunk(16, d + 16, 16), FL_EPROTO, "past the end");
+    fl_wire_stream_free(&s);
+    /* A chunk larger than announced. */
+    open_with_update(&s, 0);
+    feed_ok(&s, begin(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, 32, 8));
+    feed_bad(&s, chunk(0, d, 16), FL_EPROTO, "outside 1..8");
+    fl_wire_stream_free(&s);
+    /* Ended early. */
+    open_with_update(&s, 0);
+    feed_ok(&s, begin(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, 32, 16));
+    feed_ok(&s, chunk(0, d, 16));
+    feed_bad(&s, end(crc), FL_ETRUNCATED, "after 16 of 32 bytes");
+    fl_wire_stream_free(&s);
+    /* Checksum mismatch: one flipped bit. */
+    open_with_update(&s, 0);
+    feed_ok(&s, begin(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, 32, 16));
+    feed_ok(&s, chunk(0, d, 16));
+    d[20] ^= 0x10;
+    feed_ok(&s, chunk(16, d + 16, 16));
+    d[20] ^= 0x10;
+    feed_bad(&s, end(crc), FL_ECHECKSUM, "checksum mismatch");
+    fl_wire_stream_free(&s);
+    /* Other messages may not interleave with a transfer. */
+    open_with_update(&s, 0);
+    feed_ok(&s, begin(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, 32, 16));
+    feed_bad(&s, update(3, 1.0), FL_EPROTO, "in the middle of a tensor transfer");
+    fl_wire_stream_free(&s);
+    /* Size limits, before any allocation. */
+    open_with_update(&s, 1024);
+    feed_bad(&s, begin(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, 2048, 16), FL_ETOOBIG,
+             "exceeds the limit of 1024");
+    assert_null(s.t_data);
+    open_with_update(&s, 0);
+    feed_bad(&s, begin(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, UINT64_MAX - 3, 16), FL_ETOOBIG,
+             "exceeds the limit");
+    open_with_update(&s, 0);
+    feed_bad(&s, begin(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, 30, 16), FL_EPROTO,
+             "not a positive multiple of 4");
+    open_with_update(&s, 0);
+    feed_bad(&s, begin(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, 32, FL_WIRE_MAX_CHUNK + 1),
+             FL_EPROTO, "chunk_bytes");
+    /* An Error aborts a transfer and frees what was received. */
+    open_with_update(&s, 0);
+    feed_ok(&s, begin(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, 32, 16));
+    feed_ok(&s, chunk(0, d, 16));
+    Fedopt__Error er = FEDOPT__ERROR__INIT;
+    er.code = FL_ECANCELED;
+    er.message = "training failed";
+    Fedopt__Envelope e = FEDOPT__ENVELOPE__INIT;
+    e.msg_case = FEDOPT__ENVELOPE__MSG_ERROR;
+    e.error = &er;
+    feed_ok(&s, enc(&e));
+    assert_false(s.in_tensor);
+    assert_null(s.t_data);
+}
+
+static void test_encode_tensor_chunking(void **state)
+{
+    /* 10 MiB + 4 bytes: three chunks of 4 MiB, 4 MiB, 2 MiB + 4, every frame
+     * within the default max_frame. */
+    size_t nbytes = (10u << 20) + 4;
+    uint8_t *x = malloc(nbytes);
+    for (size_t i = 0; i < nbytes; i++)
+        x[i] = (uint8_t)(i * 31 + (i >> 12));
+    fl_buf_t *b;
+    assert_int_equal(fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 9, x, nbytes, 0, &b), 0);
+    fl_wire_reader_t r;
+    fl_wire_reader_init(&r, 0);
+    fl_wire_stream_t s;
+    open_with_update(&s, 0);
+    s.announced_round = 9;
+    size_t pos = 0, used;
+    int frames = 0, got = 0;
+    while (pos < b->len) {
+        uint8_t *f;
+        uint32_t len;
+        assert_int_equal(fl_wire_reader_feed(&r, b->data + pos, b->len - pos, &used, &f, &len), 1);
+        pos += used;
+        assert_true(len <= FL_WIRE_DEFAULT_MAX_FRAME);
+        fl_wire_event_t ev;
+        char why[256];
+        assert_int_equal(fl_wire_stream_frame(&s, f, len, &ev, why, sizeof why), 0);
+        free(f);
+        frames++;
+        if (ev.kind == FL_WIRE_EV_TENSOR) {
+            got = 1;
+            assert_int_equal(ev.nbytes, nbytes);
+            assert_memory_equal(ev.data, x, nbytes);
+        }
+        fl_wire_event_clear(&ev);
+    }
+    assert_int_equal(frames, 5);
+    assert_true(got);
+    fl_buf_unref(b);
+    free(x);
+    /* Bad arguments. */
+    float y[1] = {0};
+    assert_int_equal(fl_wire_encode_tensor(1, 0, y, 3, 0, &b), FL_EINVAL);
+    assert_int_equal(fl_wire_encode_tensor(1, 0, y, 4, FL_WIRE_MAX_CHUNK + 1, &b), FL_EINVAL);
+    assert_int_equal(fl_wire_chunk_for_frame(FL_WIRE_DEFAULT_MAX_FRAME), FL_WIRE_MAX_CHUNK);
+    assert_int_equal(fl_wire_chunk_for_frame(4096), 4096 - 64);
+    assert_int_equal(fl_wire_chunk_for_frame(64), 0);
+}
+
+static void test_buf_refcount(void **state)
+{
+    fl_buf_t *b;
+    assert_int_equal(fl_buf_new(0, &b), FL_EINVAL);
+    assert_int_equal(fl_buf_new(16, &b), 0);
+    assert_ptr_equal(fl_buf_ref(b), b);
+    assert_int_equal(atomic_load(&b->refs), 2);
+    fl_buf_unref(b);
+    assert_int_equal(atomic_load(&b->refs), 1);
+    fl_buf_unref(b); /* freed: ASan would flag any later use */
+    fl_buf_unref(NULL);
+    assert_string_equal(fl_wire_msg_name(FEDOPT__ENVELOPE__MSG_TASK_OFFER), "TaskOffer");
+    assert_string_equal(fl_wire_msg_name(99), "unknown");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_frame_header_limits),
+        cmocka_unit_test(test_frame_split_and_truncated),
+        cmocka_unit_test(test_decode_garbage_and_limits),
+        cmocka_unit_test(test_sequence_server_side),
+        cmocka_unit_test(test_sequence_client_side),
+        cmocka_unit_test(test_tensor_chunks),
+        cmocka_unit_test(test_encode_tensor_chunking),
+        cmocka_unit_test(test_buf_refcount),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
