@@ -9,9 +9,6 @@
 #
 # Any Debian package that is missing is installed first by deploy/install-deps.sh.
 
-# `make` alone builds everything (the config rule below must not become the default).
-.DEFAULT_GOAL := all
-
 CC ?= cc
 CFLAGS ?= -O2 -g
 # The numeric kernels (ServerOpt, the parameter buffer, the training engine)
