@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
+#include "common/bytes.h"
 #include "common/error.h"
 
 /* Tensors travel as their in-memory float32 bytes, which is the wire's
@@ -64,20 +64,6 @@ void fl_buf_unref(fl_buf_t *b)
         free(b->data);
         free(b);
     }
-}
-
-uint32_t fl_wire_crc32(uint32_t crc, const void *data, size_t n)
-{
-    /* zlib takes a uInt length: feed large inputs in slices. */
-    uLong c = crc;
-    const unsigned char *p = data;
-    while (n) {
-        uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
-        c = crc32(c, p, k);
-        p += k;
-        n -= k;
-    }
-    return (uint32_t)c;
 }
 
 /* ---- encoding ----------------------------------------------------------- */
@@ -145,7 +131,7 @@ int fl_wire_encode_tensor(Fedopt__TensorPurpose purpose, uint64_t round_id, cons
     eb.tensor_begin = &tb;
 
     Fedopt__TensorEnd te = FEDOPT__TENSOR_END__INIT;
-    te.crc32 = fl_wire_crc32(0, data, nbytes);
+    te.crc32 = fl_crc32(0, data, nbytes);
     Fedopt__Envelope ee = FEDOPT__ENVELOPE__INIT;
     ee.msg_case = FEDOPT__ENVELOPE__MSG_TENSOR_END;
     ee.tensor_end = &te;
@@ -580,7 +566,7 @@ static int on_begin(fl_wire_stream_t *s, const Fedopt__TensorBegin *b, char *why
     s->t_total = b->total_bytes;
     s->t_got = 0;
     s->t_chunk = b->chunk_bytes;
-    s->t_crc = fl_wire_crc32(0, NULL, 0);
+    s->t_crc = 0;
     s->announced = 0;
     return 0;
 }
@@ -604,7 +590,7 @@ static int on_chunk(fl_wire_stream_t *s, const Fedopt__TensorChunk *c, char *why
         return FL_EPROTO;
     }
     memcpy(s->t_data + s->t_got, c->data.data, n);
-    s->t_crc = fl_wire_crc32(s->t_crc, c->data.data, n);
+    s->t_crc = fl_crc32(s->t_crc, c->data.data, n);
     s->t_got += n;
     return 0;
 }

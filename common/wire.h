@@ -211,7 +211,4 @@ int fl_wire_stream_frame(fl_wire_stream_t *s, const uint8_t *payload, size_t len
 /* Frees a partly received tensor. Accepts NULL. */
 void fl_wire_stream_free(fl_wire_stream_t *s);
 
-/* zlib CRC-32 continued over n more bytes (crc 0 starts a new one). */
-uint32_t fl_wire_crc32(uint32_t crc, const void *data, size_t n);
-
 #endif

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/bytes.h"
 #include "common/error.h"
 #include "common/wire.h"
 
@@ -390,7 +391,7 @@ static void test_tensor_chunks(void **state)
     uint8_t d[32];
     for (int i = 0; i < 32; i++)
         d[i] = (uint8_t)(i * 7 + 1);
-    uint32_t crc = fl_wire_crc32(0, d, 32);
+    uint32_t crc = fl_crc32(0, d, 32);
     fl_wire_stream_t s;
 
     /* In order: fine. */
