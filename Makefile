@@ -42,17 +42,21 @@ else
 $(error BLAS must be openblas or none)
 endif
 
-# Package flags are computed once, after install-deps.sh has run, and cached
-# in $(BUILD)/config.mk (make re-reads it); `make clean` skips all that.
+# Every invocation (but clean/help) first makes sure the Debian packages are
+# there: deploy/install-deps.sh is a fast no-op when nothing is missing, and
+# installs what is (apt-get, sudo when not root) otherwise. Package flags are
+# then computed once and cached in $(BUILD)/config-$(BLAS).mk.
 NODEPS_GOALS := clean distclean help
-ifeq ($(filter-out $(NODEPS_GOALS),$(or $(MAKECMDGOALS),all)),)
-else
+ifneq ($(filter-out $(NODEPS_GOALS),$(or $(MAKECMDGOALS),all)),)
+DEPS_STATUS := $(shell sh deploy/install-deps.sh >&2 && echo ok)
+ifneq ($(DEPS_STATUS),ok)
+$(error deploy/install-deps.sh could not install the packages fedopt needs (see above))
+endif
 -include $(BUILD)/config-$(BLAS).mk
 endif
 
 $(BUILD)/config-$(BLAS).mk: deploy/install-deps.sh Makefile
 	@mkdir -p $(BUILD)
-	@sh deploy/install-deps.sh
 	@{ echo "PKG_CFLAGS := $$(pkg-config --cflags $(PKGS))"; \
 	   echo "PKG_LIBS := $$(pkg-config --libs $(PKGS)) -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm"; \
 	   echo "CMOCKA_CFLAGS := $$(pkg-config --cflags cmocka)"; \

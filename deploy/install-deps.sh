@@ -21,11 +21,15 @@ libinih-dev
 dataset-fashion-mnist
 "
 
+# One dpkg-query for the whole list keeps the no-op case fast: make runs this
+# script on every invocation.
+installed=$(dpkg-query -W -f='${Package} ${Status}\n' $PACKAGES 2>/dev/null | awk '/ install ok installed$/ {print $1}')
 missing=""
 for p in $PACKAGES; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-        missing="$missing $p"
-    fi
+    case " $(echo $installed) " in
+        *" $p "*) ;;
+        *) missing="$missing $p" ;;
+    esac
 done
 
 if [ -z "$missing" ]; then
