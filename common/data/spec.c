@@ -9,6 +9,7 @@
 #include "common/data/idx.h"
 #include "common/data/leaf.h"
 #include "common/data/text.h"
+#include "common/data/tff.h"
 #include "common/error.h"
 #include "common/log.h"
 
@@ -204,8 +205,7 @@ static int load_source(const fl_data_spec_t *s, const char *split, fl_dataset_t 
     case SRC_LEAF:
         return fl_leaf_load(arg, split, out);
     case SRC_TFF:
-        FL_LOG_E("data", "%s: this reader is not in this build yet", s->source);
-        return FL_EUNSUPPORTED;
+        return fl_tff_load(arg, split, s->view, out);
     default:
         return FL_EINVAL;
     }
@@ -258,6 +258,15 @@ int fl_data_spec_load(const fl_data_spec_t *s, const char *split, fl_dataset_t *
         if (rc)
             return rc;
         return fl_data_spec_load_partitioned(&whole, split, out, &parts);
+    }
+    const char *arg;
+    if (source_kind(s->source, &arg) == SRC_TFF &&
+        (!s->partition_set || s->partition.kind == FL_PARTITION_NATURAL)) {
+        /* A TFF client is read alone, streaming, never the whole split. */
+        int rc = fl_data_spec_validate(s);
+        if (rc)
+            return rc;
+        return fl_tff_load_client(arg, split, s->view, (size_t)s->client_index, out);
     }
     int rc = fl_data_spec_load_partitioned(s, split, &all, &parts);
     if (rc)
