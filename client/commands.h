@@ -13,5 +13,6 @@ typedef fl_cli_cmd_t fl_client_cmd_t;
 int fl_client_cmd_models(int argc, char **argv);
 int fl_client_cmd_train(int argc, char **argv);
 int fl_client_cmd_eval(int argc, char **argv);
+int fl_client_cmd_data(int argc, char **argv);
 
 #endif

@@ -7,6 +7,7 @@ static const fl_client_cmd_t commands[] = {
     {"models", fl_client_cmd_models, "list the models, their parameter counts and shapes"},
     {"train", fl_client_cmd_train, "train a model centrally on local data"},
     {"eval", fl_client_cmd_eval, "evaluate a model file on data"},
+    {"data", fl_client_cmd_data, "inspect a data spec: clients, label histograms, skew"},
     {NULL, NULL, NULL},
 };
 

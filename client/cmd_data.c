@@ -1,0 +1,259 @@
+/* fedopt-client data inspect: shows what a data spec gives — per-client
+ * example counts, label histograms and a skew summary — so a user sees the
+ * non-IID data they are about to train on before training on it. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/commands.h"
+#include "common/data/partition.h"
+#include "common/data/spec.h"
+#include "common/error.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: fedopt-client data inspect [--data SPEC] [--partition P --clients N]\n"
+            "         [--client-index I] [--split train|test] [--show K] [--json]\n"
+            "  prints per-client example counts, label histograms and a skew summary\n"
+            "  (--show K: the first K clients in text form, 0 = all; default 20).\n"
+            "  --json prints one object: {source, split, examples, classes, label_dim,\n"
+            "  partition, clients: [{index, name?, examples, labels: {label: count}}],\n"
+            "  totals: {examples, labels}, skew: {...}}. Labels of sequence data are the\n"
+            "  per-step targets (pad excluded); of multi-hot data, the tags.\n"
+            "data options:\n%s",
+            fl_data_spec_usage());
+}
+
+/* Adds the labels of example i to the histogram h (num_classes entries). */
+static void count_labels(const fl_dataset_t *d, size_t i, size_t *h)
+{
+    const int32_t *y = d->y + i * d->label_dim;
+    if (d->label_dim == 1) {
+        if (y[0] >= 0 && y[0] < d->num_classes)
+            h[y[0]]++;
+        return;
+    }
+    if (d->num_classes == 2) { /* multi-hot tags: label j present when y[j] == 1 */
+        for (size_t j = 0; j < d->label_dim; j++)
+            h[j] += y[j] == 1;
+        return;
+    }
+    for (size_t j = 0; j < d->label_dim; j++) /* per-step targets; 0 is padding */
+        if (y[j] > 0 && y[j] < d->num_classes)
+            h[y[j]]++;
+}
+
+static void print_json_string(const char *s)
+{
+    putchar('"');
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            printf("\\%c", *p);
+        else if (*p < 0x20)
+            printf("\\u%04x", *p);
+        else
+            putchar(*p);
+    }
+    putchar('"');
+}
+
+static void print_hist(const size_t *h, size_t n, int json)
+{
+    int first = 1;
+    if (json)
+        putchar('{');
+    for (size_t l = 0; l < n; l++) {
+        if (!h[l])
+            continue;
+        if (json)
+            printf("%s\"%zu\":%zu", first ? "" : ",", l, h[l]);
+        else
+            printf(" %zu:%zu", l, h[l]);
+        first = 0;
+    }
+    if (json)
+        putchar('}');
+}
+
+static int inspect(int argc, char **argv)
+{
+    static const struct option opts[] = {{"split", required_argument, NULL, 's'},
+                                         {"show", required_argument, NULL, 'k'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    fl_data_spec_t spec;
+    fl_data_spec_init(&spec);
+    fl_dataset_t d;
+    fl_dataset_init(&d);
+    fl_partition_t p = {0};
+    size_t *h = NULL, *tot = NULL;
+    const char *split = "train";
+    long show = 20;
+    int json = 0, o, status = 2;
+    char *end;
+    if (fl_data_spec_parse_args(&spec, &argc, argv))
+        goto out;
+    optind = 1;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 's':
+            split = optarg;
+            if (strcmp(split, "train") && strcmp(split, "test"))
+                goto bad;
+            break;
+        case 'k':
+            show = strtol(optarg, &end, 10);
+            if (*end || show < 0)
+                goto bad;
+            break;
+        case 'j': json = 1; break;
+        case 'h': usage(stdout); status = 0; goto out;
+        default: usage(stderr); goto out;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        goto out;
+    }
+    status = 1;
+    int rc = fl_data_spec_load_partitioned(&spec, split, &d, &p);
+    if (rc) {
+        fprintf(stderr, "data inspect: cannot load %s: %s\n", spec.source, fl_strerror(rc));
+        goto out;
+    }
+    /* Without a partition the whole split is one client. */
+    if (p.clients == 0) {
+        p.clients = 1;
+        p.offsets = calloc(2, sizeof(size_t));
+        p.index = malloc((d.n ? d.n : 1) * sizeof(uint32_t));
+        if (!p.offsets || !p.index)
+            goto oom;
+        p.offsets[1] = d.n;
+        for (size_t i = 0; i < d.n; i++)
+            p.index[i] = (uint32_t)i;
+    }
+    fl_partition_stats_t st;
+    if (fl_partition_stats(&d, &p, &st))
+        goto oom;
+    size_t L = (size_t)d.num_classes;
+    if (d.label_dim > 1 && d.num_classes == 2)
+        L = d.label_dim;
+    h = calloc(L, sizeof(size_t));
+    tot = calloc(L, sizeof(size_t));
+    if (!h || !tot)
+        goto oom;
+    char part[64];
+    fl_partition_spec_t ps = spec.partition;
+    if (!spec.partition_set && spec.clients > 0)
+        ps.kind = d.group ? FL_PARTITION_NATURAL : FL_PARTITION_IID;
+    fl_partition_format(&ps, part, sizeof part);
+    size_t lo = 0, hi = p.clients;
+    if (spec.client_index >= 0) {
+        lo = (size_t)spec.client_index;
+        hi = lo + 1;
+        if (lo >= p.clients) {
+            fprintf(stderr, "data inspect: client %zu does not exist (%zu clients)\n", lo,
+                    p.clients);
+            goto out;
+        }
+    }
+    if (json) {
+        printf("{\"source\":");
+        print_json_string(spec.source);
+        printf(",\"split\":\"%s\",\"examples\":%zu,\"classes\":%d,\"label_dim\":%zu,"
+               "\"shape\":[", split, d.n, d.num_classes, d.label_dim);
+        for (int i = 0; i < d.ndim; i++)
+            printf("%s%lld", i ? "," : "", (long long)d.shape[i]);
+        printf("],\"partition\":\"%s\",\"seed\":%llu,\"clients\":[", part,
+               (unsigned long long)spec.seed);
+    } else {
+        printf("data %s, split %s: %zu examples, features", spec.source, split, d.n);
+        for (int i = 0; i < d.ndim; i++)
+            printf("%s%lld", i ? "x" : " ", (long long)d.shape[i]);
+        printf(", %d classes%s\n", d.num_classes,
+               d.label_dim > 1 ? (d.num_classes == 2 ? " (multi-hot tags)" : " (per-step targets)")
+                               : "");
+        printf("partition %s into %zu clients (seed %llu)\n", part, p.clients,
+               (unsigned long long)spec.seed);
+        printf("%8s %9s  labels (label:count)\n", "client", "examples");
+    }
+    for (size_t c = 0; c < p.clients; c++) {
+        size_t m;
+        const uint32_t *ix = fl_partition_client(&p, c, &m);
+        memset(h, 0, L * sizeof(size_t));
+        for (size_t j = 0; j < m; j++)
+            count_labels(&d, ix[j], h);
+        for (size_t l = 0; l < L; l++)
+            tot[l] += h[l];
+        if (c < lo || c >= hi)
+            continue;
+        const char *name = NULL;
+        if (ps.kind == FL_PARTITION_NATURAL && d.group_names && c < d.num_groups)
+            name = d.group_names[c];
+        if (json) {
+            printf("%s{\"index\":%zu,", c > lo ? "," : "", c);
+            if (name) {
+                printf("\"name\":");
+                print_json_string(name);
+                putchar(',');
+            }
+            printf("\"examples\":%zu,\"labels\":", m);
+            print_hist(h, L, 1);
+            putchar('}');
+        } else if (show == 0 || c < lo + (size_t)show) {
+            printf("%8zu %9zu ", c, m);
+            print_hist(h, L, 0);
+            if (name)
+                printf("   (%s)", name);
+            putchar('\n');
+        } else if (c == lo + (size_t)show) {
+            printf("%8s (%zu more clients; --show 0 lists all)\n", "...", hi - c);
+        }
+    }
+    if (json) {
+        printf("],\"totals\":{\"examples\":%zu,\"labels\":", st.used);
+        print_hist(tot, L, 1);
+        printf("},\"skew\":{\"min_examples\":%zu,\"mean_examples\":%.3f,\"max_examples\":%zu,"
+               "\"mean_labels_per_client\":%.3f,\"max_labels_per_client\":%zu,"
+               "\"mean_tv_distance\":%.4f}}\n",
+               st.min_size, st.mean_size, st.max_size, st.mean_labels, st.max_labels, st.mean_tv);
+    } else {
+        printf("totals: %zu examples in %zu clients (%zu unused)\n", st.used, p.clients,
+               d.n - st.used);
+        printf("sizes: min %zu, mean %.1f, max %zu\n", st.min_size, st.mean_size, st.max_size);
+        printf("skew: %.2f distinct labels per client (max %zu); mean total-variation distance "
+               "from the global label distribution %.3f (0 = IID, 1 = disjoint)\n",
+               st.mean_labels, st.max_labels, st.mean_tv);
+    }
+    status = 0;
+    goto out;
+bad:
+    fprintf(stderr, "data inspect: bad value '%s'\n", optarg);
+    usage(stderr);
+    status = 2;
+    goto out;
+oom:
+    fprintf(stderr, "data inspect: out of memory\n");
+    status = 1;
+out:
+    free(h);
+    free(tot);
+    fl_partition_free(&p);
+    fl_dataset_free(&d);
+    return status;
+}
+
+int fl_client_cmd_data(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "inspect") == 0)
+        return inspect(argc - 1, argv + 1);
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        usage(stdout);
+        return 0;
+    }
+    usage(stderr);
+    return 2;
+}
