@@ -4,6 +4,8 @@
 #   make test                 build and run every test program, then print a summary
 #   make check-vectors        replay the ServerOpt test vectors (FEDOPT_VECTORS=DIR to choose)
 #   make bench                build and run the benchmarks (prints figures)
+#   make fuzz                 build the libFuzzer targets (tests/fuzz/fuzz_*.c) with clang and run
+#                             each for FUZZ_SECONDS (default 30) on its corpus tests/fuzz/corpus/NAME
 #   make SANITIZE=address,undefined test
 #   make CC=clang CFLAGS='-O1 -g'
 #
@@ -103,7 +105,7 @@ LIB := $(BUILD)/libfedopt.a
 SERVER := $(BUILD)/fedopt-server
 CLIENT := $(BUILD)/fedopt-client
 
-.PHONY: all server client test test-long check-vectors bench clean distclean help install FORCE
+.PHONY: fuzz fuzz-build all server client test test-long check-vectors bench clean distclean help install FORCE
 all: $(LIB) $(SERVER) $(CLIENT)
 server: $(SERVER)
 client: $(CLIENT)
@@ -152,6 +154,53 @@ check-vectors: $(BUILD)/tests/test_serveropt_vectors
 
 bench: all $(BENCH_BINS)
 	@for b in $(BENCH_BINS); do echo "== $$b"; $$b || exit 1; done
+
+# libFuzzer targets: every tests/fuzz/fuzz_NAME.c, linked against the library
+# compiled again with clang and -fsanitize=fuzzer-no-link,address,undefined in
+# $(FUZZ_BUILD), so the normal build is never disturbed. Each runs for
+# FUZZ_SECONDS on a scratch copy of tests/fuzz/corpus/NAME (new inputs go to
+# $(FUZZ_BUILD)/corpus/NAME; crashes to $(FUZZ_BUILD)/crash-NAME-*).
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_BUILD := $(BUILD)/fuzz
+FUZZ_SAN := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
+FUZZ_CFLAGS = -std=c11 -D_DEFAULT_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
+              -fno-strict-aliasing -I. -I$(BUILD) $(PKG_CFLAGS) -g -O1 -fno-omit-frame-pointer \
+              $(FUZZ_SAN)
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
+FUZZ_LIB := $(FUZZ_BUILD)/libfedopt-fuzz.a
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_BUILD)/%.o) $(PROTO_C:$(BUILD)/%.c=$(FUZZ_BUILD)/%.o)
+
+$(FUZZ_BUILD)/proto/%.pb-c.o: $(BUILD)/proto/%.pb-c.c | $(BUILD)/config-$(BLAS).mk
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_BUILD)/common/%.o: common/%.c | $(BUILD)/config-$(BLAS).mk $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+
+$(FUZZ_LIB): $(FUZZ_LIB_OBJS)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB) | $(BUILD)/config-$(BLAS).mk
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB) $(PKG_LIBS)
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: $(FUZZ_BINS)
+	@for b in $(FUZZ_BINS); do \
+	    name=$$(basename $$b | sed 's/^fuzz_//'); \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$$name; rm -f $(FUZZ_BUILD)/crash-$$name-*; \
+	    echo "== fuzz $$name for $(FUZZ_SECONDS)s"; \
+	    $$b -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        -artifact_prefix=$(FUZZ_BUILD)/crash-$$name- \
+	        $(FUZZ_BUILD)/corpus/$$name tests/fuzz/corpus/$$name 2>&1 \
+	        | grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss|==[0-9]+==ERROR|SUMMARY|INFO: seed corpus)' ; \
+	    ls $(FUZZ_BUILD)/crash-$$name-* >/dev/null 2>&1 && { echo "fuzz $$name: CRASH (see $(FUZZ_BUILD)/crash-$$name-*)"; exit 1; }; \
+	    echo "fuzz $$name: no crash"; \
+	done
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin

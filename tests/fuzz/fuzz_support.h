@@ -1,0 +1,42 @@
+/* Shared by the libFuzzer targets whose parser reads a file by path: one
+ * scratch file per process, rewritten with each input. */
+#ifndef FL_FUZZ_SUPPORT_H
+#define FL_FUZZ_SUPPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+/* Sends log lines to /dev/null: parsers log every refusal, and thousands of
+ * lines a second would drown libFuzzer's own output. */
+static inline void fl_fuzz_quiet(void)
+{
+    static FILE *null;
+    if (!null && (null = fopen("/dev/null", "w")))
+        fl_log_set_sink(null);
+}
+
+/* Writes data to the process's scratch file and returns its path (NULL if
+ * the file cannot be written, which the target then skips). */
+static inline const char *fl_fuzz_file(const uint8_t *data, size_t size)
+{
+    static char path[256];
+    if (!path[0]) {
+        const char *t = getenv("TMPDIR");
+        snprintf(path, sizeof path, "%s/fedopt-fuzz-%ld", t && *t ? t : "/tmp", (long)getpid());
+        fl_fuzz_quiet();
+    }
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return NULL;
+    size_t w = size ? fwrite(data, 1, size, f) : 0;
+    if (fclose(f) != 0 || w != size)
+        return NULL;
+    return path;
+}
+
+#endif
