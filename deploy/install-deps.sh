@@ -9,6 +9,7 @@ PACKAGES="
 build-essential
 pkg-config
 clang
+libclang-rt-dev
 libuv1-dev
 libprotobuf-c-dev
 protobuf-c-compiler
