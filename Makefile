@@ -135,9 +135,9 @@ $(CLIENT): $(CLIENT_OBJS) $(LIB)
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(LIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(LIB) $(PKG_LIBS) $(CMOCKA_LIBS) $(LDFLAGS)
 
-$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(SERVER_LIB) $(LIB)
+$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(SERVER_LIB) $(LIB) $(PKG_LIBS) $(LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(LIB) $(PKG_LIBS) $(LDFLAGS)
 
 # Keep test object files: they are ordinary intermediates otherwise.
 .SECONDARY:

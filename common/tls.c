@@ -551,7 +551,14 @@ static void conn_read(fl_tls_conn_t *c)
         fl_wire_event_t ev;
         char why[256] = "";
         rc = fl_wire_stream_frame(&c->st, frame, len, &ev, why, sizeof why);
-        free(frame);
+        /* Keep the buffer for the next chunk while a tensor is arriving;
+         * otherwise an idle connection holds no frame memory. */
+        if (c->st.in_tensor) {
+            fl_wire_reader_recycle(&c->rd, frame, len);
+        } else {
+            free(frame);
+            fl_wire_reader_trim(&c->rd);
+        }
         if (rc) {
             conn_protocol_error(c, rc, why);
             return;

@@ -216,9 +216,14 @@ int fl_wire_reader_advance(fl_wire_reader_t *r, size_t n, uint8_t **frame, uint3
         int rc = fl_wire_frame_len(r->hdr, r->max_frame, &need);
         if (rc)
             return rc; /* refused from the header alone: nothing allocated */
-        r->payload = malloc(need);
-        if (!r->payload)
-            return FL_ENOMEM;
+        if (r->spare && r->spare_cap >= need) {
+            r->payload = r->spare; /* a recycled frame buffer: no new pages */
+            r->spare = NULL;
+        } else {
+            r->payload = malloc(need);
+            if (!r->payload)
+                return FL_ENOMEM;
+        }
         r->need = need;
         r->got = 0;
         return 0;
@@ -256,11 +261,30 @@ int fl_wire_reader_feed(fl_wire_reader_t *r, const uint8_t *data, size_t n, size
 
 int fl_wire_reader_idle(const fl_wire_reader_t *r) { return !r->payload && r->hdr_got == 0; }
 
+void fl_wire_reader_recycle(fl_wire_reader_t *r, uint8_t *frame, uint32_t len)
+{
+    if (r->spare && r->spare_cap >= len) {
+        free(frame);
+        return;
+    }
+    free(r->spare);
+    r->spare = frame;
+    r->spare_cap = len;
+}
+
+void fl_wire_reader_trim(fl_wire_reader_t *r)
+{
+    free(r->spare);
+    r->spare = NULL;
+    r->spare_cap = 0;
+}
+
 void fl_wire_reader_free(fl_wire_reader_t *r)
 {
     if (!r)
         return;
     free(r->payload);
+    free(r->spare);
     fl_wire_reader_init(r, r->max_frame);
 }
 
@@ -713,10 +737,62 @@ static int sequence(fl_wire_stream_t *s, Fedopt__Envelope *m, fl_wire_event_t *e
     return 1; /* m now belongs to ev */
 }
 
+/* Reads a protobuf varint at *p (below end) into *v; 0 or -1. */
+static int varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        x |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = x;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Tensor chunks are most of the bytes on the wire. When a frame is exactly
+ * Envelope{tensor_chunk: {offset, data}} in canonical encoding, take the data
+ * in place instead of having protobuf-c copy megabytes into a fresh
+ * allocation; anything else (other field order, unknown fields) returns 1
+ * and takes the general path, so both paths accept the same messages. */
+static int chunk_fast(const uint8_t *p, size_t len, uint64_t *offset, const uint8_t **data,
+                      size_t *n)
+{
+    const uint8_t *end = p + len;
+    uint64_t v;
+    if (len < 2 || *p++ != 0x3a) /* Envelope field 7 (tensor_chunk), length-delimited */
+        return 1;
+    if (varint(&p, end, &v) || v != (uint64_t)(end - p))
+        return 1;
+    *offset = 0;
+    if (p < end && *p == 0x08) { /* TensorChunk.offset (absent when 0) */
+        p++;
+        if (varint(&p, end, offset))
+            return 1;
+    }
+    if (p >= end || *p++ != 0x12) /* TensorChunk.data */
+        return 1;
+    if (varint(&p, end, &v) || v != (uint64_t)(end - p) || v == 0)
+        return 1;
+    *data = p;
+    *n = (size_t)v;
+    return 0;
+}
+
 int fl_wire_stream_frame(fl_wire_stream_t *s, const uint8_t *payload, size_t len,
                          fl_wire_event_t *ev, char *why, size_t why_len)
 {
     memset(ev, 0, sizeof *ev);
+    if (s->in_tensor && s->phase == 1) {
+        Fedopt__TensorChunk c = FEDOPT__TENSOR_CHUNK__INIT;
+        const uint8_t *data;
+        if (chunk_fast(payload, len, &c.offset, &data, &c.data.len) == 0) {
+            c.data.data = (uint8_t *)(uintptr_t)data;
+            return on_chunk(s, &c, why, why_len);
+        }
+    }
     Fedopt__Envelope *m;
     int rc = fl_wire_decode(payload, len, &m, why, why_len);
     if (rc)

@@ -98,6 +98,8 @@ typedef struct {
     uint32_t need; /* payload length of the frame being read */
     uint32_t got;
     uint8_t *payload; /* NULL until the header is complete */
+    uint8_t *spare;   /* a recycled frame buffer (fl_wire_reader_recycle) */
+    uint32_t spare_cap;
 } fl_wire_reader_t;
 
 /* Makes *r an empty reader accepting frames up to max_frame bytes (clamped to
@@ -120,10 +122,19 @@ int fl_wire_reader_advance(fl_wire_reader_t *r, size_t n, uint8_t **frame, uint3
 int fl_wire_reader_feed(fl_wire_reader_t *r, const uint8_t *data, size_t n, size_t *used,
                         uint8_t **frame, uint32_t *len);
 
+/* Gives a frame buffer back (instead of free()) so the next frame of at most
+ * len bytes reuses it: during a tensor transfer this saves faulting in fresh
+ * pages for every 4 MiB chunk. The reader keeps one spare at most. */
+void fl_wire_reader_recycle(fl_wire_reader_t *r, uint8_t *frame, uint32_t len);
+
+/* Frees the spare buffer (an idle connection should hold none). */
+void fl_wire_reader_trim(fl_wire_reader_t *r);
+
 /* True when the reader is between frames (no partial frame buffered). */
 int fl_wire_reader_idle(const fl_wire_reader_t *r);
 
-/* Frees a partial frame; *r becomes empty (same max_frame). Accepts NULL. */
+/* Frees a partial frame and the spare; *r becomes empty (same max_frame).
+ * Accepts NULL. */
 void fl_wire_reader_free(fl_wire_reader_t *r);
 
 /* ---- messages ---------------------------------------------------------- */

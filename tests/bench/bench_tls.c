@@ -1,0 +1,376 @@
+/* bench_tls: what the secure transport costs on this machine.
+ *
+ *   1. raw AEAD speed of each suite's cipher (mbedTLS, one core, 16 KiB
+ *      records: what a TLS record costs at best), and the two candidate
+ *      whole-tensor checksums (zlib CRC-32, mbedTLS SHA-256);
+ *   2. model transfer over loopback TLS, server process -> client process
+ *      (a 50 MiB model to 1 and to 8 concurrent connections sharing one
+ *      encoded buffer), per suite, beside the raw speed from (1);
+ *   3. heap per idle open TLS connection, server side and client side.
+ *
+ * Figures only (no assertions). Options: BENCH_TLS_MIB (model size, default
+ * 50), BENCH_TLS_IDLE (idle connections, default 200). */
+#include <malloc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mbedtls/cipher.h>
+#include <mbedtls/sha256.h>
+
+#include "common/bytes.h"
+#include "common/log.h"
+#include "common/tls.h"
+#include "common/version.h"
+#include "common/wire.h"
+#include "tests/support/testcerts.h"
+
+static fl_testcerts_t g_certs;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* CPU seconds this process used: robust against other load on the machine. */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static size_t heap_used(void)
+{
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+}
+
+/* ---- 1. raw speeds ------------------------------------------------------ */
+
+static double aead_mbs(mbedtls_cipher_type_t type, int keybits)
+{
+    mbedtls_cipher_context_t c;
+    mbedtls_cipher_init(&c);
+    unsigned char key[32] = {1}, iv[12] = {2}, ad[13] = {3};
+    enum { REC = 16384 };
+    static unsigned char in[REC], out[REC + 16];
+    memset(in, 0x5a, sizeof in);
+    if (mbedtls_cipher_setup(&c, mbedtls_cipher_info_from_type(type)) != 0 ||
+        mbedtls_cipher_setkey(&c, key, keybits, MBEDTLS_ENCRYPT) != 0) {
+        mbedtls_cipher_free(&c);
+        return 0;
+    }
+    size_t bytes = 0;
+    double t0 = cpu_s(), t;
+    do {
+        for (int i = 0; i < 64; i++) {
+            size_t olen;
+            iv[0]++;
+            mbedtls_cipher_auth_encrypt_ext(&c, iv, sizeof iv, ad, sizeof ad, in, REC, out,
+                                            sizeof out, &olen, 16);
+            bytes += REC;
+        }
+        t = cpu_s() - t0;
+    } while (t < 0.7);
+    mbedtls_cipher_free(&c);
+    return bytes / t / 1e6;
+}
+
+static void checksum_speeds(void)
+{
+    size_t n = 64u << 20;
+    unsigned char *b = malloc(n);
+    memset(b, 0x33, n);
+    double t0 = now_s();
+    volatile uint32_t crc = fl_crc32(0, b, n);
+    double tc = now_s() - t0;
+    unsigned char h[32];
+    t0 = now_s();
+    mbedtls_sha256_ret(b, n, h, 0);
+    double ts = now_s() - t0;
+    (void)crc;
+    printf("checksum of a whole tensor (64 MiB): zlib CRC-32 %.0f MB/s, mbedTLS SHA-256 %.0f MB/s\n",
+           n / tc / 1e6, n / ts / 1e6);
+    free(b);
+}
+
+/* ---- 2. transfers ------------------------------------------------------- */
+
+typedef struct {
+    fl_buf_t *model;
+    uint64_t params;
+    int closes, expect;
+    fl_tls_conn_t *conns[512];
+    int nconns;
+    int hellos;
+    uv_timer_t idle_timer;
+    int idle_mode;
+    size_t heap0;
+    double per_conn;
+} srv_t;
+
+static void s_open(fl_tls_conn_t *c, void *ud)
+{
+    srv_t *s = ud;
+    if (s->nconns < 512)
+        s->conns[s->nconns++] = c;
+}
+
+static void idle_measured(uv_timer_t *t)
+{
+    srv_t *s = t->data;
+    s->per_conn = (double)(heap_used() - s->heap0) / s->nconns;
+    for (int i = 0; i < s->nconns; i++)
+        fl_tls_conn_close(s->conns[i]);
+}
+
+static void s_msg(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
+{
+    srv_t *s = ud;
+    if (ev->kind != FL_WIRE_EV_MESSAGE || ev->msg->msg_case != FEDOPT__ENVELOPE__MSG_HELLO)
+        return;
+    Fedopt__Welcome w = FEDOPT__WELCOME__INIT;
+    w.protocol_version = FL_PROTOCOL_VERSION;
+    Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
+    m.msg_case = FEDOPT__ENVELOPE__MSG_WELCOME;
+    m.welcome = &w;
+    fl_tls_conn_send_msg(c, &m);
+    if (s->idle_mode) {
+        if (++s->hellos == s->expect)
+            uv_timer_start(&s->idle_timer, idle_measured, 300, 0);
+        return;
+    }
+    Fedopt__TaskOffer t = FEDOPT__TASK_OFFER__INIT;
+    t.round_id = 1;
+    t.num_params = s->params;
+    m.msg_case = FEDOPT__ENVELOPE__MSG_TASK_OFFER;
+    m.task_offer = &t;
+    fl_tls_conn_send_msg(c, &m);
+    fl_tls_conn_send(c, s->model); /* shared: one encoding for every connection */
+}
+
+static void s_close(fl_tls_conn_t *c, int reason, void *ud)
+{
+    srv_t *s = ud;
+    s->closes++;
+}
+
+typedef struct {
+    int n, opened, done, closed, welcomed;
+    double t_first_open, t_last_done;
+    size_t bytes;
+    fl_tls_conn_t *conns[512];
+    int idle_mode;
+    size_t heap0;
+    uv_timer_t idle_timer;
+    double per_conn;
+} cli_t;
+
+static void c_open(fl_tls_conn_t *c, void *ud)
+{
+    cli_t *k = ud;
+    if (k->opened++ == 0)
+        k->t_first_open = now_s();
+    Fedopt__Hello h = FEDOPT__HELLO__INIT;
+    h.protocol_version = FL_PROTOCOL_VERSION;
+    Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
+    m.msg_case = FEDOPT__ENVELOPE__MSG_HELLO;
+    m.hello = &h;
+    fl_tls_conn_send_msg(c, &m);
+}
+
+static void c_idle_measured(uv_timer_t *t)
+{
+    cli_t *k = t->data;
+    k->per_conn = (double)(heap_used() - k->heap0) / k->n;
+}
+
+static void c_msg(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
+{
+    cli_t *k = ud;
+    if (ev->kind == FL_WIRE_EV_TENSOR) {
+        k->bytes += ev->nbytes;
+        k->t_last_done = now_s();
+        if (++k->done == k->n)
+            for (int i = 0; i < k->n; i++)
+                fl_tls_conn_close(k->conns[i]);
+    } else if (k->idle_mode && ev->msg->msg_case == FEDOPT__ENVELOPE__MSG_WELCOME) {
+        if (++k->welcomed == k->n)
+            uv_timer_start(&k->idle_timer, c_idle_measured, 200, 0);
+    }
+}
+
+static void c_close(fl_tls_conn_t *c, int reason, void *ud)
+{
+    cli_t *k = ud;
+    k->closed++;
+}
+
+/* Child process: n clients against port; writes its figures to fd. */
+static void run_clients(int port, int n, int idle_mode, int fd)
+{
+    double cpu0 = cpu_s();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    fl_tls_opts_t o = {0};
+    o.ca_file = fl_testcerts_path(&g_certs, 0, "ca.crt");
+    o.cert_file = fl_testcerts_path(&g_certs, 1, "clients/alice.crt");
+    o.key_file = fl_testcerts_path(&g_certs, 2, "clients/alice.key");
+    fl_tls_ctx_t *ctx;
+    if (fl_tls_ctx_new(FL_TLS_CLIENT, &o, &ctx) != 0)
+        _exit(1);
+    static const fl_tls_cbs_t cbs = {c_open, c_msg, NULL, c_close};
+    cli_t k = {0};
+    k.n = n;
+    k.idle_mode = idle_mode;
+    uv_timer_init(&loop, &k.idle_timer);
+    k.idle_timer.data = &k;
+    k.heap0 = heap_used();
+    for (int i = 0; i < n; i++)
+        if (fl_tls_connect(&loop, ctx, "127.0.0.1", port, "localhost", &cbs, &k, &k.conns[i]) != 0)
+            _exit(1);
+    while (k.closed < n)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&k.idle_timer, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    fl_tls_ctx_free(ctx);
+    double r[4] = {k.t_last_done - k.t_first_open, (double)k.bytes, k.per_conn, cpu_s()};
+    r[3] -= cpu0;
+    if (write(fd, r, sizeof r) != (ssize_t)sizeof r)
+        _exit(1);
+    _exit(k.done == n || idle_mode ? 0 : 1);
+}
+
+/* Runs one scenario: the server here, the clients in a child process. */
+static int scenario(const char *suite, int n, fl_buf_t *model, uint64_t params, int idle_mode,
+                    double out[4], double *srv_cpu, double *srv_per_conn)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    fl_tls_opts_t o = {0};
+    o.ca_file = fl_testcerts_path(&g_certs, 0, "ca.crt");
+    o.cert_file = fl_testcerts_path(&g_certs, 1, "server.crt");
+    o.key_file = fl_testcerts_path(&g_certs, 2, "server.key");
+    o.ciphersuite = suite;
+    o.max_tensor = params * 4 + 4;
+    fl_tls_ctx_t *ctx;
+    if (fl_tls_ctx_new(FL_TLS_SERVER, &o, &ctx) != 0)
+        return -1;
+    static const fl_tls_cbs_t cbs = {s_open, s_msg, NULL, s_close};
+    srv_t s = {0};
+    s.model = model;
+    s.params = params;
+    s.expect = n;
+    s.idle_mode = idle_mode;
+    uv_timer_init(&loop, &s.idle_timer);
+    s.idle_timer.data = &s;
+    fl_tls_server_t *srv;
+    if (fl_tls_server_start(&loop, ctx, "127.0.0.1", 0, &cbs, &s, &srv) != 0)
+        return -1;
+    s.heap0 = heap_used();
+    int fds[2];
+    if (pipe(fds) != 0)
+        return -1;
+    fflush(stdout);
+    double cpu0 = cpu_s();
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        run_clients(fl_tls_server_port(srv), n, idle_mode, fds[1]);
+    }
+    close(fds[1]);
+    while (s.closes < n)
+        uv_run(&loop, UV_RUN_ONCE);
+    if (srv_cpu)
+        *srv_cpu = cpu_s() - cpu0;
+    fl_tls_server_close(srv);
+    uv_close((uv_handle_t *)&s.idle_timer, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    fl_tls_ctx_free(ctx);
+    int st = 0;
+    ssize_t got = read(fds[0], out, 4 * sizeof(double));
+    close(fds[0]);
+    waitpid(pid, &st, 0);
+    if (srv_per_conn)
+        *srv_per_conn = s.per_conn;
+    return got == 4 * sizeof(double) && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+    fl_log_set_level(FL_LOG_ERROR);
+    if (fl_testcerts_make(&g_certs) != 0) {
+        fprintf(stderr, "bench_tls: cannot make certificates\n");
+        return 1;
+    }
+    const char *e = getenv("BENCH_TLS_MIB");
+    size_t mib = e ? (size_t)atoi(e) : 50;
+    e = getenv("BENCH_TLS_IDLE");
+    int idle = e ? atoi(e) : 200;
+    if (mib < 1)
+        mib = 1;
+    if (idle < 1 || idle > 500)
+        idle = 200;
+
+    static const struct {
+        const char *suite;
+        mbedtls_cipher_type_t cipher;
+        int bits;
+    } suites[] = {
+        {"TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256", MBEDTLS_CIPHER_CHACHA20_POLY1305, 256},
+        {"TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256", MBEDTLS_CIPHER_AES_128_GCM, 128},
+        {"TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384", MBEDTLS_CIPHER_AES_256_GCM, 256},
+    };
+    printf("bench_tls: mbedTLS 2.28, %ld online CPUs\n", sysconf(_SC_NPROCESSORS_ONLN));
+    checksum_speeds();
+
+    uint64_t params = mib * 1024 * 1024 / 4;
+    float *x = malloc(params * sizeof *x);
+    for (uint64_t i = 0; i < params; i++)
+        x[i] = (float)(i % 1000) * 1e-3f;
+    fl_buf_t *model;
+    if (fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_MODEL, 1, x, params * 4, 0, &model) != 0)
+        return 1;
+    free(x);
+
+    int rc = 0;
+    for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++) {
+        double raw = aead_mbs(suites[i].cipher, suites[i].bits);
+        printf("%s: raw AEAD %.0f MB per CPU-second (16 KiB records)\n", suites[i].suite, raw);
+        for (int n = 1; n <= 8; n += 7) {
+            double r[4], scpu = 0;
+            if (scenario(suites[i].suite, n, model, params, 0, r, &scpu, NULL) != 0) {
+                printf("  transfer to %d connection(s): FAILED\n", n);
+                rc = 1;
+                continue;
+            }
+            double mbs = r[1] / r[0] / 1e6;
+            double snd = r[1] / scpu / 1e6, rcv = r[1] / r[3] / 1e6;
+            printf("  %zu MiB model to %d connection(s) over loopback TLS: %.0f MB/s wall in all "
+                   "(%.2f s, %.0f%% of raw); per CPU-second: sender %.0f MB (%.0f%% of raw), "
+                   "receiver %.0f MB (%.0f%% of raw)\n",
+                   mib, n, mbs, r[0], 100.0 * mbs / raw, snd, 100.0 * snd / raw, rcv,
+                   100.0 * rcv / raw);
+        }
+    }
+    double r[4], spc = 0;
+    if (scenario(NULL, idle, model, params, 1, r, NULL, &spc) == 0)
+        printf("heap per idle open TLS connection (%d connections, after Hello/Welcome): "
+               "server %.1f KiB, client %.1f KiB\n",
+               idle, spc / 1024, r[2] / 1024);
+    else {
+        printf("idle connections: FAILED\n");
+        rc = 1;
+    }
+    fl_buf_unref(model);
+    fl_testcerts_remove(&g_certs);
+    return rc;
+}
