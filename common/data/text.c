@@ -1,6 +1,7 @@
 #include "common/data/text.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,24 +16,22 @@
 /* ---- characters ---- */
 
 static signed char char_ids[256];
-static int char_ids_ready;
+static pthread_once_t char_ids_once = PTHREAD_ONCE_INIT;
 
+/* Builds the byte -> id table once; trainer threads may encode text at the
+ * same time. */
 static void char_ids_init(void)
 {
-    if (char_ids_ready)
-        return;
-    /* Idempotent, so a race between two first callers writes the same table. */
     const char *set = FL_CHAR_SET;
     for (int i = 0; i < 256; i++)
         char_ids[i] = FL_CHAR_OOV;
     for (int i = 0; set[i]; i++)
         char_ids[(unsigned char)set[i]] = (signed char)(i + 1);
-    char_ids_ready = 1;
 }
 
 int fl_text_char_id(unsigned char c)
 {
-    char_ids_init();
+    pthread_once(&char_ids_once, char_ids_init);
     return char_ids[c];
 }
 
