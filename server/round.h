@@ -1,0 +1,154 @@
+/* round: one federated round's bookkeeping, independent of sockets.
+ *
+ * The daemon (server/daemon.c) drives it from the event loop; the tests drive
+ * it with fake clients. A round:
+ *   fl_round_begin   selects S = min(ceil(K * over_selection), connected)
+ *                    clients uniformly without replacement from the stream
+ *                    {seed, run, round, FL_RNG_SELECT}, over the connected
+ *                    clients sorted by name (so the same clients give the same
+ *                    choice after a resume), and opens a ServerOpt round;
+ *   fl_round_check   screens an update's header before its bytes are
+ *                    buffered: stale round id, not selected, duplicate, wrong
+ *                    shape, bad weight, round already complete;
+ *   fl_round_add_start / fl_round_add_work / fl_round_add_end
+ *                    stream one update into the ServerOpt accumulator. Only
+ *                    add_work touches the accumulator, so it may run in the
+ *                    libuv thread pool while the loop keeps going (one
+ *                    add_work at a time; the daemon serializes them);
+ *   fl_round_drop    records a selected client that disconnected or stalled;
+ *   fl_round_refuse  records any other refused update (e.g. one that failed
+ *                    to decode), so every update lands in the log;
+ *   fl_round_is_complete / fl_round_deadline_passed tell when to close;
+ *   fl_round_close   decides closed (>= min_reports accepted) or abandoned,
+ *                    marks the still-pending clients dropped, and fills the
+ *                    row and the update records for fl_store_commit_round;
+ *                    the caller then runs fl_serveropt_finish (off the loop)
+ *                    when the round closed.
+ * Nothing here blocks or allocates per byte of model; memory is one record
+ * per selected client plus one per refused update. */
+#ifndef FL_SERVER_ROUND_H
+#define FL_SERVER_ROUND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/serveropt.h"
+#include "server/store.h"
+
+typedef struct {
+    int64_t run_id;
+    uint64_t seed;
+    uint32_t clients_per_round; /* K: accepted updates that complete a round */
+    uint32_t min_reports;       /* accepted updates needed to close at the deadline */
+    double over_selection;      /* >= 1 */
+    double deadline_s;          /* seconds from begin to the deadline */
+    size_t numel;               /* the model's parameter count */
+} fl_round_config_t;
+
+/* Why an update was refused (the text lands in updates.reason). */
+typedef enum {
+    FL_REFUSE_NONE = 0,
+    FL_REFUSE_STALE,        /* round id is not the open round's */
+    FL_REFUSE_NOT_SELECTED, /* the client was not selected this round */
+    FL_REFUSE_DUPLICATE,    /* the client already delivered an update this round */
+    FL_REFUSE_SHAPE,        /* parameter count differs from the model's */
+    FL_REFUSE_NONFINITE,    /* NaN or Inf in the delta */
+    FL_REFUSE_WEIGHT,       /* example count not finite or <= 0 */
+    FL_REFUSE_COMPLETE,     /* the round already had K accepted updates */
+    FL_REFUSE_CLOSED,       /* no round is open (between rounds) */
+    FL_REFUSE_MALFORMED,    /* the upload failed to decode or its checksum failed */
+    FL_REFUSE__COUNT
+} fl_refuse_t;
+
+/* The reason's text ("stale round", ...). Never NULL. */
+const char *fl_round_refuse_text(fl_refuse_t why);
+
+typedef struct fl_round fl_round_t;
+
+/* Creates the bookkeeper (no round open). The config is copied. */
+int fl_round_create(const fl_round_config_t *cfg, fl_round_t **out);
+
+/* Frees it. Accepts NULL. */
+void fl_round_free(fl_round_t *r);
+
+/* Selects count of the n candidate names into out[] (indices into names),
+ * uniformly without replacement, from the stream {seed, run, round,
+ * FL_RNG_SELECT}. The candidates are ranked by name first, so the result does
+ * not depend on their order in names[]. count <= n. Returns 0, FL_EINVAL or
+ * FL_ENOMEM. */
+int fl_round_select(uint64_t seed, int64_t run_id, int64_t round, const char *const *names, size_t n, size_t count,
+                    size_t *out);
+
+/* Opens round `round` over the n connected client names (copied) at time
+ * now, selecting S of them, and calls fl_serveropt_begin(opt). Fails with
+ * FL_EEMPTY when n == 0, FL_ESTATE when a round is open. */
+int fl_round_begin(fl_round_t *r, int64_t round, const char *const *names, size_t n, fl_serveropt_t *opt,
+                   double now);
+
+/* The open round's number (0 when none is open). */
+int64_t fl_round_number(const fl_round_t *r);
+
+/* Number of selected clients, and the i-th one's name (borrowed until close). */
+size_t fl_round_selected_count(const fl_round_t *r);
+const char *fl_round_selected_name(const fl_round_t *r, size_t i);
+
+/* 1 when `client` was selected in the open round. */
+int fl_round_is_selected(const fl_round_t *r, const char *client);
+
+/* Screens an update announced by `client` for round `round_id` with numel
+ * parameters and weight num_examples. Returns FL_REFUSE_NONE when it may be
+ * received, else the reason (nothing is recorded: call fl_round_refuse). */
+fl_refuse_t fl_round_check(const fl_round_t *r, const char *client, int64_t round_id, size_t numel,
+                           double num_examples);
+
+/* Marks the client's update as being aggregated (so a second one is a
+ * duplicate), after fl_round_check said yes. Returns 0 or FL_ESTATE. */
+int fl_round_add_start(fl_round_t *r, const char *client);
+
+/* The aggregation itself: fl_serveropt_add of the delta, and its norm into
+ * *norm. Touches only opt; safe in a worker thread while the loop runs other
+ * fl_round_* calls, as long as only one add_work runs at a time and no
+ * fl_round_begin/close happens meanwhile. Returns fl_serveropt_add's code. */
+int fl_round_add_work(fl_serveropt_t *opt, const float *delta, size_t n, double num_examples, double *norm);
+
+/* Records the outcome of add_work for `client` (rc 0 = accepted, else
+ * refused: FL_ENONFINITE, FL_ESHAPE, FL_EINVAL) with its metrics. */
+int fl_round_add_end(fl_round_t *r, const char *client, int rc, double num_examples, double train_loss,
+                     double norm, int64_t bytes, double now);
+
+/* Records a refused update from any client with a reason (the open round's
+ * log gets the row; between rounds it is kept for the next one). */
+int fl_round_refuse(fl_round_t *r, const char *client, fl_refuse_t why, int64_t bytes, double now);
+
+/* Records that a selected client will not deliver (reason e.g.
+ * "disconnected", "stalled"). No effect when it already delivered or is not
+ * selected. Returns 0 or FL_ENOTFOUND. */
+int fl_round_drop(fl_round_t *r, const char *client, const char *reason, double now);
+
+/* 1 when K updates were accepted, or every selected client has been
+ * resolved (accepted, refused or dropped) and none is being aggregated. */
+int fl_round_is_complete(const fl_round_t *r);
+
+/* 1 when now is at or past the open round's deadline. */
+int fl_round_deadline_passed(const fl_round_t *r, double now);
+
+/* Seconds left until the deadline (may be negative). */
+double fl_round_time_left(const fl_round_t *r, double now);
+
+/* Accepted updates and updates being aggregated so far. */
+uint32_t fl_round_accepted(const fl_round_t *r);
+uint32_t fl_round_in_flight(const fl_round_t *r);
+
+/* Counts bytes sent to clients this round (for the row). */
+void fl_round_add_bytes_out(fl_round_t *r, int64_t bytes);
+
+/* Closes the round at time now (FL_ESTATE if an add is still in flight):
+ * pending selected clients become dropped ("deadline", or "surplus" when K
+ * had been reached), the row (*row) and the update records (*ups, *nups,
+ * owned by r until the next begin or free) are filled, and *closed says
+ * whether at least min_reports updates were accepted (the caller then runs
+ * fl_serveropt_finish; the row's status is "closed" or "abandoned"). */
+int fl_round_close(fl_round_t *r, double now, fl_store_round_t *row, const fl_store_update_t **ups, size_t *nups,
+                   int *closed);
+
+#endif

@@ -1,0 +1,364 @@
+/* Tests server/round with fake clients: selection (uniform, without
+ * replacement, reproducible, order-independent), FedAvg lr = 1 giving the
+ * exact weighted mean of client models, over-selection, deadline with
+ * dropped and silent clients, abandoned rounds, and every refusal reason
+ * landing in the update records (and from there in the store). */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/serveropt.h"
+#include "server/round.h"
+#include "server/store.h"
+
+static const char *names20[20] = {"c00", "c01", "c02", "c03", "c04", "c05", "c06", "c07", "c08", "c09",
+                                  "c10", "c11", "c12", "c13", "c14", "c15", "c16", "c17", "c18", "c19"};
+
+static int setup(void **state)
+{
+    fl_log_set_level(FL_LOG_ERROR);
+    fl_log_set_sink(fopen("/dev/null", "w")); /* the expected refusals log errors */
+    return 0;
+}
+
+static void test_select(void **state)
+{
+    size_t a[5], b[5];
+    assert_int_equal(fl_round_select(7, 1, 3, names20, 20, 5, a), 0);
+    assert_int_equal(fl_round_select(7, 1, 3, names20, 20, 5, b), 0);
+    assert_memory_equal(a, b, sizeof a);
+    /* Without replacement. */
+    for (int i = 0; i < 5; i++)
+        for (int j = i + 1; j < 5; j++)
+            assert_true(a[i] != a[j]);
+    /* The same names in another order give the same clients. */
+    const char *rev[20];
+    for (int i = 0; i < 20; i++)
+        rev[i] = names20[19 - i];
+    assert_int_equal(fl_round_select(7, 1, 3, rev, 20, 5, b), 0);
+    for (int i = 0; i < 5; i++)
+        assert_string_equal(rev[b[i]], names20[a[i]]);
+    /* Another round draws another set. */
+    assert_int_equal(fl_round_select(7, 1, 4, names20, 20, 5, b), 0);
+    assert_true(memcmp(a, b, sizeof a) != 0);
+    /* Uniform: over 20,000 rounds each client is picked 5/20 of the time;
+     * the count's standard deviation is sqrt(20000 * .25 * .75) = 61, so
+     * 5 sigma is 306. Every round is also checked for repeats. */
+    unsigned hits[20] = {0};
+    for (int64_t round = 1; round <= 20000; round++) {
+        assert_int_equal(fl_round_select(99, 2, round, names20, 20, 5, a), 0);
+        unsigned seen = 0;
+        for (int i = 0; i < 5; i++) {
+            assert_true(a[i] < 20);
+            assert_false(seen & (1u << a[i]));
+            seen |= 1u << a[i];
+            hits[a[i]]++;
+        }
+    }
+    for (int i = 0; i < 20; i++)
+        assert_true(hits[i] > 5000 - 306 && hits[i] < 5000 + 306);
+    assert_int_equal(fl_round_select(1, 1, 1, names20, 3, 4, a), FL_EINVAL);
+}
+
+#define P 33
+
+static fl_round_t *mk_round(uint32_t k, uint32_t min_reports, double over, fl_serveropt_t **opt)
+{
+    fl_serveropt_config_t oc;
+    fl_serveropt_config_defaults(&oc, FL_SERVEROPT_FEDAVG);
+    assert_int_equal(fl_serveropt_create(&oc, P, opt), 0);
+    fl_round_config_t rc = {.run_id = 1, .seed = 5, .clients_per_round = k, .min_reports = min_reports,
+                            .over_selection = over, .deadline_s = 10, .numel = P};
+    fl_round_t *r;
+    assert_int_equal(fl_round_create(&rc, &r), 0);
+    return r;
+}
+
+/* A fake client: trains "deterministically" to the model x_i[j] = i + j/4 (exact in float32). */
+static void client_model(int i, float *xi)
+{
+    for (int j = 0; j < P; j++)
+        xi[j] = (float)i + (float)j * 0.25f;
+}
+
+static int deliver(fl_round_t *r, fl_serveropt_t *opt, const char *name, int64_t round, const float *x, int i,
+                   double w, double now)
+{
+    float xi[P], d[P];
+    client_model(i, xi);
+    for (int j = 0; j < P; j++)
+        d[j] = xi[j] - x[j];
+    fl_refuse_t why = fl_round_check(r, name, round, P, w);
+    if (why != FL_REFUSE_NONE) {
+        assert_int_equal(fl_round_refuse(r, name, why, 100, now), 0);
+        return (int)why;
+    }
+    assert_int_equal(fl_round_add_start(r, name), 0);
+    double norm;
+    int rc = fl_round_add_work(opt, d, P, w, &norm);
+    assert_int_equal(fl_round_add_end(r, name, rc, w, 0.5 * i, norm, 4 * P, now), 0);
+    return rc;
+}
+
+static int index_of(const char *name)
+{
+    return atoi(name + 1);
+}
+
+static void test_fedavg_exact_mean(void **state)
+{
+    fl_serveropt_t *opt;
+    fl_round_t *r = mk_round(4, 2, 1.0, &opt);
+    float x[P];
+    for (int j = 0; j < P; j++)
+        x[j] = 1.0f - (float)j;
+    assert_int_equal(fl_round_begin(r, 1, names20, 10, opt, 100.0), 0);
+    assert_int_equal(fl_round_selected_count(r), 4);
+    double ws[4] = {1, 2, 4, 1}, wsum = 8;
+    float want[P] = {0};
+    for (size_t s = 0; s < 4; s++) {
+        const char *nm = fl_round_selected_name(r, s);
+        assert_false(fl_round_is_complete(r));
+        assert_int_equal(deliver(r, opt, nm, 1, x, index_of(nm), ws[s], 101.0 + (double)s), 0);
+        float xi[P];
+        client_model(index_of(nm), xi);
+        for (int j = 0; j < P; j++)
+            want[j] += (float)(ws[s] / wsum) * xi[j];
+    }
+    assert_true(fl_round_is_complete(r));
+    fl_store_round_t row;
+    const fl_store_update_t *ups;
+    size_t nups;
+    int closed;
+    assert_int_equal(fl_round_close(r, 105.0, &row, &ups, &nups, &closed), 0);
+    assert_true(closed);
+    assert_string_equal(row.status, "closed");
+    assert_int_equal(row.clients_selected, 4);
+    assert_int_equal(row.clients_reported, 4);
+    assert_int_equal(row.clients_dropped, 0);
+    assert_true(row.examples == 8);
+    assert_int_equal(nups, 4);
+    for (size_t i = 0; i < nups; i++) {
+        assert_string_equal(ups[i].status, "accepted");
+        assert_null(ups[i].reason);
+    }
+    fl_serveropt_round_t res;
+    assert_int_equal(fl_serveropt_finish(opt, x, P, &res), 0);
+    assert_int_equal(res.accepted, 4);
+    /* FedAvg with lr = 1: the new model is the weighted mean of the client
+     * models (all values here are exact in float32: weights are powers of two
+     * over 8 and the models are quarter-integers). */
+    for (int j = 0; j < P; j++)
+        assert_true(x[j] == want[j]);
+    fl_round_free(r);
+    fl_serveropt_free(opt);
+}
+
+static const fl_store_update_t *find_up(const fl_store_update_t *ups, size_t n, const char *client,
+                                        const char *status)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(ups[i].client, client) == 0 && strcmp(ups[i].status, status) == 0)
+            return &ups[i];
+    return NULL;
+}
+
+static void test_refusals_and_deadline(void **state)
+{
+    fl_serveropt_t *opt;
+    fl_round_t *r = mk_round(5, 2, 1.0, &opt);
+    float x[P] = {0};
+    /* An update between rounds is refused and kept for the next round's log. */
+    assert_int_equal(fl_round_check(r, "early", 1, P, 1), FL_REFUSE_CLOSED);
+    assert_int_equal(fl_round_refuse(r, "early", FL_REFUSE_CLOSED, 10, 0), 0);
+    assert_int_equal(fl_round_begin(r, 7, names20, 20, opt, 0.0), 0);
+    assert_int_equal(fl_round_begin(r, 8, names20, 20, opt, 0.0), FL_ESTATE);
+    const char *sel[5];
+    for (int i = 0; i < 5; i++)
+        sel[i] = fl_round_selected_name(r, (size_t)i);
+    const char *outsider = NULL;
+    for (int i = 0; i < 20 && !outsider; i++)
+        if (!fl_round_is_selected(r, names20[i]))
+            outsider = names20[i];
+    assert_non_null(outsider);
+
+    /* sel[0]: good. Then a second one from it: duplicate. */
+    assert_int_equal(deliver(r, opt, sel[0], 7, x, 1, 10, 1), 0);
+    assert_int_equal(deliver(r, opt, sel[0], 7, x, 1, 10, 1), FL_REFUSE_DUPLICATE);
+    /* sel[1]: stale round id (it is refused but may still deliver the right one). */
+    assert_int_equal(deliver(r, opt, sel[1], 6, x, 2, 10, 2), FL_REFUSE_STALE);
+    /* An outsider. */
+    assert_int_equal(deliver(r, opt, outsider, 7, x, 3, 10, 2), FL_REFUSE_NOT_SELECTED);
+    /* sel[1] now a wrong shape, announced in its header. */
+    assert_int_equal(fl_round_check(r, sel[1], 7, P + 1, 10), FL_REFUSE_SHAPE);
+    assert_int_equal(fl_round_refuse(r, sel[1], FL_REFUSE_SHAPE, 4 * (P + 1), 3), 0);
+    /* sel[2]: NaN in the delta, found by the aggregation. */
+    assert_int_equal(fl_round_check(r, sel[2], 7, P, 10), FL_REFUSE_NONE);
+    assert_int_equal(fl_round_add_start(r, sel[2]), 0);
+    assert_int_equal(fl_round_in_flight(r), 1);
+    float bad[P] = {0};
+    bad[5] = NAN;
+    double norm;
+    int rc = fl_round_add_work(opt, bad, P, 10, &norm);
+    assert_int_equal(rc, FL_ENONFINITE);
+    /* Closing while an add is in flight is refused. */
+    fl_store_round_t row;
+    const fl_store_update_t *ups;
+    size_t nups;
+    int closed;
+    assert_int_equal(fl_round_close(r, 4, &row, &ups, &nups, &closed), FL_ESTATE);
+    assert_int_equal(fl_round_add_end(r, sel[2], rc, 10, 1.0, norm, 4 * P, 4), 0);
+    /* sel[3]: bad weight; sel[4]: disconnects. */
+    assert_int_equal(fl_round_check(r, sel[3], 7, P, 0), FL_REFUSE_WEIGHT);
+    assert_int_equal(fl_round_drop(r, sel[4], "disconnected", 5), 0);
+    assert_int_equal(fl_round_drop(r, outsider, "disconnected", 5), FL_ENOTFOUND);
+    /* sel[3] stays silent: the round is not complete until the deadline. */
+    assert_false(fl_round_is_complete(r));
+    assert_false(fl_round_deadline_passed(r, 9.9));
+    assert_true(fl_round_deadline_passed(r, 10.0));
+    assert_int_equal(fl_round_close(r, 10.0, &row, &ups, &nups, &closed), 0);
+    /* Only one accepted, min_reports 2: abandoned. */
+    assert_false(closed);
+    assert_string_equal(row.status, "abandoned");
+    assert_int_equal(row.round, 7);
+    assert_int_equal(row.clients_selected, 5);
+    assert_int_equal(row.clients_reported, 1);
+    assert_int_equal(row.clients_dropped, 2); /* sel[4] disconnected, sel[3] deadline */
+    const fl_store_update_t *u;
+    assert_non_null(u = find_up(ups, nups, sel[0], "accepted"));
+    assert_true(u->num_examples == 10);
+    assert_non_null(u = find_up(ups, nups, sel[0], "refused"));
+    assert_string_equal(u->reason, "duplicate");
+    assert_non_null(u = find_up(ups, nups, sel[1], "refused"));
+    /* sel[1]'s own slot has the wrong shape; the stale one is an extra record. */
+    int stale = 0, shape = 0;
+    for (size_t i = 0; i < nups; i++)
+        if (strcmp(ups[i].client, sel[1]) == 0) {
+            stale += strcmp(ups[i].reason, "stale round") == 0;
+            shape += strcmp(ups[i].reason, "wrong shape") == 0;
+        }
+    assert_int_equal(stale, 1);
+    assert_int_equal(shape, 1);
+    assert_non_null(u = find_up(ups, nups, sel[2], "refused"));
+    assert_string_equal(u->reason, "non-finite delta");
+    assert_non_null(u = find_up(ups, nups, sel[3], "dropped"));
+    assert_string_equal(u->reason, "deadline");
+    assert_non_null(u = find_up(ups, nups, sel[4], "dropped"));
+    assert_string_equal(u->reason, "disconnected");
+    assert_non_null(u = find_up(ups, nups, outsider, "refused"));
+    assert_string_equal(u->reason, "not selected");
+    assert_non_null(u = find_up(ups, nups, "early", "refused"));
+    assert_string_equal(u->reason, "no round open");
+    /* 5 slots + duplicate + stale + not-selected + no-round-open. */
+    assert_int_equal(nups, 9);
+
+    /* The records go into the store as they are. */
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/fedopt-round-%d.db", (int)getpid());
+    fl_store_t *st;
+    assert_int_equal(fl_store_open(path, 0, &st), 0);
+    fl_store_run_info_t info = {"test", "fedavg", 5, "{}"};
+    int64_t run;
+    uint8_t *sb;
+    size_t sl;
+    assert_int_equal(fl_serveropt_state_save(opt, &sb, &sl), 0);
+    assert_int_equal(fl_store_run_create(st, &info, x, P, sb, sl, &run), 0);
+    row.run_id = run;
+    assert_int_equal(fl_store_commit_round(st, &row, ups, nups, NULL, 0, NULL, 0, 0), 0);
+    int64_t cnt;
+    assert_int_equal(fl_store_count_updates(st, run, 7, "refused", &cnt), 0);
+    assert_int_equal(cnt, 6);
+    assert_int_equal(fl_store_count_updates(st, run, 7, "dropped", &cnt), 0);
+    assert_int_equal(cnt, 2);
+    free(sb);
+    fl_store_close(st);
+    char p2[80];
+    unlink(path);
+    snprintf(p2, sizeof p2, "%s-wal", path);
+    unlink(p2);
+    snprintf(p2, sizeof p2, "%s-shm", path);
+    unlink(p2);
+    fl_round_free(r);
+    fl_serveropt_free(opt);
+}
+
+static void test_over_selection(void **state)
+{
+    fl_serveropt_t *opt;
+    fl_round_t *r = mk_round(3, 1, 2.0, &opt);
+    float x[P] = {0};
+    assert_int_equal(fl_round_begin(r, 1, names20, 20, opt, 0.0), 0);
+    assert_int_equal(fl_round_selected_count(r), 6);
+    for (size_t s = 0; s < 3; s++) {
+        const char *nm = fl_round_selected_name(r, s);
+        assert_int_equal(deliver(r, opt, nm, 1, x, index_of(nm), 1, 1), 0);
+    }
+    /* K reports: complete, and a fourth selected client is told so. */
+    assert_true(fl_round_is_complete(r));
+    const char *late = fl_round_selected_name(r, 3);
+    assert_int_equal(fl_round_check(r, late, 1, P, 1), FL_REFUSE_COMPLETE);
+    fl_store_round_t row;
+    const fl_store_update_t *ups;
+    size_t nups;
+    int closed;
+    assert_int_equal(fl_round_close(r, 2, &row, &ups, &nups, &closed), 0);
+    assert_true(closed);
+    assert_int_equal(row.clients_selected, 6);
+    assert_int_equal(row.clients_reported, 3);
+    assert_int_equal(row.clients_dropped, 0); /* the 3 surplus clients did nothing wrong */
+    int surplus = 0;
+    for (size_t i = 0; i < nups; i++)
+        surplus += ups[i].reason && strcmp(ups[i].reason, "surplus") == 0;
+    assert_int_equal(surplus, 3);
+    /* Fewer connected clients than S: all of them are selected. */
+    assert_int_equal(fl_round_begin(r, 2, names20, 4, opt, 3.0), 0);
+    assert_int_equal(fl_round_selected_count(r), 4);
+    /* A round with no connected client cannot start. */
+    assert_int_equal(fl_round_close(r, 4, &row, &ups, &nups, &closed), 0);
+    assert_false(closed);
+    assert_int_equal(row.clients_dropped, 4);
+    assert_int_equal(fl_round_begin(r, 3, names20, 0, opt, 5.0), FL_EEMPTY);
+    /* Two connections with the same name are refused. */
+    const char *dup[2] = {"same", "same"};
+    assert_int_equal(fl_round_begin(r, 3, dup, 2, opt, 5.0), FL_EINVAL);
+    fl_round_free(r);
+    fl_serveropt_free(opt);
+}
+
+static void test_refusal_cap(void **state)
+{
+    fl_serveropt_t *opt;
+    fl_round_t *r = mk_round(1, 1, 1.0, &opt);
+    assert_int_equal(fl_round_begin(r, 1, names20, 20, opt, 0.0), 0);
+    for (int i = 0; i < 5000; i++)
+        assert_int_equal(fl_round_refuse(r, "spammer", FL_REFUSE_NOT_SELECTED, 1, 1), 0);
+    fl_store_round_t row;
+    const fl_store_update_t *ups;
+    size_t nups;
+    int closed;
+    assert_int_equal(fl_round_close(r, 2, &row, &ups, &nups, &closed), 0);
+    assert_int_equal(nups, 1 + 1024 + 4);
+    assert_int_equal(row.bytes_in, 5000);
+    fl_round_free(r);
+    fl_serveropt_free(opt);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_select),         cmocka_unit_test(test_fedavg_exact_mean),
+        cmocka_unit_test(test_refusals_and_deadline), cmocka_unit_test(test_over_selection),
+        cmocka_unit_test(test_refusal_cap),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
