@@ -11,6 +11,7 @@
 typedef fl_cli_cmd_t fl_server_cmd_t;
 
 /* The subcommands (server/cmd_<name>.c). */
+int fl_server_cmd_run(int argc, char **argv);
 int fl_server_cmd_runs(int argc, char **argv);
 int fl_server_cmd_rounds(int argc, char **argv);
 int fl_server_cmd_certs(int argc, char **argv);

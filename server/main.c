@@ -3,6 +3,7 @@
 
 /* Subcommand table: one line per command (prototypes next to it). */
 static const fl_server_cmd_t commands[] = {
+    {"run", fl_server_cmd_run, "run a federated training (run --help lists every setting)"},
     {"runs", fl_server_cmd_runs, "list the runs in a database: runs DB"},
     {"rounds", fl_server_cmd_rounds, "list a run's rounds: rounds DB [RUN]"},
     {"certs", fl_server_cmd_certs, "create fleet certificates: certs init DIR | certs issue DIR NAME"},
