@@ -98,6 +98,8 @@ CLIENT_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard client/*.c))
 TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/support/*.c))
 TEST_SRCS := $(wildcard tests/unit/test_*.c)
 TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+TOOL_SRCS := $(wildcard tests/tools/*.c)
+TOOL_BINS := $(TOOL_SRCS:tests/tools/%.c=$(BUILD)/tools/%)
 BENCH_SRCS := $(wildcard tests/bench/bench_*.c)
 BENCH_BINS := $(BENCH_SRCS:tests/bench/%.c=$(BUILD)/bench/%)
 
@@ -139,20 +141,25 @@ $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(LIB) $(PKG_LIBS) $(LDFLAGS)
 
+# Helper programs of the integration tests (e.g. a minimal protocol client).
+$(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(SERVER_LIB) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(SERVER_LIB) $(LIB) $(PKG_LIBS) $(LDFLAGS)
+
 # Keep test object files: they are ordinary intermediates otherwise.
 .SECONDARY:
 
-test: all $(TEST_BINS)
+test: all $(TEST_BINS) $(TOOL_BINS)
 	@sh tests/run-tests.sh $(BUILD)
 
 # Slow accuracy runs (full-epoch trainings) live behind this target.
-test-long: all $(TEST_BINS)
+test-long: all $(TEST_BINS) $(TOOL_BINS)
 	@FEDOPT_TEST_LONG=1 sh tests/run-tests.sh $(BUILD)
 
 check-vectors: $(BUILD)/tests/test_serveropt_vectors
 	$(BUILD)/tests/test_serveropt_vectors
 
-bench: all $(BENCH_BINS)
+bench: all $(BENCH_BINS) $(TOOL_BINS)
 	@for b in $(BENCH_BINS); do echo "== $$b"; $$b || exit 1; done
 
 # libFuzzer targets: every tests/fuzz/fuzz_NAME.c, linked against the library

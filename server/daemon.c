@@ -71,8 +71,9 @@ struct fl__daemon {
     int64_t run_id;
     int64_t round_no; /* the round open or next to open */
     phase_t phase;
-    int stopping, failed;
+    int stopping, failed, finished;
     double wait_since, wait_logged, last_heartbeat;
+    size_t wait_logged_have;
     fl__client_t *clients;
     size_t nclients;
     /* upload buffers: receiving + queued + in the worker */
@@ -478,9 +479,12 @@ static void try_start_round(fl__daemon_t *d)
     for (fl__client_t *c = d->clients; c; c = c->next)
         have += c->welcomed;
     if (have < (size_t)d->cfg->min_clients) {
-        if (now - d->wait_logged >= d->cfg->heartbeat * 3 || d->wait_logged == 0) {
+        /* Say who is missing when the count changes, and every 30 s anyway,
+         * so a stuck server is never silent but never floods the log. */
+        if (have != d->wait_logged_have || now - d->wait_logged >= 30 || d->wait_logged == 0) {
             log_waiting(d, have);
             d->wait_logged = now;
+            d->wait_logged_have = have;
         }
         if (d->cfg->wait_timeout > 0 && now - d->wait_since > d->cfg->wait_timeout) {
             FL_LOG_E(WHO, "gave up after waiting %.0f s for %lld clients", d->cfg->wait_timeout,
@@ -642,6 +646,7 @@ static void commit_after_cb(uv_work_t *w, int status)
         fl_store_run_set_status(d->store, d->run_id, "finished");
         FL_LOG_I(WHO, "run %lld finished after %lld rounds", (long long)d->run_id, (long long)d->cfg->rounds);
         d->phase = PH_DONE;
+        d->finished = 1;
         stop_all(d);
         return;
     }
@@ -761,7 +766,7 @@ static void stop_all(fl__daemon_t *d)
         d->server = NULL;
     }
     for (fl__client_t *c = d->clients; c; c = c->next)
-        send_bye(c, d->failed ? "server failed" : "server stopping");
+        send_bye(c, d->failed ? "server failed" : d->finished ? "run finished" : "server stopping");
     if (!uv_is_closing((uv_handle_t *)&d->tick)) {
         uv_close((uv_handle_t *)&d->tick, NULL);
         uv_close((uv_handle_t *)&d->sigterm, NULL);

@@ -7,6 +7,7 @@ static const fl_server_cmd_t commands[] = {
     {"runs", fl_server_cmd_runs, "list the runs in a database: runs DB"},
     {"rounds", fl_server_cmd_rounds, "list a run's rounds: rounds DB [RUN]"},
     {"certs", fl_server_cmd_certs, "create fleet certificates: certs init DIR | certs issue DIR NAME"},
+    {"updates", fl_server_cmd_updates, "list a round's updates with reasons: updates DB RUN ROUND"},
     {NULL, NULL, NULL},
 };
 

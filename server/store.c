@@ -592,19 +592,45 @@ int fl_store_print_rounds(fl_store_t *st, int64_t run_id, FILE *out)
                            "SELECT round, status, clients_selected, clients_reported, clients_dropped, examples,"
                            " CASE WHEN train_loss IS NULL THEN NULL ELSE printf('%.4f', train_loss) END, CASE WHEN eval_loss IS NULL THEN NULL ELSE printf('%.4f', eval_loss) END, CASE WHEN eval_accuracy IS NULL THEN NULL ELSE printf('%.4f', eval_accuracy) END,"
                            " bytes_in, bytes_out,"
-                           " printf('%.2f', (julianday(finished_at) - julianday(started_at)) * 86400)"
+                           " printf('%.2f', (julianday(finished_at) - julianday(started_at)) * 86400),"
+                           " (SELECT printf('%08x', checksum) FROM checkpoints c"
+                           "   WHERE c.run_id = rounds.run_id AND c.round = rounds.round)"
                            " FROM rounds WHERE run_id = ? ORDER BY round",
                            -1, &s, NULL) != SQLITE_OK)
         return db_err(st, "listing rounds");
     sqlite3_bind_int64(s, 1, run_id);
-    fprintf(out, "run %lld\n%-6s %-9s %4s %4s %4s %9s %10s %10s %8s %12s %12s %8s\n", (long long)run_id, "round",
-            "status", "sel", "rep", "drop", "examples", "train_loss", "eval_loss", "eval_acc", "bytes_in",
-            "bytes_out", "seconds");
+    fprintf(out, "run %lld\n%-6s %-9s %4s %4s %4s %9s %10s %10s %8s %12s %12s %8s %s\n", (long long)run_id,
+            "round", "status", "sel", "rep", "drop", "examples", "train_loss", "eval_loss", "eval_acc", "bytes_in",
+            "bytes_out", "seconds", "checkpoint");
     int r;
     while ((r = sqlite3_step(s)) == SQLITE_ROW)
-        fprintf(out, "%-6s %-9s %4s %4s %4s %9s %10s %10s %8s %12s %12s %8s\n", col(s, 0), col(s, 1), col(s, 2),
+        fprintf(out, "%-6s %-9s %4s %4s %4s %9s %10s %10s %8s %12s %12s %8s %s\n", col(s, 0), col(s, 1), col(s, 2),
                 col(s, 3), col(s, 4), col(s, 5), col(s, 6), col(s, 7), col(s, 8), col(s, 9), col(s, 10),
-                col(s, 11));
+                col(s, 11), col(s, 12));
     sqlite3_finalize(s);
     return r == SQLITE_DONE ? 0 : db_err(st, "listing rounds");
+}
+
+int fl_store_print_updates(fl_store_t *st, int64_t run_id, int64_t round, FILE *out)
+{
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT client, status, coalesce(reason, '-'), num_examples,"
+                           " CASE WHEN train_loss IS NULL THEN NULL ELSE printf('%.4f', train_loss) END,"
+                           " CASE WHEN delta_norm IS NULL THEN NULL ELSE printf('%.4g', delta_norm) END,"
+                           " bytes, printf('%.2f', seconds)"
+                           " FROM updates WHERE run_id = ? AND round = ? ORDER BY client, rowid",
+                           -1, &s, NULL) != SQLITE_OK)
+        return db_err(st, "listing updates");
+    sqlite3_bind_int64(s, 1, run_id);
+    sqlite3_bind_int64(s, 2, round);
+    fprintf(out, "run %lld round %lld\n%-20s %-9s %-26s %9s %10s %10s %10s %8s\n", (long long)run_id,
+            (long long)round, "client", "status", "reason", "examples", "train_loss", "delta_norm", "bytes",
+            "seconds");
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW)
+        fprintf(out, "%-20s %-9s %-26s %9s %10s %10s %10s %8s\n", col(s, 0), col(s, 1), col(s, 2), col(s, 3),
+                col(s, 4), col(s, 5), col(s, 6), col(s, 7));
+    sqlite3_finalize(s);
+    return r == SQLITE_DONE ? 0 : db_err(st, "listing updates");
 }

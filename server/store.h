@@ -121,6 +121,9 @@ int fl_store_print_runs(fl_store_t *st, FILE *out);
 /* Prints one line per round of run_id (or of the newest run when run_id <= 0). */
 int fl_store_print_rounds(fl_store_t *st, int64_t run_id, FILE *out);
 
+/* Prints one line per update of a run's round (admin command `updates`). */
+int fl_store_print_updates(fl_store_t *st, int64_t run_id, int64_t round, FILE *out);
+
 /* Counts the updates of a run's round with the given status (NULL = all). */
 int fl_store_count_updates(fl_store_t *st, int64_t run_id, int64_t round, const char *status, int64_t *count);
 

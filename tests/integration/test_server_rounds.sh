@@ -1,0 +1,61 @@
+#!/bin/sh
+# fedopt-server over real mutual TLS on loopback with the protocol test client:
+#  A. FedAvg, lr = 1, three deterministic clients with weights 1, 1, 2: every
+#     round's new global model equals the weighted mean of the client models
+#     bit for bit (each client checks the model it receives next round).
+#  B. One round with a client killed mid-upload, a silent one, and stale,
+#     duplicate, wrong-shape and NaN updates: the round closes at its deadline
+#     with the good updates, and every update is in the log with its reason.
+build=${1:-build}
+. tests/integration/server_lib.sh
+make_pki a b c d e f g h
+
+# --- A ------------------------------------------------------------------------
+start_server "$work/server.log" --db "$work/a.db" --rounds 4 --clients_per_round 3 --min_clients 3 \
+    --round_deadline 20 --heartbeat 1 --server_opt fedavg --server_lr 1
+exp=1:1.25,1:0.75,2:1.5
+client a --weight 1 --mult 1.25 --expect $exp --timeout 30
+client b --weight 1 --mult 0.75 --expect $exp --timeout 30
+client c --weight 2 --mult 1.5 --expect $exp --timeout 30
+for n in a b c; do
+    eval "p=\$pid_$n"
+    wait_pid "$p" 40 || fail "client $n: status $? ($(tail -n 3 "$work/$n.log"))"
+done
+wait_pid "$server_pid" 10 || fail "server A exited with $?"
+for n in a b c; do
+    # Rounds 2, 3 and 4 each check the previous round's mean.
+    [ "$(grep -c 'model equals the weighted mean' "$work/$n.log")" -eq 3 ] || fail "client $n: $(cat "$work/$n.log")"
+done
+"$srv" rounds "$work/a.db" 1 >"$work/rounds.txt" || fail "rounds command"
+[ "$(grep -c ' closed .* 3 *3 *0 ' "$work/rounds.txt")" -eq 4 ] || fail "rounds A: $(cat "$work/rounds.txt")"
+"$srv" runs "$work/a.db" | grep -q '^1 *finished *logreg *fedavg' || fail "runs A: $("$srv" runs "$work/a.db")"
+echo "A: 4 FedAvg rounds, each model the exact weighted mean of the client models"
+
+# --- B ------------------------------------------------------------------------
+start_server "$work/server-b.log" --db "$work/b.db" --rounds 1 --clients_per_round 8 --min_clients 8 \
+    --min_reports 2 --round_deadline 3 --heartbeat 0.5
+client a --mode good
+client b --mode good
+client c --mode die
+client d --mode silent
+client e --mode stale
+client f --mode dup
+client g --mode shape
+client h --mode nan
+wait_pid "$server_pid" 20 || fail "server B exited with $?"
+"$srv" updates "$work/b.db" 1 1 >"$work/updates.txt" || fail "updates command"
+cat "$work/updates.txt"
+want() { grep -Eq "^$1 +$2 +$3" "$work/updates.txt" || fail "no update row '$1 $2 $3'"; }
+want a accepted -
+want b accepted -
+want f accepted -
+want f refused duplicate
+want e refused 'stale round'
+want g refused 'wrong shape'
+want h refused 'non-finite delta'
+want c dropped 'disconnected mid-upload'
+want d dropped deadline
+[ "$(grep -c accepted "$work/updates.txt")" -eq 3 ] || fail "exactly 3 accepted updates expected"
+"$srv" rounds "$work/b.db" 1 >"$work/rounds.txt"
+grep -Eq '^1 +closed +8 +3 +3 ' "$work/rounds.txt" || fail "round B: $(cat "$work/rounds.txt")"
+echo "B: refused and dropped updates recorded with their reasons; the round closed at its deadline"
