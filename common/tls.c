@@ -915,7 +915,15 @@ static void resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
             FL_LOG_W(WHO, "cannot resolve '%s': %s", c->host, uv_strerror(status));
             conn_fail(c, FL_ENET);
         } else {
-            start_connect(c, res->ai_addr);
+            /* Servers usually listen on IPv4 (0.0.0.0 or 127.0.0.1) while
+             * "localhost" may list ::1 first: prefer an IPv4 address. */
+            const struct addrinfo *pick = res;
+            for (const struct addrinfo *a = res; a; a = a->ai_next)
+                if (a->ai_family == AF_INET) {
+                    pick = a;
+                    break;
+                }
+            start_connect(c, pick->ai_addr);
         }
     }
     uv_freeaddrinfo(res);

@@ -35,8 +35,9 @@
 #define FL_WIRE_DEFAULT_MAX_FRAME (FL_WIRE_MAX_CHUNK + 1024u)
 /* No configuration may accept frames above this. */
 #define FL_WIRE_HARD_MAX_FRAME (64u << 20)
-/* Default largest tensor a receiver accepts (a model or delta). */
-#define FL_WIRE_DEFAULT_MAX_TENSOR ((uint64_t)1 << 30)
+/* Default largest tensor a receiver accepts (a model or delta): 256 MiB.
+ * Servers should lower it per connection to their model size. */
+#define FL_WIRE_DEFAULT_MAX_TENSOR ((uint64_t)256 << 20)
 /* Longest string field and most elements of a repeated field accepted. */
 #define FL_WIRE_MAX_STRING 1024u
 #define FL_WIRE_MAX_REPEATED 256u

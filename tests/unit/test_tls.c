@@ -70,6 +70,10 @@ typedef struct {
     int pause_first;         /* pause reading on open, resume on a timer */
     uv_timer_t resume_timer;
     fl_tls_conn_t *paused;
+    int pause_on_update;     /* pause reading inside on_message(Update), resume on a timer */
+    size_t queued_after_send; /* fl_tls_conn_queued right after queueing the model */
+    int drains;
+    int keep;                /* keep the connection after Bye (max_conns test) */
 } server_t;
 
 static void srv_on_open(fl_tls_conn_t *c, void *ud)
@@ -103,7 +107,10 @@ static void send_model(server_t *s, fl_tls_conn_t *c)
     m.task_offer = &t;
     assert_int_equal(fl_tls_conn_send_msg(c, &m), 0);
     assert_int_equal(fl_tls_conn_send(c, s->model), 0);
+    s->queued_after_send = fl_tls_conn_queued(c);
 }
+
+static void resume_later(uv_timer_t *t);
 
 static void srv_on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
 {
@@ -122,9 +129,20 @@ static void srv_on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
         send_welcome(c);
         if (s->model)
             send_model(s, c);
+    } else if (ev->msg->msg_case == FEDOPT__ENVELOPE__MSG_UPDATE && s->pause_on_update) {
+        /* The delta's bytes are likely in the same read buffer: they must be
+         * kept (stashed) and delivered after the resume. */
+        fl_tls_conn_pause_read(c);
+        s->paused = c;
+        uv_timer_start(&s->resume_timer, resume_later, 100, 0);
     } else if (ev->msg->msg_case == FEDOPT__ENVELOPE__MSG_BYE) {
         fl_tls_conn_close(c);
     }
+}
+
+static void srv_on_drain(fl_tls_conn_t *c, void *ud)
+{
+    ((server_t *)ud)->drains++;
 }
 
 static void resume_later(uv_timer_t *t)
@@ -153,8 +171,9 @@ static void srv_on_close(fl_tls_conn_t *c, int reason, void *ud)
         s->paused = NULL;
 }
 
-static const fl_tls_cbs_t srv_cbs = {srv_on_open, srv_on_message, NULL, srv_on_close};
-static const fl_tls_cbs_t srv_cbs_pause = {srv_on_open_pause, srv_on_message, NULL, srv_on_close};
+static const fl_tls_cbs_t srv_cbs = {srv_on_open, srv_on_message, srv_on_drain, srv_on_close};
+static const fl_tls_cbs_t srv_cbs_pause = {srv_on_open_pause, srv_on_message, srv_on_drain,
+                                           srv_on_close};
 
 static void watchdog(uv_timer_t *t)
 {
@@ -212,6 +231,8 @@ typedef struct {
     fl_buf_t *upload;   /* sent (Update + delta) after Welcome when set */
     int bye_after;      /* send Bye after Welcome (or after the tensor) */
     fl_buf_t *raw;      /* sent as is right after the handshake */
+    int close_after_raw; /* then close gracefully */
+    int stay;           /* stay connected after Welcome until told */
 } client_t;
 
 static void cli_on_open(fl_tls_conn_t *c, void *ud)
@@ -221,6 +242,8 @@ static void cli_on_open(fl_tls_conn_t *c, void *ud)
     snprintf(k->server_cn, sizeof k->server_cn, "%s", fl_tls_conn_peer(c));
     if (k->raw) {
         assert_int_equal(fl_tls_conn_send(c, k->raw), 0);
+        if (k->close_after_raw)
+            fl_tls_conn_close(c);
         return;
     }
     Fedopt__Hello h = FEDOPT__HELLO__INIT;
@@ -498,6 +521,10 @@ static void test_model_50mib_both_ways(void **state)
     assert_int_equal(s.tensors, 1);
     assert_int_equal(s.tensor_bytes, n * 4);
     assert_memory_equal(s.tensor, delta, n * 4);
+    /* Back-pressure: queueing the model encrypted (almost) nothing at once;
+     * the rest went out as the kernel took it, then on_drain said so. */
+    assert_true(s.queued_after_send > n * 4 - (1u << 20));
+    assert_true(s.drains >= 1);
     client_free(&k);
     server_stop(&s);
     free(model);
@@ -545,6 +572,190 @@ static void test_frames_over_tls(void **state)
     client_run(&s, &k, "ca.crt", "clients/bob.crt", "clients/bob.key", "localhost");
     assert_true(k.welcomed);
     client_free(&k);
+    server_stop(&s);
+}
+
+/* A peer that connects and never speaks is dropped after the handshake
+ * timeout, with a log line. */
+static void idle_connected(uv_connect_t *req, int status)
+{
+    plain_t *p = req->data;
+    assert_int_equal(status, 0);
+    uv_read_start((uv_stream_t *)&p->tcp, plain_alloc, plain_read);
+}
+
+static void test_handshake_timeout(void **state)
+{
+    server_t s;
+    fl_tls_opts_t o = {0};
+    o.handshake_timeout_ms = 300;
+    server_start(&s, &o, NULL);
+    long mark = log_mark();
+    plain_t p = {0};
+    uv_tcp_init(&s.loop, &p.tcp);
+    p.tcp.data = &p;
+    p.creq.data = &p;
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", fl_tls_server_port(s.srv), &sa);
+    uint64_t t0 = uv_now(&s.loop);
+    assert_int_equal(uv_tcp_connect(&p.creq, &p.tcp, (struct sockaddr *)&sa, idle_connected), 0);
+    while (!p.done)
+        uv_run(&s.loop, UV_RUN_ONCE);
+    assert_true(uv_now(&s.loop) - t0 >= 290);
+    assert_true(log_has(mark, "handshake with 127.0.0.1:", "timed out after 300 ms"));
+    server_stop(&s);
+}
+
+/* Reading paused inside on_message while the rest of the read buffer holds
+ * the delta: it must arrive intact after the resume. */
+static void test_pause_mid_buffer(void **state)
+{
+    server_t s;
+    server_start(&s, NULL, NULL);
+    s.pause_on_update = 1;
+    float d[4096];
+    for (int i = 0; i < 4096; i++)
+        d[i] = (float)i * 0.5f;
+    client_t k = {0};
+    assert_int_equal(fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 7, d, sizeof d, 4096,
+                                           &k.upload), 0);
+    k.bye_after = 1; /* Update, delta and Bye go out back to back */
+    client_run(&s, &k, "ca.crt", "clients/alice.crt", "clients/alice.key", "localhost");
+    assert_int_equal(s.tensors, 1);
+    assert_int_equal(s.tensor_bytes, sizeof d);
+    assert_memory_equal(s.tensor, d, sizeof d);
+    assert_int_equal(s.last_close_reason, 0);
+    client_free(&k);
+    server_stop(&s);
+}
+
+/* The peer closes in the middle of a tensor: logged, reported as truncated. */
+static void test_peer_gone_mid_transfer(void **state)
+{
+    server_t s;
+    server_start(&s, NULL, NULL);
+    long mark = log_mark();
+    float d[2048] = {0};
+    fl_buf_t *h, *u, *t;
+    Fedopt__Hello hm = FEDOPT__HELLO__INIT;
+    hm.protocol_version = FL_PROTOCOL_VERSION;
+    Fedopt__Envelope e = FEDOPT__ENVELOPE__INIT;
+    e.msg_case = FEDOPT__ENVELOPE__MSG_HELLO;
+    e.hello = &hm;
+    assert_int_equal(fl_wire_encode(&e, &h), 0);
+    Fedopt__Update um = FEDOPT__UPDATE__INIT;
+    um.round_id = 7;
+    e.msg_case = FEDOPT__ENVELOPE__MSG_UPDATE;
+    e.update = &um;
+    assert_int_equal(fl_wire_encode(&e, &u), 0);
+    assert_int_equal(fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 7, d, sizeof d, 1024, &t), 0);
+    client_t k = {0};
+    size_t cut = t->len / 2; /* Begin and a few chunks, no End */
+    assert_int_equal(fl_buf_new(h->len + u->len + cut, &k.raw), 0);
+    memcpy(k.raw->data, h->data, h->len);
+    memcpy(k.raw->data + h->len, u->data, u->len);
+    memcpy(k.raw->data + h->len + u->len, t->data, cut);
+    k.close_after_raw = 1;
+    client_run(&s, &k, "ca.crt", "clients/alice.crt", "clients/alice.key", "localhost");
+    assert_int_equal(s.hellos, 1);
+    assert_int_equal(s.tensors, 0);
+    assert_int_equal(s.last_close_reason, FL_ETRUNCATED);
+    assert_true(log_has(mark, "('alice')", "in the middle of a tensor transfer"));
+    fl_buf_unref(h);
+    fl_buf_unref(u);
+    fl_buf_unref(t);
+    client_free(&k);
+    server_stop(&s);
+}
+
+static void test_connect_failures(void **state)
+{
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    fl_tls_opts_t o = {0};
+    o.ca_file = fl_testcerts_path(&g_certs, 0, "ca.crt");
+    o.cert_file = fl_testcerts_path(&g_certs, 1, "clients/alice.crt");
+    o.key_file = fl_testcerts_path(&g_certs, 2, "clients/alice.key");
+    fl_tls_ctx_t *ctx;
+    assert_int_equal(fl_tls_ctx_new(FL_TLS_CLIENT, &o, &ctx), 0);
+    /* Nothing listens there: on_close with FL_ENET and a log line. */
+    long mark = log_mark();
+    client_t k = {0};
+    assert_int_equal(fl_tls_connect(&loop, ctx, "127.0.0.1", 1, "localhost", &cli_cbs, &k, &k.conn), 0);
+    while (!k.closed)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_false(k.opened);
+    assert_int_equal(k.reason, FL_ENET);
+    assert_true(log_has(mark, "cannot connect to 127.0.0.1:1", NULL));
+    /* Bad arguments are refused at once, without callbacks. */
+    fl_tls_conn_t *c = NULL;
+    assert_int_equal(fl_tls_connect(&loop, ctx, "127.0.0.1", 0, NULL, &cli_cbs, &k, &c), FL_EINVAL);
+    assert_null(c);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(fl_tls_ctx_conns(ctx), 0);
+    fl_tls_ctx_free(ctx);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* A name is resolved (asynchronously) before connecting. */
+static void test_connect_by_name(void **state)
+{
+    server_t s;
+    server_start(&s, NULL, NULL);
+    fl_tls_opts_t o = {0};
+    o.ca_file = fl_testcerts_path(&g_certs, 0, "ca.crt");
+    o.cert_file = fl_testcerts_path(&g_certs, 1, "clients/bob.crt");
+    o.key_file = fl_testcerts_path(&g_certs, 2, "clients/bob.key");
+    client_t k = {0};
+    k.bye_after = 1;
+    assert_int_equal(fl_tls_ctx_new(FL_TLS_CLIENT, &o, &k.ctx), 0);
+    assert_int_equal(fl_tls_connect(&s.loop, k.ctx, "localhost", fl_tls_server_port(s.srv), NULL,
+                                    &cli_cbs, &k, &k.conn), 0);
+    while (!k.closed)
+        uv_run(&s.loop, UV_RUN_ONCE);
+    for (int i = 0; i < 50 && fl_tls_ctx_conns(s.ctx) > 0; i++)
+        uv_run(&s.loop, UV_RUN_NOWAIT), uv_sleep(2);
+    assert_true(k.welcomed);
+    assert_string_equal(k.identity, "bob");
+    fl_tls_ctx_free(k.ctx);
+    client_free(&k);
+    server_stop(&s);
+}
+
+/* With max_conns = 1, a second simultaneous client is refused (logged) while
+ * the first keeps working. */
+static void test_max_conns(void **state)
+{
+    server_t s;
+    fl_tls_opts_t so = {0};
+    so.max_conns = 1;
+    server_start(&s, &so, NULL);
+    fl_tls_opts_t o = {0};
+    o.ca_file = fl_testcerts_path(&g_certs, 0, "ca.crt");
+    o.cert_file = fl_testcerts_path(&g_certs, 1, "clients/alice.crt");
+    o.key_file = fl_testcerts_path(&g_certs, 2, "clients/alice.key");
+    fl_tls_ctx_t *ctx;
+    assert_int_equal(fl_tls_ctx_new(FL_TLS_CLIENT, &o, &ctx), 0);
+    client_t a = {0}, b = {0};
+    int port = fl_tls_server_port(s.srv);
+    assert_int_equal(fl_tls_connect(&s.loop, ctx, "127.0.0.1", port, "localhost", &cli_cbs, &a, &a.conn), 0);
+    while (!a.welcomed)
+        uv_run(&s.loop, UV_RUN_ONCE);
+    long mark = log_mark();
+    assert_int_equal(fl_tls_connect(&s.loop, ctx, "127.0.0.1", port, "localhost", &cli_cbs, &b, &b.conn), 0);
+    while (!b.closed)
+        uv_run(&s.loop, UV_RUN_ONCE);
+    assert_false(b.opened);
+    assert_true(log_has(mark, "refusing 127.0.0.1:", "1 connections already open"));
+    assert_false(a.closed);
+    send_bye(a.conn);
+    fl_tls_conn_close(a.conn);
+    while (!a.closed)
+        uv_run(&s.loop, UV_RUN_ONCE);
+    assert_int_equal(a.reason, 0);
+    for (int i = 0; i < 50 && fl_tls_ctx_conns(s.ctx) > 0; i++)
+        uv_run(&s.loop, UV_RUN_NOWAIT), uv_sleep(2);
+    fl_tls_ctx_free(ctx);
     server_stop(&s);
 }
 
@@ -598,6 +809,12 @@ int main(void)
         cmocka_unit_test(test_no_client_cert_option),
         cmocka_unit_test(test_frames_over_tls),
         cmocka_unit_test(test_model_50mib_both_ways),
+        cmocka_unit_test(test_handshake_timeout),
+        cmocka_unit_test(test_pause_mid_buffer),
+        cmocka_unit_test(test_peer_gone_mid_transfer),
+        cmocka_unit_test(test_connect_failures),
+        cmocka_unit_test(test_connect_by_name),
+        cmocka_unit_test(test_max_conns),
         cmocka_unit_test(test_bad_config),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
