@@ -305,6 +305,11 @@ int fl_certs_issue(const char *dir, const char *name)
     char sub[4096], crt[4200], key[4200], ca_crt[4096], ca_key[4096];
     snprintf(ca_crt, sizeof ca_crt, "%s/ca.crt", dir);
     snprintf(ca_key, sizeof ca_key, "%s/ca.key", dir);
+    if (access(ca_crt, R_OK) != 0 || access(ca_key, R_OK) != 0) {
+        FL_LOG_E(WHO, "%s: no readable fleet CA there (run 'fedopt-server certs init %s' first)",
+                 ca_crt, dir);
+        return FL_ENOTFOUND;
+    }
     snprintf(sub, sizeof sub, "%s/clients", dir);
     int rc = make_dir(sub);
     if (rc)

@@ -46,7 +46,7 @@ int fl_certs_make(const fl_certs_spec_t *spec);
 int fl_certs_init(const char *dir, const char *server_name);
 
 /* Issues dir/clients/NAME.crt and .key (2 years) signed by dir's CA.
- * Returns as fl_certs_make. */
+ * Returns as fl_certs_make, or FL_ENOTFOUND when dir has no CA. */
 int fl_certs_issue(const char *dir, const char *name);
 
 #endif
