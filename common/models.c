@@ -10,6 +10,8 @@
 #include "common/nn/conv2d.h"
 #include "common/nn/dense.h"
 #include "common/nn/dropout.h"
+#include "common/nn/embedding.h"
+#include "common/nn/lstm.h"
 
 /* ---- builders: one per model, layers in PyTorch module order ---- */
 
@@ -82,6 +84,34 @@ static int build_bowlr(fl_model_t *m)
     return 0;
 }
 
+/* Next-character model of the paper's Shakespeare task: input [T] token ids
+ * (vocabulary = num_classes, id 0 = padding), output [T, V] logits. */
+static int build_charlstm(fl_model_t *m)
+{
+    FL_MODEL_ADD(m, fl_embedding_create(&m->params, "embed", fl_model_out_shape(m),
+                                        m->spec.num_classes, 8, &l));
+    FL_MODEL_ADD(m, fl_lstm_create(&m->params, "lstm", fl_model_out_shape(m), 256, 0, &l));
+    FL_MODEL_ADD(m, fl_lstm_create(&m->params, "lstm", fl_model_out_shape(m), 256, 1, &l));
+    FL_MODEL_ADD(m, fl_dense_create(&m->params, "fc", fl_model_out_shape(m), m->spec.num_classes,
+                                    1, &l));
+    return 0;
+}
+
+/* Next-word model of the paper's Stack Overflow task (vocabulary 10,000 +
+ * pad, oov, bos, eos). */
+static int build_wordlstm(fl_model_t *m)
+{
+    FL_MODEL_ADD(m, fl_embedding_create(&m->params, "embed", fl_model_out_shape(m),
+                                        m->spec.num_classes, 96, &l));
+    FL_MODEL_ADD(m, fl_lstm_create(&m->params, "lstm", fl_model_out_shape(m), 670, 0, &l));
+    FL_MODEL_ADD(m, fl_dense_create(&m->params, "fc1", fl_model_out_shape(m), 96, 1, &l));
+    FL_MODEL_ADD(m, fl_dense_create(&m->params, "fc2", fl_model_out_shape(m), m->spec.num_classes,
+                                    1, &l));
+    return 0;
+}
+
+#define SPEC_SEQ(t, v) {.input = {.ndim = 1, .d = {t}}, .num_classes = (v), .label_dim = (t)}
+
 #define SPEC_IMG28(c) {.input = {.ndim = 3, .d = {1, 28, 28}}, .num_classes = (c), .label_dim = 1}
 
 static const fl_model_info_t registry[] = {
@@ -96,6 +126,10 @@ static const fl_model_info_t registry[] = {
     {"bowlr", "bag-of-words tag prediction: dense 10000->500, sigmoid + BCE, recall@5",
      FL_LOSS_SIGMOID_BCE, FL_METRIC_RECALL5,
      {.input = {.ndim = 1, .d = {10000}}, .num_classes = 500, .label_dim = 500}, build_bowlr},
+    {"charlstm", "next character: embedding V->8, LSTM 256, LSTM 256, dense V per step",
+     FL_LOSS_SEQ_CE, FL_METRIC_ACCURACY, SPEC_SEQ(80, 90), build_charlstm},
+    {"wordlstm", "next word: embedding V->96, LSTM 670, dense 96, dense V per step",
+     FL_LOSS_SEQ_CE, FL_METRIC_ACCURACY, SPEC_SEQ(20, 10004), build_wordlstm},
 };
 
 size_t fl_models_count(void) { return sizeof registry / sizeof registry[0]; }
@@ -254,7 +288,8 @@ int fl_model_create(const char *name, const fl_model_spec_t *spec, fl_model_t **
     size_t od = fl_model_out_dim(m);
     int fits = 1;
     switch (info->loss) {
-    case FL_LOSS_SOFTMAX_CE: fits = od % spec->label_dim == 0 && od / spec->label_dim > 1; break;
+    case FL_LOSS_SOFTMAX_CE:
+    case FL_LOSS_SEQ_CE: fits = od % spec->label_dim == 0 && od / spec->label_dim > 1; break;
     case FL_LOSS_SIGMOID_BCE: fits = od == spec->label_dim; break;
     case FL_LOSS_MSE_INPUT: fits = od == fl_model_in_dim(m); break;
     }
@@ -339,6 +374,10 @@ int fl_model_loss(fl_model_t *m, const float *x, const int32_t *y, size_t n, fl_
     switch (m->info->loss) {
     case FL_LOSS_SOFTMAX_CE:
         L = fl_loss_softmax_ce(out, n * m->spec.label_dim, od / m->spec.label_dim, y, g, st);
+        break;
+    case FL_LOSS_SEQ_CE:
+        L = fl_loss_softmax_ce_pad(out, n * m->spec.label_dim, od / m->spec.label_dim, y, 0, g,
+                                   st);
         break;
     case FL_LOSS_SIGMOID_BCE: L = fl_loss_sigmoid_bce(out, n, od, y, g, st); break;
     case FL_LOSS_MSE_INPUT: L = fl_loss_mse(out, x, n, od, g); break;

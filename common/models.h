@@ -31,6 +31,8 @@ typedef enum {
     FL_LOSS_SOFTMAX_CE = 0,  /* labels: label_dim class indices per example (negative = padding) */
     FL_LOSS_SIGMOID_BCE = 1, /* labels: a 0/1 vector of num_classes tags per example */
     FL_LOSS_MSE_INPUT = 2,   /* no labels: the target is the input itself (autoencoder) */
+    FL_LOSS_SEQ_CE = 3,      /* labels: label_dim = T next-token ids per example; id 0 is padding
+                                and counts in neither loss nor metric (charlstm, wordlstm) */
 } fl_model_loss_t;
 
 typedef enum {

@@ -3,12 +3,14 @@
 #include <math.h>
 #include <string.h>
 
-double fl_loss_softmax_ce(const float *logits, size_t rows, size_t classes, const int32_t *labels,
-                          float *grad, fl_loss_stats_t *st)
+/* Softmax cross-entropy skipping rows whose label is negative, out of range
+ * or equal to `pad` (pass -1 for no pad class). */
+static double softmax_ce(const float *logits, size_t rows, size_t classes, const int32_t *labels,
+                         int32_t pad, float *grad, fl_loss_stats_t *st)
 {
     size_t counted = 0;
     for (size_t r = 0; r < rows; r++)
-        if (labels[r] >= 0 && (size_t)labels[r] < classes)
+        if (labels[r] >= 0 && (size_t)labels[r] < classes && labels[r] != pad)
             counted++;
     double sum = 0.0, hits = 0.0;
     const float inv = counted ? 1.0f / (float)counted : 0.0f;
@@ -16,7 +18,7 @@ double fl_loss_softmax_ce(const float *logits, size_t rows, size_t classes, cons
         const float *z = logits + r * classes;
         float *g = grad ? grad + r * classes : NULL;
         int32_t y = labels[r];
-        if (y < 0 || (size_t)y >= classes) {
+        if (y < 0 || (size_t)y >= classes || y == pad) {
             if (g)
                 memset(g, 0, classes * sizeof(float));
             continue;
@@ -45,6 +47,18 @@ double fl_loss_softmax_ce(const float *logits, size_t rows, size_t classes, cons
         st->total += (double)counted;
     }
     return counted ? sum / (double)counted : 0.0;
+}
+
+double fl_loss_softmax_ce(const float *logits, size_t rows, size_t classes, const int32_t *labels,
+                          float *grad, fl_loss_stats_t *st)
+{
+    return softmax_ce(logits, rows, classes, labels, -1, grad, st);
+}
+
+double fl_loss_softmax_ce_pad(const float *logits, size_t rows, size_t classes,
+                              const int32_t *labels, int32_t pad, float *grad, fl_loss_stats_t *st)
+{
+    return softmax_ce(logits, rows, classes, labels, pad, grad, st);
 }
 
 double fl_loss_sigmoid_bce(const float *logits, size_t n, size_t c, const int32_t *targets,

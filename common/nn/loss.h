@@ -24,6 +24,12 @@ typedef struct {
 double fl_loss_softmax_ce(const float *logits, size_t rows, size_t classes, const int32_t *labels,
                           float *grad, fl_loss_stats_t *st);
 
+/* fl_loss_softmax_ce where rows labelled `pad` are also ignored: the
+ * per-step loss of next-token models, whose padding token is a class (id 0)
+ * that must count neither in the loss nor in the accuracy. */
+double fl_loss_softmax_ce_pad(const float *logits, size_t rows, size_t classes,
+                              const int32_t *labels, int32_t pad, float *grad, fl_loss_stats_t *st);
+
 /* Sigmoid binary cross-entropy of n x c logits against a 0/1 multi-hot
  * target (nonzero = 1), mean over all n*c elements (BCEWithLogitsLoss).
  * st (may be NULL) gets recall@5: per example, how many of its true tags are

@@ -1,0 +1,232 @@
+#include "common/nn/lstm.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "common/nn/gemm.h"
+
+typedef struct {
+    int T, D, H;
+    size_t cap_n; /* batch size the scratch below is sized for */
+    /* Time-major scratch: row (t, i) of a [T, n, W] buffer is at (t * n + i) * W. */
+    float *xt;   /* [T, n, D] input */
+    float *gate; /* [T, n, 4H] gate pre-activations, then activations i, f, g, o */
+    float *cell; /* [T, n, H] c_t */
+    float *tc;   /* [T, n, H] tanh(c_t) */
+    float *hs;   /* [T + 1, n, H] h_{t-1} at index t (hs[0] = 0) */
+    float *dg;   /* [T, n, 4H] dL/dG */
+    float *dh;   /* [n, H] dL/dh_{t-1} flowing back through W_hh */
+    float *dc;   /* [n, H] dL/dc_{t-1} flowing back through f */
+} lstm_t;
+
+static float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+static void lstm_free_scratch(lstm_t *s)
+{
+    free(s->xt);
+    free(s->gate);
+    free(s->cell);
+    free(s->tc);
+    free(s->hs);
+    free(s->dg);
+    free(s->dh);
+    free(s->dc);
+    s->xt = s->gate = s->cell = s->tc = s->hs = s->dg = s->dh = s->dc = NULL;
+    s->cap_n = 0;
+}
+
+static int lstm_reserve(fl_layer_t *l, size_t max_n)
+{
+    lstm_t *s = l->priv;
+    if (max_n <= s->cap_n)
+        return 0;
+    lstm_free_scratch(s);
+    const size_t T = (size_t)s->T, D = (size_t)s->D, H = (size_t)s->H;
+    if (max_n > SIZE_MAX / sizeof(float) / ((T + 1) * 4 * H + T * D))
+        return FL_ENOMEM;
+    s->xt = malloc(T * max_n * D * sizeof(float));
+    s->gate = malloc(T * max_n * 4 * H * sizeof(float));
+    s->cell = malloc(T * max_n * H * sizeof(float));
+    s->tc = malloc(T * max_n * H * sizeof(float));
+    s->hs = malloc((T + 1) * max_n * H * sizeof(float));
+    s->dg = malloc(T * max_n * 4 * H * sizeof(float));
+    s->dh = malloc(max_n * H * sizeof(float));
+    s->dc = malloc(max_n * H * sizeof(float));
+    if (!s->xt || !s->gate || !s->cell || !s->tc || !s->hs || !s->dg || !s->dh || !s->dc) {
+        lstm_free_scratch(s);
+        return FL_ENOMEM;
+    }
+    s->cap_n = max_n;
+    return 0;
+}
+
+static void lstm_init(fl_layer_t *l, fl_rng_t *rng)
+{
+    const lstm_t *s = l->priv;
+    const float bound = 1.0f / sqrtf((float)s->H);
+    const size_t G = 4 * (size_t)s->H;
+    fl_init_uniform(l->p[0], G * (size_t)s->D, bound, rng);
+    fl_init_uniform(l->p[1], G * (size_t)s->H, bound, rng);
+    fl_init_uniform(l->p[2], G, bound, rng);
+}
+
+static void lstm_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_mode_t mode)
+{
+    (void)mode;
+    lstm_t *s = l->priv;
+    const size_t T = (size_t)s->T, D = (size_t)s->D, H = (size_t)s->H, G = 4 * H;
+    /* x [n, T, D] -> xt [T, n, D]. */
+    for (size_t i = 0; i < n; i++)
+        for (size_t t = 0; t < T; t++)
+            memcpy(s->xt + (t * n + i) * D, x + (i * T + t) * D, D * sizeof(float));
+    /* Input contributions of every step at once, bias included. */
+    for (size_t r = 0; r < T * n; r++)
+        memcpy(s->gate + r * G, l->p[2], G * sizeof(float));
+    fl_gemm(0, 1, (int)(T * n), (int)G, (int)D, 1.0f, s->xt, (int)D, l->p[0], (int)D, 1.0f,
+            s->gate, (int)G);
+    memset(s->hs, 0, n * H * sizeof(float));
+    for (size_t t = 0; t < T; t++) {
+        float *gt = s->gate + t * n * G;
+        const float *hprev = s->hs + t * n * H;
+        if (t > 0)
+            fl_gemm(0, 1, (int)n, (int)G, (int)H, 1.0f, hprev, (int)H, l->p[1], (int)H, 1.0f, gt,
+                    (int)G);
+        for (size_t i = 0; i < n; i++) {
+            float *g = gt + i * G;
+            const float *cprev = t ? s->cell + ((t - 1) * n + i) * H : NULL;
+            float *c = s->cell + (t * n + i) * H;
+            float *tc = s->tc + (t * n + i) * H;
+            float *h = s->hs + ((t + 1) * n + i) * H;
+            for (size_t j = 0; j < H; j++) {
+                float ig = sigm(g[j]), fg = sigm(g[H + j]);
+                float gg = tanhf(g[2 * H + j]), og = sigm(g[3 * H + j]);
+                g[j] = ig;
+                g[H + j] = fg;
+                g[2 * H + j] = gg;
+                g[3 * H + j] = og;
+                float cv = ig * gg + (cprev ? fg * cprev[j] : 0.0f);
+                float tv = tanhf(cv);
+                c[j] = cv;
+                tc[j] = tv;
+                h[j] = og * tv;
+            }
+        }
+    }
+    /* hs[1..T] [T, n, H] -> y [n, T, H]. */
+    for (size_t i = 0; i < n; i++)
+        for (size_t t = 0; t < T; t++)
+            memcpy(y + (i * T + t) * H, s->hs + ((t + 1) * n + i) * H, H * sizeof(float));
+}
+
+static void lstm_backward(fl_layer_t *l, const float *x, const float *y, const float *dy,
+                          float *dx, size_t n)
+{
+    (void)x;
+    (void)y;
+    lstm_t *s = l->priv;
+    const size_t T = (size_t)s->T, D = (size_t)s->D, H = (size_t)s->H, G = 4 * H;
+    memset(s->dh, 0, n * H * sizeof(float));
+    memset(s->dc, 0, n * H * sizeof(float));
+    for (size_t t = T; t-- > 0;) {
+        for (size_t i = 0; i < n; i++) {
+            const float *g = s->gate + (t * n + i) * G;
+            const float *cprev = t ? s->cell + ((t - 1) * n + i) * H : NULL;
+            const float *tc = s->tc + (t * n + i) * H;
+            const float *dyt = dy + (i * T + t) * H;
+            float *dhi = s->dh + i * H, *dci = s->dc + i * H;
+            float *d = s->dg + (t * n + i) * G;
+            for (size_t j = 0; j < H; j++) {
+                float ig = g[j], fg = g[H + j], gg = g[2 * H + j], og = g[3 * H + j];
+                float dh = dyt[j] + dhi[j];
+                float dc = dh * og * (1.0f - tc[j] * tc[j]) + dci[j];
+                d[j] = dc * gg * ig * (1.0f - ig);
+                d[H + j] = cprev ? dc * cprev[j] * fg * (1.0f - fg) : 0.0f;
+                d[2 * H + j] = dc * ig * (1.0f - gg * gg);
+                d[3 * H + j] = dh * tc[j] * og * (1.0f - og);
+                dci[j] = dc * fg;
+            }
+        }
+        /* dL/dh_{t-1} = dG_t W_hh (nothing flows before the first step). */
+        if (t > 0)
+            fl_gemm(0, 0, (int)n, (int)H, (int)G, 1.0f, s->dg + t * n * G, (int)G, l->p[1],
+                    (int)H, 0.0f, s->dh, (int)H);
+    }
+    const int rows = (int)(T * n);
+    /* dW_ih += dG^T xt; dW_hh += dG^T h_{t-1} (hs[0] is zero, so step 0 adds nothing). */
+    fl_gemm(1, 0, (int)G, (int)D, rows, 1.0f, s->dg, (int)G, s->xt, (int)D, 1.0f, l->g[0], (int)D);
+    fl_gemm(1, 0, (int)G, (int)H, rows, 1.0f, s->dg, (int)G, s->hs, (int)H, 1.0f, l->g[1], (int)H);
+    float *gb = l->g[2];
+    for (size_t r = 0; r < T * n; r++) {
+        const float *d = s->dg + r * G;
+        for (size_t j = 0; j < G; j++)
+            gb[j] += d[j];
+    }
+    if (dx) {
+        /* dxt = dG W_ih, computed into xt (no longer needed) and transposed back. */
+        fl_gemm(0, 0, rows, (int)D, (int)G, 1.0f, s->dg, (int)G, l->p[0], (int)D, 0.0f, s->xt,
+                (int)D);
+        for (size_t i = 0; i < n; i++)
+            for (size_t t = 0; t < T; t++)
+                memcpy(dx + (i * T + t) * D, s->xt + (t * n + i) * D, D * sizeof(float));
+    }
+}
+
+static void lstm_destroy(fl_layer_t *l)
+{
+    lstm_t *s = l->priv;
+    if (s)
+        lstm_free_scratch(s);
+    free(s);
+}
+
+static const fl_layer_ops_t lstm_ops = {
+    .kind = "lstm",
+    .reserve = lstm_reserve,
+    .init = lstm_init,
+    .forward = lstm_forward,
+    .backward = lstm_backward,
+    .destroy = lstm_destroy,
+};
+
+int fl_lstm_create(fl_params_t *layout, const char *prefix, const fl_shape_t *in, int64_t hidden,
+                   int layer_index, fl_layer_t **out)
+{
+    *out = NULL;
+    if (!layout || !in || in->ndim != 2 || hidden < 1 || hidden > (1 << 20) || layer_index < 0 ||
+        layer_index > 99 || in->d[0] < 1 || in->d[0] > (1 << 20) || in->d[1] < 1 ||
+        in->d[1] > (1 << 24))
+        return FL_EINVAL;
+    fl_layer_t *l = calloc(1, sizeof *l);
+    lstm_t *s = calloc(1, sizeof *s);
+    int rc = FL_ENOMEM;
+    if (!l || !s)
+        goto fail;
+    fl_shape_t os = {.ndim = 2, .d = {in->d[0], hidden}};
+    if ((rc = fl_layer_setup(l, &lstm_ops, prefix, in, &os)))
+        goto fail;
+    s->T = (int)in->d[0];
+    s->D = (int)in->d[1];
+    s->H = (int)hidden;
+    l->priv = s;
+    s = NULL;
+    char name[32];
+    int64_t wih[2] = {4 * hidden, in->d[1]}, whh[2] = {4 * hidden, hidden}, b = 4 * hidden;
+    snprintf(name, sizeof name, "weight_ih_l%d", layer_index);
+    if ((rc = fl_layer_add_param(l, layout, name, 2, wih, FL_PARAM_DECAY)))
+        goto fail;
+    snprintf(name, sizeof name, "weight_hh_l%d", layer_index);
+    if ((rc = fl_layer_add_param(l, layout, name, 2, whh, FL_PARAM_DECAY)))
+        goto fail;
+    snprintf(name, sizeof name, "bias_ih_l%d", layer_index);
+    if ((rc = fl_layer_add_param(l, layout, name, 1, &b, 0)))
+        goto fail;
+    *out = l;
+    return 0;
+fail:
+    fl_layer_free(l);
+    free(s);
+    return rc;
+}
