@@ -13,7 +13,13 @@
 
 static const char *loss_name(fl_model_loss_t l)
 {
-    return l == FL_LOSS_SOFTMAX_CE ? "softmax-ce" : l == FL_LOSS_SIGMOID_BCE ? "sigmoid-bce" : "mse";
+    switch (l) {
+    case FL_LOSS_SOFTMAX_CE: return "softmax-ce";
+    case FL_LOSS_SEQ_CE: return "seq-ce";
+    case FL_LOSS_SIGMOID_BCE: return "sigmoid-bce";
+    case FL_LOSS_MSE_INPUT: return "mse";
+    }
+    return "?";
 }
 
 static const char *metric_name(fl_model_metric_t m)

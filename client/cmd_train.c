@@ -57,7 +57,7 @@ static void print_num(const char *key, double v, int last)
 static int on_epoch(int epoch, const fl_train_stats_t *st, void *ud)
 {
     epoch_ctx_t *c = ud;
-    fl_train_stats_t ev = {0, NAN, 0, 0, 0};
+    fl_train_stats_t ev = {0, NAN, 0, 0, 0, 0};
     if (c->test && c->test->n && fl_train_eval(c->m, c->test, 500, &ev))
         return 1;
     double sps = st->seconds > 0 ? (double)st->examples / st->seconds : 0;

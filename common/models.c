@@ -1,6 +1,7 @@
 #include "common/models.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,7 +12,10 @@
 #include "common/nn/dense.h"
 #include "common/nn/dropout.h"
 #include "common/nn/embedding.h"
+#include "common/nn/groupnorm.h"
 #include "common/nn/lstm.h"
+#include "common/nn/pool.h"
+#include "common/nn/resblock.h"
 
 /* ---- builders: one per model, layers in PyTorch module order ---- */
 
@@ -110,6 +114,36 @@ static int build_wordlstm(fl_model_t *m)
     return 0;
 }
 
+/* The paper's CIFAR model: ResNet-18 v2 (pre-activation) with group norm
+ * (2 groups, eps 1e-3) on 24x24 crops. The stem halves the image twice
+ * (conv 7x7/2, max pool 3x3/2 SAME); all four stages then run at stride 1
+ * with 64, 128, 256, 512 channels, two basic blocks each, a 1x1 conv + GN
+ * shortcut where the channel count changes. */
+static int build_resnet18gn(fl_model_t *m)
+{
+    static const int64_t widths[4] = {64, 128, 256, 512};
+    const int G = 2;
+    const float eps = 1e-3f;
+    FL_MODEL_ADD(m, fl_conv2d_create(&m->params, "stem.conv", fl_model_out_shape(m), 64, 7, 2, 3,
+                                     0, &l));
+    FL_MODEL_ADD(m, fl_groupnorm_create(&m->params, "stem.gn", fl_model_out_shape(m), G, eps, &l));
+    FL_MODEL_ADD(m, fl_act_create(FL_ACT_RELU, fl_model_out_shape(m), &l));
+    FL_MODEL_ADD(m, fl_pool_max_same_create(fl_model_out_shape(m), 3, 2, &l));
+    for (int stage = 0; stage < 4; stage++)
+        for (int b = 0; b < 2; b++) {
+            char name[16];
+            snprintf(name, sizeof name, "layer%d.%d", stage + 1, b);
+            FL_MODEL_ADD(m, fl_resblock_create(&m->params, name, fl_model_out_shape(m),
+                                               widths[stage], stage > 0 || b > 0, G, eps, &l));
+        }
+    FL_MODEL_ADD(m, fl_groupnorm_create(&m->params, "final.gn", fl_model_out_shape(m), G, eps, &l));
+    FL_MODEL_ADD(m, fl_act_create(FL_ACT_RELU, fl_model_out_shape(m), &l));
+    FL_MODEL_ADD(m, fl_pool_global_avg_create(fl_model_out_shape(m), &l));
+    FL_MODEL_ADD(m, fl_dense_create(&m->params, "fc", fl_model_out_shape(m), m->spec.num_classes,
+                                    1, &l));
+    return 0;
+}
+
 #define SPEC_SEQ(t, v) {.input = {.ndim = 1, .d = {t}}, .num_classes = (v), .label_dim = (t)}
 
 #define SPEC_IMG28(c) {.input = {.ndim = 3, .d = {1, 28, 28}}, .num_classes = (c), .label_dim = 1}
@@ -130,6 +164,10 @@ static const fl_model_info_t registry[] = {
      FL_LOSS_SEQ_CE, FL_METRIC_ACCURACY, SPEC_SEQ(80, 90), build_charlstm},
     {"wordlstm", "next word: embedding V->96, LSTM 670, dense 96, dense V per step",
      FL_LOSS_SEQ_CE, FL_METRIC_ACCURACY, SPEC_SEQ(20, 10004), build_wordlstm},
+    {"resnet18gn", "ResNet-18 v2, group norm (2 groups), 24x24 crops, stages at stride 1",
+     FL_LOSS_SOFTMAX_CE, FL_METRIC_ACCURACY,
+     {.input = {.ndim = 3, .d = {3, 24, 24}}, .num_classes = 10, .label_dim = 1},
+     build_resnet18gn},
 };
 
 size_t fl_models_count(void) { return sizeof registry / sizeof registry[0]; }

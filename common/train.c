@@ -30,7 +30,8 @@ int fl_train_check_data(const fl_model_t *m, const fl_dataset_t *d)
                  m->info->name, m->spec.label_dim, ld);
         return FL_ESHAPE;
     }
-    if (m->info->loss == FL_LOSS_SOFTMAX_CE && d->num_classes > 0) {
+    if ((m->info->loss == FL_LOSS_SOFTMAX_CE || m->info->loss == FL_LOSS_SEQ_CE) &&
+        d->num_classes > 0) {
         size_t classes = fl_model_out_dim(m) / m->spec.label_dim;
         if ((size_t)d->num_classes > classes) {
             FL_LOG_E("train", "model %s has %zu outputs, the data has %d classes", m->info->name,
@@ -54,7 +55,7 @@ static void gather(const fl_dataset_t *d, const uint32_t *idx, size_t n, float *
 static int pass(fl_model_t *m, fl_sgd_t *opt, const fl_dataset_t *d, size_t batch, fl_rng_t *rng,
                 fl_train_stats_t *st)
 {
-    fl_train_stats_t s = {0, NAN, 0, 0, 0};
+    fl_train_stats_t s = {0, NAN, 0, 0, 0, 0};
     if (!m || !d || !batch || !st || d->n == 0 || d->n > UINT32_MAX)
         return d && d->n == 0 ? FL_EEMPTY : FL_EINVAL;
     int rc = fl_train_check_data(m, d);
@@ -62,6 +63,7 @@ static int pass(fl_model_t *m, fl_sgd_t *opt, const fl_dataset_t *d, size_t batc
         return rc;
     double t0 = now_s();
     size_t ld = d->label_dim ? d->label_dim : 1;
+    const int seq = m->info->loss == FL_LOSS_SEQ_CE;
     size_t bmax = batch < d->n ? batch : d->n;
     uint32_t *idx = malloc(d->n * sizeof *idx);
     float *x = malloc(bmax * d->dim * sizeof(float));
@@ -80,6 +82,7 @@ static int pass(fl_model_t *m, fl_sgd_t *opt, const fl_dataset_t *d, size_t batc
         size_t n = d->n - off < bmax ? d->n - off : bmax;
         gather(d, idx + off, n, x, y);
         double L;
+        const double counted_before = ls.total;
         rc = fl_model_loss(m, x, y, n, opt ? FL_MODE_TRAIN : FL_MODE_EVAL, opt != NULL, &L, &ls);
         if (rc)
             goto out;
@@ -89,13 +92,17 @@ static int pass(fl_model_t *m, fl_sgd_t *opt, const fl_dataset_t *d, size_t batc
             rc = FL_ENONFINITE;
             goto out;
         }
-        loss_sum += L * (double)n;
+        /* A per-step model's batch loss is a mean over its non-pad tokens,
+         * so batches are weighted by those; everything else by examples. */
+        const double w = seq ? ls.total - counted_before : (double)n;
+        loss_sum += L * w;
+        s.weight += w;
         if (opt)
             fl_sgd_step(opt, &m->params, &m->grads);
         s.steps++;
         s.examples += n;
     }
-    s.loss = loss_sum / (double)s.examples;
+    s.loss = s.weight > 0 ? loss_sum / s.weight : 0.0;
     s.metric = m->info->metric == FL_METRIC_NONE ? NAN : (ls.total > 0 ? ls.hits / ls.total : 0.0);
 out:
     s.seconds = now_s() - t0;
@@ -129,7 +136,7 @@ int fl_train_run(fl_model_t *m, const fl_dataset_t *d, const fl_train_config_t *
     if (rc)
         return rc;
     fl_model_seed_dropout(m, cfg->seed, cfg->ids, cfg->nids);
-    fl_train_stats_t st = {0, NAN, 0, 0, 0};
+    fl_train_stats_t st = {0, NAN, 0, 0, 0, 0};
     for (int e = 1; e <= cfg->epochs; e++) {
         uint64_t tuple[FL_TRAIN_MAX_IDS + 2];
         memcpy(tuple, cfg->ids, cfg->nids * sizeof(uint64_t));

@@ -39,6 +39,9 @@ typedef struct {
     size_t examples;  /* examples seen */
     size_t steps;     /* optimizer steps (training) or batches (evaluation) */
     double seconds;   /* wall time of the pass */
+    double weight;    /* the pass's weight in a federated average: examples seen, or for a
+                         per-step model (FL_LOSS_SEQ_CE) the non-pad target tokens seen, as
+                         the paper's code weights next-token clients */
 } fl_train_stats_t;
 
 /* Called after each epoch of fl_train_run (epoch counts from 1). A nonzero

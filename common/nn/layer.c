@@ -90,6 +90,8 @@ void fl_layer_bind(fl_layer_t *l, const fl_params_t *params, const fl_params_t *
         l->p[i] = params->data + v->offset;
         l->g[i] = grads ? grads->data + v->offset : NULL;
     }
+    if (l->ops && l->ops->bind)
+        l->ops->bind(l, params, grads);
 }
 
 void fl_layer_free(fl_layer_t *l)

@@ -34,7 +34,7 @@
 #include "common/rng.h"
 
 #define FL_SHAPE_MAX_DIMS 4
-#define FL_LAYER_MAX_PARAMS 8
+#define FL_LAYER_MAX_PARAMS 16
 
 /* A per-example shape (no batch dimension): {C, H, W}, {D}, {T, D}, ... */
 typedef struct {
@@ -71,6 +71,9 @@ typedef struct {
                      size_t n);
     /* Frees the layer's private state (not the layer struct itself). May be NULL. */
     void (*destroy)(fl_layer_t *l);
+    /* Called at the end of fl_layer_bind with the same buffers: a composite
+     * layer (a residual block) binds the sub-layers it owns. May be NULL. */
+    void (*bind)(fl_layer_t *l, const fl_params_t *params, const fl_params_t *grads);
 } fl_layer_ops_t;
 
 struct fl_layer {
@@ -79,7 +82,8 @@ struct fl_layer {
     fl_shape_t in, out;                 /* per-example shapes */
     size_t in_dim, out_dim;             /* their element counts */
     size_t max_n;                       /* batch size reserved */
-    int nparams;                        /* tensors this layer owns in the model's layout */
+    int nparams;                        /* tensors this layer owns in the model's layout
+                                           (a composite lists its sub-layers' tensors) */
     size_t view[FL_LAYER_MAX_PARAMS];   /* their indices in fl_params_t.views */
     float *p[FL_LAYER_MAX_PARAMS];      /* bound: parameter data */
     float *g[FL_LAYER_MAX_PARAMS];      /* bound: gradient accumulators (same layout) */
