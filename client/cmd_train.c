@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "client/commands.h"
+#include "common/data/augment.h"
 #include "common/data/spec.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -28,7 +29,7 @@ static void usage(FILE *out)
             "  --batch B        minibatch size (default 20)\n"
             "  --lr LR          SGD learning rate (default 0.05)\n"
             "  --momentum MU    SGD momentum (default 0: plain SGD, as in the paper)\n"
-            "  --weight-decay WD  L2 on weights (default 0)\n"
+            "  --weight-decay WD  L2 on weights (default: the model's, 1e-4 for resnet18gn, else 0)\n"
             "  --seed S         seeds init, shuffling and dropout (default 1)\n"
             "  --threads T      GEMM threads (default 1); results are reproducible per T\n"
             "  --init FILE      start from a safetensors model instead of a fresh init\n"
@@ -98,7 +99,7 @@ int fl_client_cmd_train(int argc, char **argv)
     const char *model = NULL, *init = NULL, *save = NULL;
     fl_train_config_t cfg = {.epochs = 1, .batch = 20, .sgd = {.lr = 0.05f}, .seed = 1};
     long threads = 1, limit = 0;
-    int json = 0, o, status = 2;
+    int json = 0, o, status = 2, wd_set = 0;
     char *end;
     if (fl_data_spec_parse_args(&spec, &argc, argv))
         goto out;
@@ -130,6 +131,7 @@ int fl_client_cmd_train(int argc, char **argv)
             break;
         case 'w':
             cfg.sgd.weight_decay = strtof(optarg, &end);
+            wd_set = 1;
             if (*end || !(cfg.sgd.weight_decay >= 0) || !isfinite(cfg.sgd.weight_decay))
                 goto bad;
             break;
@@ -171,6 +173,31 @@ int fl_client_cmd_train(int argc, char **argv)
     if (limit && (size_t)limit < train.n)
         train.n = (size_t)limit;
     fl_gemm_set_threads((int)threads);
+    const fl_model_info_t *info = fl_models_find(model);
+    if (!wd_set)
+        cfg.sgd.weight_decay = info->weight_decay;
+    if (info->crop && train.ndim == 3 && train.shape[1] > info->crop) {
+        /* The paper's CIFAR preprocessing: random crops + flips for training
+         * (drawn once for this run from the FL_RNG_AUGMENT stream), central
+         * crops for testing, each image standardized. */
+        fl_dataset_t a, b;
+        fl_dataset_init(&a);
+        fl_dataset_init(&b);
+        fl_rng_t r;
+        const uint64_t id = FL_RNG_AUGMENT;
+        fl_rng_stream(&r, cfg.seed, &id, 1);
+        if (fl_augment_dataset(&train, info->crop, 1, &r, &a) ||
+            (test.n && fl_augment_dataset(&test, info->crop, 0, NULL, &b))) {
+            fl_dataset_free(&a);
+            goto out;
+        }
+        fl_dataset_free(&train);
+        train = a;
+        if (test.n) {
+            fl_dataset_free(&test);
+            test = b;
+        }
+    }
     fl_model_spec_t ms;
     fl_model_spec_from_dataset(&train, &ms);
     if (test.num_classes > ms.num_classes)

@@ -150,24 +150,25 @@ static int build_resnet18gn(fl_model_t *m)
 
 static const fl_model_info_t registry[] = {
     {"logreg", "multinomial logistic regression: dense D->C", FL_LOSS_SOFTMAX_CE,
-     FL_METRIC_ACCURACY, SPEC_IMG28(10), build_logreg},
+     FL_METRIC_ACCURACY, SPEC_IMG28(10), build_logreg, 0, 0.0f},
     {"mlp", "dense 784->200 ReLU ->200 ReLU ->C (McMahan's 2NN)", FL_LOSS_SOFTMAX_CE,
-     FL_METRIC_ACCURACY, SPEC_IMG28(10), build_mlp},
+     FL_METRIC_ACCURACY, SPEC_IMG28(10), build_mlp, 0, 0.0f},
     {"cnn", "conv3x3 32 ReLU, conv3x3 64 ReLU, maxpool 2, dropout .25, dense 128 ReLU, dropout .5, dense C",
-     FL_LOSS_SOFTMAX_CE, FL_METRIC_ACCURACY, SPEC_IMG28(10), build_cnn},
+     FL_LOSS_SOFTMAX_CE, FL_METRIC_ACCURACY, SPEC_IMG28(10), build_cnn, 0, 0.0f},
     {"autoencoder", "dense 784->1000->500->250->30->250->500->1000->784, sigmoid, MSE",
-     FL_LOSS_MSE_INPUT, FL_METRIC_NONE, SPEC_IMG28(10), build_autoencoder},
+     FL_LOSS_MSE_INPUT, FL_METRIC_NONE, SPEC_IMG28(10), build_autoencoder, 0, 0.0f},
     {"bowlr", "bag-of-words tag prediction: dense 10000->500, sigmoid + BCE, recall@5",
      FL_LOSS_SIGMOID_BCE, FL_METRIC_RECALL5,
-     {.input = {.ndim = 1, .d = {10000}}, .num_classes = 500, .label_dim = 500}, build_bowlr},
+     {.input = {.ndim = 1, .d = {10000}}, .num_classes = 500, .label_dim = 500}, build_bowlr, 0,
+     0.0f},
     {"charlstm", "next character: embedding V->8, LSTM 256, LSTM 256, dense V per step",
-     FL_LOSS_SEQ_CE, FL_METRIC_ACCURACY, SPEC_SEQ(80, 90), build_charlstm},
+     FL_LOSS_SEQ_CE, FL_METRIC_ACCURACY, SPEC_SEQ(80, 90), build_charlstm, 0, 0.0f},
     {"wordlstm", "next word: embedding V->96, LSTM 670, dense 96, dense V per step",
-     FL_LOSS_SEQ_CE, FL_METRIC_ACCURACY, SPEC_SEQ(20, 10004), build_wordlstm},
+     FL_LOSS_SEQ_CE, FL_METRIC_ACCURACY, SPEC_SEQ(20, 10004), build_wordlstm, 0, 0.0f},
     {"resnet18gn", "ResNet-18 v2, group norm (2 groups), 24x24 crops, stages at stride 1",
      FL_LOSS_SOFTMAX_CE, FL_METRIC_ACCURACY,
      {.input = {.ndim = 3, .d = {3, 24, 24}}, .num_classes = 10, .label_dim = 1},
-     build_resnet18gn},
+     build_resnet18gn, 24, 1e-4f},
 };
 
 size_t fl_models_count(void) { return sizeof registry / sizeof registry[0]; }

@@ -57,6 +57,9 @@ typedef struct {
     fl_model_metric_t metric;
     fl_model_spec_t paper;   /* the paper's shapes, shown by `models` */
     int (*build)(fl_model_t *m); /* stacks layers for m->spec (see FL_MODEL_ADD) */
+    int crop;                /* > 0: image data is cropped to crop x crop and standardized
+                                first (common/data/augment.h), the paper's CIFAR preprocessing */
+    float weight_decay;      /* the paper's L2 on FL_PARAM_DECAY tensors: the trainer's default */
 } fl_model_info_t;
 
 struct fl_model {
