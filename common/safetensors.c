@@ -18,6 +18,31 @@
 #error "safetensors data is little-endian; this file assumes a little-endian host"
 #endif
 
+/* ---- PyTorch's second LSTM bias ----
+ *
+ * fedopt's LSTM keeps one bias per gate ("<m>.bias_ih_l<k>"); PyTorch's
+ * nn.LSTM has two whose sum is what acts. A file therefore carries
+ * "<m>.bias_hh_l<k>" as zeros next to it, and on load a bias_hh tensor is
+ * added into its bias_ih view, so a PyTorch checkpoint loads exactly. */
+
+/* If name is "<m>.bias_ih_l<k>" (or bias_hh when hh), writes the partner's
+ * name into out and returns 1; otherwise returns 0. */
+static int lstm_bias_partner(const char *name, int hh, char *out, size_t size)
+{
+    const char *from = hh ? ".bias_hh_l" : ".bias_ih_l", *to = hh ? ".bias_ih_l" : ".bias_hh_l";
+    const char *at = strstr(name, from);
+    if (!at || at == name)
+        return 0;
+    const char *k = at + strlen(from);
+    if (!*k)
+        return 0;
+    for (const char *c = k; *c; c++)
+        if (*c < '0' || *c > '9')
+            return 0;
+    int n = snprintf(out, size, "%.*s%s%s", (int)(at - name), name, to, k);
+    return n > 0 && (size_t)n < size;
+}
+
 /* ---- encoding ---- */
 
 /* Appends to a growing string; returns -1 on allocation failure. */
@@ -78,6 +103,20 @@ int fl_safetensors_encode(const fl_params_t *p, uint8_t **out, size_t *len)
                    (v->offset + v->numel) * sizeof(float)))
             goto out;
     }
+    /* The zero bias_hh partners of LSTM biases, stored after the model's data. */
+    size_t extra = 0;
+    for (size_t i = 0; i < p->nviews; i++) {
+        const fl_param_view_t *v = &p->views[i];
+        char partner[FL_PARAM_NAME_MAX];
+        if (!lstm_bias_partner(v->name, 0, partner, sizeof partner) || fl_params_find(p, partner))
+            continue;
+        size_t begin = (p->numel + extra) * sizeof(float);
+        if (sb_put(&h, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%" PRId64 "],"
+                       "\"data_offsets\":[%zu,%zu]}",
+                   partner, (int64_t)v->numel, begin, begin + v->numel * sizeof(float)))
+            goto out;
+        extra += v->numel;
+    }
     if (sb_put(&h, ",\"__metadata__\":{\"format\":\"pt\"}}"))
         goto out;
     /* Pad with spaces so the data starts 8-byte aligned, as the format recommends. */
@@ -85,7 +124,7 @@ int fl_safetensors_encode(const fl_params_t *p, uint8_t **out, size_t *len)
         if (sb_put(&h, " "))
             goto out;
     size_t data = p->numel * sizeof(float);
-    size_t total = 8 + h.len + data;
+    size_t total = 8 + h.len + data + extra * sizeof(float);
     uint8_t *buf = malloc(total);
     if (!buf)
         goto out;
@@ -94,6 +133,7 @@ int fl_safetensors_encode(const fl_params_t *p, uint8_t **out, size_t *len)
         buf[i] = (uint8_t)(n >> (8 * i));
     memcpy(buf + 8, h.s, h.len);
     memcpy(buf + 8 + h.len, p->data, data);
+    memset(buf + 8 + h.len + data, 0, extra * sizeof(float));
     *out = buf;
     *len = total;
     rc = 0;
@@ -384,6 +424,26 @@ int fl_safetensors_decode(const uint8_t *buf, size_t len, const char *what, fl_p
         goto out;
     for (size_t i = 0; i < n; i++) {
         const fl_param_view_t *v = fl_params_find(p, e[i].name);
+        char partner[FL_PARAM_NAME_MAX];
+        if (!v && lstm_bias_partner(e[i].name, 1, partner, sizeof partner) &&
+            (v = fl_params_find(p, partner)) != NULL) {
+            /* A PyTorch bias_hh: same checks, added into bias_ih below. */
+            for (size_t j = 0; j < i; j++)
+                if (strcmp(e[j].name, e[i].name) == 0) {
+                    FL_LOG_E("safetensors", "%s: tensor '%s' appears twice", what, e[i].name);
+                    rc = FL_EFORMAT;
+                    goto out;
+                }
+            if (e[i].ndim != v->ndim || e[i].shape[0] != v->shape[0]) {
+                FL_LOG_E("safetensors", "%s: tensor '%s' does not match '%s'", what, e[i].name,
+                         v->name);
+                rc = FL_ESHAPE;
+                goto out;
+            }
+            if ((rc = check_extent(&e[i], v->numel, dlen, what)))
+                goto out;
+            continue;
+        }
         if (!v) {
             FL_LOG_E("safetensors", "%s: unexpected tensor '%s' (not part of this model)", what,
                      e[i].name);
@@ -418,7 +478,21 @@ int fl_safetensors_decode(const uint8_t *buf, size_t len, const char *what, fl_p
     /* Everything checked: only now touch the caller's parameters. */
     for (size_t i = 0; i < n; i++) {
         const fl_param_view_t *v = fl_params_find(p, e[i].name);
-        memcpy(p->data + v->offset, data + e[i].begin, v->numel * sizeof(float));
+        if (v)
+            memcpy(p->data + v->offset, data + e[i].begin, v->numel * sizeof(float));
+    }
+    for (size_t i = 0; i < n; i++) {
+        char partner[FL_PARAM_NAME_MAX];
+        if (fl_params_find(p, e[i].name) ||
+            !lstm_bias_partner(e[i].name, 1, partner, sizeof partner))
+            continue;
+        const fl_param_view_t *v = fl_params_find(p, partner);
+        float *dst = p->data + v->offset;
+        for (size_t j = 0; j < v->numel; j++) {
+            float add;
+            memcpy(&add, data + e[i].begin + j * sizeof(float), sizeof add);
+            dst[j] += add;
+        }
     }
     rc = 0;
 out:
@@ -525,7 +599,21 @@ int fl_safetensors_load_any(const char *path, fl_params_t *p)
         goto out;
     for (size_t i = 0; i < n; i++) {
         const fl_param_view_t *v = fl_params_find(p, e[i].name);
-        memcpy(p->data + v->offset, data + e[i].begin, v->numel * sizeof(float));
+        if (v)
+            memcpy(p->data + v->offset, data + e[i].begin, v->numel * sizeof(float));
+    }
+    for (size_t i = 0; i < n; i++) {
+        char partner[FL_PARAM_NAME_MAX];
+        if (fl_params_find(p, e[i].name) ||
+            !lstm_bias_partner(e[i].name, 1, partner, sizeof partner))
+            continue;
+        const fl_param_view_t *v = fl_params_find(p, partner);
+        float *dst = p->data + v->offset;
+        for (size_t j = 0; j < v->numel; j++) {
+            float add;
+            memcpy(&add, data + e[i].begin + j * sizeof(float), sizeof add);
+            dst[j] += add;
+        }
     }
 out:
     if (rc)

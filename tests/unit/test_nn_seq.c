@@ -19,6 +19,7 @@
 #include "common/nn/embedding.h"
 #include "common/nn/loss.h"
 #include "common/nn/lstm.h"
+#include "common/safetensors.h"
 #include "tests/support/gradcheck.h"
 
 /* Token ids in [0, vocab) with a good share of padding (id 0). */
@@ -56,7 +57,11 @@ static void test_grad_embedding(void **state)
     /* The padding row starts at zero and gets no gradient; a real id's row does. */
     float x[6] = {0, 1, 1, 4, 0, 7.5f}; /* 7.5: invalid, treated as padding */
     float y[18], dy[18], dx[6];
-    memset(l->g[0], 0, 15 * sizeof(float));
+    /* fl_gc_layer freed its gradient buffer: bind a fresh one. */
+    fl_params_t grads;
+    fl_params_init(&grads);
+    assert_int_equal(fl_params_clone_layout(&grads, &p), 0);
+    fl_layer_bind(l, &p, &grads);
     l->ops->forward(l, x, y, 1, FL_MODE_TRAIN);
     for (int j = 0; j < 3; j++) {
         assert_true(l->p[0][j] == 0.0f);
@@ -72,6 +77,7 @@ static void test_grad_embedding(void **state)
         assert_true(l->g[0][12 + j] == 1.0f);
         assert_true(l->g[0][6 + j] == 0.0f); /* id 2 unused */
     }
+    fl_params_free(&grads);
     fl_layer_free(l);
     fl_params_free(&p);
 }
@@ -296,6 +302,56 @@ static void test_grad_seq_models(void **state)
     check_seq_model("wordlstm", 4, 9, 2, 14);
 }
 
+/* safetensors: charlstm's file has PyTorch's two biases per layer (bias_hh
+ * all zero) and loads back bit for bit; a file whose bias_hh is not zero
+ * (a PyTorch checkpoint) loads as the sum of the two. */
+static void test_lstm_safetensors(void **state)
+{
+    (void)state;
+    const fl_model_info_t *info = fl_models_find("charlstm");
+    fl_model_t *m = NULL, *m2 = NULL;
+    assert_int_equal(fl_model_create("charlstm", &info->paper, &m), 0);
+    assert_int_equal(fl_model_create("charlstm", &info->paper, &m2), 0);
+    fl_model_init_params(m, 21);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(fl_safetensors_encode(&m->params, &buf, &len), 0);
+    /* The header names both biases of both layers. */
+    uint64_t hlen = 0;
+    for (int i = 0; i < 8; i++)
+        hlen |= (uint64_t)buf[i] << (8 * i);
+    char *hdr = calloc(1, hlen + 1);
+    assert_non_null(hdr);
+    memcpy(hdr, buf + 8, hlen);
+    assert_non_null(strstr(hdr, "\"lstm.bias_hh_l0\":{\"dtype\":\"F32\",\"shape\":[1024]"));
+    assert_non_null(strstr(hdr, "\"lstm.bias_hh_l1\""));
+    assert_non_null(strstr(hdr, "\"lstm.bias_ih_l1\""));
+    assert_int_equal(len, 8 + hlen + (820522 + 2 * 1024) * sizeof(float));
+    /* The extra tensors are zeros. */
+    for (size_t i = 0; i < 2 * 1024; i++) {
+        float z;
+        memcpy(&z, buf + len - (i + 1) * sizeof(float), sizeof z);
+        assert_true(z == 0.0f);
+    }
+    assert_int_equal(fl_safetensors_decode(buf, len, "test", &m2->params), 0);
+    assert_memory_equal(m->params.data, m2->params.data, m->params.numel * sizeof(float));
+    /* Make bias_hh_l0 all 0.25 (its data are the first 1024 extra floats). */
+    size_t hh0 = 8 + hlen + 820522 * sizeof(float);
+    for (size_t i = 0; i < 1024; i++) {
+        float q = 0.25f;
+        memcpy(buf + hh0 + i * sizeof(float), &q, sizeof q);
+    }
+    assert_int_equal(fl_safetensors_decode(buf, len, "test", &m2->params), 0);
+    const fl_param_view_t *b0 = fl_params_find(&m->params, "lstm.bias_ih_l0");
+    assert_non_null(b0);
+    for (size_t i = 0; i < 1024; i++)
+        assert_true(m2->params.data[b0->offset + i] == m->params.data[b0->offset + i] + 0.25f);
+    free(hdr);
+    free(buf);
+    fl_model_free(m);
+    fl_model_free(m2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -305,6 +361,7 @@ int main(void)
         cmocka_unit_test(test_seq_loss_masks_padding),
         cmocka_unit_test(test_seq_model_counts),
         cmocka_unit_test(test_grad_seq_models),
+        cmocka_unit_test(test_lstm_safetensors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
