@@ -95,6 +95,10 @@ SERVER_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard server/*.c))
 SERVER_LIB_OBJS := $(filter-out $(BUILD)/server/main.o $(BUILD)/server/cmd_%.o,$(SERVER_OBJS))
 SERVER_LIB := $(BUILD)/libfedopt-server.a
 CLIENT_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard client/*.c))
+# Client modules without the entry point and the subcommands (the session,
+# the fleet), for the tests and benchmarks.
+CLIENT_LIB_OBJS := $(filter-out $(BUILD)/client/main.o $(BUILD)/client/cmd_%.o,$(CLIENT_OBJS))
+CLIENT_LIB := $(BUILD)/libfedopt-client.a
 TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/support/*.c))
 TEST_SRCS := $(wildcard tests/unit/test_*.c)
 TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
@@ -128,23 +132,27 @@ $(SERVER_LIB): $(SERVER_LIB_OBJS)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
+$(CLIENT_LIB): $(CLIENT_LIB_OBJS)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
 $(SERVER): $(SERVER_OBJS) $(LIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $(SERVER_OBJS) $(LIB) $(PKG_LIBS) $(LDFLAGS)
 
 $(CLIENT): $(CLIENT_OBJS) $(LIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $(CLIENT_OBJS) $(LIB) $(PKG_LIBS) $(LDFLAGS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(LIB)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(LIB) $(PKG_LIBS) $(CMOCKA_LIBS) $(LDFLAGS)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(CLIENT_LIB) $(LIB)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(CLIENT_LIB) $(LIB) $(PKG_LIBS) $(CMOCKA_LIBS) $(LDFLAGS)
 
-$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(LIB)
+$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(CLIENT_LIB) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(LIB) $(PKG_LIBS) $(LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(CLIENT_LIB) $(LIB) $(PKG_LIBS) $(LDFLAGS)
 
 # Helper programs of the integration tests (e.g. a minimal protocol client).
-$(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(SERVER_LIB) $(LIB)
+$(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(SERVER_LIB) $(CLIENT_LIB) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(SERVER_LIB) $(LIB) $(PKG_LIBS) $(LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(SERVER_LIB) $(CLIENT_LIB) $(LIB) $(PKG_LIBS) $(LDFLAGS)
 
 # Keep test object files: they are ordinary intermediates otherwise.
 .SECONDARY:

@@ -14,5 +14,7 @@ int fl_client_cmd_models(int argc, char **argv);
 int fl_client_cmd_train(int argc, char **argv);
 int fl_client_cmd_eval(int argc, char **argv);
 int fl_client_cmd_data(int argc, char **argv);
+int fl_client_cmd_run(int argc, char **argv);
+int fl_client_cmd_fleet(int argc, char **argv);
 
 #endif

@@ -8,6 +8,8 @@ static const fl_client_cmd_t commands[] = {
     {"train", fl_client_cmd_train, "train a model centrally on local data"},
     {"eval", fl_client_cmd_eval, "evaluate a model file on data"},
     {"data", fl_client_cmd_data, "inspect a data spec: clients, label histograms, skew"},
+    {"run", fl_client_cmd_run, "serve a fedopt-server as one client (a device)"},
+    {"fleet", fl_client_cmd_fleet, "simulate N clients in one process"},
     {NULL, NULL, NULL},
 };
 

@@ -15,6 +15,7 @@ libprotobuf-c-dev
 protobuf-c-compiler
 libmbedtls-dev
 libsqlite3-dev
+sqlite3
 libopenblas-dev
 zlib1g-dev
 libcmocka-dev

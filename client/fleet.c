@@ -1,0 +1,319 @@
+#include "client/fleet.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <uv.h>
+
+#include "common/certs.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/nn/gemm.h"
+
+#define WHO "fleet"
+
+typedef struct {
+    const fl_fleet_opts_t *o;
+    uv_loop_t loop;
+    uv_timer_t tick, starter;
+    uv_signal_t sigint, sigterm;
+    fl_session_pool_t *pool;
+    fl_session_t **s;
+    fl_tls_ctx_t **tls;
+    char (*names)[FL_CERTS_NAME_MAX + 1];
+    const char **models;
+    size_t nmodels;
+    size_t started, done, failed;
+    int stopping, closing;
+    double t0, last_line;
+    uint64_t shown_round;
+    size_t line_len;
+} fleet_t;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void client_name(const fl_fleet_opts_t *o, size_t i, char *out, size_t n)
+{
+    snprintf(out, n, "%s-%04zu", o->prefix ? o->prefix : "sim", o->first + i);
+}
+
+static int file_exists(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+int fl_fleet_certs(const fl_fleet_opts_t *o)
+{
+    char path[4096], name[FL_CERTS_NAME_MAX + 1];
+    size_t issued = 0;
+    double t0 = now_s();
+    for (size_t i = 0; i < o->count; i++) {
+        client_name(o, i, name, sizeof name);
+        snprintf(path, sizeof path, "%s/clients/%s.crt", o->certs_dir, name);
+        if (file_exists(path))
+            continue;
+        int rc = fl_certs_issue(o->certs_dir, name);
+        if (rc) {
+            FL_LOG_E(WHO, "cannot issue a certificate for %s in %s: %s (the fleet needs the CA key %s/ca.key, "
+                          "from `fedopt-server certs init`)",
+                     name, o->certs_dir, fl_strerror(rc), o->certs_dir);
+            return rc;
+        }
+        issued++;
+    }
+    if (issued)
+        FL_LOG_I(WHO, "issued %zu client certificates in %s/clients (%.1f s)", issued, o->certs_dir, now_s() - t0);
+    return 0;
+}
+
+/* ---- progress ------------------------------------------------------------ */
+
+static void progress(fleet_t *f, int final)
+{
+    const fl_fleet_opts_t *o = f->o;
+    if (!o->progress)
+        return;
+    size_t st[FL_SESSION__NSTATES] = {0};
+    uint64_t round = 0, uploads = 0;
+    for (size_t i = 0; i < f->started; i++) {
+        const fl_session_stats_t *ss = fl_session_stats(f->s[i]);
+        if (ss->last_offer_round > round)
+            round = ss->last_offer_round;
+    }
+    size_t selected = 0, uploaded = 0;
+    for (size_t i = 0; i < f->started; i++) {
+        const fl_session_stats_t *ss = fl_session_stats(f->s[i]);
+        st[fl_session_state(f->s[i])]++;
+        uploads += ss->uploads;
+        selected += round && ss->last_offer_round == round;
+        uploaded += round && ss->last_upload_round == round;
+    }
+    size_t connected = f->started - st[FL_SESSION_WAITING] - st[FL_SESSION_CONNECTING] - st[FL_SESSION_DONE];
+    double now = now_s();
+    char line[256];
+    int len = snprintf(line, sizeof line,
+                       "fleet %6.1fs  round %llu: %zu/%zu connected, %zu selected, %zu queued, %zu training, "
+                       "%zu uploaded  (uploads %llu)",
+                       now - f->t0, (unsigned long long)round, connected, o->count, selected,
+                       st[FL_SESSION_QUEUED], st[FL_SESSION_TRAINING] + st[FL_SESSION_STRAGGLING], uploaded,
+                       (unsigned long long)uploads);
+    if (len < 0)
+        return;
+    if (o->tty) {
+        fprintf(o->progress, "\r%s\033[K%s", line, final ? "\n" : "");
+        fflush(o->progress);
+    } else if (final || round != f->shown_round || now - f->last_line >= 10) {
+        fprintf(o->progress, "%s\n", line);
+        fflush(o->progress);
+        f->last_line = now;
+    }
+    f->shown_round = round;
+}
+
+/* ---- life cycle ------------------------------------------------------------ */
+
+static void close_handles(fleet_t *f)
+{
+    if (f->closing)
+        return;
+    f->closing = 1;
+    uv_close((uv_handle_t *)&f->tick, NULL);
+    uv_close((uv_handle_t *)&f->starter, NULL);
+    uv_close((uv_handle_t *)&f->sigint, NULL);
+    uv_close((uv_handle_t *)&f->sigterm, NULL);
+}
+
+static void on_session_done(fl_session_t *s, int rc, void *ud)
+{
+    fleet_t *f = ud;
+    f->done++;
+    if (rc && rc != FL_ETIMEDOUT) {
+        f->failed++;
+        FL_LOG_E(WHO, "%s stopped: %s", fl_session_name(s), fl_strerror(rc));
+    }
+    if (f->done == f->started && (f->stopping || f->started == f->o->count)) {
+        progress(f, 1);
+        close_handles(f);
+    }
+}
+
+static void stop_all(fleet_t *f)
+{
+    if (f->stopping)
+        return;
+    f->stopping = 1;
+    uv_timer_stop(&f->starter);
+    for (size_t i = 0; i < f->started; i++)
+        fl_session_stop(f->s[i]);
+    if (f->done == f->started) {
+        progress(f, 1);
+        close_handles(f);
+    }
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    fleet_t *f = h->data;
+    FL_LOG_I(WHO, "%s: stopping %zu clients", signum == SIGTERM ? "SIGTERM" : "SIGINT", f->started);
+    stop_all(f);
+}
+
+static void on_tick(uv_timer_t *t) { progress(t->data, 0); }
+
+static int start_one(fleet_t *f)
+{
+    const fl_fleet_opts_t *o = f->o;
+    size_t i = f->started;
+    size_t cnt = 0;
+    const uint32_t *idx = fl_partition_client(o->parts, o->first + i, &cnt);
+    fl_session_opts_t so = {
+        .host = o->host,
+        .port = o->port,
+        .server_name = o->server_name,
+        .tls = f->tls[i],
+        .name = f->names[i],
+        .id = o->first + i,
+        .data = o->data,
+        .index = idx,
+        .nindex = cnt,
+        .data_spec = o->data_spec,
+        .models = f->models,
+        .nmodels = f->nmodels,
+        .gemm_threads = 1,
+        .backoff_max = o->backoff_max,
+        .give_up = o->give_up,
+        .seed = o->seed,
+        .chaos = o->chaos,
+        .on_done = on_session_done,
+        .ud = f,
+    };
+    int rc = fl_session_start(f->pool, &so, &f->s[i]);
+    if (rc)
+        return rc;
+    f->started++;
+    return 0;
+}
+
+static void on_starter(uv_timer_t *t)
+{
+    fleet_t *f = t->data;
+    const fl_fleet_opts_t *o = f->o;
+    /* Spread the handshakes: a thousand at once would queue past the
+     * server's handshake timeout on a small machine. */
+    double spread = o->connect_spread > 0 ? o->connect_spread : o->count * 0.001;
+    double elapsed = now_s() - f->t0;
+    size_t due = spread > 0 ? (size_t)(o->count * (elapsed / spread)) + 1 : o->count;
+    if (due > o->count)
+        due = o->count;
+    while (f->started < due && !f->stopping) {
+        int rc = start_one(f);
+        if (rc) {
+            FL_LOG_E(WHO, "cannot start client %s: %s", f->names[f->started], fl_strerror(rc));
+            stop_all(f);
+            return;
+        }
+    }
+    if (f->started == o->count)
+        uv_timer_stop(&f->starter);
+}
+
+int fl_fleet_run(const fl_fleet_opts_t *o, fl_fleet_result_t *res)
+{
+    if (!o || !o->host || !o->certs_dir || !o->data || !o->parts || !o->count || !o->jobs ||
+        o->first + o->count > o->parts->clients)
+        return FL_EINVAL;
+    fleet_t *f = calloc(1, sizeof *f);
+    if (!f)
+        return FL_ENOMEM;
+    f->o = o;
+    int rc = FL_ENOMEM, loop_ok = 0;
+    char ca[4096], crt[4096], key[4096];
+    snprintf(ca, sizeof ca, "%s/ca.crt", o->certs_dir);
+    if (!(f->s = calloc(o->count, sizeof *f->s)) || !(f->tls = calloc(o->count, sizeof *f->tls)) ||
+        !(f->names = calloc(o->count, sizeof *f->names)))
+        goto out;
+    if ((rc = fl_session_fitting_models(o->data, &f->models, &f->nmodels)))
+        goto out;
+    if ((rc = fl_fleet_certs(o)))
+        goto out;
+    /* One TLS context per client: a context carries its certificate, and the
+     * certificate is the client's identity. */
+    for (size_t i = 0; i < o->count; i++) {
+        client_name(o, i, f->names[i], sizeof f->names[i]);
+        snprintf(crt, sizeof crt, "%s/clients/%s.crt", o->certs_dir, f->names[i]);
+        snprintf(key, sizeof key, "%s/clients/%s.key", o->certs_dir, f->names[i]);
+        fl_tls_opts_t to = {.ca_file = o->ca_file ? o->ca_file : ca, .cert_file = crt, .key_file = key};
+        if ((rc = fl_tls_ctx_new(FL_TLS_CLIENT, &to, &f->tls[i])))
+            goto out;
+    }
+    fl_session_pool_threads(o->jobs);
+    fl_gemm_set_threads(1);
+    if (uv_loop_init(&f->loop)) {
+        rc = FL_ENOMEM;
+        goto out;
+    }
+    loop_ok = 1;
+    if ((rc = fl_session_pool_create(&f->loop, o->jobs, &f->pool)))
+        goto out;
+    uv_timer_init(&f->loop, &f->tick);
+    uv_timer_init(&f->loop, &f->starter);
+    uv_signal_init(&f->loop, &f->sigint);
+    uv_signal_init(&f->loop, &f->sigterm);
+    f->tick.data = f->starter.data = f->sigint.data = f->sigterm.data = f;
+    uv_signal_start(&f->sigint, on_signal, SIGINT);
+    uv_signal_start(&f->sigterm, on_signal, SIGTERM);
+    f->t0 = now_s();
+    f->last_line = f->t0;
+    FL_LOG_I(WHO, "%zu clients (%s-%04zu..%04zu) -> %s:%d, %u training jobs", o->count,
+             o->prefix ? o->prefix : "sim", o->first, o->first + o->count - 1, o->host, o->port, o->jobs);
+    uv_timer_start(&f->tick, on_tick, o->tty ? 1000 : 2000, o->tty ? 1000 : 2000);
+    uv_timer_start(&f->starter, on_starter, 0, 10);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    rc = 0;
+    if (res) {
+        memset(res, 0, sizeof *res);
+        res->clients = o->count;
+        res->failed = f->failed;
+        res->seconds = now_s() - f->t0;
+        for (size_t i = 0; i < f->started; i++) {
+            const fl_session_stats_t *ss = fl_session_stats(f->s[i]);
+            res->connects += ss->connects;
+            res->offers += ss->offers;
+            res->uploads += ss->uploads;
+            res->evals += ss->evals;
+            res->failed_jobs += ss->failed_jobs;
+            res->drops += ss->drops;
+            res->straggles += ss->straggles;
+            res->corrupts += ss->corrupts;
+            if (ss->last_offer_round > res->last_round)
+                res->last_round = ss->last_offer_round;
+        }
+    }
+out:
+    if (f->s)
+        for (size_t i = 0; i < f->started; i++)
+            fl_session_free(f->s[i]);
+    fl_session_pool_free(f->pool);
+    if (loop_ok) {
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        if (uv_loop_close(&f->loop))
+            FL_LOG_W(WHO, "the loop still had handles at exit");
+    }
+    if (f->tls)
+        for (size_t i = 0; i < o->count; i++)
+            fl_tls_ctx_free(f->tls[i]);
+    free(f->tls);
+    free(f->s);
+    free(f->names);
+    free(f->models);
+    free(f);
+    return rc;
+}

@@ -1,0 +1,70 @@
+/* fleet: N simulated clients in one process, for experiments and tests.
+ *
+ * Every virtual client is a full session (client/session): its own TLS
+ * connection, its own certificate identity and its own share of the data,
+ * all on one libuv loop. Training runs on a pool of J jobs, so memory holds
+ * models only for the clients training (or holding a received model) at that
+ * moment, never one per connected client; the data is loaded once and each
+ * client indexes its share of it (common/data/partition).
+ *
+ * Identities: the server identifies a client by its certificate's common name
+ * (proto/README.md), so each virtual client NAME uses certs_dir/clients/
+ * NAME.crt and .key, and the fleet issues the missing ones with the fleet
+ * CA's key (certs_dir/ca.key, as `fedopt-server certs init` made it). Names
+ * are PREFIX-NNNN with the client's data index, so client 7 is always the
+ * same identity with the same data.
+ *
+ * Progress: on a terminal one line redrawn every second (clients connected,
+ * selected, training, uploaded in the current round); otherwise a plain line
+ * whenever the round changes and every 10 seconds. */
+#ifndef FL_CLIENT_FLEET_H
+#define FL_CLIENT_FLEET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "client/session.h"
+#include "common/data/dataset.h"
+#include "common/data/partition.h"
+
+typedef struct {
+    const char *host;
+    int port;
+    const char *server_name;  /* NULL = host */
+    const char *ca_file;      /* NULL = certs_dir/ca.crt */
+    const char *certs_dir;    /* the fleet directory (ca.crt, ca.key, clients/) */
+    const char *prefix;       /* client names: PREFIX-NNNN (default "sim") */
+    size_t first, count;      /* clients first .. first+count-1 of the partition */
+    unsigned jobs;            /* trainings at once (>= 1) */
+    const fl_dataset_t *data; /* the whole training split */
+    const fl_partition_t *parts; /* its partition into clients */
+    const char *data_spec;    /* Hello.data_spec text */
+    fl_session_chaos_t chaos;
+    double backoff_max;       /* seconds (0 = session default) */
+    double give_up;           /* seconds without a server before a client stops (0 = never) */
+    double connect_spread;    /* seconds over which the first connections are spread (0: 1 ms each) */
+    uint64_t seed;
+    int tty;                  /* 1: redraw one progress line; 0: plain lines */
+    FILE *progress;           /* where progress goes (NULL = none) */
+} fl_fleet_opts_t;
+
+/* What a fleet did, summed over its clients. */
+typedef struct {
+    size_t clients, failed;   /* clients, and clients that stopped with an error */
+    uint64_t connects, offers, uploads, evals, failed_jobs, drops, straggles, corrupts;
+    uint64_t last_round;      /* highest round offered */
+    double seconds;
+} fl_fleet_result_t;
+
+/* Makes sure certs_dir/clients/NAME.crt exists for every client, issuing the
+ * missing ones. Returns 0 or the first fl_certs_issue error (logged). */
+int fl_fleet_certs(const fl_fleet_opts_t *o);
+
+/* Runs the fleet on a loop of its own until every client is done: stopped by
+ * SIGINT/SIGTERM, or given up after give_up seconds without a server. *res
+ * (may be NULL) gets the totals. Returns 0, or FL_EINVAL / FL_ENOMEM /
+ * FL_ECONFIG (certificates) when it could not start. */
+int fl_fleet_run(const fl_fleet_opts_t *o, fl_fleet_result_t *res);
+
+#endif

@@ -1,0 +1,966 @@
+#include "client/session.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/models.h"
+#include "common/nn/gemm.h"
+#include "common/rng.h"
+#include "common/train.h"
+#include "common/version.h"
+#include "common/wire.h"
+
+#define WHO "client"
+
+/* Purposes of the chaos stream's draws, the fourth id of its tuple. */
+enum { CHAOS_DROP = 1, CHAOS_STRAGGLE = 2, CHAOS_CORRUPT = 3, CHAOS_CORRUPT_KIND = 4, CHAOS_JITTER = 5 };
+
+typedef enum { JOB_TRAIN = 1, JOB_EVAL = 2 } job_kind_t;
+
+/* One unit of work for the pool: a training or an evaluation. The inputs are
+ * copied in on the loop, the worker only touches the job, the session's
+ * read-only data and the model it builds, and the outputs go back to the loop
+ * in the after-callback. */
+typedef struct fl__job {
+    struct fl__job *next;
+    uv_work_t work;
+    fl_session_t *s;
+    job_kind_t kind;
+    uint64_t round;
+    char model[64];
+    float *global; /* the received model (owned: freed by the job) */
+    size_t n;
+    fl_train_config_t cfg;
+    size_t eval_batch, eval_max;
+    int corrupt; /* 0 none, 1 NaN, 2 one float short */
+    /* outputs */
+    int rc;
+    char why[200];
+    fl_buf_t *update; /* Update message frame */
+    fl_buf_t *delta;  /* the delta transfer's frames */
+    fl_train_stats_t st;
+} fl__job_t;
+
+struct fl_session_pool {
+    uv_loop_t *loop;
+    unsigned jobs, running, waiting;
+    fl__job_t *head, *tail;
+};
+
+struct fl_session {
+    fl_session_pool_t *pool;
+    fl_session_opts_t o;
+    char *name;
+    fl_session_state_t state;
+    fl_session_stats_t stats;
+    fl_tls_conn_t *conn;
+    int welcomed;
+    int stopping;
+    int done;
+    int result;
+    int fatal; /* a failure retrying cannot fix: stop with this code */
+    uint32_t peer_max_frame;
+    double heartbeat_s;
+    double last_rx;        /* time of the last message from the server */
+    double waiting_since;  /* last welcome (or start): for give_up */
+    unsigned attempt;      /* reconnects since the last welcome */
+    uint32_t reconnect_no; /* jitter stream counter */
+    /* the task being received or worked on */
+    uint64_t run_id, round;
+    char task_model[64];
+    size_t task_params;
+    fl_train_config_t task_cfg;
+    int task_corrupt;
+    int eval_pending;
+    uint64_t eval_round;
+    size_t eval_batch, eval_max;
+    fl__job_t *job;          /* queued or running job (at most one) */
+    fl__job_t *held;         /* finished job whose upload waits (straggling) */
+    uv_timer_t timer;        /* reconnect back-off and straggling */
+    uv_timer_t hb;           /* heartbeats and the silence watchdog */
+    int handles_open;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static const char *const state_names[FL_SESSION__NSTATES] = {
+    "waiting", "connecting", "ready", "receiving", "queued", "training", "straggling", "uploading", "done",
+};
+
+const char *fl_session_state_name(fl_session_state_t st)
+{
+    return (unsigned)st < FL_SESSION__NSTATES ? state_names[st] : "unknown";
+}
+
+fl_session_state_t fl_session_state(const fl_session_t *s) { return s->state; }
+const fl_session_stats_t *fl_session_stats(const fl_session_t *s) { return &s->stats; }
+const char *fl_session_name(const fl_session_t *s) { return s->name; }
+int fl_session_result(const fl_session_t *s) { return s->result; }
+
+static void connect_now(fl_session_t *s);
+static void schedule_reconnect(fl_session_t *s);
+static void maybe_done(fl_session_t *s);
+static void job_free(fl__job_t *j);
+
+/* ---- the pool ----------------------------------------------------------- */
+
+void fl_session_pool_threads(unsigned jobs)
+{
+    /* libuv reads UV_THREADPOOL_SIZE once, when the first work is queued;
+     * one more thread than jobs keeps name lookups from waiting behind
+     * trainings. libuv caps it at 1024. */
+    unsigned want = jobs + 1;
+    const char *cur = getenv("UV_THREADPOOL_SIZE");
+    if (cur && (unsigned)atoi(cur) >= want)
+        return;
+    char buf[16];
+    snprintf(buf, sizeof buf, "%u", want > 1024 ? 1024 : want);
+    setenv("UV_THREADPOOL_SIZE", buf, 1);
+}
+
+int fl_session_pool_create(uv_loop_t *loop, unsigned jobs, fl_session_pool_t **out)
+{
+    if (!loop || !jobs || !out)
+        return FL_EINVAL;
+    fl_session_pool_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return FL_ENOMEM;
+    p->loop = loop;
+    p->jobs = jobs;
+    *out = p;
+    return 0;
+}
+
+void fl_session_pool_free(fl_session_pool_t *p) { free(p); }
+unsigned fl_session_pool_running(const fl_session_pool_t *p) { return p->running; }
+unsigned fl_session_pool_waiting(const fl_session_pool_t *p) { return p->waiting; }
+
+static void job_work(uv_work_t *w);
+static void job_after(uv_work_t *w, int status);
+
+/* Starts waiting jobs while slots are free. */
+static void pool_kick(fl_session_pool_t *p)
+{
+    while (p->running < p->jobs && p->head) {
+        fl__job_t *j = p->head;
+        p->head = j->next;
+        if (!p->head)
+            p->tail = NULL;
+        j->next = NULL;
+        p->waiting--;
+        p->running++;
+        j->work.data = j;
+        if (j->s->state == FL_SESSION_QUEUED)
+            j->s->state = FL_SESSION_TRAINING;
+        if (uv_queue_work(p->loop, &j->work, job_work, job_after)) {
+            /* Only an invalid loop fails here; run it inline rather than lose it. */
+            job_work(&j->work);
+            job_after(&j->work, 0);
+        }
+    }
+}
+
+static void pool_submit(fl_session_pool_t *p, fl__job_t *j)
+{
+    j->next = NULL;
+    if (p->tail)
+        p->tail->next = j;
+    else
+        p->head = j;
+    p->tail = j;
+    p->waiting++;
+    pool_kick(p);
+}
+
+/* ---- models ---------------------------------------------------------------- */
+
+static int spec_for(const fl_dataset_t *d, fl_model_spec_t *spec)
+{
+    return fl_model_spec_from_dataset(d, spec);
+}
+
+int fl_session_fitting_models(const fl_dataset_t *data, const char ***names, size_t *n)
+{
+    if (!data || !names || !n)
+        return FL_EINVAL;
+    *names = NULL;
+    *n = 0;
+    fl_model_spec_t spec;
+    int rc = spec_for(data, &spec);
+    if (rc)
+        return rc;
+    size_t count = fl_models_count();
+    const char **out = calloc(count ? count : 1, sizeof *out);
+    if (!out)
+        return FL_ENOMEM;
+    /* Building a model is the one honest test of whether it fits the data
+     * (input shape, label layout); the logs of the misfits are noise here. */
+    fl_log_level_t lvl = fl_log_get_level();
+    fl_log_set_level(FL_LOG_ERROR);
+    size_t k = 0;
+    for (size_t i = 0; i < count; i++) {
+        const fl_model_info_t *info = fl_models_at(i);
+        fl_model_t *m = NULL;
+        if (fl_model_create(info->name, &spec, &m) == 0)
+            out[k++] = info->name;
+        fl_model_free(m);
+    }
+    fl_log_set_level(lvl);
+    if (!k) {
+        free(out);
+        FL_LOG_E(WHO, "no registered model fits the local data (%zu features, %d classes)", data->dim,
+                 data->num_classes);
+        return FL_EEMPTY;
+    }
+    *names = out;
+    *n = k;
+    return 0;
+}
+
+/* ---- jobs (run in libuv's thread pool) ---------------------------------- */
+
+static void job_free(fl__job_t *j)
+{
+    if (!j)
+        return;
+    free(j->global);
+    fl_buf_unref(j->update);
+    fl_buf_unref(j->delta);
+    free(j);
+}
+
+/* Builds the model named in the job for the client's data, with the received
+ * parameters. *local is the client's share when the data is indexed. */
+static int job_model(fl__job_t *j, fl_dataset_t *local, const fl_dataset_t **data, fl_model_t **m)
+{
+    const fl_session_t *s = j->s;
+    int rc;
+    *data = s->o.data;
+    if (s->o.index) {
+        if ((rc = fl_dataset_subset(s->o.data, s->o.index, s->o.nindex, local))) {
+            snprintf(j->why, sizeof j->why, "cannot take the client's %zu examples: %s", s->o.nindex,
+                     fl_strerror(rc));
+            return rc;
+        }
+        *data = local;
+    }
+    if ((*data)->n == 0) {
+        snprintf(j->why, sizeof j->why, "the client holds no examples");
+        return FL_EEMPTY;
+    }
+    fl_model_spec_t spec;
+    if ((rc = spec_for(*data, &spec)) || (rc = fl_model_create(j->model, &spec, m))) {
+        snprintf(j->why, sizeof j->why, "model %s cannot be built for the local data (%zu features, %d classes): %s",
+                 j->model, (*data)->dim, (*data)->num_classes, fl_strerror(rc));
+        return rc;
+    }
+    if ((*m)->params.numel != j->n) {
+        snprintf(j->why, sizeof j->why,
+                 "the server's %s has %zu parameters, built for the local data (%zu features, %d classes) it has %zu",
+                 j->model, j->n, (*data)->dim, (*data)->num_classes, (*m)->params.numel);
+        return FL_ESHAPE;
+    }
+    if ((rc = fl_model_set_params(*m, j->global, j->n))) {
+        snprintf(j->why, sizeof j->why, "the received model: %s", fl_strerror(rc));
+        return rc;
+    }
+    return 0;
+}
+
+static void job_train(fl__job_t *j)
+{
+    fl_dataset_t local;
+    fl_dataset_init(&local);
+    const fl_dataset_t *data = NULL;
+    fl_model_t *m = NULL;
+    int rc;
+    if ((rc = job_model(j, &local, &data, &m)))
+        goto out;
+    if ((rc = fl_train_run(m, data, &j->cfg, NULL, NULL, &j->st))) {
+        snprintf(j->why, sizeof j->why, "training failed: %s", fl_strerror(rc));
+        goto out;
+    }
+    /* The delta overwrites the received model in place: no third buffer. */
+    const float *x = m->params.data;
+    for (size_t i = 0; i < j->n; i++)
+        j->global[i] = x[i] - j->global[i];
+    fl_model_free(m);
+    m = NULL;
+    size_t n = j->n;
+    if (j->corrupt == 1)
+        j->global[n / 2] = NAN;
+    else if (j->corrupt == 2 && n > 1)
+        n--;
+    Fedopt__Update up = FEDOPT__UPDATE__INIT;
+    up.round_id = j->round;
+    up.weight = (double)j->st.examples;
+    up.num_examples = j->st.examples;
+    up.train_loss = j->st.loss;
+    up.train_accuracy = isfinite(j->st.metric) ? j->st.metric : 0;
+    up.steps = (uint32_t)j->st.steps;
+    up.train_seconds = j->st.seconds;
+    Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
+    env.msg_case = FEDOPT__ENVELOPE__MSG_UPDATE;
+    env.update = &up;
+    uint32_t chunk = fl_wire_chunk_for_frame(j->s->peer_max_frame);
+    if ((rc = fl_wire_encode(&env, &j->update)) ||
+        (rc = fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, j->round, j->global, n * sizeof(float),
+                                    chunk ? chunk : FL_WIRE_MAX_CHUNK, &j->delta)))
+        snprintf(j->why, sizeof j->why, "encoding the update: %s", fl_strerror(rc));
+out:
+    /* Memory: the received model and the trained model go as soon as the
+     * delta is encoded; only the frames travel on. */
+    free(j->global);
+    j->global = NULL;
+    fl_model_free(m);
+    fl_dataset_free(&local);
+    j->rc = rc;
+}
+
+static void job_eval(fl__job_t *j)
+{
+    fl_dataset_t local;
+    fl_dataset_init(&local);
+    const fl_dataset_t *data = NULL;
+    fl_model_t *m = NULL;
+    int rc;
+    if ((rc = job_model(j, &local, &data, &m)))
+        goto out;
+    fl_dataset_t view = *data;
+    if (j->eval_max && j->eval_max < view.n)
+        view.n = j->eval_max;
+    if ((rc = fl_train_eval(m, &view, j->eval_batch ? j->eval_batch : 64, &j->st))) {
+        snprintf(j->why, sizeof j->why, "evaluation failed: %s", fl_strerror(rc));
+        goto out;
+    }
+    Fedopt__EvalResult er = FEDOPT__EVAL_RESULT__INIT;
+    er.round_id = j->round;
+    er.num_examples = j->st.examples;
+    er.loss = j->st.loss;
+    er.accuracy = isfinite(j->st.metric) ? j->st.metric : 0;
+    Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
+    env.msg_case = FEDOPT__ENVELOPE__MSG_EVAL_RESULT;
+    env.eval_result = &er;
+    if ((rc = fl_wire_encode(&env, &j->update)))
+        snprintf(j->why, sizeof j->why, "encoding the result: %s", fl_strerror(rc));
+out:
+    free(j->global);
+    j->global = NULL;
+    fl_model_free(m);
+    fl_dataset_free(&local);
+    j->rc = rc;
+}
+
+static void job_work(uv_work_t *w)
+{
+    fl__job_t *j = w->data;
+    if (j->s->o.gemm_threads > 0)
+        fl_gemm_set_threads(j->s->o.gemm_threads);
+    if (j->kind == JOB_TRAIN)
+        job_train(j);
+    else
+        job_eval(j);
+}
+
+/* Hands a finished training's frames to the connection. */
+static void send_upload(fl_session_t *s, fl__job_t *j)
+{
+    if (!s->conn || !s->welcomed || s->round != j->round) {
+        FL_LOG_D(WHO, "%s: round %llu's update has no connection to go to", s->name, (unsigned long long)j->round);
+        if (!s->stopping && s->conn)
+            s->state = FL_SESSION_READY;
+        job_free(j);
+        return;
+    }
+    if (fl_tls_conn_send(s->conn, j->update) || fl_tls_conn_send(s->conn, j->delta)) {
+        job_free(j);
+        return; /* closing: on_close reconnects */
+    }
+    s->stats.uploads++;
+    s->stats.last_upload_round = j->round;
+    s->stats.last_train_loss = j->st.loss;
+    s->stats.last_train_seconds = j->st.seconds;
+    s->state = FL_SESSION_UPLOADING;
+    FL_LOG_D(WHO, "%s: round %llu: %zu examples, loss %.4f, %.2f s; delta sent", s->name,
+             (unsigned long long)j->round, j->st.examples, j->st.loss, j->st.seconds);
+    job_free(j);
+}
+
+static void on_straggle_done(uv_timer_t *t)
+{
+    fl_session_t *s = t->data;
+    fl__job_t *j = s->held;
+    s->held = NULL;
+    if (j)
+        send_upload(s, j);
+    maybe_done(s);
+}
+
+static int chaos_draw(const fl_session_t *s, uint64_t round, uint64_t what, double rate)
+{
+    if (rate <= 0)
+        return 0;
+    fl_rng_t r;
+    uint64_t ids[4] = {s->o.id, round, what, 0};
+    fl_rng_stream(&r, s->o.seed, ids, 4);
+    return fl_rng_uniform(&r) < rate;
+}
+
+static void job_after(uv_work_t *w, int status)
+{
+    fl__job_t *j = w->data;
+    fl_session_t *s = j->s;
+    fl_session_pool_t *p = s->pool;
+    p->running--;
+    s->job = NULL;
+    if (status == UV_ECANCELED && !j->rc) {
+        j->rc = FL_ECANCELED;
+        snprintf(j->why, sizeof j->why, "canceled");
+    }
+    if (j->rc) {
+        s->stats.failed_jobs++;
+        FL_LOG_E(WHO, "%s: round %llu: %s", s->name, (unsigned long long)j->round, j->why);
+        /* Tell the server why it will get nothing, and carry on: a misfit
+         * between data and model is the operator's to fix, not a crash. */
+        if (s->conn && s->welcomed && j->kind == JOB_TRAIN) {
+            Fedopt__TaskReply tr = FEDOPT__TASK_REPLY__INIT;
+            tr.round_id = j->round;
+            tr.accept = 0;
+            tr.reason = j->why;
+            Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
+            env.msg_case = FEDOPT__ENVELOPE__MSG_TASK_REPLY;
+            env.task_reply = &tr;
+            fl_tls_conn_send_msg(s->conn, &env);
+        }
+        if (s->conn && s->welcomed)
+            s->state = FL_SESSION_READY;
+        job_free(j);
+    } else if (j->kind == JOB_EVAL) {
+        if (s->conn && s->welcomed && fl_tls_conn_send(s->conn, j->update) == 0)
+            s->stats.evals++;
+        if (s->conn && s->welcomed)
+            s->state = FL_SESSION_READY;
+        job_free(j);
+    } else if (!s->stopping && s->conn && s->welcomed &&
+               chaos_draw(s, j->round, CHAOS_STRAGGLE, s->o.chaos.straggle_rate)) {
+        /* Straggling is decided after training, so the delay adds to the
+         * real training time as a slow device's would. */
+        s->stats.straggles++;
+        s->held = j;
+        s->state = FL_SESSION_STRAGGLING;
+        FL_LOG_D(WHO, "%s: round %llu: straggling %.1f s", s->name, (unsigned long long)j->round,
+                 s->o.chaos.straggle_delay);
+        uv_timer_start(&s->timer, on_straggle_done, (uint64_t)(s->o.chaos.straggle_delay * 1000), 0);
+    } else {
+        send_upload(s, j);
+    }
+    pool_kick(p);
+    maybe_done(s);
+}
+
+/* ---- messages ----------------------------------------------------------- */
+
+static void send_simple(fl_session_t *s, Fedopt__Envelope *env)
+{
+    if (s->conn)
+        fl_tls_conn_send_msg(s->conn, env);
+}
+
+static void send_hello(fl_session_t *s)
+{
+    Fedopt__Hello h = FEDOPT__HELLO__INIT;
+    h.protocol_version = FL_PROTOCOL_VERSION;
+    h.client_name = s->name;
+    h.software_version = FL_VERSION;
+    h.models = (char **)s->o.models;
+    h.n_models = s->o.nmodels;
+    h.num_examples = s->o.index ? s->o.nindex : s->o.data->n;
+    h.max_frame = FL_WIRE_DEFAULT_MAX_FRAME;
+    h.data_spec = (char *)(s->o.data_spec ? s->o.data_spec : "");
+    Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
+    env.msg_case = FEDOPT__ENVELOPE__MSG_HELLO;
+    env.hello = &h;
+    send_simple(s, &env);
+}
+
+static void send_heartbeat(fl_session_t *s)
+{
+    Fedopt__Heartbeat hb = FEDOPT__HEARTBEAT__INIT;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    hb.unix_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)(ts.tv_nsec / 1000000);
+    Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
+    env.msg_case = FEDOPT__ENVELOPE__MSG_HEARTBEAT;
+    env.heartbeat = &hb;
+    send_simple(s, &env);
+}
+
+static void send_bye(fl_session_t *s, const char *reason)
+{
+    Fedopt__Bye bye = FEDOPT__BYE__INIT;
+    bye.reason = (char *)reason;
+    Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
+    env.msg_case = FEDOPT__ENVELOPE__MSG_BYE;
+    env.bye = &bye;
+    send_simple(s, &env);
+}
+
+static double silence_limit(const fl_session_t *s)
+{
+    if (s->o.silence > 0)
+        return s->o.silence;
+    double lim = 4 * s->heartbeat_s;
+    return lim < 10 ? 10 : lim;
+}
+
+static void on_hb(uv_timer_t *t)
+{
+    fl_session_t *s = t->data;
+    if (!s->conn || !s->welcomed)
+        return;
+    if (now_s() - s->last_rx > silence_limit(s)) {
+        FL_LOG_W(WHO, "%s: nothing from the server for %.0f s: reconnecting", s->name, now_s() - s->last_rx);
+        fl_tls_conn_close(s->conn);
+        return;
+    }
+    send_heartbeat(s);
+}
+
+static void on_welcome(fl_session_t *s, const Fedopt__Welcome *w)
+{
+    if (w->protocol_version != FL_PROTOCOL_VERSION) {
+        FL_LOG_E(WHO, "%s: server speaks protocol %u, this client %u", s->name, w->protocol_version,
+                 FL_PROTOCOL_VERSION);
+        s->fatal = FL_EUNSUPPORTED;
+        fl_tls_conn_close(s->conn);
+        return;
+    }
+    s->welcomed = 1;
+    s->attempt = 0;
+    s->stats.connects++;
+    s->peer_max_frame = w->max_frame ? w->max_frame : FL_WIRE_DEFAULT_MAX_FRAME;
+    s->heartbeat_s = w->heartbeat_ms / 1000.0;
+    s->state = FL_SESSION_READY;
+    s->waiting_since = now_s();
+    FL_LOG_I(WHO, "%s: connected to %s (%s) as '%s'", s->name, fl_tls_conn_addr(s->conn),
+             w->server_name ? w->server_name : "?", w->peer_identity ? w->peer_identity : "");
+    /* Half the interval: a heartbeat is never late because a timer fired a
+     * little after the server's own tick. */
+    uint64_t every = w->heartbeat_ms ? w->heartbeat_ms / 2 : 5000;
+    if (every < 50)
+        every = 50;
+    uv_timer_start(&s->hb, on_hb, every, every);
+}
+
+static void on_offer(fl_session_t *s, const Fedopt__TaskOffer *o)
+{
+    s->stats.offers++;
+    s->stats.last_offer_round = o->round_id;
+    s->run_id = o->run_id;
+    s->round = o->round_id;
+    s->task_params = (size_t)o->num_params;
+    snprintf(s->task_model, sizeof s->task_model, "%s", o->model ? o->model : "");
+    fl_train_config_t *c = &s->task_cfg;
+    memset(c, 0, sizeof *c);
+    const Fedopt__ClientOptSettings *os = o->opt;
+    c->epochs = os && os->epochs ? (int)os->epochs : 1;
+    c->batch = os && os->batch_size ? os->batch_size : 20;
+    c->sgd.lr = os ? os->learning_rate : 0;
+    c->sgd.momentum = os ? os->momentum : 0;
+    c->sgd.weight_decay = os ? os->weight_decay : 0;
+    c->seed = os ? os->seed : 0;
+    c->ids[0] = o->run_id;
+    c->ids[1] = o->round_id;
+    c->ids[2] = s->o.id;
+    c->nids = 3;
+    if (os && os->max_steps)
+        FL_LOG_D(WHO, "%s: a step cap (%u) is not supported: training full epochs", s->name, os->max_steps);
+    s->task_corrupt = 0;
+    if (s->job || s->held) {
+        /* The server moved on while we were still busy: the old result will
+         * be stale, so it is dropped when it comes back. */
+        FL_LOG_D(WHO, "%s: offer for round %llu while busy", s->name, (unsigned long long)o->round_id);
+    }
+    s->state = FL_SESSION_RECEIVING;
+    fl_tls_conn_set_max_tensor(s->conn, (uint64_t)s->task_params * sizeof(float));
+}
+
+static void on_model(fl_session_t *s, fl_wire_event_t *ev)
+{
+    if (ev->round_id != s->round || ev->nbytes != s->task_params * sizeof(float)) {
+        FL_LOG_W(WHO, "%s: model transfer does not match the offer (round %llu, %zu bytes): ignored", s->name,
+                 (unsigned long long)ev->round_id, ev->nbytes);
+        return;
+    }
+    if (s->job || s->held) {
+        /* One job per session: a new round's model while the old one still
+         * trains means the old result is useless; this one waits for it. */
+        FL_LOG_W(WHO, "%s: round %llu offered while round %llu is still being worked on: declined", s->name,
+                 (unsigned long long)s->round, (unsigned long long)(s->job ? s->job->round : s->held->round));
+        Fedopt__TaskReply tr = FEDOPT__TASK_REPLY__INIT;
+        tr.round_id = s->round;
+        tr.accept = 0;
+        tr.reason = "still busy with an earlier round";
+        Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
+        env.msg_case = FEDOPT__ENVELOPE__MSG_TASK_REPLY;
+        env.task_reply = &tr;
+        send_simple(s, &env);
+        return;
+    }
+    const fl_session_chaos_t *ch = &s->o.chaos;
+    if (chaos_draw(s, s->round, CHAOS_DROP, ch->drop_rate)) {
+        s->stats.drops++;
+        FL_LOG_D(WHO, "%s: round %llu: vanishing (chaos)", s->name, (unsigned long long)s->round);
+        fl_tls_conn_close(s->conn);
+        return;
+    }
+    fl__job_t *j = calloc(1, sizeof *j);
+    if (!j) {
+        FL_LOG_E(WHO, "%s: out of memory for round %llu", s->name, (unsigned long long)s->round);
+        return;
+    }
+    j->s = s;
+    j->kind = JOB_TRAIN;
+    j->round = s->round;
+    snprintf(j->model, sizeof j->model, "%s", s->task_model);
+    j->global = (float *)ev->data; /* the transport's 64-byte aligned buffer is ours now */
+    ev->data = NULL;
+    j->n = s->task_params;
+    j->cfg = s->task_cfg;
+    if (chaos_draw(s, s->round, CHAOS_CORRUPT, ch->corrupt_rate)) {
+        s->stats.corrupts++;
+        j->corrupt = chaos_draw(s, s->round, CHAOS_CORRUPT_KIND, 0.5) ? 1 : 2;
+    }
+    s->job = j;
+    s->state = FL_SESSION_QUEUED;
+    pool_submit(s->pool, j);
+}
+
+static void on_eval_model(fl_session_t *s, fl_wire_event_t *ev)
+{
+    if (!s->eval_pending || ev->round_id != s->eval_round) {
+        FL_LOG_W(WHO, "%s: evaluation model without a matching request: ignored", s->name);
+        return;
+    }
+    s->eval_pending = 0;
+    if (s->job || s->held) {
+        FL_LOG_W(WHO, "%s: evaluation request while training: skipped", s->name);
+        return;
+    }
+    fl__job_t *j = calloc(1, sizeof *j);
+    if (!j)
+        return;
+    j->s = s;
+    j->kind = JOB_EVAL;
+    j->round = s->eval_round;
+    snprintf(j->model, sizeof j->model, "%s", s->task_model);
+    j->global = (float *)ev->data;
+    ev->data = NULL;
+    j->n = ev->nbytes / sizeof(float);
+    j->eval_batch = s->eval_batch;
+    j->eval_max = s->eval_max;
+    s->job = j;
+    s->state = FL_SESSION_QUEUED;
+    pool_submit(s->pool, j);
+}
+
+static void on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
+{
+    fl_session_t *s = ud;
+    s->last_rx = now_s();
+    if (ev->kind == FL_WIRE_EV_TENSOR) {
+        if (ev->purpose == FEDOPT__TENSOR_PURPOSE__TENSOR_MODEL)
+            on_model(s, ev);
+        else if (ev->purpose == FEDOPT__TENSOR_PURPOSE__TENSOR_EVAL_MODEL)
+            on_eval_model(s, ev);
+        return;
+    }
+    if (ev->kind != FL_WIRE_EV_MESSAGE || !ev->msg)
+        return;
+    const Fedopt__Envelope *m = ev->msg;
+    switch (m->msg_case) {
+    case FEDOPT__ENVELOPE__MSG_WELCOME:
+        on_welcome(s, m->welcome);
+        break;
+    case FEDOPT__ENVELOPE__MSG_REJECT: {
+        const char *why = m->reject->reason ? m->reject->reason : "";
+        int code = m->reject->code;
+        if (code == FL_EUNSUPPORTED) {
+            /* Another protocol version, or a model this client cannot
+             * build for its data: retrying changes neither. */
+            FL_LOG_E(WHO, "%s: the server refused this client: %s (%s); this client can train: %s", s->name, why,
+                     fl_errname(code), s->o.nmodels ? s->o.models[0] : "nothing");
+            for (size_t i = 1; i < s->o.nmodels; i++)
+                FL_LOG_E(WHO, "%s:   also %s", s->name, s->o.models[i]);
+            s->fatal = FL_EUNSUPPORTED;
+        } else {
+            FL_LOG_W(WHO, "%s: the server refused this client: %s (%s); retrying later", s->name, why,
+                     fl_errname(code));
+        }
+        fl_tls_conn_close(c);
+        break;
+    }
+    case FEDOPT__ENVELOPE__MSG_TASK_OFFER:
+        on_offer(s, m->task_offer);
+        break;
+    case FEDOPT__ENVELOPE__MSG_EVAL_REQUEST: {
+        const Fedopt__EvalRequest *r = m->eval_request;
+        s->eval_pending = 1;
+        s->eval_round = r->round_id;
+        s->eval_batch = r->batch_size;
+        s->eval_max = r->max_examples;
+        snprintf(s->task_model, sizeof s->task_model, "%s", r->model ? r->model : "");
+        fl_tls_conn_set_max_tensor(c, (uint64_t)r->num_params * sizeof(float));
+        break;
+    }
+    case FEDOPT__ENVELOPE__MSG_HEARTBEAT:
+        break;
+    case FEDOPT__ENVELOPE__MSG_ERROR:
+        FL_LOG_W(WHO, "%s: server reports %s: %s", s->name, fl_errname(m->error->code),
+                 m->error->message ? m->error->message : "");
+        break;
+    case FEDOPT__ENVELOPE__MSG_BYE:
+        FL_LOG_I(WHO, "%s: server says goodbye: %s", s->name, m->bye->reason ? m->bye->reason : "");
+        fl_tls_conn_close(c);
+        break;
+    default:
+        FL_LOG_W(WHO, "%s: unexpected %s from the server: closing", s->name, fl_wire_msg_name((int)m->msg_case));
+        fl_tls_conn_close(c);
+        break;
+    }
+}
+
+static void on_drain(fl_tls_conn_t *c, void *ud)
+{
+    fl_session_t *s = ud;
+    if (s->state == FL_SESSION_UPLOADING)
+        s->state = FL_SESSION_READY;
+}
+
+static void on_open(fl_tls_conn_t *c, void *ud)
+{
+    fl_session_t *s = ud;
+    s->last_rx = now_s();
+    send_hello(s);
+}
+
+static void on_close(fl_tls_conn_t *c, int reason, void *ud)
+{
+    fl_session_t *s = ud;
+    s->conn = NULL;
+    uv_timer_stop(&s->hb);
+    int was_welcomed = s->welcomed;
+    s->welcomed = 0;
+    s->eval_pending = 0;
+    if (s->held) {
+        /* A straggler whose connection went: its result has nowhere to go. */
+        uv_timer_stop(&s->timer);
+        job_free(s->held);
+        s->held = NULL;
+    }
+    if (!s->fatal && !was_welcomed && reason == FL_EAUTH) {
+        FL_LOG_E(WHO, "%s: the server's certificate does not verify against --ca (or does not name '%s'): "
+                      "not retrying",
+                 s->name, s->o.server_name ? s->o.server_name : s->o.host);
+        s->fatal = FL_EAUTH;
+    } else if (!s->fatal && !was_welcomed && reason == FL_ETLS && s->stats.connects == 0 && s->attempt == 0) {
+        /* The server aborted our very first handshake: almost always our
+         * certificate (not signed by its CA, expired, no key match). */
+        FL_LOG_E(WHO, "%s: TLS handshake with %s:%d failed: check --cert/--key (signed by the server's CA?) "
+                      "and --ca; retrying with back-off",
+                 s->name, s->o.host, s->o.port);
+    } else if (was_welcomed) {
+        s->waiting_since = now_s();
+        FL_LOG_I(WHO, "%s: disconnected%s%s", s->name, reason ? ": " : "", reason ? fl_strerror(reason) : "");
+    }
+    if (s->fatal || s->stopping) {
+        if (!s->stopping)
+            s->result = s->fatal;
+        s->stopping = 1;
+        maybe_done(s);
+        return;
+    }
+    s->state = s->job ? s->state : FL_SESSION_WAITING;
+    schedule_reconnect(s);
+}
+
+/* ---- connecting ------------------------------------------------------------ */
+
+static void on_reconnect_timer(uv_timer_t *t)
+{
+    fl_session_t *s = t->data;
+    if (!s->stopping && !s->conn)
+        connect_now(s);
+}
+
+static void schedule_reconnect(fl_session_t *s)
+{
+    double now = now_s();
+    if (s->o.give_up > 0 && now - s->waiting_since > s->o.give_up) {
+        FL_LOG_W(WHO, "%s: no server for %.0f s: giving up", s->name, now - s->waiting_since);
+        s->stopping = 1;
+        s->result = FL_ETIMEDOUT;
+        maybe_done(s);
+        return;
+    }
+    double lo = s->o.backoff_min > 0 ? s->o.backoff_min : 0.5;
+    double hi = s->o.backoff_max > 0 ? s->o.backoff_max : 30;
+    double d = lo * pow(2.0, s->attempt < 30 ? s->attempt : 30);
+    if (d > hi)
+        d = hi;
+    /* Full jitter in [d/2, d): a fleet that lost its server together does
+     * not come back in one synchronized wave. */
+    fl_rng_t r;
+    uint64_t ids[4] = {s->o.id, s->reconnect_no++, CHAOS_JITTER, 1};
+    fl_rng_stream(&r, s->o.seed, ids, 4);
+    d *= 0.5 + 0.5 * fl_rng_uniform(&r);
+    s->attempt++;
+    s->state = s->job ? s->state : FL_SESSION_WAITING;
+    FL_LOG_D(WHO, "%s: reconnecting in %.2f s", s->name, d);
+    uv_timer_start(&s->timer, on_reconnect_timer, (uint64_t)(d * 1000), 0);
+}
+
+static void connect_now(fl_session_t *s)
+{
+    fl_tls_cbs_t cbs = {.on_open = on_open, .on_message = on_message, .on_drain = on_drain, .on_close = on_close};
+    s->state = s->job ? s->state : FL_SESSION_CONNECTING;
+    s->welcomed = 0;
+    int rc = fl_tls_connect(s->pool->loop, s->o.tls, s->o.host, s->o.port, s->o.server_name, &cbs, s, &s->conn);
+    if (rc) {
+        s->conn = NULL;
+        FL_LOG_W(WHO, "%s: cannot connect to %s:%d: %s", s->name, s->o.host, s->o.port, fl_strerror(rc));
+        if (rc == FL_EINVAL) {
+            s->stopping = 1;
+            s->result = rc;
+            maybe_done(s);
+            return;
+        }
+        schedule_reconnect(s);
+    }
+}
+
+/* ---- life cycle ------------------------------------------------------------ */
+
+static void handle_closed(uv_handle_t *h)
+{
+    fl_session_t *s = h->data;
+    s->handles_open--;
+    maybe_done(s);
+}
+
+/* Finishes a stopping session once its connection, job and handles are gone. */
+static void maybe_done(fl_session_t *s)
+{
+    if (!s->stopping || s->done)
+        return;
+    if (s->conn || s->job)
+        return;
+    if (s->held) {
+        job_free(s->held);
+        s->held = NULL;
+    }
+    if (s->handles_open == 2 && !uv_is_closing((uv_handle_t *)&s->timer)) {
+        uv_close((uv_handle_t *)&s->timer, handle_closed);
+        uv_close((uv_handle_t *)&s->hb, handle_closed);
+        return;
+    }
+    if (s->handles_open)
+        return;
+    s->done = 1;
+    s->state = FL_SESSION_DONE;
+    if (s->o.on_done)
+        s->o.on_done(s, s->result, s->o.ud);
+}
+
+int fl_session_start(fl_session_pool_t *pool, const fl_session_opts_t *opts, fl_session_t **out)
+{
+    if (!pool || !opts || !out || !opts->host || !opts->tls || !opts->data || opts->port <= 0 ||
+        opts->port > 65535)
+        return FL_EINVAL;
+    *out = NULL;
+    fl_session_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return FL_ENOMEM;
+    s->pool = pool;
+    s->o = *opts;
+    if (!(s->name = strdup(opts->name ? opts->name : "client"))) {
+        free(s);
+        return FL_ENOMEM;
+    }
+    uv_timer_init(pool->loop, &s->timer);
+    uv_timer_init(pool->loop, &s->hb);
+    s->timer.data = s->hb.data = s;
+    s->handles_open = 2;
+    s->waiting_since = now_s();
+    s->peer_max_frame = FL_WIRE_DEFAULT_MAX_FRAME;
+    *out = s;
+    connect_now(s);
+    return 0;
+}
+
+void fl_session_stop(fl_session_t *s)
+{
+    if (!s || s->stopping)
+        return;
+    s->stopping = 1;
+    uv_timer_stop(&s->timer);
+    uv_timer_stop(&s->hb);
+    if (s->conn) {
+        send_bye(s, "client stopping");
+        fl_tls_conn_close(s->conn);
+    }
+    maybe_done(s);
+}
+
+void fl_session_free(fl_session_t *s)
+{
+    if (!s)
+        return;
+    if (!s->done)
+        FL_LOG_E(WHO, "%s: freed before it was done (leaking it instead)", s->name);
+    else {
+        free(s->name);
+        free(s);
+    }
+}
+
+int fl_session_parse_addr(const char *text, char *host, size_t hlen, int *port)
+{
+    if (!text || !host || !hlen || !port)
+        return FL_EINVAL;
+    const char *colon, *h = text;
+    size_t len;
+    if (text[0] == '[') {
+        const char *end = strchr(text, ']');
+        if (!end || end[1] != ':')
+            return FL_EINVAL;
+        h = text + 1;
+        len = (size_t)(end - h);
+        colon = end + 1;
+    } else {
+        colon = strrchr(text, ':');
+        if (!colon)
+            return FL_EINVAL;
+        len = (size_t)(colon - text);
+    }
+    if (len == 0 || len >= hlen)
+        return FL_EINVAL;
+    char *e;
+    long p = strtol(colon + 1, &e, 10);
+    if (!colon[1] || *e || p < 1 || p > 65535)
+        return FL_EINVAL;
+    memcpy(host, h, len);
+    host[len] = 0;
+    *port = (int)p;
+    return 0;
+}

@@ -1,0 +1,157 @@
+/* session: one federated client's side of the protocol, on a libuv loop.
+ *
+ * A session connects to the server over mutual TLS (common/tls), says Hello,
+ * and then serves the server until it is stopped:
+ *   Welcome            start heartbeats (every half of Welcome.heartbeat_ms)
+ *   TaskOffer + model  queue a training job; the job runs in the libuv thread
+ *                      pool (never on the loop, so heartbeats keep flowing
+ *                      while a long local epoch runs), builds the model for
+ *                      the client's data, trains it with the offer's ClientOpt
+ *                      settings, and encodes Update + the delta transfer
+ *                      (delta = trained - received) off the loop too
+ *   EvalRequest + model evaluate on the local data in the pool, EvalResult
+ *   Reject / Bye / a lost connection
+ *                      reconnect after an exponential back-off with jitter
+ *                      (unless the reason cannot heal by retrying: bad
+ *                      certificates, a model the client cannot train)
+ * A session holds a model only from the moment its bytes arrive until its
+ * delta is handed to the transport: an idle connected session costs a few
+ * hundred bytes here plus the TLS connection.
+ *
+ * Sessions share a pool (fl_session_pool_t) that caps how many jobs run at
+ * once: one for a device, J for a simulated fleet whose N sessions live on one
+ * loop. The pool also owns the TLS contexts' lifetime rules: a context must
+ * outlive every session that uses it.
+ *
+ * Fault injection (for the simulated fleet): per task, from the stream
+ * {seed, id, round, FL_RNG_CHAOS}, a session may vanish after receiving the
+ * model (drop), upload straggle_delay seconds late (straggle), or send a
+ * delta with a NaN or one float short (corrupt). */
+#ifndef FL_CLIENT_SESSION_H
+#define FL_CLIENT_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/data/dataset.h"
+#include "common/tls.h"
+
+typedef struct fl_session fl_session_t;
+typedef struct fl_session_pool fl_session_pool_t;
+
+/* Where a session is; fl_session_state() reports it for progress displays. */
+typedef enum {
+    FL_SESSION_WAITING = 0, /* not connected: waiting to (re)connect */
+    FL_SESSION_CONNECTING,  /* TCP/TLS handshake or Hello sent */
+    FL_SESSION_READY,       /* welcomed, no task */
+    FL_SESSION_RECEIVING,   /* offer received, model arriving */
+    FL_SESSION_QUEUED,      /* model received, waiting for a pool slot */
+    FL_SESSION_TRAINING,    /* a job runs in the pool */
+    FL_SESSION_STRAGGLING,  /* trained, holding the upload back (chaos) */
+    FL_SESSION_UPLOADING,   /* delta queued on the connection */
+    FL_SESSION_DONE,        /* stopped or failed for good (see fl_session_result) */
+    FL_SESSION__NSTATES
+} fl_session_state_t;
+
+/* Fault injection rates, each a probability in [0, 1] per task. */
+typedef struct {
+    double drop_rate;       /* disconnect after receiving the model */
+    double straggle_rate;   /* upload straggle_delay seconds late */
+    double straggle_delay;  /* seconds */
+    double corrupt_rate;    /* send a NaN or a wrong-shape delta */
+} fl_session_chaos_t;
+
+/* Counters, for progress lines and tests. */
+typedef struct {
+    uint64_t connects;      /* Welcomes received */
+    uint64_t offers;        /* TaskOffers received */
+    uint64_t uploads;       /* deltas handed to the transport */
+    uint64_t evals;         /* EvalResults sent */
+    uint64_t failed_jobs;   /* trainings or evaluations that failed */
+    uint64_t drops, straggles, corrupts; /* chaos events */
+    uint64_t last_offer_round;  /* round id of the latest offer (0 = none) */
+    uint64_t last_upload_round; /* round id of the latest upload (0 = none) */
+    double last_train_loss;
+    double last_train_seconds;
+} fl_session_stats_t;
+
+/* Called once, on the loop, when the session reaches FL_SESSION_DONE: rc 0
+ * after fl_session_stop or giving up, else the FL_E* code of a failure that
+ * retrying cannot fix. The session may be freed from inside the callback. */
+typedef void (*fl_session_done_cb)(fl_session_t *s, int rc, void *ud);
+
+/* Settings of one session. Strings and the dataset are borrowed: they must
+ * outlive the session. */
+typedef struct {
+    const char *host;         /* server address or name */
+    int port;
+    const char *server_name;  /* expected in the server certificate (NULL = host) */
+    fl_tls_ctx_t *tls;        /* a client context (its certificate is our identity) */
+    const char *name;         /* Hello.client_name (informational; logs) */
+    uint64_t id;              /* stable client number: stream ids for training and chaos */
+    const fl_dataset_t *data; /* local training data */
+    const uint32_t *index;    /* the client's examples in data (NULL = all of data) */
+    size_t nindex;
+    const char *data_spec;    /* Hello.data_spec text (may be NULL) */
+    const char *const *models; /* models this client can train (Hello.models) */
+    size_t nmodels;
+    int gemm_threads;         /* OpenBLAS threads while a job runs (0 = leave as is) */
+    double backoff_min;       /* first reconnect delay, seconds (default 0.5) */
+    double backoff_max;       /* cap of the delay (default 30) */
+    double give_up;           /* seconds without being welcomed before giving up (0 = never) */
+    double silence;           /* seconds without any message before the server is taken
+                                 for gone (default: 4 heartbeat intervals, min 10 s) */
+    uint64_t seed;            /* jitter and chaos streams */
+    fl_session_chaos_t chaos;
+    fl_session_done_cb on_done;
+    void *ud;
+} fl_session_opts_t;
+
+/* Creates a pool running at most `jobs` (>= 1) jobs at once on `loop`.
+ * libuv's thread pool must have at least that many threads (UV_THREADPOOL_SIZE
+ * is read once, at the first queued work: fl_session_pool_threads sets it).
+ * Returns 0, FL_EINVAL or FL_ENOMEM. */
+int fl_session_pool_create(uv_loop_t *loop, unsigned jobs, fl_session_pool_t **out);
+
+/* Frees a pool with no sessions left. Accepts NULL. */
+void fl_session_pool_free(fl_session_pool_t *p);
+
+/* Jobs running and jobs waiting for a slot. */
+unsigned fl_session_pool_running(const fl_session_pool_t *p);
+unsigned fl_session_pool_waiting(const fl_session_pool_t *p);
+
+/* Sets UV_THREADPOOL_SIZE so libuv's pool has room for `jobs` jobs plus the
+ * transport's name lookups; call before the loop queues any work. */
+void fl_session_pool_threads(unsigned jobs);
+
+/* Lists the registered models that can be built for data's shapes (for
+ * Hello.models) into a new array of borrowed names (*names, free() it).
+ * Returns 0, FL_EEMPTY (no model fits: logged) or FL_ENOMEM. */
+int fl_session_fitting_models(const fl_dataset_t *data, const char ***names, size_t *n);
+
+/* Creates a session on the pool's loop and starts connecting. *out is the
+ * caller's: free it with fl_session_free once on_done has run (or from
+ * on_done). Returns 0, FL_EINVAL or FL_ENOMEM. */
+int fl_session_start(fl_session_pool_t *pool, const fl_session_opts_t *opts, fl_session_t **out);
+
+/* Says Bye and closes the connection, cancels reconnects, and lets a running
+ * job finish; on_done(rc 0) follows once nothing is left. Safe to call twice. */
+void fl_session_stop(fl_session_t *s);
+
+/* Frees a session that is done (FL_SESSION_DONE). Accepts NULL. */
+void fl_session_free(fl_session_t *s);
+
+fl_session_state_t fl_session_state(const fl_session_t *s);
+const fl_session_stats_t *fl_session_stats(const fl_session_t *s);
+const char *fl_session_name(const fl_session_t *s);
+/* The result given to on_done (meaningful in FL_SESSION_DONE). */
+int fl_session_result(const fl_session_t *s);
+/* Splits "HOST:PORT" or "[IPv6]:PORT" into host (NUL-terminated, at most
+ * hlen - 1 characters) and port (1..65535). Returns 0 or FL_EINVAL. */
+int fl_session_parse_addr(const char *text, char *host, size_t hlen, int *port);
+
+/* A state's name ("training"). Never NULL. */
+const char *fl_session_state_name(fl_session_state_t st);
+
+#endif
