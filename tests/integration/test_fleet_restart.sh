@@ -1,0 +1,44 @@
+#!/bin/sh
+# The server is killed (SIGKILL, no goodbye) in the middle of a run while a
+# fleet of 20 clients is connected, and restarted with --resume yes: the
+# clients reconnect by themselves (back-off with jitter) and the run
+# completes all its rounds in the same run, from the last checkpoint.
+set -u
+. "$(dirname "$0")/fleet_lib.sh"
+
+settings="--model logreg --rounds 8 --clients_per_round 10 --min_clients 20 --eval_data fmnist
+    --eval_max_examples 1000 --round_deadline 60 --server_opt fedadam --server_lr 0.01 --client_lr 0.1"
+# shellcheck disable=SC2086
+start_server server1.log $settings
+start_fleet fleet.log --clients 20 --data fmnist --partition iid --jobs 2 --give-up 3
+
+# Let two rounds commit, then kill the server without warning.
+n=0
+while [ "$(sql "SELECT count(*) FROM rounds" 2>/dev/null || echo 0)" -lt 2 ]; do
+    n=$((n + 1))
+    [ "$n" -gt 600 ] && fail "no 2 rounds within 60 s"
+    sleep 0.1
+done
+kill -9 "$server_pid"
+wait "$server_pid" 2>/dev/null
+before=$(sql "SELECT count(*) FROM rounds")
+echo "killed the server after $before committed rounds"
+sleep 1
+# shellcheck disable=SC2086
+start_server server2.log $settings --resume=yes
+grep -q "resumed run 1" "$work/server2.log" || { sleep 1; grep -q "resumed run 1" "$work/server2.log"; } ||
+    fail "the restarted server did not resume run 1"
+
+wait_pid "$server_pid" 120
+[ "$rc" -eq 0 ] || fail "restarted server exit status $rc"
+wait_pid "$fleet_pid" 30
+[ "$rc" -eq 0 ] || fail "fleet exit status $rc"
+
+[ "$(sql "SELECT count(*) FROM runs")" -eq 1 ] || fail "more than one run"
+[ "$(sql "SELECT status FROM runs")" = finished ] || fail "run not finished"
+closed=$(sql "SELECT count(*) FROM rounds WHERE status = 'closed'")
+[ "$closed" -eq 8 ] || fail "$closed closed rounds, want 8"
+connects=$(sed -n 's/.*s: \([0-9]*\) connects,.*/\1/p' "$work/fleet.log" | tail -n 1)
+[ "$connects" -ge 40 ] || fail "fleet connected $connects times: the 20 clients did not all come back"
+grep -q "sim-00.. connected from" "$work/server2.log" || fail "no client reached the restarted server"
+echo "ok: killed after $before rounds, $connects connections, 8 rounds closed in one run"
