@@ -1,4 +1,6 @@
 /* fedopt-client: command-line entry point; dispatches to the subcommands. */
+#include <signal.h>
+
 #include "client/commands.h"
 #include "common/nn/gemm.h"
 
@@ -17,5 +19,9 @@ int main(int argc, char **argv)
 {
     /* Before anything else: may re-exec with a better OpenBLAS kernel. */
     fl_gemm_fix_kernel(argc, argv);
+    /* A server that vanishes while we write to it must be a failed write
+     * (EPIPE, then a reconnect), not a process killed by SIGPIPE: libuv
+     * writes to sockets without MSG_NOSIGNAL. */
+    signal(SIGPIPE, SIG_IGN);
     return fl_cli_dispatch("fedopt-client", commands, argc, argv);
 }
