@@ -217,9 +217,21 @@ fuzz: $(FUZZ_BINS)
 	    echo "fuzz $$name: no crash"; \
 	done
 
+# The unit's paths follow PREFIX; the example configuration is installed as
+# server.ini only when none exists (an installed one is never overwritten).
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(if $(filter /usr/local,$(PREFIX)),/etc,$(PREFIX)/etc))
+UNITDIR ?= $(PREFIX)/lib/systemd/system
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/fedopt \
+		$(DESTDIR)$(PREFIX)/share/doc/fedopt
 	install -m 755 $(SERVER) $(CLIENT) $(DESTDIR)$(PREFIX)/bin/
+	sed -e 's#@BINDIR@#$(PREFIX)/bin#g' -e 's#@SYSCONFDIR@#$(SYSCONFDIR)#g' -e 's#@PREFIX@#$(PREFIX)#g' deploy/fedopt-server.service \
+		> $(DESTDIR)$(UNITDIR)/fedopt-server.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/fedopt-server.service
+	install -m 644 deploy/fedopt-server.ini $(DESTDIR)$(PREFIX)/share/doc/fedopt/fedopt-server.ini.example
+	test -e $(DESTDIR)$(SYSCONFDIR)/fedopt/server.ini || \
+		install -m 640 deploy/fedopt-server.ini $(DESTDIR)$(SYSCONFDIR)/fedopt/server.ini
+	install -m 644 README.md ARCHITECTURE.md $(DESTDIR)$(PREFIX)/share/doc/fedopt/
 
 clean:
 	rm -rf $(BUILD)

@@ -201,12 +201,26 @@ static void test_json_and_help(void **state)
     fl_server_config_free(&c);
 }
 
+/* The example configuration that `make install` ships must load as it is. */
+static void test_example_ini(void **state)
+{
+    fl_server_config_t c;
+    assert_int_equal(fl_server_config_defaults(&c), 0);
+    assert_int_equal(fl_server_config_load_ini(&c, "deploy/fedopt-server.ini"), 0);
+    assert_int_equal(fl_server_config_finish(&c), 0);
+    assert_int_equal(c.resume, FL_RESUME_AUTO);
+    assert_int_equal(c.opt.kind, FL_SERVEROPT_FEDADAM);
+    assert_true(c.over_selection == 1.3);
+    assert_string_equal(c.db, "/var/lib/fedopt-server/fedopt.db");
+    fl_server_config_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),     cmocka_unit_test(test_ini_and_flags),
         cmocka_unit_test(test_auto_by_kind), cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_json_and_help),
+        cmocka_unit_test(test_json_and_help), cmocka_unit_test(test_example_ini),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
