@@ -988,6 +988,11 @@ int fl_daemon_run(const fl_server_config_t *cfg)
         .no_client_cert = !cfg->require_client_cert,
         .max_conns = (uint32_t)cfg->max_connections,
         .max_tensor = (uint64_t)d->numel * sizeof(float),
+        /* Ciphertext in flight per connection: the model goes to K clients
+         * at once, and K x this window is what sending costs in memory. 64 KiB
+         * still fills loopback and LAN links; the transport's default (256
+         * KiB) made 1,000 clients cost 250 MiB. */
+        .max_inflight = 64 * 1024,
     };
     if ((rc = fl_tls_ctx_new(FL_TLS_SERVER, &to, &d->tls)))
         goto out;

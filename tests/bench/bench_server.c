@@ -1,0 +1,367 @@
+/* bench_server: fedopt-server's memory and per-round overhead as K grows.
+ *
+ * Part 1 (in process, no network): one round of K uploads of the `mlp` model
+ * through the server's own path — selection (fl_round_begin), per upload a
+ * freshly allocated delta (as the transport delivers it) screened, added
+ * (fl_round_add_work) and freed, then ServerOpt finish (FedAdam), the state
+ * serialization and the SQLite commit with the checkpoint. Prints the time
+ * of each phase.
+ *
+ * Part 2 (the real daemon): `fedopt-server run` as a child process and K
+ * mutual-TLS connections from this process on one libuv loop, each uploading
+ * a delta of the `mlp` model for one round; the server's peak RSS comes from
+ * wait4's ru_maxrss once it exits. The goal: flat in K, at most
+ * (3 + max_buffered_uploads) x model size + 64 MiB.
+ *
+ * FEDOPT_BENCH_KS="10 100" picks other K values (default 10 100 1000). */
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "common/certs.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/models.h"
+#include "common/serveropt.h"
+#include "common/tls.h"
+#include "common/version.h"
+#include "common/wire.h"
+#include "server/round.h"
+#include "server/store.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static size_t mlp_numel(void)
+{
+    const fl_model_info_t *info = fl_models_find("mlp");
+    fl_model_t *m = NULL;
+    if (!info || fl_model_create("mlp", &info->paper, &m))
+        return 0;
+    size_t n = m->params.numel;
+    fl_model_free(m);
+    return n;
+}
+
+/* ---- part 1 --------------------------------------------------------------- */
+
+static int part1(int k, size_t n, const char *dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/bench-%d.db", dir, k);
+    fl_serveropt_config_t oc;
+    fl_serveropt_config_defaults(&oc, FL_SERVEROPT_FEDADAM);
+    fl_serveropt_t *opt = NULL;
+    fl_round_t *r = NULL;
+    fl_store_t *st = NULL;
+    float *x = calloc(n, sizeof *x);
+    float *tmpl = malloc(n * sizeof *tmpl);
+    char **names = calloc((size_t)k, sizeof *names);
+    uint8_t *state = NULL;
+    size_t state_len = 0;
+    int rc = 1;
+    if (!x || !tmpl || !names || fl_serveropt_create(&oc, n, &opt) || fl_store_open(path, 0, &st))
+        goto out;
+    for (size_t j = 0; j < n; j++)
+        tmpl[j] = (float)(j % 17) * 1e-3f - 8e-3f;
+    for (int i = 0; i < k; i++) {
+        names[i] = malloc(16);
+        snprintf(names[i], 16, "c%05d", i);
+    }
+    fl_round_config_t rc_ = {.seed = 1, .clients_per_round = (uint32_t)k, .min_reports = 1, .over_selection = 1.0,
+                             .deadline_s = 600, .numel = n};
+    int64_t run;
+    fl_serveropt_state_save(opt, &state, &state_len);
+    fl_store_run_info_t info = {"mlp", "fedadam", 1, "{}"};
+    if (fl_store_run_create(st, &info, x, n, state, state_len, &run))
+        goto out;
+    free(state);
+    state = NULL;
+    rc_.run_id = run;
+    if (fl_round_create(&rc_, &r))
+        goto out;
+    double t0 = now_s();
+    if (fl_round_begin(r, 1, (const char *const *)names, (size_t)k, opt, 0))
+        goto out;
+    double t1 = now_s(), t_add = 0;
+    for (size_t s = 0; s < fl_round_selected_count(r); s++) {
+        const char *nm = fl_round_selected_name(r, s);
+        /* What the transport hands over: a fresh buffer per upload. */
+        float *d = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
+        if (!d)
+            goto out;
+        memcpy(d, tmpl, n * sizeof(float));
+        d[s % n] += 1e-3f;
+        double norm;
+        if (fl_round_check(r, nm, 1, n, 10) != FL_REFUSE_NONE || fl_round_add_start(r, nm))
+            goto out;
+        double ta = now_s();
+        int arc = fl_round_add_work(opt, d, n, 10, &norm);
+        t_add += now_s() - ta;
+        fl_round_add_end(r, nm, arc, 10, 0.5, norm, (int64_t)(n * 4), 1);
+        free(d);
+    }
+    double t2 = now_s();
+    fl_store_round_t row;
+    const fl_store_update_t *ups;
+    size_t nups;
+    int closed;
+    if (fl_round_close(r, 2, &row, &ups, &nups, &closed) || !closed)
+        goto out;
+    fl_serveropt_round_t res;
+    if (fl_serveropt_finish(opt, x, n, &res))
+        goto out;
+    double t3 = now_s();
+    if (fl_serveropt_state_save(opt, &state, &state_len) ||
+        fl_store_commit_round(st, &row, ups, nups, x, n, state, state_len, 0))
+        goto out;
+    double t4 = now_s();
+    printf("  K=%-5d selection %7.3f ms  aggregation %8.1f ms (add + norm %.3f ms/update)  finish %6.2f ms"
+           "  commit %6.1f ms  overhead without the adds %6.1f ms\n",
+           k, (t1 - t0) * 1e3, (t2 - t1) * 1e3, t_add * 1e3 / k, (t3 - t2) * 1e3, (t4 - t3) * 1e3,
+           ((t4 - t0) - t_add) * 1e3);
+    rc = 0;
+out:
+    if (rc)
+        printf("  K=%d: part 1 failed\n", k);
+    if (names)
+        for (int i = 0; i < k; i++)
+            free(names[i]);
+    free(names);
+    free(state);
+    free(x);
+    free(tmpl);
+    fl_round_free(r);
+    fl_serveropt_free(opt);
+    fl_store_close(st);
+    return rc;
+}
+
+/* ---- part 2 --------------------------------------------------------------- */
+
+typedef struct {
+    fl_tls_conn_t *conn;
+    int idx, done;
+} bconn_t;
+
+static struct {
+    uv_loop_t *loop;
+    fl_tls_ctx_t **ctx; /* one client context per certificate */
+    bconn_t *c;
+    int k, finished, failed;
+    size_t n;
+    fl_buf_t *delta; /* one encoded delta shared by every connection */
+} B;
+
+static void b_open(fl_tls_conn_t *c, void *ud)
+{
+    bconn_t *b = ud;
+    Fedopt__Hello h = FEDOPT__HELLO__INIT;
+    char name[16];
+    snprintf(name, sizeof name, "c%05d", b->idx);
+    h.protocol_version = FL_PROTOCOL_VERSION;
+    h.client_name = name;
+    h.num_examples = 10;
+    h.max_frame = FL_WIRE_DEFAULT_MAX_FRAME;
+    Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
+    env.msg_case = FEDOPT__ENVELOPE__MSG_HELLO;
+    env.hello = &h;
+    fl_tls_conn_send_msg(c, &env);
+}
+
+static void b_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
+{
+    if (ev->kind == FL_WIRE_EV_TENSOR && ev->purpose == FEDOPT__TENSOR_PURPOSE__TENSOR_MODEL) {
+        Fedopt__Update u = FEDOPT__UPDATE__INIT;
+        u.round_id = ev->round_id;
+        u.weight = 10;
+        u.num_examples = 10;
+        u.train_loss = 0.5;
+        Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
+        env.msg_case = FEDOPT__ENVELOPE__MSG_UPDATE;
+        env.update = &u;
+        fl_tls_conn_send_msg(c, &env);
+        fl_tls_conn_send(c, B.delta);
+    }
+}
+
+static void b_close(fl_tls_conn_t *c, int reason, void *ud)
+{
+    bconn_t *b = ud;
+    b->done = 1;
+    if (++B.finished == B.k)
+        uv_stop(B.loop);
+}
+
+static int make_pki(const char *dir, int k)
+{
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/ca.crt", dir);
+    if (access(p, R_OK) != 0 && fl_certs_init(dir, "localhost"))
+        return -1;
+    for (int i = 0; i < k; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "c%05d", i);
+        snprintf(p, sizeof p, "%s/clients/%s.crt", dir, name);
+        if (access(p, R_OK) != 0 && fl_certs_issue(dir, name))
+            return -1;
+    }
+    return 0;
+}
+
+static int part2(int k, size_t n, const char *dir, const char *server_bin)
+{
+    char db[PATH_MAX], cert[PATH_MAX], key[PATH_MAX], ca[PATH_MAX], logp[PATH_MAX], kbuf[16];
+    snprintf(db, sizeof db, "%s/daemon-%d.db", dir, k);
+    snprintf(cert, sizeof cert, "%s/server.crt", dir);
+    snprintf(key, sizeof key, "%s/server.key", dir);
+    snprintf(ca, sizeof ca, "%s/ca.crt", dir);
+    snprintf(logp, sizeof logp, "%s/server-%d.log", dir, k);
+    snprintf(kbuf, sizeof kbuf, "%d", k);
+    int port = 20000 + (int)(getpid() % 20000);
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    double t0 = now_s();
+    pid_t pid = fork();
+    if (pid == 0) {
+        FILE *lf = freopen(logp, "w", stderr);
+        (void)lf;
+        execl(server_bin, server_bin, "run", "--listen", listen, "--tls_cert", cert, "--tls_key", key, "--tls_ca",
+              ca, "--db", db, "--model", "mlp", "--rounds", "1", "--clients_per_round", kbuf, "--min_clients", kbuf,
+              "--round_deadline", "300", "--heartbeat", "30", "--server_opt", "fedadam", "--max_buffered_uploads",
+              "4", (char *)NULL);
+        _exit(127);
+    }
+    /* Wait for the server to listen (its log says so). */
+    for (int i = 0; i < 300; i++) {
+        FILE *f = fopen(logp, "r");
+        char line[512];
+        int up = 0;
+        while (f && fgets(line, sizeof line, f))
+            up |= strstr(line, "listening on") != NULL;
+        if (f)
+            fclose(f);
+        if (up)
+            break;
+        usleep(50000);
+    }
+    B.loop = uv_default_loop();
+    B.k = k;
+    B.finished = 0;
+    B.c = calloc((size_t)k, sizeof *B.c);
+    for (int i = 0; i < k; i++) {
+        B.c[i].idx = i;
+        fl_tls_cbs_t cbs = {.on_open = b_open, .on_message = b_message, .on_close = b_close};
+        if (fl_tls_connect(B.loop, B.ctx[i], "127.0.0.1", port, "localhost", &cbs, &B.c[i], &B.c[i].conn)) {
+            B.c[i].done = 1;
+            B.finished++;
+        }
+    }
+    uv_run(B.loop, UV_RUN_DEFAULT);
+    int status = 0;
+    struct rusage ru;
+    if (wait4(pid, &status, 0, &ru) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        printf("  K=%d: the server failed (log: %s)\n", k, logp);
+        free(B.c);
+        return 1;
+    }
+    double t1 = now_s();
+    double model_mib = (double)n * 4 / 1048576.0;
+    double peak_mib = (double)ru.ru_maxrss / 1024.0;
+    printf("  K=%-5d server peak RSS %7.1f MiB  (model %.2f MiB; goal <= (3 + 4) x model + 64 = %.1f MiB)"
+           "  round wall %.2f s\n",
+           k, peak_mib, model_mib, 7 * model_mib + 64, t1 - t0);
+    free(B.c);
+    return 0;
+}
+
+int main(void)
+{
+    fl_log_set_level(FL_LOG_WARN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    size_t n = mlp_numel();
+    if (!n) {
+        printf("bench_server: no mlp model\n");
+        return 1;
+    }
+    char exe[PATH_MAX], server_bin[PATH_MAX + 32];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len <= 0)
+        return 1;
+    exe[len] = 0;
+    /* build/bench/bench_server -> build/fedopt-server */
+    char *slash = strrchr(exe, '/');
+    *slash = 0;
+    slash = strrchr(exe, '/');
+    *slash = 0;
+    snprintf(server_bin, sizeof server_bin, "%s/fedopt-server", exe);
+    char dir[] = "/tmp/fedopt-bench-server.XXXXXX";
+    if (!mkdtemp(dir))
+        return 1;
+    int ks[8] = {10, 100, 1000}, nk = 3;
+    const char *env = getenv("FEDOPT_BENCH_KS");
+    if (env) {
+        nk = 0;
+        for (char *p = (char *)env, *end; *p && nk < 8; p = end) {
+            long v = strtol(p, &end, 10);
+            if (end == p)
+                break;
+            if (v > 0 && v <= 5000)
+                ks[nk++] = (int)v;
+        }
+    }
+    int rc = 0;
+    printf("bench_server: model mlp, %zu parameters (%.2f MiB); FedAdam\n", n, n * 4 / 1048576.0);
+    printf("per-round server overhead, in process (selection + aggregation + ServerOpt finish + SQLite commit):\n");
+    for (int i = 0; i < nk; i++)
+        rc |= part1(ks[i], n, dir);
+    int kmax = 0;
+    for (int i = 0; i < nk; i++)
+        kmax = ks[i] > kmax ? ks[i] : kmax;
+    printf("real daemon over mutual TLS on loopback, one round, K reporting clients (certificates: %d)...\n", kmax);
+    if (make_pki(dir, kmax)) {
+        printf("cannot create certificates\n");
+        return 1;
+    }
+    B.ctx = calloc((size_t)kmax, sizeof *B.ctx);
+    for (int i = 0; i < kmax; i++) {
+        char cert[PATH_MAX], key[PATH_MAX], ca[PATH_MAX];
+        snprintf(cert, sizeof cert, "%s/clients/c%05d.crt", dir, i);
+        snprintf(key, sizeof key, "%s/clients/c%05d.key", dir, i);
+        snprintf(ca, sizeof ca, "%s/ca.crt", dir);
+        fl_tls_opts_t o = {.ca_file = ca, .cert_file = cert, .key_file = key};
+        if (fl_tls_ctx_new(FL_TLS_CLIENT, &o, &B.ctx[i]))
+            return 1;
+    }
+    float *d = calloc(n, sizeof *d);
+    for (size_t j = 0; j < n; j++)
+        d[j] = (float)(j % 13) * 1e-3f;
+    B.n = n;
+    /* round 1: the delta is announced for round 1 */
+    if (fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 1, d, n * 4, 0, &B.delta))
+        return 1;
+    free(d);
+    for (int i = 0; i < nk; i++)
+        rc |= part2(ks[i], n, dir, server_bin);
+    fl_buf_unref(B.delta);
+    for (int i = 0; i < kmax; i++)
+        fl_tls_ctx_free(B.ctx[i]);
+    free(B.ctx);
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        rc = 1;
+    return rc;
+}
