@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/models.h"
+#include "common/safetensors.h"
 #include "common/tls.h"
 #include "common/version.h"
 #include "common/wire.h"
@@ -926,10 +927,17 @@ static int setup_run(fl__daemon_t *d)
                  (long long)run, (long long)d->round_no, (long long)ck_round, mine);
     } else {
         if (cfg->init[0]) {
-            FL_LOG_E(WHO, "init: loading initial weights from a file is not supported yet (%s)", cfg->init);
-            return FL_EUNSUPPORTED;
+            /* The file must hold exactly the model's tensors (PyTorch names and shapes). */
+            if ((rc = fl_safetensors_load(cfg->init, &d->model->params)))
+                return rc;
+            if (!fl_f32_all_finite(d->model->params.data, d->numel)) {
+                FL_LOG_E(WHO, "init: %s holds NaN or Inf", cfg->init);
+                return FL_ENONFINITE;
+            }
+            FL_LOG_I(WHO, "initial weights from %s", cfg->init);
+        } else {
+            fl_model_init_params(d->model, cfg->seed);
         }
-        fl_model_init_params(d->model, cfg->seed);
         memcpy(d->x, d->model->params.data, d->numel * sizeof(float));
         char *json = NULL;
         uint8_t *st = NULL;

@@ -8,6 +8,7 @@ static const fl_server_cmd_t commands[] = {
     {"rounds", fl_server_cmd_rounds, "list a run's rounds: rounds DB [RUN]"},
     {"certs", fl_server_cmd_certs, "create fleet certificates: certs init DIR | certs issue DIR NAME"},
     {"updates", fl_server_cmd_updates, "list a round's updates with reasons: updates DB RUN ROUND"},
+    {"export", fl_server_cmd_export, "write a checkpoint as safetensors: export DB RUN [ROUND] FILE"},
     {NULL, NULL, NULL},
 };
 

@@ -31,6 +31,23 @@ done
 "$srv" runs "$work/a.db" | grep -q '^1 *finished *logreg *fedavg' || fail "runs A: $("$srv" runs "$work/a.db")"
 echo "A: 4 FedAvg rounds, each model the exact weighted mean of the client models"
 
+# export -> --init -> export: the model survives the safetensors round trip bit for bit.
+"$srv" export "$work/a.db" 1 "$work/r4.safetensors" >/dev/null || fail "export"
+"$srv" export "$work/a.db" 1 2 "$work/r2.safetensors" >/dev/null || fail "export round 2"
+cmp -s "$work/r4.safetensors" "$work/r2.safetensors" && fail "rounds 2 and 4 exported the same model"
+"$srv" export "$work/a.db" 1 99 "$work/x.safetensors" 2>/dev/null && fail "export of a missing round succeeded"
+start_server "$work/server-init.log" --db "$work/a.db" --init "$work/r4.safetensors" --rounds 1 --min_clients 1
+i=0
+until grep -q "initial weights from" "$work/server-init.log"; do
+    i=$((i + 1)); [ $i -gt 100 ] && fail "--init not loaded"
+    sleep 0.1
+done
+kill -TERM "$server_pid"
+wait_pid "$server_pid" 10 || fail "SIGTERM while waiting: exit $?"
+"$srv" export "$work/a.db" 2 0 "$work/init.safetensors" >/dev/null || fail "export run 2"
+cmp "$work/r4.safetensors" "$work/init.safetensors" || fail "--init + export changed the model"
+echo "export / --init: the exported model reloads bit for bit"
+
 # --- B ------------------------------------------------------------------------
 start_server "$work/server-b.log" --db "$work/b.db" --rounds 1 --clients_per_round 8 --min_clients 8 \
     --min_reports 2 --round_deadline 3 --heartbeat 0.5
