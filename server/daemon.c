@@ -969,6 +969,22 @@ static int setup_run(fl__daemon_t *d)
     return 0;
 }
 
+/* The process's peak resident memory in KiB (VmHWM), or 0 when unknown. It is
+ * per address space, so unlike getrusage it does not include what a parent
+ * held before exec. */
+static long peak_rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib;
+}
+
 int fl_daemon_run(const fl_server_config_t *cfg)
 {
     fl__daemon_t *d = calloc(1, sizeof *d);
@@ -1026,6 +1042,7 @@ int fl_daemon_run(const fl_server_config_t *cfg)
     try_start_round(d);
     uv_run(&d->loop, UV_RUN_DEFAULT);
     rc = d->failed ? FL_ESTATE : 0;
+    FL_LOG_I(WHO, "exiting; peak RSS %.1f MiB", peak_rss_kib() / 1024.0);
 out:
     if (loop_ok) {
         /* Everything is closed when uv_run returns; make sure of it. */

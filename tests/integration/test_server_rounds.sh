@@ -12,7 +12,8 @@ make_pki a b c d e f g h
 
 # --- A ------------------------------------------------------------------------
 start_server "$work/server.log" --db "$work/a.db" --rounds 4 --clients_per_round 3 --min_clients 3 \
-    --round_deadline 20 --heartbeat 1 --server_opt fedavg --server_lr 1
+    --round_deadline 20 --heartbeat 1 --server_opt fedavg --server_lr 1 \
+    --eval_data fmnist --eval_every 2 --eval_max_examples 1000
 exp=1:1.25,1:0.75,2:1.5
 client a --weight 1 --mult 1.25 --expect $exp --timeout 30
 client b --weight 1 --mult 0.75 --expect $exp --timeout 30
@@ -29,6 +30,10 @@ done
 "$srv" rounds "$work/a.db" 1 >"$work/rounds.txt" || fail "rounds command"
 [ "$(grep -c ' closed .* 3 *3 *0 ' "$work/rounds.txt")" -eq 4 ] || fail "rounds A: $(cat "$work/rounds.txt")"
 "$srv" runs "$work/a.db" | grep -q '^1 *finished *logreg *fedavg' || fail "runs A: $("$srv" runs "$work/a.db")"
+# Central evaluation every 2 rounds (and after the last): rounds 2 and 4 have a loss and an accuracy in [0, 1].
+evals=$(awk 'NR > 2 && $8 != "-" && $9 >= 0 && $9 <= 1 {printf "%s ", $1}' "$work/rounds.txt")
+[ "$evals" = "2 4 " ] || fail "evaluated rounds: '$evals' ($(cat "$work/rounds.txt"))"
+grep -q 'round 2/4 closed: .* eval_loss [0-9.]* eval_acc 0\.[0-9]*' "$work/server.log" || fail "progress line without eval"
 echo "A: 4 FedAvg rounds, each model the exact weighted mean of the client models"
 
 # export -> --init -> export: the model survives the safetensors round trip bit for bit.
