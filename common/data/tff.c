@@ -280,7 +280,9 @@ static int tff_open(tff_t *t, const char *source)
         t->file[colon - source] = 0;
         snprintf(t->train, sizeof t->train, "%s", colon + 1);
     }
-    if (sqlite3_open_v2(t->file, &t->db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+    /* The connection is private to this load: no SQLite mutexes needed. */
+    if (sqlite3_open_v2(t->file, &t->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
         FL_LOG_E("tff", "%s: cannot open: %s", t->file, t->db ? sqlite3_errmsg(t->db) : "");
         sqlite3_close(t->db);
         t->db = NULL;
