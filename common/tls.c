@@ -165,7 +165,7 @@ int fl_tls_ctx_new(fl_tls_side_t side, const fl_tls_opts_t *o, fl_tls_ctx_t **ou
     if (x->max_frame > FL_WIRE_HARD_MAX_FRAME)
         x->max_frame = FL_WIRE_HARD_MAX_FRAME;
     x->max_tensor = o->max_tensor ? o->max_tensor : FL_WIRE_DEFAULT_MAX_TENSOR;
-    x->handshake_timeout_ms = o->handshake_timeout_ms ? o->handshake_timeout_ms : 10000;
+    x->handshake_timeout_ms = o->handshake_timeout_ms ? o->handshake_timeout_ms : 30000;
     x->max_inflight = o->max_inflight ? o->max_inflight : 256 * 1024;
     x->max_conns = o->max_conns ? o->max_conns : 10000;
     x->no_client_cert = side == FL_TLS_SERVER && o->no_client_cert;

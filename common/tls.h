@@ -73,7 +73,9 @@ typedef struct {
     uint32_t max_frame;    /* largest frame accepted (default FL_WIRE_DEFAULT_MAX_FRAME) */
     uint64_t max_tensor;   /* largest tensor accepted (default FL_WIRE_DEFAULT_MAX_TENSOR;
                               per connection: fl_tls_conn_set_max_tensor) */
-    uint32_t handshake_timeout_ms; /* default 10000 */
+    uint32_t handshake_timeout_ms; /* default 30000: a mutual-TLS handshake costs the
+                                      server ~12 ms of CPU (bench_tls), so hundreds
+                                      arriving at once on a loaded machine take seconds */
     size_t max_inflight;   /* ciphertext bytes queued in the kernel per
                               connection before encryption pauses (default 256 KiB) */
     uint32_t max_conns;    /* server: most simultaneous connections (default 10000) */
