@@ -35,7 +35,7 @@ static void count_labels(const fl_dataset_t *d, size_t i, size_t *h)
             h[y[0]]++;
         return;
     }
-    if (d->num_classes == 2) { /* multi-hot tags: label j present when y[j] == 1 */
+    if (d->multi_hot) { /* label j present when y[j] == 1 */
         for (size_t j = 0; j < d->label_dim; j++)
             h[j] += y[j] == 1;
         return;
@@ -139,7 +139,7 @@ static int inspect(int argc, char **argv)
     if (fl_partition_stats(&d, &p, &st))
         goto oom;
     size_t L = (size_t)d.num_classes;
-    if (d.label_dim > 1 && d.num_classes == 2)
+    if (d.multi_hot)
         L = d.label_dim;
     h = calloc(L, sizeof(size_t));
     tot = calloc(L, sizeof(size_t));
@@ -174,7 +174,7 @@ static int inspect(int argc, char **argv)
         for (int i = 0; i < d.ndim; i++)
             printf("%s%lld", i ? "x" : " ", (long long)d.shape[i]);
         printf(", %d classes%s\n", d.num_classes,
-               d.label_dim > 1 ? (d.num_classes == 2 ? " (multi-hot tags)" : " (per-step targets)")
+               d.label_dim > 1 ? (d.multi_hot ? " (multi-hot tags)" : " (per-step targets)")
                                : "");
         printf("partition %s into %zu clients (seed %llu)\n", part, p.clients,
                (unsigned long long)spec.seed);

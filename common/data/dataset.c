@@ -189,6 +189,7 @@ int fl_dataset_subset(const fl_dataset_t *src, const uint32_t *idx, size_t k, fl
                                      src->num_classes);
     if (rc)
         return rc;
+    out->multi_hot = src->multi_hot;
     for (size_t i = 0; i < k; i++) {
         memcpy(out->x + i * out->dim, src->x + (size_t)idx[i] * src->dim, src->dim * sizeof(float));
         memcpy(out->y + i * out->label_dim, src->y + (size_t)idx[i] * src->label_dim,

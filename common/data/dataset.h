@@ -34,6 +34,8 @@ typedef struct {
     char **group_names;               /* num_groups owned strings (user/client ids), or NULL */
     int32_t *coarse;                  /* n coarse labels (CIFAR-100), owned, or NULL */
     int num_coarse;                   /* coarse labels lie in [0, num_coarse) */
+    int multi_hot;                    /* 1: y holds label_dim 0/1 tags per example (num_classes
+                                       * is then label_dim, the model's output count) */
 } fl_dataset_t;
 
 /* Makes *d empty. Never fails. */

@@ -329,9 +329,13 @@ int fl_text_words_append(fl_dataset_t *d, const fl_vocab_t *words, const char *t
 int fl_text_bow_init(fl_dataset_t *d)
 {
     int64_t shape[1] = {FL_WORD_VOCAB};
-    int rc = fl_dataset_alloc_labels(d, 0, 1, shape, FL_TAG_VOCAB, 2);
+    /* num_classes is the tag count, as bowlr's 500 sigmoid outputs; the 0/1
+     * values lie in [0, num_classes) like any label. */
+    int rc = fl_dataset_alloc_labels(d, 0, 1, shape, FL_TAG_VOCAB, FL_TAG_VOCAB);
     if (!rc && (rc = fl_dataset_enable_groups(d)))
         fl_dataset_free(d);
+    if (!rc)
+        d->multi_hot = 1;
     return rc;
 }
 

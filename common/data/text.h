@@ -107,7 +107,8 @@ int fl_text_words_init(fl_dataset_t *d);
 int fl_text_words_append(fl_dataset_t *d, const fl_vocab_t *words, const char *text, size_t len,
                          uint32_t group);
 
-/* Sets up the empty *d for bag of words (x: 10,000, y: 500 multi-hot). */
+/* Sets up the empty *d for bag of words (x: 10,000, y: 500 multi-hot,
+ * num_classes 500, multi_hot 1). */
 int fl_text_bow_init(fl_dataset_t *d);
 
 /* Appends one example: the words of `text` (space-separated) as frequencies

@@ -6,7 +6,8 @@ set -u
 build=${1:-build}
 bin=$build/fedopt-client
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+tmp=$(mktemp -d)
+trap 'rm -f "$out"; rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*"; cat "$out"; exit 1; }
 
 "$bin" data inspect --partition dirichlet:0.1 --clients 100 --data-seed 3 >"$out" 2>&1 || fail "dirichlet text"
@@ -29,6 +30,20 @@ grep -q '"examples":10000,"classes":10,"label_dim":1,"shape":\[1,28,28\]' "$out"
 n=$(grep -o '{"index":[0-9]*,' "$out" | wc -l)
 [ "$n" -eq 1 ] || fail "one client expected"
 grep -q '{"index":17,"examples":18,' "$out" || fail "client 17 of 3400 has 18 examples"
+
+# Multi-hot tags (bag of words): two users, 5 posts each, 4 train + 1 test.
+mkdir -p "$tmp/posts"
+for u in alice bob; do
+    for i in 1 2 3 4 5; do printf 'c|go\tsort the list %s\n' "$i"; done >"$tmp/posts/$u"
+done
+printf 'java\tjust java\n' >>"$tmp/posts/bob"
+"$bin" data inspect --data "text:$tmp/posts" --data-view bow --partition natural --json >"$out" 2>&1 \
+    || fail "bow inspect"
+grep -q '"classes":500,"label_dim":500,"shape":\[10000\]' "$out" || fail "bow header"
+grep -q '{"index":0,"name":"alice","examples":4,"labels":{"0":4,"1":4}}' "$out" || fail "alice's tags"
+grep -q '{"index":1,"name":"bob","examples":5,"labels":{"0":5,"1":5}}' "$out" || fail "bob's tags"
+"$bin" data inspect --data "text:$tmp/posts" --data-view bow >"$out" 2>&1 || fail "bow text"
+grep -q '(multi-hot tags)' "$out" || fail "multi-hot not named"
 
 for bad in "--data nosuch" "--partition dirichlet:0 --clients 3" "--partition natural --clients 3" \
            "--data idx:/nonexistent"; do

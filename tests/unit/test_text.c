@@ -171,6 +171,8 @@ static void test_vocab_words_bow(void **state)
     assert_int_equal(fl_text_bow_init(&d), 0);
     assert_int_equal(d.dim, 10000);
     assert_int_equal(d.label_dim, 500);
+    assert_int_equal(d.num_classes, 500); /* bowlr's output count */
+    assert_int_equal(d.multi_hot, 1);
     assert_int_equal(fl_text_bow_append(&d, v, tags, "the the cat zebra", 17, "python|java", 11, 0),
                      0);
     assert_float_equal(d.x[0], 2.0f / 3.0f, 1e-6);
