@@ -67,6 +67,9 @@ $(BUILD)/config-$(BLAS).mk: deploy/install-deps.sh Makefile
 ALL_CFLAGS = $(FL_CFLAGS) $(PKG_CFLAGS) $(CFLAGS)
 HOT_OBJS = $(BUILD)/common/serveropt.o $(BUILD)/common/params.o $(BUILD)/common/nn/%.o
 $(HOT_OBJS): ALL_CFLAGS += $(HOT_CFLAGS)
+# The LSTM's gate loops only vectorize when FP compares may be if-converted
+# (the clamp in its inline exp); fedopt never relies on FP traps.
+$(BUILD)/common/nn/lstm.o: ALL_CFLAGS += -fno-trapping-math
 
 # Objects depend on the flags they were built with: changing CC, CFLAGS,
 # SANITIZE or BLAS rebuilds everything.
