@@ -20,6 +20,7 @@
 #include "common/nn/loss.h"
 #include "common/nn/lstm.h"
 #include "common/safetensors.h"
+#include "common/train.h"
 #include "tests/support/gradcheck.h"
 
 /* Token ids in [0, vocab) with a good share of padding (id 0). */
@@ -302,6 +303,42 @@ static void test_grad_seq_models(void **state)
     check_seq_model("wordlstm", 4, 9, 2, 14);
 }
 
+/* A next-token client's aggregation weight is its non-pad target count; the
+ * reported loss is the token-weighted mean of the batch losses. */
+static void test_train_weight_is_tokens(void **state)
+{
+    (void)state;
+    enum { N = 7, T = 5, V = 6 };
+    fl_dataset_t d;
+    fl_dataset_init(&d);
+    const int64_t shape[1] = {T};
+    assert_int_equal(fl_dataset_alloc_labels(&d, N, 1, shape, T, V), 0);
+    padded_batch(N, T, V, d.x, d.y, 31);
+    size_t real = 0;
+    for (size_t i = 0; i < (size_t)N * T; i++)
+        real += d.y[i] != 0;
+    assert_true(real > 0 && real < (size_t)N * T);
+    fl_model_spec_t spec;
+    assert_int_equal(fl_model_spec_from_dataset(&d, &spec), 0);
+    fl_model_t *m = NULL;
+    assert_int_equal(fl_model_create("charlstm", &spec, &m), 0);
+    fl_model_init_params(m, 2);
+    fl_train_stats_t ev;
+    assert_int_equal(fl_train_eval(m, &d, 3, &ev), 0);
+    assert_true(ev.weight == (double)real);
+    assert_int_equal(ev.examples, N);
+    /* Token-weighted: the same as one batch holding everything. */
+    fl_train_stats_t whole;
+    assert_int_equal(fl_train_eval(m, &d, N, &whole), 0);
+    assert_true(fabs(ev.loss - whole.loss) < 1e-5);
+    fl_train_config_t cfg = {.epochs = 1, .batch = 2, .sgd = {.lr = 0.1f}, .seed = 1};
+    fl_train_stats_t last;
+    assert_int_equal(fl_train_run(m, &d, &cfg, NULL, NULL, &last), 0);
+    assert_true(last.weight == (double)real);
+    fl_model_free(m);
+    fl_dataset_free(&d);
+}
+
 /* safetensors: charlstm's file has PyTorch's two biases per layer (bias_hh
  * all zero) and loads back bit for bit; a file whose bias_hh is not zero
  * (a PyTorch checkpoint) loads as the sum of the two. */
@@ -362,6 +399,7 @@ int main(void)
         cmocka_unit_test(test_seq_model_counts),
         cmocka_unit_test(test_grad_seq_models),
         cmocka_unit_test(test_lstm_safetensors),
+        cmocka_unit_test(test_train_weight_is_tokens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
