@@ -704,8 +704,13 @@ static void send_heartbeats(fl__daemon_t *d, double now)
     if (fl_wire_encode(&env, &buf))
         return;
     for (fl__client_t *c = d->clients; c; c = c->next) {
-        /* A client silent for three heartbeats (and not paused by us) is gone. */
-        if (c->up != U_WAIT_SLOT && now - c->last_seen > 3 * d->cfg->heartbeat) {
+        /* A client silent for three heartbeats (and not paused by us) is gone.
+         * One in the middle of an upload delivers no message until its delta
+         * is complete, so it gets the round deadline if that is longer. */
+        double limit = 3 * d->cfg->heartbeat;
+        if (c->up == U_RECEIVING && d->cfg->round_deadline > limit)
+            limit = d->cfg->round_deadline;
+        if (c->up != U_WAIT_SLOT && now - c->last_seen > limit) {
             FL_LOG_I(WHO, "%s: silent for %.1f s: dropping", c->name ? c->name : fl_tls_conn_addr(c->conn),
                      now - c->last_seen);
             if (c->welcomed)
