@@ -246,6 +246,7 @@ static void on_update(fl__client_t *c, const Fedopt__Update *u)
         /* Every buffer is taken: stop reading this connection, so its delta
          * waits in the kernel and the client's TCP window. */
         c->up = U_WAIT_SLOT;
+        FL_LOG_D(WHO, "%s: upload waits for a buffer (%zu in use)", c->name, d->slots_used);
         fl_tls_conn_pause_read(c->conn);
         if (d->wait_tail)
             d->wait_tail->wait_next = c;

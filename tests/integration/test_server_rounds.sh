@@ -1,6 +1,7 @@
 #!/bin/sh
 # fedopt-server over real mutual TLS on loopback with the protocol test client:
-#  A. FedAvg, lr = 1, three deterministic clients with weights 1, 1, 2: every
+#  A. FedAvg, lr = 1, three deterministic clients with weights 1, 1, 2 and one
+#     upload buffer (uploads arriving together wait, paused, in TCP): every
 #     round's new global model equals the weighted mean of the client models
 #     bit for bit (each client checks the model it receives next round).
 #  B. One round with a client killed mid-upload, a silent one, and stale,
@@ -13,7 +14,7 @@ make_pki a b c d e f g h
 # --- A ------------------------------------------------------------------------
 start_server "$work/server.log" --db "$work/a.db" --rounds 4 --clients_per_round 3 --min_clients 3 \
     --round_deadline 20 --heartbeat 1 --server_opt fedavg --server_lr 1 \
-    --eval_data fmnist --eval_every 2 --eval_max_examples 1000
+    --eval_data fmnist --eval_every 2 --eval_max_examples 1000 --max_buffered_uploads 1 --log_level debug
 exp=1:1.25,1:0.75,2:1.5
 client a --weight 1 --mult 1.25 --expect $exp --timeout 30
 client b --weight 1 --mult 0.75 --expect $exp --timeout 30
@@ -34,7 +35,8 @@ done
 evals=$(awk 'NR > 2 && $8 != "-" && $9 >= 0 && $9 <= 1 {printf "%s ", $1}' "$work/rounds.txt")
 [ "$evals" = "2 4 " ] || fail "evaluated rounds: '$evals' ($(cat "$work/rounds.txt"))"
 grep -q 'round 2/4 closed: .* eval_loss [0-9.]* eval_acc 0\.[0-9]*' "$work/server.log" || fail "progress line without eval"
-echo "A: 4 FedAvg rounds, each model the exact weighted mean of the client models"
+echo "A: 4 FedAvg rounds, each model the exact weighted mean of the client models" \
+    "($(grep -c 'waits for a buffer' "$work/server.log") uploads waited for the single buffer)"
 
 # export -> --init -> export: the model survives the safetensors round trip bit for bit.
 "$srv" export "$work/a.db" 1 "$work/r4.safetensors" >/dev/null || fail "export"
