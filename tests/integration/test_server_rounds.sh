@@ -11,6 +11,16 @@ build=${1:-build}
 . tests/integration/server_lib.sh
 make_pki a b c d e f g h
 
+# --help lists every setting with its default; a bad flag is a usage error (2), a bad value too.
+"$srv" run --help >"$work/help.txt" || fail "run --help"
+for k in listen tls_cert db model init eval_data eval_every rounds clients_per_round min_clients min_reports \
+    over_selection round_deadline heartbeat client_lr client_lr_schedule local_epochs batch_size server_opt \
+    server_lr momentum beta1 beta2 tau initial_accumulator bias_correction weighting seed max_buffered_uploads; do
+    grep -q -- "--$k " "$work/help.txt" || fail "run --help lacks --$k"
+done
+"$srv" run --no_such_setting 1 2>/dev/null; [ $? -eq 2 ] || fail "unknown flag: want exit 2"
+"$srv" run --round_deadline soon 2>/dev/null; [ $? -eq 2 ] || fail "bad value: want exit 2"
+
 # --- A ------------------------------------------------------------------------
 start_server "$work/server.log" --db "$work/a.db" --rounds 4 --clients_per_round 3 --min_clients 3 \
     --round_deadline 20 --heartbeat 1 --server_opt fedavg --server_lr 1 \
