@@ -1,6 +1,7 @@
 #include "server/daemon.h"
 
 #include <errno.h>
+#include <sys/resource.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1004,6 +1005,20 @@ int fl_daemon_run(const fl_server_config_t *cfg)
         FL_LOG_E(WHO, "listen: want HOST:PORT or [IPv6]:PORT, not '%s'", cfg->listen);
         rc = FL_ECONFIG;
         goto out;
+    }
+    /* One descriptor per client: raise the soft limit (often 1024) towards
+     * max_connections, as far as the hard limit allows. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rlim_t want = (rlim_t)cfg->max_connections + 64;
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+            rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+            rl.rlim_cur < (rlim_t)cfg->max_connections + 64)
+            FL_LOG_W(WHO, "open-file limit %llu is below max_connections %lld: raise it (LimitNOFILE=)",
+                     (unsigned long long)rl.rlim_cur, (long long)cfg->max_connections);
     }
     if ((rc = fl_store_open(cfg->db, 0, &d->store)))
         goto out;

@@ -269,7 +269,7 @@ static int part2(int k, size_t n, const char *dir, const char *server_bin)
         execl(server_bin, server_bin, "run", "--listen", listen, "--tls_cert", cert, "--tls_key", key, "--tls_ca",
               ca, "--db", db, "--model", "mlp", "--rounds", "1", "--clients_per_round", kbuf, "--min_clients", kbuf,
               "--round_deadline", "600", "--heartbeat", "3600", "--server_opt", "fedadam", "--max_buffered_uploads",
-              "4", "--wait_timeout", "120", (char *)NULL);
+              "4", "--wait_timeout", "900", (char *)NULL);
         _exit(127);
     }
     /* Wait for the server to listen (its log says so). */
@@ -297,7 +297,11 @@ static int part2(int k, size_t n, const char *dir, const char *server_bin)
     int status = 0;
     struct rusage ru;
     if (wait4(pid, &status, 0, &ru) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        printf("  K=%d: the server failed (log: %s)\n", k, logp);
+        char cmd[PATH_MAX + 32];
+        printf("  K=%d: the server failed; its log ends:\n", k);
+        snprintf(cmd, sizeof cmd, "tail -n 5 %s", logp);
+        if (system(cmd) != 0)
+            printf("  (no log)\n");
         free(B.c);
         return 1;
     }
@@ -330,6 +334,11 @@ int main(void)
 {
     fl_log_set_level(FL_LOG_WARN);
     setvbuf(stdout, NULL, _IOLBF, 0);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     size_t n = mlp_numel();
     if (!n) {
         printf("bench_server: no mlp model\n");
