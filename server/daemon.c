@@ -1033,11 +1033,13 @@ int fl_daemon_run(const fl_server_config_t *cfg)
         .no_client_cert = !cfg->require_client_cert,
         .max_conns = (uint32_t)cfg->max_connections,
         .max_tensor = (uint64_t)d->numel * sizeof(float),
-        /* Ciphertext in flight per connection: the model goes to K clients
-         * at once, and K x this window is what sending costs in memory. 64 KiB
-         * still fills loopback and LAN links; the transport's default (256
-         * KiB) made 1,000 clients cost 250 MiB. */
-        .max_inflight = 64 * 1024,
+        /* Ciphertext handed to the kernel and not yet taken by it, per
+         * connection: the model goes to K clients at once and K x this window
+         * is what sending costs in memory (the transport's default of 256 KiB
+         * made 1,000 clients cost 250 MiB). The kernel's socket buffers, not
+         * this window, cover the network's bandwidth-delay product, so a
+         * small window costs no throughput. */
+        .max_inflight = 16 * 1024,
     };
     if ((rc = fl_tls_ctx_new(FL_TLS_SERVER, &to, &d->tls)))
         goto out;
