@@ -4,12 +4,14 @@
 #     upload buffer (uploads arriving together wait, paused, in TCP): every
 #     round's new global model equals the weighted mean of the client models
 #     bit for bit (each client checks the model it receives next round).
-#  B. One round with a client killed mid-upload, a silent one, and stale,
-#     duplicate, wrong-shape and NaN updates: the round closes at its deadline
-#     with the good updates, and every update is in the log with its reason.
+#  B. One round with a client killed mid-upload, a silent one, a stalled one
+#     (no heartbeats), and stale, duplicate, wrong-shape and NaN updates: the
+#     round closes at its deadline with the good updates, and every update is
+#     in the log with its reason.
+#  C. No client ever comes: wait_timeout ends the server with a clear log.
 build=${1:-build}
 . tests/integration/server_lib.sh
-make_pki a b c d e f g h
+make_pki a b c d e f g h i
 
 # --help lists every setting with its default; a bad flag is a usage error (2), a bad value too.
 "$srv" run --help >"$work/help.txt" || fail "run --help"
@@ -66,7 +68,7 @@ cmp "$work/r4.safetensors" "$work/init.safetensors" || fail "--init + export cha
 echo "export / --init: the exported model reloads bit for bit"
 
 # --- B ------------------------------------------------------------------------
-start_server "$work/server-b.log" --db "$work/b.db" --rounds 1 --clients_per_round 8 --min_clients 8 \
+start_server "$work/server-b.log" --db "$work/b.db" --rounds 1 --clients_per_round 9 --min_clients 9 \
     --min_reports 2 --round_deadline 3 --heartbeat 0.5
 client a --mode good
 client b --mode good
@@ -76,6 +78,7 @@ client e --mode stale
 client f --mode dup
 client g --mode shape
 client h --mode nan
+client i --mode mute
 wait_pid "$server_pid" 20 || fail "server B exited with $?"
 "$srv" updates "$work/b.db" 1 1 >"$work/updates.txt" || fail "updates command"
 cat "$work/updates.txt"
@@ -89,7 +92,16 @@ want g refused 'wrong shape'
 want h refused 'non-finite delta'
 want c dropped 'disconnected mid-upload'
 want d dropped deadline
+want i dropped stalled
 [ "$(grep -c accepted "$work/updates.txt")" -eq 3 ] || fail "exactly 3 accepted updates expected"
 "$srv" rounds "$work/b.db" 1 >"$work/rounds.txt"
-grep -Eq '^1 +closed +8 +3 +3 ' "$work/rounds.txt" || fail "round B: $(cat "$work/rounds.txt")"
+grep -Eq '^1 +closed +9 +3 +4 ' "$work/rounds.txt" || fail "round B: $(cat "$work/rounds.txt")"
 echo "B: refused and dropped updates recorded with their reasons; the round closed at its deadline"
+
+# --- C: nobody comes: with wait_timeout the server gives up (exit 1), logging what it waits for.
+start_server "$work/server-c.log" --db "$work/c.db" --min_clients 2 --wait_timeout 1
+wait_pid "$server_pid" 10; rc=$?
+[ $rc -eq 1 ] || fail "wait_timeout: exit $rc, want 1"
+grep -q 'round 1 waits for clients: 0 connected, 2 needed' "$work/server-c.log" || fail "no waiting line"
+grep -q 'gave up after waiting 1 s' "$work/server-c.log" || fail "no give-up line"
+echo "C: wait_timeout: the server said what it waited for and gave up"

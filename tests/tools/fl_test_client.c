@@ -12,8 +12,9 @@
  * Modes (--mode): good, silent (takes the task, never uploads, keeps sending
  * heartbeats), die (uploads part of its delta, then SIGKILLs itself), stale
  * (uploads for the previous round id), dup (uploads the same update twice),
- * shape (one float short), nan (a NaN in the delta), lazy (like good but
- * waits --delay seconds before uploading).
+ * shape (one float short), nan (a NaN in the delta), mute (takes the task and
+ * then sends nothing at all, not even heartbeats: a stalled device). --delay S
+ * makes any uploading mode wait S seconds first.
  *
  * Exit status: 0 after the server's Bye with every check passed, 1 on a
  * failed check or a timeout, 2 on usage errors. */
@@ -182,7 +183,7 @@ static void on_model(fl_wire_event_t *ev)
     T.x = (float *)ev->data; /* take it */
     ev->data = NULL;
     check_mean();
-    if (strcmp(T.mode, "silent") == 0)
+    if (strcmp(T.mode, "silent") == 0 || strcmp(T.mode, "mute") == 0)
         return;
     if (strcmp(T.mode, "die") == 0) {
         upload();
@@ -233,7 +234,8 @@ static void on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
     switch (m->msg_case) {
     case FEDOPT__ENVELOPE__MSG_WELCOME:
         T.heartbeat_ms = m->welcome->heartbeat_ms ? m->welcome->heartbeat_ms : 1000;
-        uv_timer_start(&T.hb, on_hb, T.heartbeat_ms, T.heartbeat_ms);
+        if (strcmp(T.mode, "mute") != 0) /* mute: no heartbeats, no upload (a stalled device) */
+            uv_timer_start(&T.hb, on_hb, T.heartbeat_ms, T.heartbeat_ms);
         break;
     case FEDOPT__ENVELOPE__MSG_TASK_OFFER: {
         /* Remember which round the model we hold belongs to before it is replaced. */
