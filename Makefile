@@ -65,7 +65,8 @@ $(BUILD)/config-$(BLAS).mk: deploy/install-deps.sh Makefile
 	   echo "CMOCKA_LIBS := $$(pkg-config --libs cmocka)"; } > $@
 
 ALL_CFLAGS = $(FL_CFLAGS) $(PKG_CFLAGS) $(CFLAGS)
-HOT_OBJS = $(BUILD)/common/serveropt.o $(BUILD)/common/params.o $(BUILD)/common/nn/%.o
+HOT_OBJS = $(BUILD)/common/serveropt.o $(BUILD)/common/params.o $(BUILD)/common/clientopt.o \
+           $(BUILD)/common/train.o $(BUILD)/common/models.o $(BUILD)/common/nn/%.o
 $(HOT_OBJS): ALL_CFLAGS += $(HOT_CFLAGS)
 # The LSTM's gate loops only vectorize when FP compares may be if-converted
 # (the clamp in its inline exp); fedopt never relies on FP traps.

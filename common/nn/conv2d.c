@@ -11,15 +11,21 @@
 typedef struct {
     int cin, h, w, cout, ho, wo, k, stride, pad;
     int has_bias;
-    float *col;  /* [cin*k*k, ho*wo] for one example */
-    float *dcol; /* same shape, backward */
+    size_t chunk; /* examples lowered together: one GEMM per chunk */
+    float *col;   /* [cin*k*k, chunk*ho*wo] */
+    float *ybuf;  /* [cout, chunk*ho*wo]: GEMM output / output gradient, channel-major */
 } conv_t;
 
-/* Lowers one example x[cin, h, w] into col[cin*k*k, ho*wo] (zeros where the
- * window hangs over the padding). */
-static void im2col(const conv_t *c, const float *x, float *col)
+/* Caps the lowered matrix of a chunk (floats): big enough that the GEMMs
+ * are wide (a cnn batch of 20 fits whole), small enough that a wide ResNet
+ * layer does not need hundreds of MB. */
+#define CONV_COL_CAP ((size_t)16 << 20)
+
+/* Lowers one example x[cin, h, w] into the columns of col[cin*k*k, ld]
+ * (ho*wo of them; zeros where the window hangs over the padding). */
+static void im2col(const conv_t *c, const float *x, float *col, size_t ld)
 {
-    const int hw = c->ho * c->wo;
+    const size_t hw = ld;
     for (int ch = 0; ch < c->cin; ch++)
         for (int ki = 0; ki < c->k; ki++)
             for (int kj = 0; kj < c->k; kj++) {
@@ -56,10 +62,11 @@ static void im2col(const conv_t *c, const float *x, float *col)
             }
 }
 
-/* Adds col[cin*k*k, ho*wo] back into dx[cin, h, w] (the adjoint of im2col). */
-static void col2im(const conv_t *c, const float *col, float *dx)
+/* Adds the columns of col[cin*k*k, ld] back into dx[cin, h, w] (the
+ * adjoint of im2col). */
+static void col2im(const conv_t *c, const float *col, size_t ld, float *dx)
 {
-    const int hw = c->ho * c->wo;
+    const size_t hw = ld;
     memset(dx, 0, (size_t)c->cin * c->h * c->w * sizeof(float));
     for (int ch = 0; ch < c->cin; ch++)
         for (int ki = 0; ki < c->k; ki++)
@@ -72,6 +79,16 @@ static void col2im(const conv_t *c, const float *col, float *dx)
                         continue;
                     const float *src = row + (size_t)oh * c->wo;
                     float *dst = plane + (size_t)ih * c->w;
+                    if (c->stride == 1) {
+                        /* ow in [lo, hi) adds into dst[ow + off]: one vectorizable run. */
+                        int off = kj - c->pad;
+                        int lo = off < 0 ? -off : 0;
+                        int hi = c->w - off < c->wo ? c->w - off : c->wo;
+                        float *d = dst + off;
+                        for (int ow = lo; ow < hi; ow++)
+                            d[ow] += src[ow];
+                        continue;
+                    }
                     for (int ow = 0; ow < c->wo; ow++) {
                         int iw = ow * c->stride - c->pad + kj;
                         if (iw >= 0 && iw < c->w)
@@ -84,11 +101,19 @@ static void col2im(const conv_t *c, const float *col, float *dx)
 static int conv_reserve(fl_layer_t *l, size_t max_n)
 {
     conv_t *c = l->priv;
-    if (!c->col) {
-        size_t sz = (size_t)c->cin * c->k * c->k * c->ho * c->wo * sizeof(float);
-        c->col = malloc(sz);
-        c->dcol = malloc(sz);
-        if (!c->col || !c->dcol)
+    size_t per = (size_t)c->cin * c->k * c->k * c->ho * c->wo;
+    size_t chunk = CONV_COL_CAP / per;
+    if (chunk < 1)
+        chunk = 1;
+    if (chunk > max_n)
+        chunk = max_n;
+    if (chunk > c->chunk) {
+        free(c->col);
+        free(c->ybuf);
+        c->col = malloc(chunk * per * sizeof(float));
+        c->ybuf = malloc(chunk * (size_t)c->cout * c->ho * c->wo * sizeof(float));
+        c->chunk = c->col && c->ybuf ? chunk : 0;
+        if (!c->chunk)
             return FL_ENOMEM;
     }
     l->max_n = max_n;
@@ -105,28 +130,32 @@ static void conv_init(fl_layer_t *l, fl_rng_t *rng)
         fl_init_uniform(l->p[1], (size_t)c->cout, bound, rng);
 }
 
+/* Forward and backward work in chunks of examples: the chunk's examples are
+ * lowered side by side into col[K, nc*HW] (K = cin*k*k), so each pass is one
+ * wide GEMM instead of one small GEMM per example. The GEMM output is
+ * channel-major [cout, nc*HW] and is copied (with the bias) into NCHW. */
 static void conv_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_mode_t mode)
 {
     conv_t *c = l->priv;
-    const int kk = c->cin * c->k * c->k, hw = c->ho * c->wo;
-    for (size_t i = 0; i < n; i++) {
-        const float *xi = x + i * l->in_dim;
-        float *yi = y + i * l->out_dim;
-        const float *b = NULL;
-        if (c->k == 1 && c->stride == 1 && c->pad == 0) {
-            b = xi; /* a 1x1 convolution needs no lowering */
-        } else {
-            im2col(c, xi, c->col);
-            b = c->col;
-        }
-        fl_gemm(0, 0, c->cout, hw, kk, 1.0f, l->p[0], kk, b, hw, 0.0f, yi, hw);
-        if (c->has_bias)
+    const int kk = c->cin * c->k * c->k;
+    const size_t hw = (size_t)c->ho * c->wo;
+    for (size_t i0 = 0; i0 < n; i0 += c->chunk) {
+        size_t nc = n - i0 < c->chunk ? n - i0 : c->chunk;
+        size_t ld = nc * hw;
+        for (size_t i = 0; i < nc; i++)
+            im2col(c, x + (i0 + i) * l->in_dim, c->col + i * hw, ld);
+        fl_gemm(0, 0, c->cout, (int)ld, kk, 1.0f, l->p[0], kk, c->col, (int)ld, 0.0f, c->ybuf,
+                (int)ld);
+        for (size_t i = 0; i < nc; i++) {
+            float *yi = y + (i0 + i) * l->out_dim;
             for (int o = 0; o < c->cout; o++) {
-                float bo = l->p[1][o];
-                float *yo = yi + (size_t)o * hw;
-                for (int j = 0; j < hw; j++)
-                    yo[j] += bo;
+                const float *src = c->ybuf + (size_t)o * ld + i * hw;
+                float *dst = yi + (size_t)o * hw;
+                float bo = c->has_bias ? l->p[1][o] : 0.0f;
+                for (size_t j = 0; j < hw; j++)
+                    dst[j] = src[j] + bo;
             }
+        }
     }
 }
 
@@ -134,36 +163,39 @@ static void conv_backward(fl_layer_t *l, const float *x, const float *y, const f
                           float *dx, size_t n)
 {
     conv_t *c = l->priv;
-    const int kk = c->cin * c->k * c->k, hw = c->ho * c->wo;
-    const int direct = c->k == 1 && c->stride == 1 && c->pad == 0;
-    for (size_t i = 0; i < n; i++) {
-        const float *xi = x + i * l->in_dim;
-        const float *dyi = dy + i * l->out_dim;
-        const float *b = xi;
-        if (!direct) {
-            im2col(c, xi, c->col);
-            b = c->col;
-        }
-        /* dW[cout, kk] += dy[cout, hw] * col^T[hw, kk] */
-        fl_gemm(0, 1, c->cout, kk, hw, 1.0f, dyi, hw, b, hw, 1.0f, l->g[0], kk);
-        if (c->has_bias)
+    const int kk = c->cin * c->k * c->k;
+    const size_t hw = (size_t)c->ho * c->wo;
+    for (size_t i0 = 0; i0 < n; i0 += c->chunk) {
+        size_t nc = n - i0 < c->chunk ? n - i0 : c->chunk;
+        size_t ld = nc * hw;
+        /* dy of the chunk, channel-major, and the bias gradient on the way. */
+        for (size_t i = 0; i < nc; i++) {
+            const float *dyi = dy + (i0 + i) * l->out_dim;
             for (int o = 0; o < c->cout; o++) {
-                const float *d = dyi + (size_t)o * hw;
-                float s = 0.0f;
-                for (int j = 0; j < hw; j++)
-                    s += d[j];
-                l->g[1][o] += s;
-            }
-        if (dx) {
-            float *dxi = dx + i * l->in_dim;
-            /* dcol[kk, hw] = W^T[kk, cout] * dy[cout, hw] */
-            if (direct) {
-                fl_gemm(1, 0, kk, hw, c->cout, 1.0f, l->p[0], kk, dyi, hw, 0.0f, dxi, hw);
-            } else {
-                fl_gemm(1, 0, kk, hw, c->cout, 1.0f, l->p[0], kk, dyi, hw, 0.0f, c->dcol, hw);
-                col2im(c, c->dcol, dxi);
+                const float *src = dyi + (size_t)o * hw;
+                float *dst = c->ybuf + (size_t)o * ld + i * hw;
+                float sum = 0.0f;
+                for (size_t j = 0; j < hw; j++) {
+                    dst[j] = src[j];
+                    sum += src[j];
+                }
+                if (c->has_bias)
+                    l->g[1][o] += sum;
             }
         }
+        /* The lowered input again (cheaper than keeping it for every chunk). */
+        for (size_t i = 0; i < nc; i++)
+            im2col(c, x + (i0 + i) * l->in_dim, c->col + i * hw, ld);
+        /* dW[cout, K] += dY[cout, ld] * col^T[ld, K] */
+        fl_gemm(0, 1, c->cout, kk, (int)ld, 1.0f, c->ybuf, (int)ld, c->col, (int)ld, 1.0f,
+                l->g[0], kk);
+        if (!dx)
+            continue;
+        /* dcol[K, ld] = W^T[K, cout] * dY[cout, ld], into col (no longer needed). */
+        fl_gemm(1, 0, kk, (int)ld, c->cout, 1.0f, l->p[0], kk, c->ybuf, (int)ld, 0.0f, c->col,
+                (int)ld);
+        for (size_t i = 0; i < nc; i++)
+            col2im(c, c->col + i * hw, ld, dx + (i0 + i) * l->in_dim);
     }
 }
 
@@ -172,7 +204,7 @@ static void conv_destroy(fl_layer_t *l)
     conv_t *c = l->priv;
     if (c) {
         free(c->col);
-        free(c->dcol);
+        free(c->ybuf);
     }
     free(c);
 }

@@ -1,0 +1,83 @@
+/* bench_train: training samples/s of every model at batch 20 and 64 with 1
+ * and 2 GEMM threads, on synthetic data of each model's paper shapes (the
+ * speed of a step does not depend on the pixel values). Each figure is
+ * ~1.5 s of steady-state training after one warm-up step.
+ * FEDOPT_BENCH_MODELS=cnn,mlp restricts the models. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/clientopt.h"
+#include "common/models.h"
+#include "common/nn/gemm.h"
+#include "common/rng.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double bench(fl_model_t *m, size_t batch, int threads)
+{
+    fl_gemm_set_threads(threads);
+    size_t in = fl_model_in_dim(m), ld = m->spec.label_dim;
+    float *x = malloc(batch * in * sizeof(float));
+    int32_t *y = malloc(batch * ld * sizeof(int32_t));
+    fl_rng_t r;
+    fl_rng_seed(&r, 2);
+    for (size_t i = 0; i < batch * in; i++)
+        x[i] = m->info->loss == FL_LOSS_SIGMOID_BCE ? (float)(fl_rng_u32(&r) % 50 == 0)
+                                                    : (float)fl_rng_uniform(&r);
+    for (size_t i = 0; i < batch * ld; i++)
+        y[i] = m->info->loss == FL_LOSS_SIGMOID_BCE ? (int32_t)(fl_rng_u32(&r) % 100 == 0)
+                                                    : (int32_t)fl_rng_below(&r, (uint64_t)m->spec.num_classes);
+    fl_sgd_config_t cfg = {.lr = 0.01f};
+    fl_sgd_t opt;
+    fl_sgd_init(&opt, &cfg, &m->params);
+    double L;
+    fl_model_loss(m, x, y, batch, FL_MODE_TRAIN, 1, &L, NULL);
+    fl_sgd_step(&opt, &m->params, &m->grads);
+    double t0 = now_s(), el;
+    size_t steps = 0;
+    do {
+        fl_model_loss(m, x, y, batch, FL_MODE_TRAIN, 1, &L, NULL);
+        fl_sgd_step(&opt, &m->params, &m->grads);
+        steps++;
+        el = now_s() - t0;
+    } while (el < 1.5);
+    fl_sgd_free(&opt);
+    free(x);
+    free(y);
+    return (double)(steps * batch) / el;
+}
+
+int main(void)
+{
+    const char *only = getenv("FEDOPT_BENCH_MODELS");
+    printf("gemm backend: %s\n", fl_gemm_backend());
+    printf("%-12s %10s %10s %10s %10s   (training samples/s)\n", "model", "B20 1thr", "B20 2thr",
+           "B64 1thr", "B64 2thr");
+    for (size_t i = 0; i < fl_models_count(); i++) {
+        const fl_model_info_t *info = fl_models_at(i);
+        if (only && !strstr(only, info->name))
+            continue;
+        fl_model_t *m;
+        if (fl_model_create(info->name, &info->paper, &m))
+            return 1;
+        fl_model_init_params(m, 1);
+        printf("%-12s", info->name);
+        fflush(stdout);
+        for (int b = 0; b < 2; b++)
+            for (int t = 1; t <= 2; t++) {
+                printf(" %10.0f", bench(m, b ? 64 : 20, t));
+                fflush(stdout);
+            }
+        printf("\n");
+        fl_model_free(m);
+    }
+    return 0;
+}

@@ -1,0 +1,302 @@
+/* The trainer: determinism from a seed, data/model mismatches refused,
+ * momentum and the callback, and real learning on Fashion-MNIST.
+ *
+ * `make test` runs the cheap accuracy contracts (logreg 3 epochs >= 83%, mlp
+ * 1 epoch, cnn on a 3,000-example subset); `make test-long`
+ * (FEDOPT_TEST_LONG=1) adds the issue's full contracts: mlp >= 85.5% and
+ * cnn >= 88.5% on the 10,000 test images, B = 20, lr = 0.05, seed 1.
+ * Tests that need Fashion-MNIST skip when the Debian package is absent. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "common/data/idx.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/models.h"
+#include "common/nn/gemm.h"
+#include "common/train.h"
+
+static fl_dataset_t train_set, test_set;
+static int have_fmnist;
+
+static int load_fmnist(void **state)
+{
+    (void)state;
+    struct stat sb;
+    fl_dataset_init(&train_set);
+    fl_dataset_init(&test_set);
+    if (stat(fl_fmnist_dir(), &sb) != 0)
+        return 0;
+    if (fl_fmnist_load("train", &train_set) || fl_fmnist_load("test", &test_set))
+        return -1;
+    have_fmnist = 1;
+    return 0;
+}
+
+static int free_fmnist(void **state)
+{
+    (void)state;
+    fl_dataset_free(&train_set);
+    fl_dataset_free(&test_set);
+    return 0;
+}
+
+/* A small synthetic classification set of 8x8 "images": class = argmax of 3
+ * fixed projections. */
+static void synth(fl_dataset_t *d, size_t n, uint64_t seed)
+{
+    int64_t shape[3] = {1, 8, 8};
+    assert_int_equal(fl_dataset_alloc(d, n, 3, shape, 3), 0);
+    fl_rng_t r;
+    fl_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) {
+        double s[3] = {0, 0, 0};
+        for (int j = 0; j < 64; j++) {
+            float v = (float)fl_rng_uniform(&r);
+            d->x[i * 64 + j] = v;
+            s[j % 3] += v * (j < 32 ? 1 : -0.5);
+        }
+        d->y[i] = s[0] > s[1] ? (s[0] > s[2] ? 0 : 2) : (s[1] > s[2] ? 1 : 2);
+    }
+}
+
+static void run(const char *model, const fl_dataset_t *d, const fl_train_config_t *cfg,
+                uint32_t *crc, double *loss)
+{
+    fl_model_spec_t s;
+    fl_model_t *m;
+    assert_int_equal(fl_model_spec_from_dataset(d, &s), 0);
+    assert_int_equal(fl_model_create(model, &s, &m), 0);
+    fl_model_init_params(m, cfg->seed);
+    fl_train_stats_t st;
+    assert_int_equal(fl_train_run(m, d, cfg, NULL, NULL, &st), 0);
+    *crc = fl_params_crc32(m->params.data, m->params.numel);
+    *loss = st.loss;
+    fl_model_free(m);
+}
+
+static void test_deterministic(void **state)
+{
+    (void)state;
+    fl_dataset_t d;
+    fl_dataset_init(&d);
+    synth(&d, 300, 1);
+    fl_gemm_set_threads(1);
+    const char *models[] = {"logreg", "mlp", "cnn"};
+    for (int k = 0; k < 3; k++) {
+        fl_train_config_t cfg = {.epochs = 2, .batch = 16, .sgd = {.lr = 0.05f, .momentum = 0.5f},
+                                 .seed = 7, .ids = {3, 4}, .nids = 2};
+        uint32_t a, b, c;
+        double la, lb, lc;
+        run(models[k], &d, &cfg, &a, &la);
+        run(models[k], &d, &cfg, &b, &lb);
+        assert_int_equal(a, b);
+        assert_true(la == lb);
+        /* Another stream tuple shuffles (and drops out) differently. */
+        cfg.ids[1] = 5;
+        run(models[k], &d, &cfg, &c, &lc);
+        assert_int_not_equal(a, c);
+    }
+    fl_dataset_free(&d);
+}
+
+static int count_cb(int epoch, const fl_train_stats_t *st, void *ud)
+{
+    int *calls = ud;
+    (*calls)++;
+    assert_int_equal(epoch, *calls);
+    assert_int_equal(st->examples, 300);
+    assert_int_equal(st->steps, 10); /* 300 / 32 rounded up: the last batch is partial */
+    return epoch == 2;               /* stop after the second */
+}
+
+static void test_learns_and_callback(void **state)
+{
+    (void)state;
+    fl_dataset_t d;
+    fl_dataset_init(&d);
+    synth(&d, 300, 2);
+    fl_model_spec_t s;
+    fl_model_t *m;
+    fl_model_spec_from_dataset(&d, &s);
+    assert_int_equal(fl_model_create("mlp", &s, &m), 0);
+    fl_model_init_params(m, 1);
+    fl_train_stats_t before, after;
+    assert_int_equal(fl_train_eval(m, &d, 64, &before), 0);
+    assert_int_equal(before.examples, 300);
+    fl_train_config_t cfg = {.epochs = 5, .batch = 32, .sgd = {.lr = 0.1f}, .seed = 1};
+    int calls = 0;
+    assert_int_equal(fl_train_run(m, &d, &cfg, count_cb, &calls, NULL), FL_ECANCELED);
+    assert_int_equal(calls, 2);
+    cfg.epochs = 80;
+    assert_int_equal(fl_train_run(m, &d, &cfg, NULL, NULL, NULL), 0);
+    assert_int_equal(fl_train_eval(m, &d, 64, &after), 0);
+    printf("mlp on synthetic data: loss %.4f -> %.4f, accuracy %.3f -> %.3f\n", before.loss, after.loss, before.metric, after.metric);
+    assert_true(after.loss < before.loss * 0.7);
+    assert_true(after.metric > 0.85);
+    fl_model_free(m);
+    fl_dataset_free(&d);
+}
+
+static void test_mismatch_refused(void **state)
+{
+    (void)state;
+    fl_dataset_t d;
+    fl_dataset_init(&d);
+    synth(&d, 10, 3);
+    fl_model_t *m;
+    fl_model_spec_t s = {.input = {.ndim = 1, .d = {20}}, .num_classes = 3, .label_dim = 1};
+    assert_int_equal(fl_model_create("logreg", &s, &m), 0);
+    fl_train_stats_t st;
+    assert_int_equal(fl_train_eval(m, &d, 4, &st), FL_ESHAPE); /* 64 features, not 20 */
+    fl_model_free(m);
+    s.input = (fl_shape_t){.ndim = 3, .d = {1, 8, 8}};
+    s.num_classes = 2;
+    assert_int_equal(fl_model_create("logreg", &s, &m), 0);
+    assert_int_equal(fl_train_eval(m, &d, 4, &st), FL_ESHAPE); /* 3 classes, 2 outputs */
+    fl_model_free(m);
+    /* cnn needs an image; 1-D input is refused at creation. */
+    s.input = (fl_shape_t){.ndim = 1, .d = {64}};
+    assert_int_equal(fl_model_create("cnn", &s, &m), FL_ESHAPE);
+    assert_int_equal(fl_model_create("nosuch", &s, &m), FL_ENOTFOUND);
+    /* An exploding learning rate is reported, not silently continued. */
+    s.input = (fl_shape_t){.ndim = 3, .d = {1, 8, 8}};
+    s.num_classes = 3;
+    assert_int_equal(fl_model_create("mlp", &s, &m), 0);
+    fl_model_init_params(m, 1);
+    fl_train_config_t cfg = {.epochs = 3, .batch = 2, .sgd = {.lr = 1e30f}, .seed = 1};
+    assert_int_equal(fl_train_run(m, &d, &cfg, NULL, NULL, NULL), FL_ENONFINITE);
+    fl_model_free(m);
+    fl_dataset_free(&d);
+}
+
+/* The autoencoder and bowlr train too: loss falls on data of their shapes. */
+static void test_other_losses_learn(void **state)
+{
+    (void)state;
+    /* autoencoder on 200 synthetic 28x28 "images" with 4 prototypes */
+    fl_dataset_t d;
+    fl_dataset_init(&d);
+    int64_t shape[3] = {1, 28, 28};
+    assert_int_equal(fl_dataset_alloc(&d, 200, 3, shape, 1), 0);
+    for (size_t i = 0; i < 200; i++)
+        for (size_t j = 0; j < 784; j++)
+            d.x[i * 784 + j] = ((j / 28) % 4 == i % 4) ? 0.9f : 0.1f;
+    fl_model_spec_t s;
+    fl_model_t *m;
+    fl_model_spec_from_dataset(&d, &s);
+    assert_int_equal(fl_model_create("autoencoder", &s, &m), 0);
+    fl_model_init_params(m, 1);
+    fl_train_stats_t a, b;
+    assert_int_equal(fl_train_eval(m, &d, 50, &a), 0);
+    assert_true(isnan(a.metric));
+    fl_train_config_t cfg = {.epochs = 10, .batch = 10, .sgd = {.lr = 10.0f}, .seed = 1};
+    assert_int_equal(fl_train_run(m, &d, &cfg, NULL, NULL, NULL), 0);
+    assert_int_equal(fl_train_eval(m, &d, 50, &b), 0);
+    printf("autoencoder: MSE %.5f -> %.5f\n", a.loss, b.loss);
+    /* Deep sigmoid stacks leave their initial plateau slowly: measured 0.165 -> 0.121. */
+    assert_true(b.loss < 0.8 * a.loss);
+    fl_model_free(m);
+    fl_dataset_free(&d);
+    /* bowlr: 8 tags, 40 words; tag t is on when word t is present */
+    fl_dataset_init(&d);
+    int64_t ws[1] = {40};
+    assert_int_equal(fl_dataset_alloc(&d, 400, 1, ws, 8), 0);
+    free(d.y);
+    d.label_dim = 8;
+    d.y = calloc(400 * 8, sizeof(int32_t));
+    fl_rng_t r;
+    fl_rng_seed(&r, 4);
+    for (size_t i = 0; i < 400; i++)
+        for (size_t j = 0; j < 40; j++) {
+            d.x[i * 40 + j] = fl_rng_uniform(&r) < 0.15 ? 1.0f : 0.0f;
+            if (j < 8)
+                d.y[i * 8 + j] = d.x[i * 40 + j] > 0;
+        }
+    fl_model_spec_from_dataset(&d, &s);
+    assert_int_equal(s.label_dim, 8);
+    assert_int_equal(fl_model_create("bowlr", &s, &m), 0);
+    fl_model_init_params(m, 1);
+    assert_int_equal(fl_train_eval(m, &d, 50, &a), 0);
+    cfg = (fl_train_config_t){.epochs = 20, .batch = 10, .sgd = {.lr = 1.0f}, .seed = 1};
+    assert_int_equal(fl_train_run(m, &d, &cfg, NULL, NULL, NULL), 0);
+    assert_int_equal(fl_train_eval(m, &d, 50, &b), 0);
+    printf("bowlr: BCE %.4f -> %.4f, recall@5 %.3f -> %.3f\n", a.loss, b.loss, a.metric, b.metric);
+    assert_true(b.loss < 0.5 * a.loss);
+    assert_true(b.metric > 0.95); /* recall@5: the true tags rank on top */
+    fl_model_free(m);
+    fl_dataset_free(&d);
+}
+
+/* Trains `model` on Fashion-MNIST (the first `limit` training images, 0 = all)
+ * with the issue's settings and returns the test accuracy. */
+static double fmnist_accuracy(const char *model, int epochs, size_t limit)
+{
+    fl_dataset_t tr = train_set;
+    if (limit && limit < tr.n)
+        tr.n = limit;
+    fl_model_spec_t s;
+    fl_model_t *m;
+    fl_model_spec_from_dataset(&tr, &s);
+    assert_int_equal(fl_model_create(model, &s, &m), 0);
+    fl_model_init_params(m, 1);
+    fl_train_config_t cfg = {.epochs = epochs, .batch = 20, .sgd = {.lr = 0.05f}, .seed = 1};
+    fl_train_stats_t st, ev;
+    assert_int_equal(fl_train_run(m, &tr, &cfg, NULL, NULL, &st), 0);
+    assert_int_equal(fl_train_eval(m, &test_set, 500, &ev), 0);
+    assert_int_equal(ev.examples, 10000);
+    printf("fmnist %s: %d epoch(s) on %zu examples: train loss %.4f, test loss %.4f, test "
+           "accuracy %.4f (%.0f samples/s)\n",
+           model, epochs, tr.n, st.loss, ev.loss, ev.metric, (double)st.examples / st.seconds);
+    fl_model_free(m);
+    return ev.metric;
+}
+
+static void test_fmnist_cheap(void **state)
+{
+    (void)state;
+    if (!have_fmnist)
+        skip();
+    fl_gemm_set_threads(1);
+    /* The contract for logreg, in full: 3 epochs >= 83%. */
+    assert_true(fmnist_accuracy("logreg", 3, 0) >= 0.83);
+    /* mlp after one epoch: measured 83.2%; 82% leaves room for BLAS rounding. */
+    assert_true(fmnist_accuracy("mlp", 1, 0) >= 0.82);
+    /* cnn on 3,000 images, 1 epoch: measured 70.8% (4,000 gave 67.8%: the first
+     * epoch at lr 0.05 is noisy). This says the cnn learns; the gradient checks
+     * say it is right, and test-long holds the 88.5% contract. */
+    assert_true(fmnist_accuracy("cnn", 1, 3000) >= 0.60);
+}
+
+static void test_fmnist_long(void **state)
+{
+    (void)state;
+    if (!have_fmnist || !getenv("FEDOPT_TEST_LONG"))
+        skip();
+    fl_gemm_set_threads(1);
+    assert_true(fmnist_accuracy("mlp", 3, 0) >= 0.855);
+    assert_true(fmnist_accuracy("cnn", 3, 0) >= 0.885);
+}
+
+int main(void)
+{
+    fl_log_set_level(FL_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_learns_and_callback),
+        cmocka_unit_test(test_mismatch_refused),
+        cmocka_unit_test(test_other_losses_learn),
+        cmocka_unit_test(test_fmnist_cheap),
+        cmocka_unit_test(test_fmnist_long),
+    };
+    return cmocka_run_group_tests(tests, load_fmnist, free_fmnist);
+}
