@@ -98,8 +98,9 @@ const char *fl_gemm_backend(void)
 {
 #if FL_HAVE_OPENBLAS
     static char buf[160];
-    snprintf(buf, sizeof buf, "openblas (%s), kernel %s", openblas_get_config(),
-             openblas_get_corename());
+    snprintf(buf, sizeof buf, "openblas (%s), kernel %s%s", openblas_get_config(),
+             openblas_get_corename(),
+             getenv("FEDOPT_BLAS_REEXEC") ? " (chosen by fedopt over the generic one)" : "");
     return buf;
 #else
     return "portable (built with BLAS=none)";
