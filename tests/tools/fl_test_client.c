@@ -234,10 +234,13 @@ static void on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
     switch (m->msg_case) {
     case FEDOPT__ENVELOPE__MSG_WELCOME:
         T.heartbeat_ms = m->welcome->heartbeat_ms ? m->welcome->heartbeat_ms : 1000;
-        if (strcmp(T.mode, "mute") != 0) /* mute: no heartbeats, no upload (a stalled device) */
-            uv_timer_start(&T.hb, on_hb, T.heartbeat_ms, T.heartbeat_ms);
+        uv_timer_start(&T.hb, on_hb, T.heartbeat_ms, T.heartbeat_ms);
         break;
     case FEDOPT__ENVELOPE__MSG_TASK_OFFER: {
+        /* mute: from the task on, nothing at all, not even heartbeats (a
+         * device that stalled while training). */
+        if (strcmp(T.mode, "mute") == 0)
+            uv_timer_stop(&T.hb);
         /* Remember which round the model we hold belongs to before it is replaced. */
         int64_t held = T.offer_round;
         T.offer_round = (int64_t)m->task_offer->round_id;
