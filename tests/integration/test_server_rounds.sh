@@ -9,6 +9,8 @@
 #     round closes at its deadline with the good updates, and every update is
 #     in the log with its reason.
 #  C. No client ever comes: wait_timeout ends the server with a clear log.
+#  D. Over-selection: K = 2 with factor 1.5 selects all 3 clients; the round
+#     closes at 2 reports and the slow third is recorded as surplus.
 build=${1:-build}
 . tests/integration/server_lib.sh
 make_pki a b c d e f g h i
@@ -105,3 +107,16 @@ wait_pid "$server_pid" 10; rc=$?
 grep -q 'round 1 waits for clients: 0 connected, 2 needed' "$work/server-c.log" || fail "no waiting line"
 grep -q 'gave up after waiting 1 s' "$work/server-c.log" || fail "no give-up line"
 echo "C: wait_timeout: the server said what it waited for and gave up"
+
+# --- D: over-selection ---------------------------------------------------------
+start_server "$work/server-d.log" --db "$work/d.db" --rounds 2 --clients_per_round 2 --over_selection 1.5 \
+    --min_clients 3 --round_deadline 20 --heartbeat 1
+client a --mode good
+client b --mode good
+client c --mode good --delay 2
+wait_pid "$server_pid" 30 || fail "server D exited with $?"
+"$srv" rounds "$work/d.db" 1 >"$work/rounds.txt"
+[ "$(grep -Ec '^[12] +closed +3 +2 +0 ' "$work/rounds.txt")" -eq 2 ] || fail "rounds D: $(cat "$work/rounds.txt")"
+"$srv" updates "$work/d.db" 1 1 >"$work/updates.txt"
+grep -Eq '^c +dropped +surplus' "$work/updates.txt" || fail "no surplus row: $(cat "$work/updates.txt")"
+echo "D: over-selection: 3 selected for K = 2, closed at 2 reports, the slow one recorded as surplus"
