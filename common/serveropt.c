@@ -230,7 +230,7 @@ int fl_serveropt_add(fl_serveropt_t *o, const float *delta, size_t n, double num
 
 FL__MULTIVERSION
 static void batch_pass(double *restrict acc, int first, const float *const *d, const double *w,
-                       size_t count, size_t n, size_t *bad_block)
+                       size_t count, size_t n, size_t *bad_block, double *sumsq)
 {
     double tmp[BATCH_BLOCK];
     for (size_t lo = 0, blk = 0; lo < n; lo += BATCH_BLOCK, blk++) {
@@ -257,6 +257,16 @@ static void batch_pass(double *restrict acc, int first, const float *const *d, c
             else
                 for (size_t i = 0; i < len; i++)
                     tmp[i] += wb * (double)x[i];
+            /* The delta's squared norm while its slice is in L1, in lanes
+             * (one running sum would not vectorize). */
+            double lane[8] = {0};
+            size_t i = 0;
+            for (; i + 8 <= len; i += 8)
+                for (size_t j = 0; j < 8; j++)
+                    lane[j] += (double)x[i + j] * (double)x[i + j];
+            for (; i < len; i++)
+                lane[0] += (double)x[i] * (double)x[i];
+            sumsq[b] += lane[0] + lane[1] + lane[2] + lane[3] + lane[4] + lane[5] + lane[6] + lane[7];
         }
         double *restrict a = acc + lo;
         if (used == 0) {
@@ -272,13 +282,13 @@ static void batch_pass(double *restrict acc, int first, const float *const *d, c
 }
 
 int fl_serveropt_add_batch(fl_serveropt_t *o, const float *const *deltas, const double *num_examples,
-                           size_t count, size_t n, int *results)
+                           size_t count, size_t n, int *results, double *norms)
 {
     if (!o || !o->open)
         return FL_ESTATE;
     if (count == 0 || count > FL_SERVEROPT_MAX_BATCH || !deltas || !num_examples || !results)
         return FL_EINVAL;
-    double w[FL_SERVEROPT_MAX_BATCH];
+    double w[FL_SERVEROPT_MAX_BATCH], sumsq[FL_SERVEROPT_MAX_BATCH] = {0};
     size_t bad_block[FL_SERVEROPT_MAX_BATCH];
     size_t live = 0;
     for (size_t b = 0; b < count; b++) {
@@ -298,8 +308,10 @@ int fl_serveropt_add_batch(fl_serveropt_t *o, const float *const *deltas, const 
             live++;
     }
     if (live)
-        batch_pass(o->acc, o->accepted == 0, deltas, w, count, n, bad_block);
+        batch_pass(o->acc, o->accepted == 0, deltas, w, count, n, bad_block, sumsq);
     for (size_t b = 0; b < count; b++) {
+        if (norms)
+            norms[b] = NAN;
         if (results[b]) {
             o->rejected++;
             continue;
@@ -315,6 +327,8 @@ int fl_serveropt_add_batch(fl_serveropt_t *o, const float *const *deltas, const 
         }
         o->total_weight += w[b];
         o->accepted++;
+        if (norms)
+            norms[b] = sqrt(sumsq[b]);
     }
     return 0;
 }

@@ -98,10 +98,12 @@ int fl_serveropt_add(fl_serveropt_t *opt, const float *delta, size_t n, double n
  * partway through is subtracted back out of the blocks already summed, so a
  * refused delta then leaves a trace of at most float64 rounding (about 1e-16
  * relative, far below the float32 model's resolution); fl_serveropt_add is
- * bit-exact. Returns 0 (even when some deltas were refused), FL_EINVAL for
- * count outside 1..FL_SERVEROPT_MAX_BATCH, or FL_ESTATE. The caller keeps the deltas. */
+ * bit-exact. norms (may be NULL) receives each accepted delta's Euclidean
+ * norm, computed in the same pass (NaN for a refused one). Returns 0 (even
+ * when some deltas were refused), FL_EINVAL for count outside
+ * 1..FL_SERVEROPT_MAX_BATCH, or FL_ESTATE. The caller keeps the deltas. */
 int fl_serveropt_add_batch(fl_serveropt_t *opt, const float *const *deltas, const double *num_examples,
-                           size_t count, size_t n, int *results);
+                           size_t count, size_t n, int *results, double *norms);
 
 /* Closes the round: D = sum(w*delta)/sum(w) over the accepted updates, then
  * the optimizer step on x (n floats, updated in place). With no accepted

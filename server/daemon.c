@@ -82,7 +82,7 @@ struct fl__daemon {
     size_t slots_used;
     fl__client_t *wait_head, *wait_tail;
     fl__job_t *jobs_head, *jobs_tail;
-    fl__job_t *job_running;
+    fl__job_t *job_running; /* the batch in the aggregation worker, a list */
     uv_work_t agg_work;
     /* the commit worker */
     uv_work_t commit_work;
@@ -413,40 +413,68 @@ static void on_close(fl_tls_conn_t *conn, int reason, void *ud)
 static void agg_work_cb(uv_work_t *w)
 {
     fl__daemon_t *d = w->data;
-    fl__job_t *j = d->job_running;
-    j->rc = fl_round_add_work(d->opt, j->delta, j->n, j->weight, &j->norm);
+    const float *deltas[FL_SERVEROPT_MAX_BATCH];
+    double weight[FL_SERVEROPT_MAX_BATCH], norm[FL_SERVEROPT_MAX_BATCH];
+    int rc[FL_SERVEROPT_MAX_BATCH];
+    size_t count = 0, n = 0;
+    for (fl__job_t *j = d->job_running; j; j = j->next) {
+        deltas[count] = j->delta;
+        weight[count] = j->weight;
+        n = j->n;
+        count++;
+    }
+    /* Every job of a batch has the model's size: wrong-shape uploads are
+     * refused by fl_round_check before they become jobs. */
+    int brc = fl_round_add_work_batch(d->opt, deltas, weight, count, n, rc, norm);
+    size_t i = 0;
+    for (fl__job_t *j = d->job_running; j; j = j->next, i++) {
+        j->rc = brc ? brc : rc[i];
+        j->norm = brc ? NAN : norm[i];
+    }
 }
 
 static void agg_after_cb(uv_work_t *w, int status)
 {
     fl__daemon_t *d = w->data;
-    fl__job_t *j = d->job_running;
+    fl__job_t *batch = d->job_running;
     d->job_running = NULL;
-    if (status == UV_ECANCELED)
-        j->rc = FL_ECANCELED;
-    if (fl_round_number(d->round)) {
-        fl_round_add_end(d->round, j->name, j->rc, j->weight, j->loss, j->norm, j->bytes, j->received_at);
-        if (j->rc)
-            FL_LOG_I(WHO, "%s: update refused: %s", j->name, fl_strerror(j->rc));
+    for (fl__job_t *j = batch, *next; j; j = next) {
+        next = j->next;
+        if (status == UV_ECANCELED)
+            j->rc = FL_ECANCELED;
+        if (fl_round_number(d->round)) {
+            fl_round_add_end(d->round, j->name, j->rc, j->weight, j->loss, j->norm, j->bytes,
+                             j->received_at);
+            if (j->rc)
+                FL_LOG_I(WHO, "%s: update refused: %s", j->name, fl_strerror(j->rc));
+        }
+        free(j->delta);
+        free(j->name);
+        free(j);
+        release_slot(d);
     }
-    free(j->delta);
-    free(j->name);
-    free(j);
-    release_slot(d);
     kick_aggregation(d);
     maybe_close_round(d);
 }
 
+/* Starts the aggregation worker on every upload queued so far (up to
+ * FL_SERVEROPT_MAX_BATCH): uploads that arrived while the previous batch was
+ * being added are folded in one pass over the accumulator. */
 static void kick_aggregation(fl__daemon_t *d)
 {
     if (d->job_running || !d->jobs_head)
         return;
-    fl__job_t *j = d->jobs_head;
-    d->jobs_head = j->next;
+    fl__job_t *batch = NULL, **tail = &batch;
+    for (size_t k = 0; k < FL_SERVEROPT_MAX_BATCH && d->jobs_head; k++) {
+        fl__job_t *j = d->jobs_head;
+        d->jobs_head = j->next;
+        j->next = NULL;
+        *tail = j;
+        tail = &j->next;
+    }
     if (!d->jobs_head)
         d->jobs_tail = NULL;
-    j->next = NULL;
-    d->job_running = j;
+    d->job_running = batch;
     d->agg_work.data = d;
     if (uv_queue_work(&d->loop, &d->agg_work, agg_work_cb, agg_after_cb)) {
         /* Cannot happen with a valid loop; run it here rather than lose it. */

@@ -273,6 +273,18 @@ int fl_round_add_work(fl_serveropt_t *opt, const float *delta, size_t n, double 
     return rc;
 }
 
+int fl_round_add_work_batch(fl_serveropt_t *opt, const float *const *deltas, const double *num_examples,
+                            size_t count, size_t n, int *rc, double *norm)
+{
+    /* A lone upload takes the exact single-delta path (its refusal leaves
+     * no trace at all); several share one accumulator pass. */
+    if (count == 1) {
+        rc[0] = fl_round_add_work(opt, deltas[0], n, num_examples[0], &norm[0]);
+        return 0;
+    }
+    return fl_serveropt_add_batch(opt, deltas, num_examples, count, n, rc, norm);
+}
+
 static fl_refuse_t refuse_from_rc(int rc)
 {
     switch (rc) {

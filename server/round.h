@@ -111,6 +111,13 @@ int fl_round_add_start(fl_round_t *r, const char *client);
  * fl_round_begin/close happens meanwhile. Returns fl_serveropt_add's code. */
 int fl_round_add_work(fl_serveropt_t *opt, const float *delta, size_t n, double num_examples, double *norm);
 
+/* add_work for `count` buffered uploads at once (1..FL_SERVEROPT_MAX_BATCH):
+ * one pass over the accumulator for all of them (fl_serveropt_add_batch);
+ * rc[i] and norm[i] as add_work would give them. Same threading rules.
+ * Returns 0 or FL_EINVAL/FL_ESTATE for the call itself. */
+int fl_round_add_work_batch(fl_serveropt_t *opt, const float *const *deltas, const double *num_examples,
+                            size_t count, size_t n, int *rc, double *norm);
+
 /* Records the outcome of add_work for `client` (rc 0 = accepted, else
  * refused: FL_ENONFINITE, FL_ESHAPE, FL_EINVAL) with its metrics. */
 int fl_round_add_end(fl_round_t *r, const char *client, int rc, double num_examples, double train_loss,

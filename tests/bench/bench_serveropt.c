@@ -86,7 +86,7 @@ static void run(size_t P, int K, int reps)
                 ds[j] = d[(k + j) % pool];
                 ws[j] = 10 + k + j;
             }
-            fl_serveropt_add_batch(opt, ds, ws, (size_t)c, P, res);
+            fl_serveropt_add_batch(opt, ds, ws, (size_t)c, P, res, NULL);
         }
         fl_serveropt_finish(opt, x, P, NULL);
         t1 = now();

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "common/error.h"
+#include "common/params.h"
 #include "common/rng.h"
 #include "common/serveropt.h"
 
@@ -299,14 +300,20 @@ static void test_add_batch(void **s)
     float *xa = calloc(n, 4), *xb = calloc(n, 4);
     double w[5] = {3, 5, 7, 0, 11};
     int want[5] = {0, 0, FL_ENONFINITE, FL_EINVAL, FL_ENONFINITE}, got[5];
+    double norms[5];
     for (int round = 0; round < 2; round++) {
         fl_serveropt_begin(a);
         fl_serveropt_begin(b);
         for (int k = 0; k < 5; k++)
             assert_int_equal(fl_serveropt_add(a, d[k], n, w[k]), want[k]);
-        assert_int_equal(fl_serveropt_add_batch(b, (const float *const *)d, w, 5, n, got), 0);
-        for (int k = 0; k < 5; k++)
+        assert_int_equal(fl_serveropt_add_batch(b, (const float *const *)d, w, 5, n, got, norms), 0);
+        for (int k = 0; k < 5; k++) {
             assert_int_equal(got[k], want[k]);
+            if (want[k] == 0)
+                assert_float_equal(norms[k], fl_f32_norm(d[k], n), 1e-9 * fl_f32_norm(d[k], n));
+            else
+                assert_true(isnan(norms[k]));
+        }
         fl_serveropt_round_t ra, rb;
         assert_int_equal(fl_serveropt_finish(a, xa, n, &ra), 0);
         assert_int_equal(fl_serveropt_finish(b, xb, n, &rb), 0);
@@ -320,10 +327,10 @@ static void test_add_batch(void **s)
             assert_true(fabsf(xa[i] - xb[i]) <= 1e-6f * (1.0f + fabsf(xa[i])));
     }
     int res[1];
-    assert_int_equal(fl_serveropt_add_batch(b, (const float *const *)d, w, 1, n, res), FL_ESTATE);
+    assert_int_equal(fl_serveropt_add_batch(b, (const float *const *)d, w, 1, n, res, NULL), FL_ESTATE);
     fl_serveropt_begin(b);
-    assert_int_equal(fl_serveropt_add_batch(b, (const float *const *)d, w, 0, n, res), FL_EINVAL);
-    assert_int_equal(fl_serveropt_add_batch(b, (const float *const *)d, w, 1, n - 1, res), 0);
+    assert_int_equal(fl_serveropt_add_batch(b, (const float *const *)d, w, 0, n, res, NULL), FL_EINVAL);
+    assert_int_equal(fl_serveropt_add_batch(b, (const float *const *)d, w, 1, n - 1, res, NULL), 0);
     assert_int_equal(res[0], FL_ESHAPE);
     for (int k = 0; k < 5; k++)
         free(d[k]);
