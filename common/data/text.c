@@ -498,7 +498,9 @@ static int passage_add(passages_t *ps, const char *name, size_t nlen, const char
 
 /* A speaker mark at the start of line: an upper-case name of 2+ letters
  * (spaces, apostrophes and hyphens inside) then ':' or '.', then a space or
- * the end of line. Sets the name's length and where the speech starts. */
+ * the end of line. Returns 1 for a mark, setting the name's length and where
+ * the speech starts; 2 for the headings "ACT ..." and "SCENE ...", which end
+ * a turn; 0 otherwise. */
 static int speaker_mark(const char *l, size_t len, size_t *nlen, size_t *speech)
 {
     size_t i = 0, letters = 0;
@@ -515,6 +517,10 @@ static int speaker_mark(const char *l, size_t len, size_t *nlen, size_t *speech)
         return 0;
     if (i + 1 < len && l[i + 1] != ' ' && l[i + 1] != '\t' && l[i + 1] != '\r')
         return 0;
+    /* Play headings look like speaker marks ("ACT I.", "SCENE II."). */
+    if ((i >= 3 && memcmp(l, "ACT", 3) == 0 && (i == 3 || l[3] == ' ')) ||
+        (i >= 5 && memcmp(l, "SCENE", 5) == 0 && (i == 5 || l[5] == ' ')))
+        return 2;
     *nlen = i;
     *speech = i + 1;
     while (*speech < len && (l[*speech] == ' ' || l[*speech] == '\t'))
@@ -533,7 +539,10 @@ static int split_speakers(const char *path, const char *text, size_t len, passag
         size_t ll = nl ? (size_t)(nl - l) : len - at;
         at += ll + (nl ? 1 : 0);
         size_t nlen, sp;
-        if (speaker_mark(l, ll, &nlen, &sp)) {
+        int mark = speaker_mark(l, ll, &nlen, &sp);
+        if (mark == 2) {
+            cur = NULL;
+        } else if (mark == 1) {
             cur = l;
             curlen = nlen;
             any = 1;

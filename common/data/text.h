@@ -30,7 +30,8 @@
  * text:PATH sources. A directory: one client per regular file (sorted by
  * name). A file: one client per speaker when lines start a speaker's turn
  * (an upper-case name of 2+ letters followed by ':' or '.', as in play
- * scripts), else the whole file is one client. Each client's examples are
+ * scripts; the headings "ACT ..." and "SCENE ..." end a turn, and lines
+ * outside any turn are dropped), else the whole file is one client. Each client's examples are
  * cut 80/20 in order into train and test. The words view treats each line as
  * a sentence; the bow view reads lines "tag1|tag2<TAB>words". */
 #ifndef FL_TEXT_H

@@ -192,10 +192,14 @@ static void test_text_sources(void **state)
     (void)state;
     char play[600], sub[600], path[800];
     snprintf(play, sizeof play, "%s/play.txt", dir);
-    /* Two speakers, ROMEO twice; the preamble has no speaker and is dropped. */
+    /* Two speakers, ROMEO twice; the preamble has no speaker and is dropped,
+     * and headings are no speakers (nor part of the speech before them). */
     assert_int_equal(fl_test_write_str(play, "Act 1\n"
+                                             "ACT II. SCENE I.\n"
                                              "ROMEO: But soft\n"
                                              "what light\n"
+                                             "SCENE II. A garden\n"
+                                             "Enter JULIET\n"
                                              "JULIET. Ay me\n"
                                              "ROMEO: She speaks\n"),
                      0);
