@@ -1,6 +1,7 @@
 # fedopt — plain GNU Makefile.
 #
 #   make                      build build/libfedopt.a, build/fedopt-server, build/fedopt-client
+#   make demo                 a real federation over TLS (deploy/demo.sh, a few minutes)
 #   make test                 build and run every test program, then print a summary
 #   make check-vectors        replay the ServerOpt test vectors (FEDOPT_VECTORS=DIR to choose)
 #   make bench                build and run the benchmarks (prints figures)
@@ -115,7 +116,7 @@ LIB := $(BUILD)/libfedopt.a
 SERVER := $(BUILD)/fedopt-server
 CLIENT := $(BUILD)/fedopt-client
 
-.PHONY: fuzz fuzz-build all server client test test-long check-vectors bench clean distclean help install FORCE
+.PHONY: demo fuzz fuzz-build all server client test test-long check-vectors bench clean distclean help install FORCE
 all: $(LIB) $(SERVER) $(CLIENT)
 server: $(SERVER)
 client: $(CLIENT)
@@ -160,6 +161,10 @@ $(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(SERVER_LIB) $(CLIENT_LIB) $(LIB)
 
 # Keep test object files: they are ordinary intermediates otherwise.
 .SECONDARY:
+
+# The README's first command: a real federation over TLS on this machine.
+demo: all
+	@sh deploy/demo.sh $(BUILD)
 
 test: all $(TEST_BINS) $(TOOL_BINS)
 	@sh tests/run-tests.sh $(BUILD)

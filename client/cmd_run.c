@@ -22,7 +22,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: fedopt-client run --server HOST:PORT --ca FILE --cert FILE --key FILE --data SPEC\n"
             "         [--client-index I --clients N --partition P] [--name NAME] [--server-name NAME]\n"
-            "         [--threads T] [--backoff-max S] [--give-up S] [--log-level L]\n"
+            "         [--threads T] [--backoff-max S] [--give-up S] [--once] [--log-level L]\n"
             "  --server HOST:PORT  the fedopt-server to serve ([IPv6]:PORT for IPv6)\n"
             "  --ca FILE           the fleet CA (verifies the server)\n"
             "  --cert/--key FILE   this client's certificate and key (its CN is its identity)\n"
@@ -30,7 +30,9 @@ static void usage(FILE *out)
             "  --name NAME         name sent in Hello (default: the certificate file's stem)\n"
             "  --threads T         GEMM threads while training (default: the cores)\n"
             "  --backoff-max S     longest wait between reconnects, seconds (default 30)\n"
-            "  --give-up S         stop after S seconds without a server (default 0: never)\n"
+            "  --give-up S         stop after S seconds without a server (default 0: never; exit 3)\n"
+            "  --once              exit 0 when the server says its run finished (default: wait\n"
+            "                      for the next run)\n"
             "  --log-level L       error | warn | info | debug (default info)\n"
             "Trains whatever the server offers on the local data, uploads deltas, answers\n"
             "evaluation requests and reconnects (exponential back-off with jitter) when the\n"
@@ -80,13 +82,15 @@ int fl_client_cmd_run(int argc, char **argv)
     const char *server = NULL, *ca = NULL, *cert = NULL, *key = NULL, *server_name = NULL, *name = NULL;
     long threads = sysconf(_SC_NPROCESSORS_ONLN);
     double backoff_max = 30, give_up = 0;
-    enum { O_SERVER = 1, O_CA, O_CERT, O_KEY, O_SNAME, O_NAME, O_THREADS, O_BACKOFF, O_GIVEUP, O_LOG, O_HELP };
+    int once = 0;
+    enum { O_SERVER = 1, O_CA, O_CERT, O_KEY, O_SNAME, O_NAME, O_THREADS, O_BACKOFF, O_GIVEUP, O_LOG, O_ONCE, O_HELP };
     static const struct option opts[] = {
         {"server", required_argument, NULL, O_SERVER},  {"ca", required_argument, NULL, O_CA},
         {"cert", required_argument, NULL, O_CERT},      {"key", required_argument, NULL, O_KEY},
         {"server-name", required_argument, NULL, O_SNAME}, {"name", required_argument, NULL, O_NAME},
         {"threads", required_argument, NULL, O_THREADS}, {"backoff-max", required_argument, NULL, O_BACKOFF},
         {"give-up", required_argument, NULL, O_GIVEUP}, {"log-level", required_argument, NULL, O_LOG},
+        {"once", no_argument, NULL, O_ONCE},
         {"help", no_argument, NULL, O_HELP},            {NULL, 0, NULL, 0},
     };
     optind = 1;
@@ -122,6 +126,7 @@ int fl_client_cmd_run(int argc, char **argv)
             fl_log_set_level(lvl);
             break;
         }
+        case O_ONCE: once = 1; break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -188,6 +193,8 @@ int fl_client_cmd_run(int argc, char **argv)
         .gemm_threads = (int)threads,
         .backoff_max = backoff_max,
         .give_up = give_up,
+        .stop_on_finish = once,
+        .log_rounds = 1,
         .seed = (uint64_t)getpid(),
         .on_done = on_done,
         .ud = &ctx,

@@ -190,6 +190,7 @@ static int start_one(fleet_t *f)
         .gemm_threads = 1,
         .backoff_max = o->backoff_max,
         .give_up = o->give_up,
+        .stop_on_finish = 1,
         .seed = o->seed,
         .chaos = o->chaos,
         .on_done = on_session_done,

@@ -61,8 +61,9 @@ typedef struct {
  * missing ones. Returns 0 or the first fl_certs_issue error (logged). */
 int fl_fleet_certs(const fl_fleet_opts_t *o);
 
-/* Runs the fleet on a loop of its own until every client is done: stopped by
- * SIGINT/SIGTERM, or given up after give_up seconds without a server. *res
+/* Runs the fleet on a loop of its own until every client is done: the server
+ * said its run finished (Bye "run finished"), SIGINT/SIGTERM stopped the
+ * fleet, or the clients gave up after give_up seconds without a server. *res
  * (may be NULL) gets the totals. Returns 0, or FL_EINVAL / FL_ENOMEM /
  * FL_ECONFIG (certificates) when it could not start. */
 int fl_fleet_run(const fl_fleet_opts_t *o, fl_fleet_result_t *res);

@@ -204,9 +204,11 @@ int fl_session_fitting_models(const fl_dataset_t *data, const char ***names, siz
     if (!out)
         return FL_ENOMEM;
     /* Building a model is the one honest test of whether it fits the data
-     * (input shape, label layout); the logs of the misfits are noise here. */
-    fl_log_level_t lvl = fl_log_get_level();
-    fl_log_set_level(FL_LOG_ERROR);
+     * (input shape, label layout); the misfits' error lines are noise here,
+     * so they go to /dev/null (this runs at start-up, before any thread). */
+    FILE *devnull = fopen("/dev/null", "w");
+    if (devnull)
+        fl_log_set_sink(devnull);
     size_t k = 0;
     for (size_t i = 0; i < count; i++) {
         const fl_model_info_t *info = fl_models_at(i);
@@ -215,7 +217,10 @@ int fl_session_fitting_models(const fl_dataset_t *data, const char ***names, siz
             out[k++] = info->name;
         fl_model_free(m);
     }
-    fl_log_set_level(lvl);
+    if (devnull) {
+        fl_log_set_sink(NULL);
+        fclose(devnull);
+    }
     if (!k) {
         free(out);
         FL_LOG_E(WHO, "no registered model fits the local data (%zu features, %d classes)", data->dim,
@@ -391,7 +396,7 @@ static void send_upload(fl_session_t *s, fl__job_t *j)
     s->stats.last_train_loss = j->st.loss;
     s->stats.last_train_seconds = j->st.seconds;
     s->state = FL_SESSION_UPLOADING;
-    FL_LOG_D(WHO, "%s: round %llu: %zu examples, loss %.4f, %.2f s; delta sent", s->name,
+    fl_log(s->o.log_rounds ? FL_LOG_INFO : FL_LOG_DEBUG, WHO, "%s: round %llu: %zu examples, loss %.4f, %.2f s; delta sent", s->name,
              (unsigned long long)j->round, j->st.examples, j->st.loss, j->st.seconds);
     job_free(j);
 }
@@ -698,10 +703,12 @@ static void on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
         if (code == FL_EUNSUPPORTED) {
             /* Another protocol version, or a model this client cannot
              * build for its data: retrying changes neither. */
-            FL_LOG_E(WHO, "%s: the server refused this client: %s (%s); this client can train: %s", s->name, why,
-                     fl_errname(code), s->o.nmodels ? s->o.models[0] : "nothing");
-            for (size_t i = 1; i < s->o.nmodels; i++)
-                FL_LOG_E(WHO, "%s:   also %s", s->name, s->o.models[i]);
+            char list[512] = "";
+            size_t len = 0;
+            for (size_t i = 0; i < s->o.nmodels && len < sizeof list - 70; i++)
+                len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", s->o.models[i]);
+            FL_LOG_E(WHO, "%s: the server refused this client: %s (%s); with its data (%s) this client can train: %s",
+                     s->name, why, fl_errname(code), s->o.data_spec ? s->o.data_spec : "", len ? list : "nothing");
             s->fatal = FL_EUNSUPPORTED;
         } else {
             FL_LOG_W(WHO, "%s: the server refused this client: %s (%s); retrying later", s->name, why,
@@ -731,6 +738,10 @@ static void on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
         break;
     case FEDOPT__ENVELOPE__MSG_BYE:
         FL_LOG_I(WHO, "%s: server says goodbye: %s", s->name, m->bye->reason ? m->bye->reason : "");
+        /* The server names a finished run "run finished" (server/daemon.c);
+         * anything else (a restart, a failure) is worth waiting out. */
+        if (s->o.stop_on_finish && m->bye->reason && strcmp(m->bye->reason, "run finished") == 0)
+            s->stopping = 1;
         fl_tls_conn_close(c);
         break;
     default:

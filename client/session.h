@@ -102,6 +102,9 @@ typedef struct {
     double give_up;           /* seconds without being welcomed before giving up (0 = never) */
     double silence;           /* seconds without any message before the server is taken
                                  for gone (default: 4 heartbeat intervals, min 10 s) */
+    int log_rounds;           /* 1: an info line per uploaded round (a device); 0: debug */
+    int stop_on_finish;       /* 1: stop (rc 0) when the server says Bye "run finished";
+                                 0: keep reconnecting, waiting for the next run */
     uint64_t seed;            /* jitter and chaos streams */
     fl_session_chaos_t chaos;
     fl_session_done_cb on_done;
