@@ -14,6 +14,15 @@
 #include "common/nn/gemm.h"
 #include "common/rng.h"
 
+/* This process's CPU time: on a shared machine, samples per CPU-second at 1
+ * thread is what an unloaded core does. */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -21,7 +30,7 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static double bench(fl_model_t *m, size_t batch, int threads)
+static double bench(fl_model_t *m, size_t batch, int threads, double *per_cpu)
 {
     fl_gemm_set_threads(threads);
     size_t in = fl_model_in_dim(m), ld = m->spec.label_dim;
@@ -41,7 +50,7 @@ static double bench(fl_model_t *m, size_t batch, int threads)
     double L;
     fl_model_loss(m, x, y, batch, FL_MODE_TRAIN, 1, &L, NULL);
     fl_sgd_step(&opt, &m->params, &m->grads);
-    double t0 = now_s(), el;
+    double t0 = now_s(), c0 = cpu_s(), el;
     size_t steps = 0;
     do {
         fl_model_loss(m, x, y, batch, FL_MODE_TRAIN, 1, &L, NULL);
@@ -49,6 +58,7 @@ static double bench(fl_model_t *m, size_t batch, int threads)
         steps++;
         el = now_s() - t0;
     } while (el < 1.5);
+    *per_cpu = (double)(steps * batch) / (cpu_s() - c0);
     fl_sgd_free(&opt);
     free(x);
     free(y);
@@ -59,8 +69,9 @@ int main(void)
 {
     const char *only = getenv("FEDOPT_BENCH_MODELS");
     printf("gemm backend: %s\n", fl_gemm_backend());
-    printf("%-12s %10s %10s %10s %10s   (training samples/s)\n", "model", "B20 1thr", "B20 2thr",
-           "B64 1thr", "B64 2thr");
+    printf("training samples/s: wall clock, and [per CPU-second of this process]\n");
+    printf("%-12s %18s %18s %18s %18s\n", "model", "B20 1 thread", "B20 2 threads",
+           "B64 1 thread", "B64 2 threads");
     for (size_t i = 0; i < fl_models_count(); i++) {
         const fl_model_info_t *info = fl_models_at(i);
         if (only && !strstr(only, info->name))
@@ -73,7 +84,8 @@ int main(void)
         fflush(stdout);
         for (int b = 0; b < 2; b++)
             for (int t = 1; t <= 2; t++) {
-                printf(" %10.0f", bench(m, b ? 64 : 20, t));
+                double pc, w = bench(m, b ? 64 : 20, t, &pc);
+                printf(" %8.0f [%7.0f]", w, pc);
                 fflush(stdout);
             }
         printf("\n");
