@@ -26,4 +26,9 @@ int fl_conv2d_create(fl_params_t *layout, const char *prefix, const fl_shape_t *
  * [C, H, W]. The caller owns *out. Returns 0, FL_EINVAL or FL_ENOMEM. */
 int fl_conv2d_maxpool_create(const fl_shape_t *in, int k, int stride, fl_layer_t **out);
 
+/* Internal, for tests: caps the floats of a lowered chunk (0 = the default),
+ * so small shapes can exercise batches lowered in several chunks. Affects
+ * layers reserved afterwards. */
+void fl__conv2d_set_col_cap(size_t floats);
+
 #endif

@@ -48,4 +48,8 @@ const char *fl_gemm_better_kernel(void);
  * with a warning). FEDOPT_NO_BLAS_FIX=1 disables it. */
 void fl_gemm_fix_kernel(int argc, char **argv);
 
+/* Internal, for tests: the decision of fl_gemm_better_kernel for a loaded
+ * kernel name, a CPU level (0 SSE, 1 AVX, 2 AVX2+FMA, 3 AVX-512) and vendor. */
+const char *fl__gemm_pick_kernel(const char *loaded, int cpu, int is_amd);
+
 #endif

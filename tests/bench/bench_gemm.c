@@ -32,9 +32,11 @@ int main(void)
         int ta, tb, m, n, k;
     } shapes[] = {
         {"square 1024", 0, 0, 1024, 1024, 1024},
-        {"cnn conv2 fwd (64x576x288)", 0, 0, 64, 576, 288},
-        {"cnn conv2 dW (64x288x576, B^T)", 0, 1, 64, 288, 576},
-        {"cnn conv2 dcol (288x576x64, A^T)", 1, 0, 288, 576, 64},
+        {"cnn conv2 fwd B=20 (64x11520x288)", 0, 0, 64, 11520, 288},
+        {"cnn conv2 dW B=20 (64x288x11520,B^T)", 0, 1, 64, 288, 11520},
+        {"cnn conv2 dX B=20 (288x11520x64,A^T)", 1, 0, 288, 11520, 64},
+        {"conv2 fwd, one example (64x576x288)", 0, 0, 64, 576, 288},
+        {"cnn conv1 fwd B=20 (32x13520x9)", 0, 0, 32, 13520, 9},
         {"cnn fc1 fwd B=20 (20x128x9216)", 0, 1, 20, 128, 9216},
         {"cnn fc1 dW B=20 (128x9216x20)", 1, 0, 128, 9216, 20},
         {"mlp fc1 fwd B=20 (20x200x784)", 0, 1, 20, 200, 784},
@@ -52,10 +54,10 @@ int main(void)
         b[i] = (float)fl_rng_uniform(&r);
         c[i] = 0;
     }
-    printf("%-36s %12s %12s %14s %14s\n", "shape", "1 thread", "2 threads", "1thr/cpu-s",
+    printf("%-38s %12s %12s %14s %14s\n", "shape", "1 thread", "2 threads", "1thr/cpu-s",
            "2thr/cpu-s");
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        printf("%-36s", shapes[s].what);
+        printf("%-38s", shapes[s].what);
         double percpu[3] = {0, 0, 0};
         for (int t = 1; t <= 2; t++) {
             fl_gemm_set_threads(t);

@@ -22,7 +22,6 @@
 #include "common/nn/loss.h"
 #include "tests/support/gradcheck.h"
 
-const char *fl__gemm_pick_kernel(const char *loaded, int cpu, int is_amd);
 
 static void naive(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
                   const float *b, int ldb, float beta, double *c, int ldc)
@@ -253,6 +252,13 @@ static void test_grad_conv2d(void **state)
         assert_int_equal(p.views[0].shape[1], cases[t].cin);
         check_layer(l, &p, 2, &o);
     }
+    /* A batch lowered one example at a time (the chunking path of big layers). */
+    fl__conv2d_set_col_cap(1);
+    fl_params_init(&p);
+    fl_shape_t in3 = {.ndim = 3, .d = {2, 5, 5}};
+    assert_int_equal(fl_conv2d_create(&p, "conv", &in3, 3, 3, 1, 1, 1, &l), 0);
+    check_layer(l, &p, 3, &o);
+    fl__conv2d_set_col_cap(0);
     fl_params_init(&p);
     fl_shape_t tiny = {.ndim = 3, .d = {1, 2, 2}}, flat = {.ndim = 1, .d = {4}};
     assert_int_equal(fl_conv2d_create(&p, "c", &tiny, 4, 3, 1, 0, 1, &l), FL_EINVAL);
