@@ -1075,6 +1075,12 @@ void fl_tls_conn_set_max_tensor(fl_tls_conn_t *c, uint64_t max_tensor)
         fl_wire_stream_set_max_tensor(&c->st, max_tensor);
 }
 
+void fl_tls_conn_set_tensor_dst(fl_tls_conn_t *c, void *dst, size_t cap)
+{
+    if (c)
+        fl_wire_stream_set_dst(&c->st, dst, cap);
+}
+
 const char *fl_tls_conn_peer(const fl_tls_conn_t *c) { return c ? c->peer : ""; }
 
 const char *fl_tls_conn_addr(const fl_tls_conn_t *c) { return c ? c->addr : ""; }

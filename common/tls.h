@@ -157,6 +157,12 @@ void fl_tls_conn_resume_read(fl_tls_conn_t *c);
 /* Sets the largest tensor this connection accepts from now on. */
 void fl_tls_conn_set_max_tensor(fl_tls_conn_t *c, uint64_t max_tensor);
 
+/* Receives the next tensor into dst (cap bytes, the caller's, 64-byte
+ * aligned for float use) when it fits: see fl_wire_stream_set_dst. Typically
+ * called from on_message for the TaskOffer / Update that announces it. The
+ * event then has borrowed set and data == dst. */
+void fl_tls_conn_set_tensor_dst(fl_tls_conn_t *c, void *dst, size_t cap);
+
 /* The peer's identity: its certificate's CN ("" when the server accepted a
  * client without a certificate; "" before on_open). Valid until on_close
  * returns. */

@@ -499,7 +499,8 @@ void fl_wire_event_clear(fl_wire_event_t *ev)
     if (!ev)
         return;
     fl_wire_msg_free(ev->msg);
-    free(ev->data);
+    if (!ev->borrowed)
+        free(ev->data);
     memset(ev, 0, sizeof *ev);
 }
 
@@ -519,9 +520,17 @@ void fl_wire_stream_free(fl_wire_stream_t *s)
 {
     if (!s)
         return;
-    free(s->t_data);
+    if (!s->t_borrowed)
+        free(s->t_data);
     s->t_data = NULL;
+    s->t_borrowed = 0;
     s->in_tensor = 0;
+}
+
+void fl_wire_stream_set_dst(fl_wire_stream_t *s, void *dst, size_t cap)
+{
+    s->user_dst = dst;
+    s->user_cap = dst ? cap : 0;
 }
 
 static const char *purpose_name(int p)
@@ -595,13 +604,23 @@ static int on_begin(fl_wire_stream_t *s, const Fedopt__TensorBegin *b, char *why
      * dozen page faults instead of thousands (50 MiB: ~8 ms instead of ~40 ms
      * of faults). Sizes are rounded up to a multiple of the alignment, as
      * aligned_alloc requires. */
-    size_t align = b->total_bytes >= (4u << 20) ? (2u << 20) : 64;
-    size_t alloc = ((size_t)b->total_bytes + align - 1) & ~(align - 1);
-    s->t_data = aligned_alloc(align, alloc);
+    if (s->user_dst && b->total_bytes <= s->user_cap) {
+        /* The application's own buffer (fl_wire_stream_set_dst): no
+         * allocation and no fresh pages for the kernel to zero. */
+        s->t_data = s->user_dst;
+        s->t_borrowed = 1;
+    } else {
+        size_t align = b->total_bytes >= (4u << 20) ? (2u << 20) : 64;
+        size_t alloc = ((size_t)b->total_bytes + align - 1) & ~(align - 1);
+        s->t_data = aligned_alloc(align, alloc);
+        s->t_borrowed = 0;
 #ifdef MADV_HUGEPAGE
-    if (s->t_data && align > 64)
-        madvise(s->t_data, alloc, MADV_HUGEPAGE);
+        if (s->t_data && align > 64)
+            madvise(s->t_data, alloc, MADV_HUGEPAGE);
 #endif
+    }
+    s->user_dst = NULL; /* one transfer per fl_wire_stream_set_dst */
+    s->user_cap = 0;
     if (!s->t_data) {
         say(why, why_len, "out of memory for a %llu-byte tensor", (unsigned long long)b->total_bytes);
         return FL_ENOMEM;
@@ -666,7 +685,9 @@ static int on_end(fl_wire_stream_t *s, const Fedopt__TensorEnd *e, fl_wire_event
     ev->round_id = s->t_round;
     ev->data = s->t_data;
     ev->nbytes = (size_t)s->t_total;
+    ev->borrowed = s->t_borrowed;
     s->t_data = NULL;
+    s->t_borrowed = 0;
     s->in_tensor = 0;
     return 0;
 }

@@ -176,8 +176,11 @@ typedef struct {
     Fedopt__Envelope *msg;
     Fedopt__TensorPurpose purpose; /* tensor events: */
     uint64_t round_id;
-    uint8_t *data; /* nbytes, 64-byte aligned (float32 little-endian); free() */
+    uint8_t *data; /* nbytes, 64-byte aligned (float32 little-endian); free()
+                      unless borrowed */
     size_t nbytes;
+    int borrowed;  /* data is the application's buffer (fl_wire_stream_set_dst):
+                      never freed here */
 } fl_wire_event_t;
 
 /* Frees what the handler did not take and zeroes *ev. Accepts NULL. */
@@ -203,6 +206,9 @@ typedef struct {
     uint32_t t_chunk;
     uint32_t t_crc;
     uint8_t *t_data;
+    int t_borrowed;           /* t_data is user_dst */
+    void *user_dst;           /* where the next tensor goes, when it fits */
+    size_t user_cap;
 } fl_wire_stream_t;
 
 /* Makes *s the state of a fresh connection for role, accepting tensors up to
@@ -219,6 +225,15 @@ void fl_wire_stream_set_max_tensor(fl_wire_stream_t *s, uint64_t max_tensor);
  * be closed. The payload is only read. */
 int fl_wire_stream_frame(fl_wire_stream_t *s, const uint8_t *payload, size_t len,
                          fl_wire_event_t *ev, char *why, size_t why_len);
+
+/* Makes the next tensor (if it has at most cap bytes) arrive in dst instead
+ * of a fresh allocation; the event then has borrowed set and data == dst.
+ * Receiving into a buffer the application keeps (its model, a recycled delta
+ * buffer) avoids faulting in and zeroing new pages for every transfer, which
+ * was ~15% of the receiver's CPU in bench_tls. dst stays the caller's; it
+ * must stay valid until the tensor arrives or the connection ends, and its
+ * contents are undefined if the transfer fails. Applies to one transfer. */
+void fl_wire_stream_set_dst(fl_wire_stream_t *s, void *dst, size_t cap);
 
 /* Frees a partly received tensor. Accepts NULL. */
 void fl_wire_stream_free(fl_wire_stream_t *s);

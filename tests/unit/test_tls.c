@@ -232,6 +232,9 @@ typedef struct {
     int bye_after;      /* send Bye after Welcome (or after the tensor) */
     fl_buf_t *raw;      /* sent as is right after the handshake */
     int close_after_raw; /* then close gracefully */
+    uint8_t *dst;       /* receive the model into this buffer (fl_tls_conn_set_tensor_dst) */
+    size_t dst_cap;
+    int borrowed;       /* the model arrived in dst */
     int stay;           /* stay connected after Welcome until told */
 } client_t;
 
@@ -271,9 +274,16 @@ static void cli_on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
 {
     client_t *k = ud;
     if (ev->kind == FL_WIRE_EV_TENSOR) {
-        k->tensor = ev->data;
+        k->borrowed = ev->borrowed;
+        if (ev->borrowed) {
+            assert_ptr_equal(ev->data, k->dst);
+            k->tensor = malloc(ev->nbytes); /* a copy, so client_free frees one thing */
+            memcpy(k->tensor, ev->data, ev->nbytes);
+        } else {
+            k->tensor = ev->data;
+            ev->data = NULL;
+        }
         k->tensor_bytes = ev->nbytes;
-        ev->data = NULL;
         if (k->bye_after) {
             send_bye(c);
             fl_tls_conn_close(c);
@@ -281,6 +291,10 @@ static void cli_on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
         return;
     }
     switch (ev->msg->msg_case) {
+    case FEDOPT__ENVELOPE__MSG_TASK_OFFER:
+        if (k->dst)
+            fl_tls_conn_set_tensor_dst(c, k->dst, k->dst_cap);
+        break;
     case FEDOPT__ENVELOPE__MSG_WELCOME:
         k->welcomed = 1;
         snprintf(k->identity, sizeof k->identity, "%s", ev->msg->welcome->peer_identity);
@@ -514,7 +528,11 @@ static void test_model_50mib_both_ways(void **state)
     assert_int_equal(fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 7, delta, n * 4, 0,
                                            &k.upload), 0);
     k.bye_after = 2; /* after the model arrived */
+    k.dst_cap = n * 4;
+    k.dst = aligned_alloc(64, k.dst_cap); /* the client's own model buffer */
     client_run(&s, &k, "ca.crt", "clients/alice.crt", "clients/alice.key", "localhost");
+    assert_true(k.borrowed);
+    free(k.dst);
     assert_int_equal(k.reason, 0);
     assert_int_equal(k.tensor_bytes, n * 4);
     assert_memory_equal(k.tensor, model, n * 4);
