@@ -20,14 +20,21 @@ static inline void fl_fuzz_quiet(void)
         fl_log_set_sink(null);
 }
 
+static char fl_fuzz_path[256];
+
+static inline void fl_fuzz_remove(void) { remove(fl_fuzz_path); }
+
 /* Writes data to the process's scratch file and returns its path (NULL if
- * the file cannot be written, which the target then skips). */
+ * the file cannot be written, which the target then skips). The file is
+ * removed when the fuzzer exits normally. */
 static inline const char *fl_fuzz_file(const uint8_t *data, size_t size)
 {
-    static char path[256];
+    char *path = fl_fuzz_path;
     if (!path[0]) {
         const char *t = getenv("TMPDIR");
-        snprintf(path, sizeof path, "%s/fedopt-fuzz-%ld", t && *t ? t : "/tmp", (long)getpid());
+        snprintf(path, sizeof fl_fuzz_path, "%s/fedopt-fuzz-%ld", t && *t ? t : "/tmp",
+                 (long)getpid());
+        atexit(fl_fuzz_remove);
         fl_fuzz_quiet();
     }
     FILE *f = fopen(path, "wb");
