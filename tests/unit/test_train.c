@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include <cmocka.h>
@@ -107,6 +108,43 @@ static void test_deterministic(void **state)
         assert_int_not_equal(a, c);
     }
     fl_dataset_free(&d);
+}
+
+/* Models train concurrently in threads of one process (the fleet's worker
+ * pool): with one GEMM thread each, four threads training two models twice
+ * reproduce the sequential results bit for bit. */
+static fl_dataset_t conc_data;
+static uint32_t conc_crc[4];
+
+static void *conc_worker(void *arg)
+{
+    long k = (long)arg;
+    double loss;
+    fl_train_config_t cfg = {.epochs = 1, .batch = 10, .sgd = {.lr = 0.05f}, .seed = 9};
+    run(k % 2 ? "cnn" : "mlp", &conc_data, &cfg, &conc_crc[k], &loss);
+    return NULL;
+}
+
+static void test_concurrent_models(void **state)
+{
+    (void)state;
+    fl_dataset_init(&conc_data);
+    synth(&conc_data, 200, 6);
+    fl_gemm_set_threads(1);
+    conc_worker((void *)0);
+    conc_worker((void *)1);
+    uint32_t mlp = conc_crc[0], cnn = conc_crc[1];
+    memset(conc_crc, 0, sizeof conc_crc);
+    pthread_t t[4];
+    for (long k = 0; k < 4; k++)
+        assert_int_equal(pthread_create(&t[k], NULL, conc_worker, (void *)k), 0);
+    for (int k = 0; k < 4; k++)
+        pthread_join(t[k], NULL);
+    assert_int_equal(conc_crc[0], mlp);
+    assert_int_equal(conc_crc[2], mlp);
+    assert_int_equal(conc_crc[1], cnn);
+    assert_int_equal(conc_crc[3], cnn);
+    fl_dataset_free(&conc_data);
 }
 
 static int count_cb(int epoch, const fl_train_stats_t *st, void *ud)
@@ -292,6 +330,7 @@ int main(void)
     fl_log_set_level(FL_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_concurrent_models),
         cmocka_unit_test(test_learns_and_callback),
         cmocka_unit_test(test_mismatch_refused),
         cmocka_unit_test(test_other_losses_learn),
