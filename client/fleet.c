@@ -13,6 +13,8 @@
 #include "common/nn/gemm.h"
 
 #define WHO "fleet"
+/* Most first connections in their handshake at once. */
+#define FLEET_HANDSHAKES 32
 
 typedef struct {
     const fl_fleet_opts_t *o;
@@ -207,20 +209,28 @@ static void on_starter(uv_timer_t *t)
 {
     fleet_t *f = t->data;
     const fl_fleet_opts_t *o = f->o;
-    /* Spread the handshakes: a thousand at once would queue past the
-     * server's handshake timeout on a small machine. */
-    double spread = o->connect_spread > 0 ? o->connect_spread : o->count * 0.001;
-    double elapsed = now_s() - f->t0;
-    size_t due = spread > 0 ? (size_t)(o->count * (elapsed / spread)) + 1 : o->count;
-    if (due > o->count)
-        due = o->count;
-    while (f->started < due && !f->stopping) {
+    /* Pace the handshakes: a thousand at once queue past the server's
+     * handshake timeout on a small machine (both ends do ECDSA), and the
+     * ones that time out only come back later with their back-off. So at
+     * most FLEET_HANDSHAKES are in flight, and --connect-spread can slow the
+     * start further. */
+    size_t due = o->count;
+    if (o->connect_spread > 0) {
+        due = (size_t)(o->count * ((now_s() - f->t0) / o->connect_spread)) + 1;
+        if (due > o->count)
+            due = o->count;
+    }
+    size_t connecting = 0;
+    for (size_t i = 0; i < f->started; i++)
+        connecting += fl_session_state(f->s[i]) == FL_SESSION_CONNECTING;
+    while (f->started < due && connecting < FLEET_HANDSHAKES && !f->stopping) {
         int rc = start_one(f);
         if (rc) {
             FL_LOG_E(WHO, "cannot start client %s: %s", f->names[f->started], fl_strerror(rc));
             stop_all(f);
             return;
         }
+        connecting++;
     }
     if (f->started == o->count)
         uv_timer_stop(&f->starter);

@@ -43,7 +43,8 @@ typedef struct {
     fl_session_chaos_t chaos;
     double backoff_max;       /* seconds (0 = session default) */
     double give_up;           /* seconds without a server before a client stops (0 = never) */
-    double connect_spread;    /* seconds over which the first connections are spread (0: 1 ms each) */
+    double connect_spread;    /* seconds over which the first connections are spread (0: as fast
+                                 as 32 handshakes in flight allow) */
     uint64_t seed;
     int tty;                  /* 1: redraw one progress line; 0: plain lines */
     FILE *progress;           /* where progress goes (NULL = none) */
