@@ -70,8 +70,7 @@ echo
 
 # Show each round as the server commits it (the database is the truth).
 shown=0
-while kill -0 "$server_pid" 2>/dev/null; do
-    sleep 1
+show_rounds() {
     last=$(sqlite3 "$dir/demo.db" "SELECT coalesce(max(round), 0) FROM rounds" 2>/dev/null || echo "$shown")
     while [ "$shown" -lt "$last" ]; do
         shown=$((shown + 1))
@@ -85,11 +84,16 @@ while kill -0 "$server_pid" 2>/dev/null; do
                     "$r" "$rounds" "$st" "$rep" "$tl" "$el" "$ea" "$secs"
             done
     done
+}
+while kill -0 "$server_pid" 2>/dev/null; do
+    sleep 1
+    show_rounds
     if [ "$shown" -eq 0 ]; then
         line=$(grep '^fleet ' "$dir/fleet.log" 2>/dev/null | tail -n 1)
         [ -n "$line" ] && [ -t 1 ] && printf '\r%s\033[K' "$line"
     fi
 done
+show_rounds
 wait "$server_pid" && server_rc=0 || server_rc=$?
 server_pid=""
 # The clients would wait for the server to come back; the run is over.
