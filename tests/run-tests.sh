@@ -1,13 +1,16 @@
 #!/bin/sh
 # Runs every test program in BUILD/tests, each in its own process with a time
 # limit, and every tests/integration/test_*.sh script; counts the cmocka
-# results and ends with one summary line. Exits non-zero if anything failed.
+# results (a script passes with exit 0 and is skipped with exit 77, the
+# automake convention) and ends with one summary line. Exits non-zero if
+# anything failed.
 # Usage: tests/run-tests.sh BUILD_DIR   (FEDOPT_TEST_TIMEOUT seconds per program, default 600)
 set -u
 build=${1:-build}
 limit=${FEDOPT_TEST_TIMEOUT:-600}
 passed=0
 failed=0
+skipped=0
 failed_names=""
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -26,8 +29,10 @@ for t in "$build"/tests/test_*; do
     cat "$log"
     p=$(count PASSED)
     f=$(count FAILED)
+    k=$(count SKIPPED)
     passed=$((passed + p))
     failed=$((failed + f))
+    skipped=$((skipped + k))
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
         # A crash, a timeout or a non-cmocka failure still counts as a failure.
         failed=$((failed + 1))
@@ -40,15 +45,20 @@ for s in tests/integration/test_*.sh; do
     [ -f "$s" ] || continue
     name=$(basename "$s" .sh)
     echo "== $name"
-    if timeout "$limit" sh "$s" "$build"; then
+    timeout "$limit" sh "$s" "$build"
+    rc=$?
+    if [ "$rc" -eq 0 ]; then
         passed=$((passed + 1))
+    elif [ "$rc" -eq 77 ]; then
+        skipped=$((skipped + 1))
+        echo "-- $name skipped"
     else
         failed=$((failed + 1))
         failed_names="$failed_names $name"
-        echo "!! $name failed"
+        echo "!! $name failed (status $rc)"
     fi
 done
 
 [ -n "$failed_names" ] && echo "failing programs:$failed_names"
-echo "tests: $passed passed, $failed failed"
+echo "tests: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
