@@ -7,6 +7,9 @@
 #   make bench                build and run the benchmarks (prints figures)
 #   make fuzz                 build the libFuzzer targets (tests/fuzz/fuzz_*.c) with clang and run
 #                             each for FUZZ_SECONDS (default 30) on its corpus tests/fuzz/corpus/NAME
+#   make test-long            the tests plus the slow accuracy runs
+#   make client               the client alone (make BLAS=none client: without OpenBLAS)
+#   make install              binaries, systemd unit, example config (PREFIX, DESTDIR)
 #   make SANITIZE=address,undefined test
 #   make CC=clang CFLAGS='-O1 -g'
 #
@@ -248,6 +251,6 @@ clean:
 distclean: clean
 
 help:
-	@sed -n '2,12p' Makefile
+	@sed -n '2,/^$$/p' Makefile | sed 's/^# \{0,1\}//'
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

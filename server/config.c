@@ -308,8 +308,17 @@ int fl_server_config_parse_args(fl_server_config_t *cfg, int argc, char **argv, 
             return FL_ECONFIG;
         }
         if (!val) {
-            if (e->type == T_BOOL || e->type == T_RESUME)
-                val = "true"; /* a boolean flag alone switches it on */
+            /* A boolean flag alone switches it on; "--flag yes" (a word a
+             * boolean or resume setting understands) is taken as its value. */
+            static const char *const words[] = {"yes", "no", "true", "false", "on",
+                                                "off", "1",   "0",     "auto"};
+            int next_is_word = 0;
+            for (size_t k = 0; i + 1 < argc && k < sizeof words / sizeof words[0]; k++)
+                next_is_word |= strcmp(argv[i + 1], words[k]) == 0;
+            if ((e->type == T_BOOL || e->type == T_RESUME) && next_is_word)
+                val = argv[++i];
+            else if (e->type == T_BOOL || e->type == T_RESUME)
+                val = "true";
             else if (i + 1 < argc)
                 val = argv[++i];
             else {

@@ -1,4 +1,7 @@
 /* fedopt-server: command-line entry point; dispatches to the subcommands. */
+#include <signal.h>
+
+#include "common/nn/gemm.h"
 #include "server/commands.h"
 
 /* Subcommand table: one line per command (prototypes next to it). */
@@ -14,5 +17,12 @@ static const fl_server_cmd_t commands[] = {
 
 int main(int argc, char **argv)
 {
+    /* A peer that vanishes while we write to it must cost one connection,
+     * not the process: libuv writes to sockets with write(2), which raises
+     * SIGPIPE on a reset connection. */
+    signal(SIGPIPE, SIG_IGN);
+    /* The server evaluates models: same OpenBLAS kernel check as the client
+     * (may re-exec once with a better kernel). */
+    fl_gemm_fix_kernel(argc, argv);
     return fl_cli_dispatch("fedopt-server", commands, argc, argv);
 }

@@ -152,6 +152,20 @@ static void test_errors(void **state)
     char *a4[] = {"--rounds", "3", "--help"};
     assert_int_equal(fl_server_config_parse_args(&c, 3, a4, &help), 0);
     assert_int_equal(help, 1);
+    /* "--resume yes" / "--resume no" take the word as the value; a flag
+     * alone still switches on, and the next flag is not swallowed. */
+    char *a5[] = {"--resume", "yes", "--rounds", "4"};
+    assert_int_equal(fl_server_config_parse_args(&c, 4, a5, &help), 0);
+    assert_int_equal(c.resume, FL_RESUME_YES);
+    assert_int_equal(c.rounds, 4);
+    char *a6[] = {"--resume", "no"};
+    assert_int_equal(fl_server_config_parse_args(&c, 2, a6, &help), 0);
+    assert_int_equal(c.resume, FL_RESUME_NO);
+    char *a7[] = {"--resume", "auto", "--resume"};
+    assert_int_equal(fl_server_config_parse_args(&c, 2, a7, &help), 0);
+    assert_int_equal(c.resume, FL_RESUME_AUTO);
+    assert_int_equal(fl_server_config_parse_args(&c, 1, a7 + 2, &help), 0);
+    assert_int_equal(c.resume, FL_RESUME_YES);
     fl_server_config_free(&c);
 }
 
