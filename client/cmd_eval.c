@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "client/commands.h"
-#include "common/data/augment.h"
 #include "common/data/spec.h"
 #include "common/error.h"
 #include "common/models.h"
@@ -82,16 +81,6 @@ int fl_client_cmd_eval(int argc, char **argv)
     if (fl_data_spec_validate(&spec) || fl_data_spec_load(&spec, split, &d))
         goto out;
     fl_gemm_set_threads((int)threads);
-    const fl_model_info_t *info = fl_models_find(model);
-    if (info->crop && d.ndim == 3 && d.shape[1] > info->crop) {
-        /* Evaluation sees central crops, standardized (the paper's test preprocessing). */
-        fl_dataset_t c;
-        fl_dataset_init(&c);
-        if (fl_augment_dataset(&d, info->crop, 0, NULL, &c))
-            goto out;
-        fl_dataset_free(&d);
-        d = c;
-    }
     fl_model_spec_t ms;
     fl_model_spec_from_dataset(&d, &ms);
     if (fl_model_create(model, &ms, &m) || fl_safetensors_load(init, &m->params))

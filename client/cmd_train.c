@@ -9,7 +9,6 @@
 #include <string.h>
 
 #include "client/commands.h"
-#include "common/data/augment.h"
 #include "common/data/spec.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -176,28 +175,6 @@ int fl_client_cmd_train(int argc, char **argv)
     const fl_model_info_t *info = fl_models_find(model);
     if (!wd_set)
         cfg.sgd.weight_decay = info->weight_decay;
-    if (info->crop && train.ndim == 3 && train.shape[1] > info->crop) {
-        /* The paper's CIFAR preprocessing: random crops + flips for training
-         * (drawn once for this run from the FL_RNG_AUGMENT stream), central
-         * crops for testing, each image standardized. */
-        fl_dataset_t a, b;
-        fl_dataset_init(&a);
-        fl_dataset_init(&b);
-        fl_rng_t r;
-        const uint64_t id = FL_RNG_AUGMENT;
-        fl_rng_stream(&r, cfg.seed, &id, 1);
-        if (fl_augment_dataset(&train, info->crop, 1, &r, &a) ||
-            (test.n && fl_augment_dataset(&test, info->crop, 0, NULL, &b))) {
-            fl_dataset_free(&a);
-            goto out;
-        }
-        fl_dataset_free(&train);
-        train = a;
-        if (test.n) {
-            fl_dataset_free(&test);
-            test = b;
-        }
-    }
     fl_model_spec_t ms;
     fl_model_spec_from_dataset(&train, &ms);
     if (test.num_classes > ms.num_classes)

@@ -314,6 +314,13 @@ int fl_model_create(const char *name, const fl_model_spec_t *spec, fl_model_t **
     int rc;
     m->info = info;
     m->spec = *spec;
+    /* A model with a crop (resnet18gn: the paper's 24x24 CIFAR crops) is
+     * built for the cropped size whatever the data's; common/train crops the
+     * data to match, so every caller (train, eval, the device client, the
+     * server's evaluation) gets the paper's preprocessing. */
+    if (info->crop && m->spec.input.ndim == 3 && m->spec.input.d[1] > info->crop &&
+        m->spec.input.d[2] > info->crop)
+        m->spec.input.d[1] = m->spec.input.d[2] = info->crop;
     fl_params_init(&m->params);
     fl_params_init(&m->grads);
     if ((rc = info->build(m))) {

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/data/augment.h"
 #include "common/error.h"
 #include "common/log.h"
 
@@ -113,6 +114,24 @@ out:
     return rc;
 }
 
+/* The paper's CIFAR preprocessing, for a model with a crop fed larger
+ * images: a fresh random crop + flip per example when training (from rng),
+ * the central crop when evaluating, each image standardized. *use points at
+ * d itself or at *tmp, which the caller frees. */
+static int crop_view(const fl_model_t *m, const fl_dataset_t *d, int train, fl_rng_t *rng,
+                     fl_dataset_t *tmp, const fl_dataset_t **use)
+{
+    const int c = m->info->crop;
+    fl_dataset_init(tmp);
+    *use = d;
+    if (!c || d->ndim != 3 || d->shape[1] <= c || d->shape[2] <= c)
+        return 0;
+    int rc = fl_augment_dataset(d, c, train, rng, tmp);
+    if (rc == 0)
+        *use = tmp;
+    return rc;
+}
+
 int fl_train_epoch(fl_model_t *m, fl_sgd_t *opt, const fl_dataset_t *d, size_t batch,
                    fl_rng_t *rng, fl_train_stats_t *st)
 {
@@ -123,7 +142,15 @@ int fl_train_epoch(fl_model_t *m, fl_sgd_t *opt, const fl_dataset_t *d, size_t b
 
 int fl_train_eval(fl_model_t *m, const fl_dataset_t *d, size_t batch, fl_train_stats_t *st)
 {
-    return pass(m, NULL, d, batch, NULL, st);
+    if (!m || !d)
+        return FL_EINVAL;
+    fl_dataset_t tmp;
+    const fl_dataset_t *use;
+    int rc = crop_view(m, d, 0, NULL, &tmp, &use);
+    if (rc == 0)
+        rc = pass(m, NULL, use, batch, NULL, st);
+    fl_dataset_free(&tmp);
+    return rc;
 }
 
 int fl_train_run(fl_model_t *m, const fl_dataset_t *d, const fl_train_config_t *cfg,
@@ -142,9 +169,17 @@ int fl_train_run(fl_model_t *m, const fl_dataset_t *d, const fl_train_config_t *
         memcpy(tuple, cfg->ids, cfg->nids * sizeof(uint64_t));
         tuple[cfg->nids] = FL_RNG_SHUFFLE;
         tuple[cfg->nids + 1] = (uint64_t)e;
-        fl_rng_t r;
+        fl_rng_t r, ra;
         fl_rng_stream(&r, cfg->seed, tuple, cfg->nids + 2);
-        if ((rc = fl_train_epoch(m, &opt, d, cfg->batch, &r, &st)))
+        /* Crops are drawn afresh every epoch, from their own stream. */
+        tuple[cfg->nids] = FL_RNG_AUGMENT;
+        fl_rng_stream(&ra, cfg->seed, tuple, cfg->nids + 2);
+        fl_dataset_t tmp;
+        const fl_dataset_t *use;
+        if ((rc = crop_view(m, d, 1, &ra, &tmp, &use)) == 0)
+            rc = fl_train_epoch(m, &opt, use, cfg->batch, &r, &st);
+        fl_dataset_free(&tmp);
+        if (rc)
             break;
         if (cb && cb(e, &st, ud)) {
             rc = FL_ECANCELED;

@@ -15,7 +15,9 @@
 #include <cmocka.h>
 
 #include "common/error.h"
+#include "common/data/augment.h"
 #include "common/models.h"
+#include "common/train.h"
 #include "common/nn/groupnorm.h"
 #include "common/nn/pool.h"
 #include "common/nn/resblock.h"
@@ -217,6 +219,45 @@ static void test_resnet_counts(void **state)
     assert_int_equal(fl_model_create("resnet18gn", &flat, &m), FL_ESHAPE);
 }
 
+/* CIFAR-sized data (32x32) reaches resnet18gn through the paper's
+ * preprocessing wherever the trainer is used: the model is built for 24x24,
+ * evaluation sees the standardized central crops, training draws crops. */
+static void test_resnet_crops_in_trainer(void **state)
+{
+    (void)state;
+    fl_dataset_t d, c;
+    fl_dataset_init(&d);
+    fl_dataset_init(&c);
+    int64_t shape[3] = {3, 32, 32};
+    assert_int_equal(fl_dataset_alloc(&d, 4, 3, shape, 10), 0);
+    for (size_t i = 0; i < d.n * d.dim; i++)
+        d.x[i] = (float)((i * 37) % 255) / 255.0f;
+    for (size_t i = 0; i < d.n; i++)
+        d.y[i] = (int32_t)(i % 10);
+    fl_model_spec_t s;
+    assert_int_equal(fl_model_spec_from_dataset(&d, &s), 0);
+    fl_model_t *m = NULL;
+    assert_int_equal(fl_model_create("resnet18gn", &s, &m), 0);
+    assert_int_equal(fl_model_in_dim(m), 3 * 24 * 24);
+    fl_model_init_params(m, 3);
+    /* Evaluating the raw 32x32 data equals evaluating its central crops. */
+    fl_train_stats_t raw, cropped;
+    assert_int_equal(fl_train_eval(m, &d, 2, &raw), 0);
+    assert_int_equal(fl_augment_dataset(&d, 24, 0, NULL, &c), 0);
+    assert_int_equal(fl_train_eval(m, &c, 2, &cropped), 0);
+    assert_int_equal(raw.examples, 4);
+    assert_true(raw.loss == cropped.loss);
+    /* Training on the raw data runs (crops drawn per epoch). */
+    fl_train_config_t cfg = {.epochs = 2, .batch = 2, .sgd = {.lr = 0.01f}, .seed = 5};
+    fl_train_stats_t st;
+    assert_int_equal(fl_train_run(m, &d, &cfg, NULL, NULL, &st), 0);
+    assert_int_equal(st.examples, 4);
+    assert_true(isfinite(st.loss));
+    fl_model_free(m);
+    fl_dataset_free(&d);
+    fl_dataset_free(&c);
+}
+
 static void test_grad_resnet(void **state)
 {
     (void)state;
@@ -254,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_grad_pools),
         cmocka_unit_test(test_grad_resblocks),
         cmocka_unit_test(test_resnet_counts),
+        cmocka_unit_test(test_resnet_crops_in_trainer),
         cmocka_unit_test(test_grad_resnet),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
