@@ -7,12 +7,12 @@
 # accuracy, the time and where the database is.
 #
 # Usage: deploy/demo.sh [BUILD_DIR]      (make demo runs it after building)
-# Environment: DEMO_ROUNDS (default 10), DEMO_DIR (default a new /tmp dir),
+# Environment: DEMO_ROUNDS (default 30), DEMO_DIR (default a new /tmp dir),
 #              DEMO_JOBS (training jobs, default: the cores),
 #              DEMO_EVAL (test examples evaluated per round, default 2000).
 set -eu
 build=${1:-build}
-rounds=${DEMO_ROUNDS:-10}
+rounds=${DEMO_ROUNDS:-30}
 jobs=${DEMO_JOBS:-$(nproc 2>/dev/null || echo 2)}
 eval_n=${DEMO_EVAL:-2000}
 dir=${DEMO_DIR:-$(mktemp -d /tmp/fedopt-demo.XXXXXX)}
