@@ -17,7 +17,8 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: fedopt-client fleet --server HOST:PORT --certs DIR --clients N --data SPEC --partition P\n"
-            "         [--jobs J] [--first I] [--count C] [--prefix NAME] [--server-name NAME] [--ca FILE]\n"
+            "         [--cert FILE --key FILE] [--jobs J] [--first I] [--count C] [--prefix NAME]\n"
+            "         [--server-name NAME] [--ca FILE]\n"
             "         [--drop-rate p] [--straggle-rate p --straggle-delay s] [--corrupt-rate p]\n"
             "         [--give-up S] [--backoff-max S] [--connect-spread S] [--seed S]\n"
             "         [--progress auto|tty|plain|none] [--log-level L]\n"
@@ -25,6 +26,8 @@ static void usage(FILE *out)
             "  --certs DIR          fleet directory from `fedopt-server certs init`: ca.crt verifies the\n"
             "                       server; client NAME uses clients/NAME.crt/.key, issued with ca.key\n"
             "                       when missing (identity = certificate CN = PREFIX-NNNN)\n"
+            "  --cert F --key F     one certificate for every client instead; the server must list its\n"
+            "                       name in shared_certs (identity = CN/PREFIX-NNNN)\n"
             "  --clients N          clients the training data is split into (with --partition)\n"
             "  --jobs J             trainings at once (default: the cores)\n"
             "  --first I, --count C run clients I..I+C-1 only (default: all N)\n"
@@ -78,12 +81,14 @@ int fl_client_cmd_fleet(int argc, char **argv)
     long first = 0, count = -1;
     const char *server = NULL, *mode = "auto";
     enum {
-        O_SERVER = 1, O_CERTS, O_CA, O_SNAME, O_JOBS, O_FIRST, O_COUNT, O_PREFIX, O_DROP, O_STR, O_STRD, O_CORR,
+        O_SERVER = 1, O_CERTS, O_CERT, O_KEY, O_CA, O_SNAME, O_JOBS, O_FIRST, O_COUNT, O_PREFIX, O_DROP, O_STR, O_STRD, O_CORR,
         O_GIVEUP, O_BACKOFF, O_SPREAD, O_SEED, O_PROGRESS, O_LOG, O_HELP
     };
     static const struct option opts[] = {
         {"server", required_argument, NULL, O_SERVER},
         {"certs", required_argument, NULL, O_CERTS},
+        {"cert", required_argument, NULL, O_CERT},
+        {"key", required_argument, NULL, O_KEY},
         {"ca", required_argument, NULL, O_CA},
         {"server-name", required_argument, NULL, O_SNAME},
         {"jobs", required_argument, NULL, O_JOBS},
@@ -111,6 +116,8 @@ int fl_client_cmd_fleet(int argc, char **argv)
         switch (ch) {
         case O_SERVER: server = optarg; break;
         case O_CERTS: o.certs_dir = optarg; break;
+        case O_CERT: o.cert_file = optarg; break;
+        case O_KEY: o.key_file = optarg; break;
         case O_CA: o.ca_file = optarg; break;
         case O_SNAME: o.server_name = optarg; break;
         case O_JOBS:

@@ -180,7 +180,7 @@ static int start_one(fleet_t *f)
         .host = o->host,
         .port = o->port,
         .server_name = o->server_name,
-        .tls = f->tls[i],
+        .tls = f->tls[o->cert_file && o->key_file ? 0 : i],
         .name = f->names[i],
         .id = o->first + i,
         .data = o->data,
@@ -253,12 +253,23 @@ int fl_fleet_run(const fl_fleet_opts_t *o, fl_fleet_result_t *res)
         goto out;
     if ((rc = fl_session_fitting_models(o->data, &f->models, &f->nmodels)))
         goto out;
-    if ((rc = fl_fleet_certs(o)))
+    const int shared = o->cert_file && o->key_file;
+    if (!shared && (rc = fl_fleet_certs(o)))
         goto out;
     /* One TLS context per client: a context carries its certificate, and the
-     * certificate is the client's identity. */
+     * certificate is the client's identity. With one shared certificate all
+     * clients use context 0 and the server tells them apart by Hello name. */
     for (size_t i = 0; i < o->count; i++) {
         client_name(o, i, f->names[i], sizeof f->names[i]);
+        if (shared) {
+            if (i == 0) {
+                fl_tls_opts_t to = {.ca_file = o->ca_file ? o->ca_file : ca, .cert_file = o->cert_file,
+                                    .key_file = o->key_file};
+                if ((rc = fl_tls_ctx_new(FL_TLS_CLIENT, &to, &f->tls[0])))
+                    goto out;
+            }
+            continue;
+        }
         snprintf(crt, sizeof crt, "%s/clients/%s.crt", o->certs_dir, f->names[i]);
         snprintf(key, sizeof key, "%s/clients/%s.key", o->certs_dir, f->names[i]);
         fl_tls_opts_t to = {.ca_file = o->ca_file ? o->ca_file : ca, .cert_file = crt, .key_file = key};

@@ -34,6 +34,10 @@ typedef struct {
     const char *server_name;  /* NULL = host */
     const char *ca_file;      /* NULL = certs_dir/ca.crt */
     const char *certs_dir;    /* the fleet directory (ca.crt, ca.key, clients/) */
+    const char *cert_file;    /* with key_file: ONE certificate for every client (the server must
+                                 list its name in shared_certs; clients are told apart by their
+                                 Hello names); NULL = one certificate per client */
+    const char *key_file;
     const char *prefix;       /* client names: PREFIX-NNNN (default "sim") */
     size_t first, count;      /* clients first .. first+count-1 of the partition */
     unsigned jobs;            /* trainings at once (>= 1) */

@@ -32,6 +32,7 @@ typedef struct {
     char *tls_cert;        /* server certificate (PEM) */
     char *tls_key;         /* its private key */
     char *tls_ca;          /* CA that signs the clients' certificates */
+    char *shared_certs;    /* certificate names that may carry several clients ("" = none) */
     int require_client_cert;
     int64_t max_connections;
     double heartbeat;      /* seconds between heartbeats */

@@ -1,5 +1,6 @@
 #include "server/daemon.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <sys/resource.h>
 #include <math.h>
@@ -8,6 +9,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "common/certs.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/models.h"
@@ -140,14 +142,55 @@ static fl__client_t *find_client(fl__daemon_t *d, const char *name)
     return NULL;
 }
 
+/* True when certificate name cn is listed in the comma-separated `list`. */
+static int listed(const char *list, const char *cn)
+{
+    size_t n = strlen(cn);
+    for (const char *p = list; p && *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && strncmp(p, cn, n) == 0)
+            return 1;
+        p = e ? e + 1 : NULL;
+    }
+    return 0;
+}
+
+/* A Hello name that may extend a shared certificate's identity: 1..64 of
+ * [A-Za-z0-9._-], so identities stay printable and unambiguous in logs and
+ * the database. */
+static int good_hello_name(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n < 1 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(isalnum((unsigned char)s[i]) || s[i] == '.' || s[i] == '_' || s[i] == '-'))
+            return 0;
+    return 1;
+}
+
 static void on_hello(fl__client_t *c, const Fedopt__Hello *h)
 {
     fl__daemon_t *d = c->d;
     const char *peer = fl_tls_conn_peer(c->conn);
     /* The identity is the certificate's name; only without client
-     * certificates (an explicit, logged option) does the Hello's name count. */
+     * certificates (an explicit, logged option) does the Hello's name count.
+     * A certificate listed in shared_certs serves many clients (one fleet
+     * certificate): each is identified as CN/hello-name. */
+    char shared[FL_CERTS_NAME_MAX + 72];
     const char *name = peer && peer[0] ? peer : h->client_name && h->client_name[0] ? h->client_name
                                                                                      : fl_tls_conn_addr(c->conn);
+    if (peer && peer[0] && listed(d->cfg->shared_certs, peer)) {
+        if (!good_hello_name(h->client_name)) {
+            FL_LOG_W(WHO, "%s (%s): shared certificate without a valid client name in Hello: rejected", peer,
+                     fl_tls_conn_addr(c->conn));
+            send_reject(c, FL_EINVAL, "a shared certificate needs a client name of 1-64 [A-Za-z0-9._-]");
+            return;
+        }
+        snprintf(shared, sizeof shared, "%s/%s", peer, h->client_name);
+        name = shared;
+    }
     if (h->protocol_version != FL_PROTOCOL_VERSION) {
         FL_LOG_W(WHO, "%s (%s): protocol version %u, server speaks %u: rejected", name, fl_tls_conn_addr(c->conn),
                  h->protocol_version, FL_PROTOCOL_VERSION);
@@ -1080,6 +1123,9 @@ int fl_daemon_run(const fl_server_config_t *cfg)
     if ((rc = fl_tls_server_start(&d->loop, d->tls, host, port, &cbs, d, &d->server)))
         goto out;
     FL_LOG_I(WHO, "listening on %s port %d", host, fl_tls_server_port(d->server));
+    if (d->cfg->shared_certs && d->cfg->shared_certs[0])
+        FL_LOG_W(WHO, "shared certificates %s: their clients are identified as NAME/hello-name",
+                 d->cfg->shared_certs);
     uv_timer_init(&d->loop, &d->tick);
     d->tick.data = d;
     uv_timer_start(&d->tick, on_tick, 100, 100);
