@@ -11,57 +11,29 @@
 #include "common/clientopt.h"
 #include "common/models.h"
 #include "common/nn/gemm.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* CPU seconds of the whole process (all threads): on a shared machine,
- * samples per CPU-second is the figure that other load does not distort
- * (for one thread it is the unloaded samples/s, give or take cache effects). */
-static double cpu(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "tests/support/benchclock.h"
 
 static int run(fl_model_t *m, size_t B, double seconds)
 {
     const size_t T = 80;
     float *x = malloc(B * T * sizeof(float));
     int32_t *y = malloc(B * T * sizeof(int32_t));
-    fl_sgd_t opt;
     fl_sgd_config_t cfg = {.lr = 0.5f};
-    if (!x || !y || fl_sgd_init(&opt, &cfg, &m->params))
+    if (!x || !y) {
+        free(x);
+        free(y);
         return 1;
+    }
     fl_rng_t r;
     fl_rng_seed(&r, 1);
     for (size_t i = 0; i < B * T; i++) {
         x[i] = (float)(1 + fl_rng_below(&r, 89));
         y[i] = (int32_t)(1 + fl_rng_below(&r, 89));
     }
-    double L;
-    fl_model_loss(m, x, y, B, FL_MODE_TRAIN, 1, &L, NULL); /* warm-up */
-    size_t steps = 0;
-    double t0 = now(), c0 = cpu(), t;
-    do {
-        fl_model_loss(m, x, y, B, FL_MODE_TRAIN, 1, &L, NULL);
-        fl_sgd_step(&opt, &m->params, &m->grads);
-        steps++;
-        t = now() - t0;
-    } while (t < seconds);
-    const double c = cpu() - c0;
-    printf("charlstm  B=%-3zu threads=%d  %7.1f samples/s  %7.1f per CPU-second  (%zu steps, %.1f s, loss %.3f)\n",
-           B, fl_gemm_get_threads(), (double)(steps * B) / t, (double)(steps * B) / c, steps, t, L);
-    fflush(stdout);
-    fl_sgd_free(&opt);
+    int rc = fl_bench_train_steps(m, &cfg, x, y, B, seconds, "charlstm");
     free(x);
     free(y);
-    return 0;
+    return rc;
 }
 
 int main(int argc, char **argv)

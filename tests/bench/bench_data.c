@@ -13,24 +13,9 @@
 #include "common/data/partition.h"
 #include "common/data/spec.h"
 #include "common/error.h"
+#include "tests/support/benchclock.h"
 
 #define REPS 3
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-/* CPU time of this process: on a machine shared with other jobs the wall
- * clock says more about the neighbours than about the code. */
-static double cpu(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 static int cmp(const void *a, const void *b)
 {
@@ -53,10 +38,10 @@ int main(void)
     fl_dataset_t d;
     for (int r = 0; r < REPS; r++) {
         fl_dataset_init(&d);
-        double t0 = now(), c0 = cpu();
+        double t0 = fl_bench_wall(), c0 = fl_bench_cpu();
         int rc = fl_fmnist_load("train", &d);
-        t[r] = now() - t0;
-        c[r] = cpu() - c0;
+        t[r] = fl_bench_wall() - t0;
+        c[r] = fl_bench_cpu() - c0;
         if (rc) {
             fprintf(stderr, "bench_data: cannot load Fashion-MNIST: %s\n", fl_strerror(rc));
             return 1;
@@ -74,11 +59,11 @@ int main(void)
         fl_partition_stats_t st = {0};
         for (int r = 0; r < REPS; r++) {
             fl_partition_t p;
-            double t0 = now(), c0 = cpu();
+            double t0 = fl_bench_wall(), c0 = fl_bench_cpu();
             int rc = fl_partition_make(&d, &s, 3400, (uint64_t)r, &p);
-            t[r] = now() - t0;
-            c[r] = cpu() - c0;
-        c[r] = cpu() - c0;
+            t[r] = fl_bench_wall() - t0;
+            c[r] = fl_bench_cpu() - c0;
+        c[r] = fl_bench_cpu() - c0;
             if (rc || fl_partition_stats(&d, &p, &st))
                 return 1;
             fl_partition_free(&p);
@@ -100,10 +85,10 @@ int main(void)
     size_t n = 0;
     for (int r = 0; r < REPS; r++) {
         fl_dataset_init(&d);
-        double t0 = now(), c0 = cpu();
+        double t0 = fl_bench_wall(), c0 = fl_bench_cpu();
         int rc = fl_data_spec_load(&spec, "train", &d);
-        t[r] = now() - t0;
-        c[r] = cpu() - c0;
+        t[r] = fl_bench_wall() - t0;
+        c[r] = fl_bench_cpu() - c0;
         if (rc)
             return 1;
         n = d.n;

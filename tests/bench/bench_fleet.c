@@ -38,13 +38,7 @@
 #include "common/train.h"
 #include "server/config.h"
 #include "server/daemon.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "tests/support/benchclock.h"
 
 static int free_port(void)
 {
@@ -124,12 +118,12 @@ static double local_round(const fl_dataset_t *all, const fl_partition_t *parts, 
     local_t L = {.all = all, .parts = parts, .global = m->params.data, .numel = m->params.numel, .count = clients};
     pthread_mutex_init(&L.mu, NULL);
     pthread_t th[16];
-    double t0 = now_s();
+    double t0 = fl_bench_wall();
     for (int i = 0; i < threads; i++)
         pthread_create(&th[i], NULL, local_worker, &L);
     for (int i = 0; i < threads; i++)
         pthread_join(th[i], NULL);
-    double t = now_s() - t0;
+    double t = fl_bench_wall() - t0;
     pthread_mutex_destroy(&L.mu);
     fl_model_free(m);
     return L.rc ? -1 : t;

@@ -18,25 +18,10 @@
 #include "common/data/tff.h"
 #include "common/error.h"
 #include "proto/tf_example.pb-c.h"
+#include "tests/support/benchclock.h"
 
 #define USERS 340
 #define PER_USER 20
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-/* CPU time of this process: on a machine shared with other jobs the wall
- * clock says more about the neighbours than about the code. */
-static double cpu(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 static float pix(int u, int e, int i) { return (float)((u * 131 + e * 31 + i * 7) % 256) / 255.0f; }
 
@@ -185,37 +170,37 @@ int main(void)
 
     fl_dataset_t d;
     fl_dataset_init(&d);
-    double t0 = now(), c0 = cpu();
+    double t0 = fl_bench_wall(), c0 = fl_bench_cpu();
     if (fl_leaf_load(leaf, "train", &d))
         goto done;
-    double dt = now() - t0, dc = cpu() - c0;
+    double dt = fl_bench_wall() - t0, dc = fl_bench_cpu() - c0;
     printf("LEAF FEMNIST JSON   %6zu images, %4zu users, %6.1f MB: wall %6.2f s, cpu %6.2f s "
            "(%6.0f images per cpu-s)\n", d.n, d.num_groups, jmb, dt, dc, (double)d.n / dc);
     fl_dataset_free(&d);
-    t0 = now();
-    c0 = cpu();
+    t0 = fl_bench_wall();
+    c0 = fl_bench_cpu();
     if (fl_tff_load(tff, "train", FL_DATA_VIEW_AUTO, &d))
         goto done;
-    dt = now() - t0;
-    dc = cpu() - c0;
+    dt = fl_bench_wall() - t0;
+    dc = fl_bench_cpu() - c0;
     printf("TFF EMNIST SQLite   %6zu images, %4zu users, %6.1f MB: wall %6.2f s, cpu %6.2f s "
            "(%6.0f images per cpu-s)\n", d.n, d.num_groups, tmb, dt, dc, (double)d.n / dc);
     fl_dataset_free(&d);
-    t0 = now();
-    c0 = cpu();
+    t0 = fl_bench_wall();
+    c0 = fl_bench_cpu();
     if (fl_tff_load_client(tff, "train", FL_DATA_VIEW_AUTO, 123, &d))
         goto done;
-    dt = now() - t0;
-    dc = cpu() - c0;
+    dt = fl_bench_wall() - t0;
+    dc = fl_bench_cpu() - c0;
     printf("TFF one client      %6zu images (client 123 of %d, streamed): wall %6.3f s, cpu %6.3f s\n",
            d.n, USERS, dt, dc);
     fl_dataset_free(&d);
-    t0 = now();
-    c0 = cpu();
+    t0 = fl_bench_wall();
+    c0 = fl_bench_cpu();
     if (fl_cifar_load(cifar, 10, "train", &d))
         goto done;
-    dt = now() - t0;
-    dc = cpu() - c0;
+    dt = fl_bench_wall() - t0;
+    dc = fl_bench_cpu() - c0;
     printf("CIFAR-10 binary     %6zu images, 5 batches,  153.7 MB: wall %6.2f s, cpu %6.2f s "
            "(%6.0f images per cpu-s)\n", d.n, dt, dc, (double)d.n / dc);
     fl_dataset_free(&d);

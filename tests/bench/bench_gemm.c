@@ -7,23 +7,7 @@
 
 #include "common/nn/gemm.h"
 #include "common/rng.h"
-
-/* The machine is shared: figures are given per second of this process's
- * CPU time as well as wall time (with 1 thread the CPU-time figure is what
- * an unloaded core would do; with 2 it is per core). */
-static double cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "tests/support/benchclock.h"
 
 int main(void)
 {
@@ -63,18 +47,18 @@ int main(void)
             fl_gemm_set_threads(t);
             int m = shapes[s].m, n = shapes[s].n, k = shapes[s].k;
             int lda = shapes[s].ta ? m : k, ldb = shapes[s].tb ? k : n;
-            double flop = 2.0 * m * n * k, t0 = now_s(), el;
+            double flop = 2.0 * m * n * k, t0 = fl_bench_wall(), el;
             long reps = 0;
             fl_gemm(shapes[s].ta, shapes[s].tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, n);
-            t0 = now_s();
-            double c0 = cpu_s();
+            t0 = fl_bench_wall();
+            double c0 = fl_bench_cpu();
             do {
                 fl_gemm(shapes[s].ta, shapes[s].tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, n);
                 reps++;
-                el = now_s() - t0;
+                el = fl_bench_wall() - t0;
             } while (el < 0.4);
             printf(" %7.1f GF/s", flop * reps / el / 1e9);
-            percpu[t] = flop * reps / (cpu_s() - c0) / 1e9;
+            percpu[t] = flop * reps / (fl_bench_cpu() - c0) / 1e9;
         }
         printf("   %7.1f GF/s   %7.1f GF/s\n", percpu[1], percpu[2]);
     }

@@ -36,13 +36,7 @@
 #include "common/wire.h"
 #include "server/round.h"
 #include "server/store.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "tests/support/benchclock.h"
 
 static size_t mlp_numel(void)
 {
@@ -92,10 +86,10 @@ static int part1(int k, size_t n, const char *dir)
     rc_.run_id = run;
     if (fl_round_create(&rc_, &r))
         goto out;
-    double t0 = now_s();
+    double t0 = fl_bench_wall();
     if (fl_round_begin(r, 1, (const char *const *)names, (size_t)k, opt, 0))
         goto out;
-    double t1 = now_s(), t_add = 0;
+    double t1 = fl_bench_wall(), t_add = 0;
     for (size_t s = 0; s < fl_round_selected_count(r); s++) {
         const char *nm = fl_round_selected_name(r, s);
         /* What the transport hands over: a fresh buffer per upload. */
@@ -107,13 +101,13 @@ static int part1(int k, size_t n, const char *dir)
         double norm;
         if (fl_round_check(r, nm, 1, n, 10) != FL_REFUSE_NONE || fl_round_add_start(r, nm))
             goto out;
-        double ta = now_s();
+        double ta = fl_bench_wall();
         int arc = fl_round_add_work(opt, d, n, 10, &norm);
-        t_add += now_s() - ta;
+        t_add += fl_bench_wall() - ta;
         fl_round_add_end(r, nm, arc, 10, 0.5, norm, (int64_t)(n * 4), 1);
         free(d);
     }
-    double t2 = now_s();
+    double t2 = fl_bench_wall();
     fl_store_round_t row;
     const fl_store_update_t *ups;
     size_t nups;
@@ -123,11 +117,11 @@ static int part1(int k, size_t n, const char *dir)
     fl_serveropt_round_t res;
     if (fl_serveropt_finish(opt, x, n, &res))
         goto out;
-    double t3 = now_s();
+    double t3 = fl_bench_wall();
     if (fl_serveropt_state_save(opt, &state, &state_len) ||
         fl_store_commit_round(st, &row, ups, nups, x, n, state, state_len, 0))
         goto out;
-    double t4 = now_s();
+    double t4 = fl_bench_wall();
     printf("  K=%-5d selection %7.3f ms  aggregation %8.1f ms (add + norm %.3f ms/update)  finish %6.2f ms"
            "  commit %6.1f ms  overhead without the adds %6.1f ms\n",
            k, (t1 - t0) * 1e3, (t2 - t1) * 1e3, t_add * 1e3 / k, (t3 - t2) * 1e3, (t4 - t3) * 1e3,
@@ -261,7 +255,7 @@ static int part2(int k, size_t n, const char *dir, const char *server_bin)
     int port = 20000 + (int)(getpid() % 20000);
     char listen[64];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    double t0 = now_s();
+    double t0 = fl_bench_wall();
     pid_t pid = fork();
     if (pid == 0) {
         FILE *lf = freopen(logp, "w", stderr);
@@ -305,7 +299,7 @@ static int part2(int k, size_t n, const char *dir, const char *server_bin)
         free(B.c);
         return 1;
     }
-    double t1 = now_s();
+    double t1 = fl_bench_wall();
     double model_mib = (double)n * 4 / 1048576.0;
     /* The server logs its own VmHWM: wait4's ru_maxrss would include this
      * process's memory, which the child carried from fork until exec. */

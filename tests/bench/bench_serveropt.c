@@ -11,13 +11,7 @@
 
 #include "common/rng.h"
 #include "common/serveropt.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "tests/support/benchclock.h"
 
 /* Reads n floats and returns their sum so the compiler cannot drop the loop.
  * Eight independent sums keep the loop bound by memory, not by add latency. */
@@ -64,18 +58,18 @@ static void run(size_t P, int K, int reps)
     float *m_like = calloc(P, sizeof(float)), *v_like = calloc(P, sizeof(float));
     double best = 1e30, best_batch = 1e30, best_floor = 1e30;
     for (int rep = 0; rep < reps; rep++) {
-        double t0 = now();
+        double t0 = fl_bench_wall();
         fl_serveropt_begin(opt);
         for (int k = 0; k < K; k++)
             fl_serveropt_add(opt, d[k % pool], P, 10 + k);
         fl_serveropt_finish(opt, x, P, NULL);
-        double t1 = now();
+        double t1 = fl_bench_wall();
         if (t1 - t0 < best)
             best = t1 - t0;
 
         /* The same round with the uploads folded in batches of BATCH, as a
          * server buffering BATCH uploads does. */
-        t0 = now();
+        t0 = fl_bench_wall();
         fl_serveropt_begin(opt);
         for (int k = 0; k < K; k += BATCH) {
             const float *ds[BATCH];
@@ -89,17 +83,17 @@ static void run(size_t P, int K, int reps)
             fl_serveropt_add_batch(opt, ds, ws, (size_t)c, P, res, NULL);
         }
         fl_serveropt_finish(opt, x, P, NULL);
-        t1 = now();
+        t1 = fl_bench_wall();
         if (t1 - t0 < best_batch)
             best_batch = t1 - t0;
 
-        t0 = now();
+        t0 = fl_bench_wall();
         float s = 0;
         for (int k = 0; k < K; k++)
             s += stream_read(d[k % pool], P);
         s += stream_read(x, P) + stream_read(m_like, P) + stream_read(v_like, P);
         sink = s;
-        t1 = now();
+        t1 = fl_bench_wall();
         if (t1 - t0 < best_floor)
             best_floor = t1 - t0;
     }

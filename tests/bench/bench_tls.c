@@ -29,23 +29,9 @@
 #include "common/version.h"
 #include "common/wire.h"
 #include "tests/support/testcerts.h"
+#include "tests/support/benchclock.h"
 
 static fl_testcerts_t g_certs;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* CPU seconds this process used: robust against other load on the machine. */
-static double cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static size_t heap_used(void)
 {
@@ -76,7 +62,7 @@ static double aead_mbs(mbedtls_cipher_type_t type, int keybits, int decrypt)
         return 0;
     }
     size_t bytes = 0;
-    double t0 = cpu_s(), t;
+    double t0 = fl_bench_cpu(), t;
     do {
         for (int i = 0; i < 64; i++) {
             if (decrypt) {
@@ -93,7 +79,7 @@ static double aead_mbs(mbedtls_cipher_type_t type, int keybits, int decrypt)
             }
             bytes += REC;
         }
-        t = cpu_s() - t0;
+        t = fl_bench_cpu() - t0;
     } while (t < 0.7);
     mbedtls_cipher_free(&c);
     return bytes / t / 1e6;
@@ -104,13 +90,13 @@ static void checksum_speeds(void)
     size_t n = 64u << 20;
     unsigned char *b = malloc(n);
     memset(b, 0x33, n);
-    double t0 = now_s();
+    double t0 = fl_bench_wall();
     volatile uint32_t crc = fl_crc32(0, b, n);
-    double tc = now_s() - t0;
+    double tc = fl_bench_wall() - t0;
     unsigned char h[32];
-    t0 = now_s();
+    t0 = fl_bench_wall();
     mbedtls_sha256_ret(b, n, h, 0);
-    double ts = now_s() - t0;
+    double ts = fl_bench_wall() - t0;
     (void)crc;
     printf("checksum of a whole tensor (64 MiB): zlib CRC-32 %.0f MB/s, mbedTLS SHA-256 %.0f MB/s\n",
            n / tc / 1e6, n / ts / 1e6);
@@ -158,7 +144,7 @@ static void check(uv_timer_t *t)
         uv_now(t->loop) - s->last_hello > (s->hellos == s->expect ? 1000u : 5000u)) {
         s->measured = 1;
         s->per_conn = (double)(heap_used() - s->heap0) / s->hellos;
-        s->hs_cpu_ms = (cpu_s() - s->cpu0) * 1e3 / s->hellos;
+        s->hs_cpu_ms = (fl_bench_cpu() - s->cpu0) * 1e3 / s->hellos;
         for (int i = 0; i < s->nconns; i++)
             fl_tls_conn_close(s->conns[i]);
     }
@@ -215,7 +201,7 @@ static void c_open(fl_tls_conn_t *c, void *ud)
 {
     cli_t *k = ud;
     if (k->opened++ == 0)
-        k->t_first_open = now_s();
+        k->t_first_open = fl_bench_wall();
     Fedopt__Hello h = FEDOPT__HELLO__INIT;
     h.protocol_version = FL_PROTOCOL_VERSION;
     Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
@@ -235,7 +221,7 @@ static void c_msg(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
     cli_t *k = ud;
     if (ev->kind == FL_WIRE_EV_TENSOR) {
         k->bytes += ev->nbytes;
-        k->t_last_done = now_s();
+        k->t_last_done = fl_bench_wall();
         if (++k->done == k->n)
             for (int i = 0; i < k->n; i++)
                 if (k->conns[i])
@@ -277,7 +263,7 @@ static void run_clients(int port, int n, int idle_mode, int fd, size_t model_byt
                 memset(k.dst[i], 0, model_bytes);
         }
     }
-    double cpu0 = cpu_s();
+    double cpu0 = fl_bench_cpu();
     uv_loop_t loop;
     uv_loop_init(&loop);
     fl_tls_opts_t o = {0};
@@ -301,7 +287,7 @@ static void run_clients(int port, int n, int idle_mode, int fd, size_t model_byt
     uv_close((uv_handle_t *)&k.idle_timer, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     fl_tls_ctx_free(ctx);
-    double r[5] = {k.t_last_done - k.t_first_open, (double)k.bytes, k.per_conn, cpu_s(),
+    double r[5] = {k.t_last_done - k.t_first_open, (double)k.bytes, k.per_conn, fl_bench_cpu(),
                    (double)(idle_mode ? k.welcomed : k.done)};
     r[3] -= cpu0;
     if (write(fd, r, sizeof r) != (ssize_t)sizeof r)
@@ -341,7 +327,7 @@ static int scenario(const char *suite, int n, fl_buf_t *model, uint64_t params, 
     if (pipe(fds) != 0)
         return -1;
     fflush(stdout);
-    double cpu0 = cpu_s();
+    double cpu0 = fl_bench_cpu();
     s.cpu0 = cpu0;
     pid_t pid = fork();
     if (pid == 0) {
@@ -354,7 +340,7 @@ static int scenario(const char *suite, int n, fl_buf_t *model, uint64_t params, 
         uv_run(&loop, UV_RUN_ONCE);
     uv_timer_stop(&s.idle_timer);
     if (srv_cpu)
-        *srv_cpu = cpu_s() - cpu0;
+        *srv_cpu = fl_bench_cpu() - cpu0;
     fl_tls_server_close(srv);
     uv_close((uv_handle_t *)&s.idle_timer, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);

@@ -13,22 +13,7 @@
 #include "common/models.h"
 #include "common/nn/gemm.h"
 #include "common/rng.h"
-
-/* This process's CPU time: on a shared machine, samples per CPU-second at 1
- * thread is what an unloaded core does. */
-static double cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "tests/support/benchclock.h"
 
 static double bench(fl_model_t *m, size_t batch, int threads, double *per_cpu)
 {
@@ -50,15 +35,15 @@ static double bench(fl_model_t *m, size_t batch, int threads, double *per_cpu)
     double L;
     fl_model_loss(m, x, y, batch, FL_MODE_TRAIN, 1, &L, NULL);
     fl_sgd_step(&opt, &m->params, &m->grads);
-    double t0 = now_s(), c0 = cpu_s(), el;
+    double t0 = fl_bench_wall(), c0 = fl_bench_cpu(), el;
     size_t steps = 0;
     do {
         fl_model_loss(m, x, y, batch, FL_MODE_TRAIN, 1, &L, NULL);
         fl_sgd_step(&opt, &m->params, &m->grads);
         steps++;
-        el = now_s() - t0;
+        el = fl_bench_wall() - t0;
     } while (el < 1.5);
-    *per_cpu = (double)(steps * batch) / (cpu_s() - c0);
+    *per_cpu = (double)(steps * batch) / (fl_bench_cpu() - c0);
     fl_sgd_free(&opt);
     free(x);
     free(y);
