@@ -1,11 +1,13 @@
 /* fedopt-client data inspect: shows what a data spec gives — per-client
  * example counts, label histograms and a skew summary — so a user sees the
  * non-IID data they are about to train on before training on it. */
+#include <limits.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cli.h"
 #include "client/commands.h"
 #include "common/data/partition.h"
 #include "common/data/spec.h"
@@ -93,7 +95,6 @@ static int inspect(int argc, char **argv)
     const char *split = "train";
     long show = 20;
     int json = 0, o, status = 2;
-    char *end;
     if (fl_data_spec_parse_args(&spec, &argc, argv))
         goto out;
     optind = 1;
@@ -105,8 +106,7 @@ static int inspect(int argc, char **argv)
                 goto bad;
             break;
         case 'k':
-            show = strtol(optarg, &end, 10);
-            if (*end || show < 0)
+            if (fl_cli_long(optarg, 0, LONG_MAX, &show))
                 goto bad;
             break;
         case 'j': json = 1; break;

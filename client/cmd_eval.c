@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cli.h"
 #include "client/commands.h"
 #include "common/data/spec.h"
 #include "common/error.h"
@@ -40,7 +41,6 @@ int fl_client_cmd_eval(int argc, char **argv)
     const char *model = NULL, *init = NULL, *split = "test";
     long batch = 500, threads = 1;
     int json = 0, o, status = 2;
-    char *end;
     if (fl_data_spec_parse_args(&spec, &argc, argv))
         goto out;
     optind = 1;
@@ -54,13 +54,11 @@ int fl_client_cmd_eval(int argc, char **argv)
                 goto bad;
             break;
         case 'b':
-            batch = strtol(optarg, &end, 10);
-            if (*end || batch < 1 || batch > 100000)
+            if (fl_cli_long(optarg, 1, 100000, &batch))
                 goto bad;
             break;
         case 't':
-            threads = strtol(optarg, &end, 10);
-            if (*end || threads < 1 || threads > 256)
+            if (fl_cli_long(optarg, 1, 256, &threads))
                 goto bad;
             break;
         case 'j': json = 1; break;

@@ -1,10 +1,12 @@
 /* `fedopt-client fleet`: N simulated clients in one process (client/fleet). */
+#include <limits.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "common/cli.h"
 #include "client/commands.h"
 #include "client/fleet.h"
 #include "common/data/spec.h"
@@ -121,16 +123,13 @@ int fl_client_cmd_fleet(int argc, char **argv)
         case O_CA: o.ca_file = optarg; break;
         case O_SNAME: o.server_name = optarg; break;
         case O_JOBS:
-            jobs = strtol(optarg, &end, 10);
-            bad = *end || jobs < 1 || jobs > 1000;
+            bad = fl_cli_long(optarg, 1, 1000, &jobs) != 0;
             break;
         case O_FIRST:
-            first = strtol(optarg, &end, 10);
-            bad = *end || first < 0;
+            bad = fl_cli_long(optarg, 0, LONG_MAX, &first) != 0;
             break;
         case O_COUNT:
-            count = strtol(optarg, &end, 10);
-            bad = *end || count < 1;
+            bad = fl_cli_long(optarg, 1, LONG_MAX, &count) != 0;
             break;
         case O_PREFIX: o.prefix = optarg; break;
         case O_DROP: bad = parse_rate(optarg, &o.chaos.drop_rate) != 0; break;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "common/cli.h"
 #include "client/commands.h"
 #include "client/session.h"
 #include "common/data/spec.h"
@@ -105,8 +106,7 @@ int fl_client_cmd_run(int argc, char **argv)
         case O_SNAME: server_name = optarg; break;
         case O_NAME: name = optarg; break;
         case O_THREADS:
-            threads = strtol(optarg, &end, 10);
-            if (*end || threads < 1 || threads > 256)
+            if (fl_cli_long(optarg, 1, 256, &threads))
                 goto bad;
             break;
         case O_BACKOFF:

@@ -2,12 +2,14 @@
  * every federated experiment is compared with and a debugging tool on a
  * device. One line (or JSON object) per epoch with train loss, test loss,
  * test metric and training samples/s. */
+#include <limits.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cli.h"
 #include "client/commands.h"
 #include "common/data/spec.h"
 #include "common/error.h"
@@ -106,14 +108,16 @@ int fl_client_cmd_train(int argc, char **argv)
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
         case 'm': model = optarg; break;
-        case 'e':
-            cfg.epochs = (int)strtol(optarg, &end, 10);
-            if (*end || cfg.epochs < 1 || cfg.epochs > 100000)
+        case 'e': {
+            long e;
+            if (fl_cli_long(optarg, 1, 100000, &e))
                 goto bad;
+            cfg.epochs = (int)e;
             break;
+        }
         case 'b': {
-            long b = strtol(optarg, &end, 10);
-            if (*end || b < 1 || b > 1000000)
+            long b;
+            if (fl_cli_long(optarg, 1, 1000000, &b))
                 goto bad;
             cfg.batch = (size_t)b;
             break;
@@ -140,13 +144,11 @@ int fl_client_cmd_train(int argc, char **argv)
                 goto bad;
             break;
         case 't':
-            threads = strtol(optarg, &end, 10);
-            if (*end || threads < 1 || threads > 256)
+            if (fl_cli_long(optarg, 1, 256, &threads))
                 goto bad;
             break;
         case 'n':
-            limit = strtol(optarg, &end, 10);
-            if (*end || limit < 1)
+            if (fl_cli_long(optarg, 1, LONG_MAX, &limit))
                 goto bad;
             break;
         case 'i': init = optarg; break;

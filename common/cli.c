@@ -1,8 +1,11 @@
 #include "common/cli.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "common/error.h"
 #include "common/version.h"
 
 static void usage(FILE *out, const char *prog, const fl_cli_cmd_t *table)
@@ -29,4 +32,17 @@ int fl_cli_dispatch(const char *prog, const fl_cli_cmd_t *table, int argc, char 
     fprintf(stderr, "%s: unknown command '%s'\n", prog, argv[1]);
     usage(stderr, prog, table);
     return 2;
+}
+
+int fl_cli_long(const char *s, long min, long max, long *out)
+{
+    if (!s || !*s || !out)
+        return FL_EINVAL;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (*end || errno == ERANGE || v < min || v > max)
+        return FL_EINVAL;
+    *out = v;
+    return 0;
 }

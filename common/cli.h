@@ -15,6 +15,11 @@ typedef struct {
     const char *summary;
 } fl_cli_cmd_t;
 
+/* Parses s as a whole base-10 integer in [min, max] into *out. Returns 0,
+ * or FL_EINVAL for an empty string, trailing characters or a value out of
+ * range (*out untouched): the check every numeric command-line option needs. */
+int fl_cli_long(const char *s, long min, long max, long *out);
+
 /* Runs the command named by argv[1] from `table`, or handles --help/-h and
  * --version for program `prog`; unknown commands print the usage to stderr
  * and return 2. Returns the exit status. */
