@@ -588,8 +588,9 @@ static void on_offer(fl_session_t *s, const Fedopt__TaskOffer *o)
     c->ids[1] = o->round_id;
     c->ids[2] = s->o.id;
     c->nids = 3;
-    if (os && os->max_steps)
-        FL_LOG_D(WHO, "%s: a step cap (%u) is not supported: training full epochs", s->name, os->max_steps);
+    /* The server's step cap: training stops after that many SGD steps, and
+     * the update's weight is the examples actually used (fl_train_run). */
+    c->max_steps = os ? os->max_steps : 0;
     s->task_corrupt = 0;
     if (s->job || s->held) {
         /* The server moved on while we were still busy: the old result will
@@ -659,7 +660,17 @@ static void on_eval_model(fl_session_t *s, fl_wire_event_t *ev)
     }
     s->eval_pending = 0;
     if (s->job || s->held) {
-        FL_LOG_W(WHO, "%s: evaluation request while training: skipped", s->name);
+        /* Say so, so that the server's evaluation does not wait for its
+         * deadline on us. */
+        FL_LOG_W(WHO, "%s: evaluation request while training: declined", s->name);
+        Fedopt__TaskReply tr = FEDOPT__TASK_REPLY__INIT;
+        tr.round_id = s->eval_round;
+        tr.accept = 0;
+        tr.reason = "busy training";
+        Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
+        env.msg_case = FEDOPT__ENVELOPE__MSG_TASK_REPLY;
+        env.task_reply = &tr;
+        send_simple(s, &env);
         return;
     }
     fl__job_t *j = calloc(1, sizeof *j);

@@ -27,6 +27,7 @@ enum {
     FL_RNG_PARTITION = 5, /* splitting a dataset into clients */
     FL_RNG_CHAOS = 6,     /* fleet fault injection */
     FL_RNG_AUGMENT = 7,   /* data augmentation (crops, flips) */
+    FL_RNG_FEDEVAL = 8,   /* server: choosing a federated evaluation's clients */
 };
 
 /* Seeds *r from `seed` alone. */

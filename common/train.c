@@ -53,8 +53,9 @@ static void gather(const fl_dataset_t *d, const uint32_t *idx, size_t n, float *
     }
 }
 
+/* One pass over d; with max_steps > 0 it stops after that many batches. */
 static int pass(fl_model_t *m, fl_sgd_t *opt, const fl_dataset_t *d, size_t batch, fl_rng_t *rng,
-                fl_train_stats_t *st)
+                fl_train_stats_t *st, size_t max_steps)
 {
     fl_train_stats_t s = {0, NAN, 0, 0, 0, 0};
     if (!m || !d || !batch || !st || d->n == 0 || d->n > UINT32_MAX)
@@ -79,7 +80,7 @@ static int pass(fl_model_t *m, fl_sgd_t *opt, const fl_dataset_t *d, size_t batc
     fl_loss_stats_t ls = {0, 0};
     double loss_sum = 0.0;
     rc = 0;
-    for (size_t off = 0; off < d->n; off += bmax) {
+    for (size_t off = 0; off < d->n && (!max_steps || s.steps < max_steps); off += bmax) {
         size_t n = d->n - off < bmax ? d->n - off : bmax;
         gather(d, idx + off, n, x, y);
         double L;
@@ -137,7 +138,7 @@ int fl_train_epoch(fl_model_t *m, fl_sgd_t *opt, const fl_dataset_t *d, size_t b
 {
     if (!opt)
         return FL_EINVAL;
-    return pass(m, opt, d, batch, rng, st);
+    return pass(m, opt, d, batch, rng, st, 0);
 }
 
 int fl_train_eval(fl_model_t *m, const fl_dataset_t *d, size_t batch, fl_train_stats_t *st)
@@ -148,7 +149,7 @@ int fl_train_eval(fl_model_t *m, const fl_dataset_t *d, size_t batch, fl_train_s
     const fl_dataset_t *use;
     int rc = crop_view(m, d, 0, NULL, &tmp, &use);
     if (rc == 0)
-        rc = pass(m, NULL, use, batch, NULL, st);
+        rc = pass(m, NULL, use, batch, NULL, st, 0);
     fl_dataset_free(&tmp);
     return rc;
 }
@@ -164,6 +165,8 @@ int fl_train_run(fl_model_t *m, const fl_dataset_t *d, const fl_train_config_t *
         return rc;
     fl_model_seed_dropout(m, cfg->seed, cfg->ids, cfg->nids);
     fl_train_stats_t st = {0, NAN, 0, 0, 0, 0};
+    size_t steps_left = cfg->max_steps, seen = 0;
+    double seen_weight = 0;
     for (int e = 1; e <= cfg->epochs; e++) {
         uint64_t tuple[FL_TRAIN_MAX_IDS + 2];
         memcpy(tuple, cfg->ids, cfg->nids * sizeof(uint64_t));
@@ -177,15 +180,26 @@ int fl_train_run(fl_model_t *m, const fl_dataset_t *d, const fl_train_config_t *
         fl_dataset_t tmp;
         const fl_dataset_t *use;
         if ((rc = crop_view(m, d, 1, &ra, &tmp, &use)) == 0)
-            rc = fl_train_epoch(m, &opt, use, cfg->batch, &r, &st);
+            rc = pass(m, &opt, use, cfg->batch, &r, &st, steps_left);
         fl_dataset_free(&tmp);
         if (rc)
             break;
+        if (st.examples > seen)
+            seen = st.examples;
+        if (st.weight > seen_weight)
+            seen_weight = st.weight;
         if (cb && cb(e, &st, ud)) {
             rc = FL_ECANCELED;
             break;
         }
+        if (cfg->max_steps) {
+            steps_left -= st.steps < steps_left ? st.steps : steps_left;
+            if (steps_left == 0)
+                break;
+        }
     }
+    st.examples = seen;
+    st.weight = seen_weight;
     if (last)
         *last = st;
     fl_sgd_free(&opt);

@@ -30,6 +30,7 @@ typedef struct {
     uint64_t seed;
     uint64_t ids[FL_TRAIN_MAX_IDS]; /* stream tuple, e.g. {run, round, client} */
     size_t nids;
+    size_t max_steps;   /* stop after this many SGD steps over all epochs (0 = no cap) */
 } fl_train_config_t;
 
 /* What a pass over a dataset measured. */
@@ -61,8 +62,13 @@ int fl_train_epoch(fl_model_t *m, fl_sgd_t *opt, const fl_dataset_t *d, size_t b
 
 /* Runs cfg->epochs epochs with a fresh SGD state (momentum zeroed),
  * shuffling with stream (seed, ids..., FL_RNG_SHUFFLE, epoch) and dropout
- * from (seed, ids..., FL_RNG_DROPOUT). *last (may be NULL) gets the final
- * epoch's statistics; cb (may be NULL) is called after every epoch. */
+ * from (seed, ids..., FL_RNG_DROPOUT), stopping after cfg->max_steps steps
+ * when that is set (the capped epoch is the last; its batches are the first
+ * ones of its shuffled order, as without the cap). *last (may be NULL) gets
+ * the final epoch's statistics, except that `examples` and `weight` are the
+ * largest over the epochs: the distinct examples the training used, which a
+ * step cap can make fewer than the data holds (a federated client's weight).
+ * cb (may be NULL) is called after every epoch. */
 int fl_train_run(fl_model_t *m, const fl_dataset_t *d, const fl_train_config_t *cfg,
                  fl_train_epoch_cb cb, void *ud, fl_train_stats_t *last);
 

@@ -46,6 +46,10 @@ typedef struct {
     char *eval_data;       /* data spec for central evaluation ("" = none) */
     int64_t eval_every;
     int64_t eval_max_examples;
+    int64_t fed_eval_every;    /* federated evaluation every N rounds (0 = never) */
+    int64_t fed_eval_clients;  /* clients asked per federated evaluation */
+    double fed_eval_deadline;  /* seconds to wait for their answers */
+    int64_t fed_eval_max_examples; /* per-client cap (0 = all) */
     /* rounds */
     int64_t rounds;
     int64_t clients_per_round;
@@ -61,6 +65,7 @@ typedef struct {
     char *client_lr_schedule;
     int64_t local_epochs;
     int64_t batch_size;
+    int64_t max_steps;     /* SGD steps per client and round (0 = no cap) */
     double client_momentum;
     double client_weight_decay;
     /* server optimizer */

@@ -18,6 +18,7 @@
 #include "common/version.h"
 #include "common/wire.h"
 #include "server/eval.h"
+#include "server/fedeval.h"
 #include "server/round.h"
 #include "server/store.h"
 
@@ -37,6 +38,7 @@ struct fl__client {
     char *name;
     int welcomed;
     uint32_t max_frame;
+    uint64_t holds; /* examples the client said it holds (Hello) */
     double last_seen;
     double task_sent_at;
     /* the upload being received (announced by an Update message) */
@@ -56,7 +58,9 @@ typedef struct fl__job {
     int rc;
 } fl__job_t;
 
-typedef enum { PH_WAITING = 0, PH_ROUND, PH_COMMITTING, PH_DONE } phase_t;
+/* PH_FEDEVAL: a federated evaluation is open (after a round's commit, before
+ * the next round); PH_FEDEVAL_COMMIT: its result is being committed. */
+typedef enum { PH_WAITING = 0, PH_ROUND, PH_COMMITTING, PH_FEDEVAL, PH_FEDEVAL_COMMIT, PH_DONE } phase_t;
 
 struct fl__daemon {
     const fl_server_config_t *cfg;
@@ -95,6 +99,20 @@ struct fl__daemon {
     fl_serveropt_round_t opt_res;
     char **last_selected; /* names selected in the previous round, for "who is missing" */
     size_t nlast_selected;
+    /* federated evaluation (fed_eval_every > 0) */
+    fl_fedeval_t *fe;
+    int64_t fe_due;        /* the round whose model is to be evaluated next (0 = none) */
+    int fe_encode;         /* the commit worker encodes the evaluation model */
+    uint32_t fe_chunk;     /* chunk size it encodes with */
+    fl_buf_t *fe_model;    /* the encoded EvalRequest model transfer of round fe_model_round */
+    int64_t fe_model_round;
+    uv_work_t fe_work;
+    fl_store_fedeval_t fe_row;
+    const fl_store_fedeval_result_t *fe_res;
+    size_t fe_nres;
+    int fe_rc;
+    char line[768];        /* the committed round's progress line, printed once its evaluation is done */
+    int line_pending;
 };
 
 static double now_s(void)
@@ -108,6 +126,10 @@ static void try_start_round(fl__daemon_t *d);
 static void maybe_close_round(fl__daemon_t *d);
 static void kick_aggregation(fl__daemon_t *d);
 static void stop_all(fl__daemon_t *d);
+static void start_fedeval(fl__daemon_t *d, fl__client_t **conns, const char **names, size_t have, double now);
+static void maybe_close_fedeval(fl__daemon_t *d);
+static void round_done(fl__daemon_t *d);
+static void on_eval_result(fl__client_t *c, const Fedopt__EvalResult *r);
 
 /* ---- messages ------------------------------------------------------------ */
 
@@ -218,6 +240,7 @@ static void on_hello(fl__client_t *c, const Fedopt__Hello *h)
     }
     c->welcomed = 1;
     c->max_frame = h->max_frame;
+    c->holds = h->num_examples;
     Fedopt__Welcome w = FEDOPT__WELCOME__INIT;
     w.protocol_version = FL_PROTOCOL_VERSION;
     w.server_name = "fedopt-server " FL_VERSION;
@@ -378,15 +401,25 @@ static void on_message(fl_tls_conn_t *conn, fl_wire_event_t *ev, void *ud)
         on_update(c, m->update);
         break;
     case FEDOPT__ENVELOPE__MSG_TASK_REPLY:
-        if (!m->task_reply->accept && (int64_t)m->task_reply->round_id == fl_round_number(c->d->round)) {
+        if (!m->task_reply->accept && c->d->phase == PH_FEDEVAL &&
+            (int64_t)m->task_reply->round_id == fl_fedeval_round(c->d->fe)) {
+            /* A client busy with something else says so instead of
+             * letting the evaluation's deadline pass. */
+            FL_LOG_I(WHO, "%s declined the evaluation of round %llu: %s", c->name,
+                     (unsigned long long)m->task_reply->round_id, m->task_reply->reason ? m->task_reply->reason : "");
+            fl_fedeval_drop(c->d->fe, c->name, "declined", c->last_seen);
+            maybe_close_fedeval(c->d);
+        } else if (!m->task_reply->accept && (int64_t)m->task_reply->round_id == fl_round_number(c->d->round)) {
             FL_LOG_I(WHO, "%s declined round %llu: %s", c->name, (unsigned long long)m->task_reply->round_id,
                      m->task_reply->reason ? m->task_reply->reason : "");
             fl_round_drop(c->d->round, c->name, "declined", c->last_seen);
             maybe_close_round(c->d);
         }
         break;
-    case FEDOPT__ENVELOPE__MSG_HEARTBEAT:
     case FEDOPT__ENVELOPE__MSG_EVAL_RESULT:
+        on_eval_result(c, m->eval_result);
+        break;
+    case FEDOPT__ENVELOPE__MSG_HEARTBEAT:
         break;
     case FEDOPT__ENVELOPE__MSG_ERROR:
         FL_LOG_W(WHO, "%s reports error %d: %s", c->name, m->error->code, m->error->message ? m->error->message : "");
@@ -434,6 +467,7 @@ static void on_close(fl_tls_conn_t *conn, int reason, void *ud)
         else
             FL_LOG_D(WHO, "%s disconnected", c->name);
         fl_round_drop(d->round, c->name, why, now_s());
+        fl_fedeval_drop(d->fe, c->name, "disconnected", now_s());
     }
     if (c->up == U_RECEIVING)
         release_slot(d);
@@ -449,6 +483,7 @@ static void on_close(fl_tls_conn_t *conn, int reason, void *ud)
     free(c->name);
     free(c);
     maybe_close_round(d);
+    maybe_close_fedeval(d);
 }
 
 /* ---- aggregation in the thread pool ------------------------------------- */
@@ -580,6 +615,15 @@ static void try_start_round(fl__daemon_t *d)
             conns[k] = c;
             names[k++] = c->name;
         }
+    if (d->fe_due) {
+        /* The last committed round's model is evaluated before the next
+         * round starts (the clients are idle, and the model is the one the
+         * round committed, also after a resume). */
+        start_fedeval(d, conns, names, have, now);
+        free(names);
+        free(conns);
+        return;
+    }
     if ((rc = fl_round_begin(d->round, d->round_no, names, have, d->opt, now)))
         goto fail;
     size_t nsel = fl_round_selected_count(d->round);
@@ -599,6 +643,7 @@ static void try_start_round(fl__daemon_t *d)
     os.learning_rate = (float)fl_lr_schedule_at(&d->cfg->lr_schedule, (uint64_t)(d->round_no - 1));
     os.epochs = (uint32_t)d->cfg->local_epochs;
     os.batch_size = (uint32_t)d->cfg->batch_size;
+    os.max_steps = (uint32_t)d->cfg->max_steps;
     os.seed = d->cfg->seed;
     os.momentum = (float)d->cfg->client_momentum;
     os.weight_decay = (float)d->cfg->client_weight_decay;
@@ -680,6 +725,14 @@ static void commit_work_cb(uv_work_t *w)
     }
     rc = fl_store_commit_round(d->store, &d->row, d->ups, d->nups, d->row_closed ? d->x : NULL, d->numel, state,
                                state_len, d->cfg->keep_checkpoints);
+    if (rc == 0 && d->fe_encode) {
+        /* The federated evaluation's model transfer, encoded here rather than
+         * on the loop (a CRC and a copy of the whole model). A failure only
+         * costs the loop doing it later. */
+        if (fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_EVAL_MODEL, (uint64_t)d->row.round, d->x,
+                                  d->numel * sizeof(float), d->fe_chunk, &d->fe_model) == 0)
+            d->fe_model_round = d->row.round;
+    }
 out:
     free(state);
     d->commit_rc = rc;
@@ -701,6 +754,7 @@ static void commit_after_cb(uv_work_t *w, int status)
                  fl_strerror(status ? FL_ECANCELED : d->commit_rc));
         d->failed = 1;
         d->phase = PH_WAITING;
+        d->fe_encode = 0;
         stop_all(d);
         return;
     }
@@ -708,11 +762,33 @@ static void commit_after_cb(uv_work_t *w, int status)
     fmt_num(tl, sizeof tl, "train_loss", d->row.train_loss);
     fmt_num(el, sizeof el, "eval_loss", d->row.eval_loss);
     fmt_num(ea, sizeof ea, "eval_acc", d->row.eval_accuracy);
-    fl_log(FL_LOG_INFO, WHO, "round %lld/%lld %s: selected %lld reported %lld dropped %lld,%s%s%s, %.2f s",
-           (long long)d->row.round, (long long)d->cfg->rounds, d->row.status, (long long)d->row.clients_selected,
-           (long long)d->row.clients_reported, (long long)d->row.clients_dropped, tl[0] ? tl : " no train_loss", el,
-           ea, d->row.finished_at - d->row.started_at);
+    snprintf(d->line, sizeof d->line, "round %lld/%lld %s: selected %lld reported %lld dropped %lld,%s%s%s, %.2f s",
+             (long long)d->row.round, (long long)d->cfg->rounds, d->row.status, (long long)d->row.clients_selected,
+             (long long)d->row.clients_reported, (long long)d->row.clients_dropped, tl[0] ? tl : " no train_loss",
+             el, ea, d->row.finished_at - d->row.started_at);
     d->round_no = d->row.round + 1;
+    d->phase = PH_WAITING;
+    d->wait_since = now_s();
+    d->wait_logged = 0;
+    if (d->fe_encode && !d->stopping) {
+        /* The progress line waits for the federated metrics. */
+        d->fe_encode = 0;
+        d->fe_due = d->row.round;
+        d->line_pending = 1;
+        try_start_round(d);
+        return;
+    }
+    d->fe_encode = 0;
+    fl_buf_unref(d->fe_model);
+    d->fe_model = NULL;
+    fl_log(FL_LOG_INFO, WHO, "%s", d->line);
+    round_done(d);
+}
+
+/* After a round (and its federated evaluation): the next round, the end of
+ * the run, or the stop. */
+static void round_done(fl__daemon_t *d)
+{
     d->phase = PH_WAITING;
     d->wait_since = now_s();
     d->wait_logged = 0;
@@ -757,11 +833,183 @@ static void maybe_close_round(fl__daemon_t *d)
         FL_LOG_W(WHO, "round %lld abandoned: %lld accepted updates, %lld needed", (long long)d->row.round,
                  (long long)d->row.clients_reported, (long long)d->cfg->min_reports);
     d->phase = PH_COMMITTING;
+    /* A federated evaluation follows this round's commit: the commit worker
+     * encodes its model, in a chunk size every connected client admits. */
+    int64_t fe_every = d->cfg->fed_eval_every;
+    d->fe_encode = d->fe && fe_every > 0 && (d->row.round % fe_every == 0 || d->row.round == d->cfg->rounds);
+    if (d->fe_encode) {
+        d->fe_chunk = FL_WIRE_MAX_CHUNK;
+        for (fl__client_t *c = d->clients; c; c = c->next) {
+            uint32_t ch = c->welcomed && c->max_frame ? fl_wire_chunk_for_frame(c->max_frame) : 0;
+            if (ch && ch < d->fe_chunk)
+                d->fe_chunk = ch;
+        }
+    }
     d->commit_work.data = d;
     if (uv_queue_work(&d->loop, &d->commit_work, commit_work_cb, commit_after_cb)) {
         commit_work_cb(&d->commit_work);
         commit_after_cb(&d->commit_work, 0);
     }
+}
+
+/* ---- federated evaluation ------------------------------------------------ */
+
+/* Sends the model of round d->fe_due with an EvalRequest to a sample of the
+ * connected clients (conns/names: the `have` welcomed ones). */
+static void start_fedeval(fl__daemon_t *d, fl__client_t **conns, const char **names, size_t have, double now)
+{
+    int64_t round = d->fe_due;
+    uint64_t *holds = malloc(have * sizeof *holds);
+    int rc = FL_ENOMEM;
+    if (!holds)
+        goto fail;
+    for (size_t i = 0; i < have; i++)
+        holds[i] = conns[i]->holds;
+    rc = fl_fedeval_begin(d->fe, round, names, holds, have, now);
+    free(holds);
+    if (rc)
+        goto fail;
+    size_t nsel = fl_fedeval_selected_count(d->fe);
+    uint32_t chunk = FL_WIRE_MAX_CHUNK;
+    for (size_t i = 0; i < nsel; i++) {
+        fl__client_t *c = find_client(d, fl_fedeval_selected_name(d->fe, i));
+        uint32_t ch = c && c->max_frame ? fl_wire_chunk_for_frame(c->max_frame) : FL_WIRE_MAX_CHUNK;
+        if (ch && ch < chunk)
+            chunk = ch;
+    }
+    /* The commit worker encoded the transfer; after a resume, or for a
+     * client that admits only smaller frames than it assumed, the loop
+     * encodes it here (rare, once per evaluation). */
+    if (d->fe_model && (d->fe_model_round != round || chunk < d->fe_chunk)) {
+        fl_buf_unref(d->fe_model);
+        d->fe_model = NULL;
+    }
+    if (!d->fe_model) {
+        if ((rc = fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_EVAL_MODEL, (uint64_t)round, d->x,
+                                        d->numel * sizeof(float), chunk, &d->fe_model)))
+            goto fail;
+        d->fe_model_round = round;
+    }
+    Fedopt__EvalRequest er = FEDOPT__EVAL_REQUEST__INIT;
+    er.run_id = (uint64_t)d->run_id;
+    er.round_id = (uint64_t)round;
+    er.model = d->cfg->model;
+    er.num_params = d->numel;
+    er.batch_size = 0; /* the client's default */
+    er.max_examples = (uint32_t)d->cfg->fed_eval_max_examples;
+    Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
+    env.msg_case = FEDOPT__ENVELOPE__MSG_EVAL_REQUEST;
+    env.eval_request = &er;
+    for (size_t i = 0; i < nsel; i++) {
+        const char *name = fl_fedeval_selected_name(d->fe, i);
+        fl__client_t *c = find_client(d, name);
+        if (!c || fl_tls_conn_send_msg(c->conn, &env) || fl_tls_conn_send(c->conn, d->fe_model))
+            fl_fedeval_drop(d->fe, name, "send failed", now);
+    }
+    /* The connections hold their own references to the transfer. */
+    fl_buf_unref(d->fe_model);
+    d->fe_model = NULL;
+    FL_LOG_D(WHO, "round %lld: federated evaluation on %zu of %zu clients", (long long)round, nsel, have);
+    d->phase = PH_FEDEVAL;
+    maybe_close_fedeval(d);
+    return;
+fail:
+    /* An evaluation that cannot start costs its metrics, never the run. */
+    FL_LOG_W(WHO, "round %lld: federated evaluation not started: %s", (long long)round, fl_strerror(rc));
+    fl_buf_unref(d->fe_model);
+    d->fe_model = NULL;
+    d->fe_due = 0;
+    if (d->line_pending) {
+        fl_log(FL_LOG_INFO, WHO, "%s", d->line);
+        d->line_pending = 0;
+    }
+    round_done(d);
+}
+
+static void fe_work_cb(uv_work_t *w)
+{
+    fl__daemon_t *d = w->data;
+    d->fe_rc = fl_store_commit_fedeval(d->store, &d->fe_row, d->fe_res, d->fe_nres);
+}
+
+static void fe_after_cb(uv_work_t *w, int status)
+{
+    fl__daemon_t *d = w->data;
+    const fl_store_fedeval_t *r = &d->fe_row;
+    if (status || d->fe_rc) {
+        FL_LOG_E(WHO, "round %lld: cannot commit the federated evaluation: %s", (long long)r->round,
+                 fl_strerror(status ? FL_ECANCELED : d->fe_rc));
+        d->failed = 1;
+        d->fe_due = 0;
+        d->phase = PH_WAITING;
+        if (d->line_pending)
+            fl_log(FL_LOG_INFO, WHO, "%s", d->line);
+        d->line_pending = 0;
+        stop_all(d);
+        return;
+    }
+    char fl[48], fa[48];
+    fmt_num(fl, sizeof fl, "fed_loss", r->loss);
+    fmt_num(fa, sizeof fa, "fed_acc", r->accuracy);
+    char what[160];
+    snprintf(what, sizeof what, "%s%s (%lld/%lld clients, %.0f examples, %.2f s)", fl[0] ? fl : " no fed_loss", fa,
+             (long long)r->clients_reported, (long long)r->clients_selected, r->examples,
+             r->finished_at - r->started_at);
+    if (d->line_pending)
+        fl_log(FL_LOG_INFO, WHO, "%s;%s", d->line, what);
+    else
+        fl_log(FL_LOG_INFO, WHO, "round %lld federated evaluation:%s", (long long)r->round, what);
+    d->line_pending = 0;
+    d->fe_due = 0;
+    round_done(d);
+}
+
+/* Closes the open federated evaluation once every sampled client answered
+ * (or dropped) or its deadline passed, and commits it in a worker. */
+static void maybe_close_fedeval(fl__daemon_t *d)
+{
+    if (d->phase != PH_FEDEVAL)
+        return;
+    double now = now_s();
+    if (d->stopping) {
+        /* Nothing of it is recorded: --resume evaluates the same model again. */
+        fl_fedeval_abort(d->fe);
+        FL_LOG_I(WHO, "round %lld: federated evaluation aborted by the stop", (long long)d->fe_due);
+        d->fe_due = 0;
+        if (d->line_pending)
+            fl_log(FL_LOG_INFO, WHO, "%s", d->line);
+        d->line_pending = 0;
+        d->phase = PH_WAITING;
+        stop_all(d);
+        return;
+    }
+    if (!fl_fedeval_is_complete(d->fe) && !fl_fedeval_deadline_passed(d->fe, now))
+        return;
+    if (fl_fedeval_close(d->fe, now, &d->fe_row, &d->fe_res, &d->fe_nres))
+        return;
+    d->phase = PH_FEDEVAL_COMMIT;
+    d->fe_work.data = d;
+    if (uv_queue_work(&d->loop, &d->fe_work, fe_work_cb, fe_after_cb)) {
+        fe_work_cb(&d->fe_work);
+        fe_after_cb(&d->fe_work, 0);
+    }
+}
+
+static void on_eval_result(fl__client_t *c, const Fedopt__EvalResult *r)
+{
+    fl__daemon_t *d = c->d;
+    if (d->phase != PH_FEDEVAL) {
+        FL_LOG_I(WHO, "%s: evaluation result for round %llu outside an evaluation: ignored", c->name,
+                 (unsigned long long)r->round_id);
+        return;
+    }
+    fl_fedeval_verdict_t v =
+        fl_fedeval_answer(d->fe, c->name, (int64_t)r->round_id, r->num_examples, r->loss, r->accuracy, now_s());
+    if (v != FL_FEDEVAL_OK)
+        FL_LOG_I(WHO, "%s: evaluation result for round %llu refused: %s (examples %llu, loss %g, accuracy %g)",
+                 c->name, (unsigned long long)r->round_id, fl_fedeval_verdict_text(v),
+                 (unsigned long long)r->num_examples, r->loss, r->accuracy);
+    maybe_close_fedeval(d);
 }
 
 /* ---- timers, signals, stopping ------------------------------------------ */
@@ -786,8 +1034,10 @@ static void send_heartbeats(fl__daemon_t *d, double now)
         if (c->up != U_WAIT_SLOT && now - c->last_seen > limit) {
             FL_LOG_I(WHO, "%s: silent for %.1f s: dropping", c->name ? c->name : fl_tls_conn_addr(c->conn),
                      now - c->last_seen);
-            if (c->welcomed)
+            if (c->welcomed) {
                 fl_round_drop(d->round, c->name, "stalled", now);
+                fl_fedeval_drop(d->fe, c->name, "stalled", now);
+            }
             fl_tls_conn_close(c->conn);
             continue;
         }
@@ -809,6 +1059,8 @@ static void on_tick(uv_timer_t *t)
         try_start_round(d);
     else if (d->phase == PH_ROUND)
         maybe_close_round(d);
+    else if (d->phase == PH_FEDEVAL)
+        maybe_close_fedeval(d);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -822,18 +1074,26 @@ static void on_signal(uv_signal_t *s, int signum)
         fl_tls_server_close(d->server);
         d->server = NULL;
     }
-    if (d->phase == PH_WAITING)
+    if (d->phase == PH_WAITING) {
+        if (d->line_pending)
+            fl_log(FL_LOG_INFO, WHO, "%s", d->line);
+        d->line_pending = 0;
+        d->fe_due = 0;
         stop_all(d);
-    else if (d->phase == PH_ROUND)
+    } else if (d->phase == PH_ROUND)
         maybe_close_round(d);
-    /* PH_COMMITTING: the commit finishes first, then commit_after_cb stops. */
+    else if (d->phase == PH_FEDEVAL)
+        maybe_close_fedeval(d);
+    /* PH_COMMITTING, PH_FEDEVAL_COMMIT: the commit finishes first, then its
+     * after-callback stops. */
 }
 
 /* Ends the loop: says Bye to every client and closes every handle. */
 static void stop_all(fl__daemon_t *d)
 {
-    if (d->phase == PH_ROUND || d->phase == PH_COMMITTING)
-        return; /* called again once the round is closed or committed */
+    if (d->phase == PH_ROUND || d->phase == PH_COMMITTING || d->phase == PH_FEDEVAL ||
+        d->phase == PH_FEDEVAL_COMMIT)
+        return; /* called again once the round (or evaluation) is closed or committed */
     d->stopping = 1;
     if (d->phase != PH_DONE && !d->failed && d->run_id)
         fl_store_run_set_status(d->store, d->run_id, "stopped");
@@ -1039,6 +1299,24 @@ static int setup_run(fl__daemon_t *d)
     rcfg.run_id = run;
     if ((rc = fl_round_create(&rcfg, &d->round)))
         return rc;
+    if (cfg->fed_eval_every > 0) {
+        fl_fedeval_config_t fcfg = {.run_id = run,
+                                    .seed = cfg->seed,
+                                    .clients = (uint32_t)cfg->fed_eval_clients,
+                                    .deadline_s = cfg->fed_eval_deadline};
+        if ((rc = fl_fedeval_create(&fcfg, &d->fe)))
+            return rc;
+        /* A crash (or a stop) between a round's commit and its federated
+         * evaluation's: the restored model is that round's, so evaluate it
+         * before the next round, as the run would have. */
+        int64_t last = d->round_no - 1;
+        int exists = 1;
+        if (resume && last >= 1 && last <= cfg->rounds && (last % cfg->fed_eval_every == 0 || last == cfg->rounds) &&
+            fl_store_fedeval_exists(d->store, run, last, &exists) == 0 && !exists) {
+            d->fe_due = last;
+            FL_LOG_I(WHO, "round %lld's federated evaluation is missing: it comes first", (long long)last);
+        }
+    }
     if (d->round_no > cfg->rounds) {
         FL_LOG_I(WHO, "run %lld already has its %lld rounds", (long long)run, (long long)cfg->rounds);
         fl_store_run_set_status(d->store, run, "finished");
@@ -1157,6 +1435,8 @@ out:
     free(d->last_selected);
     fl_tls_ctx_free(d->tls);
     fl_round_free(d->round);
+    fl_fedeval_free(d->fe);
+    fl_buf_unref(d->fe_model);
     fl_serveropt_free(d->opt);
     fl_model_free(d->model);
     fl_eval_free(d->eval);

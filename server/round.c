@@ -126,6 +126,12 @@ static int cmp_name_ptr(const void *a, const void *b)
 int fl_round_select(uint64_t seed, int64_t run_id, int64_t round, const char *const *names, size_t n, size_t count,
                     size_t *out)
 {
+    return fl_round_select_for(seed, run_id, round, FL_RNG_SELECT, names, n, count, out);
+}
+
+int fl_round_select_for(uint64_t seed, int64_t run_id, int64_t round, uint64_t purpose, const char *const *names,
+                        size_t n, size_t count, size_t *out)
+{
     if ((!names && n) || count > n || (count && !out))
         return FL_EINVAL;
     const char *const **rank = malloc((n ? n : 1) * sizeof *rank);
@@ -135,7 +141,7 @@ int fl_round_select(uint64_t seed, int64_t run_id, int64_t round, const char *co
         rank[i] = &names[i];
     qsort(rank, n, sizeof *rank, cmp_name_ptr);
     fl_rng_t g;
-    uint64_t ids[3] = {(uint64_t)run_id, (uint64_t)round, FL_RNG_SELECT};
+    uint64_t ids[3] = {(uint64_t)run_id, (uint64_t)round, purpose};
     fl_rng_stream(&g, seed, ids, 3);
     /* Partial Fisher-Yates over the ranked list: the first `count` positions
      * end up a uniform sample without replacement. */

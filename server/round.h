@@ -79,6 +79,11 @@ void fl_round_free(fl_round_t *r);
 int fl_round_select(uint64_t seed, int64_t run_id, int64_t round, const char *const *names, size_t n, size_t count,
                     size_t *out);
 
+/* fl_round_select from the stream {seed, run, round, purpose} (an FL_RNG_*
+ * purpose: FL_RNG_FEDEVAL for a federated evaluation's sample). */
+int fl_round_select_for(uint64_t seed, int64_t run_id, int64_t round, uint64_t purpose, const char *const *names,
+                        size_t n, size_t count, size_t *out);
+
 /* Opens round `round` over the n connected client names (copied) at time
  * now, selecting S of them, and calls fl_serveropt_begin(opt). Fails with
  * FL_EEMPTY when n == 0, FL_ESTATE when a round is open. */

@@ -65,9 +65,39 @@ static const char *const schema =
     " model BLOB NOT NULL,"
     " optimizer_state BLOB NOT NULL,"
     " checksum INTEGER NOT NULL,"
-    " PRIMARY KEY(run_id, round));";
+    " PRIMARY KEY(run_id, round));"
+    /* Federated evaluation (fed_eval_every): one row per evaluation of the
+     * global model of `round` on a sample of clients' own data, and one row
+     * per sampled client (or per refused answer). Added after the first
+     * schema: CREATE IF NOT EXISTS gives older databases the tables on their
+     * next open, and nothing in the older tables changed. */
+    "CREATE TABLE IF NOT EXISTS fed_evals("
+    " run_id INTEGER NOT NULL REFERENCES runs(id),"
+    " round INTEGER NOT NULL,"
+    " started_at TEXT NOT NULL,"
+    " finished_at TEXT NOT NULL,"
+    " clients_selected INTEGER NOT NULL,"
+    " clients_reported INTEGER NOT NULL,"
+    " clients_refused INTEGER NOT NULL,"
+    " clients_dropped INTEGER NOT NULL,"
+    " examples REAL NOT NULL,"
+    " loss REAL,"
+    " accuracy REAL,"
+    " PRIMARY KEY(run_id, round));"
+    "CREATE TABLE IF NOT EXISTS fed_eval_results("
+    " run_id INTEGER NOT NULL REFERENCES runs(id),"
+    " round INTEGER NOT NULL,"
+    " client TEXT NOT NULL,"
+    " status TEXT NOT NULL CHECK(status IN ('accepted','refused','dropped')),"
+    " reason TEXT,"
+    " num_examples REAL,"
+    " loss REAL,"
+    " accuracy REAL,"
+    " seconds REAL NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS fed_eval_results_round ON fed_eval_results(run_id, round);";
 
 #define TIME_SQL "strftime('%Y-%m-%dT%H:%M:%fZ', ?, 'unixepoch')"
+#define TIME_SQL_N(n) "strftime('%Y-%m-%dT%H:%M:%fZ', ?" #n ", 'unixepoch')"
 
 static int db_err(fl_store_t *st, const char *what)
 {
@@ -570,6 +600,32 @@ int fl_store_print_runs(fl_store_t *st, FILE *out)
     return r == SQLITE_DONE ? 0 : db_err(st, "listing runs");
 }
 
+/* 1 when the database has a table of that name. */
+static int has_table(fl_store_t *st, const char *name)
+{
+    sqlite3_stmt *s = NULL;
+    int yes = 0;
+    if (sqlite3_prepare_v2(st->db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", -1, &s, NULL) ==
+        SQLITE_OK) {
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        yes = sqlite3_step(s) == SQLITE_ROW;
+    }
+    sqlite3_finalize(s);
+    return yes;
+}
+
+/* The rounds listing with FED as its federated-accuracy column. */
+#define ROUNDS_SQL(FED)                                                                                              \
+    "SELECT round, status, clients_selected, clients_reported, clients_dropped, examples,"                            \
+    " CASE WHEN train_loss IS NULL THEN NULL ELSE printf('%.4f', train_loss) END,"                                   \
+    " CASE WHEN eval_loss IS NULL THEN NULL ELSE printf('%.4f', eval_loss) END,"                                     \
+    " CASE WHEN eval_accuracy IS NULL THEN NULL ELSE printf('%.4f', eval_accuracy) END, " FED ","                    \
+    " bytes_in, bytes_out,"                                                                                          \
+    " printf('%.2f', (julianday(finished_at) - julianday(started_at)) * 86400),"                                     \
+    " (SELECT printf('%08x', checksum) FROM checkpoints c"                                                           \
+    "   WHERE c.run_id = rounds.run_id AND c.round = rounds.round)"                                                  \
+    " FROM rounds WHERE run_id = ? ORDER BY round"
+
 int fl_store_print_rounds(fl_store_t *st, int64_t run_id, FILE *out)
 {
     sqlite3_stmt *s = NULL;
@@ -588,27 +644,109 @@ int fl_store_print_rounds(fl_store_t *st, int64_t run_id, FILE *out)
         sqlite3_finalize(s);
         s = NULL;
     }
+    /* A database written before federated evaluation existed, opened
+     * read-only, has no fed_evals table: its column then reads "-". */
+    int fed = has_table(st, "fed_evals");
     if (sqlite3_prepare_v2(st->db,
-                           "SELECT round, status, clients_selected, clients_reported, clients_dropped, examples,"
-                           " CASE WHEN train_loss IS NULL THEN NULL ELSE printf('%.4f', train_loss) END, CASE WHEN eval_loss IS NULL THEN NULL ELSE printf('%.4f', eval_loss) END, CASE WHEN eval_accuracy IS NULL THEN NULL ELSE printf('%.4f', eval_accuracy) END,"
-                           " bytes_in, bytes_out,"
-                           " printf('%.2f', (julianday(finished_at) - julianday(started_at)) * 86400),"
-                           " (SELECT printf('%08x', checksum) FROM checkpoints c"
-                           "   WHERE c.run_id = rounds.run_id AND c.round = rounds.round)"
-                           " FROM rounds WHERE run_id = ? ORDER BY round",
+                           fed ? ROUNDS_SQL("(SELECT printf('%.4f', f.accuracy) FROM fed_evals f"
+                                            "   WHERE f.run_id = rounds.run_id AND f.round = rounds.round"
+                                            "   AND f.accuracy IS NOT NULL)")
+                               : ROUNDS_SQL("NULL"),
                            -1, &s, NULL) != SQLITE_OK)
         return db_err(st, "listing rounds");
     sqlite3_bind_int64(s, 1, run_id);
-    fprintf(out, "run %lld\n%-6s %-9s %4s %4s %4s %9s %10s %10s %8s %12s %12s %8s %s\n", (long long)run_id,
-            "round", "status", "sel", "rep", "drop", "examples", "train_loss", "eval_loss", "eval_acc", "bytes_in",
-            "bytes_out", "seconds", "checkpoint");
+    fprintf(out, "run %lld\n%-6s %-9s %4s %4s %4s %9s %10s %10s %8s %8s %12s %12s %8s %s\n", (long long)run_id,
+            "round", "status", "sel", "rep", "drop", "examples", "train_loss", "eval_loss", "eval_acc", "fed_acc",
+            "bytes_in", "bytes_out", "seconds", "checkpoint");
     int r;
     while ((r = sqlite3_step(s)) == SQLITE_ROW)
-        fprintf(out, "%-6s %-9s %4s %4s %4s %9s %10s %10s %8s %12s %12s %8s %s\n", col(s, 0), col(s, 1), col(s, 2),
-                col(s, 3), col(s, 4), col(s, 5), col(s, 6), col(s, 7), col(s, 8), col(s, 9), col(s, 10),
-                col(s, 11), col(s, 12));
+        fprintf(out, "%-6s %-9s %4s %4s %4s %9s %10s %10s %8s %8s %12s %12s %8s %s\n", col(s, 0), col(s, 1),
+                col(s, 2), col(s, 3), col(s, 4), col(s, 5), col(s, 6), col(s, 7), col(s, 8), col(s, 9), col(s, 10),
+                col(s, 11), col(s, 12), col(s, 13));
     sqlite3_finalize(s);
     return r == SQLITE_DONE ? 0 : db_err(st, "listing rounds");
+}
+
+int fl_store_commit_fedeval(fl_store_t *st, const fl_store_fedeval_t *e, const fl_store_fedeval_result_t *res,
+                            size_t nres)
+{
+    if (!st || !e || (nres && !res))
+        return FL_EINVAL;
+    sqlite3_stmt *s = NULL;
+    int rc;
+    if ((rc = exec(st, "BEGIN IMMEDIATE")))
+        return rc;
+    if (sqlite3_prepare_v2(st->db,
+                           "INSERT INTO fed_evals(run_id, round, started_at, finished_at, clients_selected,"
+                           " clients_reported, clients_refused, clients_dropped, examples, loss, accuracy)"
+                           " VALUES(?1, ?2, " TIME_SQL_N(3) ", " TIME_SQL_N(4) ", ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                           -1, &s, NULL) != SQLITE_OK)
+        goto fail;
+    sqlite3_bind_int64(s, 1, e->run_id);
+    sqlite3_bind_int64(s, 2, e->round);
+    sqlite3_bind_double(s, 3, e->started_at);
+    sqlite3_bind_double(s, 4, e->finished_at);
+    sqlite3_bind_int64(s, 5, e->clients_selected);
+    sqlite3_bind_int64(s, 6, e->clients_reported);
+    sqlite3_bind_int64(s, 7, e->clients_refused);
+    sqlite3_bind_int64(s, 8, e->clients_dropped);
+    sqlite3_bind_double(s, 9, e->examples);
+    bind_real_or_null(s, 10, e->loss);
+    bind_real_or_null(s, 11, e->accuracy);
+    if (sqlite3_step(s) != SQLITE_DONE)
+        goto fail;
+    sqlite3_finalize(s);
+    s = NULL;
+    if (nres) {
+        if (sqlite3_prepare_v2(st->db,
+                               "INSERT INTO fed_eval_results(run_id, round, client, status, reason, num_examples,"
+                               " loss, accuracy, seconds) VALUES(?,?,?,?,?,?,?,?,?)",
+                               -1, &s, NULL) != SQLITE_OK)
+            goto fail;
+        for (size_t i = 0; i < nres; i++) {
+            const fl_store_fedeval_result_t *u = &res[i];
+            sqlite3_reset(s);
+            sqlite3_bind_int64(s, 1, e->run_id);
+            sqlite3_bind_int64(s, 2, e->round);
+            sqlite3_bind_text(s, 3, u->client ? u->client : "?", -1, SQLITE_STATIC);
+            sqlite3_bind_text(s, 4, u->status ? u->status : "refused", -1, SQLITE_STATIC);
+            if (u->reason)
+                sqlite3_bind_text(s, 5, u->reason, -1, SQLITE_STATIC);
+            else
+                sqlite3_bind_null(s, 5);
+            bind_real_or_null(s, 6, u->num_examples);
+            bind_real_or_null(s, 7, u->loss);
+            bind_real_or_null(s, 8, u->accuracy);
+            sqlite3_bind_double(s, 9, isfinite(u->seconds) ? u->seconds : 0);
+            if (sqlite3_step(s) != SQLITE_DONE)
+                goto fail;
+        }
+        sqlite3_finalize(s);
+        s = NULL;
+    }
+    return exec(st, "COMMIT");
+fail:
+    db_err(st, "committing a federated evaluation");
+    sqlite3_finalize(s);
+    exec(st, "ROLLBACK");
+    return FL_EDB;
+}
+
+int fl_store_fedeval_exists(fl_store_t *st, int64_t run_id, int64_t round, int *exists)
+{
+    if (!st || !exists)
+        return FL_EINVAL;
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(st->db, "SELECT count(*) FROM fed_evals WHERE run_id = ? AND round = ?", -1, &s, NULL) !=
+        SQLITE_OK)
+        return db_err(st, "looking up a federated evaluation");
+    sqlite3_bind_int64(s, 1, run_id);
+    sqlite3_bind_int64(s, 2, round);
+    int rc = sqlite3_step(s) == SQLITE_ROW ? 0 : FL_EDB;
+    if (rc == 0)
+        *exists = sqlite3_column_int64(s, 0) > 0;
+    sqlite3_finalize(s);
+    return rc ? db_err(st, "looking up a federated evaluation") : 0;
 }
 
 int fl_store_print_updates(fl_store_t *st, int64_t run_id, int64_t round, FILE *out)

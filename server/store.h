@@ -54,6 +54,27 @@ typedef struct {
     double seconds; /* from the task being sent to the update's last byte (or the drop) */
 } fl_store_update_t;
 
+/* One federated evaluation: the global model after `round`, evaluated by a
+ * sample of clients on their own data. */
+typedef struct {
+    int64_t run_id;
+    int64_t round;
+    double started_at, finished_at;
+    int64_t clients_selected, clients_reported, clients_refused, clients_dropped;
+    double examples; /* sum of the accepted answers' example counts */
+    double loss;     /* example-weighted mean over accepted answers; NaN = none */
+    double accuracy; /* example-weighted mean over accepted answers; NaN = none */
+} fl_store_fedeval_t;
+
+/* One client's answer to a federated evaluation (or its absence). */
+typedef struct {
+    const char *client;
+    const char *status; /* "accepted", "refused" or "dropped" */
+    const char *reason; /* NULL for accepted */
+    double num_examples, loss, accuracy; /* NaN = unknown */
+    double seconds; /* from the request to the answer (or the drop) */
+} fl_store_fedeval_result_t;
+
 /* A loaded checkpoint; free with fl_store_checkpoint_free. */
 typedef struct {
     int64_t run_id;
@@ -103,6 +124,14 @@ int fl_store_next_round(fl_store_t *st, int64_t run_id, int64_t *round);
  * resume: the newest is always kept). */
 int fl_store_commit_round(fl_store_t *st, const fl_store_round_t *r, const fl_store_update_t *ups, size_t nups,
                           const float *model, size_t numel, const uint8_t *state, size_t state_len, int64_t keep);
+
+/* Commits a federated evaluation's row and its per-client rows in one
+ * transaction (tables fed_evals and fed_eval_results). */
+int fl_store_commit_fedeval(fl_store_t *st, const fl_store_fedeval_t *e, const fl_store_fedeval_result_t *res,
+                            size_t nres);
+
+/* *exists = 1 when the run has a federated evaluation row for `round`. */
+int fl_store_fedeval_exists(fl_store_t *st, int64_t run_id, int64_t round, int *exists);
 
 /* Loads the checkpoint of `round` (or the newest one when round < 0),
  * verifying its checksum. Returns 0, FL_ENOTFOUND, FL_ECHECKSUM, FL_EFORMAT

@@ -16,6 +16,12 @@
  * then sends nothing at all, not even heartbeats: a stalled device). --delay S
  * makes any uploading mode wait S seconds first.
  *
+ * Federated evaluation (--eval M): none (ignores EvalRequests), good (answers
+ * with --weight examples, --eval-loss and --eval-acc), nan (a NaN loss), stale
+ * (the previous round's id), count (2^64 - 5 examples: a negative count sent
+ * unsigned), range (accuracy 1.5), dup (answers twice), decline (a TaskReply
+ * declining it). Every answered request is printed as "evaluated round R".
+ *
  * Exit status: 0 after the server's Bye with every check passed, 1 on a
  * failed check or a timeout, 2 on usage errors. */
 #include <math.h>
@@ -38,7 +44,9 @@ typedef struct {
 } expect_t;
 
 static struct {
-    const char *host, *ca, *cert, *key, *mode, *name;
+    const char *host, *ca, *cert, *key, *mode, *name, *eval;
+    double eval_loss, eval_acc;
+    int64_t eval_round;
     int port, reconnect;
     double weight, mult, delay, timeout;
     expect_t expect[16];
@@ -221,11 +229,44 @@ static void on_open(fl_tls_conn_t *c, void *ud)
     send_env(&env);
 }
 
+/* Answers an evaluation request as --eval says. */
+static void on_eval_model(fl_wire_event_t *ev)
+{
+    const char *m = T.eval;
+    if (strcmp(m, "none") == 0 || (int64_t)ev->round_id != T.eval_round)
+        return;
+    Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
+    if (strcmp(m, "decline") == 0) {
+        Fedopt__TaskReply tr = FEDOPT__TASK_REPLY__INIT;
+        tr.round_id = (uint64_t)T.eval_round;
+        tr.accept = 0;
+        tr.reason = "test client declines";
+        env.msg_case = FEDOPT__ENVELOPE__MSG_TASK_REPLY;
+        env.task_reply = &tr;
+        send_env(&env);
+        return;
+    }
+    Fedopt__EvalResult er = FEDOPT__EVAL_RESULT__INIT;
+    er.round_id = (uint64_t)T.eval_round - (strcmp(m, "stale") == 0);
+    er.num_examples = strcmp(m, "count") == 0 ? (uint64_t)-5 : (uint64_t)T.weight;
+    er.loss = strcmp(m, "nan") == 0 ? NAN : T.eval_loss;
+    er.accuracy = strcmp(m, "range") == 0 ? 1.5 : T.eval_acc;
+    env.msg_case = FEDOPT__ENVELOPE__MSG_EVAL_RESULT;
+    env.eval_result = &er;
+    send_env(&env);
+    if (strcmp(m, "dup") == 0)
+        send_env(&env);
+    printf("%s: evaluated round %lld\n", T.name, (long long)T.eval_round);
+    fflush(stdout);
+}
+
 static void on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
 {
     if (ev->kind == FL_WIRE_EV_TENSOR) {
         if (ev->purpose == FEDOPT__TENSOR_PURPOSE__TENSOR_MODEL)
             on_model(ev);
+        else if (ev->purpose == FEDOPT__TENSOR_PURPOSE__TENSOR_EVAL_MODEL)
+            on_eval_model(ev);
         return;
     }
     if (ev->kind != FL_WIRE_EV_MESSAGE || !ev->msg)
@@ -261,6 +302,9 @@ static void on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
         }
         break;
     }
+    case FEDOPT__ENVELOPE__MSG_EVAL_REQUEST:
+        T.eval_round = (int64_t)m->eval_request->round_id;
+        break;
     case FEDOPT__ENVELOPE__MSG_REJECT:
         fprintf(stderr, "%s: rejected: %s\n", T.name, m->reject->reason ? m->reject->reason : "");
         T.failures++;
@@ -336,6 +380,9 @@ int main(int argc, char **argv)
     T.weight = 1;
     T.mult = 1.5;
     T.timeout = 60;
+    T.eval = "none";
+    T.eval_loss = 1;
+    T.eval_acc = 0.5;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--reconnect") == 0) {
@@ -344,7 +391,8 @@ int main(int argc, char **argv)
         }
         if (!v) {
             fprintf(stderr, "usage: fl_test_client --port P --ca F --cert F --key F [--mode M] [--weight W] [--mult M]"
-                            " [--expect W:M,...] [--delay S] [--timeout S] [--reconnect]\n");
+                            " [--expect W:M,...] [--delay S] [--timeout S] [--reconnect]\n"
+                            "       [--eval none|good|nan|stale|count|range|dup|decline] [--eval-loss L] [--eval-acc A]\n");
             return 2;
         }
         i++;
@@ -366,6 +414,12 @@ int main(int argc, char **argv)
             T.weight = atof(v);
         else if (strcmp(a, "--mult") == 0)
             T.mult = atof(v);
+        else if (strcmp(a, "--eval") == 0)
+            T.eval = v;
+        else if (strcmp(a, "--eval-loss") == 0)
+            T.eval_loss = atof(v);
+        else if (strcmp(a, "--eval-acc") == 0)
+            T.eval_acc = atof(v);
         else if (strcmp(a, "--delay") == 0)
             T.delay = atof(v);
         else if (strcmp(a, "--timeout") == 0)

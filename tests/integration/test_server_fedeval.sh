@@ -1,0 +1,83 @@
+#!/bin/sh
+# Federated evaluation (fed_eval_every) over real mutual TLS on loopback with
+# the protocol test client: after each round's commit the server asks all 9
+# connected clients to evaluate the new model. Three answer honestly (10, 30
+# and 20 examples; accuracy 0.5, 0.9, 0.2; loss 2, 1, 0.5: the weighted means
+# are accuracy 0.6 and loss 1.0), one of them twice; the others answer a NaN
+# loss, a stale round, a negative (2^64 - 5) example count or an accuracy of
+# 1.5, decline, or never answer. Checked: the metrics in fed_evals and the
+# progress line, every client's row with its reason, and that a stop in the
+# middle of an evaluation is redone first by --resume.
+build=${1:-build}
+. tests/integration/server_lib.sh
+make_pki a b c d e f g h i
+
+"$srv" run --help >"$work/help.txt" || fail "run --help"
+for k in fed_eval_every fed_eval_clients fed_eval_deadline fed_eval_max_examples max_steps; do
+    grep -q -- "--$k " "$work/help.txt" || fail "run --help lacks --$k"
+done
+
+start_server "$work/server.log" --db "$work/f.db" --rounds 2 --clients_per_round 2 --min_clients 9 \
+    --round_deadline 20 --heartbeat 1 --server_opt fedavg --server_lr 1 \
+    --fed_eval_every 1 --fed_eval_clients 9 --fed_eval_deadline 4
+first_port=$port
+client a --reconnect --weight 10 --eval good --eval-acc 0.5 --eval-loss 2 --timeout 60
+client b --reconnect --weight 30 --eval good --eval-acc 0.9 --eval-loss 1 --timeout 60
+client g --reconnect --weight 20 --eval dup --eval-acc 0.2 --eval-loss 0.5 --timeout 60
+client c --reconnect --weight 5 --eval nan --timeout 60
+client d --reconnect --weight 5 --eval stale --timeout 60
+client e --reconnect --weight 5 --eval count --timeout 60
+client h --reconnect --weight 5 --eval range --timeout 60
+client i --reconnect --weight 5 --eval decline --timeout 60
+client f --reconnect --weight 5 --eval none --timeout 60
+
+# Stop the server while round 1's evaluation waits for f (its deadline is 4 s).
+n=0
+until grep -q 'evaluated round 1' "$work/a.log" 2>/dev/null; do
+    n=$((n + 1))
+    [ $n -gt 300 ] && fail "no evaluation request reached client a"
+    sleep 0.1
+done
+kill -TERM "$server_pid"
+wait_pid "$server_pid" 20 || fail "server exited with $? after SIGTERM"
+grep -q 'federated evaluation aborted by the stop' "$work/server.log" || fail "evaluation not aborted by the stop"
+[ "$(sqlite3 "$work/f.db" 'SELECT count(*) FROM fed_evals')" -eq 0 ] || fail "an aborted evaluation was recorded"
+
+# --resume evaluates round 1's model before round 2, then finishes the run.
+: >"$work/server2.log"
+"$srv" run --listen "127.0.0.1:$first_port" --tls_cert "$pki/server.crt" --tls_key "$pki/server.key" \
+    --tls_ca "$pki/ca.crt" --model logreg --db "$work/f.db" --resume yes --rounds 2 --clients_per_round 2 \
+    --min_clients 9 --round_deadline 20 --heartbeat 1 --server_opt fedavg --server_lr 1 \
+    --fed_eval_every 1 --fed_eval_clients 9 --fed_eval_deadline 4 >>"$work/server2.log" 2>&1 &
+server_pid=$!
+pids="$pids $server_pid"
+server_log=$work/server2.log
+wait_pid "$server_pid" 60 || fail "resumed server exited with $?"
+grep -q "round 1's federated evaluation is missing: it comes first" "$work/server2.log" || fail "no redo of round 1"
+for n in a b c d e f g h i; do
+    eval "p=\$pid_$n"
+    wait_pid "$p" 20 || fail "client $n: status $? ($(tail -n 3 "$work/$n.log"))"
+done
+
+q() { sqlite3 "$work/f.db" "$1"; }
+[ "$(q "SELECT group_concat(round) FROM (SELECT round FROM fed_evals ORDER BY round)")" = "1,2" ] ||
+    fail "fed_evals rounds: $(q 'SELECT * FROM fed_evals')"
+bad=$(q "SELECT count(*) FROM fed_evals WHERE clients_selected != 9 OR clients_reported != 3
+         OR clients_refused != 4 OR clients_dropped != 2 OR examples != 60
+         OR abs(accuracy - 0.6) > 1e-12 OR abs(loss - 1.0) > 1e-12")
+[ "$bad" -eq 0 ] || fail "fed_evals rows: $(q 'SELECT * FROM fed_evals')"
+for r in 1 2; do
+    got=$(q "SELECT group_concat(client || ':' || status || ':' || coalesce(reason, '-'), ' ') FROM
+             (SELECT * FROM fed_eval_results WHERE round = $r ORDER BY client, status)")
+    want="a:accepted:- b:accepted:- c:refused:bad loss d:refused:stale round e:refused:bad example count"
+    want="$want f:dropped:deadline g:accepted:- g:refused:duplicate h:refused:bad accuracy i:dropped:declined"
+    [ "$got" = "$want" ] || fail "round $r results: $got"
+done
+grep -Eq 'round 2/2 closed: .*; fed_loss 1\.0000 fed_acc 0\.6000 \(3/9 clients, 60 examples' "$work/server2.log" ||
+    fail "no federated metrics in round 2's progress line"
+grep -Eq 'round 1 federated evaluation: fed_loss 1\.0000 fed_acc 0\.6000' "$work/server2.log" ||
+    fail "no line for the redone evaluation"
+"$srv" rounds "$work/f.db" 1 >"$work/rounds.txt" || fail "rounds command"
+[ "$(awk 'NR > 2 && $10 == "0.6000"' "$work/rounds.txt" | wc -l)" -eq 2 ] || fail "rounds listing: $(cat "$work/rounds.txt")"
+echo "ok: federated accuracy 0.6 = (10*0.5 + 30*0.9 + 20*0.2)/60 in both rounds; 4 refused and 2 dropped" \
+    "evaluators and a duplicate recorded; a stopped evaluation redone first on --resume"
