@@ -111,6 +111,80 @@ static void test_deterministic(void **state)
     fl_dataset_free(&d);
 }
 
+/* max_steps: training stops after that many SGD steps, on the first batches
+ * of the shuffled order, and the stats report the examples actually used. The
+ * capped run equals, bit for bit, an uncapped epoch over exactly those
+ * examples in that order. */
+static void test_max_steps(void **state)
+{
+    (void)state;
+    fl_dataset_t d, sub;
+    fl_dataset_init(&d);
+    fl_dataset_init(&sub);
+    synth(&d, 100, 3);
+    fl_gemm_set_threads(1);
+    fl_model_spec_t spec;
+    assert_int_equal(fl_model_spec_from_dataset(&d, &spec), 0);
+    fl_model_t *a, *b, *c;
+    assert_int_equal(fl_model_create("logreg", &spec, &a), 0);
+    assert_int_equal(fl_model_create("logreg", &spec, &b), 0);
+    assert_int_equal(fl_model_create("logreg", &spec, &c), 0);
+    fl_model_init_params(a, 1);
+    fl_model_init_params(b, 1);
+    fl_model_init_params(c, 1);
+    fl_train_config_t cfg = {.epochs = 2, .batch = 10, .sgd = {.lr = 0.1f}, .seed = 9, .ids = {1, 2, 3}, .nids = 3,
+                             .max_steps = 3};
+    fl_train_stats_t st;
+    assert_int_equal(fl_train_run(a, &d, &cfg, NULL, NULL, &st), 0);
+    assert_int_equal(st.steps, 3);
+    assert_int_equal(st.examples, 30);
+    assert_true(st.weight == 30);
+    /* The same three batches by hand: epoch 1's shuffle, its first 30 examples, in order. */
+    uint32_t idx[100];
+    for (uint32_t i = 0; i < 100; i++)
+        idx[i] = i;
+    uint64_t tuple[5] = {1, 2, 3, FL_RNG_SHUFFLE, 1};
+    fl_rng_t r;
+    fl_rng_stream(&r, 9, tuple, 5);
+    fl_rng_shuffle_u32(&r, idx, 100);
+    assert_int_equal(fl_dataset_subset(&d, idx, 30, &sub), 0);
+    fl_train_config_t one = cfg;
+    one.epochs = 1;
+    one.max_steps = 0;
+    fl_sgd_t opt;
+    assert_int_equal(fl_sgd_init(&opt, &one.sgd, &b->params), 0);
+    fl_train_stats_t sb;
+    assert_int_equal(fl_train_epoch(b, &opt, &sub, 10, NULL, &sb), 0);
+    fl_sgd_free(&opt);
+    assert_int_equal(sb.steps, 3);
+    assert_memory_equal(a->params.data, b->params.data, a->params.numel * sizeof(float));
+    /* Four steps differ from three. */
+    cfg.max_steps = 4;
+    assert_int_equal(fl_train_run(c, &d, &cfg, NULL, NULL, &st), 0);
+    assert_true(memcmp(a->params.data, c->params.data, a->params.numel * sizeof(float)) != 0);
+    /* 15 steps over two epochs of 10: the second epoch stops after 5, and the
+     * client used all 100 examples. */
+    fl_model_init_params(a, 1);
+    cfg.max_steps = 15;
+    assert_int_equal(fl_train_run(a, &d, &cfg, NULL, NULL, &st), 0);
+    assert_int_equal(st.steps, 5);
+    assert_int_equal(st.examples, 100);
+    /* A cap at or beyond the full run changes nothing. */
+    fl_model_init_params(a, 1);
+    fl_model_init_params(b, 1);
+    cfg.max_steps = 20;
+    assert_int_equal(fl_train_run(a, &d, &cfg, NULL, NULL, &st), 0);
+    assert_int_equal(st.steps, 10);
+    cfg.max_steps = 0;
+    assert_int_equal(fl_train_run(b, &d, &cfg, NULL, NULL, &st), 0);
+    assert_memory_equal(a->params.data, b->params.data, a->params.numel * sizeof(float));
+    fl_model_free(a);
+    fl_model_free(b);
+    fl_model_free(c);
+    fl_dataset_free(&sub);
+    fl_dataset_free(&d);
+}
+
 /* Models train concurrently in threads of one process (the fleet's worker
  * pool): with one GEMM thread each, four threads training two models twice
  * reproduce the sequential results bit for bit. */
@@ -339,6 +413,7 @@ int main(void)
     fl_log_set_level(FL_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_max_steps),
         cmocka_unit_test(test_concurrent_models),
         cmocka_unit_test(test_learns_and_callback),
         cmocka_unit_test(test_mismatch_refused),
