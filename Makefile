@@ -72,9 +72,12 @@ ALL_CFLAGS = $(FL_CFLAGS) $(PKG_CFLAGS) $(CFLAGS)
 HOT_OBJS = $(BUILD)/common/serveropt.o $(BUILD)/common/params.o $(BUILD)/common/clientopt.o \
            $(BUILD)/common/train.o $(BUILD)/common/models.o $(BUILD)/common/nn/%.o
 $(HOT_OBJS): ALL_CFLAGS += $(HOT_CFLAGS)
-# The LSTM's gate loops only vectorize when FP compares may be if-converted
-# (the clamp in its inline exp); fedopt never relies on FP traps.
-$(BUILD)/common/nn/lstm.o: ALL_CFLAGS += -fno-trapping-math
+# Loops with a float compare (ReLU's x > 0 ? dy : 0, max pooling, the
+# LSTM's clamped exp) only vectorize when the compiler may if-convert FP
+# compares, which -ftrapping-math forbids because a compare could raise an
+# FP exception. fedopt never enables FP traps, and without this ReLU's
+# backward ran as a mispredicted branch per element (~3.5 ns each).
+$(BUILD)/common/nn/%.o: ALL_CFLAGS += -fno-trapping-math
 
 # Objects depend on the flags they were built with: changing CC, CFLAGS,
 # SANITIZE or BLAS rebuilds everything.

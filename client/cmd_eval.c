@@ -58,7 +58,7 @@ int fl_client_cmd_eval(int argc, char **argv)
                 goto bad;
             break;
         case 't':
-            if (fl_cli_long(optarg, 1, 256, &threads))
+            if (fl_cli_long(optarg, 1, 64, &threads))
                 goto bad;
             break;
         case 'j': json = 1; break;
@@ -78,10 +78,11 @@ int fl_client_cmd_eval(int argc, char **argv)
     }
     if (fl_data_spec_validate(&spec) || fl_data_spec_load(&spec, split, &d))
         goto out;
-    fl_gemm_set_threads((int)threads);
+    fl_gemm_set_threads(1); /* the threads split each batch instead */
     fl_model_spec_t ms;
     fl_model_spec_from_dataset(&d, &ms);
-    if (fl_model_create(model, &ms, &m) || fl_safetensors_load(init, &m->params))
+    if (fl_model_create(model, &ms, &m) || fl_model_set_threads(m, (int)threads) ||
+        fl_safetensors_load(init, &m->params))
         goto out;
     if (!fl_f32_all_finite(m->params.data, m->params.numel)) {
         fprintf(stderr, "eval: %s holds NaN or Inf parameters\n", init);

@@ -32,7 +32,8 @@ static void usage(FILE *out)
             "  --momentum MU    SGD momentum (default 0: plain SGD, as in the paper)\n"
             "  --weight-decay WD  L2 on weights (default: the model's, 1e-4 for resnet18gn, else 0)\n"
             "  --seed S         seeds init, shuffling and dropout (default 1)\n"
-            "  --threads T      GEMM threads (default 1); results are reproducible per T\n"
+            "  --threads T      threads, each training a share of every batch (default 1);\n"
+            "                   results are reproducible for a given T\n"
             "  --init FILE      start from a safetensors model instead of a fresh init\n"
             "  --save FILE      write the trained model (safetensors, PyTorch names)\n"
             "  --limit N        train on the first N examples only\n"
@@ -144,7 +145,7 @@ int fl_client_cmd_train(int argc, char **argv)
                 goto bad;
             break;
         case 't':
-            if (fl_cli_long(optarg, 1, 256, &threads))
+            if (fl_cli_long(optarg, 1, 64, &threads))
                 goto bad;
             break;
         case 'n':
@@ -173,7 +174,9 @@ int fl_client_cmd_train(int argc, char **argv)
         goto out;
     if (limit && (size_t)limit < train.n)
         train.n = (size_t)limit;
-    fl_gemm_set_threads((int)threads);
+    /* Threads split every batch (fl_model_set_threads), so each layer runs
+     * in parallel, not only GEMM; GEMM itself stays on one thread. */
+    fl_gemm_set_threads(1);
     const fl_model_info_t *info = fl_models_find(model);
     if (!wd_set)
         cfg.sgd.weight_decay = info->weight_decay;
@@ -181,7 +184,7 @@ int fl_client_cmd_train(int argc, char **argv)
     fl_model_spec_from_dataset(&train, &ms);
     if (test.num_classes > ms.num_classes)
         ms.num_classes = test.num_classes;
-    if (fl_model_create(model, &ms, &m))
+    if (fl_model_create(model, &ms, &m) || fl_model_set_threads(m, (int)threads))
         goto out;
     if (init) {
         if (fl_safetensors_load(init, &m->params))

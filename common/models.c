@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 #include "common/error.h"
 #include "common/log.h"
@@ -244,10 +245,20 @@ static void free_buffers(fl_model_t *m)
     m->max_n = 0;
 }
 
+static void free_replicas(fl_model_t *m)
+{
+    for (int r = 0; m->rep && r < m->threads - 1; r++)
+        fl_model_free(m->rep[r]);
+    free(m->rep);
+    m->rep = NULL;
+    m->threads = 1;
+}
+
 void fl_model_free(fl_model_t *m)
 {
     if (!m)
         return;
+    free_replicas(m);
     free_buffers(m);
     for (size_t i = 0; i < m->nlayers; i++)
         fl_layer_free(m->layers[i]);
@@ -354,6 +365,7 @@ int fl_model_create(const char *name, const fl_model_spec_t *spec, fl_model_t **
             m->first_param_layer = i;
     }
     fl_rng_seed(&m->dropout_rng, 0);
+    m->threads = 1;
     *out = m;
     return 0;
 fail:
@@ -406,11 +418,12 @@ const float *fl_model_forward(fl_model_t *m, const float *x, size_t n, fl_mode_t
     return in;
 }
 
-int fl_model_loss(fl_model_t *m, const float *x, const int32_t *y, size_t n, fl_mode_t mode,
-                  int backward, double *loss, fl_loss_stats_t *st)
+/* One part of a batch on one model (m itself or a replica): forward, loss,
+ * and with `backward` the gradient of the part's mean loss times gscale
+ * (the part's share of the whole batch's denominator) into m->grads. */
+static int loss_part(fl_model_t *m, const float *x, const int32_t *y, size_t n, fl_mode_t mode,
+                     int backward, float gscale, double *loss, fl_loss_stats_t *st)
 {
-    if (!m || !x || !n || (!y && m->info->loss != FL_LOSS_MSE_INPUT))
-        return FL_EINVAL;
     const float *out = fl_model_forward(m, x, n, mode);
     if (!out)
         return FL_ENOMEM;
@@ -432,6 +445,9 @@ int fl_model_loss(fl_model_t *m, const float *x, const int32_t *y, size_t n, fl_
         *loss = L;
     if (!backward)
         return 0;
+    if (gscale != 1.0f)
+        for (size_t i = 0; i < n * od; i++)
+            g[i] *= gscale;
     memset(m->grads.data, 0, m->grads.numel * sizeof(float));
     const float *dy = m->dout;
     int which = 0;
@@ -444,5 +460,142 @@ int fl_model_loss(fl_model_t *m, const float *x, const int32_t *y, size_t n, fl_
         dy = dx;
         which ^= 1;
     }
+    return 0;
+}
+
+/* The denominator of the model's mean loss over n examples: the rows,
+ * tokens or elements the loss function averages over (see loss.h). */
+static double loss_count(const fl_model_t *m, const int32_t *y, size_t n)
+{
+    size_t od = fl_model_out_dim(m), rows = n * m->spec.label_dim, cnt = 0;
+    switch (m->info->loss) {
+    case FL_LOSS_SOFTMAX_CE:
+    case FL_LOSS_SEQ_CE: {
+        int32_t classes = (int32_t)(od / m->spec.label_dim);
+        int pad = m->info->loss == FL_LOSS_SEQ_CE;
+        for (size_t i = 0; i < rows; i++)
+            cnt += y[i] >= 0 && y[i] < classes && !(pad && y[i] == 0);
+        return (double)cnt;
+    }
+    case FL_LOSS_SIGMOID_BCE:
+    case FL_LOSS_MSE_INPUT: return (double)n * (double)od;
+    }
+    return 0.0;
+}
+
+typedef struct {
+    fl_model_t *m;
+    const float *x;
+    const int32_t *y;
+    size_t n;
+    fl_mode_t mode;
+    int backward, rc;
+    float gscale;
+    double loss;
+    fl_loss_stats_t st;
+} part_t;
+
+static void part_run(void *arg)
+{
+    part_t *p = arg;
+    p->rc = loss_part(p->m, p->x, p->y, p->n, p->mode, p->backward, p->gscale, &p->loss, &p->st);
+}
+
+#define FL_MODEL_MAX_THREADS 64
+
+int fl_model_set_threads(fl_model_t *m, int threads)
+{
+    if (!m || threads < 1 || threads > FL_MODEL_MAX_THREADS)
+        return FL_EINVAL;
+    if (threads == m->threads)
+        return 0;
+    if (threads == 1) {
+        free_replicas(m);
+        return 0;
+    }
+    fl_model_t **rep = calloc((size_t)threads, sizeof *rep);
+    int rc = rep ? 0 : FL_ENOMEM;
+    for (int r = 0; !rc && r < threads - 1; r++) {
+        if ((rc = fl_model_create(m->info->name, &m->spec, &rep[r])))
+            break;
+        /* A replica reads m's parameters (bound before every use), so its
+         * own copy is dropped at once; only the layout of its gradients,
+         * the same as m's, is kept. */
+        fl_params_free(&rep[r]->params);
+    }
+    if (rc) {
+        for (int r = 0; rep && r < threads - 1; r++)
+            fl_model_free(rep[r]);
+        free(rep);
+        return rc;
+    }
+    free_replicas(m);
+    m->rep = rep;
+    m->threads = threads;
+    return 0;
+}
+
+int fl_model_loss(fl_model_t *m, const float *x, const int32_t *y, size_t n, fl_mode_t mode,
+                  int backward, double *loss, fl_loss_stats_t *st)
+{
+    if (!m || !x || !n || (!y && m->info->loss != FL_LOSS_MSE_INPUT))
+        return FL_EINVAL;
+    size_t parts = (size_t)m->threads < n ? (size_t)m->threads : n;
+    if (parts <= 1)
+        return loss_part(m, x, y, n, mode, backward, 1.0f, loss, st);
+    part_t p[FL_MODEL_MAX_THREADS];
+    uv_thread_t tid[FL_MODEL_MAX_THREADS];
+    int started[FL_MODEL_MAX_THREADS] = {0};
+    const size_t in = fl_model_in_dim(m), ld = m->spec.label_dim;
+    double total = 0.0, cnt[FL_MODEL_MAX_THREADS];
+    for (size_t r = 0; r < parts; r++) {
+        size_t a = n * r / parts, b = n * (r + 1) / parts;
+        p[r] = (part_t){.m = r ? m->rep[r - 1] : m, .x = x + a * in, .y = y ? y + a * ld : NULL,
+                        .n = b - a, .mode = mode, .backward = backward};
+        cnt[r] = loss_count(m, p[r].y, p[r].n);
+        total += cnt[r];
+    }
+    for (size_t r = 0; r < parts; r++) {
+        p[r].gscale = total > 0 ? (float)(cnt[r] / total) : 0.0f;
+        if (r == 0)
+            continue;
+        fl_model_t *rm = p[r].m;
+        for (size_t i = 0; i < rm->nlayers; i++)
+            fl_layer_bind(rm->layers[i], &m->params, &rm->grads);
+        if (mode == FL_MODE_TRAIN)
+            fl_rng_seed(&rm->dropout_rng, fl_rng_u64(&m->dropout_rng));
+    }
+    /* Parts 1.. on their own threads, part 0 here; a part whose thread
+     * cannot start runs here afterwards, with the same result. */
+    for (size_t r = 1; r < parts; r++)
+        started[r] = uv_thread_create(&tid[r], part_run, &p[r]) == 0;
+    part_run(&p[0]);
+    int rc = p[0].rc;
+    for (size_t r = 1; r < parts; r++) {
+        if (started[r])
+            uv_thread_join(&tid[r]);
+        else
+            part_run(&p[r]);
+        if (!rc)
+            rc = p[r].rc;
+    }
+    if (rc)
+        return rc;
+    double L = 0.0;
+    for (size_t r = 0; r < parts; r++) {
+        L += total > 0 ? p[r].loss * (cnt[r] / total) : 0.0;
+        if (st) {
+            st->hits += p[r].st.hits;
+            st->total += p[r].st.total;
+        }
+        if (backward && r > 0) {
+            float *g = m->grads.data;
+            const float *gr = p[r].m->grads.data;
+            for (size_t i = 0; i < m->grads.numel; i++)
+                g[i] += gr[i];
+        }
+    }
+    if (loss)
+        *loss = L;
     return 0;
 }

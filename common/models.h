@@ -75,6 +75,9 @@ struct fl_model {
     float *dout;         /* dL/d(model output) */
     fl_rng_t dropout_rng; /* the stream dropout layers draw from */
     size_t first_param_layer; /* layers before it need no input gradient */
+    int threads;          /* fl_model_loss splits a batch across this many parts */
+    struct fl_model **rep; /* threads - 1 replicas for parts 1..: own layers,
+                              activations and gradients, bound to params */
 };
 
 /* Number of registered models. */
@@ -143,6 +146,19 @@ const float *fl_model_forward(fl_model_t *m, const float *x, size_t n, fl_mode_t
  * (may be NULL) accumulates the metric counts. Returns 0, FL_ENOMEM or FL_EINVAL. */
 int fl_model_loss(fl_model_t *m, const float *x, const int32_t *y, size_t n, fl_mode_t mode,
                   int backward, double *loss, fl_loss_stats_t *st);
+
+/* Makes fl_model_loss split each batch into `threads` parts (1..64) trained
+ * side by side on as many threads: part 0 on the calling thread with m
+ * itself, the others on replicas of m that share m's parameters (read only
+ * during the call) and keep their own activations and gradients, which are
+ * summed into m->grads in a fixed order, weighted by each part's share of the
+ * loss's denominator. The result is the batch's mean loss and gradient, as
+ * with one thread up to float rounding, and reproducible for a fixed thread
+ * count (dropout masks of parts 1.. come from m's dropout stream). Every
+ * layer is parallel this way, not only GEMM, so the caller should keep GEMM
+ * itself at one thread. 1 frees the replicas. Returns 0, FL_EINVAL or
+ * FL_ENOMEM (then the model stays at its previous setting). */
+int fl_model_set_threads(fl_model_t *m, int threads);
 
 /* Per-example input and output element counts. */
 size_t fl_model_in_dim(const fl_model_t *m);

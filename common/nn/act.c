@@ -30,8 +30,12 @@ static void relu_backward(fl_layer_t *l, const float *x, const float *y, const f
     if (!dx)
         return;
     size_t m = n * l->in_dim;
-    for (size_t i = 0; i < m; i++)
-        dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+    /* dy is read unconditionally so the loop becomes a vector select; a
+     * load inside the ternary would have to stay a branch per element. */
+    for (size_t i = 0; i < m; i++) {
+        float d = dy[i];
+        dx[i] = x[i] > 0.0f ? d : 0.0f;
+    }
 }
 
 static void sigmoid_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_mode_t mode)

@@ -12,6 +12,8 @@ typedef struct {
     int cin, h, w, cout, ho, wo, k, stride, pad;
     int has_bias;
     size_t chunk; /* examples lowered together: one GEMM per chunk */
+    int col_valid; /* col still holds the last forward's whole batch lowered */
+    size_t col_n;  /* ... of that many examples */
     float *col;   /* [cin*k*k, chunk*ho*wo] */
     float *ybuf;  /* [cout, chunk*ho*wo]: GEMM output / output gradient, channel-major */
 } conv_t;
@@ -27,9 +29,43 @@ typedef struct {
  * exercise partial chunks. */
 static size_t conv_col_cap = (size_t)1 << 18;
 
+/* The cap above starves layers with small images: a ResNet stage at 6x6 has
+ * 36 columns per example, and a GEMM 36 columns wide runs at about half the
+ * rate of one 720 wide (38 against 67 GFLOP/s for 512x4608 weights on the
+ * AMD EPYC, one thread; and it does not scale to 2 threads). So a chunk is
+ * widened to at least this many columns, unless the lowered matrix would
+ * then pass conv_col_max floats (64 MB). */
+#define CONV_MIN_COLS 512
+static const size_t conv_col_max = (size_t)1 << 24;
+
+static int conv_cap_forced; /* a test set the cap: chunks are exactly cap/per */
+
 void fl__conv2d_set_col_cap(size_t floats)
 {
     conv_col_cap = floats ? floats : ((size_t)1 << 18);
+    conv_cap_forced = floats != 0;
+}
+
+/* Copies a short run of floats. The runs of im2col are one output row (6 to
+ * 26 floats for the paper's models); a memcpy call per run cost more than
+ * the copy itself, and a plain loop would be turned back into that call by
+ * the compiler, so the run goes in fixed 8- and 4-float pieces (which
+ * compile to vector moves) and at most three single floats. */
+static inline void copy_run(float *d, const float *s, int n)
+{
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        memcpy(d + j, s + j, 8 * sizeof(float));
+    if (j + 4 <= n) {
+        memcpy(d + j, s + j, 4 * sizeof(float));
+        j += 4;
+    }
+    if (j < n)
+        d[j] = s[j];
+    if (j + 1 < n)
+        d[j + 1] = s[j + 1];
+    if (j + 2 < n)
+        d[j + 2] = s[j + 2];
 }
 
 /* Lowers one example x[cin, h, w] into the columns of col[cin*k*k, ld]
@@ -60,7 +96,7 @@ static void im2col(const conv_t *c, const float *x, float *col, size_t ld)
                         for (int ow = 0; ow < lo; ow++)
                             dst[ow] = 0.0f;
                         if (hi > lo)
-                            memcpy(dst + lo, src + lo + off, (size_t)(hi - lo) * sizeof(float));
+                            copy_run(dst + lo, src + lo + off, hi - lo);
                         for (int ow = hi; ow < c->wo; ow++)
                             dst[ow] = 0.0f;
                     } else {
@@ -114,11 +150,16 @@ static int conv_reserve(fl_layer_t *l, size_t max_n)
     conv_t *c = l->priv;
     size_t per = (size_t)c->cin * c->k * c->k * c->ho * c->wo;
     size_t chunk = conv_col_cap / per;
+    size_t hw = (size_t)c->ho * c->wo;
+    size_t wide = (CONV_MIN_COLS + hw - 1) / hw;
+    if (chunk < wide && !conv_cap_forced)
+        chunk = wide * per <= conv_col_max ? wide : conv_col_max / per;
     if (chunk < 1)
         chunk = 1;
     if (chunk > max_n)
         chunk = max_n;
     if (chunk > c->chunk) {
+        c->col_valid = 0;
         free(c->col);
         free(c->ybuf);
         c->col = malloc(chunk * per * sizeof(float));
@@ -150,11 +191,27 @@ static void conv_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_m
     conv_t *c = l->priv;
     const int kk = c->cin * c->k * c->k;
     const size_t hw = (size_t)c->ho * c->wo;
+    /* When the batch fits one chunk, the lowered input stays in col for the
+     * backward pass (the layer contract: backward sees the x of the last
+     * forward), which saves lowering it twice. */
+    c->col_valid = n <= c->chunk;
+    c->col_n = n;
     for (size_t i0 = 0; i0 < n; i0 += c->chunk) {
         size_t nc = n - i0 < c->chunk ? n - i0 : c->chunk;
         size_t ld = nc * hw;
         for (size_t i = 0; i < nc; i++)
             im2col(c, x + (i0 + i) * l->in_dim, c->col + i * hw, ld);
+        if (nc == 1) {
+            /* One example's GEMM output [cout, hw] is already its NCHW
+             * slice: write it in place onto the bias, no staging copy. */
+            float *yi = y + i0 * l->out_dim;
+            for (int o = 0; c->has_bias && o < c->cout; o++)
+                for (size_t j = 0; j < hw; j++)
+                    yi[(size_t)o * hw + j] = l->p[1][o];
+            fl_gemm(0, 0, c->cout, (int)hw, kk, 1.0f, l->p[0], kk, c->col, (int)hw,
+                    c->has_bias ? 1.0f : 0.0f, yi, (int)hw);
+            continue;
+        }
         fl_gemm(0, 0, c->cout, (int)ld, kk, 1.0f, l->p[0], kk, c->col, (int)ld, 0.0f, c->ybuf,
                 (int)ld);
         for (size_t i = 0; i < nc; i++) {
@@ -179,8 +236,19 @@ static void conv_backward(fl_layer_t *l, const float *x, const float *y, const f
     for (size_t i0 = 0; i0 < n; i0 += c->chunk) {
         size_t nc = n - i0 < c->chunk ? n - i0 : c->chunk;
         size_t ld = nc * hw;
-        /* dy of the chunk, channel-major, and the bias gradient on the way. */
-        for (size_t i = 0; i < nc; i++) {
+        /* dy of the chunk, channel-major, and the bias gradient on the way.
+         * A chunk of one example is already channel-major in dy itself. */
+        const float *dyc = c->ybuf;
+        if (nc == 1) {
+            dyc = dy + i0 * l->out_dim;
+            for (int o = 0; c->has_bias && o < c->cout; o++) {
+                float sum = 0.0f;
+                for (size_t j = 0; j < hw; j++)
+                    sum += dyc[(size_t)o * hw + j];
+                l->g[1][o] += sum;
+            }
+        }
+        for (size_t i = 0; nc > 1 && i < nc; i++) {
             const float *dyi = dy + (i0 + i) * l->out_dim;
             for (int o = 0; o < c->cout; o++) {
                 const float *src = dyi + (size_t)o * hw;
@@ -194,16 +262,19 @@ static void conv_backward(fl_layer_t *l, const float *x, const float *y, const f
                     l->g[1][o] += sum;
             }
         }
-        /* The lowered input again (cheaper than keeping it for every chunk). */
-        for (size_t i = 0; i < nc; i++)
-            im2col(c, x + (i0 + i) * l->in_dim, c->col + i * hw, ld);
+        /* The lowered input again, unless the forward pass left it in col
+         * (one chunk); lowering again is cheaper than keeping every chunk. */
+        if (!c->col_valid || c->col_n != n)
+            for (size_t i = 0; i < nc; i++)
+                im2col(c, x + (i0 + i) * l->in_dim, c->col + i * hw, ld);
         /* dW[cout, K] += dY[cout, ld] * col^T[ld, K] */
-        fl_gemm(0, 1, c->cout, kk, (int)ld, 1.0f, c->ybuf, (int)ld, c->col, (int)ld, 1.0f,
-                l->g[0], kk);
+        fl_gemm(0, 1, c->cout, kk, (int)ld, 1.0f, dyc, (int)ld, c->col, (int)ld, 1.0f, l->g[0],
+                kk);
         if (!dx)
             continue;
+        c->col_valid = 0; /* col is overwritten below */
         /* dcol[K, ld] = W^T[K, cout] * dY[cout, ld], into col (no longer needed). */
-        fl_gemm(1, 0, kk, (int)ld, c->cout, 1.0f, l->p[0], kk, c->ybuf, (int)ld, 0.0f, c->col,
+        fl_gemm(1, 0, kk, (int)ld, c->cout, 1.0f, l->p[0], kk, dyc, (int)ld, 0.0f, c->col,
                 (int)ld);
         for (size_t i = 0; i < nc; i++)
             col2im(c, c->col + i * hw, ld, dx + (i0 + i) * l->in_dim);
@@ -295,9 +366,45 @@ static int pool_reserve(fl_layer_t *l, size_t max_n)
     return 0;
 }
 
+/* The cnn's 2x2/2 pool, the common case, without the general loop's index
+ * arithmetic and branches: each window is four loads and three selects in
+ * the same order as the general loop (first maximum wins, NaN never wins),
+ * so the result and the recorded argmax are identical. planes = n * ch. */
+static void pool_forward_2x2(pool_t *p, const float *x, float *y, size_t planes)
+{
+    const int h = p->h, w = p->w, ho = p->ho, wo = p->wo;
+    for (size_t pl = 0; pl < planes; pl++) {
+        const float *xc = x + pl * (size_t)h * w;
+        float *yc = y + pl * (size_t)ho * wo;
+        int32_t *ac = p->arg + pl * (size_t)ho * wo;
+        /* arg holds the index within the example (channel offset added). */
+        const int32_t base = (int32_t)((pl % (size_t)p->ch) * (size_t)h * w);
+        for (int oh = 0; oh < ho; oh++) {
+            const float *r0 = xc + (size_t)(2 * oh) * w, *r1 = r0 + w;
+            const int32_t i0 = base + 2 * oh * w;
+            for (int ow = 0; ow < wo; ow++) {
+                float m = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+                int32_t at = i0 + 2 * ow;
+                at = b > m ? i0 + 2 * ow + 1 : at;
+                m = b > m ? b : m;
+                at = c > m ? i0 + w + 2 * ow : at;
+                m = c > m ? c : m;
+                at = d > m ? i0 + w + 2 * ow + 1 : at;
+                m = d > m ? d : m;
+                yc[oh * wo + ow] = m;
+                ac[oh * wo + ow] = at;
+            }
+        }
+    }
+}
+
 static void pool_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_mode_t mode)
 {
     pool_t *p = l->priv;
+    if (p->k == 2 && p->stride == 2) {
+        pool_forward_2x2(p, x, y, n * (size_t)p->ch);
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         const float *xi = x + i * l->in_dim;
         float *yi = y + i * l->out_dim;

@@ -45,8 +45,9 @@ static void dropout_forward(fl_layer_t *l, const float *x, float *y, size_t n, f
     const float scale = 1.0f / (1.0f - d->p);
     for (size_t i = 0; i < m; i++) {
         uint8_t keep = fl_rng_u32(l->rng) >= thr;
+        float v = x[i] * scale; /* read unconditionally: a select, not a branch */
         d->mask[i] = keep;
-        y[i] = keep ? x[i] * scale : 0.0f;
+        y[i] = keep ? v : 0.0f;
     }
 }
 
@@ -62,8 +63,10 @@ static void dropout_backward(fl_layer_t *l, const float *x, const float *y, cons
         return;
     }
     const float scale = 1.0f / (1.0f - d->p);
-    for (size_t i = 0; i < m; i++)
-        dx[i] = d->mask[i] ? dy[i] * scale : 0.0f;
+    for (size_t i = 0; i < m; i++) {
+        float v = dy[i] * scale; /* read unconditionally so the loop vectorizes */
+        dx[i] = d->mask[i] ? v : 0.0f;
+    }
 }
 
 static void dropout_destroy(fl_layer_t *l)

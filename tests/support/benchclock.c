@@ -37,7 +37,7 @@ int fl_bench_train_steps(fl_model_t *m, const fl_sgd_config_t *cfg, const float 
     } while (t < seconds);
     const double c = fl_bench_cpu() - c0;
     printf("%s  B=%-3zu threads=%d  %7.1f samples/s  %7.1f per CPU-second  (%zu steps, %.1f s, loss %.3f)\n",
-           name, B, fl_gemm_get_threads(), (double)(steps * B) / t, (double)(steps * B) / c, steps, t, L);
+           name, B, m->threads, (double)(steps * B) / t, (double)(steps * B) / c, steps, t, L);
     fflush(stdout);
     fl_sgd_free(&opt);
     return 0;

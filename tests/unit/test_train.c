@@ -86,6 +86,99 @@ static void run(const char *model, const fl_dataset_t *d, const fl_train_config_
     fl_model_free(m);
 }
 
+/* fl_model_set_threads: a batch split across 3 parts (two replicas on their
+ * own threads) gives the loss, metric counts and gradient of the whole batch,
+ * for every model and loss (EVAL mode, so no dropout draws differ). The
+ * charlstm case puts only padding in the last part, whose share of the
+ * token-mean is then zero. */
+static void test_threads_split_batches(void **state)
+{
+    (void)state;
+    fl_gemm_set_threads(1);
+    for (size_t k = 0; k < fl_models_count(); k++) {
+        const fl_model_info_t *info = fl_models_at(k);
+        fl_model_t *a, *b;
+        assert_int_equal(fl_model_create(info->name, &info->paper, &a), 0);
+        assert_int_equal(fl_model_create(info->name, &info->paper, &b), 0);
+        fl_model_init_params(a, 3);
+        fl_model_init_params(b, 3);
+        assert_int_equal(fl_model_set_threads(b, 3), 0);
+        assert_int_equal(b->threads, 3);
+        const size_t n = strcmp(info->name, "resnet18gn") ? 7 : 4;
+        const size_t in = fl_model_in_dim(a), ld = a->spec.label_dim;
+        float *x = malloc(n * in * sizeof(float));
+        int32_t *y = malloc(n * ld * sizeof(int32_t));
+        assert_non_null(x);
+        assert_non_null(y);
+        fl_rng_t r;
+        fl_rng_seed(&r, 5 + k);
+        for (size_t i = 0; i < n * in; i++)
+            x[i] = info->loss == FL_LOSS_SIGMOID_BCE ? (float)(fl_rng_u32(&r) % 50 == 0)
+                   : info->loss == FL_LOSS_SEQ_CE   ? (float)fl_rng_below(&r, 90)
+                                                    : (float)fl_rng_uniform(&r);
+        for (size_t i = 0; i < n * ld; i++)
+            y[i] = info->loss == FL_LOSS_SIGMOID_BCE
+                       ? (int32_t)(fl_rng_u32(&r) % 100 == 0)
+                       : (int32_t)fl_rng_below(&r, (uint64_t)a->spec.num_classes);
+        if (info->loss == FL_LOSS_SEQ_CE)
+            for (size_t i = (n * 2 / 3) * ld; i < n * ld; i++)
+                y[i] = 0; /* the third part: all padding */
+        double la, lb;
+        fl_loss_stats_t sa = {0, 0}, sb = {0, 0};
+        int32_t *ya = info->loss == FL_LOSS_MSE_INPUT ? NULL : y;
+        assert_int_equal(fl_model_loss(a, x, ya, n, FL_MODE_EVAL, 1, &la, &sa), 0);
+        assert_int_equal(fl_model_loss(b, x, ya, n, FL_MODE_EVAL, 1, &lb, &sb), 0);
+        assert_true(fabs(la - lb) <= 1e-6 * (1.0 + fabs(la)));
+        assert_true(sa.hits == sb.hits && sa.total == sb.total);
+        double gmax = 0.0, dmax = 0.0;
+        for (size_t i = 0; i < a->grads.numel; i++) {
+            gmax = fmax(gmax, fabs(a->grads.data[i]));
+            dmax = fmax(dmax, fabs(a->grads.data[i] - b->grads.data[i]));
+        }
+        assert_true(gmax > 0.0);
+        if (dmax > 2e-5 * gmax)
+            fail_msg("%s: gradients of 3 parts differ by %g (largest %g)", info->name, dmax, gmax);
+        /* Back to one thread: the replicas go and the result is a's again. */
+        assert_int_equal(fl_model_set_threads(b, 1), 0);
+        assert_null(b->rep);
+        assert_int_equal(fl_model_loss(b, x, ya, n, FL_MODE_EVAL, 1, &lb, NULL), 0);
+        assert_true(la == lb);
+        assert_int_equal(fl_model_set_threads(b, 0), FL_EINVAL);
+        free(x);
+        free(y);
+        fl_model_free(a);
+        fl_model_free(b);
+    }
+}
+
+/* Training with 2 threads (dropout on, so the replicas' mask streams
+ * matter) is reproducible run to run. */
+static void test_threads_deterministic(void **state)
+{
+    (void)state;
+    fl_dataset_t d;
+    fl_dataset_init(&d);
+    synth(&d, 200, 2);
+    fl_gemm_set_threads(1);
+    uint32_t crc[2];
+    for (int rep = 0; rep < 2; rep++) {
+        fl_model_spec_t s;
+        fl_model_t *m;
+        assert_int_equal(fl_model_spec_from_dataset(&d, &s), 0);
+        assert_int_equal(fl_model_create("cnn", &s, &m), 0);
+        assert_int_equal(fl_model_set_threads(m, 2), 0);
+        fl_model_init_params(m, 4);
+        fl_train_config_t cfg = {.epochs = 1, .batch = 10, .sgd = {.lr = 0.05f}, .seed = 4};
+        fl_train_stats_t st;
+        assert_int_equal(fl_train_run(m, &d, &cfg, NULL, NULL, &st), 0);
+        assert_true(isfinite(st.loss));
+        crc[rep] = fl_params_crc32(m->params.data, m->params.numel);
+        fl_model_free(m);
+    }
+    assert_int_equal(crc[0], crc[1]);
+    fl_dataset_free(&d);
+}
+
 static void test_deterministic(void **state)
 {
     (void)state;
@@ -414,6 +507,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_max_steps),
+        cmocka_unit_test(test_threads_split_batches),
+        cmocka_unit_test(test_threads_deterministic),
         cmocka_unit_test(test_concurrent_models),
         cmocka_unit_test(test_learns_and_callback),
         cmocka_unit_test(test_mismatch_refused),
