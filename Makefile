@@ -182,8 +182,15 @@ test-long: all $(TEST_BINS) $(TOOL_BINS)
 check-vectors: $(BUILD)/tests/test_serveropt_vectors
 	$(BUILD)/tests/test_serveropt_vectors
 
+# PyTorch on this machine is the speed reference of the engine's goals; it is
+# measured only where Debian's python3-torch is installed (not a dependency).
+TORCH_PYTHON ?= /usr/bin/python3
 bench: all $(BENCH_BINS) $(TOOL_BINS)
 	@for b in $(BENCH_BINS); do echo "== $$b"; $$b || exit 1; done
+	@echo "== tests/bench/torch_reference.py"; \
+	if $(TORCH_PYTHON) -c 'import torch' 2>/dev/null; then \
+	  for t in 1 2; do OMP_NUM_THREADS=$$t $(TORCH_PYTHON) tests/bench/torch_reference.py $$t || exit 1; done; \
+	else echo "no python3-torch here: PyTorch reference skipped"; fi
 
 # libFuzzer targets: every tests/fuzz/fuzz_NAME.c, linked against the library
 # compiled again with clang and -fsanitize=fuzzer-no-link,address,undefined in

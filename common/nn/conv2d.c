@@ -16,6 +16,8 @@ typedef struct {
     size_t col_n;  /* ... of that many examples */
     float *col;   /* [cin*k*k, chunk*ho*wo] */
     float *ybuf;  /* [cout, chunk*ho*wo]: GEMM output / output gradient, channel-major */
+    float *plane; /* (h+2*pad) x (w+2*pad), zero border: one padded input plane */
+    float *acc;   /* the same size: col2im's padded accumulator */
 } conv_t;
 
 /* Caps the lowered matrix of a chunk (floats). Wider GEMMs amortize
@@ -32,9 +34,9 @@ static size_t conv_col_cap = (size_t)1 << 18;
 /* The cap above starves layers with small images: a ResNet stage at 6x6 has
  * 36 columns per example, and a GEMM 36 columns wide runs at about half the
  * rate of one 720 wide (38 against 67 GFLOP/s for 512x4608 weights on the
- * AMD EPYC, one thread; and it does not scale to 2 threads). So a chunk is
- * widened to at least this many columns, unless the lowered matrix would
- * then pass conv_col_max floats (64 MB). */
+ * AMD EPYC, one thread; and it does not scale to 2 threads). So a layer with
+ * fewer than this many columns per chunk is widened, unless the lowered
+ * matrix would then pass conv_col_max floats (64 MB). */
 #define CONV_MIN_COLS 512
 static const size_t conv_col_max = (size_t)1 << 24;
 
@@ -69,74 +71,100 @@ static inline void copy_run(float *d, const float *s, int n)
 }
 
 /* Lowers one example x[cin, h, w] into the columns of col[cin*k*k, ld]
- * (ho*wo of them; zeros where the window hangs over the padding). */
+ * (ho*wo of them; zeros where the window hangs over the padding).
+ *
+ * Stride 1, the common case, goes through a zero-bordered copy of each input
+ * plane (c->plane, (h+2p) x (w+2p)), so every output row is one branch-free
+ * run of wo floats; with no padding the input plane itself is read. */
 static void im2col(const conv_t *c, const float *x, float *col, size_t ld)
 {
-    const size_t hw = ld;
+    const int k = c->k, wo = c->wo, ho = c->ho;
+    if (c->stride == 1) {
+        const int wp = c->w + 2 * c->pad;
+        for (int ch = 0; ch < c->cin; ch++) {
+            const float *src = x + (size_t)ch * c->h * c->w;
+            const float *plane = src;
+            if (c->pad) {
+                for (int ih = 0; ih < c->h; ih++)
+                    copy_run(c->plane + (size_t)(ih + c->pad) * wp + c->pad, src + (size_t)ih * c->w,
+                             c->w);
+                plane = c->plane;
+            }
+            for (int ki = 0; ki < k; ki++)
+                for (int kj = 0; kj < k; kj++) {
+                    float *row = col + (size_t)((ch * k + ki) * k + kj) * ld;
+                    const float *in = plane + (size_t)ki * wp + kj;
+                    for (int oh = 0; oh < ho; oh++)
+                        copy_run(row + (size_t)oh * wo, in + (size_t)oh * wp, wo);
+                }
+        }
+        return;
+    }
     for (int ch = 0; ch < c->cin; ch++)
-        for (int ki = 0; ki < c->k; ki++)
-            for (int kj = 0; kj < c->k; kj++) {
-                float *row = col + (size_t)((ch * c->k + ki) * c->k + kj) * hw;
+        for (int ki = 0; ki < k; ki++)
+            for (int kj = 0; kj < k; kj++) {
+                float *row = col + (size_t)((ch * k + ki) * k + kj) * ld;
                 const float *plane = x + (size_t)ch * c->h * c->w;
-                for (int oh = 0; oh < c->ho; oh++) {
+                for (int oh = 0; oh < ho; oh++) {
                     int ih = oh * c->stride - c->pad + ki;
-                    float *dst = row + (size_t)oh * c->wo;
+                    float *dst = row + (size_t)oh * wo;
                     if (ih < 0 || ih >= c->h) {
-                        memset(dst, 0, (size_t)c->wo * sizeof(float));
+                        memset(dst, 0, (size_t)wo * sizeof(float));
                         continue;
                     }
                     const float *src = plane + (size_t)ih * c->w;
-                    if (c->stride == 1) {
-                        /* ow in [lo, hi) reads src[ow - pad + kj] inside the row. */
-                        int off = kj - c->pad;
-                        int lo = off < 0 ? -off : 0;
-                        int hi = c->w - off < c->wo ? c->w - off : c->wo;
-                        if (hi < lo)
-                            hi = lo;
-                        for (int ow = 0; ow < lo; ow++)
-                            dst[ow] = 0.0f;
-                        if (hi > lo)
-                            copy_run(dst + lo, src + lo + off, hi - lo);
-                        for (int ow = hi; ow < c->wo; ow++)
-                            dst[ow] = 0.0f;
-                    } else {
-                        for (int ow = 0; ow < c->wo; ow++) {
-                            int iw = ow * c->stride - c->pad + kj;
-                            dst[ow] = (iw >= 0 && iw < c->w) ? src[iw] : 0.0f;
-                        }
+                    for (int ow = 0; ow < wo; ow++) {
+                        int iw = ow * c->stride - c->pad + kj;
+                        float v = src[iw >= 0 && iw < c->w ? iw : 0];
+                        dst[ow] = (iw >= 0 && iw < c->w) ? v : 0.0f;
                     }
                 }
             }
 }
 
 /* Adds the columns of col[cin*k*k, ld] back into dx[cin, h, w] (the
- * adjoint of im2col). */
+ * adjoint of im2col). Stride 1 accumulates into the zero-bordered plane
+ * (branch-free runs again) and copies its interior out. */
 static void col2im(const conv_t *c, const float *col, size_t ld, float *dx)
 {
-    const size_t hw = ld;
+    const int k = c->k, wo = c->wo, ho = c->ho;
+    if (c->stride == 1) {
+        const int hp = c->h + 2 * c->pad, wp = c->w + 2 * c->pad;
+        for (int ch = 0; ch < c->cin; ch++) {
+            float *dst = dx + (size_t)ch * c->h * c->w;
+            float *plane = c->pad ? c->acc : dst;
+            memset(plane, 0, (size_t)(c->pad ? hp * wp : c->h * c->w) * sizeof(float));
+            for (int ki = 0; ki < k; ki++)
+                for (int kj = 0; kj < k; kj++) {
+                    const float *row = col + (size_t)((ch * k + ki) * k + kj) * ld;
+                    float *out = plane + (size_t)ki * wp + kj;
+                    for (int oh = 0; oh < ho; oh++) {
+                        float *d = out + (size_t)oh * wp;
+                        const float *r = row + (size_t)oh * wo;
+                        for (int ow = 0; ow < wo; ow++)
+                            d[ow] += r[ow];
+                    }
+                }
+            if (c->pad)
+                for (int ih = 0; ih < c->h; ih++)
+                    copy_run(dst + (size_t)ih * c->w, plane + (size_t)(ih + c->pad) * wp + c->pad,
+                             c->w);
+        }
+        return;
+    }
     memset(dx, 0, (size_t)c->cin * c->h * c->w * sizeof(float));
     for (int ch = 0; ch < c->cin; ch++)
-        for (int ki = 0; ki < c->k; ki++)
-            for (int kj = 0; kj < c->k; kj++) {
-                const float *row = col + (size_t)((ch * c->k + ki) * c->k + kj) * hw;
+        for (int ki = 0; ki < k; ki++)
+            for (int kj = 0; kj < k; kj++) {
+                const float *row = col + (size_t)((ch * k + ki) * k + kj) * ld;
                 float *plane = dx + (size_t)ch * c->h * c->w;
-                for (int oh = 0; oh < c->ho; oh++) {
+                for (int oh = 0; oh < ho; oh++) {
                     int ih = oh * c->stride - c->pad + ki;
                     if (ih < 0 || ih >= c->h)
                         continue;
-                    const float *src = row + (size_t)oh * c->wo;
+                    const float *src = row + (size_t)oh * wo;
                     float *dst = plane + (size_t)ih * c->w;
-                    if (c->stride == 1) {
-                        /* ow in [lo, hi) adds into dst[ow + off]: one vectorizable run. */
-                        int off = kj - c->pad;
-                        int lo = off < 0 ? -off : 0;
-                        int hi = c->w - off < c->wo ? c->w - off : c->wo;
-                        float *d = dst + off;
-                        for (int ow = lo; ow < hi; ow++)
-                            d[ow] += src[ow];
-                        continue;
-                    }
-                    for (int ow = 0; ow < c->wo; ow++) {
+                    for (int ow = 0; ow < wo; ow++) {
                         int iw = ow * c->stride - c->pad + kj;
                         if (iw >= 0 && iw < c->w)
                             dst[iw] += src[ow];
@@ -152,8 +180,14 @@ static int conv_reserve(fl_layer_t *l, size_t max_n)
     size_t chunk = conv_col_cap / per;
     size_t hw = (size_t)c->ho * c->wo;
     size_t wide = (CONV_MIN_COLS + hw - 1) / hw;
-    if (chunk < wide && !conv_cap_forced)
-        chunk = wide * per <= conv_col_max ? wide : conv_col_max / per;
+    /* A narrow layer takes the whole batch when it fits (one GEMM, and the
+     * backward pass reuses the forward's lowering), else just wide enough. */
+    if (chunk < wide && !conv_cap_forced) {
+        if (max_n <= conv_col_max / per)
+            chunk = max_n;
+        else
+            chunk = wide * per <= conv_col_max ? wide : conv_col_max / per;
+    }
     if (chunk < 1)
         chunk = 1;
     if (chunk > max_n)
@@ -287,6 +321,8 @@ static void conv_destroy(fl_layer_t *l)
     if (c) {
         free(c->col);
         free(c->ybuf);
+        free(c->plane);
+        free(c->acc);
     }
     free(c);
 }
@@ -329,6 +365,17 @@ int fl_conv2d_create(fl_params_t *layout, const char *prefix, const fl_shape_t *
                   .cout = (int)out_channels, .ho = (int)ho, .wo = (int)wo, .k = k,
                   .stride = stride, .pad = pad, .has_bias = bias != 0};
     l->priv = c;
+    if (stride == 1 && pad) {
+        /* calloc: im2col only ever writes the interior, so the border stays 0. */
+        size_t padded = (size_t)(in->d[1] + 2 * pad) * (size_t)(in->d[2] + 2 * pad);
+        c->plane = calloc(padded, sizeof(float));
+        c->acc = calloc(padded, sizeof(float));
+        if (!c->plane || !c->acc) {
+            rc = FL_ENOMEM;
+            c = NULL;
+            goto fail;
+        }
+    }
     c = NULL;
     int64_t wshape[4] = {out_channels, in->d[0], k, k};
     if ((rc = fl_layer_add_param(l, layout, "weight", 4, wshape, FL_PARAM_DECAY)))
