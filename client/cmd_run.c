@@ -29,7 +29,8 @@ static void usage(FILE *out)
             "  --cert/--key FILE   this client's certificate and key (its CN is its identity)\n"
             "  --server-name NAME  name expected in the server certificate (default: HOST)\n"
             "  --name NAME         name sent in Hello (default: the certificate file's stem)\n"
-            "  --threads T         GEMM threads while training (default: the cores)\n"
+            "  --threads T         training threads, each taking a share of every batch\n"
+            "                      (default: the cores)\n"
             "  --backoff-max S     longest wait between reconnects, seconds (default 30)\n"
             "  --give-up S         stop after S seconds without a server (default 0: never; exit 3)\n"
             "  --once              exit 0 when the server says its run finished (default: wait\n"
@@ -82,6 +83,7 @@ int fl_client_cmd_run(int argc, char **argv)
         return 2;
     const char *server = NULL, *ca = NULL, *cert = NULL, *key = NULL, *server_name = NULL, *name = NULL;
     long threads = sysconf(_SC_NPROCESSORS_ONLN);
+    threads = threads < 1 ? 1 : threads > 64 ? 64 : threads; /* fl_model_set_threads' range */
     double backoff_max = 30, give_up = 0;
     int once = 0;
     enum { O_SERVER = 1, O_CA, O_CERT, O_KEY, O_SNAME, O_NAME, O_THREADS, O_BACKOFF, O_GIVEUP, O_LOG, O_ONCE, O_HELP };
@@ -106,7 +108,7 @@ int fl_client_cmd_run(int argc, char **argv)
         case O_SNAME: server_name = optarg; break;
         case O_NAME: name = optarg; break;
         case O_THREADS:
-            if (fl_cli_long(optarg, 1, 256, &threads))
+            if (fl_cli_long(optarg, 1, 64, &threads))
                 goto bad;
             break;
         case O_BACKOFF:

@@ -264,7 +264,8 @@ static int job_model(fl__job_t *j, fl_dataset_t *local, const fl_dataset_t **dat
         return FL_EEMPTY;
     }
     fl_model_spec_t spec;
-    if ((rc = spec_for(*data, &spec)) || (rc = fl_model_create(j->model, &spec, m))) {
+    if ((rc = spec_for(*data, &spec)) || (rc = fl_model_create(j->model, &spec, m)) ||
+        (j->s->o.gemm_threads > 1 && (rc = fl_model_set_threads(*m, j->s->o.gemm_threads)))) {
         snprintf(j->why, sizeof j->why, "model %s cannot be built for the local data (%zu features, %d classes): %s",
                  j->model, (*data)->dim, (*data)->num_classes, fl_strerror(rc));
         return rc;
@@ -370,7 +371,7 @@ static void job_work(uv_work_t *w)
 {
     fl__job_t *j = w->data;
     if (j->s->o.gemm_threads > 0)
-        fl_gemm_set_threads(j->s->o.gemm_threads);
+        fl_gemm_set_threads(1); /* the model's threads split the batch instead */
     if (j->kind == JOB_TRAIN)
         job_train(j);
     else

@@ -96,7 +96,9 @@ typedef struct {
     const char *data_spec;    /* Hello.data_spec text (may be NULL) */
     const char *const *models; /* models this client can train (Hello.models) */
     size_t nmodels;
-    int gemm_threads;         /* OpenBLAS threads while a job runs (0 = leave as is) */
+    int gemm_threads;         /* threads a job's model splits each batch across
+                                 (fl_model_set_threads; GEMM then runs on one);
+                                 0 = leave GEMM threading as it is */
     double backoff_min;       /* first reconnect delay, seconds (default 0.5) */
     double backoff_max;       /* cap of the delay (default 30) */
     double give_up;           /* seconds without being welcomed before giving up (0 = never) */
