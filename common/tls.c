@@ -19,8 +19,8 @@
 
 #define WHO "tls"
 #define READ_BUF (64 * 1024)
-/* A staging write buffer holds a few records before it goes to the kernel. */
-#define WBUF_CAP (64 * 1024)
+/* A TLS record header: type, version (2 bytes), length (2 bytes). */
+#define REC_HDR 5
 #define CLOSE_GRACE_MS 5000
 
 /* Suite order, measured on the target machine (tests/bench/bench_tls.c):
@@ -80,10 +80,11 @@ typedef struct sendq {
     size_t off;
 } sendq_t;
 
+/* A copied write: handshake flights and alerts the kernel did not take at
+ * once (see bio_send). */
 typedef struct wreq {
     uv_write_t req;
     fl_tls_conn_t *c;
-    size_t len;
     unsigned char data[];
 } wreq_t;
 
@@ -115,12 +116,25 @@ struct fl_tls_conn {
     size_t in_len;
     unsigned char *stash; /* unread ciphertext kept while paused */
     size_t stash_len;
+    /* Record-sized reads leave at most a record header unread at a pause:
+     * it stays here, not in a heap block of its own per paused connection. */
+    unsigned char stash_small[16];
     /* plaintext waiting to be encrypted */
     sendq_t *q_head, *q_tail;
     size_t q_bytes;
-    /* ciphertext: staging buffer and bytes handed to the kernel */
-    wreq_t *wfill;
-    size_t inflight;
+    /* Ciphertext the kernel did not take at once goes out by one uv_write
+     * straight from mbedTLS's output buffer (bio_send): no copy, no staging
+     * buffer. wr_ptr/wr_len are those bytes; wr_busy while libuv writes them,
+     * wr_done once written and until mbedTLS asks for them again. */
+    uv_write_t wreq;
+    const unsigned char *wr_ptr;
+    size_t wr_len;
+    int wr_busy, wr_done;
+    int in_pump;          /* inside conn_pump's mbedtls_ssl_write */
+    size_t burst;         /* ciphertext written synchronously this loop turn */
+    /* where the ciphertext stream stands in its records (read_want) */
+    unsigned char rh[REC_HDR];
+    size_t rh_got, rec_left;
     fl_wire_reader_t rd;
     fl_wire_stream_t st;
     char host[256];
@@ -288,8 +302,8 @@ static void conn_release(fl_tls_conn_t *c)
         free(q);
         q = n;
     }
-    free(c->wfill);
-    free(c->stash);
+    if (c->stash != c->stash_small)
+        free(c->stash);
     free(c);
 }
 
@@ -319,12 +333,26 @@ static void conn_fail(fl_tls_conn_t *c, int reason)
     close_handles(c);
 }
 
-static void write_done(uv_write_t *req, int status)
+/* A copied write finished. */
+static void copy_done(uv_write_t *req, int status)
 {
     wreq_t *w = (wreq_t *)req;
     fl_tls_conn_t *c = w->c;
-    c->inflight -= w->len;
     free(w);
+    if (c->state == ST_CLOSED)
+        return;
+    if (status < 0) {
+        FL_LOG_W(WHO, "%s: write failed: %s", c->addr, uv_strerror(status));
+        conn_fail(c, FL_ENET);
+    }
+}
+
+/* The uv_write out of mbedTLS's output buffer finished: mbedTLS learns it at
+ * its next call of bio_send, which the pump makes now. */
+static void write_done(uv_write_t *req, int status)
+{
+    fl_tls_conn_t *c = req->data;
+    c->wr_busy = 0;
     if (c->state == ST_CLOSED)
         return;
     if (status < 0) {
@@ -332,51 +360,81 @@ static void write_done(uv_write_t *req, int status)
         conn_fail(c, FL_ENET);
         return;
     }
-    conn_pump(c);
+    c->wr_done = 1;
+    if (!c->shutting)
+        conn_pump(c);
 }
 
-/* Hands the staging buffer to the kernel. */
-static int flush(fl_tls_conn_t *c)
+static int send_failed(fl_tls_conn_t *c, int r)
 {
-    wreq_t *w = c->wfill;
-    if (!w || w->len == 0)
-        return 0;
-    c->wfill = NULL;
-    w->c = c;
-    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
-    int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, write_done);
-    if (r < 0) {
-        free(w);
-        FL_LOG_W(WHO, "%s: write failed: %s", c->addr, uv_strerror(r));
-        conn_fail(c, FL_ENET);
-        return FL_ENET;
-    }
-    c->inflight += w->len;
-    return 0;
+    FL_LOG_W(WHO, "%s: write failed: %s", c->addr, uv_strerror(r));
+    conn_fail(c, FL_ENET);
+    return MBEDTLS_ERR_NET_SEND_FAILED;
 }
 
-/* mbedTLS's send callback: ciphertext goes to the staging buffer, which never
- * refuses (back-pressure is applied before records are made, in conn_pump). */
+/* mbedTLS's send callback. The kernel usually takes a record at once
+ * (uv_try_write). What it does not take is written by libuv later:
+ *  - records of application data (conn_pump) go straight from mbedTLS's own
+ *    output buffer: we answer WANT_WRITE, mbedTLS keeps those bytes in place
+ *    until a later call of ours says they were sent, and conn_pump waits for
+ *    write_done. Sending therefore costs no memory beyond mbedTLS's record
+ *    buffer, however many connections are sending at once.
+ *  - handshake flights and alerts are copied and reported sent, so the
+ *    handshake and mbedtls_ssl_read never stop for a write (they would leave
+ *    received ciphertext unconsumed). They are small and rare.
+ * Per loop turn a connection writes at most max_inflight bytes synchronously;
+ * after that the next record goes by uv_write, whose completion resumes the
+ * pump in a later turn, so one fast connection cannot hold the loop. */
 static int bio_send(void *ctx, const unsigned char *buf, size_t len)
 {
     fl_tls_conn_t *c = ctx;
-    size_t done = 0;
-    while (done < len) {
-        if (!c->wfill) {
-            c->wfill = malloc(sizeof(wreq_t) + WBUF_CAP);
-            if (!c->wfill)
-                return MBEDTLS_ERR_SSL_ALLOC_FAILED;
-            c->wfill->len = 0;
-        }
-        size_t room = WBUF_CAP - c->wfill->len;
-        size_t k = len - done < room ? len - done : room;
-        memcpy(c->wfill->data + c->wfill->len, buf + done, k);
-        c->wfill->len += k;
-        done += k;
-        if (c->wfill->len == WBUF_CAP && flush(c) != 0)
-            return MBEDTLS_ERR_NET_SEND_FAILED;
+    if (c->wr_done) {
+        /* mbedTLS asks again for the bytes written on its behalf. */
+        c->wr_done = 0;
+        if (buf != c->wr_ptr || len < c->wr_len)
+            return MBEDTLS_ERR_SSL_INTERNAL_ERROR;
+        return (int)c->wr_len;
     }
-    return (int)len;
+    if (c->wr_busy)
+        return MBEDTLS_ERR_SSL_WANT_WRITE; /* mbedTLS retries those bytes after write_done */
+    if (c->state == ST_CLOSED)
+        return MBEDTLS_ERR_NET_SEND_FAILED;
+    size_t n = 0;
+    if (!c->in_pump || c->burst < c->ctx->max_inflight) {
+        uv_buf_t b = uv_buf_init((char *)buf, (unsigned)len);
+        int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (r < 0 && r != UV_EAGAIN)
+            return send_failed(c, r);
+        n = r > 0 ? (size_t)r : 0;
+        c->burst += n;
+        if (n == len)
+            return (int)len;
+    }
+    if (!c->in_pump) {
+        wreq_t *w = malloc(sizeof *w + (len - n));
+        if (!w)
+            return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+        w->c = c;
+        memcpy(w->data, buf + n, len - n);
+        uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)(len - n));
+        int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, copy_done);
+        if (r < 0) {
+            free(w);
+            return send_failed(c, r);
+        }
+        return (int)len;
+    }
+    uv_buf_t b = uv_buf_init((char *)buf + n, (unsigned)(len - n));
+    c->wreq.data = c;
+    int r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, write_done);
+    if (r < 0)
+        return send_failed(c, r);
+    c->wr_busy = 1;
+    c->wr_ptr = buf + n;
+    c->wr_len = len - n;
+    /* A partial count makes mbedTLS call again at once for the rest, which
+     * is then in flight: WANT_WRITE. */
+    return n ? (int)n : MBEDTLS_ERR_SSL_WANT_WRITE;
 }
 
 /* mbedTLS's receive callback: ciphertext from the current read buffer. */
@@ -449,15 +507,14 @@ static int take_identity(fl_tls_conn_t *c)
 static void conn_handshake(fl_tls_conn_t *c)
 {
     int ret = mbedtls_ssl_handshake(&c->ssl);
-    if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) {
-        flush(c);
+    if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE)
         return;
-    }
     if (ret != 0) {
         char why[640];
         describe_failure(c, ret, why, sizeof why);
         FL_LOG_W(WHO, "handshake with %s refused: %s", c->addr, why);
-        flush(c); /* an alert may be staged; it goes out before the close if it can */
+        /* An alert mbedTLS sent is queued in libuv: the close below cancels
+         * it unless the kernel took it at once, which on a live socket it does. */
         conn_fail(c, ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED ||
                              ret == MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE
                          ? FL_EAUTH
@@ -509,8 +566,17 @@ static void conn_read(fl_tls_conn_t *c)
         size_t want;
         fl_wire_reader_next(&c->rd, &dst, &want);
         int ret = mbedtls_ssl_read(&c->ssl, dst, want);
-        if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE)
+        if (ret == MBEDTLS_ERR_SSL_WANT_READ)
             break;
+        if (ret == MBEDTLS_ERR_SSL_WANT_WRITE) {
+            /* mbedTLS wanted to answer the peer (an alert: renegotiation is
+             * refused) while a record of ours was still in flight; the
+             * ciphertext it left unread would be lost, so the connection ends. */
+            FL_LOG_W(WHO, "%s ('%s'): peer sent a TLS message that needs an answer in the middle of a "
+                          "transfer (renegotiation?); closing", c->addr, c->peer);
+            conn_fail(c, FL_ETLS);
+            return;
+        }
         if (ret == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || ret == 0) {
             if (!fl_wire_reader_idle(&c->rd) || c->st.in_tensor) {
                 FL_LOG_W(WHO, "%s ('%s'): peer closed in the middle of a %s", c->addr, c->peer,
@@ -569,18 +635,28 @@ static void conn_read(fl_tls_conn_t *c)
     }
 }
 
-/* Encrypts queued plaintext while the kernel has room, then flushes. */
+/* Encrypts queued plaintext record by record while the kernel takes it;
+ * a record it does not take waits in mbedTLS's buffer for write_done. */
 static void conn_pump(fl_tls_conn_t *c)
 {
     if (c->state != ST_OPEN && c->state != ST_CLOSING)
         return;
-    while (c->q_head && c->inflight + (c->wfill ? c->wfill->len : 0) < c->ctx->max_inflight) {
+    if (c->wr_busy)
+        return; /* write_done calls again */
+    c->burst = 0;
+    while (c->q_head) {
         sendq_t *q = c->q_head;
         size_t left = q->buf->len - q->off;
+        /* After WANT_WRITE mbedTLS expects the same arguments again: q->off
+         * has not moved, so n is the same. */
         size_t n = left < 16384 ? left : 16384;
+        c->in_pump = 1;
         int ret = mbedtls_ssl_write(&c->ssl, q->buf->data + q->off, n);
-        if (ret == MBEDTLS_ERR_SSL_WANT_WRITE || ret == MBEDTLS_ERR_SSL_WANT_READ)
-            break;
+        c->in_pump = 0;
+        if (c->state == ST_CLOSED)
+            return; /* bio_send failed and said why */
+        if (ret == MBEDTLS_ERR_SSL_WANT_WRITE)
+            return; /* write_done resumes */
         if (ret < 0) {
             log_mbed(FL_LOG_WARN, "TLS write failed", ret);
             conn_fail(c, FL_ETLS);
@@ -595,16 +671,10 @@ static void conn_pump(fl_tls_conn_t *c)
             fl_buf_unref(q->buf);
             free(q);
         }
-        if (c->state == ST_CLOSED)
-            return;
     }
-    if (flush(c) != 0)
-        return;
-    if (c->q_head)
-        return;
     if (c->state == ST_CLOSING)
         finish_close(c); /* the shutdown waits for the writes in flight */
-    else if (c->inflight == 0 && c->cbs.on_drain)
+    else if (c->cbs.on_drain)
         c->cbs.on_drain(c, c->ud);
 }
 
@@ -622,7 +692,7 @@ static void finish_close(fl_tls_conn_t *c)
         return;
     c->shutting = 1;
     mbedtls_ssl_close_notify(&c->ssl);
-    if (flush(c) != 0)
+    if (c->state == ST_CLOSED)
         return;
     c->sreq.data = c;
     if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, shutdown_done) != 0)
@@ -642,6 +712,40 @@ static void timer_fired(uv_timer_t *t)
     }
 }
 
+/* How much the next read may take: the rest of the current TLS record and
+ * the next record's header, never more. A read then never runs ahead into
+ * records the application may not want yet: when it pauses reading (the
+ * server does so for every upload beyond its buffers, on a thousand
+ * connections at once), at most a few header bytes per connection wait in
+ * memory (stash_rest) and the rest stays in the kernel, where back-pressure
+ * holds it. The lengths come from the peer and are not trusted: they only
+ * size reads; mbedTLS checks the records. */
+static size_t read_want(const fl_tls_conn_t *c)
+{
+    size_t want = c->rec_left + (REC_HDR - c->rh_got);
+    return want < READ_BUF ? want : READ_BUF;
+}
+
+/* Follows the record boundaries through ciphertext as it is read. */
+static void track_records(fl_tls_conn_t *c, const unsigned char *p, size_t n)
+{
+    while (n > 0) {
+        if (c->rec_left > 0) {
+            size_t k = n < c->rec_left ? n : c->rec_left;
+            c->rec_left -= k;
+            p += k;
+            n -= k;
+            continue;
+        }
+        c->rh[c->rh_got++] = *p++;
+        n--;
+        if (c->rh_got == REC_HDR) {
+            c->rec_left = (size_t)c->rh[3] << 8 | c->rh[4];
+            c->rh_got = 0;
+        }
+    }
+}
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     fl_tls_conn_t *c = h->data;
@@ -653,7 +757,7 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         return;
     }
     c->ctx->read_busy = 1;
-    *buf = uv_buf_init((char *)c->ctx->rbuf, READ_BUF);
+    *buf = uv_buf_init((char *)c->ctx->rbuf, (unsigned)read_want(c));
 }
 
 /* Keeps unconsumed ciphertext when reading pauses mid-buffer. */
@@ -661,11 +765,19 @@ static int stash_rest(fl_tls_conn_t *c)
 {
     if (c->in_len == 0)
         return 0;
-    unsigned char *s = malloc(c->in_len);
-    if (!s)
-        return FL_ENOMEM;
-    memcpy(s, c->in_ptr, c->in_len);
-    free(c->stash);
+    unsigned char *s;
+    if (c->in_len <= sizeof c->stash_small) {
+        /* in_ptr may point into stash_small itself (a resumed stash fed
+         * again): memmove. */
+        memmove(c->stash_small, c->in_ptr, c->in_len);
+        s = c->stash_small;
+    } else {
+        if (!(s = malloc(c->in_len)))
+            return FL_ENOMEM;
+        memcpy(s, c->in_ptr, c->in_len);
+    }
+    if (c->stash != c->stash_small)
+        free(c->stash);
     c->stash = s;
     c->stash_len = c->in_len;
     c->in_ptr = NULL;
@@ -723,6 +835,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_fail(c, FL_ETLS);
         return;
     }
+    track_records(c, (const unsigned char *)buf->base, (size_t)nread);
     c->in_ptr = (const unsigned char *)buf->base;
     c->in_len = (size_t)nread;
     feed(c);
@@ -1063,7 +1176,8 @@ void fl_tls_conn_resume_read(fl_tls_conn_t *c)
     c->in_len = c->stash_len;
     c->stash_len = 0;
     feed(c);
-    free(st);
+    if (st != c->stash_small)
+        free(st);
     if (c->state == ST_OPEN && !c->paused &&
         uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0)
         conn_fail(c, FL_ENET);
