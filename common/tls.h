@@ -26,21 +26,28 @@
  * Sending: fl_tls_conn_send queues a reference to an encoded, refcounted
  * buffer (fl_buf_t from fl_wire_encode*), so one encoded model is shared by
  * every connection it goes to; each connection encrypts from it record by
- * record. Back-pressure: at most max_inflight bytes of ciphertext are handed
- * to the kernel per connection; the rest waits as references in the queue
+ * record, only as fast as the kernel takes the records. Back-pressure: a
+ * record the kernel does not take waits in mbedTLS's own record buffer until
+ * the socket drains; the rest waits as references in the queue
  * (fl_tls_conn_queued) and on_drain says when it is empty. Receiving can be
- * paused (fl_tls_conn_pause_read) while the application is busy.
+ * paused (fl_tls_conn_pause_read) while the application is busy; reads stop
+ * at TLS record boundaries, so the kernel, not this process, holds what a
+ * paused connection has not read.
  *
  * Memory: an idle open connection holds mbedTLS's two 16 KiB record buffers,
  * its session and the peer certificate: 37.4 KiB of heap measured on either
- * side (tests/bench/bench_tls.c). Ciphertext reads go through one 64 KiB
- * buffer per context, and a frame buffer exists only while a frame (or a
- * tensor transfer) is arriving.
+ * side (tests/bench/bench_tls.c) — a compile-time size of Debian's mbedTLS.
+ * A transfer held up by back-pressure in either direction adds nothing to
+ * that (test_tls: tens of bytes per connection): there is no staging buffer
+ * for ciphertext and no copy of what a paused connection had read beyond a
+ * record header. Ciphertext reads go through one 64 KiB buffer per context,
+ * and a frame buffer exists only while a frame (or a tensor transfer) is
+ * arriving.
  *
- * CPU: the loop thread encrypts and decrypts. Encryption is paced by
- * max_inflight, so sending one model to many clients interleaves ~256 KiB
- * per connection per loop turn instead of stalling the loop for a whole
- * model; decryption happens as bytes arrive. */
+ * CPU: the loop thread encrypts and decrypts. A connection encrypts at most
+ * max_inflight bytes per loop turn, so sending one model to many clients
+ * interleaves the connections instead of stalling the loop for a whole model
+ * per client; decryption happens as bytes arrive. */
 #ifndef FL_TLS_H
 #define FL_TLS_H
 
@@ -76,8 +83,9 @@ typedef struct {
     uint32_t handshake_timeout_ms; /* default 30000: a mutual-TLS handshake costs the
                                       server ~12 ms of CPU (bench_tls), so hundreds
                                       arriving at once on a loaded machine take seconds */
-    size_t max_inflight;   /* ciphertext bytes queued in the kernel per
-                              connection before encryption pauses (default 256 KiB) */
+    size_t max_inflight;   /* ciphertext bytes a connection writes per loop turn
+                              before it lets the others run (default 256 KiB);
+                              costs no memory (nothing is staged) */
     uint32_t max_conns;    /* server: most simultaneous connections (default 10000) */
 } fl_tls_opts_t;
 

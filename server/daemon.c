@@ -1382,12 +1382,12 @@ int fl_daemon_run(const fl_server_config_t *cfg)
         .no_client_cert = !cfg->require_client_cert,
         .max_conns = (uint32_t)cfg->max_connections,
         .max_tensor = (uint64_t)d->numel * sizeof(float),
-        /* Ciphertext handed to the kernel and not yet taken by it, per
-         * connection: the model goes to K clients at once and K x this window
-         * is what sending costs in memory (the transport's default of 256 KiB
-         * made 1,000 clients cost 250 MiB). The kernel's socket buffers, not
-         * this window, cover the network's bandwidth-delay product, so a
-         * small window costs no throughput. */
+        /* Ciphertext a connection writes per loop turn before the next one
+         * gets its turn: the model goes to K clients at once, and about one
+         * record each per turn keeps heartbeats, handshakes and uploads
+         * flowing while K copies are encrypted. It costs no memory (records
+         * the kernel will not take wait in mbedTLS's own buffer) and no
+         * throughput (the kernel's socket buffers keep the network busy). */
         .max_inflight = 16 * 1024,
     };
     if ((rc = fl_tls_ctx_new(FL_TLS_SERVER, &to, &d->tls)))
