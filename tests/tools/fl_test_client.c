@@ -282,6 +282,11 @@ static void on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
          * device that stalled while training). */
         if (strcmp(T.mode, "mute") == 0)
             uv_timer_stop(&T.hb);
+        /* A delayed upload of the model this offer replaces is void: after a
+         * server crash the resumed server's offer can come before that timer
+         * fires, which would then upload with no model at hand. */
+        if (strcmp(T.mode, "die") != 0)
+            uv_timer_stop(&T.later);
         /* Remember which round the model we hold belongs to before it is replaced. */
         int64_t held = T.offer_round;
         T.offer_round = (int64_t)m->task_offer->round_id;
