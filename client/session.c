@@ -22,6 +22,30 @@ enum { CHAOS_DROP = 1, CHAOS_STRAGGLE = 2, CHAOS_CORRUPT = 3, CHAOS_CORRUPT_KIND
 
 typedef enum { JOB_TRAIN = 1, JOB_EVAL = 2 } job_kind_t;
 
+typedef enum { SH_RECEIVING = 0, SH_READY, SH_FAILED } shared_state_t;
+
+/* One round's global model, shared by every session of the pool that was
+ * offered it: all of a round's clients receive the same bytes, so the first
+ * session offered the round (the owner) receives into `data`, and the others
+ * receive into `scratch` (written over by each of them, never read), keep
+ * only their transfer's verified CRC-32, and use `data` when that equals the
+ * owner's. A queued job holds a reference instead of a model, and the worker
+ * that trains it makes its working copy (the model's own parameters). So a
+ * fleet holds one model per round plus one per running job, however many of
+ * its clients wait for a slot. Reference counts change on the loop only. */
+typedef struct fl__shared {
+    struct fl__shared *next;
+    fl_session_pool_t *pool;
+    uint64_t run, round;
+    size_t n;          /* floats */
+    float *data;       /* the model (64-byte aligned) */
+    uint8_t *scratch;  /* the non-owners' receive buffer (allocated for the second receiver) */
+    shared_state_t state;
+    uint32_t crc;      /* the owner's verified CRC-32 (SH_READY) */
+    unsigned refs;
+    struct fl_session *waiters; /* non-owners whose transfer ended before the owner's */
+} fl__shared_t;
+
 /* One unit of work for the pool: a training or an evaluation. The inputs are
  * copied in on the loop, the worker only touches the job, the session's
  * read-only data and the model it builds, and the outputs go back to the loop
@@ -33,7 +57,8 @@ typedef struct fl__job {
     job_kind_t kind;
     uint64_t round;
     char model[64];
-    float *global; /* the received model (owned: freed by the job) */
+    float *global; /* the received model (owned: freed by the job), or NULL with sh */
+    fl__shared_t *sh; /* the round's shared model (a reference, released on the loop) */
     size_t n;
     fl_train_config_t cfg;
     size_t eval_batch, eval_max;
@@ -50,6 +75,7 @@ struct fl_session_pool {
     uv_loop_t *loop;
     unsigned jobs, running, waiting;
     fl__job_t *head, *tail;
+    fl__shared_t *shared; /* models of the rounds in progress */
 };
 
 struct fl_session {
@@ -81,6 +107,10 @@ struct fl_session {
     size_t eval_batch, eval_max;
     fl__job_t *job;          /* queued or running job (at most one) */
     fl__job_t *held;         /* finished job whose upload waits (straggling) */
+    fl__shared_t *sh;        /* the shared model of the offer being received or awaited */
+    int sh_owner;            /* 1: this session's transfer fills sh->data */
+    uint32_t sh_crc;         /* a waiting non-owner's verified CRC-32 */
+    struct fl_session *sh_next; /* next waiter on sh */
     uv_timer_t timer;        /* reconnect back-off and straggling */
     uv_timer_t hb;           /* heartbeats and the silence watchdog */
     int handles_open;
@@ -111,6 +141,7 @@ static void connect_now(fl_session_t *s);
 static void schedule_reconnect(fl_session_t *s);
 static void maybe_done(fl_session_t *s);
 static void job_free(fl__job_t *j);
+static void release_shared(fl_session_t *s);
 
 /* ---- the pool ----------------------------------------------------------- */
 
@@ -144,6 +175,14 @@ int fl_session_pool_create(uv_loop_t *loop, unsigned jobs, fl_session_pool_t **o
 void fl_session_pool_free(fl_session_pool_t *p) { free(p); }
 unsigned fl_session_pool_running(const fl_session_pool_t *p) { return p->running; }
 unsigned fl_session_pool_waiting(const fl_session_pool_t *p) { return p->waiting; }
+
+unsigned fl_session_pool_models(const fl_session_pool_t *p)
+{
+    unsigned n = 0;
+    for (const fl__shared_t *e = p->shared; e; e = e->next)
+        n++;
+    return n;
+}
 
 static void job_work(uv_work_t *w);
 static void job_after(uv_work_t *w, int status);
@@ -180,6 +219,61 @@ static void pool_submit(fl_session_pool_t *p, fl__job_t *j)
     p->tail = j;
     p->waiting++;
     pool_kick(p);
+}
+
+/* ---- the shared model of a round ------------------------------------------ */
+
+static void shared_unref(fl__shared_t *e)
+{
+    if (!e || --e->refs)
+        return;
+    for (fl__shared_t **p = &e->pool->shared; *p; p = &(*p)->next)
+        if (*p == e) {
+            *p = e->next;
+            break;
+        }
+    free(e->data);
+    free(e->scratch);
+    free(e);
+}
+
+static float *alloc_model(size_t n)
+{
+    /* 64-byte aligned like the transport's own buffers, size rounded up as
+     * aligned_alloc wants. */
+    size_t bytes = (n * sizeof(float) + 63) & ~(size_t)63;
+    return aligned_alloc(64, bytes ? bytes : 64);
+}
+
+/* The shared model for an offer of (run, round, n floats): a new one, whose
+ * owner s becomes (*owner = 1), or a reference to the one already being
+ * received or received (*owner = 0). NULL when out of memory: the session
+ * then receives a private copy as before. */
+static fl__shared_t *shared_for_offer(fl_session_t *s, uint64_t run, uint64_t round, size_t n, int *owner)
+{
+    fl_session_pool_t *p = s->pool;
+    for (fl__shared_t *e = p->shared; e; e = e->next)
+        if (e->run == run && e->round == round && e->n == n && e->state != SH_FAILED) {
+            if (!e->scratch && !(e->scratch = (uint8_t *)alloc_model(n)))
+                return NULL;
+            e->refs++;
+            *owner = 0;
+            return e;
+        }
+    fl__shared_t *e = calloc(1, sizeof *e);
+    if (!e || !(e->data = alloc_model(n))) {
+        free(e);
+        return NULL;
+    }
+    e->pool = p;
+    e->run = run;
+    e->round = round;
+    e->n = n;
+    e->refs = 1;
+    e->next = p->shared;
+    p->shared = e;
+    *owner = 1;
+    return e;
 }
 
 /* ---- models ---------------------------------------------------------------- */
@@ -239,6 +333,7 @@ static void job_free(fl__job_t *j)
     if (!j)
         return;
     free(j->global);
+    shared_unref(j->sh);
     fl_buf_unref(j->update);
     fl_buf_unref(j->delta);
     free(j);
@@ -276,7 +371,8 @@ static int job_model(fl__job_t *j, fl_dataset_t *local, const fl_dataset_t **dat
                  j->model, j->n, (*data)->dim, (*data)->num_classes, (*m)->params.numel);
         return FL_ESHAPE;
     }
-    if ((rc = fl_model_set_params(*m, j->global, j->n))) {
+    /* The model's own parameters are the worker's working copy of a shared model. */
+    if ((rc = fl_model_set_params(*m, j->sh ? j->sh->data : j->global, j->n))) {
         snprintf(j->why, sizeof j->why, "the received model: %s", fl_strerror(rc));
         return rc;
     }
@@ -296,15 +392,15 @@ static void job_train(fl__job_t *j)
         snprintf(j->why, sizeof j->why, "training failed: %s", fl_strerror(rc));
         goto out;
     }
-    /* The delta overwrites the received model in place: no third buffer. */
-    const float *x = m->params.data;
+    /* The delta overwrites the trained parameters in place (the received
+     * model may be shared with other jobs): no third buffer. */
+    float *x = m->params.data;
+    const float *g = j->sh ? j->sh->data : j->global;
     for (size_t i = 0; i < j->n; i++)
-        j->global[i] = x[i] - j->global[i];
-    fl_model_free(m);
-    m = NULL;
+        x[i] -= g[i];
     size_t n = j->n;
     if (j->corrupt == 1)
-        j->global[n / 2] = NAN;
+        x[n / 2] = NAN;
     else if (j->corrupt == 2 && n > 1)
         n--;
     Fedopt__Update up = FEDOPT__UPDATE__INIT;
@@ -320,7 +416,7 @@ static void job_train(fl__job_t *j)
     env.update = &up;
     uint32_t chunk = fl_wire_chunk_for_frame(j->s->peer_max_frame);
     if ((rc = fl_wire_encode(&env, &j->update)) ||
-        (rc = fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, j->round, j->global, n * sizeof(float),
+        (rc = fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, j->round, x, n * sizeof(float),
                                     chunk ? chunk : FL_WIRE_MAX_CHUNK, &j->delta)))
         snprintf(j->why, sizeof j->why, "encoding the update: %s", fl_strerror(rc));
 out:
@@ -600,48 +696,59 @@ static void on_offer(fl_session_t *s, const Fedopt__TaskOffer *o)
     }
     s->state = FL_SESSION_RECEIVING;
     fl_tls_conn_set_max_tensor(s->conn, (uint64_t)s->task_params * sizeof(float));
+    release_shared(s);
+    int owner = 0;
+    fl__shared_t *e = s->task_params ? shared_for_offer(s, o->run_id, o->round_id, s->task_params, &owner) : NULL;
+    if (e) {
+        s->sh = e;
+        s->sh_owner = owner;
+        fl_tls_conn_set_tensor_dst(s->conn, owner ? (void *)e->data : (void *)e->scratch,
+                                   s->task_params * sizeof(float));
+    }
 }
 
-static void on_model(fl_session_t *s, fl_wire_event_t *ev)
+static void decline(fl_session_t *s, uint64_t round, const char *reason)
 {
-    if (ev->round_id != s->round || ev->nbytes != s->task_params * sizeof(float)) {
-        FL_LOG_W(WHO, "%s: model transfer does not match the offer (round %llu, %zu bytes): ignored", s->name,
-                 (unsigned long long)ev->round_id, ev->nbytes);
-        return;
-    }
+    Fedopt__TaskReply tr = FEDOPT__TASK_REPLY__INIT;
+    tr.round_id = round;
+    tr.accept = 0;
+    tr.reason = (char *)reason;
+    Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
+    env.msg_case = FEDOPT__ENVELOPE__MSG_TASK_REPLY;
+    env.task_reply = &tr;
+    send_simple(s, &env);
+}
+
+/* Queues the training of round s->round on the shared model e (a reference
+ * the job takes over) or on the private buffer buf (which it owns). */
+static void start_training(fl_session_t *s, fl__shared_t *e, float *buf)
+{
     if (s->job || s->held) {
         /* One job per session: a new round's model while the old one still
          * trains means the old result is useless; this one waits for it. */
         FL_LOG_W(WHO, "%s: round %llu offered while round %llu is still being worked on: declined", s->name,
                  (unsigned long long)s->round, (unsigned long long)(s->job ? s->job->round : s->held->round));
-        Fedopt__TaskReply tr = FEDOPT__TASK_REPLY__INIT;
-        tr.round_id = s->round;
-        tr.accept = 0;
-        tr.reason = "still busy with an earlier round";
-        Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
-        env.msg_case = FEDOPT__ENVELOPE__MSG_TASK_REPLY;
-        env.task_reply = &tr;
-        send_simple(s, &env);
-        return;
+        decline(s, s->round, "still busy with an earlier round");
+        goto drop;
     }
     const fl_session_chaos_t *ch = &s->o.chaos;
     if (chaos_draw(s, s->round, CHAOS_DROP, ch->drop_rate)) {
         s->stats.drops++;
         FL_LOG_D(WHO, "%s: round %llu: vanishing (chaos)", s->name, (unsigned long long)s->round);
         fl_tls_conn_close(s->conn);
-        return;
+        goto drop;
     }
     fl__job_t *j = calloc(1, sizeof *j);
     if (!j) {
         FL_LOG_E(WHO, "%s: out of memory for round %llu", s->name, (unsigned long long)s->round);
-        return;
+        goto drop;
     }
     j->s = s;
     j->kind = JOB_TRAIN;
     j->round = s->round;
     snprintf(j->model, sizeof j->model, "%s", s->task_model);
-    j->global = (float *)ev->data; /* the transport's 64-byte aligned buffer is ours now */
-    ev->data = NULL;
+    j->global = buf;
+    j->sh = e;
     j->n = s->task_params;
     j->cfg = s->task_cfg;
     if (chaos_draw(s, s->round, CHAOS_CORRUPT, ch->corrupt_rate)) {
@@ -651,6 +758,92 @@ static void on_model(fl_session_t *s, fl_wire_event_t *ev)
     s->job = j;
     s->state = FL_SESSION_QUEUED;
     pool_submit(s->pool, j);
+    return;
+drop:
+    shared_unref(e);
+    free(buf);
+}
+
+/* A non-owner's transfer was verified as crc: train on the shared model when
+ * it is the owner's, else decline (the bytes went to the scratch buffer). */
+static void resolve_waiter(fl_session_t *s, fl__shared_t *e, uint32_t crc)
+{
+    if (e->state == SH_READY && e->crc == crc) {
+        start_training(s, e, NULL);
+        return;
+    }
+    FL_LOG_W(WHO, "%s: round %llu's model (CRC %08x) is not the one the fleet received (%s): declined", s->name,
+             (unsigned long long)s->round, crc, e->state == SH_READY ? "another CRC" : "its transfer failed");
+    decline(s, s->round, "the model differs from the fleet's shared copy");
+    s->state = FL_SESSION_READY;
+    shared_unref(e);
+}
+
+/* The owner's transfer ended: the shared model is ready (or failed), and the
+ * sessions whose transfers ended first are resolved. */
+static void shared_settle(fl__shared_t *e, shared_state_t st, uint32_t crc)
+{
+    e->state = st;
+    e->crc = crc;
+    while (e->waiters) {
+        fl_session_t *w = e->waiters;
+        e->waiters = w->sh_next;
+        w->sh_next = NULL;
+        w->sh = NULL;
+        resolve_waiter(w, e, w->sh_crc);
+    }
+}
+
+/* Lets go of the shared model of an offer this session no longer waits for
+ * (a new offer, a lost connection). */
+static void release_shared(fl_session_t *s)
+{
+    fl__shared_t *e = s->sh;
+    if (!e)
+        return;
+    s->sh = NULL;
+    for (fl_session_t **p = &e->waiters; *p; p = &(*p)->sh_next)
+        if (*p == s) {
+            *p = s->sh_next;
+            break;
+        }
+    s->sh_next = NULL;
+    if (s->sh_owner && e->state == SH_RECEIVING)
+        shared_settle(e, SH_FAILED, 0);
+    shared_unref(e);
+}
+
+static void on_model(fl_session_t *s, fl_wire_event_t *ev)
+{
+    fl__shared_t *e = s->sh;
+    int owner = s->sh_owner;
+    s->sh = NULL;
+    float *buf = ev->borrowed ? NULL : (float *)ev->data;
+    if (ev->round_id != s->round || ev->nbytes != s->task_params * sizeof(float) || (e && !ev->borrowed)) {
+        FL_LOG_W(WHO, "%s: model transfer does not match the offer (round %llu, %zu bytes): ignored", s->name,
+                 (unsigned long long)ev->round_id, ev->nbytes);
+        if (e && owner)
+            shared_settle(e, SH_FAILED, 0);
+        shared_unref(e);
+        return; /* the event frees a buffer of its own */
+    }
+    ev->data = NULL; /* the transport's 64-byte aligned buffer is ours now, or was borrowed */
+    if (!e) {
+        start_training(s, NULL, buf);
+        return;
+    }
+    if (owner) {
+        shared_settle(e, SH_READY, ev->crc32);
+        start_training(s, e, NULL);
+    } else if (e->state == SH_RECEIVING) {
+        /* The owner's transfer is still running: wait for it. */
+        s->sh = e;
+        s->sh_crc = ev->crc32;
+        s->sh_next = e->waiters;
+        e->waiters = s;
+    } else {
+        resolve_waiter(s, e, ev->crc32);
+    }
 }
 
 static void on_eval_model(fl_session_t *s, fl_wire_event_t *ev)
@@ -740,6 +933,9 @@ static void on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
         s->eval_max = r->max_examples;
         snprintf(s->task_model, sizeof s->task_model, "%s", r->model ? r->model : "");
         fl_tls_conn_set_max_tensor(c, (uint64_t)r->num_params * sizeof(float));
+        /* The evaluation's model arrives in a buffer of its own, never in a
+         * shared one an unanswered offer may have armed. */
+        fl_tls_conn_set_tensor_dst(c, NULL, 0);
         break;
     }
     case FEDOPT__ENVELOPE__MSG_HEARTBEAT:
@@ -785,6 +981,7 @@ static void on_close(fl_tls_conn_t *c, int reason, void *ud)
     int was_welcomed = s->welcomed;
     s->welcomed = 0;
     s->eval_pending = 0;
+    release_shared(s);
     if (s->held) {
         /* A straggler whose connection went: its result has nowhere to go. */
         uv_timer_stop(&s->timer);

@@ -16,7 +16,13 @@
  *                      certificates, a model the client cannot train)
  * A session holds a model only from the moment its bytes arrive until its
  * delta is handed to the transport: an idle connected session costs a few
- * hundred bytes here plus the TLS connection.
+ * hundred bytes here plus the TLS connection. The sessions of one pool share
+ * a round's model: the first one offered the round receives it, the others
+ * receive into a scratch buffer and keep only their transfer's verified
+ * CRC-32, and use the first one's copy when the CRCs are equal (else they
+ * decline the task). A queued job holds a reference; the worker's model is
+ * the working copy. So a fleet holds one model per round plus one per
+ * running job, not one per client waiting for a slot.
  *
  * Sessions share a pool (fl_session_pool_t) that caps how many jobs run at
  * once: one for a device, J for a simulated fleet whose N sessions live on one
@@ -125,6 +131,10 @@ void fl_session_pool_free(fl_session_pool_t *p);
 /* Jobs running and jobs waiting for a slot. */
 unsigned fl_session_pool_running(const fl_session_pool_t *p);
 unsigned fl_session_pool_waiting(const fl_session_pool_t *p);
+
+/* Shared round models the pool's sessions hold now: one per round being
+ * received or trained, however many sessions wait for a slot with it. */
+unsigned fl_session_pool_models(const fl_session_pool_t *p);
 
 /* Sets UV_THREADPOOL_SIZE so libuv's pool has room for `jobs` jobs plus the
  * transport's name lookups; call before the loop queues any work. */

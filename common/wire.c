@@ -686,6 +686,7 @@ static int on_end(fl_wire_stream_t *s, const Fedopt__TensorEnd *e, fl_wire_event
     ev->data = s->t_data;
     ev->nbytes = (size_t)s->t_total;
     ev->borrowed = s->t_borrowed;
+    ev->crc32 = s->t_crc;
     s->t_data = NULL;
     s->t_borrowed = 0;
     s->in_tensor = 0;

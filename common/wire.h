@@ -181,6 +181,8 @@ typedef struct {
     size_t nbytes;
     int borrowed;  /* data is the application's buffer (fl_wire_stream_set_dst):
                       never freed here */
+    uint32_t crc32; /* tensor events: the verified CRC-32 of the whole tensor (a
+                       receiver can tell identical transfers apart by it) */
 } fl_wire_event_t;
 
 /* Frees what the handler did not take and zeroes *ev. Accepts NULL. */
