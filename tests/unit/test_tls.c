@@ -771,8 +771,8 @@ static void test_backpressure_memory(void **state)
         send_model(&s, s.conns[i]);
         send_update(k[i].conn, up);
     }
-    /* Until the kernel's buffers are full both ways and nothing moves. */
-    for (int i = 0; i < 400 && s.updates < N; i++)
+    /* Until every Update is in and the kernel's buffers are full both ways. */
+    for (int i = 0; i < 20000 && s.updates < N; i++)
         uv_run(&s.loop, UV_RUN_NOWAIT), uv_sleep(1);
     for (int i = 0; i < 100; i++)
         uv_run(&s.loop, UV_RUN_NOWAIT), uv_sleep(1);
