@@ -16,6 +16,7 @@ int fl_server_cmd_runs(int argc, char **argv);
 int fl_server_cmd_rounds(int argc, char **argv);
 int fl_server_cmd_certs(int argc, char **argv);
 int fl_server_cmd_updates(int argc, char **argv);
+int fl_server_cmd_evals(int argc, char **argv);
 int fl_server_cmd_export(int argc, char **argv);
 
 #endif

@@ -11,6 +11,7 @@ static const fl_server_cmd_t commands[] = {
     {"rounds", fl_server_cmd_rounds, "list a run's rounds: rounds DB [RUN]"},
     {"certs", fl_server_cmd_certs, "create fleet certificates: certs init DIR | certs issue DIR NAME"},
     {"updates", fl_server_cmd_updates, "list a round's updates with reasons: updates DB RUN ROUND"},
+    {"evals", fl_server_cmd_evals, "show a round's federated evaluation with every answer: evals DB RUN ROUND"},
     {"export", fl_server_cmd_export, "write a checkpoint as safetensors: export DB RUN [ROUND] FILE"},
     {NULL, NULL, NULL},
 };

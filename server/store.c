@@ -99,6 +99,9 @@ static const char *const schema =
 #define TIME_SQL "strftime('%Y-%m-%dT%H:%M:%fZ', ?, 'unixepoch')"
 #define TIME_SQL_N(n) "strftime('%Y-%m-%dT%H:%M:%fZ', ?" #n ", 'unixepoch')"
 
+static int has_table(fl_store_t *st, const char *name);
+static const char *col(sqlite3_stmt *s, int i);
+
 static int db_err(fl_store_t *st, const char *what)
 {
     FL_LOG_E("store", "%s: %s: %s", st->path, what, sqlite3_errmsg(st->db));
@@ -547,6 +550,59 @@ void fl_store_checkpoint_free(fl_store_checkpoint_t *cp)
     cp->model = NULL;
     cp->state = NULL;
     cp->numel = cp->state_len = 0;
+}
+
+int fl_store_print_fedeval(fl_store_t *st, int64_t run_id, int64_t round, FILE *out)
+{
+    if (!has_table(st, "fed_evals")) {
+        fprintf(out, "run %lld round %lld: no federated evaluations in this database\n", (long long)run_id,
+                (long long)round);
+        return FL_ENOTFOUND;
+    }
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT clients_selected, clients_reported, clients_refused, clients_dropped,"
+                           " printf('%.0f', examples),"
+                           " CASE WHEN loss IS NULL THEN '-' ELSE printf('%.4f', loss) END,"
+                           " CASE WHEN accuracy IS NULL THEN '-' ELSE printf('%.4f', accuracy) END,"
+                           " printf('%.2f', (julianday(finished_at) - julianday(started_at)) * 86400)"
+                           " FROM fed_evals WHERE run_id = ? AND round = ?",
+                           -1, &s, NULL) != SQLITE_OK)
+        return db_err(st, "listing a federated evaluation");
+    sqlite3_bind_int64(s, 1, run_id);
+    sqlite3_bind_int64(s, 2, round);
+    int r = sqlite3_step(s);
+    if (r != SQLITE_ROW) {
+        sqlite3_finalize(s);
+        if (r != SQLITE_DONE)
+            return db_err(st, "listing a federated evaluation");
+        fprintf(out, "run %lld round %lld: no federated evaluation\n", (long long)run_id, (long long)round);
+        return FL_ENOTFOUND;
+    }
+    fprintf(out, "run %lld round %lld: %s asked, %s accepted, %s refused, %s dropped; %s examples, loss %s, "
+                 "accuracy %s, %s s\n",
+            (long long)run_id, (long long)round, col(s, 0), col(s, 1), col(s, 2), col(s, 3), col(s, 4), col(s, 5),
+            col(s, 6), col(s, 7));
+    sqlite3_finalize(s);
+    s = NULL;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT client, status, coalesce(reason, '-'),"
+                           " CASE WHEN num_examples IS NULL THEN NULL ELSE printf('%.0f', num_examples) END,"
+                           " CASE WHEN loss IS NULL THEN NULL ELSE printf('%.4f', loss) END,"
+                           " CASE WHEN accuracy IS NULL THEN NULL ELSE printf('%.4f', accuracy) END,"
+                           " printf('%.2f', seconds)"
+                           " FROM fed_eval_results WHERE run_id = ? AND round = ? ORDER BY client, rowid",
+                           -1, &s, NULL) != SQLITE_OK)
+        return db_err(st, "listing a federated evaluation");
+    sqlite3_bind_int64(s, 1, run_id);
+    sqlite3_bind_int64(s, 2, round);
+    fprintf(out, "%-20s %-9s %-20s %9s %10s %9s %8s\n", "client", "status", "reason", "examples", "loss",
+            "accuracy", "seconds");
+    while ((r = sqlite3_step(s)) == SQLITE_ROW)
+        fprintf(out, "%-20s %-9s %-20s %9s %10s %9s %8s\n", col(s, 0), col(s, 1), col(s, 2), col(s, 3), col(s, 4),
+                col(s, 5), col(s, 6));
+    sqlite3_finalize(s);
+    return r == SQLITE_DONE ? 0 : db_err(st, "listing a federated evaluation");
 }
 
 int fl_store_count_updates(fl_store_t *st, int64_t run_id, int64_t round, const char *status, int64_t *count)

@@ -153,6 +153,11 @@ int fl_store_print_rounds(fl_store_t *st, int64_t run_id, FILE *out);
 /* Prints one line per update of a run's round (admin command `updates`). */
 int fl_store_print_updates(fl_store_t *st, int64_t run_id, int64_t round, FILE *out);
 
+/* Prints a round's federated evaluation (its fed_evals row, then one line per
+ * fed_eval_results row: admin command `evals`). Returns 0, FL_ENOTFOUND (none
+ * for that round, or a database from before them: said on out) or FL_EDB. */
+int fl_store_print_fedeval(fl_store_t *st, int64_t run_id, int64_t round, FILE *out);
+
 /* Counts the updates of a run's round with the given status (NULL = all). */
 int fl_store_count_updates(fl_store_t *st, int64_t run_id, int64_t round, const char *status, int64_t *count);
 

@@ -79,5 +79,10 @@ grep -Eq 'round 1 federated evaluation: fed_loss 1\.0000 fed_acc 0\.6000' "$work
     fail "no line for the redone evaluation"
 "$srv" rounds "$work/f.db" 1 >"$work/rounds.txt" || fail "rounds command"
 [ "$(awk 'NR > 2 && $10 == "0.6000"' "$work/rounds.txt" | wc -l)" -eq 2 ] || fail "rounds listing: $(cat "$work/rounds.txt")"
+"$srv" evals "$work/f.db" 1 2 >"$work/evals.txt" || fail "evals command"
+grep -q '^run 1 round 2: 9 asked, 3 accepted, 4 refused, 2 dropped; 60 examples, loss 1.0000, accuracy 0.6000' \
+    "$work/evals.txt" || fail "evals: $(cat "$work/evals.txt")"
+grep -Eq '^e +refused +bad example count +184467440737095[0-9]{5} ' "$work/evals.txt" || fail "evals rows: $(cat "$work/evals.txt")"
+"$srv" evals "$work/f.db" 1 3 >/dev/null; [ $? -eq 1 ] || fail "evals of a round without one: want exit 1"
 echo "ok: federated accuracy 0.6 = (10*0.5 + 30*0.9 + 20*0.2)/60 in both rounds; 4 refused and 2 dropped" \
     "evaluators and a duplicate recorded; a stopped evaluation redone first on --resume"
