@@ -1,4 +1,5 @@
 /* fedopt-server run [--config FILE] [--name value ...]: runs the federation. */
+#include <malloc.h>
 #include <stdio.h>
 
 #include "common/log.h"
@@ -30,6 +31,13 @@ int fl_server_cmd_run(int argc, char **argv)
     fl_log_level_t lvl;
     if (fl_log_parse_level(cfg.log_level, &lvl) == 0)
         fl_log_set_level(lvl);
+    /* One malloc arena for the whole daemon. The thread pool's jobs (the
+     * round's commit, ServerOpt finish, evaluation) run a few times a round;
+     * in an arena of their own, what the SQLite commit allocates stays
+     * resident there (about 4 MiB, measured with bench_server), while the
+     * main heap has that much free. Sharing it costs no measurable
+     * contention at that rate: the peak at 1,000 clients drops by 3 MiB. */
+    mallopt(M_ARENA_MAX, 1);
     status = fl_daemon_run(&cfg);
 out:
     fl_server_config_free(&cfg);
