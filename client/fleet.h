@@ -3,9 +3,9 @@
  * Every virtual client is a full session (client/session): its own TLS
  * connection, its own certificate identity and its own share of the data,
  * all on one libuv loop. Training runs on a pool of J jobs, and the pool keeps
- * one shared copy of a round's model (client/session.h), so memory holds one
- * model per round plus one per training job, never one per connected or
- * waiting client; the data is loaded once and each client indexes its share
+ * one shared copy of a round's model (client/session.h), so memory holds that
+ * copy and one scratch buffer per round plus one model per training job, never
+ * one per connected or waiting client; the data is loaded once and each client indexes its share
  * of it (common/data/partition).
  *
  * Identities: the server identifies a client by its certificate's common name
