@@ -1317,7 +1317,9 @@ static int setup_run(fl__daemon_t *d)
             FL_LOG_I(WHO, "round %lld's federated evaluation is missing: it comes first", (long long)last);
         }
     }
-    if (d->round_no > cfg->rounds) {
+    /* A run whose last round is committed but not its federated evaluation
+     * does that evaluation, then finishes (round_done). */
+    if (d->round_no > cfg->rounds && !d->fe_due) {
         FL_LOG_I(WHO, "run %lld already has its %lld rounds", (long long)run, (long long)cfg->rounds);
         fl_store_run_set_status(d->store, run, "finished");
         d->phase = PH_DONE;
