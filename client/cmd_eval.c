@@ -78,12 +78,12 @@ int fl_client_cmd_eval(int argc, char **argv)
     }
     if (fl_data_spec_validate(&spec) || fl_data_spec_load(&spec, split, &d))
         goto out;
-    fl_gemm_set_threads(1); /* the threads split each batch instead */
     fl_model_spec_t ms;
     fl_model_spec_from_dataset(&d, &ms);
     if (fl_model_create(model, &ms, &m) || fl_model_set_threads(m, (int)threads) ||
         fl_safetensors_load(init, &m->params))
         goto out;
+    fl_gemm_set_threads(fl_model_gemm_threads(m)); /* see fl_model_set_threads */
     if (!fl_f32_all_finite(m->params.data, m->params.numel)) {
         fprintf(stderr, "eval: %s holds NaN or Inf parameters\n", init);
         goto out;

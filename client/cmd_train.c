@@ -174,9 +174,6 @@ int fl_client_cmd_train(int argc, char **argv)
         goto out;
     if (limit && (size_t)limit < train.n)
         train.n = (size_t)limit;
-    /* Threads split every batch (fl_model_set_threads), so each layer runs
-     * in parallel, not only GEMM; GEMM itself stays on one thread. */
-    fl_gemm_set_threads(1);
     const fl_model_info_t *info = fl_models_find(model);
     if (!wd_set)
         cfg.sgd.weight_decay = info->weight_decay;
@@ -186,6 +183,9 @@ int fl_client_cmd_train(int argc, char **argv)
         ms.num_classes = test.num_classes;
     if (fl_model_create(model, &ms, &m) || fl_model_set_threads(m, (int)threads))
         goto out;
+    /* Conv and LSTM models split each batch across the threads (every layer
+     * in parallel, GEMM on one thread); dense ones thread their GEMMs. */
+    fl_gemm_set_threads(fl_model_gemm_threads(m));
     if (init) {
         if (fl_safetensors_load(init, &m->params))
             goto out;

@@ -370,11 +370,13 @@ static int job_model(fl__job_t *j, fl_dataset_t *local, const fl_dataset_t **dat
     }
     fl_model_spec_t spec;
     if ((rc = spec_for(*data, &spec)) || (rc = fl_model_create(j->model, &spec, m)) ||
-        (j->s->o.gemm_threads > 1 && (rc = fl_model_set_threads(*m, j->s->o.gemm_threads)))) {
+        (j->s->o.gemm_threads > 0 && (rc = fl_model_set_threads(*m, j->s->o.gemm_threads)))) {
         snprintf(j->why, sizeof j->why, "model %s cannot be built for the local data (%zu features, %d classes): %s",
                  j->model, (*data)->dim, (*data)->num_classes, fl_strerror(rc));
         return rc;
     }
+    if (j->s->o.gemm_threads > 0)
+        fl_gemm_set_threads(fl_model_gemm_threads(*m));
     if ((*m)->params.numel != j->n) {
         snprintf(j->why, sizeof j->why,
                  "the server's %s has %zu parameters, built for the local data (%zu features, %d classes) it has %zu",
@@ -476,8 +478,6 @@ out:
 static void job_work(uv_work_t *w)
 {
     fl__job_t *j = w->data;
-    if (j->s->o.gemm_threads > 0)
-        fl_gemm_set_threads(1); /* the model's threads split the batch instead */
     if (j->kind == JOB_TRAIN)
         job_train(j);
     else

@@ -103,8 +103,8 @@ typedef struct {
     const char *data_spec;    /* Hello.data_spec text (may be NULL) */
     const char *const *models; /* models this client can train (Hello.models) */
     size_t nmodels;
-    int gemm_threads;         /* threads a job's model splits each batch across
-                                 (fl_model_set_threads; GEMM then runs on one);
+    int gemm_threads;         /* threads a job's model trains on (fl_model_set_threads,
+                                 which also picks the GEMM thread count);
                                  0 = leave GEMM threading as it is */
     double backoff_min;       /* first reconnect delay, seconds (default 0.5) */
     double backoff_max;       /* cap of the delay (default 30) */

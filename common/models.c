@@ -13,6 +13,7 @@
 #include "common/nn/dense.h"
 #include "common/nn/dropout.h"
 #include "common/nn/embedding.h"
+#include "common/nn/gemm.h"
 #include "common/nn/groupnorm.h"
 #include "common/nn/lstm.h"
 #include "common/nn/pool.h"
@@ -247,11 +248,11 @@ static void free_buffers(fl_model_t *m)
 
 static void free_replicas(fl_model_t *m)
 {
-    for (int r = 0; m->rep && r < m->threads - 1; r++)
+    for (int r = 0; m->rep && r < m->parts - 1; r++)
         fl_model_free(m->rep[r]);
     free(m->rep);
     m->rep = NULL;
-    m->threads = 1;
+    m->threads = m->parts = 1;
 }
 
 void fl_model_free(fl_model_t *m)
@@ -365,7 +366,7 @@ int fl_model_create(const char *name, const fl_model_spec_t *spec, fl_model_t **
             m->first_param_layer = i;
     }
     fl_rng_seed(&m->dropout_rng, 0);
-    m->threads = 1;
+    m->threads = m->parts = 1;
     *out = m;
     return 0;
 fail:
@@ -502,6 +503,26 @@ static void part_run(void *arg)
 }
 
 #define FL_MODEL_MAX_THREADS 64
+/* Split batches when one example's forward pass does at least this many
+ * operations per parameter: cnn does ~20, resnet18gn ~50, charlstm ~160;
+ * dense-only models ~2 (measured on the 2-core EPYC: splitting made mlp,
+ * autoencoder and bowlr slower, cnn 1.65x and resnet18gn 1.8x faster). */
+#define FL_MODEL_SPLIT_FLOPS_PER_PARAM 8.0
+static double split_threshold = FL_MODEL_SPLIT_FLOPS_PER_PARAM;
+
+/* A part has at least this many examples: below it the LSTM's per-step
+ * GEMMs are a handful of rows each, their cost is packing the recurrent
+ * weights, which every part would repeat (charlstm at the paper's batch of
+ * 4 ran 92 samples/s on one thread and 70 split in two). */
+#define FL_MODEL_MIN_PART 8
+static size_t min_part = FL_MODEL_MIN_PART;
+
+void fl__model_set_min_part(size_t n) { min_part = n ? n : FL_MODEL_MIN_PART; }
+
+void fl__model_set_split_threshold(double flops_per_param)
+{
+    split_threshold = flops_per_param >= 0 ? flops_per_param : FL_MODEL_SPLIT_FLOPS_PER_PARAM;
+}
 
 int fl_model_set_threads(fl_model_t *m, int threads)
 {
@@ -511,6 +532,22 @@ int fl_model_set_threads(fl_model_t *m, int threads)
         return 0;
     if (threads == 1) {
         free_replicas(m);
+        return 0;
+    }
+    /* Operations per parameter of one example's forward pass, from the
+     * GEMMs it runs (a count, so the choice never depends on timing). */
+    float *zero = calloc(fl_model_in_dim(m), sizeof(float));
+    if (!zero)
+        return FL_ENOMEM;
+    uint64_t f0 = fl__gemm_flops();
+    const float *out = fl_model_forward(m, zero, 1, FL_MODE_EVAL);
+    uint64_t flops = fl__gemm_flops() - f0;
+    free(zero);
+    if (!out)
+        return FL_ENOMEM;
+    if ((double)flops < split_threshold * (double)m->params.numel) {
+        free_replicas(m);
+        m->threads = threads; /* GEMM threads; one part */
         return 0;
     }
     fl_model_t **rep = calloc((size_t)threads, sizeof *rep);
@@ -531,8 +568,13 @@ int fl_model_set_threads(fl_model_t *m, int threads)
     }
     free_replicas(m);
     m->rep = rep;
-    m->threads = threads;
+    m->threads = m->parts = threads;
     return 0;
+}
+
+int fl_model_gemm_threads(const fl_model_t *m)
+{
+    return !m || m->parts > 1 ? 1 : m->threads;
 }
 
 int fl_model_loss(fl_model_t *m, const float *x, const int32_t *y, size_t n, fl_mode_t mode,
@@ -540,7 +582,7 @@ int fl_model_loss(fl_model_t *m, const float *x, const int32_t *y, size_t n, fl_
 {
     if (!m || !x || !n || (!y && m->info->loss != FL_LOSS_MSE_INPUT))
         return FL_EINVAL;
-    size_t parts = (size_t)m->threads < n ? (size_t)m->threads : n;
+    size_t parts = (size_t)m->parts < n / min_part ? (size_t)m->parts : n / min_part;
     if (parts <= 1)
         return loss_part(m, x, y, n, mode, backward, 1.0f, loss, st);
     part_t p[FL_MODEL_MAX_THREADS];

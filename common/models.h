@@ -75,8 +75,9 @@ struct fl_model {
     float *dout;         /* dL/d(model output) */
     fl_rng_t dropout_rng; /* the stream dropout layers draw from */
     size_t first_param_layer; /* layers before it need no input gradient */
-    int threads;          /* fl_model_loss splits a batch across this many parts */
-    struct fl_model **rep; /* threads - 1 replicas for parts 1..: own layers,
+    int threads;          /* threads asked for by fl_model_set_threads */
+    int parts;            /* fl_model_loss splits a batch across this many (1 or threads) */
+    struct fl_model **rep; /* parts - 1 replicas for parts 1..: own layers,
                               activations and gradients, bound to params */
 };
 
@@ -147,18 +148,41 @@ const float *fl_model_forward(fl_model_t *m, const float *x, size_t n, fl_mode_t
 int fl_model_loss(fl_model_t *m, const float *x, const int32_t *y, size_t n, fl_mode_t mode,
                   int backward, double *loss, fl_loss_stats_t *st);
 
-/* Makes fl_model_loss split each batch into `threads` parts (1..64) trained
- * side by side on as many threads: part 0 on the calling thread with m
- * itself, the others on replicas of m that share m's parameters (read only
- * during the call) and keep their own activations and gradients, which are
- * summed into m->grads in a fixed order, weighted by each part's share of the
- * loss's denominator. The result is the batch's mean loss and gradient, as
- * with one thread up to float rounding, and reproducible for a fixed thread
- * count (dropout masks of parts 1.. come from m's dropout stream). Every
- * layer is parallel this way, not only GEMM, so the caller should keep GEMM
- * itself at one thread. 1 frees the replicas. Returns 0, FL_EINVAL or
- * FL_ENOMEM (then the model stays at its previous setting). */
+/* Gives the model `threads` threads (1..64) in one of two ways, chosen from
+ * its shape, the same way every time for a model and thread count:
+ * - split: fl_model_loss splits each batch into `threads` parts trained side
+ *   by side, part 0 on the calling thread with m itself, the others on
+ *   replicas of m that share m's parameters (read only during the call) and
+ *   keep their own activations and gradients, summed into m->grads in a fixed
+ *   order, each weighted by its part's share of the loss's denominator. The
+ *   result is the batch's mean loss and gradient, as with one thread up to
+ *   float rounding, reproducible for a fixed thread count (dropout masks of
+ *   parts 1.. come from m's dropout stream). Every layer runs in parallel.
+ *   Chosen for models that do many operations per parameter per example
+ *   (conv, LSTM: 8 or more in the forward pass, measured once here on a
+ *   zero example), where each thread's work is mostly on its own
+ *   activations. A part gets at least 8 examples (so a batch under 16 is
+ *   not split): thinner parts would repeat the weight packing of their
+ *   GEMMs for little work.
+ * - GEMM: models of dense layers only do ~2 per parameter, so their speed is
+ *   reading the weights; splitting the batch would read them once per thread
+ *   and shrink every GEMM. They keep one part and thread their GEMMs instead.
+ * fl_model_gemm_threads says which GEMM thread count the caller should set
+ * (process-wide, fl_gemm_set_threads). 1 frees the replicas. Returns 0,
+ * FL_EINVAL or FL_ENOMEM (then the model stays at its previous setting). */
 int fl_model_set_threads(fl_model_t *m, int threads);
+
+/* Internal, for tests: the operations per parameter from which
+ * fl_model_set_threads splits batches (0: always; negative: the default). */
+void fl__model_set_split_threshold(double flops_per_param);
+
+/* Internal, for tests: the fewest examples fl_model_loss gives a part
+ * (batches smaller than twice this are not split; 0: the default, 8). */
+void fl__model_set_min_part(size_t n);
+
+/* The GEMM thread count that goes with m's threads: 1 when it splits
+ * batches, its thread count when its GEMMs carry the threads. */
+int fl_model_gemm_threads(const fl_model_t *m);
 
 /* Per-example input and output element counts. */
 size_t fl_model_in_dim(const fl_model_t *m);

@@ -24,11 +24,18 @@ extern char *openblas_get_config(void);
 
 static int portable_threads = 1;
 
+/* Multiply-adds of this thread's GEMMs, for fl__gemm_flops. */
+static _Thread_local uint64_t gemm_flops;
+
+uint64_t fl__gemm_flops(void) { return gemm_flops; }
+
 void fl_gemm(int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,
              const float *b, int ldb, float beta, float *c, int ldc)
 {
     if (m <= 0 || n <= 0)
         return;
+    if (k > 0)
+        gemm_flops += 2 * (uint64_t)m * (uint64_t)n * (uint64_t)k;
 #if FL_HAVE_OPENBLAS
     if (k > 0) {
         cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans,

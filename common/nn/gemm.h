@@ -16,6 +16,7 @@
 #define FL_GEMM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Row-major single-precision GEMM: C[M,N] = alpha*op(A)[M,K]*op(B)[K,N] + beta*C.
  * transa/transb are 0 or 1; lda/ldb/ldc are row strides of the stored
@@ -47,6 +48,10 @@ const char *fl_gemm_better_kernel(void);
  * re-exec happened or it failed (then the program runs on the slow kernel,
  * with a warning). FEDOPT_NO_BLAS_FIX=1 disables it. */
 void fl_gemm_fix_kernel(int argc, char **argv);
+
+/* Internal: the floating-point operations (2*m*n*k per call) of every GEMM
+ * this thread has run. Models use it to measure their own cost. */
+uint64_t fl__gemm_flops(void);
 
 /* Internal, for tests: the decision of fl_gemm_better_kernel for a loaded
  * kernel name, a CPU level (0 SSE, 1 AVX, 2 AVX2+FMA, 3 AVX-512) and vendor. */

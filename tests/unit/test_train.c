@@ -86,15 +86,38 @@ static void run(const char *model, const fl_dataset_t *d, const fl_train_config_
     fl_model_free(m);
 }
 
-/* fl_model_set_threads: a batch split across 3 parts (two replicas on their
- * own threads) gives the loss, metric counts and gradient of the whole batch,
- * for every model and loss (EVAL mode, so no dropout draws differ). The
- * charlstm case puts only padding in the last part, whose share of the
- * token-mean is then zero. */
+/* fl_model_set_threads: conv and LSTM models split batches, dense-only ones
+ * keep one part and thread their GEMMs. */
+static void test_threads_choice(void **state)
+{
+    (void)state;
+    for (size_t k = 0; k < fl_models_count(); k++) {
+        const fl_model_info_t *info = fl_models_at(k);
+        fl_model_t *m;
+        assert_int_equal(fl_model_create(info->name, &info->paper, &m), 0);
+        assert_int_equal(fl_model_set_threads(m, 2), 0);
+        int split = !strcmp(info->name, "cnn") || !strcmp(info->name, "charlstm") ||
+                    !strcmp(info->name, "wordlstm") || !strcmp(info->name, "resnet18gn");
+        if (m->parts != (split ? 2 : 1))
+            fail_msg("%s: %d parts", info->name, m->parts);
+        assert_int_equal(m->threads, 2);
+        assert_int_equal(fl_model_gemm_threads(m), split ? 1 : 2);
+        assert_true(split ? m->rep != NULL : m->rep == NULL);
+        fl_model_free(m);
+    }
+}
+
+/* A batch split across 3 parts (two replicas on their own threads) gives
+ * the loss, metric counts and gradient of the whole batch, for every model
+ * and so every loss (splitting forced for the dense ones; EVAL mode, so no
+ * dropout draws differ). The charlstm case puts only padding in the last
+ * part, whose share of the token-mean is then zero. */
 static void test_threads_split_batches(void **state)
 {
     (void)state;
     fl_gemm_set_threads(1);
+    fl__model_set_split_threshold(0);
+    fl__model_set_min_part(1);
     for (size_t k = 0; k < fl_models_count(); k++) {
         const fl_model_info_t *info = fl_models_at(k);
         fl_model_t *a, *b;
@@ -103,7 +126,7 @@ static void test_threads_split_batches(void **state)
         fl_model_init_params(a, 3);
         fl_model_init_params(b, 3);
         assert_int_equal(fl_model_set_threads(b, 3), 0);
-        assert_int_equal(b->threads, 3);
+        assert_int_equal(b->parts, 3);
         const size_t n = strcmp(info->name, "resnet18gn") ? 7 : 4;
         const size_t in = fl_model_in_dim(a), ld = a->spec.label_dim;
         float *x = malloc(n * in * sizeof(float));
@@ -149,6 +172,8 @@ static void test_threads_split_batches(void **state)
         fl_model_free(a);
         fl_model_free(b);
     }
+    fl__model_set_split_threshold(-1);
+    fl__model_set_min_part(0);
 }
 
 /* Training with 2 threads (dropout on, so the replicas' mask streams
@@ -507,6 +532,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_max_steps),
+        cmocka_unit_test(test_threads_choice),
         cmocka_unit_test(test_threads_split_batches),
         cmocka_unit_test(test_threads_deterministic),
         cmocka_unit_test(test_concurrent_models),
