@@ -3,10 +3,13 @@
  * (a colour and a stripe orientation per class, plus pixel noise), loads them
  * with the CIFAR reader, applies the paper's preprocessing (random 24x24
  * crops + flips for training, central crops for testing, per-image
- * standardization) and trains 240 SGD steps of batch 4 (8 epochs of 120). The training loss
- * must fall to under half its first-epoch value and the test accuracy must
- * be far above chance (10%). Measured: train loss 2.92 -> 0.75, test loss
- * 2.38 -> 0.39, test accuracy 0.11 -> 0.85. */
+ * standardization) and trains 240 SGD steps of batch 4 (8 epochs of 120) at
+ * lr 0.01. The training loss must fall to under half its first-epoch value
+ * and the test accuracy must be far above chance (10%). Measured: train loss
+ * 1.32 -> 0.13, test loss 2.38 -> 0.085, test accuracy 0.11 -> 1.00, the same
+ * to 3 digits before and after the 2026-11-30 conv changes. lr 0.05 (used
+ * until then) is too high for batch 4 on this task: training swung between
+ * 35% and 85% test accuracy with nothing but float rounding changed. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -107,7 +110,7 @@ static void test_resnet_learns(void **state)
     fl_train_stats_t ev0;
     assert_int_equal(fl_train_eval(m, &te, 50, &ev0), 0);
     fl_train_config_t cfg = {.epochs = EPOCHS, .batch = B,
-                             .sgd = {.lr = 0.05f, .weight_decay = 1e-4f}, .seed = 3};
+                             .sgd = {.lr = 0.01f, .weight_decay = 1e-4f}, .seed = 3};
     fl_train_stats_t last;
     assert_int_equal(fl_train_run(m, &tr, &cfg, on_epoch, NULL, &last), 0);
     fl_train_stats_t ev;
@@ -117,7 +120,7 @@ static void test_resnet_learns(void **state)
     assert_true(EPOCHS * (5 * PER_BATCH / B) >= 240);
     assert_true(epoch_loss[EPOCHS] < 0.5 * epoch_loss[1]);
     assert_true(ev.loss < 0.6 * ev0.loss);
-    assert_true(ev.metric >= 0.6);
+    assert_true(ev.metric >= 0.8);
     fl_model_free(m);
     fl_dataset_free(&raw_tr);
     fl_dataset_free(&raw_te);
