@@ -30,7 +30,9 @@ static double bench(fl_model_t *m, size_t batch, int threads, double *per_cpu)
     fl_rng_seed(&r, 2);
     for (size_t i = 0; i < batch * in; i++)
         x[i] = m->info->loss == FL_LOSS_SIGMOID_BCE ? (float)(fl_rng_u32(&r) % 50 == 0)
-                                                    : (float)fl_rng_uniform(&r);
+               : m->info->loss == FL_LOSS_SEQ_CE
+                   ? (float)fl_rng_below(&r, (uint64_t)m->spec.num_classes) /* token ids */
+                   : (float)fl_rng_uniform(&r);
     for (size_t i = 0; i < batch * ld; i++)
         y[i] = m->info->loss == FL_LOSS_SIGMOID_BCE ? (int32_t)(fl_rng_u32(&r) % 100 == 0)
                                                     : (int32_t)fl_rng_below(&r, (uint64_t)m->spec.num_classes);
