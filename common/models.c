@@ -506,7 +506,7 @@ static void part_run(void *arg)
 /* Split batches when one example's forward pass does at least this many
  * operations per parameter: cnn does ~20, resnet18gn ~50, charlstm ~160;
  * dense-only models ~2 (measured on the 2-core EPYC: splitting made mlp,
- * autoencoder and bowlr slower, cnn 1.65x and resnet18gn 1.8x faster). */
+ * autoencoder and bowlr slower, cnn 1.3-1.65x and resnet18gn 1.85x faster). */
 #define FL_MODEL_SPLIT_FLOPS_PER_PARAM 8.0
 static double split_threshold = FL_MODEL_SPLIT_FLOPS_PER_PARAM;
 

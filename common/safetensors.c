@@ -401,6 +401,32 @@ static void shape_str(const int64_t *s, int nd, char *buf, size_t len)
         snprintf(buf + u, len - u, "]");
 }
 
+/* Writes the checked entries e[0..n) of the data section into p, whose
+ * layout holds every one of them or (PyTorch's LSTM bias_hh) its bias_ih
+ * partner: tensors are copied first, then each bias_hh is added into its
+ * partner, since fedopt keeps one bias per gate. */
+static void copy_tensors(const entry_t *e, size_t n, const uint8_t *data, fl_params_t *p)
+{
+    for (size_t i = 0; i < n; i++) {
+        const fl_param_view_t *v = fl_params_find(p, e[i].name);
+        if (v)
+            memcpy(p->data + v->offset, data + e[i].begin, v->numel * sizeof(float));
+    }
+    for (size_t i = 0; i < n; i++) {
+        char partner[FL_PARAM_NAME_MAX];
+        if (fl_params_find(p, e[i].name) ||
+            !lstm_bias_partner(e[i].name, 1, partner, sizeof partner))
+            continue;
+        const fl_param_view_t *v = fl_params_find(p, partner);
+        float *dst = p->data + v->offset;
+        for (size_t j = 0; j < v->numel; j++) {
+            float add;
+            memcpy(&add, data + e[i].begin + j * sizeof(float), sizeof add);
+            dst[j] += add;
+        }
+    }
+}
+
 int fl_safetensors_decode(const uint8_t *buf, size_t len, const char *what, fl_params_t *p)
 {
     if (!buf || !p || !p->data)
@@ -476,24 +502,7 @@ int fl_safetensors_decode(const uint8_t *buf, size_t len, const char *what, fl_p
             goto out;
         }
     /* Everything checked: only now touch the caller's parameters. */
-    for (size_t i = 0; i < n; i++) {
-        const fl_param_view_t *v = fl_params_find(p, e[i].name);
-        if (v)
-            memcpy(p->data + v->offset, data + e[i].begin, v->numel * sizeof(float));
-    }
-    for (size_t i = 0; i < n; i++) {
-        char partner[FL_PARAM_NAME_MAX];
-        if (fl_params_find(p, e[i].name) ||
-            !lstm_bias_partner(e[i].name, 1, partner, sizeof partner))
-            continue;
-        const fl_param_view_t *v = fl_params_find(p, partner);
-        float *dst = p->data + v->offset;
-        for (size_t j = 0; j < v->numel; j++) {
-            float add;
-            memcpy(&add, data + e[i].begin + j * sizeof(float), sizeof add);
-            dst[j] += add;
-        }
-    }
+    copy_tensors(e, n, data, p);
     rc = 0;
 out:
     free(seen);
@@ -597,24 +606,7 @@ int fl_safetensors_load_any(const char *path, fl_params_t *p)
     }
     if ((rc = fl_params_alloc(p)))
         goto out;
-    for (size_t i = 0; i < n; i++) {
-        const fl_param_view_t *v = fl_params_find(p, e[i].name);
-        if (v)
-            memcpy(p->data + v->offset, data + e[i].begin, v->numel * sizeof(float));
-    }
-    for (size_t i = 0; i < n; i++) {
-        char partner[FL_PARAM_NAME_MAX];
-        if (fl_params_find(p, e[i].name) ||
-            !lstm_bias_partner(e[i].name, 1, partner, sizeof partner))
-            continue;
-        const fl_param_view_t *v = fl_params_find(p, partner);
-        float *dst = p->data + v->offset;
-        for (size_t j = 0; j < v->numel; j++) {
-            float add;
-            memcpy(&add, data + e[i].begin + j * sizeof(float), sizeof add);
-            dst[j] += add;
-        }
-    }
+    copy_tensors(e, n, data, p);
 out:
     if (rc)
         fl_params_free(p);

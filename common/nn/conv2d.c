@@ -12,8 +12,8 @@ typedef struct {
     int cin, h, w, cout, ho, wo, k, stride, pad;
     int has_bias;
     size_t chunk; /* examples lowered together: one GEMM per chunk */
-    int col_valid; /* col still holds the last forward's whole batch lowered */
-    size_t col_n;  /* ... of that many examples */
+    size_t col_n;  /* examples of the last forward's batch that col still holds
+                      lowered (the batch was one chunk), or 0 */
     float *col;   /* [cin*k*k, chunk*ho*wo] */
     float *ybuf;  /* [cout, chunk*ho*wo]: GEMM output / output gradient, channel-major */
     float *plane; /* (h+2*pad) x (w+2*pad), zero border: one padded input plane */
@@ -33,8 +33,8 @@ static size_t conv_col_cap = (size_t)1 << 18;
 
 /* The cap above starves layers with small images: a ResNet stage at 6x6 has
  * 36 columns per example, and a GEMM 36 columns wide runs at about half the
- * rate of one 720 wide (38 against 67 GFLOP/s for 512x4608 weights on the
- * AMD EPYC, one thread; and it does not scale to 2 threads). So a layer with
+ * rate of one 720 wide (38-42 against 67 GFLOP/s for 512x4608 weights on the
+ * AMD EPYC, one thread; 51 against 132 on two). So a layer with
  * fewer than this many columns per chunk is widened, unless the lowered
  * matrix would then pass conv_col_max floats (64 MB). */
 #define CONV_MIN_COLS 512
@@ -48,11 +48,13 @@ void fl__conv2d_set_col_cap(size_t floats)
     conv_cap_forced = floats != 0;
 }
 
-/* Copies a short run of floats. The runs of im2col are one output row (6 to
- * 26 floats for the paper's models); a memcpy call per run cost more than
- * the copy itself, and a plain loop would be turned back into that call by
- * the compiler, so the run goes in fixed 8- and 4-float pieces (which
- * compile to vector moves) and at most three single floats. */
+/* Copies a short run of floats. The runs of im2col/col2im are one row (6 to
+ * 26 floats for the paper's models), and a call to memcpy per run costs
+ * about as much as the copy: in resnet18gn's step (perf, one thread) the
+ * lowering took 31% of the GEMM kernel's time with memcpy and 27% with this.
+ * A plain loop would be turned back into that call by the compiler, so the
+ * run goes in fixed 8- and 4-float pieces (which compile to vector moves)
+ * and at most three single floats. */
 static inline void copy_run(float *d, const float *s, int n)
 {
     int j = 0;
@@ -193,7 +195,7 @@ static int conv_reserve(fl_layer_t *l, size_t max_n)
     if (chunk > max_n)
         chunk = max_n;
     if (chunk > c->chunk) {
-        c->col_valid = 0;
+        c->col_n = 0;
         free(c->col);
         free(c->ybuf);
         c->col = malloc(chunk * per * sizeof(float));
@@ -228,8 +230,7 @@ static void conv_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_m
     /* When the batch fits one chunk, the lowered input stays in col for the
      * backward pass (the layer contract: backward sees the x of the last
      * forward), which saves lowering it twice. */
-    c->col_valid = n <= c->chunk;
-    c->col_n = n;
+    c->col_n = n <= c->chunk ? n : 0;
     for (size_t i0 = 0; i0 < n; i0 += c->chunk) {
         size_t nc = n - i0 < c->chunk ? n - i0 : c->chunk;
         size_t ld = nc * hw;
@@ -298,7 +299,7 @@ static void conv_backward(fl_layer_t *l, const float *x, const float *y, const f
         }
         /* The lowered input again, unless the forward pass left it in col
          * (one chunk); lowering again is cheaper than keeping every chunk. */
-        if (!c->col_valid || c->col_n != n)
+        if (c->col_n != n)
             for (size_t i = 0; i < nc; i++)
                 im2col(c, x + (i0 + i) * l->in_dim, c->col + i * hw, ld);
         /* dW[cout, K] += dY[cout, ld] * col^T[ld, K] */
@@ -306,7 +307,7 @@ static void conv_backward(fl_layer_t *l, const float *x, const float *y, const f
                 kk);
         if (!dx)
             continue;
-        c->col_valid = 0; /* col is overwritten below */
+        c->col_n = 0; /* col is overwritten below */
         /* dcol[K, ld] = W^T[K, cout] * dY[cout, ld], into col (no longer needed). */
         fl_gemm(1, 0, kk, (int)ld, c->cout, 1.0f, l->p[0], kk, dyc, (int)ld, 0.0f, c->col,
                 (int)ld);

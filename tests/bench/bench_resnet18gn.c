@@ -49,10 +49,8 @@ int main(int argc, char **argv)
     const double secs = getenv("FEDOPT_BENCH_SECONDS") ? atof(getenv("FEDOPT_BENCH_SECONDS")) : 8;
     int rc = 0;
     for (int threads = 1; threads <= 2; threads++) {
-        /* The model picks how its threads run (fl_model_set_threads). */
-        if (fl_model_set_threads(m, threads))
+        if (fl_bench_threads(m, threads))
             return 1;
-        fl_gemm_set_threads(fl_model_gemm_threads(m));
         rc |= run(m, 20, secs);
         rc |= run(m, 64, secs);
     }

@@ -17,12 +17,11 @@
 
 static double bench(fl_model_t *m, size_t batch, int threads, double *per_cpu)
 {
-    /* The model picks how its threads run: conv and LSTM models split each
-     * batch across replicas, dense ones thread their GEMMs (fl_model_set_threads). */
+    /* Conv and LSTM models split each batch across replicas, dense ones
+     * thread their GEMMs (fl_model_set_threads). */
     *per_cpu = 0.0;
-    if (fl_model_set_threads(m, threads))
+    if (fl_bench_threads(m, threads))
         return 0.0;
-    fl_gemm_set_threads(fl_model_gemm_threads(m));
     size_t in = fl_model_in_dim(m), ld = m->spec.label_dim;
     float *x = malloc(batch * in * sizeof(float));
     int32_t *y = malloc(batch * ld * sizeof(int32_t));

@@ -19,6 +19,14 @@ double fl_bench_cpu(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+int fl_bench_threads(fl_model_t *m, int threads)
+{
+    int rc = fl_model_set_threads(m, threads);
+    if (rc == 0)
+        fl_gemm_set_threads(fl_model_gemm_threads(m));
+    return rc;
+}
+
 int fl_bench_train_steps(fl_model_t *m, const fl_sgd_config_t *cfg, const float *x, const int32_t *y,
                          size_t B, double seconds, const char *name)
 {

@@ -16,9 +16,13 @@ double fl_bench_wall(void);
  * one thread it is the unloaded samples/s, give or take cache effects). */
 double fl_bench_cpu(void);
 
+/* Gives m `threads` threads (fl_model_set_threads) and sets the GEMM thread
+ * count that goes with them. Returns 0 or fl_model_set_threads' code. */
+int fl_bench_threads(fl_model_t *m, int threads);
+
 /* Trains m on one fixed batch (B examples x, labels y) with SGD `cfg` for
  * at least `seconds` after one warm-up step, and prints one line: name, B,
- * GEMM threads, samples/s, samples per CPU-second, steps, time, last loss.
+ * the model's threads, samples/s, samples per CPU-second, steps, time, last loss.
  * Returns 0, or 1 when the optimizer cannot be set up. */
 int fl_bench_train_steps(fl_model_t *m, const fl_sgd_config_t *cfg, const float *x, const int32_t *y,
                          size_t B, double seconds, const char *name);
