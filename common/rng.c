@@ -49,6 +49,28 @@ uint64_t fl_rng_u64(fl_rng_t *r)
 
 uint32_t fl_rng_u32(fl_rng_t *r) { return (uint32_t)(fl_rng_u64(r) >> 32); }
 
+void fl_rng_fill_u32(fl_rng_t *r, uint32_t *out, size_t n)
+{
+    /* fl_rng_u64's step with the state in locals: the generator is one
+     * serial chain, so the gain is not reloading and storing the state
+     * (and not calling out of line) for every value. */
+    uint64_t s0 = r->s[0], s1 = r->s[1], s2 = r->s[2], s3 = r->s[3];
+    for (size_t i = 0; i < n; i++) {
+        out[i] = (uint32_t)((rotl(s1 * 5, 7) * 9) >> 32);
+        const uint64_t t = s1 << 17;
+        s2 ^= s0;
+        s3 ^= s1;
+        s1 ^= s2;
+        s0 ^= s3;
+        s2 ^= t;
+        s3 = rotl(s3, 45);
+    }
+    r->s[0] = s0;
+    r->s[1] = s1;
+    r->s[2] = s2;
+    r->s[3] = s3;
+}
+
 uint64_t fl_rng_below(fl_rng_t *r, uint64_t bound)
 {
     if (bound == 0)

@@ -225,6 +225,74 @@ static void test_dropout_statistics(void **state)
     fl_layer_free(l);
 }
 
+/* The layer against the plain definition, bit for bit, for a fixed seed:
+ * element i is kept iff the i-th 32-bit draw u of the stream has
+ * u >= p * 2^32, a kept x becomes x * 1/(1-p) and a dropped one +0.0; the
+ * gradient is dy with the same mask and scale. Sizes cross the layer's
+ * internal blocks of draws, inputs hold negatives, -0.0, infinities and a
+ * NaN (where a multiply by a 0/scale mask would differ), and a second
+ * forward must continue the stream where the first left it. */
+static void test_dropout_matches_definition(void **state)
+{
+    (void)state;
+    static const float ps[] = {0.25f, 0.5f, 0.3f};
+    static const size_t dims[] = {1, 7, 1000, 3001};
+    for (size_t pi = 0; pi < sizeof ps / sizeof ps[0]; pi++)
+        for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+            const float p = ps[pi];
+            const size_t dim = dims[di], n = 3, m = n * dim;
+            fl_shape_t in = {.ndim = 1, .d = {dim}};
+            fl_layer_t *l;
+            assert_int_equal(fl_dropout_create(&in, p, &l), 0);
+            assert_int_equal(l->ops->reserve(l, n), 0);
+            fl_rng_t r, ref;
+            fl_rng_seed(&r, 77 + di);
+            ref = r;
+            l->rng = &r;
+            float *x = malloc(m * sizeof(float)), *y = malloc(m * sizeof(float)),
+                  *dy = malloc(m * sizeof(float)), *dx = malloc(m * sizeof(float)),
+                  *want = malloc(m * sizeof(float));
+            assert_non_null(x && y && dy && dx && want);
+            fl_rng_t data;
+            fl_rng_seed(&data, 5);
+            for (size_t i = 0; i < m; i++) {
+                x[i] = (float)fl_rng_uniform(&data) * 4.0f - 2.0f;
+                dy[i] = (float)fl_rng_uniform(&data) * 2.0f - 1.0f;
+            }
+            x[0] = -0.0f;
+            dy[0] = -0.0f;
+            if (m > 4) {
+                x[1] = INFINITY;
+                x[2] = -INFINITY;
+                x[3] = NAN;
+                dy[1] = -INFINITY;
+            }
+            const float scale = 1.0f / (1.0f - p);
+            for (int pass = 0; pass < 2; pass++) {
+                uint8_t *keep = malloc(m);
+                assert_non_null(keep);
+                l->ops->forward(l, x, y, n, FL_MODE_TRAIN);
+                for (size_t i = 0; i < m; i++) {
+                    keep[i] = (double)fl_rng_u32(&ref) >= (double)p * 4294967296.0;
+                    want[i] = keep[i] ? x[i] * scale : 0.0f;
+                }
+                assert_memory_equal(y, want, m * sizeof(float));
+                l->ops->backward(l, x, y, dy, dx, n);
+                for (size_t i = 0; i < m; i++)
+                    want[i] = keep[i] ? dy[i] * scale : 0.0f;
+                assert_memory_equal(dx, want, m * sizeof(float));
+                assert_memory_equal(r.s, ref.s, sizeof r.s);
+                free(keep);
+            }
+            free(x);
+            free(y);
+            free(dy);
+            free(dx);
+            free(want);
+            fl_layer_free(l);
+        }
+}
+
 static void test_grad_conv2d(void **state)
 {
     (void)state;
@@ -543,6 +611,7 @@ int main(void)
         cmocka_unit_test(test_grad_maxpool),
         cmocka_unit_test(test_gradcheck_catches_errors),
         cmocka_unit_test(test_dropout_statistics),
+        cmocka_unit_test(test_dropout_matches_definition),
         cmocka_unit_test(test_losses),
         cmocka_unit_test(test_grad_losses),
         cmocka_unit_test(test_grad_models),
