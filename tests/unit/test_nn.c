@@ -20,6 +20,7 @@
 #include "common/nn/dropout.h"
 #include "common/nn/gemm.h"
 #include "common/nn/loss.h"
+#include "common/rng.h"
 #include "tests/support/gradcheck.h"
 
 
@@ -335,6 +336,141 @@ static void test_grad_conv2d(void **state)
     fl_params_free(&p);
 }
 
+/* Winograd layers (forced on small shapes, and the size the cnn uses) pass
+ * the finite-difference check: odd and even sides, padding 0 to 2, and a
+ * batch in several chunks. */
+static void test_grad_conv2d_winograd(void **state)
+{
+    (void)state;
+    fl_params_t p;
+    fl_layer_t *l;
+    fl_gc_opts_t o = fl_gc_defaults();
+    static const struct {
+        int cin, h, w, cout, pad, bias;
+    } cases[] = {
+        {2, 5, 6, 3, 0, 1}, {3, 6, 6, 2, 1, 1}, {2, 4, 7, 2, 2, 0}, {1, 3, 3, 2, 1, 1},
+    };
+    fl__conv2d_set_winograd(2);
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        fl_params_init(&p);
+        fl_shape_t in = {.ndim = 3, .d = {cases[t].cin, cases[t].h, cases[t].w}};
+        assert_int_equal(fl_conv2d_create(&p, "conv", &in, cases[t].cout, 3, 1, cases[t].pad,
+                                          cases[t].bias, &l),
+                         0);
+        assert_true(fl__conv2d_uses_winograd(l));
+        check_layer(l, &p, 2, &o);
+    }
+    fl__conv2d_set_col_cap(1); /* Winograd chunks of at most 2 examples */
+    fl_params_init(&p);
+    fl_shape_t in3 = {.ndim = 3, .d = {2, 5, 5}};
+    assert_int_equal(fl_conv2d_create(&p, "conv", &in3, 3, 3, 1, 1, 1, &l), 0);
+    check_layer(l, &p, 5, &o);
+    fl__conv2d_set_col_cap(0);
+    fl__conv2d_set_winograd(0);
+}
+
+/* Runs one conv layer forward and backward on x and dy with fixed
+ * parameters; out[0..3] get y, dx, dW and db (the caller frees them). */
+static void conv_run(int mode, const fl_shape_t *in, int cout, int pad, size_t n, const float *x,
+                     const float *dy, float *out[4], int *used_winograd)
+{
+    fl_params_t p, g;
+    fl_layer_t *l;
+    fl__conv2d_set_winograd(mode);
+    fl_params_init(&p);
+    fl_params_init(&g);
+    assert_int_equal(fl_conv2d_create(&p, "c", in, cout, 3, 1, pad, 1, &l), 0);
+    fl__conv2d_set_winograd(0);
+    *used_winograd = fl__conv2d_uses_winograd(l);
+    assert_int_equal(fl_params_alloc(&p), 0);
+    assert_int_equal(fl_params_clone_layout(&g, &p), 0);
+    fl_layer_bind(l, &p, &g);
+    assert_int_equal(l->ops->reserve(l, n), 0);
+    fl_rng_t r;
+    fl_rng_seed(&r, 11);
+    l->ops->init(l, &r);
+    memset(g.data, 0, g.numel * sizeof(float));
+    out[0] = malloc(n * l->out_dim * sizeof(float));
+    out[1] = malloc(n * l->in_dim * sizeof(float));
+    out[2] = malloc(p.views[0].numel * sizeof(float));
+    out[3] = malloc((size_t)cout * sizeof(float));
+    l->ops->forward(l, x, out[0], n, FL_MODE_TRAIN);
+    l->ops->backward(l, x, out[0], dy, out[1], n);
+    memcpy(out[2], l->g[0], p.views[0].numel * sizeof(float));
+    memcpy(out[3], l->g[1], (size_t)cout * sizeof(float));
+    fl_layer_free(l);
+    fl_params_free(&p);
+    fl_params_free(&g);
+}
+
+/* Winograd and im2col give the same output and gradients within float
+ * rounding, on layers as wide as the models' (where the default picks
+ * Winograd) and on odd-sized maps. */
+static void test_conv2d_winograd_matches_im2col(void **state)
+{
+    (void)state;
+    static const struct {
+        int cin, h, w, cout, pad;
+        size_t n;
+        int chunks; /* force small chunks */
+    } cases[] = {
+        {32, 26, 26, 64, 0, 3, 0}, /* cnn's conv2 */
+        {16, 7, 9, 24, 1, 5, 0},   /* odd sides, padding, several examples per chunk */
+        {17, 6, 5, 16, 2, 3, 1},   /* padding 2, chunks of 2 */
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        fl_shape_t in = {.ndim = 3, .d = {cases[t].cin, cases[t].h, cases[t].w}};
+        int ho = cases[t].h + 2 * cases[t].pad - 2, wo = cases[t].w + 2 * cases[t].pad - 2;
+        size_t n = cases[t].n, nx = n * cases[t].cin * cases[t].h * cases[t].w,
+               ny = n * (size_t)cases[t].cout * ho * wo;
+        float *x = malloc(nx * sizeof(float)), *dy = malloc(ny * sizeof(float));
+        fl_rng_t r;
+        fl_rng_seed(&r, 5 + t);
+        for (size_t i = 0; i < nx; i++)
+            x[i] = (float)fl_rng_normal(&r);
+        for (size_t i = 0; i < ny; i++)
+            dy[i] = (float)fl_rng_normal(&r);
+        float *a[4], *b[4];
+        int wa, wb;
+        if (cases[t].chunks)
+            fl__conv2d_set_col_cap(1);
+        conv_run(1, &in, cases[t].cout, cases[t].pad, n, x, dy, a, &wa);
+        conv_run(0, &in, cases[t].cout, cases[t].pad, n, x, dy, b, &wb);
+        fl__conv2d_set_col_cap(0);
+        assert_false(wa);
+        assert_true(wb); /* wide enough for the default to choose it */
+        size_t len[4] = {ny, nx, (size_t)cases[t].cout * cases[t].cin * 9,
+                         (size_t)cases[t].cout};
+        for (int k = 0; k < 4; k++) {
+            double big = 0, err = 0;
+            for (size_t i = 0; i < len[k]; i++) {
+                big = fmax(big, fabs(a[k][i]));
+                err = fmax(err, fabs((double)a[k][i] - b[k][i]));
+            }
+            assert_true(big > 0);
+            if (err > 1e-5 * big)
+                fail_msg("case %zu, result %d: max difference %g against max %g", t, k, err,
+                         big);
+            free(a[k]);
+            free(b[k]);
+        }
+        free(x);
+        free(dy);
+    }
+    /* The default keeps im2col where Winograd would not pay. */
+    fl_params_t p;
+    fl_layer_t *l;
+    fl_params_init(&p);
+    fl_shape_t thin = {.ndim = 3, .d = {1, 28, 28}}, small = {.ndim = 3, .d = {64, 3, 3}};
+    assert_int_equal(fl_conv2d_create(&p, "c", &thin, 32, 3, 1, 0, 1, &l), 0);
+    assert_false(fl__conv2d_uses_winograd(l)); /* cnn's conv1: K = 1 GEMMs */
+    fl_layer_free(l);
+    assert_int_equal(fl_conv2d_create(&p, "d", &small, 64, 3, 1, 1, 1, &l), 0);
+    assert_false(fl__conv2d_uses_winograd(l)); /* 3x3 maps: tiles mostly empty */
+    fl_layer_free(l);
+    fl_params_free(&p);
+}
+
 /* A convolution against the definition, with padding and stride. */
 static void test_conv2d_values(void **state)
 {
@@ -608,6 +744,8 @@ int main(void)
         cmocka_unit_test(test_grad_dropout),
         cmocka_unit_test(test_grad_conv2d),
         cmocka_unit_test(test_conv2d_values),
+        cmocka_unit_test(test_grad_conv2d_winograd),
+        cmocka_unit_test(test_conv2d_winograd_matches_im2col),
         cmocka_unit_test(test_grad_maxpool),
         cmocka_unit_test(test_gradcheck_catches_errors),
         cmocka_unit_test(test_dropout_statistics),
