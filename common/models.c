@@ -49,8 +49,14 @@ static int build_cnn(fl_model_t *m)
     FL_MODEL_ADD(m, fl_act_create(FL_ACT_RELU, fl_model_out_shape(m), &l));
     FL_MODEL_ADD(m, fl_conv2d_create(&m->params, "conv2", fl_model_out_shape(m), 64, 3, 1, 0, 1,
                                      &l));
-    FL_MODEL_ADD(m, fl_act_create(FL_ACT_RELU, fl_model_out_shape(m), &l));
+    /* PyTorch's order is ReLU, then the pool. Pooling first gives the same
+     * values (ReLU is monotone, so max(relu(x)) = relu(max(x))) and the same
+     * gradients: with a positive window maximum both send dy to the first
+     * maximum, and otherwise both give 0. The ReLU then runs on a quarter of
+     * the elements (cnn step at batch 20: ~0.9 ms less of ~26). The one
+     * difference is a NaN in a window, which a ReLU first would zero. */
     FL_MODEL_ADD(m, fl_conv2d_maxpool_create(fl_model_out_shape(m), 2, 2, &l));
+    FL_MODEL_ADD(m, fl_act_create(FL_ACT_RELU, fl_model_out_shape(m), &l));
     FL_MODEL_ADD(m, fl_dropout_create(fl_model_out_shape(m), 0.25f, &l));
     FL_MODEL_ADD(m, fl_act_flatten_create(fl_model_out_shape(m), &l));
     FL_MODEL_ADD(m, fl_dense_create(&m->params, "fc1", fl_model_out_shape(m), 128, 1, &l));

@@ -513,6 +513,48 @@ static void test_conv2d_values(void **state)
     fl_params_free(&g);
 }
 
+/* cnn pools before its ReLU (common/models.c): the same values and
+ * gradients, bit for bit, as PyTorch's ReLU-then-pool, including windows
+ * that are all negative, hold zeros, or tie. */
+static void test_pool_relu_commute(void **state)
+{
+    (void)state;
+    fl_shape_t in = {.ndim = 3, .d = {3, 6, 6}};
+    fl_layer_t *relu_a, *pool_a, *pool_b, *relu_b;
+    assert_int_equal(fl_act_create(FL_ACT_RELU, &in, &relu_a), 0);
+    assert_int_equal(fl_conv2d_maxpool_create(&in, 2, 2, &pool_a), 0);
+    assert_int_equal(fl_conv2d_maxpool_create(&in, 2, 2, &pool_b), 0);
+    assert_int_equal(fl_act_create(FL_ACT_RELU, &pool_b->out, &relu_b), 0);
+    const size_t n = 4, nin = n * 108, nout = n * 27;
+    fl_layer_t *all[4] = {relu_a, pool_a, pool_b, relu_b};
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(all[i]->ops->reserve ? all[i]->ops->reserve(all[i], n) : 0, 0);
+    float x[4 * 108], r[4 * 108], ya[4 * 27], p[4 * 27], yb[4 * 27], dy[4 * 27];
+    float dr[4 * 108], dxa[4 * 108], dp[4 * 27], dxb[4 * 108];
+    fl_rng_t g;
+    fl_rng_seed(&g, 8);
+    for (size_t i = 0; i < nin; i++) /* few values: ties, zeros and negatives */
+        x[i] = (float)((int)fl_rng_below(&g, 7) - 4) * 0.5f;
+    for (size_t i = 0; i < nout; i++)
+        dy[i] = (float)fl_rng_normal(&g);
+    relu_a->ops->forward(relu_a, x, r, n, FL_MODE_TRAIN);
+    pool_a->ops->forward(pool_a, r, ya, n, FL_MODE_TRAIN);
+    pool_b->ops->forward(pool_b, x, p, n, FL_MODE_TRAIN);
+    relu_b->ops->forward(relu_b, p, yb, n, FL_MODE_TRAIN);
+    assert_memory_equal(ya, yb, sizeof ya);
+    pool_a->ops->backward(pool_a, r, ya, dy, dr, n);
+    relu_a->ops->backward(relu_a, x, r, dr, dxa, n);
+    relu_b->ops->backward(relu_b, p, yb, dy, dp, n);
+    pool_b->ops->backward(pool_b, x, p, dp, dxb, n);
+    assert_memory_equal(dxa, dxb, sizeof dxa);
+    size_t nonzero = 0;
+    for (size_t i = 0; i < nin; i++)
+        nonzero += dxa[i] != 0.0f;
+    assert_true(nonzero > 20); /* the comparison is not of two zero arrays */
+    for (int i = 0; i < 4; i++)
+        fl_layer_free(all[i]);
+}
+
 static void test_grad_maxpool(void **state)
 {
     (void)state;
@@ -747,6 +789,7 @@ int main(void)
         cmocka_unit_test(test_grad_conv2d_winograd),
         cmocka_unit_test(test_conv2d_winograd_matches_im2col),
         cmocka_unit_test(test_grad_maxpool),
+        cmocka_unit_test(test_pool_relu_commute),
         cmocka_unit_test(test_gradcheck_catches_errors),
         cmocka_unit_test(test_dropout_statistics),
         cmocka_unit_test(test_dropout_matches_definition),
