@@ -1,9 +1,11 @@
 #include "common/nn/gemm.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -29,13 +31,52 @@ static _Thread_local uint64_t gemm_flops;
 
 uint64_t fl__gemm_flops(void) { return gemm_flops; }
 
+/* The GEMM timer (fl__gemm_timing): process-wide rather than thread-local
+ * because a split model runs its replicas' GEMMs on threads that end with
+ * the step, taking any thread-local total with them. Atomics cost nothing
+ * measurable at GEMM granularity (a call is microseconds at least). */
+static atomic_int timing_on;
+static _Atomic uint64_t timed_ns, timed_flops;
+
+void fl__gemm_timing(int on) { atomic_store_explicit(&timing_on, on != 0, memory_order_relaxed); }
+
+double fl__gemm_seconds(void)
+{
+    return 1e-9 * (double)atomic_load_explicit(&timed_ns, memory_order_relaxed);
+}
+
+uint64_t fl__gemm_timed_flops(void) { return atomic_load_explicit(&timed_flops, memory_order_relaxed); }
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* vDSO, no syscall: ~33 ns here */
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void gemm_run(int transa, int transb, int m, int n, int k, float alpha, const float *a,
+                     int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
 void fl_gemm(int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,
              const float *b, int ldb, float beta, float *c, int ldc)
 {
     if (m <= 0 || n <= 0)
         return;
-    if (k > 0)
-        gemm_flops += 2 * (uint64_t)m * (uint64_t)n * (uint64_t)k;
+    uint64_t flops = k > 0 ? 2 * (uint64_t)m * (uint64_t)n * (uint64_t)k : 0;
+    gemm_flops += flops;
+    if (!atomic_load_explicit(&timing_on, memory_order_relaxed)) {
+        gemm_run(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    uint64_t t0 = now_ns();
+    gemm_run(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    atomic_fetch_add_explicit(&timed_ns, now_ns() - t0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&timed_flops, flops, memory_order_relaxed);
+}
+
+static void gemm_run(int transa, int transb, int m, int n, int k, float alpha, const float *a,
+                     int lda, const float *b, int ldb, float beta, float *c, int ldc)
+{
 #if FL_HAVE_OPENBLAS
     if (k > 0) {
         cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans,

@@ -53,6 +53,25 @@ void fl_gemm_fix_kernel(int argc, char **argv);
  * this thread has run. Models use it to measure their own cost. */
 uint64_t fl__gemm_flops(void);
 
+/* Internal, for benchmarks: turns the process-wide GEMM timer on (nonzero)
+ * or off (0, the default). While it is on, every fl_gemm call, on whichever
+ * thread (model replicas included), adds its wall time on CLOCK_MONOTONIC
+ * and its flops to process-wide totals; while it is off a call costs one
+ * relaxed atomic load more than it did. The totals are never reset: callers
+ * take differences. */
+void fl__gemm_timing(int on);
+
+/* Internal: wall seconds spent inside fl_gemm while the timer was on,
+ * summed over the calling threads (two threads in GEMM for 1 s each add
+ * 2 s), so a split model's figure must be divided by its parts to compare
+ * with a step's wall time. */
+double fl__gemm_seconds(void);
+
+/* Internal: the floating-point operations (2*m*n*k per call) of the calls
+ * fl__gemm_seconds timed, over all threads (fl__gemm_flops counts only the
+ * calling thread's, timed or not). */
+uint64_t fl__gemm_timed_flops(void);
+
 /* Internal, for tests: the decision of fl_gemm_better_kernel for a loaded
  * kernel name, a CPU level (0 SSE, 1 AVX, 2 AVX2+FMA, 3 AVX-512) and vendor. */
 const char *fl__gemm_pick_kernel(const char *loaded, int cpu, int is_amd);

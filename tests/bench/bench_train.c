@@ -2,7 +2,17 @@
  * and 2 GEMM threads, on synthetic data of each model's paper shapes (the
  * speed of a step does not depend on the pixel values). Each figure is
  * ~1.5 s of steady-state training after one warm-up step.
- * FEDOPT_BENCH_MODELS=cnn,mlp restricts the models. */
+ * FEDOPT_BENCH_MODELS=cnn,mlp restricts the models.
+ *
+ * Under each model's row, the GEMMs as they run inside those steps (the
+ * process-wide timer of gemm.h, on only while steps are timed): their share
+ * of the step's wall time, their GFLOP/s, and that rate as a percentage of
+ * a square 1024^3 sgemm measured at start-up in this process with the
+ * thread count each GEMM call had (issue 3's "measured sgemm rate"). A
+ * split model (cnn and the other conv/LSTM models at 2 threads) runs its
+ * parts' GEMMs side by side on one OpenBLAS thread each: its share is GEMM
+ * seconds / (parts * step seconds) and its rate is per part, against the
+ * 1-thread square. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +25,14 @@
 #include "common/rng.h"
 #include "tests/support/benchclock.h"
 
-static double bench(fl_model_t *m, size_t batch, int threads, double *per_cpu)
+/* What the GEMMs did during one bench() measurement. */
+typedef struct {
+    double share;  /* fraction of the step wall time (per part) inside GEMM */
+    double gflops; /* GFLOP/s inside GEMM, per calling thread */
+    int blas;      /* OpenBLAS threads each call had */
+} gemm_in_step_t;
+
+static double bench(fl_model_t *m, size_t batch, int threads, double *per_cpu, gemm_in_step_t *g)
 {
     /* Conv and LSTM models split each batch across replicas, dense ones
      * thread their GEMMs (fl_model_set_threads). */
@@ -41,6 +58,11 @@ static double bench(fl_model_t *m, size_t batch, int threads, double *per_cpu)
     double L;
     fl_model_loss(m, x, y, batch, FL_MODE_TRAIN, 1, &L, NULL);
     fl_sgd_step(&opt, &m->params, &m->grads);
+    /* The timer's two clock reads per GEMM call (~33 ns each here) cost
+     * ~0.5% of the smallest step (logreg, B = 20: ~36 us), less elsewhere. */
+    fl__gemm_timing(1);
+    double gs0 = fl__gemm_seconds();
+    uint64_t gf0 = fl__gemm_timed_flops();
     double t0 = fl_bench_wall(), c0 = fl_bench_cpu(), el;
     size_t steps = 0;
     do {
@@ -50,17 +72,69 @@ static double bench(fl_model_t *m, size_t batch, int threads, double *per_cpu)
         el = fl_bench_wall() - t0;
     } while (el < 1.5);
     *per_cpu = (double)(steps * batch) / (fl_bench_cpu() - c0);
+    fl__gemm_timing(0);
+    double gs = fl__gemm_seconds() - gs0;
+    uint64_t gf = fl__gemm_timed_flops() - gf0;
+    /* fl_model_loss splits a batch into m->parts parts (B = 20 and 64
+     * both give every part at least its minimum of 8 examples). */
+    g->share = gs / ((double)m->parts * el);
+    g->gflops = gs > 0 ? (double)gf / gs / 1e9 : 0.0;
+    g->blas = fl_model_gemm_threads(m);
     fl_sgd_free(&opt);
     free(x);
     free(y);
     return (double)(steps * batch) / el;
 }
 
+/* GFLOP/s of a square 1024^3 sgemm through fl_gemm with `threads` OpenBLAS
+ * threads: the best of three 0.2 s windows, as the least disturbed by other
+ * load on a shared machine. */
+static double square_rate(int threads)
+{
+    const int n = 1024;
+    float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n),
+          *c = malloc(sizeof(float) * n * n);
+    double best = 0.0;
+    if (!a || !b || !c)
+        goto done;
+    fl_rng_t r;
+    fl_rng_seed(&r, 1);
+    for (size_t i = 0; i < (size_t)n * n; i++) {
+        a[i] = (float)fl_rng_uniform(&r);
+        b[i] = (float)fl_rng_uniform(&r);
+    }
+    fl_gemm_set_threads(threads);
+    fl_gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    for (int w = 0; w < 3; w++) {
+        long reps = 0;
+        double t0 = fl_bench_wall(), el;
+        do {
+            fl_gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+            reps++;
+            el = fl_bench_wall() - t0;
+        } while (el < 0.2);
+        double rate = 2.0 * n * n * n * (double)reps / el / 1e9;
+        if (rate > best)
+            best = rate;
+    }
+done:
+    free(a);
+    free(b);
+    free(c);
+    return best;
+}
+
 int main(void)
 {
     const char *only = getenv("FEDOPT_BENCH_MODELS");
     printf("gemm backend: %s\n", fl_gemm_backend());
+    double square[3] = {0.0, square_rate(1), square_rate(2)};
+    printf("square 1024^3 sgemm in this process: %.1f GFLOP/s on 1 thread, %.1f on 2\n",
+           square[1], square[2]);
     printf("training samples/s: wall clock, and [per CPU-second of this process]\n");
+    printf("  gemm: GEMM share of the step's wall time, GEMM GFLOP/s inside the step, and that\n"
+           "        rate as %% of the square sgemm at the same OpenBLAS threads per call (a split\n"
+           "        model's 2-thread figures are per part, each part on 1 OpenBLAS thread)\n");
     printf("%-12s %18s %18s %18s %18s\n", "model", "B20 1 thread", "B20 2 threads",
            "B64 1 thread", "B64 2 threads");
     for (size_t i = 0; i < fl_models_count(); i++) {
@@ -73,12 +147,19 @@ int main(void)
         fl_model_init_params(m, 1);
         printf("%-12s", info->name);
         fflush(stdout);
+        gemm_in_step_t g[4] = {{0}};
         for (int b = 0; b < 2; b++)
             for (int t = 1; t <= 2; t++) {
-                double pc, w = bench(m, b ? 64 : 20, t, &pc);
+                double pc, w = bench(m, b ? 64 : 20, t, &pc, &g[2 * b + t - 1]);
                 printf(" %8.0f [%7.0f]", w, pc);
                 fflush(stdout);
             }
+        printf("\n%-12s", "  gemm");
+        for (int s = 0; s < 4; s++) {
+            double sq = g[s].blas >= 1 && g[s].blas <= 2 ? square[g[s].blas] : 0.0;
+            printf(" %3.0f%% %5.1f %4.0f%%  ", 100.0 * g[s].share, g[s].gflops,
+                   sq > 0 ? 100.0 * g[s].gflops / sq : 0.0);
+        }
         printf("\n");
         fl_model_free(m);
     }

@@ -70,6 +70,57 @@ static void test_gemm_matches_naive(void **state)
     }
 }
 
+/* The GEMM timer: off, it counts nothing; on, it counts the exact flops of
+ * every call with some time, and for a model split over two replicas it
+ * must see the GEMMs of the replica's thread too (its total equals the
+ * unsplit step's, which is what the calling thread's own counter misses). */
+static void test_gemm_timer(void **state)
+{
+    (void)state;
+    static float a[64 * 64], b[64 * 64], c[64 * 64];
+    double s0 = fl__gemm_seconds();
+    uint64_t f0 = fl__gemm_timed_flops();
+    fl_gemm(0, 0, 64, 64, 64, 1.0f, a, 64, b, 64, 0.0f, c, 64);
+    assert_true(fl__gemm_seconds() == s0);
+    assert_true(fl__gemm_timed_flops() == f0);
+    fl__gemm_timing(1);
+    fl_gemm(0, 0, 64, 64, 64, 1.0f, a, 64, b, 64, 0.0f, c, 64);
+    fl_gemm(1, 1, 3, 5, 7, 1.0f, a, 3, b, 7, 0.0f, c, 5);
+    fl_gemm(0, 0, 3, 5, 0, 1.0f, a, 1, b, 5, 0.0f, c, 5); /* k = 0: no flops */
+    assert_true(fl__gemm_timed_flops() - f0 == 2u * 64 * 64 * 64 + 2u * 3 * 5 * 7);
+    assert_true(fl__gemm_seconds() > s0);
+    fl__gemm_timing(0);
+
+    const fl_model_info_t *info = NULL;
+    for (size_t i = 0; i < fl_models_count(); i++)
+        if (strcmp(fl_models_at(i)->name, "cnn") == 0)
+            info = fl_models_at(i);
+    assert_non_null(info);
+    fl_model_t *m;
+    assert_int_equal(fl_model_create("cnn", &info->paper, &m), 0);
+    fl_model_init_params(m, 1);
+    const size_t B = 16, in = fl_model_in_dim(m);
+    float *x = calloc(B * in, sizeof(float));
+    int32_t y[16] = {0};
+    assert_non_null(x);
+    double L;
+    uint64_t own = fl__gemm_flops();
+    assert_int_equal(fl_model_loss(m, x, y, B, FL_MODE_TRAIN, 1, &L, NULL), 0);
+    const uint64_t step = fl__gemm_flops() - own;
+    assert_true(step > 0);
+    assert_int_equal(fl_model_set_threads(m, 2), 0);
+    assert_int_equal(m->parts, 2);
+    fl__gemm_timing(1);
+    own = fl__gemm_flops();
+    f0 = fl__gemm_timed_flops();
+    assert_int_equal(fl_model_loss(m, x, y, B, FL_MODE_TRAIN, 1, &L, NULL), 0);
+    fl__gemm_timing(0);
+    assert_true(fl__gemm_timed_flops() - f0 == step);
+    assert_true(fl__gemm_flops() - own < step); /* this thread ran only its part */
+    free(x);
+    fl_model_free(m);
+}
+
 static void test_kernel_pick(void **state)
 {
     (void)state;
@@ -780,6 +831,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_matches_naive),
+        cmocka_unit_test(test_gemm_timer),
         cmocka_unit_test(test_kernel_pick),
         cmocka_unit_test(test_grad_dense),
         cmocka_unit_test(test_grad_activations),
