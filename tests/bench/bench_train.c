@@ -7,9 +7,11 @@
  * Under each model's row, the GEMMs as they run inside those steps (the
  * process-wide timer of gemm.h, on only while steps are timed): their share
  * of the step's wall time, their GFLOP/s, and that rate as a percentage of
- * a square 1024^3 sgemm measured at start-up in this process with the
- * thread count each GEMM call had (issue 3's "measured sgemm rate"). A
- * split model (cnn and the other conv/LSTM models at 2 threads) runs its
+ * a square 1024^3 sgemm (issue 3's "measured sgemm rate") measured in this
+ * process right after the steps, with the OpenBLAS thread count each of
+ * their GEMM calls had; measuring it next to the steps rather than once
+ * keeps the ratio meaningful on a shared machine whose load comes and goes.
+ * A split model (cnn and the other conv/LSTM models at 2 threads) runs its
  * parts' GEMMs side by side on one OpenBLAS thread each: its share is GEMM
  * seconds / (parts * step seconds) and its rate is per part, against the
  * 1-thread square. */
@@ -86,41 +88,31 @@ static double bench(fl_model_t *m, size_t batch, int threads, double *per_cpu, g
     return (double)(steps * batch) / el;
 }
 
+/* The square product's operands, 1024 x 1024 each. */
+#define SQ_N 1024
+static float *sq_a, *sq_b, *sq_c;
+
 /* GFLOP/s of a square 1024^3 sgemm through fl_gemm with `threads` OpenBLAS
- * threads: the best of three 0.2 s windows, as the least disturbed by other
- * load on a shared machine. */
+ * threads: the best of three 0.15 s windows, as the least disturbed by other
+ * load on a shared machine. Leaves the GEMM thread count at `threads`. */
 static double square_rate(int threads)
 {
-    const int n = 1024;
-    float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n),
-          *c = malloc(sizeof(float) * n * n);
+    const int n = SQ_N;
     double best = 0.0;
-    if (!a || !b || !c)
-        goto done;
-    fl_rng_t r;
-    fl_rng_seed(&r, 1);
-    for (size_t i = 0; i < (size_t)n * n; i++) {
-        a[i] = (float)fl_rng_uniform(&r);
-        b[i] = (float)fl_rng_uniform(&r);
-    }
     fl_gemm_set_threads(threads);
-    fl_gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    fl_gemm(0, 0, n, n, n, 1.0f, sq_a, n, sq_b, n, 0.0f, sq_c, n);
     for (int w = 0; w < 3; w++) {
         long reps = 0;
         double t0 = fl_bench_wall(), el;
         do {
-            fl_gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+            fl_gemm(0, 0, n, n, n, 1.0f, sq_a, n, sq_b, n, 0.0f, sq_c, n);
             reps++;
             el = fl_bench_wall() - t0;
-        } while (el < 0.2);
+        } while (el < 0.15);
         double rate = 2.0 * n * n * n * (double)reps / el / 1e9;
         if (rate > best)
             best = rate;
     }
-done:
-    free(a);
-    free(b);
-    free(c);
     return best;
 }
 
@@ -128,13 +120,23 @@ int main(void)
 {
     const char *only = getenv("FEDOPT_BENCH_MODELS");
     printf("gemm backend: %s\n", fl_gemm_backend());
-    double square[3] = {0.0, square_rate(1), square_rate(2)};
-    printf("square 1024^3 sgemm in this process: %.1f GFLOP/s on 1 thread, %.1f on 2\n",
-           square[1], square[2]);
+    sq_a = malloc(sizeof(float) * SQ_N * SQ_N);
+    sq_b = malloc(sizeof(float) * SQ_N * SQ_N);
+    sq_c = malloc(sizeof(float) * SQ_N * SQ_N);
+    if (!sq_a || !sq_b || !sq_c)
+        return 1;
+    fl_rng_t r;
+    fl_rng_seed(&r, 1);
+    for (size_t i = 0; i < (size_t)SQ_N * SQ_N; i++) {
+        sq_a[i] = (float)fl_rng_uniform(&r);
+        sq_b[i] = (float)fl_rng_uniform(&r);
+    }
     printf("training samples/s: wall clock, and [per CPU-second of this process]\n");
-    printf("  gemm: GEMM share of the step's wall time, GEMM GFLOP/s inside the step, and that\n"
-           "        rate as %% of the square sgemm at the same OpenBLAS threads per call (a split\n"
-           "        model's 2-thread figures are per part, each part on 1 OpenBLAS thread)\n");
+    printf("  gemm:  GEMM share of the step's wall time, GEMM GFLOP/s inside the step, and that\n"
+           "         rate as %% of the square sgemm below (a split model's 2-thread figures are\n"
+           "         per part, each part on 1 OpenBLAS thread)\n"
+           "  sgemm: GFLOP/s of a square 1024^3 sgemm measured right after those steps, with\n"
+           "         the OpenBLAS threads each of their GEMM calls had (shown after the x)\n");
     printf("%-12s %18s %18s %18s %18s\n", "model", "B20 1 thread", "B20 2 threads",
            "B64 1 thread", "B64 2 threads");
     for (size_t i = 0; i < fl_models_count(); i++) {
@@ -148,20 +150,26 @@ int main(void)
         printf("%-12s", info->name);
         fflush(stdout);
         gemm_in_step_t g[4] = {{0}};
+        double sq[4];
         for (int b = 0; b < 2; b++)
             for (int t = 1; t <= 2; t++) {
                 double pc, w = bench(m, b ? 64 : 20, t, &pc, &g[2 * b + t - 1]);
+                sq[2 * b + t - 1] = square_rate(g[2 * b + t - 1].blas);
                 printf(" %8.0f [%7.0f]", w, pc);
                 fflush(stdout);
             }
         printf("\n%-12s", "  gemm");
-        for (int s = 0; s < 4; s++) {
-            double sq = g[s].blas >= 1 && g[s].blas <= 2 ? square[g[s].blas] : 0.0;
+        for (int s = 0; s < 4; s++)
             printf(" %3.0f%% %5.1f %4.0f%%  ", 100.0 * g[s].share, g[s].gflops,
-                   sq > 0 ? 100.0 * g[s].gflops / sq : 0.0);
-        }
+                   sq[s] > 0 ? 100.0 * g[s].gflops / sq[s] : 0.0);
+        printf("\n%-12s", "  sgemm");
+        for (int s = 0; s < 4; s++)
+            printf(" %11.1f x%d     ", sq[s], g[s].blas);
         printf("\n");
         fl_model_free(m);
     }
+    free(sq_a);
+    free(sq_b);
+    free(sq_c);
     return 0;
 }
