@@ -8,7 +8,7 @@
  * process-wide timer of gemm.h, on only while steps are timed): their share
  * of the step's wall time, their GFLOP/s, and that rate as a percentage of
  * a square 1024^3 sgemm (issue 3's "measured sgemm rate") measured in this
- * process right after the steps, with the OpenBLAS thread count each of
+ * process after that model's steps, with the OpenBLAS thread count each of
  * their GEMM calls had; measuring it next to the steps rather than once
  * keeps the ratio meaningful on a shared machine whose load comes and goes.
  * A split model (cnn and the other conv/LSTM models at 2 threads) runs its
@@ -135,7 +135,7 @@ int main(void)
     printf("  gemm:  GEMM share of the step's wall time, GEMM GFLOP/s inside the step, and that\n"
            "         rate as %% of the square sgemm below (a split model's 2-thread figures are\n"
            "         per part, each part on 1 OpenBLAS thread)\n"
-           "  sgemm: GFLOP/s of a square 1024^3 sgemm measured right after those steps, with\n"
+           "  sgemm: GFLOP/s of a square 1024^3 sgemm measured after the model's runs, with\n"
            "         the OpenBLAS threads each of their GEMM calls had (shown after the x)\n");
     printf("%-12s %18s %18s %18s %18s\n", "model", "B20 1 thread", "B20 2 threads",
            "B64 1 thread", "B64 2 threads");
@@ -154,10 +154,15 @@ int main(void)
         for (int b = 0; b < 2; b++)
             for (int t = 1; t <= 2; t++) {
                 double pc, w = bench(m, b ? 64 : 20, t, &pc, &g[2 * b + t - 1]);
-                sq[2 * b + t - 1] = square_rate(g[2 * b + t - 1].blas);
                 printf(" %8.0f [%7.0f]", w, pc);
                 fflush(stdout);
             }
+        /* The squares come after the model's four settings, not between
+         * them: a 1024^3 product run between settings slowed the next one
+         * down (logreg at B = 64 on 1 thread: 330-420k samples/s with the
+         * squares in between, 830-920k without; cause not found). */
+        for (int s = 0; s < 4; s++)
+            sq[s] = square_rate(g[s].blas);
         printf("\n%-12s", "  gemm");
         for (int s = 0; s < 4; s++)
             printf(" %3.0f%% %5.1f %4.0f%%  ", 100.0 * g[s].share, g[s].gflops,
