@@ -24,7 +24,11 @@ extern char *openblas_get_config(void);
 #define FL_GEMM_X86 0
 #endif
 
-static int portable_threads = 1;
+/* The thread count of the last fl_gemm_set_threads (1 before any). */
+static int set_threads = 1;
+
+/* See gemm_run. */
+#define FL_GEMM_MT_MIN_FLOPS 2e7
 
 /* Multiply-adds of this thread's GEMMs, for fl__gemm_flops. */
 static _Thread_local uint64_t gemm_flops;
@@ -79,9 +83,22 @@ static void gemm_run(int transa, int transb, int m, int n, int k, float alpha, c
 {
 #if FL_HAVE_OPENBLAS
     if (k > 0) {
+        /* Below FL_GEMM_MT_MIN_FLOPS a product runs on one thread even when
+         * more were set: OpenBLAS splits anything over 2^18 multiply-adds,
+         * and mlp's batch-20 products (6.3 MFLOP each) then ran slower on
+         * two threads than on one (25,000-44,000 samples/s against
+         * 41,000-56,000 on the 2-core EPYC), while autoencoder's and bowlr's
+         * (31 MFLOP and up) and mlp's at batch 64 (20 MFLOP) gain. Only a
+         * caller that set more than one thread (one training thread: split
+         * models keep 1) switches, so no concurrent GEMM sees the switch. */
+        int one = set_threads > 1 && 2.0 * m * n * k < FL_GEMM_MT_MIN_FLOPS;
+        if (one)
+            openblas_set_num_threads(1);
         cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans,
                     transb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c,
                     ldc);
+        if (one)
+            openblas_set_num_threads(set_threads);
         return;
     }
 #endif
@@ -130,7 +147,7 @@ void fl_gemm_set_threads(int n)
 #if FL_HAVE_OPENBLAS
     openblas_set_num_threads(n);
 #endif
-    portable_threads = n;
+    set_threads = n;
 }
 
 int fl_gemm_get_threads(void)

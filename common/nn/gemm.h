@@ -26,8 +26,9 @@ void fl_gemm(int transa, int transb, int m, int n, int k, float alpha, const flo
              const float *b, int ldb, float beta, float *c, int ldc);
 
 /* Sets the number of threads GEMM may use (OpenBLAS's pool; the portable
- * kernel is single-threaded). n < 1 means 1. Results are deterministic for a
- * fixed thread count. */
+ * kernel is single-threaded). n < 1 means 1. Products under 20 MFLOP still
+ * run on one thread (splitting them made mlp slower). Results are
+ * deterministic for a fixed thread count. */
 void fl_gemm_set_threads(int n);
 
 /* Returns the thread count set last (1 before any call with the portable kernel). */

@@ -68,6 +68,19 @@ static void test_gemm_matches_naive(void **state)
         for (int i = 0; i < m * n; i++)
             assert_true(fabs(c[i] - ref[i]) < 1e-4 * (1 + fabs(ref[i])));
     }
+    /* With two threads set, a product too small to split runs on one
+     * (gemm.c) and leaves the setting as it was; results stay right. */
+    fl_gemm_set_threads(2);
+    for (int i = 0; i < m * n; i++)
+        ref[i] = c[i] = 1.0f;
+    fl_gemm(0, 0, m, n, k, 1.0f, a, k, b, n, 1.0f, c, n);
+    naive(0, 0, m, n, k, 1.0f, a, k, b, n, 1.0f, ref, n);
+    for (int i = 0; i < m * n; i++)
+        assert_true(fabs(c[i] - ref[i]) < 1e-4 * (1 + fabs(ref[i])));
+#if FL_HAVE_OPENBLAS
+    assert_int_equal(fl_gemm_get_threads(), 2);
+#endif
+    fl_gemm_set_threads(1);
 }
 
 /* The GEMM timer: off, it counts nothing; on, it counts the exact flops of
