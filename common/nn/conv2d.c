@@ -19,9 +19,9 @@ typedef struct {
     float *ybuf;  /* [cout, chunk*ho*wo]: GEMM output / output gradient, channel-major */
     float *plane; /* (h+2*pad) x (w+2*pad), zero border: one padded input plane */
     float *acc;   /* the same size: col2im's padded accumulator */
-    /* Winograd F(2x2,3x3) for the forward pass and the input gradient of a
-     * 3x3 stride-1 layer (see conv_use_winograd); the weight gradient keeps
-     * im2col. wf transforms x into y, wb the output gradient into dx. */
+    /* Winograd F(2x2,3x3) for all three products of a 3x3 stride-1 layer
+     * (see conv_use_winograd): wf transforms x into y (and serves the
+     * weight gradient), wb the output gradient into dx. */
     int wino;
     fl_winograd_t wf, wb;
     size_t wchunk;       /* examples transformed together: one set of 16 GEMMs */
@@ -55,10 +55,11 @@ static int conv_cap_forced; /* a test set the cap: chunks are exactly cap/per */
 
 /* Winograd pays when its 16 GEMMs are not too thin and the tiles are mostly
  * used. Measured per example on the AMD EPYC, one thread, cnn's conv2
- * (32 -> 64 channels, 26x26 -> 24x24): forward 0.29 ms against 0.38 for
- * im2col + GEMM; input gradient 0.45 against ~0.5. With 16 channels or
- * fewer on either side the GEMMs (K = cin forward, K = cout backward) are
- * too thin to gain. */
+ * (32 -> 64 channels, 26x26 -> 24x24): forward 0.28-0.30 ms against 0.38
+ * for im2col + GEMM; input gradient 0.33-0.36 against ~0.5. Its GEMMs have
+ * K = cin (forward) and K = cout (input gradient): cnn's conv1, with one
+ * input channel, would run K = 1 products. The bound of 16 channels is a
+ * judgement between those two, not a measured crossover. */
 #define CONV_WINO_MIN_CH 16
 static int conv_wino_mode; /* 0: choose; 1: never; 2: wherever it applies (tests) */
 
