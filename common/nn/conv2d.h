@@ -6,9 +6,10 @@
  * [Cout, Cin, k, k] and optional "<prefix>.bias" [Cout], PyTorch's layout, so
  * the weight is a row-major [Cout, Cin*k*k] matrix. Each example is lowered
  * with im2col to a [Cin*k*k, Ho*Wo] matrix and multiplied by the weight in
- * one GEMM (backward: two GEMMs and col2im). 3x3 stride-1 layers with enough
- * channels run the forward pass and the input gradient with Winograd's
- * F(2x2,3x3) instead (common/nn/winograd.h), 2.25 times fewer multiply-adds.
+ * one GEMM (backward: two GEMMs and col2im). 3x3 stride-1 layers with at
+ * least 16 channels on each side run the forward pass and both gradients
+ * with Winograd's F(2x2,3x3) instead (common/nn/winograd.h), 2.25 times
+ * fewer multiply-adds.
  * Init U(+-1/sqrt(Cin*k*k)).
  *
  * maxpool2d: [C, H, W] -> [C, (H-k)/stride+1, (W-k)/stride+1]; the gradient
