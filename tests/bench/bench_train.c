@@ -2,7 +2,10 @@
  * and 2 GEMM threads, on synthetic data of each model's paper shapes (the
  * speed of a step does not depend on the pixel values). Each figure is
  * ~1.5 s of steady-state training after one warm-up step.
- * FEDOPT_BENCH_MODELS=cnn,mlp restricts the models.
+ * FEDOPT_BENCH_MODELS=cnn,mlp restricts the models, FEDOPT_BENCH_SETTINGS=20x1,64x2
+ * the settings (batch x threads; the others print "-"), and
+ * FEDOPT_BENCH_SECONDS the seconds per figure (tests/bench/cnn_pairs.sh
+ * uses these for its back-to-back runs against PyTorch).
  *
  * Under each model's row, the GEMMs as they run inside those steps (the
  * process-wide timer of gemm.h, on only while steps are timed): their share
@@ -33,6 +36,8 @@ typedef struct {
     double gflops; /* GFLOP/s inside GEMM, per calling thread */
     int blas;      /* OpenBLAS threads each call had */
 } gemm_in_step_t;
+
+static double bench_seconds = 1.5;
 
 static double bench(fl_model_t *m, size_t batch, int threads, double *per_cpu, gemm_in_step_t *g)
 {
@@ -72,7 +77,7 @@ static double bench(fl_model_t *m, size_t batch, int threads, double *per_cpu, g
         fl_sgd_step(&opt, &m->params, &m->grads);
         steps++;
         el = fl_bench_wall() - t0;
-    } while (el < 1.5);
+    } while (el < bench_seconds);
     *per_cpu = (double)(steps * batch) / (fl_bench_cpu() - c0);
     fl__gemm_timing(0);
     double gs = fl__gemm_seconds() - gs0;
@@ -86,6 +91,16 @@ static double bench(fl_model_t *m, size_t batch, int threads, double *per_cpu, g
     free(x);
     free(y);
     return (double)(steps * batch) / el;
+}
+
+/* Whether the comma-separated list holds this setting ("20x1"). */
+static int setting_listed(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = list; (p = strstr(p, name)) != NULL; p += n)
+        if ((p == list || p[-1] == ',') && (p[n] == '\0' || p[n] == ','))
+            return 1;
+    return 0;
 }
 
 /* The square product's operands, 1024 x 1024 each. */
@@ -119,6 +134,10 @@ static double square_rate(int threads)
 int main(void)
 {
     const char *only = getenv("FEDOPT_BENCH_MODELS");
+    const char *settings = getenv("FEDOPT_BENCH_SETTINGS");
+    const char *secs = getenv("FEDOPT_BENCH_SECONDS");
+    if (secs && atof(secs) > 0)
+        bench_seconds = atof(secs);
     printf("gemm backend: %s\n", fl_gemm_backend());
     sq_a = malloc(sizeof(float) * SQ_N * SQ_N);
     sq_b = malloc(sizeof(float) * SQ_N * SQ_N);
@@ -153,6 +172,12 @@ int main(void)
         double sq[4];
         for (int b = 0; b < 2; b++)
             for (int t = 1; t <= 2; t++) {
+                char name[16];
+                snprintf(name, sizeof name, "%dx%d", b ? 64 : 20, t);
+                if (settings && !setting_listed(settings, name)) {
+                    printf(" %18s", "-");
+                    continue;
+                }
                 double pc, w = bench(m, b ? 64 : 20, t, &pc, &g[2 * b + t - 1]);
                 printf(" %8.0f [%7.0f]", w, pc);
                 fflush(stdout);
@@ -162,14 +187,20 @@ int main(void)
          * down (logreg at B = 64 on 1 thread: 330-420k samples/s with the
          * squares in between, 830-920k without; cause not found). */
         for (int s = 0; s < 4; s++)
-            sq[s] = square_rate(g[s].blas);
+            sq[s] = g[s].blas ? square_rate(g[s].blas) : 0.0;
         printf("\n%-12s", "  gemm");
         for (int s = 0; s < 4; s++)
-            printf(" %3.0f%% %5.1f %4.0f%%  ", 100.0 * g[s].share, g[s].gflops,
-                   sq[s] > 0 ? 100.0 * g[s].gflops / sq[s] : 0.0);
+            if (g[s].blas)
+                printf(" %3.0f%% %5.1f %4.0f%%  ", 100.0 * g[s].share, g[s].gflops,
+                       sq[s] > 0 ? 100.0 * g[s].gflops / sq[s] : 0.0);
+            else
+                printf(" %18s", "-");
         printf("\n%-12s", "  sgemm");
         for (int s = 0; s < 4; s++)
-            printf(" %11.1f x%d     ", sq[s], g[s].blas);
+            if (g[s].blas)
+                printf(" %11.1f x%d     ", sq[s], g[s].blas);
+            else
+                printf(" %18s", "-");
         printf("\n");
         fl_model_free(m);
     }

@@ -12,8 +12,8 @@ OMP_NUM_THREADS before torch loads: with idle OpenMP threads around, torch
 1.13 spins them and runs slower on a 2-core machine (the Makefile does this).
 
 Usage: OMP_NUM_THREADS=T torch_reference.py T
-FEDOPT_BENCH_MODELS=cnn,resnet18gn restricts the models;
-FEDOPT_BENCH_SECONDS sets the seconds per figure (default 4).
+FEDOPT_BENCH_MODELS=cnn,resnet18gn restricts the models, FEDOPT_BENCH_BATCHES=20
+the batch sizes; FEDOPT_BENCH_SECONDS sets the seconds per figure (default 4).
 """
 import os
 import sys
@@ -128,6 +128,7 @@ def main():
     threads = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     seconds = float(os.environ.get("FEDOPT_BENCH_SECONDS", "4"))
     only = os.environ.get("FEDOPT_BENCH_MODELS")
+    batches_only = os.environ.get("FEDOPT_BENCH_BATCHES")
     plan = [("logreg", (20,)), ("mlp", (20, 64)), ("cnn", (20, 64)), ("charlstm", (4, 20)),
             ("resnet18gn", (20,))]
     print("PyTorch %s reference, %d thread%s: training samples/s of wall time"
@@ -136,6 +137,8 @@ def main():
         if only and name not in only.split(","):
             continue
         for b in batches:
+            if batches_only and str(b) not in batches_only.split(","):
+                continue
             print("  %-11s B=%-3d %9.1f" % (name, b, measure(name, b, threads, seconds)),
                   flush=True)
 
