@@ -164,6 +164,16 @@ static fl__client_t *find_client(fl__daemon_t *d, const char *name)
     return NULL;
 }
 
+/* Lowers chunk to the largest tensor chunk client c's frame limit admits
+ * (c may be NULL, not yet welcomed, or without a limit: chunk stays). The
+ * minimum over a selection is one chunk size for all of it, so a model is
+ * encoded once and the same buffer goes to every connection. */
+static uint32_t admit_chunk(const fl__client_t *c, uint32_t chunk)
+{
+    uint32_t ch = c && c->welcomed && c->max_frame ? fl_wire_chunk_for_frame(c->max_frame) : 0;
+    return ch && ch < chunk ? ch : chunk;
+}
+
 /* True when certificate name cn is listed in the comma-separated `list`. */
 static int listed(const char *list, const char *cn)
 {
@@ -627,15 +637,9 @@ static void try_start_round(fl__daemon_t *d)
     if ((rc = fl_round_begin(d->round, d->round_no, names, have, d->opt, now)))
         goto fail;
     size_t nsel = fl_round_selected_count(d->round);
-    /* One chunk size that every selected client's frame limit admits, so the
-     * model is encoded once and the same buffer goes to every connection. */
-    uint32_t chunk = FL_WIRE_MAX_CHUNK;
-    for (size_t i = 0; i < nsel; i++) {
-        fl__client_t *c = find_client(d, fl_round_selected_name(d->round, i));
-        uint32_t ch = c && c->max_frame ? fl_wire_chunk_for_frame(c->max_frame) : FL_WIRE_MAX_CHUNK;
-        if (ch && ch < chunk)
-            chunk = ch;
-    }
+    uint32_t chunk = FL_WIRE_MAX_CHUNK; /* see admit_chunk */
+    for (size_t i = 0; i < nsel; i++)
+        chunk = admit_chunk(find_client(d, fl_round_selected_name(d->round, i)), chunk);
     if ((rc = fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_MODEL, (uint64_t)d->round_no, d->x,
                                     d->numel * sizeof(float), chunk, &model)))
         goto fail;
@@ -839,11 +843,8 @@ static void maybe_close_round(fl__daemon_t *d)
     d->fe_encode = d->fe && fe_every > 0 && (d->row.round % fe_every == 0 || d->row.round == d->cfg->rounds);
     if (d->fe_encode) {
         d->fe_chunk = FL_WIRE_MAX_CHUNK;
-        for (fl__client_t *c = d->clients; c; c = c->next) {
-            uint32_t ch = c->welcomed && c->max_frame ? fl_wire_chunk_for_frame(c->max_frame) : 0;
-            if (ch && ch < d->fe_chunk)
-                d->fe_chunk = ch;
-        }
+        for (fl__client_t *c = d->clients; c; c = c->next)
+            d->fe_chunk = admit_chunk(c, d->fe_chunk);
     }
     d->commit_work.data = d;
     if (uv_queue_work(&d->loop, &d->commit_work, commit_work_cb, commit_after_cb)) {
@@ -871,12 +872,8 @@ static void start_fedeval(fl__daemon_t *d, fl__client_t **conns, const char **na
         goto fail;
     size_t nsel = fl_fedeval_selected_count(d->fe);
     uint32_t chunk = FL_WIRE_MAX_CHUNK;
-    for (size_t i = 0; i < nsel; i++) {
-        fl__client_t *c = find_client(d, fl_fedeval_selected_name(d->fe, i));
-        uint32_t ch = c && c->max_frame ? fl_wire_chunk_for_frame(c->max_frame) : FL_WIRE_MAX_CHUNK;
-        if (ch && ch < chunk)
-            chunk = ch;
-    }
+    for (size_t i = 0; i < nsel; i++)
+        chunk = admit_chunk(find_client(d, fl_fedeval_selected_name(d->fe, i)), chunk);
     /* The commit worker encoded the transfer; after a resume, or for a
      * client that admits only smaller frames than it assumed, the loop
      * encodes it here (rare, once per evaluation). */

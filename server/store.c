@@ -200,6 +200,21 @@ static void bind_real_or_null(sqlite3_stmt *s, int i, double v)
         sqlite3_bind_null(s, i);
 }
 
+/* Binds the first five columns that a per-client row (updates,
+ * fed_eval_results) starts with: run, round, client, status, reason. */
+static void bind_client_row(sqlite3_stmt *s, int64_t run_id, int64_t round, const char *client,
+                            const char *status, const char *reason)
+{
+    sqlite3_bind_int64(s, 1, run_id);
+    sqlite3_bind_int64(s, 2, round);
+    sqlite3_bind_text(s, 3, client ? client : "?", -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, status ? status : "refused", -1, SQLITE_STATIC);
+    if (reason)
+        sqlite3_bind_text(s, 5, reason, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, 5);
+}
+
 static int insert_checkpoint(fl_store_t *st, int64_t run, int64_t round, const float *model, size_t numel,
                              const uint8_t *state, size_t state_len)
 {
@@ -429,14 +444,7 @@ int fl_store_commit_round(fl_store_t *st, const fl_store_round_t *r, const fl_st
         for (size_t i = 0; i < nups; i++) {
             const fl_store_update_t *u = &ups[i];
             sqlite3_reset(s);
-            sqlite3_bind_int64(s, 1, r->run_id);
-            sqlite3_bind_int64(s, 2, r->round);
-            sqlite3_bind_text(s, 3, u->client ? u->client : "?", -1, SQLITE_STATIC);
-            sqlite3_bind_text(s, 4, u->status ? u->status : "refused", -1, SQLITE_STATIC);
-            if (u->reason)
-                sqlite3_bind_text(s, 5, u->reason, -1, SQLITE_STATIC);
-            else
-                sqlite3_bind_null(s, 5);
+            bind_client_row(s, r->run_id, r->round, u->client, u->status, u->reason);
             bind_real_or_null(s, 6, u->num_examples);
             bind_real_or_null(s, 7, u->train_loss);
             bind_real_or_null(s, 8, u->delta_norm);
@@ -762,14 +770,7 @@ int fl_store_commit_fedeval(fl_store_t *st, const fl_store_fedeval_t *e, const f
         for (size_t i = 0; i < nres; i++) {
             const fl_store_fedeval_result_t *u = &res[i];
             sqlite3_reset(s);
-            sqlite3_bind_int64(s, 1, e->run_id);
-            sqlite3_bind_int64(s, 2, e->round);
-            sqlite3_bind_text(s, 3, u->client ? u->client : "?", -1, SQLITE_STATIC);
-            sqlite3_bind_text(s, 4, u->status ? u->status : "refused", -1, SQLITE_STATIC);
-            if (u->reason)
-                sqlite3_bind_text(s, 5, u->reason, -1, SQLITE_STATIC);
-            else
-                sqlite3_bind_null(s, 5);
+            bind_client_row(s, e->run_id, e->round, u->client, u->status, u->reason);
             bind_real_or_null(s, 6, u->num_examples);
             bind_real_or_null(s, 7, u->loss);
             bind_real_or_null(s, 8, u->accuracy);

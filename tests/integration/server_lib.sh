@@ -52,6 +52,18 @@ client() {
     pids="$pids $!"
 }
 
+# wait_log FILE PATTERN SECONDS: waits until FILE has a line matching PATTERN;
+# returns 1 on timeout.
+wait_log() {
+    i=0
+    until grep -q "$2" "$1" 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -gt $(($3 * 10)) ] && return 1
+        sleep 0.1
+    done
+    return 0
+}
+
 # wait_pid PID SECONDS: waits for a process to end; returns its status (124 on timeout).
 wait_pid() {
     i=0

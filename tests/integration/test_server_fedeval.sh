@@ -33,12 +33,7 @@ client i --reconnect --weight 5 --eval decline --timeout 60
 client f --reconnect --weight 5 --eval none --timeout 60
 
 # Stop the server while round 1's evaluation waits for f (its deadline is 4 s).
-n=0
-until grep -q 'evaluated round 1' "$work/a.log" 2>/dev/null; do
-    n=$((n + 1))
-    [ $n -gt 300 ] && fail "no evaluation request reached client a"
-    sleep 0.1
-done
+wait_log "$work/a.log" 'evaluated round 1' 30 || fail "no evaluation request reached client a"
 kill -TERM "$server_pid"
 wait_pid "$server_pid" 20 || fail "server exited with $? after SIGTERM"
 grep -q 'federated evaluation aborted by the stop' "$work/server.log" || fail "evaluation not aborted by the stop"
@@ -59,12 +54,7 @@ resume() {
 # --resume evaluates round 1's model before round 2; stopped again during the
 # evaluation of round 3 (the last), the next --resume evaluates it and finishes.
 resume server2.log
-n=0
-until grep -q 'evaluated round 3' "$work/a.log" 2>/dev/null; do
-    n=$((n + 1))
-    [ $n -gt 300 ] && fail "no evaluation request of round 3 reached client a"
-    sleep 0.1
-done
+wait_log "$work/a.log" 'evaluated round 3' 30 || fail "no evaluation request of round 3 reached client a"
 kill -TERM "$server_pid"
 wait_pid "$server_pid" 20 || fail "resumed server exited with $? after SIGTERM"
 grep -q "round 1's federated evaluation is missing: it comes first" "$work/server2.log" || fail "no redo of round 1"

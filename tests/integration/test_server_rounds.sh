@@ -58,11 +58,7 @@ echo "A: 4 FedAvg rounds, each model the exact weighted mean of the client model
 cmp -s "$work/r4.safetensors" "$work/r2.safetensors" && fail "rounds 2 and 4 exported the same model"
 "$srv" export "$work/a.db" 1 99 "$work/x.safetensors" 2>/dev/null && fail "export of a missing round succeeded"
 start_server "$work/server-init.log" --db "$work/a.db" --init "$work/r4.safetensors" --rounds 1 --min_clients 1
-i=0
-until grep -q "initial weights from" "$work/server-init.log"; do
-    i=$((i + 1)); [ $i -gt 100 ] && fail "--init not loaded"
-    sleep 0.1
-done
+wait_log "$work/server-init.log" "initial weights from" 10 || fail "--init not loaded"
 kill -TERM "$server_pid"
 wait_pid "$server_pid" 10 || fail "SIGTERM while waiting: exit $?"
 "$srv" export "$work/a.db" 2 0 "$work/init.safetensors" >/dev/null || fail "export run 2"

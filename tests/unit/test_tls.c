@@ -348,14 +348,22 @@ static const fl_tls_cbs_t cli_cbs = {cli_on_open, cli_on_message, NULL, cli_on_c
 
 /* Connects with the given files (relative to the cert dir; NULL cert = none)
  * and runs the loop until the client's connection is gone. */
-static void client_run(server_t *s, client_t *k, const char *ca, const char *cert,
-                       const char *key, const char *server_name)
+/* A client TLS context from the test PKI's files (cert and key may be NULL). */
+static fl_tls_ctx_t *client_ctx(const char *ca, const char *cert, const char *key)
 {
     fl_tls_opts_t o = {0};
     o.ca_file = fl_testcerts_path(&g_certs, 0, ca);
     o.cert_file = cert ? fl_testcerts_path(&g_certs, 1, cert) : NULL;
     o.key_file = key ? fl_testcerts_path(&g_certs, 2, key) : NULL;
-    assert_int_equal(fl_tls_ctx_new(FL_TLS_CLIENT, &o, &k->ctx), 0);
+    fl_tls_ctx_t *ctx = NULL;
+    assert_int_equal(fl_tls_ctx_new(FL_TLS_CLIENT, &o, &ctx), 0);
+    return ctx;
+}
+
+static void client_run(server_t *s, client_t *k, const char *ca, const char *cert,
+                       const char *key, const char *server_name)
+{
+    k->ctx = client_ctx(ca, cert, key);
     assert_int_equal(fl_tls_connect(&s->loop, k->ctx, "127.0.0.1", fl_tls_server_port(s->srv),
                                     server_name, &cli_cbs, k, &k->conn), 0);
     while (!k->closed)
@@ -742,12 +750,7 @@ static void test_backpressure_memory(void **state)
     assert_int_equal(fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 7, delta, delta_n * 4, 0, &up), 0);
     fl_buf_t *model_buf = s.model;
     s.model = NULL; /* not on Hello: once every connection is open and idle */
-    fl_tls_opts_t o = {0};
-    o.ca_file = fl_testcerts_path(&g_certs, 0, "ca.crt");
-    o.cert_file = fl_testcerts_path(&g_certs, 1, "clients/alice.crt");
-    o.key_file = fl_testcerts_path(&g_certs, 2, "clients/alice.key");
-    fl_tls_ctx_t *ctx;
-    assert_int_equal(fl_tls_ctx_new(FL_TLS_CLIENT, &o, &ctx), 0);
+    fl_tls_ctx_t *ctx = client_ctx("ca.crt", "clients/alice.crt", "clients/alice.key");
     client_t k[N];
     memset(k, 0, sizeof k);
     for (int i = 0; i < N; i++) {
@@ -805,12 +808,7 @@ static void test_connect_failures(void **state)
 {
     uv_loop_t loop;
     assert_int_equal(uv_loop_init(&loop), 0);
-    fl_tls_opts_t o = {0};
-    o.ca_file = fl_testcerts_path(&g_certs, 0, "ca.crt");
-    o.cert_file = fl_testcerts_path(&g_certs, 1, "clients/alice.crt");
-    o.key_file = fl_testcerts_path(&g_certs, 2, "clients/alice.key");
-    fl_tls_ctx_t *ctx;
-    assert_int_equal(fl_tls_ctx_new(FL_TLS_CLIENT, &o, &ctx), 0);
+    fl_tls_ctx_t *ctx = client_ctx("ca.crt", "clients/alice.crt", "clients/alice.key");
     /* Nothing listens there: on_close with FL_ENET and a log line. */
     long mark = log_mark();
     client_t k = {0};
@@ -835,13 +833,9 @@ static void test_connect_by_name(void **state)
 {
     server_t s;
     server_start(&s, NULL, NULL);
-    fl_tls_opts_t o = {0};
-    o.ca_file = fl_testcerts_path(&g_certs, 0, "ca.crt");
-    o.cert_file = fl_testcerts_path(&g_certs, 1, "clients/bob.crt");
-    o.key_file = fl_testcerts_path(&g_certs, 2, "clients/bob.key");
     client_t k = {0};
     k.bye_after = 1;
-    assert_int_equal(fl_tls_ctx_new(FL_TLS_CLIENT, &o, &k.ctx), 0);
+    k.ctx = client_ctx("ca.crt", "clients/bob.crt", "clients/bob.key");
     assert_int_equal(fl_tls_connect(&s.loop, k.ctx, "localhost", fl_tls_server_port(s.srv), NULL,
                                     &cli_cbs, &k, &k.conn), 0);
     while (!k.closed)
@@ -863,12 +857,7 @@ static void test_max_conns(void **state)
     fl_tls_opts_t so = {0};
     so.max_conns = 1;
     server_start(&s, &so, NULL);
-    fl_tls_opts_t o = {0};
-    o.ca_file = fl_testcerts_path(&g_certs, 0, "ca.crt");
-    o.cert_file = fl_testcerts_path(&g_certs, 1, "clients/alice.crt");
-    o.key_file = fl_testcerts_path(&g_certs, 2, "clients/alice.key");
-    fl_tls_ctx_t *ctx;
-    assert_int_equal(fl_tls_ctx_new(FL_TLS_CLIENT, &o, &ctx), 0);
+    fl_tls_ctx_t *ctx = client_ctx("ca.crt", "clients/alice.crt", "clients/alice.key");
     client_t a = {0}, b = {0};
     int port = fl_tls_server_port(s.srv);
     assert_int_equal(fl_tls_connect(&s.loop, ctx, "127.0.0.1", port, "localhost", &cli_cbs, &a, &a.conn), 0);
