@@ -53,7 +53,8 @@ static int build_cnn(fl_model_t *m)
      * values (ReLU is monotone, so max(relu(x)) = relu(max(x))) and the same
      * gradients: with a positive window maximum both send dy to the first
      * maximum, and otherwise both give 0. The ReLU then runs on a quarter of
-     * the elements (cnn step at batch 20: ~0.9 ms less of ~26). The one
+     * the elements (batch 20, 1 thread, per-layer timing: forward and
+     * backward 1.26-1.39 ms before, 0.22-0.24 ms after). The one
      * difference is a NaN in a window, which a ReLU first would zero. */
     FL_MODEL_ADD(m, fl_conv2d_maxpool_create(fl_model_out_shape(m), 2, 2, &l));
     FL_MODEL_ADD(m, fl_act_create(FL_ACT_RELU, fl_model_out_shape(m), &l));

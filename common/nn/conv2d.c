@@ -55,8 +55,9 @@ static int conv_cap_forced; /* a test set the cap: chunks are exactly cap/per */
 
 /* Winograd pays when its 16 GEMMs are not too thin and the tiles are mostly
  * used. Measured per example on the AMD EPYC, one thread, cnn's conv2
- * (32 -> 64 channels, 26x26 -> 24x24): forward 0.28-0.30 ms against 0.38
- * for im2col + GEMM; input gradient 0.33-0.36 against ~0.5. Its GEMMs have
+ * (32 -> 64 channels, 26x26 -> 24x24), cnn's batch of 20 timed layer by
+ * layer: forward 0.28-0.31 ms against 0.40-0.44 with im2col + GEMM,
+ * backward 0.65-0.77 against 0.88-0.98. Its GEMMs have
  * K = cin (forward) and K = cout (input gradient): cnn's conv1, with one
  * input channel, would run K = 1 products. The bound of 16 channels is a
  * judgement between those two, not a measured crossover. */
@@ -236,7 +237,10 @@ static int conv_reserve(fl_layer_t *l, size_t max_n)
         chunk = 1;
     if (chunk > max_n)
         chunk = max_n;
-    if (chunk > c->chunk) {
+    /* A Winograd layer never lowers: no col or ybuf. (For a ResNet stage at
+     * 6x6 the whole-batch lowering above asks for up to 47 MB per layer;
+     * never touched, it cost address space rather than resident memory.) */
+    if (!c->wino && chunk > c->chunk) {
         c->col_n = 0;
         free(c->col);
         free(c->ybuf);
@@ -317,14 +321,13 @@ static void conv_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_m
     /* When the batch fits one chunk, the lowered input stays in col for the
      * backward pass (the layer contract: backward sees the x of the last
      * forward), which saves lowering it twice. */
-    c->col_n = n <= c->chunk ? n : 0;
     if (c->wino) {
-        c->col_n = 0;
         fl_winograd_weights(l->p[0], c->cout, c->cin, 0, c->wu);
         conv_winograd(c, &c->wf, c->wplane_f, x, l->in_dim, n, c->has_bias ? l->p[1] : NULL, y,
                       l->out_dim);
         return;
     }
+    c->col_n = n <= c->chunk ? n : 0;
     for (size_t i0 = 0; i0 < n; i0 += c->chunk) {
         size_t nc = n - i0 < c->chunk ? n - i0 : c->chunk;
         size_t ld = nc * hw;
@@ -356,22 +359,28 @@ static void conv_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_m
     }
 }
 
+/* Adds one example's bias gradient: the sum of each channel of dyi
+ * [cout, ho, wo] into gb. */
+static void add_bias_grad(const conv_t *c, const float *dyi, float *gb)
+{
+    const size_t hw = (size_t)c->ho * c->wo;
+    for (int o = 0; o < c->cout; o++) {
+        float sum = 0.0f;
+        for (size_t j = 0; j < hw; j++)
+            sum += dyi[(size_t)o * hw + j];
+        gb[o] += sum;
+    }
+}
+
 /* The backward pass of a Winograd layer: bias, weight and input gradients
  * all from the tiles (no im2col). */
 static void conv_backward_winograd(fl_layer_t *l, const float *x, const float *dy, float *dx,
                                    size_t n)
 {
     conv_t *c = l->priv;
-    const size_t hw = (size_t)c->ho * c->wo, t = fl_winograd_tiles(&c->wf);
-    for (size_t i = 0; c->has_bias && i < n; i++) {
-        const float *dyi = dy + i * l->out_dim;
-        for (int o = 0; o < c->cout; o++) {
-            float sum = 0.0f;
-            for (size_t j = 0; j < hw; j++)
-                sum += dyi[(size_t)o * hw + j];
-            l->g[1][o] += sum;
-        }
-    }
+    const size_t t = fl_winograd_tiles(&c->wf);
+    for (size_t i = 0; c->has_bias && i < n; i++)
+        add_bias_grad(c, dy + i * l->out_dim, l->g[1]);
     memset(c->wdu, 0, (size_t)16 * c->cout * c->cin * sizeof(float));
     for (size_t i0 = 0; i0 < n; i0 += c->wchunk) {
         size_t nc = n - i0 < c->wchunk ? n - i0 : c->wchunk;
@@ -408,12 +417,8 @@ static void conv_backward(fl_layer_t *l, const float *x, const float *y, const f
         const float *dyc = c->ybuf;
         if (nc == 1) {
             dyc = dy + i0 * l->out_dim;
-            for (int o = 0; c->has_bias && o < c->cout; o++) {
-                float sum = 0.0f;
-                for (size_t j = 0; j < hw; j++)
-                    sum += dyc[(size_t)o * hw + j];
-                l->g[1][o] += sum;
-            }
+            if (c->has_bias)
+                add_bias_grad(c, dyc, l->g[1]);
         }
         for (size_t i = 0; nc > 1 && i < nc; i++) {
             const float *dyi = dy + (i0 + i) * l->out_dim;
