@@ -81,6 +81,25 @@ static void test_gemm_matches_naive(void **state)
     assert_int_equal(fl_gemm_get_threads(), 2);
 #endif
     fl_gemm_set_threads(1);
+    /* beta = 0 into a C with a wider leading dimension (gemm.c clears C
+     * itself, row by row): the product lands, NaN in C is ignored, and the
+     * columns past n keep what they held. */
+    enum { LDC = 17 + 3 };
+    float cw[13 * LDC];
+    for (int i = 0; i < m * LDC; i++)
+        cw[i] = i % LDC < n ? NAN : 7.0f;
+    for (int i = 0; i < m * n; i++)
+        ref[i] = 0;
+    fl_gemm(1, 0, m, n, k, 1.0f, a, m, b, n, 0.0f, cw, LDC);
+    naive(1, 0, m, n, k, 1.0f, a, m, b, n, 0.0f, ref, n);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < LDC; j++) {
+            float got = cw[i * LDC + j];
+            if (j < n)
+                assert_true(fabs(got - ref[i * n + j]) < 1e-4 * (1 + fabs(ref[i * n + j])));
+            else
+                assert_true(got == 7.0f);
+        }
 }
 
 /* The GEMM timer: off, it counts nothing; on, it counts the exact flops of
