@@ -642,12 +642,45 @@ static void pool_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_m
     }
 }
 
+/* The 2x2/2 pool's backward pass on even sides: every input position lies
+ * in exactly one window, so each window's four gradients are written in
+ * one pass (the output gradient where the maximum was, zero elsewhere)
+ * instead of clearing dx and scattering into it. g + 0.0f is what the
+ * scatter stored (0 + g): the same value, and +0 for a -0 gradient, so
+ * both paths give bit-identical results. planes = n * ch. */
+static void pool_backward_2x2(const pool_t *p, const float *dy, float *dx, size_t planes)
+{
+    const int w = p->w, ho = p->ho, wo = p->wo;
+    for (size_t pl = 0; pl < planes; pl++) {
+        const int32_t *ac = p->arg + pl * (size_t)ho * wo;
+        const float *dyc = dy + pl * (size_t)ho * wo;
+        float *dxc = dx + pl * (size_t)p->h * w;
+        const int32_t base = (int32_t)((pl % (size_t)p->ch) * (size_t)p->h * w);
+        for (int oh = 0; oh < ho; oh++) {
+            float *d0 = dxc + (size_t)(2 * oh) * w, *d1 = d0 + w;
+            const int32_t i0 = base + 2 * oh * w;
+            for (int ow = 0; ow < wo; ow++) {
+                const int32_t at = ac[oh * wo + ow] - (i0 + 2 * ow);
+                const float g = dyc[oh * wo + ow] + 0.0f;
+                d0[2 * ow] = at == 0 ? g : 0.0f;
+                d0[2 * ow + 1] = at == 1 ? g : 0.0f;
+                d1[2 * ow] = at == w ? g : 0.0f;
+                d1[2 * ow + 1] = at == w + 1 ? g : 0.0f;
+            }
+        }
+    }
+}
+
 static void pool_backward(fl_layer_t *l, const float *x, const float *y, const float *dy,
                           float *dx, size_t n)
 {
     pool_t *p = l->priv;
     if (!dx)
         return;
+    if (p->k == 2 && p->stride == 2 && p->h == 2 * p->ho && p->w == 2 * p->wo) {
+        pool_backward_2x2(p, dy, dx, n * (size_t)p->ch);
+        return;
+    }
     memset(dx, 0, n * l->in_dim * sizeof(float));
     for (size_t i = 0; i < n; i++) {
         const int32_t *ai = p->arg + i * l->out_dim;

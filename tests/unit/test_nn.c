@@ -638,6 +638,51 @@ static void test_pool_relu_commute(void **state)
         fl_layer_free(all[i]);
 }
 
+/* The 2x2/2 pool over 3 examples of 2 channels h x w (h, w <= 6) against
+ * the general rule: the first maximum in row-major window order wins ties,
+ * a NaN never wins but stays when it comes first, and the gradient goes to
+ * the winner only (every other input position gets exactly zero). */
+static void check_pool_2x2(int h, int w)
+{
+    const int hw = h * w, ex = 2 * hw, ho = h / 2, wo = w / 2, out = 2 * ho * wo;
+    fl_shape_t t = {.ndim = 3, .d = {2, h, w}};
+    fl_layer_t *l;
+    assert_int_equal(fl_conv2d_maxpool_create(&t, 2, 2, &l), 0);
+    assert_int_equal(l->ops->reserve(l, 3), 0);
+    float xt[3 * 72], yt[3 * 18], dyt[3 * 18], dxt[3 * 72], want_dx[3 * 72] = {0};
+    for (int i = 0; i < 3 * ex; i++) {
+        xt[i] = (float)(((i / 2) * 7 + i / 6) % 3); /* ties in every window row */
+        dxt[i] = NAN;                                /* backward must overwrite all */
+    }
+    xt[0] = NAN; /* first in its window: the output is NaN */
+    xt[3] = NAN; /* second in its window: never wins */
+    xt[ex + 2] = 9.0f;
+    for (int i = 0; i < 3 * out; i++)
+        dyt[i] = (float)(i + 1);
+    dyt[1] = -0.0f; /* stored as +0, as 0 + (-0) is */
+    l->ops->forward(l, xt, yt, 3, FL_MODE_TRAIN);
+    l->ops->backward(l, xt, yt, dyt, dxt, 3);
+    for (int e = 0; e < 3; e++)
+        for (int c = 0; c < 2; c++)
+            for (int oh = 0; oh < ho; oh++)
+                for (int ow = 0; ow < wo; ow++) {
+                    int best = -1;
+                    for (int k = 0; k < 4; k++) {
+                        int idx = e * ex + c * hw + (2 * oh + k / 2) * w + 2 * ow + k % 2;
+                        if (best < 0 || xt[idx] > xt[best])
+                            best = idx;
+                    }
+                    int o = e * out + c * ho * wo + oh * wo + ow;
+                    if (isnan(xt[best]))
+                        assert_true(isnan(yt[o]));
+                    else
+                        assert_true(yt[o] == xt[best]);
+                    want_dx[best] += dyt[o];
+                }
+    assert_memory_equal(dxt, want_dx, (size_t)(3 * ex) * sizeof(float));
+    fl_layer_free(l);
+}
+
 static void test_grad_maxpool(void **state)
 {
     (void)state;
@@ -662,44 +707,16 @@ static void test_grad_maxpool(void **state)
     assert_float_equal(y[0], 5, 0);
     assert_float_equal(y[1], -1, 0);
     fl_layer_free(l);
-    /* The 2x2/2 fast path against the general rule, over 3 examples of
-     * 2 channels 5x6 (2x3 outputs each; odd height: the last row is outside every window):
-     * the first maximum in row-major window order wins ties, a NaN never
-     * wins but stays when it comes first, and the gradient goes to the
-     * winner only. */
-    fl_shape_t t = {.ndim = 3, .d = {2, 5, 6}};
-    assert_int_equal(fl_conv2d_maxpool_create(&t, 2, 2, &l), 0);
-    assert_int_equal(l->ops->reserve(l, 3), 0);
-    float xt[3 * 60], yt[3 * 12], dyt[3 * 12], dxt[3 * 60];
-    for (int i = 0; i < 3 * 60; i++)
-        xt[i] = (float)(((i / 2) * 7 + i / 6) % 3); /* ties in every window row */
-    xt[0] = NAN;  /* first in its window: the output is NaN */
-    xt[3] = NAN;  /* second in its window: never wins */
-    xt[62] = 9.0f;
-    for (int i = 0; i < 3 * 12; i++)
-        dyt[i] = (float)(i + 1);
-    l->ops->forward(l, xt, yt, 3, FL_MODE_TRAIN);
-    l->ops->backward(l, xt, yt, dyt, dxt, 3);
-    float want_dx[3 * 60] = {0};
-    for (int e = 0; e < 3; e++)
-        for (int c = 0; c < 2; c++)
-            for (int oh = 0; oh < 2; oh++)
-                for (int ow = 0; ow < 3; ow++) {
-                    int best = -1;
-                    for (int k = 0; k < 4; k++) {
-                        int idx = e * 60 + c * 30 + (2 * oh + k / 2) * 6 + 2 * ow + k % 2;
-                        if (best < 0 || xt[idx] > xt[best])
-                            best = idx;
-                    }
-                    int o = e * 12 + c * 6 + oh * 3 + ow;
-                    if (isnan(xt[best]))
-                        assert_true(isnan(yt[o]));
-                    else
-                        assert_true(yt[o] == xt[best]);
-                    want_dx[best] += dyt[o];
-                }
-    assert_memory_equal(dxt, want_dx, sizeof want_dx);
-    fl_layer_free(l);
+    /* The 2x2/2 fast paths against the general rule: odd height (the last
+     * row is outside every window, and backward takes the general path)
+     * and even sides (the one-pass backward). */
+    check_pool_2x2(5, 6);
+    check_pool_2x2(6, 6);
+    /* A 2x2/2 pool with even sides also passes the finite-difference check. */
+    fl_shape_t e = {.ndim = 3, .d = {2, 6, 4}};
+    fl_params_init(&p);
+    assert_int_equal(fl_conv2d_maxpool_create(&e, 2, 2, &l), 0);
+    check_layer(l, &p, 3, &o);
 }
 
 /* The checker must catch a wrong gradient: a dense layer whose backward
