@@ -359,17 +359,35 @@ static void conv_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_m
     }
 }
 
+/* The sum of x[0..n) in 16 running sums, one per lane, added pairwise at
+ * the end. A single running sum is a chain of dependent additions (about
+ * 4 cycles each on the EPYC, and the compiler may not reorder float
+ * additions): the bias gradients of cnn's conv1 and conv2, 1.2 million
+ * elements per batch-20 step, took ~3.5% of the step that way. The lanes
+ * vectorize, and partial sums are no less accurate than one running sum. */
+static float plane_sum(const float *x, size_t n)
+{
+    enum { L = 16 };
+    float acc[L] = {0};
+    size_t j = 0;
+    for (; j + L <= n; j += L)
+        for (int q = 0; q < L; q++)
+            acc[q] += x[j + q];
+    for (int q = 0; j < n; j++, q++)
+        acc[q] += x[j];
+    for (int w = L / 2; w > 0; w /= 2)
+        for (int q = 0; q < w; q++)
+            acc[q] += acc[q + w];
+    return acc[0];
+}
+
 /* Adds one example's bias gradient: the sum of each channel of dyi
  * [cout, ho, wo] into gb. */
 static void add_bias_grad(const conv_t *c, const float *dyi, float *gb)
 {
     const size_t hw = (size_t)c->ho * c->wo;
-    for (int o = 0; o < c->cout; o++) {
-        float sum = 0.0f;
-        for (size_t j = 0; j < hw; j++)
-            sum += dyi[(size_t)o * hw + j];
-        gb[o] += sum;
-    }
+    for (int o = 0; o < c->cout; o++)
+        gb[o] += plane_sum(dyi + (size_t)o * hw, hw);
 }
 
 /* The backward pass of a Winograd layer: bias, weight and input gradients
@@ -412,6 +430,25 @@ static void conv_backward(fl_layer_t *l, const float *x, const float *y, const f
     for (size_t i0 = 0; i0 < n; i0 += c->chunk) {
         size_t nc = n - i0 < c->chunk ? n - i0 : c->chunk;
         size_t ld = nc * hw;
+        /* The lowered input again, unless the forward pass left it in col
+         * (one chunk); lowering again is cheaper than keeping every chunk. */
+        if (c->col_n != n)
+            for (size_t i = 0; i < nc; i++)
+                im2col(c, x + (i0 + i) * l->in_dim, c->col + i * hw, ld);
+        if (!dx && nc > 1) {
+            /* The first layer (no input gradient): one weight-gradient GEMM
+             * per example straight from dy, instead of copying the chunk's
+             * dy channel-major first (conv1 of cnn: 0.79-0.83 ms backward
+             * with the copy, 0.54-0.58 without, batch 20). */
+            for (size_t i = 0; i < nc; i++) {
+                const float *dyi = dy + (i0 + i) * l->out_dim;
+                if (c->has_bias)
+                    add_bias_grad(c, dyi, l->g[1]);
+                fl_gemm(0, 1, c->cout, kk, (int)hw, 1.0f, dyi, (int)hw, c->col + i * hw, (int)ld,
+                        1.0f, l->g[0], kk);
+            }
+            continue;
+        }
         /* dy of the chunk, channel-major, and the bias gradient on the way.
          * A chunk of one example is already channel-major in dy itself. */
         const float *dyc = c->ybuf;
@@ -422,23 +459,12 @@ static void conv_backward(fl_layer_t *l, const float *x, const float *y, const f
         }
         for (size_t i = 0; nc > 1 && i < nc; i++) {
             const float *dyi = dy + (i0 + i) * l->out_dim;
-            for (int o = 0; o < c->cout; o++) {
-                const float *src = dyi + (size_t)o * hw;
-                float *dst = c->ybuf + (size_t)o * ld + i * hw;
-                float sum = 0.0f;
-                for (size_t j = 0; j < hw; j++) {
-                    dst[j] = src[j];
-                    sum += src[j];
-                }
-                if (c->has_bias)
-                    l->g[1][o] += sum;
-            }
+            for (int o = 0; o < c->cout; o++)
+                memcpy(c->ybuf + (size_t)o * ld + i * hw, dyi + (size_t)o * hw,
+                       hw * sizeof(float));
+            if (c->has_bias)
+                add_bias_grad(c, dyi, l->g[1]);
         }
-        /* The lowered input again, unless the forward pass left it in col
-         * (one chunk); lowering again is cheaper than keeping every chunk. */
-        if (c->col_n != n)
-            for (size_t i = 0; i < nc; i++)
-                im2col(c, x + (i0 + i) * l->in_dim, c->col + i * hw, ld);
         /* dW[cout, K] += dY[cout, ld] * col^T[ld, K] */
         fl_gemm(0, 1, c->cout, kk, (int)ld, 1.0f, dyc, (int)ld, c->col, (int)ld, 1.0f, l->g[0],
                 kk);
