@@ -78,6 +78,7 @@ void fl_gemm(int transa, int transb, int m, int n, int k, float alpha, const flo
     atomic_fetch_add_explicit(&timed_flops, flops, memory_order_relaxed);
 }
 
+#if FL_HAVE_OPENBLAS
 /* Zeroes the m x n matrix c with leading dimension ldc (one memset when
  * the rows are contiguous). */
 static void zero_rows(float *c, int m, int n, int ldc)
@@ -89,6 +90,7 @@ static void zero_rows(float *c, int m, int n, int ldc)
     for (int i = 0; i < m; i++)
         memset(c + (size_t)i * ldc, 0, (size_t)n * sizeof *c);
 }
+#endif
 
 static void gemm_run(int transa, int transb, int m, int n, int k, float alpha, const float *a,
                      int lda, const float *b, int ldb, float beta, float *c, int ldc)
