@@ -1,6 +1,7 @@
 #include "common/rng.h"
 
 #include <math.h>
+#include <string.h>
 
 static uint64_t splitmix64(uint64_t *x)
 {
@@ -33,9 +34,9 @@ void fl_rng_stream(fl_rng_t *r, uint64_t seed, const uint64_t *ids, size_t n)
         r->s[0] = 1; /* the all-zero state is the one xoshiro cannot leave */
 }
 
-uint64_t fl_rng_u64(fl_rng_t *r)
+/* One step of xoshiro256**: returns the output and advances s. */
+static inline uint64_t xoshiro_next(uint64_t s[4])
 {
-    uint64_t *s = r->s;
     const uint64_t result = rotl(s[1] * 5, 7) * 9;
     const uint64_t t = s[1] << 17;
     s[2] ^= s[0];
@@ -47,28 +48,20 @@ uint64_t fl_rng_u64(fl_rng_t *r)
     return result;
 }
 
+uint64_t fl_rng_u64(fl_rng_t *r) { return xoshiro_next(r->s); }
+
 uint32_t fl_rng_u32(fl_rng_t *r) { return (uint32_t)(fl_rng_u64(r) >> 32); }
 
 void fl_rng_fill_u32(fl_rng_t *r, uint32_t *out, size_t n)
 {
-    /* fl_rng_u64's step with the state in locals: the generator is one
-     * serial chain, so the gain is not reloading and storing the state
-     * (and not calling out of line) for every value. */
-    uint64_t s0 = r->s[0], s1 = r->s[1], s2 = r->s[2], s3 = r->s[3];
-    for (size_t i = 0; i < n; i++) {
-        out[i] = (uint32_t)((rotl(s1 * 5, 7) * 9) >> 32);
-        const uint64_t t = s1 << 17;
-        s2 ^= s0;
-        s3 ^= s1;
-        s1 ^= s2;
-        s0 ^= s3;
-        s2 ^= t;
-        s3 = rotl(s3, 45);
-    }
-    r->s[0] = s0;
-    r->s[1] = s1;
-    r->s[2] = s2;
-    r->s[3] = s3;
+    /* fl_rng_u64's step on a local copy of the state, which the compiler
+     * keeps in registers: the generator is one serial chain, so the gain is
+     * not reloading and storing the state (and not calling out of line)
+     * for every value. */
+    uint64_t s[4] = {r->s[0], r->s[1], r->s[2], r->s[3]};
+    for (size_t i = 0; i < n; i++)
+        out[i] = (uint32_t)(xoshiro_next(s) >> 32);
+    memcpy(r->s, s, sizeof s);
 }
 
 uint64_t fl_rng_below(fl_rng_t *r, uint64_t bound)
