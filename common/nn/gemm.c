@@ -112,8 +112,8 @@ static void gemm_run(int transa, int transb, int m, int n, int k, float alpha, c
          * kernel and then accumulating into it; on the 2-core EPYC (Zen
          * kernels) that pass was 6.6% of cnn's batch-20 step. Isolated,
          * conv2's Winograd product (64x144x32) ran 32-43 GFLOP/s with beta
-         * 0 against 54-59 with C cleared by memset and beta 1, conv1's
-         * (32x13520x9) 23-26 against 34-59. The result is the same: both
+         * 0 against 56 with C cleared by memset and beta 1, conv1's
+         * (32x13520x9) 23-26 against 34. The result is the same: both
          * add the product to zeros, in the same order. */
         if (beta == 0.0f) {
             zero_rows(c, m, n, ldc);
