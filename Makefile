@@ -69,8 +69,7 @@ $(BUILD)/config-$(BLAS).mk: deploy/install-deps.sh Makefile
 	   echo "CMOCKA_LIBS := $$(pkg-config --libs cmocka)"; } > $@
 
 ALL_CFLAGS = $(FL_CFLAGS) $(PKG_CFLAGS) $(CFLAGS)
-HOT_OBJS = $(BUILD)/common/serveropt.o $(BUILD)/common/params.o $(BUILD)/common/clientopt.o \
-           $(BUILD)/common/train.o $(BUILD)/common/models.o $(BUILD)/common/nn/%.o
+HOT_OBJS = $(BUILD)/server/serveropt.o $(BUILD)/common/base/params.o $(BUILD)/common/nn/%.o
 $(HOT_OBJS): ALL_CFLAGS += $(HOT_CFLAGS)
 # Loops with a float compare (ReLU's x > 0 ? dy : 0, max pooling, the
 # LSTM's clamped exp) only vectorize when the compiler may if-convert FP
@@ -99,7 +98,7 @@ $(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: proto/%.proto | $(BUILD)/config
 $(BUILD)/proto/%.pb-c.o: $(BUILD)/proto/%.pb-c.c $(FLAGS_STAMP) | $(BUILD)/config-$(BLAS).mk
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-LIB_SRCS := $(wildcard common/*.c common/*/*.c)
+LIB_SRCS := $(wildcard common/*/*.c)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(PROTO_C:%.c=%.o)
 SERVER_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard server/*.c))
 # Server modules without the entry point and the subcommands, for the tests.

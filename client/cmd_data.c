@@ -7,11 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/cli.h"
+#include "common/base/cli.h"
 #include "client/commands.h"
 #include "common/data/partition.h"
 #include "common/data/spec.h"
-#include "common/error.h"
+#include "common/base/error.h"
 
 static void usage(FILE *out)
 {

@@ -6,14 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/cli.h"
+#include "common/base/cli.h"
 #include "client/commands.h"
 #include "common/data/spec.h"
-#include "common/error.h"
-#include "common/models.h"
+#include "common/base/error.h"
+#include "common/nn/models.h"
 #include "common/nn/gemm.h"
-#include "common/safetensors.h"
-#include "common/train.h"
+#include "common/nn/safetensors.h"
+#include "common/nn/train.h"
 
 static void usage(FILE *out)
 {

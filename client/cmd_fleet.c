@@ -6,12 +6,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/cli.h"
+#include "common/base/cli.h"
 #include "client/commands.h"
 #include "client/fleet.h"
 #include "common/data/spec.h"
-#include "common/error.h"
-#include "common/log.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
 
 #define WHO "fleet"
 

@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "client/commands.h"
-#include "common/error.h"
-#include "common/models.h"
+#include "common/base/error.h"
+#include "common/nn/models.h"
 #include "common/nn/gemm.h"
 
 static const char *loss_name(fl_model_loss_t l)

@@ -7,14 +7,14 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "common/cli.h"
+#include "common/base/cli.h"
 #include "client/commands.h"
 #include "client/session.h"
 #include "common/data/spec.h"
-#include "common/error.h"
-#include "common/log.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
 #include "common/nn/gemm.h"
-#include "common/tls.h"
+#include "common/net/tls.h"
 
 #define WHO "client"
 

@@ -1,12 +1,12 @@
 /* commands: the fedopt-client subcommands. Each lives in its own client/cmd_*.c
- * file and is registered in the table in client/main.c; common/cli.h says
+ * file and is registered in the table in client/main.c; common/base/cli.h says
  * how a command is called. */
 #ifndef FL_CLIENT_COMMANDS_H
 #define FL_CLIENT_COMMANDS_H
 
 #include <stddef.h>
 
-#include "common/cli.h"
+#include "common/base/cli.h"
 
 typedef fl_cli_cmd_t fl_client_cmd_t;
 

@@ -7,9 +7,10 @@
 #include <time.h>
 #include <uv.h>
 
-#include "common/certs.h"
-#include "common/error.h"
-#include "common/log.h"
+#include "common/net/certs.h"
+#include "common/base/clock.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
 #include "common/nn/gemm.h"
 
 #define WHO "fleet"
@@ -34,13 +35,6 @@ typedef struct {
     size_t line_len;
 } fleet_t;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void client_name(const fl_fleet_opts_t *o, size_t i, char *out, size_t n)
 {
     snprintf(out, n, "%s-%04zu", o->prefix ? o->prefix : "sim", o->first + i);
@@ -56,7 +50,7 @@ int fl_fleet_certs(const fl_fleet_opts_t *o)
 {
     char path[4096], name[FL_CERTS_NAME_MAX + 1];
     size_t issued = 0;
-    double t0 = now_s();
+    double t0 = fl_clock_mono_s();
     for (size_t i = 0; i < o->count; i++) {
         client_name(o, i, name, sizeof name);
         snprintf(path, sizeof path, "%s/clients/%s.crt", o->certs_dir, name);
@@ -72,7 +66,7 @@ int fl_fleet_certs(const fl_fleet_opts_t *o)
         issued++;
     }
     if (issued)
-        FL_LOG_I(WHO, "issued %zu client certificates in %s/clients (%.1f s)", issued, o->certs_dir, now_s() - t0);
+        FL_LOG_I(WHO, "issued %zu client certificates in %s/clients (%.1f s)", issued, o->certs_dir, fl_clock_mono_s() - t0);
     return 0;
 }
 
@@ -99,7 +93,7 @@ static void progress(fleet_t *f, int final)
         uploaded += round && ss->last_upload_round == round;
     }
     size_t connected = f->started - st[FL_SESSION_WAITING] - st[FL_SESSION_CONNECTING] - st[FL_SESSION_DONE];
-    double now = now_s();
+    double now = fl_clock_mono_s();
     char line[256];
     int len = snprintf(line, sizeof line,
                        "fleet %6.1fs  round %llu: %zu/%zu connected, %zu selected, %zu queued, %zu training, "
@@ -216,7 +210,7 @@ static void on_starter(uv_timer_t *t)
      * start further. */
     size_t due = o->count;
     if (o->connect_spread > 0) {
-        due = (size_t)(o->count * ((now_s() - f->t0) / o->connect_spread)) + 1;
+        due = (size_t)(o->count * ((fl_clock_mono_s() - f->t0) / o->connect_spread)) + 1;
         if (due > o->count)
             due = o->count;
     }
@@ -292,7 +286,7 @@ int fl_fleet_run(const fl_fleet_opts_t *o, fl_fleet_result_t *res)
     f->tick.data = f->starter.data = f->sigint.data = f->sigterm.data = f;
     uv_signal_start(&f->sigint, on_signal, SIGINT);
     uv_signal_start(&f->sigterm, on_signal, SIGTERM);
-    f->t0 = now_s();
+    f->t0 = fl_clock_mono_s();
     f->last_line = f->t0;
     FL_LOG_I(WHO, "%zu clients (%s-%04zu..%04zu) -> %s:%d, %u training jobs", o->count,
              o->prefix ? o->prefix : "sim", o->first, o->first + o->count - 1, o->host, o->port, o->jobs);
@@ -304,7 +298,7 @@ int fl_fleet_run(const fl_fleet_opts_t *o, fl_fleet_result_t *res)
         memset(res, 0, sizeof *res);
         res->clients = o->count;
         res->failed = f->failed;
-        res->seconds = now_s() - f->t0;
+        res->seconds = fl_clock_mono_s() - f->t0;
         for (size_t i = 0; i < f->started; i++) {
             const fl_session_stats_t *ss = fl_session_stats(f->s[i]);
             res->connects += ss->connects;

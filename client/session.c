@@ -7,14 +7,15 @@
 #include <sys/mman.h>
 #include <time.h>
 
-#include "common/error.h"
-#include "common/log.h"
-#include "common/models.h"
+#include "common/base/clock.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
+#include "common/nn/models.h"
 #include "common/nn/gemm.h"
-#include "common/rng.h"
-#include "common/train.h"
-#include "common/version.h"
-#include "common/wire.h"
+#include "common/base/rng.h"
+#include "common/nn/train.h"
+#include "common/base/version.h"
+#include "common/net/wire.h"
 
 #define WHO "client"
 
@@ -116,13 +117,6 @@ struct fl_session {
     uv_timer_t hb;           /* heartbeats and the silence watchdog */
     int handles_open;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static const char *const state_names[FL_SESSION__NSTATES] = {
     "waiting", "connecting", "ready", "receiving", "queued", "training", "straggling", "uploading", "done",
@@ -240,7 +234,7 @@ static void shared_unref(fl__shared_t *e)
 
 static float *alloc_model(size_t n)
 {
-    /* As the transport allocates a received tensor (common/wire.c): 64-byte
+    /* As the transport allocates a received tensor (common/net/wire.c): 64-byte
      * aligned, and from 4 MiB up 2 MiB aligned on transparent huge pages, so
      * receiving a large model costs a few dozen page faults, not thousands.
      * The size is rounded up to the alignment, as aligned_alloc wants. */
@@ -608,9 +602,7 @@ static void send_hello(fl_session_t *s)
 static void send_heartbeat(fl_session_t *s)
 {
     Fedopt__Heartbeat hb = FEDOPT__HEARTBEAT__INIT;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    hb.unix_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)(ts.tv_nsec / 1000000);
+    hb.unix_ms = fl_clock_wall_ms();
     Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
     env.msg_case = FEDOPT__ENVELOPE__MSG_HEARTBEAT;
     env.heartbeat = &hb;
@@ -640,8 +632,8 @@ static void on_hb(uv_timer_t *t)
     fl_session_t *s = t->data;
     if (!s->conn || !s->welcomed)
         return;
-    if (now_s() - s->last_rx > silence_limit(s)) {
-        FL_LOG_W(WHO, "%s: nothing from the server for %.0f s: reconnecting", s->name, now_s() - s->last_rx);
+    if (fl_clock_mono_s() - s->last_rx > silence_limit(s)) {
+        FL_LOG_W(WHO, "%s: nothing from the server for %.0f s: reconnecting", s->name, fl_clock_mono_s() - s->last_rx);
         fl_tls_conn_close(s->conn);
         return;
     }
@@ -663,7 +655,7 @@ static void on_welcome(fl_session_t *s, const Fedopt__Welcome *w)
     s->peer_max_frame = w->max_frame ? w->max_frame : FL_WIRE_DEFAULT_MAX_FRAME;
     s->heartbeat_s = w->heartbeat_ms / 1000.0;
     s->state = FL_SESSION_READY;
-    s->waiting_since = now_s();
+    s->waiting_since = fl_clock_mono_s();
     FL_LOG_I(WHO, "%s: connected to %s (%s) as '%s'", s->name, fl_tls_conn_addr(s->conn),
              w->server_name ? w->server_name : "?", w->peer_identity ? w->peer_identity : "");
     /* Half the interval: a heartbeat is never late because a timer fired a
@@ -897,7 +889,7 @@ static void on_eval_model(fl_session_t *s, fl_wire_event_t *ev)
 static void on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
 {
     fl_session_t *s = ud;
-    s->last_rx = now_s();
+    s->last_rx = fl_clock_mono_s();
     if (ev->kind == FL_WIRE_EV_TENSOR) {
         if (ev->purpose == FEDOPT__TENSOR_PURPOSE__TENSOR_MODEL)
             on_model(s, ev);
@@ -979,7 +971,7 @@ static void on_drain(fl_tls_conn_t *c, void *ud)
 static void on_open(fl_tls_conn_t *c, void *ud)
 {
     fl_session_t *s = ud;
-    s->last_rx = now_s();
+    s->last_rx = fl_clock_mono_s();
     send_hello(s);
 }
 
@@ -1010,7 +1002,7 @@ static void on_close(fl_tls_conn_t *c, int reason, void *ud)
                       "and --ca; retrying with back-off",
                  s->name, s->o.host, s->o.port);
     } else if (was_welcomed) {
-        s->waiting_since = now_s();
+        s->waiting_since = fl_clock_mono_s();
         FL_LOG_I(WHO, "%s: disconnected%s%s", s->name, reason ? ": " : "", reason ? fl_strerror(reason) : "");
     }
     if (s->fatal || s->stopping) {
@@ -1035,7 +1027,7 @@ static void on_reconnect_timer(uv_timer_t *t)
 
 static void schedule_reconnect(fl_session_t *s)
 {
-    double now = now_s();
+    double now = fl_clock_mono_s();
     if (s->o.give_up > 0 && now - s->waiting_since > s->o.give_up) {
         FL_LOG_W(WHO, "%s: no server for %.0f s: giving up", s->name, now - s->waiting_since);
         s->stopping = 1;
@@ -1131,7 +1123,7 @@ int fl_session_start(fl_session_pool_t *pool, const fl_session_opts_t *opts, fl_
     uv_timer_init(pool->loop, &s->hb);
     s->timer.data = s->hb.data = s;
     s->handles_open = 2;
-    s->waiting_since = now_s();
+    s->waiting_since = fl_clock_mono_s();
     s->peer_max_frame = FL_WIRE_DEFAULT_MAX_FRAME;
     *out = s;
     connect_now(s);

@@ -42,7 +42,7 @@
 #include <uv.h>
 
 #include "common/data/dataset.h"
-#include "common/tls.h"
+#include "common/net/tls.h"
 
 typedef struct fl_session fl_session_t;
 typedef struct fl_session_pool fl_session_pool_t;

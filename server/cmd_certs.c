@@ -3,8 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "common/certs.h"
-#include "common/error.h"
+#include "common/net/certs.h"
+#include "common/base/error.h"
 #include "server/commands.h"
 
 static void certs_usage(FILE *out)

@@ -5,10 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/error.h"
-#include "common/log.h"
-#include "common/models.h"
-#include "common/safetensors.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
+#include "common/nn/models.h"
+#include "common/nn/safetensors.h"
 #include "server/commands.h"
 #include "server/eval.h"
 #include "server/store.h"

@@ -2,7 +2,7 @@
 #include <malloc.h>
 #include <stdio.h>
 
-#include "common/log.h"
+#include "common/base/log.h"
 #include "server/commands.h"
 #include "server/config.h"
 #include "server/daemon.h"

@@ -1,12 +1,12 @@
 /* commands: the fedopt-server subcommands. Each lives in its own server/cmd_*.c
- * file and is registered in the table in server/main.c; common/cli.h says
+ * file and is registered in the table in server/main.c; common/base/cli.h says
  * how a command is called. */
 #ifndef FL_SERVER_COMMANDS_H
 #define FL_SERVER_COMMANDS_H
 
 #include <stddef.h>
 
-#include "common/cli.h"
+#include "common/base/cli.h"
 
 typedef fl_cli_cmd_t fl_server_cmd_t;
 

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/error.h"
-#include "common/log.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
 
 typedef enum { T_STR, T_INT, T_U64, T_DBL, T_BOOL, T_RESUME } fl__cfg_type_t;
 

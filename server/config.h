@@ -16,8 +16,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "common/clientopt.h"
-#include "common/serveropt.h"
+#include "common/nn/clientopt.h"
+#include "server/serveropt.h"
 
 typedef enum {
     FL_RESUME_NO = 0,   /* always start a new run */

@@ -9,14 +9,14 @@
 #include <time.h>
 #include <uv.h>
 
-#include "common/certs.h"
-#include "common/error.h"
-#include "common/log.h"
-#include "common/models.h"
-#include "common/safetensors.h"
-#include "common/tls.h"
-#include "common/version.h"
-#include "common/wire.h"
+#include "common/net/certs.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
+#include "common/nn/models.h"
+#include "common/nn/safetensors.h"
+#include "common/net/tls.h"
+#include "common/base/version.h"
+#include "common/net/wire.h"
 #include "server/eval.h"
 #include "server/fedeval.h"
 #include "server/round.h"

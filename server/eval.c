@@ -5,8 +5,8 @@
 #include <string.h>
 
 #include "common/data/spec.h"
-#include "common/error.h"
-#include "common/log.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
 
 /* Examples per forward pass: large enough for GEMM efficiency, small enough
  * that the activations of the biggest model stay a few MiB. */

@@ -9,7 +9,7 @@
 
 #include <stddef.h>
 
-#include "common/models.h"
+#include "common/nn/models.h"
 
 typedef struct fl_eval fl_eval_t;
 

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/error.h"
-#include "common/rng.h"
+#include "common/base/error.h"
+#include "common/base/rng.h"
 #include "server/round.h"
 
 typedef enum { S_PENDING = 0, S_ACCEPTED, S_REFUSED, S_DROPPED } slot_state_t;

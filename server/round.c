@@ -4,10 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/error.h"
-#include "common/log.h"
-#include "common/params.h"
-#include "common/rng.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
+#include "common/base/params.h"
+#include "common/base/rng.h"
 
 typedef enum { S_PENDING = 0, S_AGGREGATING, S_ACCEPTED, S_REFUSED, S_DROPPED } slot_state_t;
 

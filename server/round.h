@@ -32,7 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/serveropt.h"
+#include "server/serveropt.h"
 #include "server/store.h"
 
 typedef struct {

@@ -7,8 +7,8 @@
 #include <time.h>
 #include <zlib.h>
 
-#include "common/error.h"
-#include "common/log.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "store.c writes model blobs as the host's floats: a big-endian host needs a byte swap here"

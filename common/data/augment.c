@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/error.h"
-#include "common/log.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
 
 void fl_augment_image(const float *x, int C, int H, int W, int crop, int train, fl_rng_t *rng,
                       float *out)

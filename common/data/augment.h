@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #include "common/data/dataset.h"
-#include "common/rng.h"
+#include "common/base/rng.h"
 
 /* Crops one image x [C, H, W] into out [C, crop, crop]: random offset and
  * flip when `train` (drawn from rng), central otherwise; then standardizes

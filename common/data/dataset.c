@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/error.h"
+#include "common/base/error.h"
 
 /* The most examples one dataset may hold: group and index arrays are uint32. */
 #define FL_DATASET_MAX_N ((size_t)1 << 31)

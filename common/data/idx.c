@@ -7,8 +7,8 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-#include "common/error.h"
-#include "common/log.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
 
 void fl_idx_free(fl_idx_t *idx)
 {

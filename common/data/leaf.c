@@ -8,8 +8,8 @@
 #include <sqlite3.h>
 
 #include "common/data/text.h"
-#include "common/error.h"
-#include "common/log.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
 
 /* A label above this is not a class index of any LEAF dataset. */
 #define FL_LEAF_MAX_LABEL (1 << 20)

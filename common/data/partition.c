@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/error.h"
-#include "common/log.h"
-#include "common/rng.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
+#include "common/base/rng.h"
 
 static int parse_double(const char *s, char **end, double *out)
 {

@@ -10,8 +10,8 @@
 #include "common/data/leaf.h"
 #include "common/data/text.h"
 #include "common/data/tff.h"
-#include "common/error.h"
-#include "common/log.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
 
 void fl_data_spec_init(fl_data_spec_t *s)
 {

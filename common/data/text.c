@@ -7,8 +7,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "common/error.h"
-#include "common/log.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
 
 /* The largest text file read whole. */
 #define FL_TEXT_MAX_FILE ((size_t)1 << 30)

@@ -6,8 +6,8 @@
 
 #include <sqlite3.h>
 
-#include "common/error.h"
-#include "common/log.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
 #include "proto/tf_example.pb-c.h"
 
 static const Tfex__Feature *feature(const Tfex__Example *ex, const char *name)

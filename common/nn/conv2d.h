@@ -1,5 +1,4 @@
-/* conv2d: 2-D convolution (PyTorch's nn.Conv2d, groups = 1, dilation = 1) and
- * 2-D max pooling (nn.MaxPool2d, no padding, floor mode).
+/* conv2d: 2-D convolution (PyTorch's nn.Conv2d, groups = 1, dilation = 1).
  *
  * conv2d: input [Cin, H, W] -> output [Cout, Ho, Wo] with
  * Ho = (H + 2*pad - k) / stride + 1 (likewise Wo). Weight "<prefix>.weight"
@@ -10,10 +9,7 @@
  * least 16 channels on each side run the forward pass and both gradients
  * with Winograd's F(2x2,3x3) instead (common/nn/winograd.h), 2.25 times
  * fewer multiply-adds.
- * Init U(+-1/sqrt(Cin*k*k)).
- *
- * maxpool2d: [C, H, W] -> [C, (H-k)/stride+1, (W-k)/stride+1]; the gradient
- * goes to the first maximum of each window (as PyTorch does). */
+ * Init U(+-1/sqrt(Cin*k*k)). */
 #ifndef FL_CONV2D_H
 #define FL_CONV2D_H
 
@@ -25,10 +21,6 @@
  * output that would be empty), FL_ENOMEM. */
 int fl_conv2d_create(fl_params_t *layout, const char *prefix, const fl_shape_t *in,
                      int64_t out_channels, int k, int stride, int pad, int bias, fl_layer_t **out);
-
-/* Creates a max-pooling layer with window k and the given stride for input
- * [C, H, W]. The caller owns *out. Returns 0, FL_EINVAL or FL_ENOMEM. */
-int fl_conv2d_maxpool_create(const fl_shape_t *in, int k, int stride, fl_layer_t **out);
 
 /* Internal, for tests: caps the floats of a lowered chunk (0 = the default),
  * so small shapes can exercise batches lowered in several chunks. Affects

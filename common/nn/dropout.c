@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/error.h"
+#include "common/base/error.h"
 
 /* Random draws per fl_rng_fill_u32 call in a forward: 4 KiB on the stack,
  * in L1 while the block's mask and outputs are written. */

@@ -5,7 +5,7 @@
  * `in_dim` floats (in_dim = product of the per-example shape `in`, NCHW for
  * images, so one example of a conv layer is C*H*W floats in C,H,W order).
  *
- * Life cycle, driven by the model (common/models.c):
+ * Life cycle, driven by the model (common/nn/models.c):
  *   1. a constructor (fl_dense_create, fl_conv2d_create, ...) takes the
  *      per-example input shape, computes the output shape and appends the
  *      layer's tensors to the model's parameter layout (fl_params_add, with
@@ -30,8 +30,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/params.h"
-#include "common/rng.h"
+#include "common/base/params.h"
+#include "common/base/rng.h"
 
 #define FL_SHAPE_MAX_DIMS 4
 #define FL_LAYER_MAX_PARAMS 16

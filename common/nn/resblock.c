@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/error.h"
+#include "common/base/error.h"
 #include "common/nn/conv2d.h"
 #include "common/nn/groupnorm.h"
 

@@ -3,7 +3,7 @@
 #include <limits.h>
 #include <string.h>
 
-#include "common/error.h"
+#include "common/base/error.h"
 #include "common/nn/gemm.h"
 
 int fl_winograd_setup(fl_winograd_t *g, int cin, int h, int w, int cout, int pad)

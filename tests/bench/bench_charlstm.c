@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "common/clientopt.h"
-#include "common/models.h"
+#include "common/nn/clientopt.h"
+#include "common/nn/models.h"
 #include "common/nn/gemm.h"
 #include "tests/support/benchclock.h"
 

@@ -12,7 +12,7 @@
 #include "common/data/idx.h"
 #include "common/data/partition.h"
 #include "common/data/spec.h"
-#include "common/error.h"
+#include "common/base/error.h"
 #include "tests/support/benchclock.h"
 
 #define REPS 3

@@ -16,7 +16,7 @@
 #include "common/data/dataset.h"
 #include "common/data/leaf.h"
 #include "common/data/tff.h"
-#include "common/error.h"
+#include "common/base/error.h"
 #include "proto/tf_example.pb-c.h"
 #include "tests/support/benchclock.h"
 

@@ -9,7 +9,7 @@
 #include <time.h>
 
 #include "common/nn/gemm.h"
-#include "common/rng.h"
+#include "common/base/rng.h"
 #include "tests/support/benchclock.h"
 
 int main(void)

@@ -26,14 +26,14 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "common/certs.h"
-#include "common/error.h"
-#include "common/log.h"
-#include "common/models.h"
-#include "common/serveropt.h"
-#include "common/tls.h"
-#include "common/version.h"
-#include "common/wire.h"
+#include "common/net/certs.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
+#include "common/nn/models.h"
+#include "server/serveropt.h"
+#include "common/net/tls.h"
+#include "common/base/version.h"
+#include "common/net/wire.h"
 #include "server/round.h"
 #include "server/store.h"
 #include "tests/support/benchclock.h"

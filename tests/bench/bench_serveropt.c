@@ -9,8 +9,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/rng.h"
-#include "common/serveropt.h"
+#include "common/base/rng.h"
+#include "server/serveropt.h"
 #include "tests/support/benchclock.h"
 
 /* Reads n floats and returns their sum so the compiler cannot drop the loop.

@@ -23,11 +23,11 @@
 #include <mbedtls/cipher.h>
 #include <mbedtls/sha256.h>
 
-#include "common/bytes.h"
-#include "common/log.h"
-#include "common/tls.h"
-#include "common/version.h"
-#include "common/wire.h"
+#include "common/base/bytes.h"
+#include "common/base/log.h"
+#include "common/net/tls.h"
+#include "common/base/version.h"
+#include "common/net/wire.h"
 #include "tests/support/testcerts.h"
 #include "tests/support/benchclock.h"
 

@@ -24,10 +24,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/clientopt.h"
-#include "common/models.h"
+#include "common/nn/clientopt.h"
+#include "common/nn/models.h"
 #include "common/nn/gemm.h"
-#include "common/rng.h"
+#include "common/base/rng.h"
 #include "tests/support/benchclock.h"
 
 /* What the GEMMs did during one bench() measurement. */

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "common/log.h"
+#include "common/base/log.h"
 
 /* Sends log lines to /dev/null: parsers log every refusal, and thousands of
  * lines a second would drown libFuzzer's own output. */

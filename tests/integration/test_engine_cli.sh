@@ -52,17 +52,27 @@ set -e
 
 # The OpenBLAS kernel fix, end to end: pretend the library loaded its generic
 # Prescott kernel; on an AVX2+FMA CPU the client must re-exec itself with a
-# better OPENBLAS_CORETYPE and end up running it.
-if grep -q ' avx2 ' /proc/cpuinfo && grep -q ' fma ' /proc/cpuinfo && "$client" models --verbose | grep -q '^gemm: openblas'; then
-    k=$(FEDOPT_BLAS_ASSUME_LOADED=Prescott "$client" models --verbose | sed -n 's/^gemm: .*kernel //p')
+# better OPENBLAS_CORETYPE and end up running it. The machine's environment may
+# set OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE itself (CI machines of this kind do):
+# each command here sets or clears them for itself and nothing else.
+noenv() { env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$@"; }
+kernel() { "$@" models --verbose | sed -n 's/^gemm: .*kernel //p'; }
+if grep -q ' avx2 ' /proc/cpuinfo && grep -q ' fma ' /proc/cpuinfo && noenv "$client" models --verbose | grep -q '^gemm: openblas'; then
+    k=$(kernel noenv FEDOPT_BLAS_ASSUME_LOADED=Prescott "$client")
     case "$k" in "Haswell (chosen by fedopt"*|"Zen (chosen by fedopt"*|"SkylakeX (chosen by fedopt"*) ;;
         *) fail "kernel fix: got '$k'" ;; esac
     # Where OpenBLAS picked an AVX2/AVX-512 kernel itself, nothing is re-executed.
-    k=$("$client" models --verbose | sed -n 's/^gemm: .*kernel //p')
-    case "$k" in Haswell|Zen|SkylakeX|Cooperlake|SapphireRapids) ;;
+    k=$(kernel noenv "$client")
+    case "$k" in *"chosen by fedopt"*) fail "re-executed although OpenBLAS chose '$k'" ;;
+        Haswell|Zen|SkylakeX|Cooperlake|SapphireRapids) ;;
         *) echo "note: OpenBLAS loaded '$k' here" ;; esac
-    # A user's own choice is never overridden.
-    k=$(OPENBLAS_CORETYPE=Prescott "$client" models --verbose | sed -n 's/^gemm: .*kernel //p')
+    # A user's own choice is never overridden, even over a generic kernel.
+    k=$(kernel noenv OPENBLAS_CORETYPE=Prescott "$client")
     [ "$k" = Prescott ] || fail "user's OPENBLAS_CORETYPE overridden: $k"
+    k=$(kernel noenv OPENBLAS_CORETYPE=Haswell FEDOPT_BLAS_ASSUME_LOADED=Prescott "$client")
+    case "$k" in *"chosen by fedopt"*) fail "user's OPENBLAS_CORETYPE=Haswell overridden: $k" ;; esac
+    # OPENBLAS_L2_SIZE alone is not a kernel choice: the fix still applies.
+    k=$(kernel noenv OPENBLAS_L2_SIZE=512 FEDOPT_BLAS_ASSUME_LOADED=Prescott "$client")
+    case "$k" in *"chosen by fedopt"*) ;; *) fail "kernel fix with OPENBLAS_L2_SIZE set: got '$k'" ;; esac
 fi
 echo "engine cli: ok"

@@ -1,7 +1,7 @@
 #!/bin/sh
-# FEDOPT_VECTORS points the vector replay at any directory of vectors in the
-# shared format. This test writes such a directory itself: a FedYogi case
-# (bias correction, example weighting, a NaN update) whose expected values
+# FEDOPT_VECTORS adds a directory of vectors (the format of
+# tests/vectors/serveropt/README.md) to the repository's own. This test
+# writes such a directory itself: a FedYogi case (bias correction, example weighting, a NaN update) whose expected values
 # are computed here in float64 by awk, independently of fedopt's C code,
 # and checks that the replay finds and passes it — and fails a corrupted copy.
 set -eu
@@ -47,7 +47,7 @@ BEGIN {
 }' > "$dir/awk_yogi.json"
 
 out=$(FEDOPT_VECTORS="$dir" "$build/tests/test_serveropt_vectors" 2>&1) || { echo "$out"; exit 1; }
-echo "$out" | grep -q "checked 1 vectors, 3 rounds from $dir" || { echo "$out"; exit 1; }
+echo "$out" | grep -q "1 from $dir)" || { echo "$out"; exit 1; }
 
 # A wrong expected value must fail the replay: the check can fail.
 sed 's/"expected":{"x":\[\([-0-9]\)/"expected":{"x":[9\1/' "$dir/awk_yogi.json" > "$dir/bad.json"

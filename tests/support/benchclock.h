@@ -5,8 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/clientopt.h"
-#include "common/models.h"
+#include "common/nn/clientopt.h"
+#include "common/nn/models.h"
 
 /* Seconds on the monotonic clock. */
 double fl_bench_wall(void);

@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/models.h"
+#include "common/nn/models.h"
 #include "common/nn/layer.h"
 
 typedef struct {

@@ -6,8 +6,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "common/certs.h"
-#include "common/error.h"
+#include "common/net/certs.h"
+#include "common/base/error.h"
 
 const char *fl_testcerts_path(const fl_testcerts_t *t, int slot, const char *rel)
 {

@@ -33,11 +33,11 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "common/error.h"
-#include "common/log.h"
-#include "common/tls.h"
-#include "common/version.h"
-#include "common/wire.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
+#include "common/net/tls.h"
+#include "common/base/version.h"
+#include "common/net/wire.h"
 
 typedef struct {
     double w, mult;

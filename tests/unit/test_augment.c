@@ -13,7 +13,7 @@
 #include <cmocka.h>
 
 #include "common/data/augment.h"
-#include "common/error.h"
+#include "common/base/error.h"
 
 enum { C = 3, H = 8, W = 8, K = 5 };
 

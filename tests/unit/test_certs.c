@@ -17,9 +17,9 @@
 #include <mbedtls/pk.h>
 #include <mbedtls/x509_crt.h>
 
-#include "common/certs.h"
-#include "common/error.h"
-#include "common/log.h"
+#include "common/net/certs.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
 #include "tests/support/testcerts.h"
 
 static fl_testcerts_t g_certs;

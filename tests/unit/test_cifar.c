@@ -13,7 +13,7 @@
 
 #include "common/data/cifar.h"
 #include "common/data/dataset.h"
-#include "common/error.h"
+#include "common/base/error.h"
 #include "tests/support/datafiles.h"
 
 static char dir[256];

@@ -9,8 +9,8 @@
 
 #include <cmocka.h>
 
-#include "common/clientopt.h"
-#include "common/error.h"
+#include "common/nn/clientopt.h"
+#include "common/base/error.h"
 
 static void make_params(fl_params_t *p, fl_params_t *g)
 {

@@ -9,11 +9,11 @@
 
 #include <cmocka.h>
 
-#include "common/cli.h"
-#include "common/error.h"
-#include "common/log.h"
-#include "common/params.h"
-#include "common/rng.h"
+#include "common/base/cli.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
+#include "common/base/params.h"
+#include "common/base/rng.h"
 
 static void test_errors(void **s)
 {

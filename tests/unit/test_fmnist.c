@@ -15,7 +15,7 @@
 #include <cmocka.h>
 
 #include "common/data/idx.h"
-#include "common/error.h"
+#include "common/base/error.h"
 
 static char dir[] = "/tmp/fedopt-fmnist-XXXXXX";
 

@@ -14,7 +14,7 @@
 
 #include "common/data/dataset.h"
 #include "common/data/idx.h"
-#include "common/error.h"
+#include "common/base/error.h"
 #include "tests/support/datafiles.h"
 
 static char dir[256];

@@ -28,8 +28,8 @@
 
 #include "common/data/augment.h"
 #include "common/data/cifar.h"
-#include "common/models.h"
-#include "common/train.h"
+#include "common/nn/models.h"
+#include "common/nn/train.h"
 #include "tests/support/datafiles.h"
 
 enum { PER_BATCH = 24, TEST_N = 100, B = 4, EPOCHS = 8 };

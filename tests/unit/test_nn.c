@@ -12,15 +12,16 @@
 
 #include <cmocka.h>
 
-#include "common/error.h"
-#include "common/models.h"
+#include "common/base/error.h"
+#include "common/nn/models.h"
 #include "common/nn/act.h"
 #include "common/nn/conv2d.h"
+#include "common/nn/pool.h"
 #include "common/nn/dense.h"
 #include "common/nn/dropout.h"
 #include "common/nn/gemm.h"
 #include "common/nn/loss.h"
-#include "common/rng.h"
+#include "common/base/rng.h"
 #include "tests/support/gradcheck.h"
 
 
@@ -596,7 +597,7 @@ static void test_conv2d_values(void **state)
     fl_params_free(&g);
 }
 
-/* cnn pools before its ReLU (common/models.c): the same values and
+/* cnn pools before its ReLU (common/nn/models.c): the same values and
  * gradients, bit for bit, as PyTorch's ReLU-then-pool, including windows
  * that are all negative, hold zeros, or tie. */
 static void test_pool_relu_commute(void **state)
@@ -605,8 +606,8 @@ static void test_pool_relu_commute(void **state)
     fl_shape_t in = {.ndim = 3, .d = {3, 6, 6}};
     fl_layer_t *relu_a, *pool_a, *pool_b, *relu_b;
     assert_int_equal(fl_act_create(FL_ACT_RELU, &in, &relu_a), 0);
-    assert_int_equal(fl_conv2d_maxpool_create(&in, 2, 2, &pool_a), 0);
-    assert_int_equal(fl_conv2d_maxpool_create(&in, 2, 2, &pool_b), 0);
+    assert_int_equal(fl_pool_max_create(&in, 2, 2, &pool_a), 0);
+    assert_int_equal(fl_pool_max_create(&in, 2, 2, &pool_b), 0);
     assert_int_equal(fl_act_create(FL_ACT_RELU, &pool_b->out, &relu_b), 0);
     const size_t n = 4, nin = n * 108, nout = n * 27;
     fl_layer_t *all[4] = {relu_a, pool_a, pool_b, relu_b};
@@ -647,7 +648,7 @@ static void check_pool_2x2(int h, int w)
     const int hw = h * w, ex = 2 * hw, ho = h / 2, wo = w / 2, out = 2 * ho * wo;
     fl_shape_t t = {.ndim = 3, .d = {2, h, w}};
     fl_layer_t *l;
-    assert_int_equal(fl_conv2d_maxpool_create(&t, 2, 2, &l), 0);
+    assert_int_equal(fl_pool_max_create(&t, 2, 2, &l), 0);
     assert_int_equal(l->ops->reserve(l, 3), 0);
     float xt[3 * 72], yt[3 * 18], dyt[3 * 18], dxt[3 * 72], want_dx[3 * 72] = {0};
     for (int i = 0; i < 3 * ex; i++) {
@@ -691,16 +692,16 @@ static void test_grad_maxpool(void **state)
     fl_gc_opts_t o = fl_gc_defaults();
     fl_shape_t in = {.ndim = 3, .d = {2, 6, 5}};
     fl_params_init(&p);
-    assert_int_equal(fl_conv2d_maxpool_create(&in, 2, 2, &l), 0);
+    assert_int_equal(fl_pool_max_create(&in, 2, 2, &l), 0);
     assert_int_equal(l->out.d[1], 3);
     assert_int_equal(l->out.d[2], 2);
     check_layer(l, &p, 3, &o);
     fl_params_init(&p);
-    assert_int_equal(fl_conv2d_maxpool_create(&in, 3, 1, &l), 0); /* overlapping windows */
+    assert_int_equal(fl_pool_max_create(&in, 3, 1, &l), 0); /* overlapping windows */
     check_layer(l, &p, 2, &o);
     /* Values: the max of each window. */
     fl_shape_t s = {.ndim = 3, .d = {1, 2, 4}};
-    assert_int_equal(fl_conv2d_maxpool_create(&s, 2, 2, &l), 0);
+    assert_int_equal(fl_pool_max_create(&s, 2, 2, &l), 0);
     assert_int_equal(l->ops->reserve(l, 1), 0);
     float x[8] = {1, 5, -1, -2, 3, 2, -3, -4}, y[2];
     l->ops->forward(l, x, y, 1, FL_MODE_TRAIN);
@@ -715,7 +716,7 @@ static void test_grad_maxpool(void **state)
     /* A 2x2/2 pool with even sides also passes the finite-difference check. */
     fl_shape_t e = {.ndim = 3, .d = {2, 6, 4}};
     fl_params_init(&p);
-    assert_int_equal(fl_conv2d_maxpool_create(&e, 2, 2, &l), 0);
+    assert_int_equal(fl_pool_max_create(&e, 2, 2, &l), 0);
     check_layer(l, &p, 3, &o);
 }
 

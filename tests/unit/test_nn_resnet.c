@@ -14,10 +14,10 @@
 
 #include <cmocka.h>
 
-#include "common/error.h"
+#include "common/base/error.h"
 #include "common/data/augment.h"
-#include "common/models.h"
-#include "common/train.h"
+#include "common/nn/models.h"
+#include "common/nn/train.h"
 #include "common/nn/groupnorm.h"
 #include "common/nn/pool.h"
 #include "common/nn/resblock.h"

@@ -14,13 +14,13 @@
 
 #include <cmocka.h>
 
-#include "common/error.h"
-#include "common/models.h"
+#include "common/base/error.h"
+#include "common/nn/models.h"
 #include "common/nn/embedding.h"
 #include "common/nn/loss.h"
 #include "common/nn/lstm.h"
-#include "common/safetensors.h"
-#include "common/train.h"
+#include "common/nn/safetensors.h"
+#include "common/nn/train.h"
 #include "tests/support/gradcheck.h"
 
 /* Token ids in [0, vocab) with a good share of padding (id 0). */

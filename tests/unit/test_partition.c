@@ -13,7 +13,7 @@
 
 #include "common/data/dataset.h"
 #include "common/data/partition.h"
-#include "common/error.h"
+#include "common/base/error.h"
 
 /* n examples of 2 floats, label i % classes (x[0] = i so examples are
  * identifiable); with groups, example i belongs to user i % groups. */

@@ -14,10 +14,10 @@
 
 #include <cmocka.h>
 
-#include "common/error.h"
-#include "common/log.h"
-#include "common/models.h"
-#include "common/safetensors.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
+#include "common/nn/models.h"
+#include "common/nn/safetensors.h"
 
 static void make_params(fl_params_t *p)
 {

@@ -17,9 +17,9 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
-#include "common/error.h"
-#include "common/log.h"
-#include "common/rng.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
+#include "common/base/rng.h"
 #include "server/fedeval.h"
 #include "server/round.h"
 #include "server/store.h"

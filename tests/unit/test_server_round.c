@@ -15,9 +15,9 @@
 
 #include <cmocka.h>
 
-#include "common/error.h"
-#include "common/log.h"
-#include "common/serveropt.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
+#include "server/serveropt.h"
 #include "server/round.h"
 #include "server/store.h"
 

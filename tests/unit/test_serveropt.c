@@ -11,10 +11,10 @@
 
 #include <cmocka.h>
 
-#include "common/error.h"
-#include "common/params.h"
-#include "common/rng.h"
-#include "common/serveropt.h"
+#include "common/base/error.h"
+#include "common/base/params.h"
+#include "common/base/rng.h"
+#include "server/serveropt.h"
 
 static fl_serveropt_t *make(fl_serveropt_kind_t kind, size_t n)
 {

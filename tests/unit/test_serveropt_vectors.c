@@ -1,7 +1,8 @@
-/* Replays every ServerOpt test vector (*.json in $FEDOPT_VECTORS, default
- * ../shared/vectors/serveropt) through fl_serveropt and fails on any element
- * of x, m or v outside the vector's tolerance. JSON is read with SQLite's
- * JSON1 functions. */
+/* Replays every ServerOpt test vector through fl_serveropt and fails on any
+ * element of x, m or v outside the vector's tolerance: the repository's own
+ * vectors (tests/vectors/serveropt, relative to the source root where
+ * `make test` runs) and, when $FEDOPT_VECTORS names a directory, every
+ * *.json in it as well. JSON is read with SQLite's JSON1 functions. */
 #include <dirent.h>
 #include <math.h>
 #include <setjmp.h>
@@ -15,8 +16,8 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
-#include "common/error.h"
-#include "common/serveropt.h"
+#include "common/base/error.h"
+#include "server/serveropt.h"
 
 static sqlite3 *db;
 static unsigned total_vectors, total_rounds;
@@ -241,39 +242,71 @@ static int is_json(const struct dirent *e)
     return n > 5 && strcmp(e->d_name + n - 5, ".json") == 0;
 }
 
-int main(void)
+/* Appends every *.json in dir to the test table; returns the number added or
+ * -1 when the directory cannot be read. */
+static int add_dir(const char *dir, struct CMUnitTest **tests, char ***paths, int *n)
 {
-    const char *dir = getenv("FEDOPT_VECTORS");
-    if (!dir || !*dir)
-        dir = "../shared/vectors/serveropt";
     struct dirent **ents;
-    int n = scandir(dir, &ents, is_json, by_name);
-    if (n <= 0) {
-        fprintf(stderr, "no *.json test vectors in %s (set FEDOPT_VECTORS)\n", dir);
-        return 1;
-    }
-    if (sqlite3_open(":memory:", &db) != SQLITE_OK)
-        return 1;
-    struct CMUnitTest *tests = calloc((size_t)n, sizeof *tests);
-    char **paths = calloc((size_t)n, sizeof *paths);
-    for (int i = 0; i < n; i++) {
-        size_t len = strlen(dir) + strlen(ents[i]->d_name) + 2;
-        paths[i] = malloc(len);
-        snprintf(paths[i], len, "%s/%s", dir, ents[i]->d_name);
-        tests[i].name = paths[i];
-        tests[i].test_func = replay_vector;
-        tests[i].initial_state = paths[i];
-    }
-    int failed = _cmocka_run_group_tests("serveropt_vectors", tests, (size_t)n, NULL, NULL);
-    printf("serveropt vectors: checked %u vectors, %u rounds from %s\n", total_vectors,
-           total_rounds, dir);
-    for (int i = 0; i < n; i++) {
-        free(paths[i]);
+    int k = scandir(dir, &ents, is_json, by_name);
+    if (k < 0)
+        return -1;
+    struct CMUnitTest *t = realloc(*tests, (size_t)(*n + k + 1) * sizeof *t);
+    char **p = t ? realloc(*paths, (size_t)(*n + k + 1) * sizeof *p) : NULL;
+    if (t)
+        *tests = t;
+    if (p)
+        *paths = p;
+    for (int i = 0; i < k; i++) {
+        if (t && p) {
+            size_t len = strlen(dir) + strlen(ents[i]->d_name) + 2;
+            p[*n] = malloc(len);
+            if (p[*n]) {
+                snprintf(p[*n], len, "%s/%s", dir, ents[i]->d_name);
+                t[*n] = (struct CMUnitTest){.name = p[*n], .test_func = replay_vector,
+                                            .initial_state = p[*n]};
+                (*n)++;
+            }
+        }
         free(ents[i]);
     }
     free(ents);
+    return (t && p) ? k : -1;
+}
+
+int main(void)
+{
+    static const char own[] = "tests/vectors/serveropt";
+    const char *extra = getenv("FEDOPT_VECTORS");
+    struct CMUnitTest *tests = NULL;
+    char **paths = NULL;
+    int n = 0, rc = 1;
+    int k_own = add_dir(own, &tests, &paths, &n);
+    if (k_own <= 0) {
+        fprintf(stderr, "no *.json test vectors in %s (run from the source root)\n", own);
+        goto done;
+    }
+    int k_extra = 0;
+    if (extra && *extra) {
+        k_extra = add_dir(extra, &tests, &paths, &n);
+        if (k_extra <= 0) {
+            fprintf(stderr, "FEDOPT_VECTORS=%s: no *.json test vectors there\n", extra);
+            goto done;
+        }
+    }
+    if (sqlite3_open(":memory:", &db) != SQLITE_OK)
+        goto done;
+    int failed = _cmocka_run_group_tests("serveropt_vectors", tests, (size_t)n, NULL, NULL);
+    printf("serveropt vectors: checked %u vectors, %u rounds (%d from %s", total_vectors,
+           total_rounds, k_own, own);
+    if (k_extra)
+        printf(", %d from %s", k_extra, extra);
+    printf(")\n");
+    rc = failed ? 1 : 0;
+done:
+    for (int i = 0; i < n; i++)
+        free(paths[i]);
     free(paths);
     free(tests);
     sqlite3_close(db);
-    return failed ? 1 : 0;
+    return rc;
 }

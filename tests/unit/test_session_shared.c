@@ -24,15 +24,15 @@
 #include <uv.h>
 
 #include "client/session.h"
-#include "common/error.h"
-#include "common/log.h"
-#include "common/models.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
+#include "common/nn/models.h"
 #include "common/nn/gemm.h"
-#include "common/rng.h"
-#include "common/tls.h"
-#include "common/version.h"
-#include "common/train.h"
-#include "common/wire.h"
+#include "common/base/rng.h"
+#include "common/net/tls.h"
+#include "common/base/version.h"
+#include "common/nn/train.h"
+#include "common/net/wire.h"
 #include "tests/support/testcerts.h"
 
 #define NS 4

@@ -16,7 +16,7 @@
 #include "common/data/dataset.h"
 #include "common/data/partition.h"
 #include "common/data/spec.h"
-#include "common/error.h"
+#include "common/base/error.h"
 
 static void test_parse_args(void **state)
 {

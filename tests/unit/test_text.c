@@ -16,7 +16,7 @@
 #include "common/data/partition.h"
 #include "common/data/spec.h"
 #include "common/data/text.h"
-#include "common/error.h"
+#include "common/base/error.h"
 #include "tests/support/datafiles.h"
 
 static char dir[256];

@@ -18,7 +18,7 @@
 #include "common/data/spec.h"
 #include "common/data/text.h"
 #include "common/data/tff.h"
-#include "common/error.h"
+#include "common/base/error.h"
 #include "tests/support/datafiles.h"
 
 static char dir[256];

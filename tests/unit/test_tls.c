@@ -16,11 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/error.h"
-#include "common/log.h"
-#include "common/tls.h"
-#include "common/version.h"
-#include "common/wire.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
+#include "common/net/tls.h"
+#include "common/base/version.h"
+#include "common/net/wire.h"
 #include "tests/support/testcerts.h"
 
 static fl_testcerts_t g_certs;

@@ -21,11 +21,11 @@
 #include <cmocka.h>
 
 #include "common/data/idx.h"
-#include "common/error.h"
-#include "common/log.h"
-#include "common/models.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
+#include "common/nn/models.h"
 #include "common/nn/gemm.h"
-#include "common/train.h"
+#include "common/nn/train.h"
 
 static fl_dataset_t train_set, test_set;
 static int have_fmnist;

@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/bytes.h"
-#include "common/error.h"
-#include "common/wire.h"
+#include "common/base/bytes.h"
+#include "common/base/error.h"
+#include "common/net/wire.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 

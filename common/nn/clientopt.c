@@ -1,10 +1,10 @@
-#include "common/clientopt.h"
+#include "common/nn/clientopt.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/error.h"
+#include "common/base/error.h"
 
 int fl_sgd_init(fl_sgd_t *s, const fl_sgd_config_t *cfg, const fl_params_t *p)
 {

@@ -1,4 +1,4 @@
-#include "common/bytes.h"
+#include "common/base/bytes.h"
 
 #include <zlib.h>
 

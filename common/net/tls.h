@@ -55,7 +55,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "common/wire.h"
+#include "common/net/wire.h"
 
 typedef struct fl_tls_ctx fl_tls_ctx_t;
 typedef struct fl_tls_server fl_tls_server_t;

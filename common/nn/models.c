@@ -1,4 +1,4 @@
-#include "common/models.h"
+#include "common/nn/models.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -6,8 +6,8 @@
 #include <string.h>
 #include <uv.h>
 
-#include "common/error.h"
-#include "common/log.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
 #include "common/nn/act.h"
 #include "common/nn/conv2d.h"
 #include "common/nn/dense.h"
@@ -56,7 +56,7 @@ static int build_cnn(fl_model_t *m)
      * the elements (batch 20, 1 thread, per-layer timing: forward and
      * backward 1.26-1.39 ms before, 0.22-0.24 ms after). The one
      * difference is a NaN in a window, which a ReLU first would zero. */
-    FL_MODEL_ADD(m, fl_conv2d_maxpool_create(fl_model_out_shape(m), 2, 2, &l));
+    FL_MODEL_ADD(m, fl_pool_max_create(fl_model_out_shape(m), 2, 2, &l));
     FL_MODEL_ADD(m, fl_act_create(FL_ACT_RELU, fl_model_out_shape(m), &l));
     FL_MODEL_ADD(m, fl_dropout_create(fl_model_out_shape(m), 0.25f, &l));
     FL_MODEL_ADD(m, fl_act_flatten_create(fl_model_out_shape(m), &l));

@@ -1,11 +1,11 @@
-#include "common/log.h"
+#include "common/base/log.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
 
-#include "common/error.h"
+#include "common/base/error.h"
 
 static _Atomic int g_level = FL_LOG_INFO;
 static FILE *g_sink;

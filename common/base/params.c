@@ -1,11 +1,11 @@
-#include "common/params.h"
+#include "common/base/params.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/bytes.h"
-#include "common/error.h"
+#include "common/base/bytes.h"
+#include "common/base/error.h"
 
 void fl_params_init(fl_params_t *p) { memset(p, 0, sizeof *p); }
 

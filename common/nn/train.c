@@ -1,4 +1,4 @@
-#include "common/train.h"
+#include "common/nn/train.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -6,15 +6,9 @@
 #include <time.h>
 
 #include "common/data/augment.h"
-#include "common/error.h"
-#include "common/log.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "common/base/clock.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
 
 int fl_train_check_data(const fl_model_t *m, const fl_dataset_t *d)
 {
@@ -63,7 +57,7 @@ static int pass(fl_model_t *m, fl_sgd_t *opt, const fl_dataset_t *d, size_t batc
     int rc = fl_train_check_data(m, d);
     if (rc)
         return rc;
-    double t0 = now_s();
+    double t0 = fl_clock_mono_s();
     size_t ld = d->label_dim ? d->label_dim : 1;
     const int seq = m->info->loss == FL_LOSS_SEQ_CE;
     size_t bmax = batch < d->n ? batch : d->n;
@@ -107,7 +101,7 @@ static int pass(fl_model_t *m, fl_sgd_t *opt, const fl_dataset_t *d, size_t batc
     s.loss = s.weight > 0 ? loss_sum / s.weight : 0.0;
     s.metric = m->info->metric == FL_METRIC_NONE ? NAN : (ls.total > 0 ? ls.hits / ls.total : 0.0);
 out:
-    s.seconds = now_s() - t0;
+    s.seconds = fl_clock_mono_s() - t0;
     *st = s;
     free(idx);
     free(x);

@@ -9,7 +9,7 @@
  *   fl_model_spec_t s; fl_model_spec_from_dataset(&train, &s);
  *   fl_model_t *m; fl_model_create("cnn", &s, &m);
  *   fl_model_init_params(m, seed);          // or fl_model_set_params(m, buf, n)
- *   ... fl_train_epoch / fl_train_eval (common/train.h) ...
+ *   ... fl_train_epoch / fl_train_eval (common/nn/train.h) ...
  *   m->params.data holds the trained parameters; fl_model_free(m).
  *
  * Adding a model: write `static int build_x(fl_model_t *m)` in models.c that
@@ -24,8 +24,8 @@
 #include "common/data/dataset.h"
 #include "common/nn/layer.h"
 #include "common/nn/loss.h"
-#include "common/params.h"
-#include "common/rng.h"
+#include "common/base/params.h"
+#include "common/base/rng.h"
 
 typedef enum {
     FL_LOSS_SOFTMAX_CE = 0,  /* labels: label_dim class indices per example (negative = padding) */

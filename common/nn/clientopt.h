@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/params.h"
+#include "common/base/params.h"
 
 typedef struct {
     float lr;

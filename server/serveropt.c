@@ -1,13 +1,13 @@
-#include "common/serveropt.h"
+#include "server/serveropt.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/bytes.h"
-#include "common/error.h"
-#include "common/log.h"
-#include "common/params.h"
+#include "common/base/bytes.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
+#include "common/base/params.h"
 
 /* Hot loops are compiled twice, for AVX2 and for the baseline, and the right
  * one is picked at load time (GCC's target_clones); float64 arithmetic at

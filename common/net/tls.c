@@ -1,4 +1,4 @@
-#include "common/tls.h"
+#include "common/net/tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,9 +13,9 @@
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509_crt.h>
 
-#include "common/certs.h"
-#include "common/error.h"
-#include "common/log.h"
+#include "common/net/certs.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
 
 #define WHO "tls"
 #define READ_BUF (64 * 1024)

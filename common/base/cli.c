@@ -1,12 +1,12 @@
-#include "common/cli.h"
+#include "common/base/cli.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/error.h"
-#include "common/version.h"
+#include "common/base/error.h"
+#include "common/base/version.h"
 
 static void usage(FILE *out, const char *prog, const fl_cli_cmd_t *table)
 {

@@ -1,4 +1,4 @@
-#include "common/wire.h"
+#include "common/net/wire.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -7,8 +7,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "common/bytes.h"
-#include "common/error.h"
+#include "common/base/bytes.h"
+#include "common/base/error.h"
 
 /* Tensors travel as their in-memory float32 bytes, which is the wire's
  * little-endian layout only on little-endian hosts: refuse to build elsewhere

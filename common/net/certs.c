@@ -1,4 +1,4 @@
-#include "common/certs.h"
+#include "common/net/certs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,8 +18,8 @@
 #include <mbedtls/pk.h>
 #include <mbedtls/x509_crt.h>
 
-#include "common/error.h"
-#include "common/log.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
 
 #define WHO "certs"
 #define DAY (24 * 3600)

@@ -17,9 +17,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/clientopt.h"
+#include "common/nn/clientopt.h"
 #include "common/data/dataset.h"
-#include "common/models.h"
+#include "common/nn/models.h"
 
 #define FL_TRAIN_MAX_IDS 4
 

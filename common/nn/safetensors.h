@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/params.h"
+#include "common/base/params.h"
 
 /* Largest header accepted (the format's own reference limit is 100 MB). */
 #define FL_SAFETENSORS_MAX_HEADER (100u * 1024 * 1024)
