@@ -38,7 +38,7 @@ FL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recove
 LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
-PKGS := libuv libprotobuf-c sqlite3 zlib inih
+PKGS := libuv libprotobuf-c sqlite3 zlib inih libmicrohttpd
 ifeq ($(BLAS),openblas)
 PKGS += openblas
 FL_CFLAGS += -DFL_HAVE_OPENBLAS=1

@@ -20,6 +20,7 @@ libopenblas-dev
 zlib1g-dev
 libcmocka-dev
 libinih-dev
+libmicrohttpd-dev
 dataset-fashion-mnist
 "
 
