@@ -2,13 +2,18 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "common/base/error.h"
 
 static _Atomic int g_level = FL_LOG_INFO;
+static _Atomic int g_format = FL_LOG_TEXT;
+static _Atomic long long g_run = -1, g_round = -1;
+/* Guarded by g_lock. */
 static FILE *g_sink;
+static char g_client[128];
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void fl_log_set_level(fl_log_level_t level) { atomic_store(&g_level, (int)level); }
@@ -29,6 +34,118 @@ int fl_log_parse_level(const char *s, fl_log_level_t *out)
     return FL_EINVAL;
 }
 
+void fl_log_set_format(fl_log_format_t format) { atomic_store(&g_format, (int)format); }
+
+fl_log_format_t fl_log_get_format(void) { return (fl_log_format_t)atomic_load(&g_format); }
+
+int fl_log_parse_format(const char *s, fl_log_format_t *out)
+{
+    if (!s || !out)
+        return FL_EINVAL;
+    if (strcmp(s, "text") == 0)
+        *out = FL_LOG_TEXT;
+    else if (strcmp(s, "json") == 0)
+        *out = FL_LOG_JSON;
+    else
+        return FL_EINVAL;
+    return 0;
+}
+
+int fl_log_take_args(int *argc, char **argv)
+{
+    if (!argc || !argv)
+        return FL_EINVAL;
+    const char *value = getenv("FEDOPT_LOG_FORMAT");
+    int from_env = value && *value, out = 0, i = 0;
+    for (; i < *argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0)
+            break;
+        if (strcmp(a, "--log-format") == 0) {
+            if (i + 1 >= *argc)
+                return FL_EINVAL;
+            value = argv[++i];
+            from_env = 0;
+            continue;
+        }
+        if (strncmp(a, "--log-format=", 13) == 0) {
+            value = a + 13;
+            from_env = 0;
+            continue;
+        }
+        argv[out++] = argv[i];
+    }
+    for (; i < *argc; i++)
+        argv[out++] = argv[i];
+    argv[out] = NULL;
+    *argc = out;
+    if (!value || (from_env && !*value))
+        return 0;
+    fl_log_format_t f;
+    if (fl_log_parse_format(value, &f))
+        return FL_EINVAL;
+    fl_log_set_format(f);
+    return 0;
+}
+
+void fl_log_set_run(long long run) { atomic_store(&g_run, run); }
+
+void fl_log_set_round(long long round) { atomic_store(&g_round, round); }
+
+void fl_log_set_client(const char *name)
+{
+    pthread_mutex_lock(&g_lock);
+    snprintf(g_client, sizeof g_client, "%s", name ? name : "");
+    pthread_mutex_unlock(&g_lock);
+}
+
+/* Length of the valid UTF-8 sequence at s (1-4), or 0 when it is not one. */
+static int utf8_len(const unsigned char *s)
+{
+    int n = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 && s[0] < 0xe0 ? 2 : 0;
+    if (s[0] > 0xf4)
+        return 0;
+    for (int i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    if ((n == 3 && s[0] == 0xe0 && s[1] < 0xa0) || (n == 3 && s[0] == 0xed && s[1] >= 0xa0) ||
+        (n == 4 && s[0] == 0xf0 && s[1] < 0x90) || (n == 4 && s[0] == 0xf4 && s[1] >= 0x90))
+        return 0;
+    return n;
+}
+
+/* Writes s as a JSON string: quotes, backslashes and control characters
+ * escaped, and bytes that are not UTF-8 (a file name, a peer's text) as
+ * U+FFFD so that every line stays valid JSON. */
+static void put_json_string(FILE *out, const char *str)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    fputc('"', out);
+    while (*s) {
+        if (*s == '"' || *s == '\\') {
+            fputc('\\', out);
+            fputc(*s++, out);
+        } else if (*s == '\n') {
+            fputs("\\n", out);
+            s++;
+        } else if (*s < 0x20 || *s == 0x7f) {
+            fprintf(out, "\\u%04x", *s++);
+        } else if (*s < 0x80) {
+            fputc(*s++, out);
+        } else {
+            int n = utf8_len(s);
+            if (n) {
+                fwrite(s, 1, (size_t)n, out);
+                s += n;
+            } else {
+                fputs("\\ufffd", out);
+                s++;
+            }
+        }
+    }
+    fputc('"', out);
+}
+
 void fl_log_set_sink(FILE *sink)
 {
     pthread_mutex_lock(&g_lock);
@@ -47,11 +164,33 @@ void fl_logv(fl_log_level_t level, const char *who, const char *fmt, va_list ap)
     gmtime_r(&ts.tv_sec, &tm);
     char msg[1024];
     vsnprintf(msg, sizeof msg, fmt, ap);
+    char when[80];
+    snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L);
+    int li = level < 0 ? 0 : level > 3 ? 3 : (int)level;
     pthread_mutex_lock(&g_lock);
     FILE *out = g_sink ? g_sink : stderr;
-    fprintf(out, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: %s\n", tm.tm_year + 1900,
-            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L,
-            tags[level < 0 ? 0 : level > 3 ? 3 : level], who ? who : "-", msg);
+    if (atomic_load(&g_format) == FL_LOG_JSON) {
+        static const char *const names[] = {"error", "warn", "info", "debug"};
+        fprintf(out, "{\"time\":\"%s\",\"level\":\"%s\",\"module\":", when, names[li]);
+        put_json_string(out, who ? who : "-");
+        fputs(",\"message\":", out);
+        put_json_string(out, msg);
+        long long run = atomic_load(&g_run), round = atomic_load(&g_round);
+        if (run >= 0)
+            fprintf(out, ",\"run\":%lld", run);
+        if (round >= 0)
+            fprintf(out, ",\"round\":%lld", round);
+        if (g_client[0]) {
+            fputs(",\"client\":", out);
+            put_json_string(out, g_client);
+        }
+        fputs("}\n", out);
+        fflush(out);
+        pthread_mutex_unlock(&g_lock);
+        return;
+    }
+    fprintf(out, "%s %s %s: %s\n", when, tags[li], who ? who : "-", msg);
     fflush(out);
     pthread_mutex_unlock(&g_lock);
 }
