@@ -7,11 +7,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "common/base/cli.h"
 #include "common/base/error.h"
+#include "common/base/iniargs.h"
 #include "common/base/log.h"
 #include "common/base/params.h"
 #include "common/base/rng.h"
@@ -115,6 +117,56 @@ static void test_log_take_args(void **s)
     assert_int_equal(fl_log_get_format(), FL_LOG_JSON);
     unsetenv("FEDOPT_LOG_FORMAT");
     fl_log_set_format(FL_LOG_TEXT);
+}
+
+static void test_iniargs(void **s)
+{
+    char path[] = "/tmp/fl_iniargs_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs("; a device\n[client]\nserver = h:1\nbackoff_max = 300\nonce = true\nverbose = false\n"
+          "[other]\nserver = nope\n", f);
+    fclose(f);
+    char a0[] = "prog", a1[] = "--config", a3[] = "--server", a4[] = "cli:2", a5[] = "--", a6[] = "--config";
+    char *argv[] = {a0, a1, path, a3, a4, a5, a6, NULL};
+    int argc = 7;
+    char **av = argv;
+    void *owned;
+    assert_int_equal(fl_iniargs_expand(&argc, &av, "client", &owned), 0);
+    assert_non_null(owned);
+    assert_int_equal(argc, 8);
+    const char *want[] = {"prog", "--server=h:1", "--backoff-max=300", "--once", "--server", "cli:2", "--", "--config"};
+    for (int i = 0; i < 8; i++)
+        assert_string_equal(av[i], want[i]);
+    assert_null(av[8]);
+    fl_iniargs_free(owned);
+    /* No --config: untouched. */
+    char *plain[] = {a0, a3, a4, NULL};
+    argc = 3;
+    av = plain;
+    assert_int_equal(fl_iniargs_expand(&argc, &av, "client", &owned), 0);
+    assert_null(owned);
+    assert_true(av == plain);
+    /* A missing file, a missing value, a syntax error. */
+    char missing[] = "--config=/nonexistent/fl.ini";
+    char *m[] = {a0, missing, NULL};
+    argc = 2;
+    av = m;
+    assert_int_equal(fl_iniargs_expand(&argc, &av, "client", &owned), FL_EIO);
+    char *nov[] = {a0, a1, NULL};
+    argc = 2;
+    av = nov;
+    assert_int_equal(fl_iniargs_expand(&argc, &av, "client", &owned), FL_EINVAL);
+    f = fopen(path, "w");
+    fputs("[client]\nthis line has no equals sign\n", f);
+    fclose(f);
+    char *bad[] = {a0, a1, path, NULL};
+    argc = 3;
+    av = bad;
+    assert_int_equal(fl_iniargs_expand(&argc, &av, "client", &owned), FL_EFORMAT);
+    unlink(path);
+    fl_iniargs_free(NULL);
 }
 
 static void test_cli_long(void **s)
@@ -282,7 +334,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_errors),          cmocka_unit_test(test_cli_long),
         cmocka_unit_test(test_log_json),
-        cmocka_unit_test(test_log_take_args),          cmocka_unit_test(test_rng_streams),
+        cmocka_unit_test(test_log_take_args),
+        cmocka_unit_test(test_iniargs),          cmocka_unit_test(test_rng_streams),
         cmocka_unit_test(test_rng_distributions), cmocka_unit_test(test_rng_fill_u32), cmocka_unit_test(test_params_layout),
         cmocka_unit_test(test_finite_and_norm),
     };
