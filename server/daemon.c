@@ -20,6 +20,7 @@
 #include "server/eval.h"
 #include "server/fedeval.h"
 #include "server/round.h"
+#include "server/srvmetrics.h"
 #include "server/store.h"
 
 #define WHO "server"
@@ -113,6 +114,8 @@ struct fl__daemon {
     int fe_rc;
     char line[768];        /* the committed round's progress line, printed once its evaluation is done */
     int line_pending;
+    fl_metrics_t *metrics; /* metrics_listen: the registry (server/srvmetrics) and its listener */
+    fl_metrics_http_t *metrics_http;
 };
 
 static double now_s(void)
@@ -135,6 +138,7 @@ static void on_eval_result(fl__client_t *c, const Fedopt__EvalResult *r);
 
 static void send_reject(fl__client_t *c, int code, const char *reason)
 {
+    fl_srvmetrics_rejected(c->d->metrics, reason);
     Fedopt__Reject rj = FEDOPT__REJECT__INIT;
     rj.code = code;
     rj.reason = (char *)reason;
@@ -467,8 +471,12 @@ static void on_close(fl_tls_conn_t *conn, int reason, void *ud)
 {
     fl__daemon_t *d = ud;
     fl__client_t *c = fl_tls_conn_data(conn);
-    if (!c)
+    if (!c) {
+        /* No on_open: the handshake failed. */
+        if (reason)
+            fl_srvmetrics_tls_failure(d->metrics, reason);
         return;
+    }
     fl_tls_conn_set_data(conn, NULL);
     if (c->welcomed) {
         const char *why = c->up == U_RECEIVING || c->up == U_WAIT_SLOT ? "disconnected mid-upload" : "disconnected";
@@ -513,7 +521,9 @@ static void agg_work_cb(uv_work_t *w)
     }
     /* Every job of a batch has the model's size: wrong-shape uploads are
      * refused by fl_round_check before they become jobs. */
+    double t0 = now_s();
     int brc = fl_round_add_work_batch(d->opt, deltas, weight, count, n, rc, norm);
+    fl_srvmetrics_seconds(d->metrics, "aggregation", (now_s() - t0) / (double)(count ? count : 1));
     size_t i = 0;
     for (fl__job_t *j = d->job_running; j; j = j->next, i++) {
         j->rc = brc ? brc : rc[i];
@@ -682,6 +692,8 @@ static void try_start_round(fl__daemon_t *d)
             if ((d->last_selected[d->nlast_selected] = strdup(fl_round_selected_name(d->round, i))))
                 d->nlast_selected++;
     FL_LOG_D(WHO, "round %lld: %zu of %zu clients selected", (long long)d->round_no, nsel, have);
+    fl_srvmetrics_round_started(d->metrics, d->round_no, (int64_t)nsel);
+    fl_log_set_round(d->round_no);
     d->phase = PH_ROUND;
     free(names);
     free(conns);
@@ -712,23 +724,30 @@ static void commit_work_cb(uv_work_t *w)
     size_t state_len = 0;
     int rc = 0;
     d->evaluated = 0;
+    double t0 = now_s();
     if (d->row_closed) {
         if ((rc = fl_serveropt_finish(d->opt, d->x, d->numel, &d->opt_res)))
             goto out;
         if ((rc = fl_serveropt_state_save(d->opt, &state, &state_len)))
             goto out;
+        fl_srvmetrics_seconds(d->metrics, "finish", now_s() - t0);
     }
     int64_t every = d->cfg->eval_every;
     if (d->eval && every > 0 && (d->row.round % every == 0 || d->row.round == d->cfg->rounds)) {
         double loss, metric;
-        if (fl_eval_run(d->eval, d->x, d->numel, &loss, &metric) == 0) {
+        t0 = now_s();
+        int erc = fl_eval_run(d->eval, d->x, d->numel, &loss, &metric);
+        fl_srvmetrics_seconds(d->metrics, "evaluation", now_s() - t0);
+        if (erc == 0) {
             d->row.eval_loss = loss;
             d->row.eval_accuracy = metric;
             d->evaluated = 1;
         }
     }
+    t0 = now_s();
     rc = fl_store_commit_round(d->store, &d->row, d->ups, d->nups, d->row_closed ? d->x : NULL, d->numel, state,
                                state_len, d->cfg->keep_checkpoints);
+    fl_srvmetrics_seconds(d->metrics, "commit", now_s() - t0);
     if (rc == 0 && d->fe_encode) {
         /* The federated evaluation's model transfer, encoded here rather than
          * on the loop (a CRC and a copy of the whole model). A failure only
@@ -762,6 +781,7 @@ static void commit_after_cb(uv_work_t *w, int status)
         stop_all(d);
         return;
     }
+    fl_srvmetrics_round_committed(d->metrics, &d->row, d->ups, d->nups);
     char tl[48], el[48], ea[48];
     fmt_num(tl, sizeof tl, "train_loss", d->row.train_loss);
     fmt_num(el, sizeof el, "eval_loss", d->row.eval_loss);
@@ -1048,6 +1068,8 @@ static void on_tick(uv_timer_t *t)
 {
     fl__daemon_t *d = t->data;
     double now = now_s();
+    static const char *const phase_names[] = {"waiting", "round", "committing", "fedeval", "fedeval_commit", "done"};
+    fl_srvmetrics_tick(d->metrics, phase_names[d->phase], d->round_no, d->nclients);
     if (now - d->last_heartbeat >= d->cfg->heartbeat) {
         d->last_heartbeat = now;
         send_heartbeats(d, now);
@@ -1067,6 +1089,7 @@ static void on_signal(uv_signal_t *s, int signum)
         return;
     FL_LOG_I(WHO, "%s: stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     d->stopping = 1;
+    fl_metrics_set_ready(d->metrics, 0);
     if (d->server) {
         fl_tls_server_close(d->server);
         d->server = NULL;
@@ -1368,10 +1391,23 @@ int fl_daemon_run(const fl_server_config_t *cfg)
             FL_LOG_W(WHO, "open-file limit %llu is below max_connections %lld: raise it (LimitNOFILE=)",
                      (unsigned long long)rl.rlim_cur, (long long)cfg->max_connections);
     }
+    /* Metrics first: /healthz answers while a long resume loads. */
+    if (cfg->metrics_listen && cfg->metrics_listen[0]) {
+        int mport = 0;
+        if ((rc = fl_srvmetrics_create(&d->metrics)) ||
+            (rc = fl_metrics_http_start(d->metrics, cfg->metrics_listen, &d->metrics_http, &mport))) {
+            FL_LOG_E(WHO, "metrics_listen %s: %s", cfg->metrics_listen, fl_strerror(rc));
+            rc = FL_ECONFIG;
+            goto out;
+        }
+        FL_LOG_I(WHO, "metrics listening on %s port %d (/metrics, /healthz, /readyz)", cfg->metrics_listen, mport);
+    }
     if ((rc = fl_store_open(cfg->db, 0, &d->store)))
         goto out;
     if ((rc = setup_run(d)))
         goto out;
+    fl_srvmetrics_run(d->metrics, d->run_id);
+    fl_log_set_run(d->run_id);
     if (d->phase == PH_DONE)
         goto out;
     fl_tls_opts_t to = {
@@ -1400,6 +1436,7 @@ int fl_daemon_run(const fl_server_config_t *cfg)
     if ((rc = fl_tls_server_start(&d->loop, d->tls, host, port, &cbs, d, &d->server)))
         goto out;
     FL_LOG_I(WHO, "listening on %s port %d", host, fl_tls_server_port(d->server));
+    fl_metrics_set_ready(d->metrics, 1);
     if (d->cfg->shared_certs && d->cfg->shared_certs[0])
         FL_LOG_W(WHO, "shared certificates %s: their clients are identified as NAME/hello-name",
                  d->cfg->shared_certs);
@@ -1441,6 +1478,8 @@ out:
     fl_eval_free(d->eval);
     free(d->x);
     fl_store_close(d->store);
+    fl_metrics_http_stop(d->metrics_http);
+    fl_metrics_free(d->metrics);
     free(d);
     return rc ? 1 : 0;
 }
