@@ -29,6 +29,7 @@ sqlite3
 libcmocka-dev
 dataset-fashion-mnist
 prometheus
+curl
 "
 # What the binaries need to run, and the demo data: the container image's
 # packages (deploy/Containerfile, make image).

@@ -467,16 +467,18 @@ static void on_open(fl_tls_conn_t *conn, void *ud)
     fl_tls_conn_set_data(conn, c);
 }
 
+static void on_handshake_fail(int reason, void *ud)
+{
+    fl__daemon_t *d = ud;
+    fl_srvmetrics_tls_failure(d->metrics, reason);
+}
+
 static void on_close(fl_tls_conn_t *conn, int reason, void *ud)
 {
     fl__daemon_t *d = ud;
     fl__client_t *c = fl_tls_conn_data(conn);
-    if (!c) {
-        /* No on_open: the handshake failed. */
-        if (reason)
-            fl_srvmetrics_tls_failure(d->metrics, reason);
+    if (!c)
         return;
-    }
     fl_tls_conn_set_data(conn, NULL);
     if (c->welcomed) {
         const char *why = c->up == U_RECEIVING || c->up == U_WAIT_SLOT ? "disconnected mid-upload" : "disconnected";
@@ -1400,7 +1402,7 @@ int fl_daemon_run(const fl_server_config_t *cfg)
             rc = FL_ECONFIG;
             goto out;
         }
-        FL_LOG_I(WHO, "metrics listening on %s port %d (/metrics, /healthz, /readyz)", cfg->metrics_listen, mport);
+        FL_LOG_I(WHO, "metrics served on %s, port %d (/metrics, /healthz, /readyz)", cfg->metrics_listen, mport);
     }
     if ((rc = fl_store_open(cfg->db, 0, &d->store)))
         goto out;
@@ -1432,7 +1434,8 @@ int fl_daemon_run(const fl_server_config_t *cfg)
         goto out;
     }
     loop_ok = 1;
-    fl_tls_cbs_t cbs = {.on_open = on_open, .on_message = on_message, .on_close = on_close};
+    fl_tls_cbs_t cbs = {
+        .on_open = on_open, .on_message = on_message, .on_close = on_close, .on_handshake_fail = on_handshake_fail};
     if ((rc = fl_tls_server_start(&d->loop, d->tls, host, port, &cbs, d, &d->server)))
         goto out;
     FL_LOG_I(WHO, "listening on %s port %d", host, fl_tls_server_port(d->server));
