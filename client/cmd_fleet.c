@@ -19,11 +19,11 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: fedopt-client fleet --server HOST:PORT --certs DIR --clients N --data SPEC --partition P\n"
-            "         [--cert FILE --key FILE] [--jobs J] [--first I] [--count C] [--prefix NAME]\n"
+            "         [--cert FILE --key FILE] [--jobs J] [--first I] [--count C] [--shard I/N] [--prefix NAME]\n"
             "         [--server-name NAME] [--ca FILE]\n"
             "         [--drop-rate p] [--straggle-rate p --straggle-delay s] [--corrupt-rate p]\n"
             "         [--give-up S] [--backoff-max S] [--connect-spread S] [--seed S]\n"
-            "         [--progress auto|tty|plain|none] [--log-level L]\n"
+            "         [--progress auto|tty|plain|none] [--log-level L] [--metrics-listen HOST:PORT]\n"
             "  --server HOST:PORT   the fedopt-server\n"
             "  --certs DIR          fleet directory from `fedopt-server certs init`: ca.crt verifies the\n"
             "                       server; client NAME uses clients/NAME.crt/.key, issued with ca.key\n"
@@ -33,6 +33,10 @@ static void usage(FILE *out)
             "  --clients N          clients the training data is split into (with --partition)\n"
             "  --jobs J             trainings at once (default: the cores)\n"
             "  --first I, --count C run clients I..I+C-1 only (default: all N)\n"
+            "  --shard I/N          run shard I (0-based) of N: the clients i with i mod N = I, with\n"
+            "                       the same partition, names and data as one process running all\n"
+            "                       (N processes on N machines, e.g. a Kubernetes Indexed Job)\n"
+            "  --metrics-listen A   the fleet's Prometheus metrics, /healthz, /readyz on HOST:PORT\n"
             "  --prefix NAME        client name prefix (default sim)\n"
             "  --drop-rate p        per task: vanish after receiving the model\n"
             "  --straggle-rate p    per task: upload --straggle-delay seconds late (default 30)\n"
@@ -81,10 +85,11 @@ int fl_client_cmd_fleet(int argc, char **argv)
     o.backoff_max = 30;
     long jobs = sysconf(_SC_NPROCESSORS_ONLN);
     long first = 0, count = -1;
-    const char *server = NULL, *mode = "auto";
+    const char *server = NULL, *mode = "auto", *metrics_listen = NULL;
+    long shard_i = 0, shard_n = 0;
     enum {
         O_SERVER = 1, O_CERTS, O_CERT, O_KEY, O_CA, O_SNAME, O_JOBS, O_FIRST, O_COUNT, O_PREFIX, O_DROP, O_STR, O_STRD, O_CORR,
-        O_GIVEUP, O_BACKOFF, O_SPREAD, O_SEED, O_PROGRESS, O_LOG, O_HELP
+        O_GIVEUP, O_BACKOFF, O_SPREAD, O_SEED, O_PROGRESS, O_LOG, O_SHARD, O_METRICS, O_HELP
     };
     static const struct option opts[] = {
         {"server", required_argument, NULL, O_SERVER},
@@ -107,6 +112,8 @@ int fl_client_cmd_fleet(int argc, char **argv)
         {"seed", required_argument, NULL, O_SEED},
         {"progress", required_argument, NULL, O_PROGRESS},
         {"log-level", required_argument, NULL, O_LOG},
+        {"shard", required_argument, NULL, O_SHARD},
+        {"metrics-listen", required_argument, NULL, O_METRICS},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -154,6 +161,20 @@ int fl_client_cmd_fleet(int argc, char **argv)
                 fl_log_set_level(lvl);
             break;
         }
+        case O_SHARD: {
+            char num[32];
+            const char *slash = strchr(optarg, '/');
+            size_t il = slash ? (size_t)(slash - optarg) : 0;
+            bad = !slash || il == 0 || il >= sizeof num;
+            if (!bad) {
+                memcpy(num, optarg, il);
+                num[il] = 0;
+                bad = fl_cli_long(num, 0, 1000000, &shard_i) || fl_cli_long(slash + 1, 1, 1000000, &shard_n) ||
+                      shard_i >= shard_n;
+            }
+            break;
+        }
+        case O_METRICS: metrics_listen = optarg; break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -186,11 +207,26 @@ int fl_client_cmd_fleet(int argc, char **argv)
     o.host = host;
     o.first = (size_t)first;
     o.count = count > 0 ? (size_t)count : spec.clients - (size_t)first;
+    if (shard_n > 0) {
+        /* Shard I of N: the clients i of first..first+count-1 with i mod N = I. */
+        size_t n = (size_t)shard_n, end = o.first + o.count;
+        size_t i0 = o.first + ((size_t)shard_i + n - o.first % n) % n;
+        if (i0 >= end) {
+            fprintf(stderr, "fleet: shard %ld/%ld has no clients among %zu..%zu\n", shard_i, shard_n, o.first,
+                    end - 1);
+            return 2;
+        }
+        o.first = i0;
+        o.count = (end - i0 + n - 1) / n;
+        o.stride = n;
+    }
     o.jobs = (unsigned)jobs;
     o.tty = strcmp(mode, "tty") == 0 || (strcmp(mode, "auto") == 0 && isatty(STDOUT_FILENO));
     o.progress = strcmp(mode, "none") ? stdout : NULL;
 
     int status = 1;
+    fl_metrics_t *metrics = NULL;
+    fl_metrics_http_t *http = NULL;
     fl_dataset_t all;
     fl_partition_t parts;
     fl_dataset_init(&all);
@@ -209,6 +245,17 @@ int fl_client_cmd_fleet(int argc, char **argv)
     o.data = &all;
     o.parts = &parts;
     o.data_spec = spec_text;
+    if (metrics_listen) {
+        int mport = 0, mrc;
+        if ((mrc = fl_metrics_create(&metrics)) || (mrc = fl_fleet_metrics_define(metrics)) ||
+            (mrc = fl_metrics_http_start(metrics, metrics_listen, &http, &mport))) {
+            fprintf(stderr, "fleet: --metrics-listen %s: %s\n", metrics_listen, fl_strerror(mrc));
+            goto out;
+        }
+        fl_metrics_set_ready(metrics, 1);
+        FL_LOG_I(WHO, "metrics served on %s, port %d (/metrics, /healthz, /readyz)", metrics_listen, mport);
+        o.metrics = metrics;
+    }
     fl_fleet_result_t res;
     int rc = fl_fleet_run(&o, &res);
     if (rc) {
@@ -223,6 +270,8 @@ int fl_client_cmd_fleet(int argc, char **argv)
            (unsigned long long)res.last_round);
     status = res.failed ? 1 : 0;
 out:
+    fl_metrics_http_stop(http);
+    fl_metrics_free(metrics);
     fl_partition_free(&parts);
     fl_dataset_free(&all);
     return status;
