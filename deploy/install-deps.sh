@@ -21,7 +21,8 @@ libinih-dev
 libmicrohttpd-dev
 "
 # What `make test` needs on top (clang for the fuzz targets and the clang build,
-# Debian's Prometheus server for the metrics test).
+# Debian's Prometheus server for the metrics test, a single-node Slurm for the
+# array scripts' test).
 TEST_PACKAGES="
 clang
 libclang-rt-dev
@@ -30,6 +31,8 @@ libcmocka-dev
 dataset-fashion-mnist
 prometheus
 curl
+slurm-wlm
+munge
 "
 # What the binaries need to run, and the demo data: the container image's
 # packages (deploy/Containerfile, make image).
