@@ -53,6 +53,7 @@ podman
 runc
 mmdebstrap
 uidmap
+catatonit
 "
 # FEDOPT_DEPS picks the set: all (default: build and test), build, runtime, image;
 # `--list` prints the set instead of installing it.

@@ -1,7 +1,11 @@
 // Offline checks of Kubernetes manifests, for tests/integration/test_k8s.sh.
 //
 //   node check.mjs validate FILE...      every document against the Kubernetes API schema
-//   node check.mjs pod FILE NAME         the pod template of workload NAME as a Pod (podman kube play)
+//   node check.mjs pod FILE NAME [host]  the pod template of workload NAME as a Pod (podman kube play);
+//                                        "host": for --network host, without container ports
+//                                        (named probe ports become numbers); and with
+//                                        SECRET_DIRS="secret=dir,..." those Secret volumes
+//                                        become hostPath volumes of those directories
 //   node check.mjs command FILE NAME     the first container's command and args, one per line, with
 //                                        $(VAR) expanded from the environment as the kubelet does
 //
@@ -79,9 +83,23 @@ function find(file, name) {
   return d;
 }
 
-function pod(file, name) {
+function pod(file, name, mode) {
   const w = find(file, name);
   const spec = JSON.parse(JSON.stringify(w.spec.template.spec));
+  if (mode === "host") {
+    for (const c of spec.containers) {
+      const ports = new Map((c.ports ?? []).map((p) => [p.name, p.containerPort]));
+      for (const probe of [c.livenessProbe, c.readinessProbe, c.startupProbe])
+        if (probe?.httpGet && ports.has(probe.httpGet.port)) probe.httpGet.port = ports.get(probe.httpGet.port);
+      delete c.ports;
+    }
+    const dirs = new Map((process.env.SECRET_DIRS ?? "").split(",").filter(Boolean).map((kv) => kv.split("=")));
+    for (const v of spec.volumes ?? [])
+      if (v.secret && dirs.has(v.secret.secretName)) {
+        v.hostPath = { path: dirs.get(v.secret.secretName), type: "Directory" };
+        delete v.secret;
+      }
+  }
   // A StatefulSet's volumeClaimTemplates become claims of the same name.
   for (const t of w.spec.volumeClaimTemplates ?? [])
     (spec.volumes ??= []).push({ name: t.metadata.name, persistentVolumeClaim: { claimName: `${name}-${t.metadata.name}` } });
@@ -106,9 +124,9 @@ const [cmd, ...rest] = process.argv.slice(2);
 let rc = 2;
 try {
   if (cmd === "validate" && rest.length) rc = await validate(rest);
-  else if (cmd === "pod" && rest.length === 2) rc = pod(...rest);
+  else if (cmd === "pod" && (rest.length === 2 || rest.length === 3)) rc = pod(...rest);
   else if (cmd === "command" && rest.length === 2) rc = command(...rest);
-  else console.error("usage: check.mjs validate FILE... | pod FILE NAME | command FILE NAME");
+  else console.error("usage: check.mjs validate FILE... | pod FILE NAME [host] | command FILE NAME");
 } catch (e) {
   console.error(e.message);
   rc = 1;
