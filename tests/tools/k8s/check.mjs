@@ -15,7 +15,8 @@
 // unknown field is an error, as `kubectl apply --validate=strict` would make it).
 import fs from "node:fs";
 import yaml from "js-yaml";
-import * as k8s from "@kubernetes/client-node";
+// client-node is large: loaded only by `validate`.
+let k8s = null;
 
 const models = {
   "v1/ConfigMap": ["kubernetes-models/v1/ConfigMap", "ConfigMap", "V1ConfigMap"],
@@ -57,6 +58,7 @@ function strict(obj, type, path, errors) {
 }
 
 async function validate(files) {
+  k8s = await import("@kubernetes/client-node");
   let bad = 0, n = 0;
   for (const file of files) {
     for (const d of docs(file)) {
