@@ -154,6 +154,7 @@ static int run_cmd(int argc, char **argv)
         stem(cert, nbuf, sizeof nbuf);
         name = nbuf;
     }
+    fl_log_set_client(name); /* JSON log lines carry it */
 
     int status = 1;
     fl_dataset_t train;

@@ -12,7 +12,7 @@ command -v curl >/dev/null 2>&1 || { echo "skip: no curl"; exit 77; }
 
 start_server server.log --model logreg --rounds 200 --clients_per_round 3 --min_clients 4 --min_reports 1 \
     --eval_data fmnist --eval_max_examples 500 --eval_every 1 --round_deadline 30 --server_opt fedavg \
-    --server_lr 1 --client_lr 0.1 --batch_size 20 --max_steps 5 --metrics_listen 127.0.0.1:0
+    --server_lr 1 --client_lr 0.1 --batch_size 20 --max_steps 5 --metrics_listen 127.0.0.1:0 --log-format json
 mport=$(sed -n 's/.*metrics served on .*, port \([0-9][0-9]*\).*/\1/p' "$work/server.log" | head -n 1)
 [ -n "$mport" ] || fail "no metrics port in the server log"
 murl="http://127.0.0.1:$mport"
@@ -61,7 +61,7 @@ q() {
         sed -n 's/.*"value":\[[0-9.e+]*,"\([^"]*\)"\].*/\1/p'
 }
 
-start_fleet fleet.log --clients 4 --data fmnist --partition iid --jobs 2 --give-up 2
+start_fleet fleet.log --clients 4 --data fmnist --partition iid --jobs 2 --give-up 2 --progress none --log-format=json
 n=0
 until [ "$(sql "SELECT count(*) FROM rounds" 2>/dev/null)" -ge 3 ] 2>/dev/null; do
     n=$((n + 1))
@@ -124,4 +124,22 @@ echo "  tls_handshake_failures: $tls, rss: $rss"
 
 kill "$server_pid"
 wait_pid "$server_pid" 30
+
+# --log-format json: every log line of both is one JSON object (the fleet's
+# summary on stdout aside); round lines carry the run and the round.
+jsonl() { # FILE QUERY: QUERY over table l(line) of FILE's lines
+    sqlite3 :memory: '.mode ascii' '.separator "\037" "\n"' 'CREATE TABLE l(line TEXT);' ".import $1 l" '.mode list' "$2"
+}
+for f in server fleet; do
+    v=$(jsonl "$work/$f.log" "SELECT count(*) || ' ' || coalesce(sum(CASE WHEN json_valid(line) THEN
+            json_type(line) = 'object' AND json_extract(line, '$.level') IN ('error', 'warn', 'info', 'debug')
+            AND json_type(line, '$.module') = 'text' AND json_type(line, '$.message') = 'text'
+            AND json_type(line, '$.time') = 'text' ELSE 0 END), 0) FROM l WHERE line NOT LIKE 'fleet: % clients, %'")
+    set -- $v
+    [ "$1" -gt 3 ] && [ "$1" = "$2" ] || fail "$f.log: ${2:-?} of ${1:-?} lines are fedopt JSON log objects"
+done
+r=$(jsonl "$work/server.log" "SELECT json_extract(line, '$.run') || '/' || json_extract(line, '$.round') FROM l
+                              WHERE json_valid(line) AND json_extract(line, '$.message') LIKE 'round 3/200 closed%'")
+[ "$r" = "1/3" ] || fail "the JSON line of round 3's close carries run/round '$r', not 1/3"
+echo "  JSON logs: every line of the server's and the fleet's is an object; round 3's line has run 1, round 3"
 echo "ok: $checked metrics scraped by Prometheus equal the round log"
