@@ -14,6 +14,7 @@ image=${FEDOPT_IMAGE:-localhost/fedopt:latest}
 cd "$(dirname "$0")/../.."
 
 command -v podman >/dev/null 2>&1 || { echo "skip: podman is not installed (FEDOPT_DEPS=image sh deploy/install-deps.sh)"; exit 77; }
+[ "$(id -u)" = 0 ] || { echo "skip: not root (the test hands directories to the image's uid and reads the volume)"; exit 77; }
 command -v sqlite3 >/dev/null 2>&1 || { echo "skip: no sqlite3 to read the volume's database"; exit 77; }
 BUILD=$build
 . deploy/podman-conf.sh

@@ -128,14 +128,16 @@ if ! command -v podman >/dev/null 2>&1; then
     echo "NOTE: no podman: kube play not tried"
 elif ! BUILD=$build . "$root/deploy/podman-conf.sh" || ! podman image exists "$image"; then
     echo "NOTE: no image $image (make image): kube play not tried"
-elif podman pod exists fedopt-server || podman volume exists fedopt-server-state; then
-    echo "NOTE: a pod or volume named fedopt-server exists here already: kube play not tried"
+elif [ "$(id -u)" != 0 ]; then
+    echo "NOTE: not root (the pod's PKI directory must belong to uid 10001): kube play not tried"
 else
-    kube_down() { podman kube down "$work/pod.yaml" >/dev/null 2>&1; podman volume rm -f fedopt-server-state >/dev/null 2>&1; }
+    pod=fedopt-test-$$
+    kube_down() { podman kube down "$work/pod.yaml" >/dev/null 2>&1; podman volume rm -f "$pod-state" >/dev/null 2>&1; }
     trap 'kube_down; cleanup' EXIT
     # Loopback ports for the host network (the Service's 7443/9464 may be
     # taken), a small model; the rest is the manifest's.
     fport=$(( ($$ % 5000) + 45000 ))
+    while ss -ltn | grep -qE ":($fport|$((fport + 1))) "; do fport=$((fport + 2)); done
     mport=$((fport + 1))
     sed -e "s/listen = 0.0.0.0:7443/listen = 127.0.0.1:$fport/" -e "s/metrics_listen = 0.0.0.0:9464/metrics_listen = 127.0.0.1:$mport/" \
         -e 's/model = cnn/model = logreg/' "$k8s/server.yaml" | awk '/^---/{exit} {print}' >"$work/configmap.yaml"
@@ -144,7 +146,7 @@ else
     # from a directory the image's user can read.
     cp -r "$work/k8s-pki" "$work/pod-pki"
     chown -R 10001:10001 "$work/pod-pki"
-    SECRET_DIRS=fedopt-server-pki=$work/pod-pki chk pod "$k8s/server.yaml" fedopt-server host |
+    POD_NAME=$pod SECRET_DIRS=fedopt-server-pki=$work/pod-pki chk pod "$k8s/server.yaml" fedopt-server host |
         sed "s/port: 9464/port: $mport/" >"$work/pod.yaml"
     chk validate "$work/configmap.yaml" "$work/pod.yaml" >/dev/null || fail "the kube play files do not validate"
     if ! podman kube play --network host --configmap "$work/configmap.yaml" "$work/pod.yaml" >"$work/play.log" 2>&1; then
@@ -154,14 +156,14 @@ else
         n=0
         until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$mport/readyz")" = 200 ]; do
             n=$((n + 1))
-            [ "$n" -gt 300 ] && { podman logs fedopt-server-server 2>&1 | tail -n 20; fail "the kube-played server never became ready"; }
+            [ "$n" -gt 300 ] && { podman logs "$pod-server" 2>&1 | tail -n 20; fail "the kube-played server never became ready"; }
             sleep 0.1
         done
         curl -sf "http://127.0.0.1:$mport/metrics" >"$work/pod.metrics" || fail "scrape of the pod"
         grep -q '^fedopt_phase{phase="waiting"} 1$' "$work/pod.metrics" || fail "the pod's server is not waiting for clients"
-        uid=$(podman exec fedopt-server-server id -u 2>/dev/null)
+        uid=$(podman exec "$pod-server" id -u 2>/dev/null)
         [ "$uid" = 10001 ] || fail "the pod runs as uid '$uid', not 10001"
-        podman logs fedopt-server-server 2>&1 | grep -q '"message":"listening on 127.0.0.1 port '"$fport"'"' ||
+        podman logs "$pod-server" 2>&1 | grep -q '"message":"listening on 127.0.0.1 port '"$fport"'"' ||
             fail "the pod's server did not log (JSON) its listening port"
         echo "podman kube play: the StatefulSet's pod (its ConfigMap, claim and probe endpoints) is ready and waiting, uid $uid"
     fi

@@ -5,7 +5,8 @@
 //                                        "host": for --network host, without container ports
 //                                        (named probe ports become numbers); and with
 //                                        SECRET_DIRS="secret=dir,..." those Secret volumes
-//                                        become hostPath volumes of those directories
+//                                        become hostPath volumes of those directories;
+//                                        POD_NAME renames the pod (and its claims)
 //   node check.mjs command FILE NAME     the first container's command and args, one per line, with
 //                                        $(VAR) expanded from the environment as the kubelet does
 //
@@ -87,6 +88,7 @@ function find(file, name) {
 
 function pod(file, name, mode) {
   const w = find(file, name);
+  const podName = process.env.POD_NAME || name; // a test's own name, to run beside others
   const spec = JSON.parse(JSON.stringify(w.spec.template.spec));
   if (mode === "host") {
     for (const c of spec.containers) {
@@ -104,12 +106,12 @@ function pod(file, name, mode) {
   }
   // A StatefulSet's volumeClaimTemplates become claims of the same name.
   for (const t of w.spec.volumeClaimTemplates ?? [])
-    (spec.volumes ??= []).push({ name: t.metadata.name, persistentVolumeClaim: { claimName: `${name}-${t.metadata.name}` } });
-  const out = { apiVersion: "v1", kind: "Pod", metadata: { name, labels: w.spec.template.metadata?.labels ?? {} }, spec };
+    (spec.volumes ??= []).push({ name: t.metadata.name, persistentVolumeClaim: { claimName: `${podName}-${t.metadata.name}` } });
+  const out = { apiVersion: "v1", kind: "Pod", metadata: { name: podName, labels: w.spec.template.metadata?.labels ?? {} }, spec };
   process.stdout.write(yaml.dump(out));
   for (const t of w.spec.volumeClaimTemplates ?? [])
     process.stdout.write("---\n" + yaml.dump({ apiVersion: "v1", kind: "PersistentVolumeClaim",
-      metadata: { name: `${name}-${t.metadata.name}` }, spec: t.spec }));
+      metadata: { name: `${podName}-${t.metadata.name}` }, spec: t.spec }));
   return 0;
 }
 
