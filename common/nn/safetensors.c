@@ -12,6 +12,7 @@
 #include <sqlite3.h>
 
 #include "common/base/error.h"
+#include "common/base/file.h"
 #include "common/base/log.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -512,40 +513,9 @@ out:
 
 static int read_file(const char *path, uint8_t **buf, size_t *len)
 {
-    *buf = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        FL_LOG_E("safetensors", "%s: cannot open: %s", path, strerror(errno));
-        return FL_EIO;
-    }
-    struct stat sb;
-    int rc = FL_EIO;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        FL_LOG_E("safetensors", "%s: not a regular file", path);
-        goto out;
-    }
-    if ((uint64_t)sb.st_size > FL_SAFETENSORS_MAX_FILE) {
-        FL_LOG_E("safetensors", "%s: %lld bytes exceeds the limit", path, (long long)sb.st_size);
-        rc = FL_ETOOBIG;
-        goto out;
-    }
-    size_t sz = (size_t)sb.st_size;
-    uint8_t *b = malloc(sz ? sz : 1);
-    if (!b) {
-        rc = FL_ENOMEM;
-        goto out;
-    }
-    if (fread(b, 1, sz, f) != sz) {
-        FL_LOG_E("safetensors", "%s: read error", path);
-        free(b);
-        goto out;
-    }
-    *buf = b;
-    *len = sz;
-    rc = 0;
-out:
-    fclose(f);
+    char *b = NULL;
+    int rc = fl_file_read_all(path, (size_t)FL_SAFETENSORS_MAX_FILE, &b, len);
+    *buf = (uint8_t *)b;
     return rc;
 }
 
