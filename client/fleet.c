@@ -261,9 +261,11 @@ static void on_starter(uv_timer_t *t)
 {
     fleet_t *f = t->data;
     const fl_fleet_opts_t *o = f->o;
-    /* Pace the handshakes: a thousand at once queue past the server's
-     * handshake timeout on a small machine (both ends do ECDSA), and the
-     * ones that time out only come back later with their back-off. So at
+    /* Pace the handshakes: both ends of a handshake do ECDSA, so a large
+     * fleet connecting all at once can queue past the server's handshake
+     * timeout on a small machine (bench_fleet part 2 connects a large
+     * fleet), and the ones that time out only come back later with their
+     * back-off. So at
      * most FLEET_HANDSHAKES are in flight, and --connect-spread can slow the
      * start further. */
     size_t due = o->count;

@@ -15,8 +15,10 @@
  *                      (unless the reason cannot heal by retrying: bad
  *                      certificates, a model the client cannot train)
  * A session holds a model only from the moment its bytes arrive until its
- * delta is handed to the transport: an idle connected session costs a few
- * hundred bytes here plus the TLS connection. The sessions of one pool share
+ * delta is handed to the transport: an idle connected session holds only
+ * its own state here plus the TLS connection, so a fleet's memory grows with
+ * its running jobs, not its clients (bench_fleet part 2 measures a large
+ * fleet's peak RSS). The sessions of one pool share
  * a round's model: the first one offered the round receives it, the others
  * receive into a scratch buffer and keep only their transfer's verified
  * CRC-32, and use the first one's copy when the CRCs are equal (else they
