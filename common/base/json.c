@@ -51,7 +51,7 @@ static void put(fl_json_t *j, const char *t, size_t n)
     j->buf[j->len] = 0;
 }
 
-static void puts_(fl_json_t *j, const char *t) { put(j, t, strlen(t)); }
+static void put_text(fl_json_t *j, const char *t) { put(j, t, strlen(t)); }
 
 /* Before a value or a key: the comma that separates it from the previous one. */
 static void sep(fl_json_t *j)
@@ -65,7 +65,7 @@ static void sep(fl_json_t *j)
     j->has_item[j->depth] = 1;
 }
 
-static void open_(fl_json_t *j, char c)
+static void open_level(fl_json_t *j, char c)
 {
     sep(j);
     if (j->depth >= FL_JSON_MAX_DEPTH) {
@@ -77,7 +77,7 @@ static void open_(fl_json_t *j, char c)
     j->has_item[++j->depth] = 0;
 }
 
-static void close_(fl_json_t *j, char c)
+static void close_level(fl_json_t *j, char c)
 {
     if (j->depth > 0)
         j->depth--;
@@ -85,10 +85,10 @@ static void close_(fl_json_t *j, char c)
     put(j, &c, 1);
 }
 
-void fl_json_obj_begin(fl_json_t *j) { open_(j, '{'); }
-void fl_json_obj_end(fl_json_t *j) { close_(j, '}'); }
-void fl_json_arr_begin(fl_json_t *j) { open_(j, '['); }
-void fl_json_arr_end(fl_json_t *j) { close_(j, ']'); }
+void fl_json_obj_begin(fl_json_t *j) { open_level(j, '{'); }
+void fl_json_obj_end(fl_json_t *j) { close_level(j, '}'); }
+void fl_json_arr_begin(fl_json_t *j) { open_level(j, '['); }
+void fl_json_arr_end(fl_json_t *j) { close_level(j, ']'); }
 
 static void escaped(fl_json_t *j, const char *s, size_t n)
 {
@@ -195,7 +195,7 @@ void fl_json_fixed(fl_json_t *j, double v, int decimals)
 void fl_json_raw(fl_json_t *j, const char *text)
 {
     sep(j);
-    puts_(j, text ? text : "null");
+    put_text(j, text ? text : "null");
 }
 
 int fl_json_error(const fl_json_t *j) { return j->err; }
