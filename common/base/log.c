@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "common/base/error.h"
+#include "common/base/json.h"
 
 static _Atomic int g_level = FL_LOG_INFO;
 static _Atomic int g_format = FL_LOG_TEXT;
@@ -114,36 +115,64 @@ static int utf8_len(const unsigned char *s)
     return n;
 }
 
-/* Writes s as a JSON string: quotes, backslashes and control characters
- * escaped, and bytes that are not UTF-8 (a file name, a peer's text) as
- * U+FFFD so that every line stays valid JSON. */
-static void put_json_string(FILE *out, const char *str)
+/* Copies s into out (n bytes with the NUL) with every byte that is not part
+ * of valid UTF-8 (a file name, a peer's text) replaced by U+FFFD, so that a
+ * JSON line is always valid JSON. */
+static void utf8_clean(const char *str, char *out, size_t n)
 {
     const unsigned char *s = (const unsigned char *)str;
-    fputc('"', out);
-    while (*s) {
-        if (*s == '"' || *s == '\\') {
-            fputc('\\', out);
-            fputc(*s++, out);
-        } else if (*s == '\n') {
-            fputs("\\n", out);
-            s++;
-        } else if (*s < 0x20 || *s == 0x7f) {
-            fprintf(out, "\\u%04x", *s++);
-        } else if (*s < 0x80) {
-            fputc(*s++, out);
+    size_t o = 0;
+    while (*s && o + 4 < n) {
+        int len = *s < 0x80 ? 1 : utf8_len(s);
+        if (len) {
+            memcpy(out + o, s, (size_t)len);
+            o += (size_t)len;
+            s += len;
         } else {
-            int n = utf8_len(s);
-            if (n) {
-                fwrite(s, 1, (size_t)n, out);
-                s += n;
-            } else {
-                fputs("\\ufffd", out);
-                s++;
-            }
+            memcpy(out + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            s++;
         }
     }
-    fputc('"', out);
+    out[o] = 0;
+}
+
+/* The JSON line (common/base/json writes it), malloc'd; NULL when out of memory. */
+static char *json_line(const char *when, const char *level, const char *who, const char *msg)
+{
+    char cwho[128], cmsg[1536], cclient[sizeof g_client * 2];
+    utf8_clean(who, cwho, sizeof cwho);
+    utf8_clean(msg, cmsg, sizeof cmsg);
+    utf8_clean(g_client, cclient, sizeof cclient);
+    fl_json_t j;
+    fl_json_init_buf(&j);
+    fl_json_obj_begin(&j);
+    fl_json_key(&j, "time");
+    fl_json_str(&j, when);
+    fl_json_key(&j, "level");
+    fl_json_str(&j, level);
+    fl_json_key(&j, "module");
+    fl_json_str(&j, cwho);
+    fl_json_key(&j, "message");
+    fl_json_str(&j, cmsg);
+    long long run = atomic_load(&g_run), round = atomic_load(&g_round);
+    if (run >= 0) {
+        fl_json_key(&j, "run");
+        fl_json_i64(&j, run);
+    }
+    if (round >= 0) {
+        fl_json_key(&j, "round");
+        fl_json_i64(&j, round);
+    }
+    if (cclient[0]) {
+        fl_json_key(&j, "client");
+        fl_json_str(&j, cclient);
+    }
+    fl_json_obj_end(&j);
+    char *line = NULL;
+    if (fl_json_finish(&j, &line, NULL))
+        return NULL;
+    return line;
 }
 
 void fl_log_set_sink(FILE *sink)
@@ -172,23 +201,17 @@ void fl_logv(fl_log_level_t level, const char *who, const char *fmt, va_list ap)
     FILE *out = g_sink ? g_sink : stderr;
     if (atomic_load(&g_format) == FL_LOG_JSON) {
         static const char *const names[] = {"error", "warn", "info", "debug"};
-        fprintf(out, "{\"time\":\"%s\",\"level\":\"%s\",\"module\":", when, names[li]);
-        put_json_string(out, who ? who : "-");
-        fputs(",\"message\":", out);
-        put_json_string(out, msg);
-        long long run = atomic_load(&g_run), round = atomic_load(&g_round);
-        if (run >= 0)
-            fprintf(out, ",\"run\":%lld", run);
-        if (round >= 0)
-            fprintf(out, ",\"round\":%lld", round);
-        if (g_client[0]) {
-            fputs(",\"client\":", out);
-            put_json_string(out, g_client);
+        /* Built under the lock (it reads the client name) and written with
+         * one fprintf, so lines never interleave. */
+        char *line = json_line(when, names[li], who ? who : "-", msg);
+        if (line) {
+            fprintf(out, "%s\n", line);
+            free(line);
+            fflush(out);
+            pthread_mutex_unlock(&g_lock);
+            return;
         }
-        fputs("}\n", out);
-        fflush(out);
-        pthread_mutex_unlock(&g_lock);
-        return;
+        /* Out of memory: the text line below still says what happened. */
     }
     fprintf(out, "%s %s %s: %s\n", when, tags[li], who ? who : "-", msg);
     fflush(out);

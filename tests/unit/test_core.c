@@ -67,11 +67,11 @@ static void test_log_json(void **s)
     char *l3 = strchr(l2, '\n');
     assert_non_null(l3);
     *l3++ = 0;
-    /* Line 1: every field, escapes, UTF-8 kept, invalid bytes replaced. */
+    /* Line 1: every field, escapes (common/base/json's), UTF-8 kept, invalid bytes U+FFFD. */
     assert_memory_equal(out, "{\"time\":\"", 9);
     assert_int_equal(out[9 + 4], '-');
     assert_non_null(strstr(out, "Z\",\"level\":\"info\",\"module\":\"server\",\"message\":\"say \\\"hi\\\"\\\\ "
-                                "tab\\u0009here\\nnext \xc3\xa9 bad \\ufffd\\ufffd end\",\"run\":3,\"round\":12,"
+                                "tab\\u0009here\\u000anext \xc3\xa9 bad \xef\xbf\xbd\xef\xbf\xbd end\",\"run\":3,\"round\":12,"
                                 "\"client\":\"sim-0007\"}"));
     /* Line 2: no context once cleared. */
     assert_non_null(strstr(l2, "\"level\":\"warn\",\"module\":\"fleet\",\"message\":\"plain\"}"));
