@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -19,6 +20,7 @@
 #include "server/round.h"
 #include "server/startup.h"
 #include "server/store.h"
+#include "server/uploads.h"
 
 #define WHO "server"
 
@@ -30,7 +32,7 @@ typedef struct fl__daemon fl__daemon_t;
 /* One connection. Freed in on_close, the transport's last callback. */
 struct fl__client {
     fl__client_t *prev, *next; /* the daemon's list of connections */
-    fl__client_t *wait_next;   /* FIFO of uploads waiting for a buffer slot */
+    fl_uploads_waiter_t wait;  /* in the FIFO of uploads waiting for a buffer slot */
     fl__daemon_t *d;
     fl_tls_conn_t *conn;
     char *name;
@@ -44,17 +46,6 @@ struct fl__client {
     int64_t up_round;
     double up_weight, up_loss;
 };
-
-/* A received upload waiting for (or in) the aggregation worker. */
-typedef struct fl__job {
-    struct fl__job *next;
-    char *name;
-    float *delta;
-    size_t n;
-    double weight, loss, norm, received_at;
-    int64_t bytes;
-    int rc;
-} fl__job_t;
 
 /* PH_FEDEVAL: a federated evaluation is open (after a round's commit, before
  * the next round); PH_FEDEVAL_COMMIT: its result is being committed. */
@@ -82,12 +73,7 @@ struct fl__daemon {
     size_t wait_logged_have;
     fl__client_t *clients;
     size_t nclients;
-    /* upload buffers: receiving + queued + in the worker */
-    size_t slots_used;
-    fl__client_t *wait_head, *wait_tail;
-    fl__job_t *jobs_head, *jobs_tail;
-    fl__job_t *job_running; /* the batch in the aggregation worker, a list */
-    uv_work_t agg_work;
+    fl_uploads_t *uploads; /* upload buffers and the aggregation worker */
     /* the commit worker */
     uv_work_t commit_work;
     fl_store_round_t row;
@@ -123,7 +109,6 @@ static double now_s(void)
 
 static void try_start_round(fl__daemon_t *d);
 static void maybe_close_round(fl__daemon_t *d);
-static void kick_aggregation(fl__daemon_t *d);
 static void stop_all(fl__daemon_t *d);
 static void start_fedeval(fl__daemon_t *d, fl__client_t **conns, const char **names, size_t have, double now);
 static void maybe_close_fedeval(fl__daemon_t *d);
@@ -271,35 +256,12 @@ static void on_hello(fl__client_t *c, const Fedopt__Hello *h)
 
 /* ---- upload buffer slots ------------------------------------------------- */
 
-static void wait_remove(fl__daemon_t *d, fl__client_t *c)
+/* A queued upload got its buffer: read its delta now. */
+static void on_slot_granted(fl_uploads_waiter_t *w, void *ud)
 {
-    fl__client_t **p = &d->wait_head, *prev = NULL;
-    while (*p && *p != c) {
-        prev = *p;
-        p = &(*p)->wait_next;
-    }
-    if (*p) {
-        *p = c->wait_next;
-        if (d->wait_tail == c)
-            d->wait_tail = prev;
-        c->wait_next = NULL;
-    }
-}
-
-/* Gives freed slots to the uploads waiting for one, oldest first. */
-static void release_slot(fl__daemon_t *d)
-{
-    d->slots_used--;
-    while (d->wait_head && d->slots_used < (size_t)d->cfg->max_buffered_uploads) {
-        fl__client_t *c = d->wait_head;
-        d->wait_head = c->wait_next;
-        if (!d->wait_head)
-            d->wait_tail = NULL;
-        c->wait_next = NULL;
-        c->up = U_RECEIVING;
-        d->slots_used++;
-        fl_tls_conn_resume_read(c->conn);
-    }
+    fl__client_t *c = (fl__client_t *)((char *)w - offsetof(fl__client_t, wait));
+    c->up = U_RECEIVING;
+    fl_tls_conn_resume_read(c->conn);
 }
 
 static void on_update(fl__client_t *c, const Fedopt__Update *u)
@@ -315,20 +277,14 @@ static void on_update(fl__client_t *c, const Fedopt__Update *u)
     c->up_round = (int64_t)u->round_id;
     c->up_weight = u->weight > 0 ? u->weight : (double)u->num_examples;
     c->up_loss = u->train_loss;
-    if (d->slots_used < (size_t)d->cfg->max_buffered_uploads) {
+    if (fl_uploads_acquire(d->uploads, &c->wait)) {
         c->up = U_RECEIVING;
-        d->slots_used++;
     } else {
         /* Every buffer is taken: stop reading this connection, so its delta
          * waits in the kernel and the client's TCP window. */
         c->up = U_WAIT_SLOT;
-        FL_LOG_D(WHO, "%s: upload waits for a buffer (%zu in use)", c->name, d->slots_used);
+        FL_LOG_D(WHO, "%s: upload waits for a buffer (%zu in use)", c->name, fl_uploads_in_use(d->uploads));
         fl_tls_conn_pause_read(c->conn);
-        if (d->wait_tail)
-            d->wait_tail->wait_next = c;
-        else
-            d->wait_head = c;
-        d->wait_tail = c;
     }
 }
 
@@ -352,31 +308,19 @@ static void on_delta(fl__client_t *c, fl_wire_event_t *ev)
         FL_LOG_I(WHO, "%s: update for round %lld refused: %s", c->name, (long long)c->up_round,
                  fl_round_refuse_text(why));
         fl_round_refuse(d->round, c->name, why, bytes, now);
-        release_slot(d);
+        fl_uploads_release(d->uploads);
         maybe_close_round(d);
         return;
     }
-    fl__job_t *j = calloc(1, sizeof *j);
-    if (!j || !(j->name = strdup(c->name))) {
-        free(j);
+    /* The slot (and the delta's buffer) now belong to the queued upload. */
+    if (fl_uploads_submit(d->uploads, c->name, (float *)ev->data, n, c->up_weight, c->up_loss, bytes, now)) {
         fl_round_refuse(d->round, c->name, FL_REFUSE_MALFORMED, bytes, now);
-        release_slot(d);
+        fl_uploads_release(d->uploads);
         return;
     }
-    fl_round_add_start(d->round, c->name);
-    j->delta = (float *)ev->data; /* the slot now belongs to the job */
     ev->data = NULL;
-    j->n = n;
-    j->weight = c->up_weight;
-    j->loss = c->up_loss;
-    j->bytes = bytes;
-    j->received_at = now;
-    if (d->jobs_tail)
-        d->jobs_tail->next = j;
-    else
-        d->jobs_head = j;
-    d->jobs_tail = j;
-    kick_aggregation(d);
+    fl_round_add_start(d->round, c->name);
+    fl_uploads_kick(d->uploads);
 }
 
 static void on_message(fl_tls_conn_t *conn, fl_wire_event_t *ev, void *ud)
@@ -479,9 +423,9 @@ static void on_close(fl_tls_conn_t *conn, int reason, void *ud)
         fl_fedeval_drop(d->fe, c->name, "disconnected", now_s());
     }
     if (c->up == U_RECEIVING)
-        release_slot(d);
+        fl_uploads_release(d->uploads);
     else if (c->up == U_WAIT_SLOT)
-        wait_remove(d, c);
+        fl_uploads_cancel(d->uploads, &c->wait);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -495,79 +439,22 @@ static void on_close(fl_tls_conn_t *conn, int reason, void *ud)
     maybe_close_fedeval(d);
 }
 
-/* ---- aggregation in the thread pool ------------------------------------- */
+/* ---- aggregation (server/uploads) -------------------------------------- */
 
-static void agg_work_cb(uv_work_t *w)
+static void on_upload_added(const char *name, int rc, double weight, double loss, double norm, int64_t bytes,
+                            double received_at, void *ud)
 {
-    fl__daemon_t *d = w->data;
-    const float *deltas[FL_SERVEROPT_MAX_BATCH];
-    double weight[FL_SERVEROPT_MAX_BATCH], norm[FL_SERVEROPT_MAX_BATCH];
-    int rc[FL_SERVEROPT_MAX_BATCH];
-    size_t count = 0, n = 0;
-    for (fl__job_t *j = d->job_running; j; j = j->next) {
-        deltas[count] = j->delta;
-        weight[count] = j->weight;
-        n = j->n;
-        count++;
-    }
-    /* Every job of a batch has the model's size: wrong-shape uploads are
-     * refused by fl_round_check before they become jobs. */
-    int brc = fl_round_add_work_batch(d->opt, deltas, weight, count, n, rc, norm);
-    size_t i = 0;
-    for (fl__job_t *j = d->job_running; j; j = j->next, i++) {
-        j->rc = brc ? brc : rc[i];
-        j->norm = brc ? NAN : norm[i];
-    }
-}
-
-static void agg_after_cb(uv_work_t *w, int status)
-{
-    fl__daemon_t *d = w->data;
-    fl__job_t *batch = d->job_running;
-    d->job_running = NULL;
-    for (fl__job_t *j = batch, *next; j; j = next) {
-        next = j->next;
-        if (status == UV_ECANCELED)
-            j->rc = FL_ECANCELED;
-        if (fl_round_number(d->round)) {
-            fl_round_add_end(d->round, j->name, j->rc, j->weight, j->loss, j->norm, j->bytes,
-                             j->received_at);
-            if (j->rc)
-                FL_LOG_I(WHO, "%s: update refused: %s", j->name, fl_strerror(j->rc));
-        }
-        free(j->delta);
-        free(j->name);
-        free(j);
-        release_slot(d);
-    }
-    kick_aggregation(d);
-    maybe_close_round(d);
-}
-
-/* Starts the aggregation worker on every upload queued so far (up to
- * FL_SERVEROPT_MAX_BATCH): uploads that arrived while the previous batch was
- * being added are folded in one pass over the accumulator. */
-static void kick_aggregation(fl__daemon_t *d)
-{
-    if (d->job_running || !d->jobs_head)
+    fl__daemon_t *d = ud;
+    if (!fl_round_number(d->round))
         return;
-    fl__job_t *batch = NULL, **tail = &batch;
-    for (size_t k = 0; k < FL_SERVEROPT_MAX_BATCH && d->jobs_head; k++) {
-        fl__job_t *j = d->jobs_head;
-        d->jobs_head = j->next;
-        j->next = NULL;
-        *tail = j;
-        tail = &j->next;
-    }
-    if (!d->jobs_head)
-        d->jobs_tail = NULL;
-    d->job_running = batch;
-    d->agg_work.data = d;
-    if (uv_queue_work(&d->loop, &d->agg_work, agg_work_cb, agg_after_cb)) {
-        /* Cannot happen with a valid loop; run it here rather than lose it. */
-        agg_work_cb(&d->agg_work);
-        agg_after_cb(&d->agg_work, 0);
-    }
+    fl_round_add_end(d->round, name, rc, weight, loss, norm, bytes, received_at);
+    if (rc)
+        FL_LOG_I(WHO, "%s: update refused: %s", name, fl_strerror(rc));
+}
+
+static void on_uploads_idle(void *ud)
+{
+    maybe_close_round(ud);
 }
 
 /* ---- rounds ------------------------------------------------------------- */
@@ -808,7 +695,7 @@ static void round_done(fl__daemon_t *d)
 
 static void maybe_close_round(fl__daemon_t *d)
 {
-    if (d->phase != PH_ROUND || d->job_running || d->jobs_head)
+    if (d->phase != PH_ROUND || fl_uploads_busy(d->uploads))
         return;
     double now = now_s();
     if (d->stopping) {
@@ -1139,6 +1026,9 @@ int fl_daemon_run(const fl_server_config_t *cfg)
         goto out;
     }
     loop_ok = 1;
+    fl_uploads_cbs_t ucbs = {.granted = on_slot_granted, .added = on_upload_added, .idle = on_uploads_idle};
+    if ((rc = fl_uploads_create(&d->loop, (size_t)cfg->max_buffered_uploads, d->opt, &ucbs, d, &d->uploads)))
+        goto out;
     fl_tls_cbs_t cbs = {.on_open = on_open, .on_message = on_message, .on_close = on_close};
     if ((rc = fl_startup_listen(cfg, &d->loop, d->tls, host, port, &cbs, d, &d->server)))
         goto out;
@@ -1172,12 +1062,7 @@ out:
         uv_run(&d->loop, UV_RUN_DEFAULT);
         uv_loop_close(&d->loop);
     }
-    for (fl__job_t *j = d->jobs_head, *n; j; j = n) {
-        n = j->next;
-        free(j->delta);
-        free(j->name);
-        free(j);
-    }
+    fl_uploads_free(d->uploads);
     for (size_t i = 0; i < d->nlast_selected; i++)
         free(d->last_selected[i]);
     free(d->last_selected);
