@@ -3,9 +3,10 @@
  * Start-up (the model, the TLS material, the listening socket, the new or
  * resumed run) is server/startup's; the round's bookkeeping and its
  * ServerOpt steps are server/round's, the federated evaluation's
- * server/fedeval's. This module admits connections and uploads and drives
- * the phases: waiting for clients, a round, its commit, its federated
- * evaluation, the stop. Deadlines, heartbeat silences and wait_timeout are
+ * server/fedeval's, the upload buffers and the aggregation worker
+ * server/uploads'. This module admits connections (Hello) and uploads
+ * (Update, delta) and drives the phases: waiting for clients, a round, its
+ * commit, its federated evaluation, the stop. Deadlines, heartbeat silences and wait_timeout are
  * measured on the monotonic clock; stored times are wall-clock.
  *
  * One libuv loop on one thread owns every connection, the round bookkeeping

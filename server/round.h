@@ -14,7 +14,7 @@
  *                    stream one update into the ServerOpt accumulator. Only
  *                    add_work touches the accumulator, so it may run in the
  *                    libuv thread pool while the loop keeps going (one
- *                    add_work at a time; the daemon serializes them);
+ *                    add_work at a time; server/uploads serializes them);
  *   fl_round_drop    records a selected client that disconnected or stalled;
  *   fl_round_refuse  records any other refused update (e.g. one that failed
  *                    to decode), so every update lands in the log;
