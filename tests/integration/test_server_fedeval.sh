@@ -14,7 +14,7 @@ build=${1:-build}
 make_pki a b c d e f g h i
 
 "$srv" run --help >"$work/help.txt" || fail "run --help"
-for k in fed_eval_every fed_eval_clients fed_eval_deadline fed_eval_max_examples max_steps; do
+for k in fed-eval-every fed-eval-clients fed-eval-deadline fed-eval-max-examples max-steps; do
     grep -q -- "--$k " "$work/help.txt" || fail "run --help lacks --$k"
 done
 

@@ -17,9 +17,9 @@ make_pki a b c d e f g h i
 
 # --help lists every setting with its default; a bad flag is a usage error (2), a bad value too.
 "$srv" run --help >"$work/help.txt" || fail "run --help"
-for k in listen tls_cert db model init eval_data eval_every rounds clients_per_round min_clients min_reports \
-    over_selection round_deadline heartbeat client_lr client_lr_schedule local_epochs batch_size server_opt \
-    server_lr momentum beta1 beta2 tau initial_accumulator bias_correction weighting seed max_buffered_uploads; do
+for k in listen tls-cert db model init eval-data eval-every rounds clients-per-round min-clients min-reports \
+    over-selection round-deadline heartbeat client-lr client-lr-schedule local-epochs batch-size server-opt \
+    server-lr momentum beta1 beta2 tau initial-accumulator bias-correction weighting seed max-buffered-uploads; do
     grep -q -- "--$k " "$work/help.txt" || fail "run --help lacks --$k"
 done
 "$srv" run --no-such-setting 1 2>/dev/null; [ $? -eq 2 ] || fail "unknown flag: want exit 2"
