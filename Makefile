@@ -262,7 +262,9 @@ install: all
 	install -m 644 deploy/fedopt-server.ini $(DESTDIR)$(PREFIX)/share/doc/fedopt/fedopt-server.ini.example
 	test -e $(DESTDIR)$(SYSCONFDIR)/fedopt/server.ini || \
 		install -m 640 deploy/fedopt-server.ini $(DESTDIR)$(SYSCONFDIR)/fedopt/server.ini
+	install -d $(DESTDIR)$(PREFIX)/share/doc/fedopt/docs
 	install -m 644 README.md ARCHITECTURE.md $(DESTDIR)$(PREFIX)/share/doc/fedopt/
+	install -m 644 docs/*.md $(DESTDIR)$(PREFIX)/share/doc/fedopt/docs/
 	sh deploy/install-owner.sh "$(DESTDIR)" $(SYSUSERSDIR)/fedopt.conf $(SYSCONFDIR)/fedopt/server.ini $(STATEDIR)
 
 clean:
