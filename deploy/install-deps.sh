@@ -33,6 +33,7 @@ prometheus
 curl
 slurm-wlm
 munge
+libfaketime
 "
 # What the binaries need to run, and the demo data: the container image's
 # packages (deploy/Containerfile, make image).
