@@ -1223,6 +1223,8 @@ static int setup_run(fl__daemon_t *d)
         run_check_t chk = {cfg, d->store, run};
         if ((rc = fl_server_config_each_run_setting(check_run_setting, &chk)))
             return rc;
+        if ((rc = fl_store_check_resume(d->store, run)))
+            return rc;
         fl_store_checkpoint_t cp;
         if ((rc = fl_store_checkpoint_load(d->store, run, -1, &cp)))
             return rc;

@@ -107,9 +107,24 @@ static const char *const schema =
 static int has_table(fl_store_t *st, const char *name);
 static const char *col(sqlite3_stmt *s, int i);
 
+/* sqlite3_errmsg with the OS's reason when there is one: SQLite says "disk
+ * I/O error" for a full disk and a file-size limit alike. */
+static const char *db_msg(fl_store_t *st, const char *msg, char *buf, size_t len)
+{
+    int e = sqlite3_system_errno(st->db);
+    if (!msg)
+        msg = sqlite3_errmsg(st->db);
+    if (e)
+        snprintf(buf, len, "%s (%s)", msg, strerror(e));
+    else
+        snprintf(buf, len, "%s", msg);
+    return buf;
+}
+
 static int db_err(fl_store_t *st, const char *what)
 {
-    FL_LOG_E("store", "%s: %s: %s", st->path, what, sqlite3_errmsg(st->db));
+    char m[256];
+    FL_LOG_E("store", "%s: %s: %s", st->path, what, db_msg(st, NULL, m, sizeof m));
     return FL_EDB;
 }
 
@@ -119,8 +134,8 @@ static int exec_what(fl_store_t *st, const char *sql, const char *what)
 {
     char *msg = NULL;
     if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        FL_LOG_E("store", "%s: %s%s%s", st->path, what ? what : "", what ? ": " : "",
-                 msg ? msg : sqlite3_errmsg(st->db));
+        char m[256];
+        FL_LOG_E("store", "%s: %s%s%s", st->path, what ? what : "", what ? ": " : "", db_msg(st, msg, m, sizeof m));
         sqlite3_free(msg);
         return FL_EDB;
     }
@@ -709,6 +724,32 @@ out:
     sqlite3_finalize(s);
     if (dmg)
         *dmg = d;
+    return rc;
+}
+
+int fl_store_check_resume(fl_store_t *st, int64_t run_id)
+{
+    if (!st)
+        return FL_EINVAL;
+    if (fl_store_quick_check(st)) {
+        FL_LOG_E("store", "%s: refusing to resume run %lld: the database is damaged (above); restore it from a "
+                          "backup or recover it (sqlite3 %s .recover) before resuming",
+                 st->path, (long long)run_id, st->path);
+        return FL_EDB;
+    }
+    fl_store_damage_t d;
+    int rc = fl_store_verify_checkpoints(st, run_id, &d);
+    if (rc == FL_ECHECKSUM && !d.newest_damaged) {
+        /* Resume needs only the newest; export of the damaged rounds will
+         * refuse. Said now rather than found at export. */
+        FL_LOG_W("store", "%s: run %lld: %lld of %lld checkpoints damaged (above), not the newest: resuming; "
+                          "those rounds cannot be exported",
+                 st->path, (long long)run_id, (long long)d.damaged, (long long)d.checked);
+        return 0;
+    }
+    if (rc == FL_ECHECKSUM)
+        FL_LOG_E("store", "%s: refusing to resume run %lld: its newest checkpoint (round %lld) is damaged", st->path,
+                 (long long)run_id, (long long)d.first_round);
     return rc;
 }
 

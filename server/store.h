@@ -167,6 +167,12 @@ typedef struct {
  * (may be NULL) in every case. */
 int fl_store_verify_checkpoints(fl_store_t *st, int64_t run_id, fl_store_damage_t *dmg);
 
+/* What --resume checks before it trusts the database: quick_check (any
+ * problem: FL_EDB, resume refused) and every checkpoint of run_id (the
+ * newest damaged: FL_ECHECKSUM, refused; only older ones damaged: a warning
+ * naming them, and 0). Everything found is logged. */
+int fl_store_check_resume(fl_store_t *st, int64_t run_id);
+
 /* Frees a checkpoint's buffers. Accepts NULL. */
 void fl_store_checkpoint_free(fl_store_checkpoint_t *cp);
 

@@ -3,7 +3,9 @@
  * One process-wide level and sink. Lines look like
  *   2026-11-29T20:31:02.123Z INFO  server: round 3 closed
  * Logging is thread-safe: each line is written with a single fprintf under a
- * lock, so lines from the thread pool and the event loop never interleave. */
+ * lock, so lines from the thread pool and the event loop never interleave.
+ * Control bytes in a message (bytes below 0x20, and 0x7f) are written as
+ * \xNN: a message quoting a file or a peer stays one plain line. */
 #ifndef FL_LOG_H
 #define FL_LOG_H
 
