@@ -65,7 +65,7 @@ start_server() {
 }
 want() { case " ${SOAK_ONLY:-1 2 3 4 5} " in *" $1 "*) return 0 ;; esac; return 1; }
 k=0 in_commit=- redone=- lost=0 doubled=0 crc_checked=- crc_mismatch=0 means=- full_at=- full_op=-
-san_fail="" san_reports=0 fuzz_targets=- fuzz_execs=- fuzz_crashes=0 connect_s=- rss_conn=- rss_after=- rss_peak=-
+san_fail="" san_retried="" san_reports=0 fuzz_targets=- fuzz_execs=- fuzz_crashes=0 connect_s=- rss_conn=- rss_after=- rss_peak=-
 committed() { "$srv" rounds "$1" 1 2>/dev/null | awk '$2 == "closed" || $2 == "abandoned" {n = $1} END {print n + 0}'; }
 
 # --- 1. kill -9 + --resume ------------------------------------------------------
@@ -172,10 +172,17 @@ if want 3; then
 say "3. fault tests and the chaos fleet under ASan/UBSan ($asan)"
 mkdir -p "$work/san"
 san_fail=""
+san_retried=""
+# The chaos fleet's 3 s round deadline can pass before any honest client has
+# trained when the sanitizers run on a loaded machine: one retry, counted.
 for t in test_server_faults test_server_lowfd test_fleet_chaos test_server_resume; do
-    ASAN_OPTIONS="log_path=$work/san/asan:detect_leaks=1" UBSAN_OPTIONS="log_path=$work/san/ubsan:print_stacktrace=1" \
-        timeout 900 sh "tests/integration/$t.sh" "$asan" >"$work/san-$t.out" 2>&1 || san_fail="$san_fail $t"
-    say "   $t: $([ -z "${san_fail##*$t*}" ] && [ -n "$san_fail" ] && echo FAILED || echo passed)"
+    for try in 1 2; do
+        ASAN_OPTIONS="log_path=$work/san/asan:detect_leaks=1" UBSAN_OPTIONS="log_path=$work/san/ubsan:print_stacktrace=1" \
+            timeout 900 sh "tests/integration/$t.sh" "$asan" >"$work/san-$t.out" 2>&1 && break
+        [ $try -eq 1 ] && san_retried="$san_retried $t ($(grep -m 1 '^FAIL' "$work/san-$t.out"))"
+        [ $try -eq 2 ] && san_fail="$san_fail $t"
+    done
+    say "   $t: $(case " $san_fail " in *" $t "*) echo FAILED ;; *) echo passed ;; esac)"
 done
 san_reports=$(cat "$work"/san/* 2>/dev/null | grep -c 'ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:')
 fi
@@ -242,7 +249,7 @@ echo "| rounds doubled (a model not the exact mean, or a round redone differentl
 echo "| received models checked against the previous round's checkpoint (CRC-32) | $crc_checked, $crc_mismatch mismatches |"
 echo "| exact FedAvg-mean checks by the clients | $means |"
 echo "| file-size limit mid-run | stopped after round $full_at naming '$full_op'; resumed to 12/12 |"
-echo "| fault tests and chaos fleet under ASan/UBSan | $([ -z "$san_fail" ] && echo 'all passed' || echo "failed:$san_fail") |"
+echo "| fault tests and chaos fleet under ASan/UBSan | $([ -z "$san_fail" ] && echo 'all passed' || echo "failed:$san_fail")$([ -n "$san_retried" ] && echo "; retried:$san_retried") |"
 echo "| sanitizer reports | $san_reports |"
 echo "| fuzz targets, executions | $fuzz_targets targets, $fuzz_execs executions ($fuzz_s s each) |"
 echo "| fuzz crashes | $fuzz_crashes |"
