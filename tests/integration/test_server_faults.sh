@@ -15,9 +15,9 @@ dbt="$build/tools/fl_db_tool"
 make_pki a b c
 
 # --- a locked database ---------------------------------------------------------
-args="--db $work/l.db --rounds 4 --clients_per_round 3 --min_clients 3 --round_deadline 60 --heartbeat 1"
+args="--db $work/l.db --rounds 6 --clients_per_round 3 --min_clients 3 --round_deadline 60 --heartbeat 1"
 start_server "$work/server.log" $args
-for n in a b c; do client $n --weight 1 --mult 1.25 --delay 0.2 --timeout 90; done
+for n in a b c; do client $n --weight 1 --mult 1.25 --delay 0.5 --timeout 90; done
 i=0
 until "$srv" rounds "$work/l.db" 1 2>/dev/null | grep -Eq '^1 +closed'; do
     i=$((i + 1)); [ $i -gt 400 ] && fail "round 1 never committed"
@@ -32,7 +32,7 @@ wait_pid "$server_pid" 20 || fail "server exited with $? while the database was 
 grep -q 'locked by another process' "$work/server.log" || fail "no line about the lock"
 grep -q 'the lock was released' "$work/server.log" || fail "no line about the lock's release"
 "$srv" runs "$work/l.db" | grep -q '^1 *finished' || fail "run not finished"
-[ "$("$srv" rounds "$work/l.db" 1 | awk '$2 == "closed"' | wc -l)" -eq 4 ] || fail "want 4 rounds"
+[ "$("$srv" rounds "$work/l.db" 1 | awk '$2 == "closed"' | wc -l)" -eq 6 ] || fail "want 6 rounds"
 echo "locked database: the commit waited for the 8 s lock, the run finished"
 grep -m 2 'locked by another process\|lock was released' "$work/server.log"
 
@@ -40,7 +40,7 @@ grep -m 2 'locked by another process\|lock was released' "$work/server.log"
 args="--db $work/d.db --rounds 8 --clients_per_round 3 --min_clients 3 --round_deadline 60 --heartbeat 1"
 for n in a b c; do : >"$work/$n.log"; done
 start_server "$work/server2.log" $args
-for n in a b c; do client $n --weight 1 --mult 1.25 --delay 0.2 --reconnect --timeout 90; done
+for n in a b c; do client $n --weight 1 --mult 1.25 --delay 0.5 --reconnect --timeout 90; done
 i=0
 until "$srv" rounds "$work/d.db" 1 2>/dev/null | grep -Eq '^3 +closed'; do
     i=$((i + 1)); [ $i -gt 400 ] && fail "round 3 never committed"
