@@ -51,6 +51,7 @@ for n in a b c; do "$srv" certs issue "$pki" "$n" >/dev/null || fail "certs issu
 port=0
 start_server() {
     log=$1; db=$2; shift 2
+    : >"$log"
     "$srv" run --listen "127.0.0.1:$port" --tls_cert "$pki/server.crt" --tls_key "$pki/server.key" \
         --tls_ca "$pki/ca.crt" --db "$db" "$@" >"$log" 2>&1 &
     server_pid=$!
