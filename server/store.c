@@ -688,11 +688,10 @@ int fl_store_verify_checkpoints(fl_store_t *st, int64_t run_id, fl_store_damage_
             why = "its model is not a float32 vector";
         else {
             /* The same CRC as fl_store_checksum, over the blobs in place. */
-            uLong c = crc32(0L, Z_NULL, 0);
-            c = crc32(c, m, (uInt)mlen);
+            uint32_t c = fl_crc32(0, m, mlen);
             if (olen)
-                c = crc32(c, o, (uInt)olen);
-            if ((uint32_t)c != want)
+                c = fl_crc32(c, o, olen);
+            if (c != want)
                 why = "checksum mismatch";
         }
         d.checked++;

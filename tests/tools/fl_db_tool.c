@@ -28,7 +28,8 @@
 #include <unistd.h>
 
 #include <sqlite3.h>
-#include <zlib.h>
+
+#include "common/base/bytes.h"
 
 static int smash(const char *path)
 {
@@ -70,8 +71,7 @@ static int crcs(const char *path)
     int r;
     while ((r = sqlite3_step(s)) == SQLITE_ROW)
         printf("%lld %08lx\n", (long long)sqlite3_column_int64(s, 0),
-               (unsigned long)crc32(crc32(0L, Z_NULL, 0), sqlite3_column_blob(s, 1),
-                                    (uInt)sqlite3_column_bytes(s, 1)));
+               (unsigned long)fl_crc32(0, sqlite3_column_blob(s, 1), (size_t)sqlite3_column_bytes(s, 1)));
     rc = r == SQLITE_DONE ? 0 : 1;
 out:
     sqlite3_finalize(s);

@@ -32,8 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
-#include <zlib.h>
 
+#include "common/base/bytes.h"
 #include "common/base/error.h"
 #include "common/base/log.h"
 #include "common/net/tls.h"
@@ -191,7 +191,7 @@ static void on_model(fl_wire_event_t *ev)
     /* What was received, for the soak's check that every round's model is
      * exactly the previous round's checkpoint (fl_db_tool DB crcs). */
     printf("%s: round %lld model crc %08lx\n", T.name, (long long)T.offer_round,
-           (unsigned long)crc32(crc32(0L, Z_NULL, 0), ev->data, (uInt)ev->nbytes));
+           (unsigned long)fl_crc32(0, ev->data, ev->nbytes));
     free(T.x);
     T.x = (float *)ev->data; /* take it */
     ev->data = NULL;
