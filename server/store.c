@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "common/base/bytes.h"
+#include "common/base/clock.h"
 #include "common/base/error.h"
 #include "common/base/log.h"
 
@@ -154,13 +155,6 @@ static int commit_tx(fl_store_t *st, const char *what)
     return rc;
 }
 
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* BEGIN IMMEDIATE, waiting for another process's write lock (a backup tool,
  * an operator's sqlite3 session) beyond SQLite's busy timeout: each try
  * waits BUSY_TIMEOUT_MS inside SQLite, then this sleeps with a doubling
@@ -169,20 +163,20 @@ static double mono_now(void)
  * worker thread or at start-up, so the wait stops no event loop. */
 static int begin_write(fl_store_t *st, const char *what)
 {
-    double start = mono_now(), pause = 0.25;
+    double start = fl_clock_mono_s(), pause = 0.25;
     for (int tries = 1;; tries++) {
         int r = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
         if (r == SQLITE_OK) {
             if (tries > 1)
                 FL_LOG_W("store", "%s: %s: the lock was released after %.1f s; going on", st->path, what,
-                         mono_now() - start);
+                         fl_clock_mono_s() - start);
             return 0;
         }
         if ((r & 0xff) != SQLITE_BUSY && (r & 0xff) != SQLITE_LOCKED) {
             FL_LOG_E("store", "%s: %s: cannot begin a transaction: %s", st->path, what, sqlite3_errmsg(st->db));
             return FL_EDB;
         }
-        double waited = mono_now() - start;
+        double waited = fl_clock_mono_s() - start;
         if (waited >= st->lock_wait) {
             FL_LOG_E("store", "%s: %s: the database is still locked by another process after %.0f s (%d tries); "
                               "giving up", st->path, what, waited, tries);
@@ -331,8 +325,7 @@ int fl_store_run_create(fl_store_t *st, const fl_store_run_info_t *info, const f
         return FL_EINVAL;
     sqlite3_stmt *s = NULL;
     int rc = FL_EDB;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    double started = fl_clock_wall_s(); /* stored: wall clock */
     if ((rc = begin_write(st, "creating a run")))
         return rc;
     rc = FL_EDB;
@@ -343,7 +336,7 @@ int fl_store_run_create(fl_store_t *st, const fl_store_run_info_t *info, const f
         goto fail;
     char seed[24];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)info->seed);
-    sqlite3_bind_double(s, 1, (double)ts.tv_sec + ts.tv_nsec * 1e-9);
+    sqlite3_bind_double(s, 1, started);
     sqlite3_bind_text(s, 2, info->model ? info->model : "", -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 3, info->server_opt ? info->server_opt : "", -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 4, seed, -1, SQLITE_TRANSIENT);
@@ -368,7 +361,8 @@ int fl_store_run_resumable(fl_store_t *st, int64_t *run_id)
     sqlite3_stmt *s = NULL;
     int rc = FL_EDB;
     if (sqlite3_prepare_v2(st->db,
-                           "SELECT id FROM runs WHERE status IN ('running','stopped') ORDER BY id DESC LIMIT 1",
+                           "SELECT id FROM runs WHERE status IN ('running','stopped','failed')"
+                           " ORDER BY id DESC LIMIT 1",
                            -1, &s, NULL) != SQLITE_OK) {
         db_err(st, "looking for a run to resume");
         goto out;
@@ -391,8 +385,6 @@ int fl_store_run_set_status(fl_store_t *st, int64_t run_id, const char *status)
 {
     sqlite3_stmt *s = NULL;
     int rc = FL_EDB;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
     if (sqlite3_prepare_v2(st->db,
                            "UPDATE runs SET status = ?1,"
                            " finished_at = CASE WHEN ?1 = 'running' THEN NULL ELSE " 
@@ -400,7 +392,7 @@ int fl_store_run_set_status(fl_store_t *st, int64_t run_id, const char *status)
                            -1, &s, NULL) != SQLITE_OK)
         goto out;
     sqlite3_bind_text(s, 1, status, -1, SQLITE_STATIC);
-    sqlite3_bind_double(s, 2, (double)ts.tv_sec + ts.tv_nsec * 1e-9);
+    sqlite3_bind_double(s, 2, fl_clock_wall_s()); /* stored: wall clock */
     sqlite3_bind_int64(s, 3, run_id);
     if (sqlite3_step(s) != SQLITE_DONE)
         goto out;
