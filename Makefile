@@ -8,7 +8,7 @@
 #   make fuzz                 build the libFuzzer targets (tests/fuzz/fuzz_*.c) with clang and run
 #                             each for FUZZ_SECONDS (default 30) on its corpus tests/fuzz/corpus/NAME
 #   make test-long            the tests plus the slow accuracy runs
-#   make soak                 the reliability soak (tests/soak/soak.sh, ~40 min): kill -9 +
+#   make soak                 the reliability soak (tests/soak/soak.sh, tens of minutes): kill -9 +
 #                             --resume loop, faults and chaos under ASan/UBSan (built in
 #                             $(BUILD)-asan), 1,000 clients, every fuzz target SOAK_FUZZ_SECONDS
 #   make client               the client alone (make BLAS=none client: without OpenBLAS)
