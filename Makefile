@@ -8,6 +8,9 @@
 #   make fuzz                 build the libFuzzer targets (tests/fuzz/fuzz_*.c) with clang and run
 #                             each for FUZZ_SECONDS (default 30) on its corpus tests/fuzz/corpus/NAME
 #   make test-long            the tests plus the slow accuracy runs
+#   make soak                 the reliability soak (tests/soak/soak.sh, tens of minutes): kill -9 +
+#                             --resume loop, faults and chaos under ASan/UBSan (built in
+#                             $(BUILD)-asan), 1,000 clients, every fuzz target SOAK_FUZZ_SECONDS
 #   make client               the client alone (make BLAS=none client: without OpenBLAS)
 #   make install              binaries, systemd units, example configs (PREFIX, DESTDIR)
 #   make image                the OCI image with podman (deploy/Containerfile; IMAGE, IMAGE_BASE)
@@ -127,7 +130,7 @@ LIB := $(BUILD)/libfedopt.a
 SERVER := $(BUILD)/fedopt-server
 CLIENT := $(BUILD)/fedopt-client
 
-.PHONY: image test-image demo fuzz fuzz-build all server client test test-long check-vectors bench clean distclean help install FORCE
+.PHONY: image test-image demo soak fuzz fuzz-build all server client test test-long check-vectors bench clean distclean help install FORCE
 all: $(LIB) $(SERVER) $(CLIENT)
 server: $(SERVER)
 client: $(CLIENT)
@@ -255,6 +258,15 @@ fuzz: $(FUZZ_BINS)
 	    ls $(FUZZ_BUILD)/crash-$$name-* >/dev/null 2>&1 && { echo "fuzz $$name: CRASH (see $(FUZZ_BUILD)/crash-$$name-*)"; exit 1; }; \
 	    echo "fuzz $$name: no crash"; \
 	done
+
+# The soak (docs/reliability.md): long, so never part of `make test`. The
+# sanitizer build goes to its own directory so the normal one is kept.
+SOAK_ASAN_BUILD ?= $(BUILD)-asan
+soak: all $(TOOL_BINS)
+	$(MAKE) --no-print-directory SANITIZE=address,undefined BUILD=$(SOAK_ASAN_BUILD) \
+	    $(SOAK_ASAN_BUILD)/fedopt-server $(SOAK_ASAN_BUILD)/fedopt-client \
+	    $(TOOL_BINS:$(BUILD)/%=$(SOAK_ASAN_BUILD)/%)
+	@sh tests/soak/soak.sh $(BUILD) $(SOAK_ASAN_BUILD)
 
 # The unit's paths follow PREFIX; the example configuration is installed as
 # server.ini only when none exists (an installed one is never overwritten).

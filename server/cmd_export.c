@@ -78,6 +78,11 @@ int fl_server_cmd_export(int argc, char **argv)
     int rc;
     if ((rc = fl_store_open(pos[0], 1, &st)))
         goto out;
+    /* The exported checkpoint is verified by its own checksum below; damage
+     * elsewhere in the file is said, not fatal. */
+    if (fl_store_quick_check(st))
+        fprintf(stderr, "fedopt-server export: warning: the database is damaged (see the log above; "
+                        "fedopt-server check %s)\n", argv[1]);
     if ((rc = fl_store_checkpoint_load(st, run, round, &cp))) {
         if (rc == FL_ENOTFOUND && round >= 0)
             fprintf(stderr, "fedopt-server export: run %ld has no checkpoint for round %ld (see fedopt-server "

@@ -15,6 +15,8 @@ static const fl_server_cmd_t commands[] = {
     {"certs", fl_server_cmd_certs, "create fleet certificates: certs init DIR | certs issue DIR NAME", fl_server_cmd_certs_usage},
     {"updates", fl_server_cmd_updates, "list a round's updates with reasons: updates DB RUN ROUND", fl_server_cmd_updates_usage},
     {"evals", fl_server_cmd_evals, "show a round's federated evaluation with every answer: evals DB RUN ROUND", fl_server_cmd_evals_usage},
+    {"check", fl_server_cmd_check, "check a database for damage as --resume does: check DB [RUN]",
+     fl_server_cmd_check_usage},
     {"export", fl_server_cmd_export, "write a checkpoint as safetensors: export DB RUN [ROUND] FILE", fl_server_cmd_export_usage},
     {NULL, NULL, NULL, NULL},
 };
@@ -25,6 +27,10 @@ int main(int argc, char **argv)
      * not the process: libuv writes to sockets with write(2), which raises
      * SIGPIPE on a reset connection. */
     signal(SIGPIPE, SIG_IGN);
+    /* A file-size limit (RLIMIT_FSIZE, a quota-like cap) must fail the write
+     * that crosses it with EFBIG, which the store reports with the operation
+     * it stopped, not kill the process without a word. */
+    signal(SIGXFSZ, SIG_IGN);
     /* The server evaluates models: same OpenBLAS kernel check as the client
      * (may re-exec once with a better kernel). */
     fl_gemm_fix_kernel(argc, argv);

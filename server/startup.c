@@ -126,6 +126,10 @@ static int plan_resume(const fl_server_config_t *cfg, fl_store_t *st, fl_servero
     run_check_t chk = {cfg, st, plan->run_id};
     if ((rc = fl_server_config_each_run_setting(check_run_setting, &chk)))
         return rc;
+    /* The database is checked before it is trusted: quick_check and every
+     * checkpoint's checksum (a damaged older one is named, not fatal). */
+    if ((rc = fl_store_check_resume(st, plan->run_id)))
+        return rc;
     fl_store_checkpoint_t cp;
     if ((rc = fl_store_checkpoint_load(st, plan->run_id, -1, &cp)))
         return rc;

@@ -1,9 +1,11 @@
 #include "server/store.h"
 
+#include <errno.h>
 #include <math.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/base/bytes.h"
 #include "common/base/clock.h"
@@ -17,7 +19,11 @@
 struct fl_store {
     sqlite3 *db;
     char *path;
+    double lock_wait; /* seconds a write may wait for another process's lock */
 };
+
+/* SQLite's own busy handler waits this long inside each attempt. */
+#define BUSY_TIMEOUT_MS 5000
 
 /* The schema. Times are ISO-8601 UTC text. A NULL loss or accuracy means "not
  * measured" (no accepted update, or no evaluation that round). */
@@ -102,21 +108,96 @@ static const char *const schema =
 static int has_table(fl_store_t *st, const char *name);
 static const char *col(sqlite3_stmt *s, int i);
 
+/* sqlite3_errmsg with the OS's reason when there is one: SQLite says "disk
+ * I/O error" for a full disk and a file-size limit alike. */
+static const char *db_msg(fl_store_t *st, const char *msg, char *buf, size_t len)
+{
+    int e = sqlite3_system_errno(st->db);
+    if (!msg)
+        msg = sqlite3_errmsg(st->db);
+    if (e)
+        snprintf(buf, len, "%s (%s)", msg, strerror(e));
+    else
+        snprintf(buf, len, "%s", msg);
+    return buf;
+}
+
 static int db_err(fl_store_t *st, const char *what)
 {
-    FL_LOG_E("store", "%s: %s: %s", st->path, what, sqlite3_errmsg(st->db));
+    char m[256];
+    FL_LOG_E("store", "%s: %s: %s", st->path, what, db_msg(st, NULL, m, sizeof m));
     return FL_EDB;
 }
 
-static int exec(fl_store_t *st, const char *sql)
+/* Runs sql; a failure is logged with `what` (the operation, so that a full
+ * disk or a read-only directory says which step it stopped). */
+static int exec_what(fl_store_t *st, const char *sql, const char *what)
 {
     char *msg = NULL;
     if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        FL_LOG_E("store", "%s: %s", st->path, msg ? msg : sqlite3_errmsg(st->db));
+        char m[256];
+        FL_LOG_E("store", "%s: %s%s%s", st->path, what ? what : "", what ? ": " : "", db_msg(st, msg, m, sizeof m));
         sqlite3_free(msg);
         return FL_EDB;
     }
     return 0;
+}
+
+static int exec(fl_store_t *st, const char *sql) { return exec_what(st, sql, NULL); }
+
+/* COMMIT; a commit that failed (a full disk, an I/O error) is rolled back so
+ * that the connection is left outside any transaction. */
+static int commit_tx(fl_store_t *st, const char *what)
+{
+    int rc = exec_what(st, "COMMIT", what);
+    if (rc && !sqlite3_get_autocommit(st->db))
+        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+/* BEGIN IMMEDIATE, waiting for another process's write lock (a backup tool,
+ * an operator's sqlite3 session) beyond SQLite's busy timeout: each try
+ * waits BUSY_TIMEOUT_MS inside SQLite, then this sleeps with a doubling
+ * back-off and tries again until st->lock_wait seconds have passed. Every
+ * failed try is logged (the back-off bounds how often). Callers run on a
+ * worker thread or at start-up, so the wait stops no event loop. */
+static int begin_write(fl_store_t *st, const char *what)
+{
+    double start = fl_clock_mono_s(), pause = 0.25;
+    for (int tries = 1;; tries++) {
+        int r = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        if (r == SQLITE_OK) {
+            if (tries > 1)
+                FL_LOG_W("store", "%s: %s: the lock was released after %.1f s; going on", st->path, what,
+                         fl_clock_mono_s() - start);
+            return 0;
+        }
+        if ((r & 0xff) != SQLITE_BUSY && (r & 0xff) != SQLITE_LOCKED) {
+            FL_LOG_E("store", "%s: %s: cannot begin a transaction: %s", st->path, what, sqlite3_errmsg(st->db));
+            return FL_EDB;
+        }
+        double waited = fl_clock_mono_s() - start;
+        if (waited >= st->lock_wait) {
+            FL_LOG_E("store", "%s: %s: the database is still locked by another process after %.0f s (%d tries); "
+                              "giving up", st->path, what, waited, tries);
+            return FL_EDB;
+        }
+        if (pause > st->lock_wait - waited)
+            pause = st->lock_wait - waited;
+        FL_LOG_W("store", "%s: %s: the database is locked by another process (waited %.1f s, try %d); "
+                          "retrying in %.2f s", st->path, what, waited, tries, pause);
+        struct timespec ts = {(time_t)pause, (long)((pause - (double)(time_t)pause) * 1e9)};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+        if (pause < 8)
+            pause *= 2;
+    }
+}
+
+void fl_store_set_lock_wait(fl_store_t *st, double seconds)
+{
+    if (st && seconds >= 0)
+        st->lock_wait = seconds;
 }
 
 int fl_store_open(const char *path, int readonly, fl_store_t **out)
@@ -137,13 +218,15 @@ int fl_store_open(const char *path, int readonly, fl_store_t **out)
     }
     /* A busy database (an admin command reading while the daemon writes)
      * waits instead of failing at once. */
-    sqlite3_busy_timeout(st->db, 5000);
+    sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
+    st->lock_wait = FL_STORE_LOCK_WAIT;
     if (!readonly) {
         /* WAL: readers never block the daemon's commit. synchronous=FULL: a
          * committed round survives power loss, not only a process crash. */
-        if ((rc = exec(st, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")))
+        if ((rc = exec_what(st, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+                            "setting WAL mode")))
             goto fail;
-        if ((rc = exec(st, schema)))
+        if ((rc = exec_what(st, schema, "creating the schema")))
             goto fail;
     } else {
         sqlite3_stmt *s = NULL;
@@ -243,7 +326,7 @@ int fl_store_run_create(fl_store_t *st, const fl_store_run_info_t *info, const f
     sqlite3_stmt *s = NULL;
     int rc = FL_EDB;
     double started = fl_clock_wall_s(); /* stored: wall clock */
-    if ((rc = exec(st, "BEGIN IMMEDIATE")))
+    if ((rc = begin_write(st, "creating a run")))
         return rc;
     rc = FL_EDB;
     if (sqlite3_prepare_v2(st->db,
@@ -264,7 +347,7 @@ int fl_store_run_create(fl_store_t *st, const fl_store_run_info_t *info, const f
     if ((rc = insert_checkpoint(st, *run_id, 0, model, numel, state, state_len)))
         goto fail_quiet;
     sqlite3_finalize(s);
-    return exec(st, "COMMIT");
+    return commit_tx(st, "committing a new run");
 fail:
     db_err(st, "creating a run");
 fail_quiet:
@@ -394,7 +477,7 @@ int fl_store_commit_round(fl_store_t *st, const fl_store_round_t *r, const fl_st
         return FL_EINVAL;
     sqlite3_stmt *s = NULL;
     int rc;
-    if ((rc = exec(st, "BEGIN IMMEDIATE")))
+    if ((rc = begin_write(st, "committing a round")))
         return rc;
     rc = FL_EDB;
     if (sqlite3_prepare_v2(st->db,
@@ -463,7 +546,7 @@ int fl_store_commit_round(fl_store_t *st, const fl_store_round_t *r, const fl_st
             s = NULL;
         }
     }
-    return exec(st, "COMMIT");
+    return commit_tx(st, "committing a round");
 fail:
     db_err(st, "committing a round");
 fail_quiet:
@@ -534,6 +617,120 @@ out:
     sqlite3_finalize(s);
     if (rc)
         fl_store_checkpoint_free(cp);
+    return rc;
+}
+
+int fl_store_quick_check(fl_store_t *st)
+{
+    if (!st)
+        return FL_EINVAL;
+    sqlite3_stmt *s = NULL;
+    int rc = FL_EDB, lines = 0, r;
+    if (sqlite3_prepare_v2(st->db, "PRAGMA quick_check(20)", -1, &s, NULL) != SQLITE_OK) {
+        FL_LOG_E("store", "%s: the database is damaged: PRAGMA quick_check cannot run: %s", st->path,
+                 sqlite3_errmsg(st->db));
+        goto out;
+    }
+    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(s, 0);
+        if (t && strcmp(t, "ok") == 0)
+            continue;
+        FL_LOG_E("store", "%s: the database is damaged (PRAGMA quick_check): %s", st->path, t ? t : "?");
+        lines++;
+    }
+    if (r != SQLITE_DONE) {
+        FL_LOG_E("store", "%s: the database is damaged: PRAGMA quick_check stopped: %s", st->path,
+                 sqlite3_errmsg(st->db));
+        goto out;
+    }
+    rc = lines ? FL_EDB : 0;
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int fl_store_verify_checkpoints(fl_store_t *st, int64_t run_id, fl_store_damage_t *dmg)
+{
+    if (!st)
+        return FL_EINVAL;
+    fl_store_damage_t d = {0, 0, -1, 0};
+    sqlite3_stmt *s = NULL;
+    int rc = FL_EDB, r;
+    /* Newest first per run, so the first row of a run is the one resume loads. */
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT run_id, round, model, optimizer_state, checksum FROM checkpoints"
+                           " WHERE ?1 <= 0 OR run_id = ?1 ORDER BY run_id DESC, round DESC",
+                           -1, &s, NULL) != SQLITE_OK) {
+        db_err(st, "checking the checkpoints");
+        goto out;
+    }
+    sqlite3_bind_int64(s, 1, run_id);
+    int64_t last_run = -1;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+        int64_t run = sqlite3_column_int64(s, 0), round = sqlite3_column_int64(s, 1);
+        int newest = run != last_run;
+        last_run = run;
+        const void *m = sqlite3_column_blob(s, 2);
+        size_t mlen = (size_t)sqlite3_column_bytes(s, 2);
+        const void *o = sqlite3_column_blob(s, 3);
+        size_t olen = (size_t)sqlite3_column_bytes(s, 3);
+        uint32_t want = (uint32_t)sqlite3_column_int64(s, 4);
+        const char *why = NULL;
+        if (mlen == 0 || mlen % sizeof(float) || !m)
+            why = "its model is not a float32 vector";
+        else {
+            /* The same CRC as fl_store_checksum, over the blobs in place. */
+            uint32_t c = fl_crc32(0, m, mlen);
+            if (olen)
+                c = fl_crc32(c, o, olen);
+            if (c != want)
+                why = "checksum mismatch";
+        }
+        d.checked++;
+        if (why) {
+            d.damaged++;
+            d.newest_damaged |= newest;
+            if (d.first_round < 0)
+                d.first_round = round;
+            FL_LOG_E("store", "%s: run %lld round %lld: checkpoint damaged (%s)%s", st->path, (long long)run,
+                     (long long)round, why, newest ? "; it is the run's newest, the one resume loads" : "");
+        }
+    }
+    if (r != SQLITE_DONE) {
+        db_err(st, "checking the checkpoints");
+        goto out;
+    }
+    rc = d.damaged ? FL_ECHECKSUM : 0;
+out:
+    sqlite3_finalize(s);
+    if (dmg)
+        *dmg = d;
+    return rc;
+}
+
+int fl_store_check_resume(fl_store_t *st, int64_t run_id)
+{
+    if (!st)
+        return FL_EINVAL;
+    if (fl_store_quick_check(st)) {
+        FL_LOG_E("store", "%s: refusing to resume run %lld: the database is damaged (above); restore it from a "
+                          "backup or recover it (sqlite3 %s .recover) before resuming",
+                 st->path, (long long)run_id, st->path);
+        return FL_EDB;
+    }
+    fl_store_damage_t d;
+    int rc = fl_store_verify_checkpoints(st, run_id, &d);
+    if (rc == FL_ECHECKSUM && !d.newest_damaged) {
+        /* Resume needs only the newest; export of the damaged rounds will
+         * refuse. Said now rather than found at export. */
+        FL_LOG_W("store", "%s: run %lld: %lld of %lld checkpoints damaged (above), not the newest: resuming; "
+                          "those rounds cannot be exported",
+                 st->path, (long long)run_id, (long long)d.damaged, (long long)d.checked);
+        return 0;
+    }
+    if (rc == FL_ECHECKSUM)
+        FL_LOG_E("store", "%s: refusing to resume run %lld: its newest checkpoint (round %lld) is damaged", st->path,
+                 (long long)run_id, (long long)d.first_round);
     return rc;
 }
 
@@ -726,7 +923,7 @@ int fl_store_commit_fedeval(fl_store_t *st, const fl_store_fedeval_t *e, const f
         return FL_EINVAL;
     sqlite3_stmt *s = NULL;
     int rc;
-    if ((rc = exec(st, "BEGIN IMMEDIATE")))
+    if ((rc = begin_write(st, "committing a federated evaluation")))
         return rc;
     if (sqlite3_prepare_v2(st->db,
                            "INSERT INTO fed_evals(run_id, round, started_at, finished_at, clients_selected,"
@@ -769,7 +966,7 @@ int fl_store_commit_fedeval(fl_store_t *st, const fl_store_fedeval_t *e, const f
         sqlite3_finalize(s);
         s = NULL;
     }
-    return exec(st, "COMMIT");
+    return commit_tx(st, "committing a federated evaluation");
 fail:
     db_err(st, "committing a federated evaluation");
     sqlite3_finalize(s);

@@ -91,6 +91,17 @@ typedef struct {
  * or FL_ENOMEM. */
 int fl_store_open(const char *path, int readonly, fl_store_t **out);
 
+/* How long (seconds) a write waits by default for another process's write
+ * lock (a backup, an operator's sqlite3 session) before it fails. */
+#define FL_STORE_LOCK_WAIT 600.0
+
+/* Sets that wait for st's writes (run creation, round and federated
+ * evaluation commits). Each write first waits SQLite's busy timeout (5 s),
+ * then retries with a doubling back-off up to 8 s, logging a warning per
+ * failed try, until `seconds` have passed in all; then it fails with
+ * FL_EDB. Negative values are ignored. */
+void fl_store_set_lock_wait(fl_store_t *st, double seconds);
+
 /* Closes the database. Accepts NULL. */
 void fl_store_close(fl_store_t *st);
 
@@ -138,6 +149,30 @@ int fl_store_fedeval_exists(fl_store_t *st, int64_t run_id, int64_t round, int *
  * verifying its checksum. Returns 0, FL_ENOTFOUND, FL_ECHECKSUM, FL_EFORMAT
  * or FL_EDB. */
 int fl_store_checkpoint_load(fl_store_t *st, int64_t run_id, int64_t round, fl_store_checkpoint_t *cp);
+
+/* Runs PRAGMA quick_check over the whole database (the b-trees, their
+ * pages and records; not the blobs' contents). Returns 0 when it says "ok",
+ * FL_EDB otherwise, after logging each problem it names (at most 20). */
+int fl_store_quick_check(fl_store_t *st);
+
+/* What fl_store_verify_checkpoints found. */
+typedef struct {
+    int64_t checked, damaged;
+    int64_t first_round;  /* the newest damaged checkpoint's round, -1 = none */
+    int newest_damaged;   /* a run's newest checkpoint (the one resume loads) is damaged */
+} fl_store_damage_t;
+
+/* Verifies the checksum (and float32 length) of every checkpoint of run_id
+ * (of every run when run_id <= 0), logging each damaged one with its run and
+ * round. Returns 0, FL_ECHECKSUM when any is damaged, or FL_EDB; fills *dmg
+ * (may be NULL) in every case. */
+int fl_store_verify_checkpoints(fl_store_t *st, int64_t run_id, fl_store_damage_t *dmg);
+
+/* What --resume checks before it trusts the database: quick_check (any
+ * problem: FL_EDB, resume refused) and every checkpoint of run_id (the
+ * newest damaged: FL_ECHECKSUM, refused; only older ones damaged: a warning
+ * naming them, and 0). Everything found is logged. */
+int fl_store_check_resume(fl_store_t *st, int64_t run_id);
 
 /* Frees a checkpoint's buffers. Accepts NULL. */
 void fl_store_checkpoint_free(fl_store_checkpoint_t *cp);

@@ -192,8 +192,19 @@ void fl_logv(fl_log_level_t level, const char *who, const char *fmt, va_list ap)
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
-    char msg[1024];
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    char raw[1024], msg[4 * sizeof raw];
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    /* Messages quote what files, flags and peers said: control bytes (a
+     * newline that would forge a log line, a terminal escape) are written
+     * as \xNN so that one call is one plain line. */
+    size_t o = 0;
+    for (const unsigned char *c = (const unsigned char *)raw; *c; c++) {
+        if (*c < 0x20 || *c == 0x7f)
+            o += (size_t)snprintf(msg + o, sizeof msg - o, "\\x%02x", *c);
+        else
+            msg[o++] = (char)*c;
+    }
+    msg[o] = 0;
     char when[80];
     snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L);

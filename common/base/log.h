@@ -8,7 +8,9 @@
  *    "message":"round 3 closed","run":1,"round":3}
  * with "run", "round" and "client" present only while they are set.
  * Logging is thread-safe: each line is written with a single fprintf under a
- * lock, so lines from the thread pool and the event loop never interleave. */
+ * lock, so lines from the thread pool and the event loop never interleave.
+ * Control bytes in a message (bytes below 0x20, and 0x7f) are written as
+ * \xNN: a message quoting a file or a peer stays one plain line. */
 #ifndef FL_LOG_H
 #define FL_LOG_H
 

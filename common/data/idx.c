@@ -205,6 +205,19 @@ int fl_idx_load_images(const char *images, const char *labels, int min_classes, 
         rc = FL_ESHAPE;
         goto done;
     }
+    /* Zero-sized dimensions are valid IDX (fl_idx_read returns an empty
+     * array), but a data set needs examples with pixels: refused here, each
+     * with its own message, rather than as fl_dataset_alloc's bare EINVAL. */
+    if (xi.dims[0] == 0) {
+        FL_LOG_E("idx", "%s: no images", images);
+        rc = FL_EEMPTY;
+        goto done;
+    }
+    if (xi.dims[1] == 0 || xi.dims[2] == 0) {
+        FL_LOG_E("idx", "%s: images of %u x %u pixels", images, xi.dims[1], xi.dims[2]);
+        rc = FL_EFORMAT;
+        goto done;
+    }
     int classes = min_classes > 0 ? min_classes : 1;
     for (size_t i = 0; i < yi.count; i++)
         if ((int)yr[i] + 1 > classes)

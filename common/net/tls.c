@@ -1,8 +1,15 @@
 #include "common/net/tls.h"
 
+#include <dirent.h>
+#include <fcntl.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
@@ -62,16 +69,34 @@ struct fl_tls_ctx {
     uint32_t max_conns;
     int no_client_cert;
     size_t nconns;
+    size_t peak_conns;         /* most connections open since the last trim */
+    size_t closed_since_trim;
     int read_busy;             /* the shared read buffer is lent out */
     unsigned char rbuf[READ_BUF];
 };
 
+/* Descriptors kept free for everything but connections (the database and
+ * its WAL, data files, certificate reloads, a log file). */
+#define FD_MARGIN 16
+#define ACCEPT_LOG_EVERY_S 10.0
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 2000
+
 struct fl_tls_server {
-    uv_tcp_t tcp;
+    uv_tcp_t tcp;       /* first: the struct is freed from its close callback */
+    uv_timer_t backoff; /* accepting paused while the open-file limit is reached */
+    int open_handles;
     fl_tls_ctx_t *ctx;
     fl_tls_cbs_t cbs;
     void *ud;
     int port;
+    uint64_t fd_limit; /* RLIMIT_NOFILE's soft limit at start; 0 = none */
+    size_t fd_base;    /* descriptors open at start that are not connections */
+    int paused;
+    uint32_t backoff_ms;
+    double paused_at, last_log;
+    uint64_t unlogged; /* refusals and failures since the last log line */
+    fl_tls_server_stats_t stats;
 };
 
 typedef struct sendq {
@@ -280,6 +305,26 @@ static void conn_read(fl_tls_conn_t *c);
 static void conn_fail(fl_tls_conn_t *c, int reason);
 static void finish_close(fl_tls_conn_t *c);
 
+/* After a mass disconnect (at least TRIM_AFTER_CLOSES closed, and at most
+ * half of the peak still open) the freed connection memory (TLS records,
+ * frame buffers) is handed back to the system: glibc keeps freed heap pages
+ * otherwise, and a server that once held thousands of connections stayed at
+ * its peak RSS. tests/soak/soak.sh measures the RSS before and after. */
+#define TRIM_AFTER_CLOSES 256
+
+static void maybe_trim(fl_tls_ctx_t *ctx)
+{
+    if (++ctx->closed_since_trim < TRIM_AFTER_CLOSES || ctx->nconns > ctx->peak_conns / 2)
+        return;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+    FL_LOG_D(WHO, "%zu connections closed (%zu of a peak of %zu still open): memory returned",
+             ctx->closed_since_trim, ctx->nconns, ctx->peak_conns);
+    ctx->closed_since_trim = 0;
+    ctx->peak_conns = ctx->nconns;
+}
+
 /* Drops one of the things that keep the connection alive (its two handles,
  * a pending name resolution); the last one reports and frees it. */
 static void conn_release(fl_tls_conn_t *c)
@@ -306,7 +351,9 @@ static void conn_release(fl_tls_conn_t *c)
     }
     if (c->stash != c->stash_small)
         free(c->stash);
+    fl_tls_ctx_t *ctx = c->ctx;
     free(c);
+    maybe_trim(ctx);
 }
 
 static void handle_closed(uv_handle_t *h) { conn_release(h->data); }
@@ -885,20 +932,120 @@ static fl_tls_conn_t *conn_new(uv_loop_t *loop, fl_tls_ctx_t *ctx, const fl_tls_
     c->tcp.data = c;
     c->timer.data = c;
     c->handles = 2;
-    ctx->nconns++;
+    if (++ctx->nconns > ctx->peak_conns)
+        ctx->peak_conns = ctx->nconns;
     snprintf(c->addr, sizeof c->addr, "?");
     return c;
 }
 
 /* ---- server ------------------------------------------------------------- */
 
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Open descriptors of this process (/proc/self/fd; a probe of the first 4096
+ * where there is no /proc). */
+static size_t count_open_fds(void)
+{
+    size_t n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL)
+            if (e->d_name[0] != '.')
+                n++;
+        closedir(d);
+        return n ? n - 1 : 0; /* less the directory's own descriptor */
+    }
+    for (int fd = 0; fd < 4096; fd++)
+        n += fcntl(fd, F_GETFD) != -1;
+    return n;
+}
+
+/* 1 when accepting one more connection would leave fewer than FD_MARGIN
+ * descriptors under the open-file limit. */
+static int fds_short(const fl_tls_server_t *s)
+{
+    return s->fd_limit && (uint64_t)s->fd_base + s->ctx->nconns + 1 + FD_MARGIN > s->fd_limit;
+}
+
+/* At most one line per ACCEPT_LOG_EVERY_S about refused or failed accepts,
+ * with the count since the last one: a flood of them must not flood the log. */
+static int accept_log_due(fl_tls_server_t *s)
+{
+    double now = mono_s();
+    if (s->last_log > 0 && now - s->last_log < ACCEPT_LOG_EVERY_S)
+        return 0;
+    s->last_log = now;
+    return 1;
+}
+
+static void accept_one(fl_tls_server_t *s);
+
+static void backoff_fired(uv_timer_t *t)
+{
+    fl_tls_server_t *s = t->data;
+    if (fds_short(s)) {
+        s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
+        uv_timer_start(&s->backoff, backoff_fired, s->backoff_ms, 0);
+        return;
+    }
+    double waited = mono_s() - s->paused_at;
+    s->stats.paused_s += waited;
+    s->paused = 0;
+    FL_LOG_I(WHO, "accepting again after %.1f s (%zu connections open)", waited, s->ctx->nconns);
+    accept_one(s); /* the pending connection; uv_accept resumes polling */
+}
+
 static void on_connection(uv_stream_t *ls, int status)
 {
     fl_tls_server_t *s = ls->data;
     if (status < 0) {
-        FL_LOG_W(WHO, "accept failed: %s", uv_strerror(status));
+        /* libuv reports a failed accept(2) here (EMFILE or ENFILE when it
+         * could not shed the pending connections itself). */
+        s->stats.accept_errors++;
+        s->unlogged++;
+        if (accept_log_due(s)) {
+            FL_LOG_W(WHO, "accept failed: %s (%llu failures in all, %llu since the last line)", uv_strerror(status),
+                     (unsigned long long)s->stats.accept_errors, (unsigned long long)s->unlogged);
+            s->unlogged = 0;
+        }
         return;
     }
+    if (fds_short(s)) {
+        /* Out of descriptors (or nearly): leave the connection pending.
+         * libuv stops polling the listener until uv_accept, so the loop does
+         * not spin and later arrivals wait in the kernel's backlog instead of
+         * being accepted into an EMFILE and dropped without a word. */
+        if (!s->paused) {
+            s->paused = 1;
+            s->paused_at = mono_s();
+            s->stats.pauses++;
+            s->unlogged++;
+            s->backoff_ms = BACKOFF_MIN_MS;
+            if (accept_log_due(s)) {
+                FL_LOG_W(WHO, "open-file limit %llu reached (%zu connections, %zu other descriptors): not "
+                              "accepting until connections close (%llu pauses in all, %llu since the last line); "
+                              "raise the limit (LimitNOFILE=, ulimit -n)",
+                         (unsigned long long)s->fd_limit, s->ctx->nconns, s->fd_base,
+                         (unsigned long long)s->stats.pauses, (unsigned long long)s->unlogged);
+                s->unlogged = 0;
+            }
+            uv_timer_start(&s->backoff, backoff_fired, s->backoff_ms, 0);
+        }
+        return;
+    }
+    accept_one(s);
+}
+
+static void accept_one(fl_tls_server_t *s)
+{
+    uv_stream_t *ls = (uv_stream_t *)&s->tcp;
+    s->stats.accepted++;
     fl_tls_conn_t *c = conn_new(ls->loop, s->ctx, &s->cbs, s->ud, 1);
     if (!c) {
         /* Accept and drop, or the listener would spin on the pending one. */
@@ -954,14 +1101,26 @@ int fl_tls_server_start(uv_loop_t *loop, fl_tls_ctx_t *ctx, const char *host, in
     s->ud = ud;
     uv_tcp_init(loop, &s->tcp);
     s->tcp.data = s;
+    uv_timer_init(loop, &s->backoff);
+    s->backoff.data = s;
+    s->open_handles = 2;
     int r = uv_tcp_bind(&s->tcp, (struct sockaddr *)&ss, 0);
     if (r == 0)
         r = uv_listen((uv_stream_t *)&s->tcp, 511, on_connection);
     if (r != 0) {
         FL_LOG_E(WHO, "cannot listen on %s:%d: %s", host, port, uv_strerror(r));
-        uv_close((uv_handle_t *)&s->tcp, free_handle);
+        fl_tls_server_close(s);
         return FL_ENET;
     }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        s->fd_limit = (uint64_t)rl.rlim_cur;
+    s->fd_base = count_open_fds();
+    if (s->fd_limit && s->fd_limit < (uint64_t)s->fd_base + FD_MARGIN + ctx->max_conns)
+        FL_LOG_W(WHO, "the open-file limit %llu allows about %lld connections of max_conns %u; more wait in the "
+                      "listen backlog until some close",
+                 (unsigned long long)s->fd_limit,
+                 (long long)s->fd_limit - (long long)s->fd_base - FD_MARGIN, ctx->max_conns);
     int len = sizeof ss;
     uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&ss, &len);
     s->port = ss.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
@@ -972,10 +1131,33 @@ int fl_tls_server_start(uv_loop_t *loop, fl_tls_ctx_t *ctx, const char *host, in
 
 int fl_tls_server_port(const fl_tls_server_t *s) { return s ? s->port : -1; }
 
+static void server_handle_closed(uv_handle_t *h)
+{
+    fl_tls_server_t *s = h->data;
+    if (--s->open_handles == 0)
+        free(s);
+}
+
 void fl_tls_server_close(fl_tls_server_t *s)
 {
-    if (s)
-        uv_close((uv_handle_t *)&s->tcp, free_handle);
+    if (!s)
+        return;
+    if (s->paused)
+        s->stats.paused_s += mono_s() - s->paused_at;
+    uv_close((uv_handle_t *)&s->backoff, server_handle_closed);
+    uv_close((uv_handle_t *)&s->tcp, server_handle_closed);
+}
+
+void fl_tls_server_stats(const fl_tls_server_t *s, fl_tls_server_stats_t *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (s) {
+        *out = s->stats;
+        if (s->paused)
+            out->paused_s += mono_s() - s->paused_at;
+    }
 }
 
 /* ---- client ------------------------------------------------------------- */

@@ -134,9 +134,26 @@ int fl_tls_server_start(uv_loop_t *loop, fl_tls_ctx_t *ctx, const char *host, in
 /* The port the server listens on. */
 int fl_tls_server_port(const fl_tls_server_t *s);
 
-/* Stops listening and frees the server once its handle is closed; open
+/* Stops listening and frees the server once its handles are closed; open
  * connections are not affected. Accepts NULL. */
 void fl_tls_server_close(fl_tls_server_t *s);
+
+/* Running out of file descriptors. The server counts the descriptors open
+ * when it starts and reads RLIMIT_NOFILE; when one more connection would
+ * leave fewer than 16 under the limit it stops accepting (the connection
+ * stays pending in the kernel's backlog, not accepted and dropped), logs it
+ * (at most one line per 10 s, with counts) and retries with a back-off from
+ * 50 ms to 2 s until connections close. Failed accepts that libuv reports
+ * are counted and logged the same way. */
+typedef struct {
+    uint64_t accepted;      /* connections accepted */
+    uint64_t accept_errors; /* accept(2) failures libuv reported */
+    uint64_t pauses;        /* times accepting paused at the open-file limit */
+    double paused_s;        /* seconds spent paused */
+} fl_tls_server_stats_t;
+
+/* The server's counters (zeros for NULL). */
+void fl_tls_server_stats(const fl_tls_server_t *s, fl_tls_server_stats_t *out);
 
 /* Connects to host:port (an address or a name resolved asynchronously) and
  * starts the handshake, expecting the server certificate to carry

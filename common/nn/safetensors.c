@@ -364,11 +364,20 @@ static int check_extent(const entry_t *t, size_t numel, size_t dlen, const char 
     return 0;
 }
 
-static int shape_numel(const entry_t *t, size_t *numel)
+/* The element count of t's shape, checked against overflow. A zero-sized
+ * dimension is refused here on purpose (fedopt has no empty tensors, and
+ * fl_params_add refuses them): the overflow check would otherwise divide by
+ * the zero count it leaves behind. */
+static int shape_numel(const entry_t *t, const char *what, size_t *numel)
 {
     size_t n = 1;
     for (int i = 0; i < t->ndim; i++) {
-        if (t->shape[i] && (uint64_t)t->shape[i] > (SIZE_MAX / sizeof(float)) / n)
+        if (t->shape[i] == 0) {
+            FL_LOG_E("safetensors", "%s: tensor '%s' has a zero-sized dimension (unsupported)", what,
+                     t->name);
+            return FL_EUNSUPPORTED;
+        }
+        if ((uint64_t)t->shape[i] > (SIZE_MAX / sizeof(float)) / n)
             return FL_ETOOBIG;
         n *= (size_t)t->shape[i];
     }
@@ -542,7 +551,7 @@ int fl_safetensors_load_any(const char *path, fl_params_t *p)
     qsort(e, n, sizeof *e, cmp_begin);
     for (size_t i = 0; i < n; i++) {
         size_t numel;
-        if ((rc = shape_numel(&e[i], &numel)) || (rc = check_extent(&e[i], numel, dlen, path)))
+        if ((rc = shape_numel(&e[i], path, &numel)) || (rc = check_extent(&e[i], numel, dlen, path)))
             goto out;
         if (e[i].ndim == 0 || numel == 0) {
             FL_LOG_E("safetensors", "%s: tensor '%s' is empty or a scalar (unsupported)", path,

@@ -33,6 +33,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "common/base/bytes.h"
 #include "common/base/error.h"
 #include "common/base/log.h"
 #include "common/net/tls.h"
@@ -187,6 +188,10 @@ static void on_model(fl_wire_event_t *ev)
             printf("%s: round %lld redone with the same model, bit for bit\n", T.name, (long long)T.offer_round);
         }
     }
+    /* What was received, for the soak's check that every round's model is
+     * exactly the previous round's checkpoint (fl_db_tool DB crcs). */
+    printf("%s: round %lld model crc %08lx\n", T.name, (long long)T.offer_round,
+           (unsigned long)fl_crc32(0, ev->data, ev->nbytes));
     free(T.x);
     T.x = (float *)ev->data; /* take it */
     ev->data = NULL;

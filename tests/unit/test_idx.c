@@ -136,6 +136,39 @@ static void test_bad_files(void **state)
     assert_int_equal(fl_idx_read(path, &x), FL_EIO);
 }
 
+/* Zero-sized dimensions, decided on purpose: a plain IDX array with one
+ * ([0, 4]) is a valid empty array, while an image set with no images or
+ * images of zero height or width is refused with its own error. */
+static void test_zero_sized_dims(void **state)
+{
+    (void)state;
+    char path[512], lp[512];
+    fl_idx_t x;
+    snprintf(path, sizeof path, "%s/zero.idx", dir);
+    uint8_t z[] = {0, 0, 8, 2, 0, 0, 0, 0, 0, 0, 0, 4};
+    assert_int_equal(fl_test_write(path, z, sizeof z, 0), 0);
+    assert_int_equal(fl_idx_read(path, &x), 0);
+    assert_int_equal(x.count, 0);
+    fl_idx_free(&x);
+    /* A zero first dimension and huge others: still zero elements, no overflow. */
+    uint8_t zh[] = {0, 0, 8, 3, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF};
+    assert_int_equal(fl_test_write(path, zh, sizeof zh, 0), 0);
+    assert_int_equal(fl_idx_read(path, &x), 0);
+    assert_int_equal(x.count, 0);
+    fl_idx_free(&x);
+    static const uint32_t sets[][3] = {{0, 28, 28}, {3, 0, 28}, {3, 28, 0}};
+    static const int want[] = {FL_EEMPTY, FL_EFORMAT, FL_EFORMAT};
+    for (int i = 0; i < 3; i++) {
+        write_set("zero", sets[i][0], sets[i][1], sets[i][2], 0);
+        snprintf(path, sizeof path, "%s/zero-images-idx3-ubyte", dir);
+        snprintf(lp, sizeof lp, "%s/zero-labels-idx1-ubyte", dir);
+        fl_dataset_t d = {0};
+        assert_int_equal(fl_idx_load_images(path, lp, 10, &d), want[i]);
+        assert_null(d.x);
+        fl_dataset_free(&d);
+    }
+}
+
 static void test_load_dir(void **state)
 {
     (void)state;
@@ -191,6 +224,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read_types),
         cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_zero_sized_dims),
         cmocka_unit_test(test_load_dir),
         cmocka_unit_test(test_emnist_transposed),
     };

@@ -185,6 +185,50 @@ static void test_bad_files(void **state)
     fl_params_free(&p);
 }
 
+/* Shapes with a zero-sized dimension ([0, 4], [4, 0], [0]) are refused on
+ * purpose by both loaders: fedopt has no empty tensors, and fl_params_add
+ * refuses them too. load_any once divided by the zero while checking the
+ * element count for overflow (SIGFPE; found by fuzz_safetensors). */
+static int load_any_hdr(const char *hdr, size_t nfloats)
+{
+    char path[] = "/tmp/fedopt-st0-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    size_t len;
+    uint8_t *b = build(hdr, nfloats, &len);
+    assert_int_equal(write(fd, b, len), (ssize_t)len);
+    close(fd);
+    free(b);
+    fl_params_t p;
+    fl_params_init(&p);
+    int rc = fl_safetensors_load_any(path, &p);
+    if (rc) {
+        assert_null(p.data);
+        assert_int_equal(p.nviews, 0);
+    }
+    fl_params_free(&p);
+    unlink(path);
+    return rc;
+}
+
+static void test_zero_sized_dims(void **state)
+{
+    (void)state;
+    static const char *const shapes[] = {"[0,4]", "[4,0]", "[0]", "[0,0]", "[2,0,3]", "[0,4294967296]"};
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        char hdr[256];
+        snprintf(hdr, sizeof hdr, "{\"t\":{\"dtype\":\"F32\",\"shape\":%s,\"data_offsets\":[0,0]}}",
+                 shapes[i]);
+        assert_int_equal(load_any_hdr(hdr, 0), FL_EUNSUPPORTED);
+        /* Into a fixed layout: the shape cannot match a real tensor. */
+        snprintf(hdr, sizeof hdr, "{\"fc.weight\":{\"dtype\":\"F32\",\"shape\":%s,"
+                 "\"data_offsets\":[0,0]}," B "}", shapes[i]);
+        assert_int_equal(decode_hdr(hdr, 15), FL_ESHAPE);
+    }
+    /* The same file with a real shape loads. */
+    assert_int_equal(load_any_hdr("{\"t\":{\"dtype\":\"F32\",\"shape\":[1,4],\"data_offsets\":[0,16]}}", 4), 0);
+}
+
 /* Every prefix of a valid file is refused cleanly (no crash, no partial load). */
 static void test_every_truncation(void **state)
 {
@@ -214,6 +258,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip_models),
         cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_every_truncation),
+        cmocka_unit_test(test_zero_sized_dims),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

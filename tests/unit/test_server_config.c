@@ -169,6 +169,43 @@ static void test_errors(void **state)
     fl_server_config_free(&c);
 }
 
+/* Config errors quote the file's bytes: control bytes (a terminal escape, a
+ * newline that would forge a log line) reach the log as \xNN, never raw. */
+static void test_control_bytes_escaped(void **state)
+{
+    FILE *log = tmpfile();
+    assert_non_null(log);
+    fl_log_set_sink(log);
+    fl_server_config_t c;
+    assert_int_equal(fl_server_config_defaults(&c), 0);
+    write_file(ini_path, "[rounds]\nbo\x1b[2Jgus = 1\x07\x7f\n");
+    assert_int_equal(fl_server_config_load_ini(&c, ini_path), FL_ECONFIG);
+    write_file(ini_path, "server_opt = \x1b]0;owned\x07sgd\n");
+    assert_int_equal(fl_server_config_load_ini(&c, ini_path), 0);
+    assert_int_equal(fl_server_config_finish(&c), FL_ECONFIG);
+    assert_int_equal(fl_server_config_set(&c, "round_deadline", "1\n2026-01-01T00:00:00.000Z ERROR forged"),
+                     FL_ECONFIG);
+    fl_server_config_free(&c);
+    fl_log_set_sink(fopen("/dev/null", "w"));
+    long n = ftell(log);
+    assert_true(n > 0);
+    char *text = calloc(1, (size_t)n + 1);
+    rewind(log);
+    assert_int_equal(fread(text, 1, (size_t)n, log), (size_t)n);
+    fclose(log);
+    int lines = 0;
+    for (long i = 0; i < n; i++) {
+        unsigned char b = (unsigned char)text[i];
+        lines += b == '\n';
+        assert_false((b < 0x20 && b != '\n') || b == 0x7f);
+    }
+    assert_int_equal(lines, 3); /* one line per error: nothing forged */
+    assert_non_null(strstr(text, "bo\\x1b[2Jgus"));
+    assert_non_null(strstr(text, "\\x1b]0;owned\\x07sgd"));
+    assert_non_null(strstr(text, "1\\x0a2026-01-01"));
+    free(text);
+}
+
 static void test_json_and_help(void **state)
 {
     fl_server_config_t c;
@@ -235,7 +272,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),     cmocka_unit_test(test_ini_and_flags),
-        cmocka_unit_test(test_auto_by_kind), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_auto_by_kind), cmocka_unit_test(test_errors), cmocka_unit_test(test_control_bytes_escaped),
         cmocka_unit_test(test_json_and_help), cmocka_unit_test(test_example_ini),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

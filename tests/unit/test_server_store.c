@@ -320,12 +320,181 @@ static void test_crash_safety(void **state)
     assert_true(prev_next >= 6); /* every kill followed at least one new round */
 }
 
+/* Runs fn with the log at WARN into a scratch file; returns the file's text. */
+static char *with_log(void (*fn)(void *), void *arg)
+{
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    fl_log_set_level(FL_LOG_WARN);
+    fl_log_set_sink(f);
+    fn(arg);
+    fl_log_set_sink(fopen("/dev/null", "w"));
+    fl_log_set_level(FL_LOG_ERROR);
+    long n = ftell(f);
+    char *text = calloc(1, (size_t)n + 1);
+    rewind(f);
+    assert_int_equal(fread(text, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    return text;
+}
+
+typedef struct {
+    fl_store_t *st;
+    int64_t run;
+    int rc;
+    double seconds;
+} locked_t;
+
+static void commit_round_2(void *arg)
+{
+    locked_t *l = arg;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    l->rc = commit(l->st, l->run, 2, 64, 1, 0);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    l->seconds = (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9;
+}
+
+/* Another process (a backup, an operator's sqlite3) holds the write lock for
+ * longer than SQLite's 5 s busy wait: the commit waits, logs, retries and
+ * succeeds once the lock is gone (it used to fail, and the daemon exited). */
+static void test_locked_db(void **state)
+{
+    fl_store_t *st;
+    assert_int_equal(fl_store_open(db_path, 0, &st), 0);
+    int64_t run = new_run(st, 64);
+    assert_int_equal(commit(st, run, 1, 64, 1, 0), 0);
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        sqlite3 *db;
+        if (sqlite3_open(db_path, &db) != SQLITE_OK || sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL))
+            _exit(3);
+        if (write(ready[1], "x", 1) != 1)
+            _exit(4);
+        sleep(7); /* past the 5 s busy timeout */
+        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+        sqlite3_close(db);
+        _exit(0);
+    }
+    char c;
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    locked_t l = {st, run, -99, 0};
+    char *log = with_log(commit_round_2, &l);
+    int status;
+    waitpid(pid, &status, 0);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(l.rc, 0);
+    assert_true(l.seconds > 5.0);
+    assert_non_null(strstr(log, "locked by another process"));
+    assert_non_null(strstr(log, "the lock was released"));
+    free(log);
+    int64_t next;
+    assert_int_equal(fl_store_next_round(st, run, &next), 0);
+    assert_int_equal(next, 3);
+    /* A bounded wait gives up with FL_EDB and says so. */
+    fl_store_set_lock_wait(st, 0.5);
+    sqlite3 *other;
+    assert_int_equal(sqlite3_open(db_path, &other), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    l.rc = -99;
+    fl_store_set_lock_wait(st, 0);
+    log = with_log(commit_round_2, &l);
+    assert_int_equal(l.rc, FL_EDB);
+    assert_non_null(strstr(log, "still locked by another process"));
+    free(log);
+    sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(other);
+    close(ready[0]);
+    close(ready[1]);
+    fl_store_close(st);
+}
+
+static void verify_all(void *arg)
+{
+    locked_t *l = arg;
+    l->rc = fl_store_verify_checkpoints(l->st, l->run, NULL);
+}
+
+static void quick_check(void *arg)
+{
+    locked_t *l = arg;
+    l->rc = fl_store_quick_check(l->st);
+}
+
+/* Damage is found and named: a flipped byte inside an older checkpoint's
+ * blob (invisible to quick_check; resume used to verify only the newest),
+ * and pages overwritten in the file (quick_check). */
+static void test_damage_found(void **state)
+{
+    fl_store_t *st;
+    assert_int_equal(fl_store_open(db_path, 0, &st), 0);
+    int64_t run = new_run(st, 4096);
+    for (int64_t r = 1; r <= 4; r++)
+        assert_int_equal(commit(st, run, r, 4096, 1, 0), 0);
+    fl_store_damage_t d;
+    assert_int_equal(fl_store_quick_check(st), 0);
+    assert_int_equal(fl_store_verify_checkpoints(st, run, &d), 0);
+    assert_int_equal(d.checked, 5);
+    assert_int_equal(d.damaged, 0);
+    assert_int_equal(d.first_round, -1);
+    /* An older checkpoint (round 2) damaged: found, named, the newest is fine. */
+    assert_int_equal(sqlite3_exec(fl_store_db(st),
+                                  "UPDATE checkpoints SET model = substr(model, 1, 100) || x'ff' ||"
+                                  " substr(model, 102) WHERE round = 2",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(fl_store_verify_checkpoints(st, run, &d), FL_ECHECKSUM);
+    assert_int_equal(d.damaged, 1);
+    assert_int_equal(d.first_round, 2);
+    assert_int_equal(d.newest_damaged, 0);
+    locked_t l = {st, run, 0, 0};
+    char *log = with_log(verify_all, &l);
+    assert_int_equal(l.rc, FL_ECHECKSUM);
+    assert_non_null(strstr(log, "round 2: checkpoint damaged (checksum mismatch)"));
+    free(log);
+    /* The newest too. */
+    assert_int_equal(sqlite3_exec(fl_store_db(st), "UPDATE checkpoints SET model = x'01020304' WHERE round = 4",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(fl_store_verify_checkpoints(st, 0, &d), FL_ECHECKSUM);
+    assert_int_equal(d.damaged, 2);
+    assert_int_equal(d.first_round, 4);
+    assert_int_equal(d.newest_damaged, 1);
+    fl_store_close(st); /* the last connection: the WAL goes into the file */
+    /* Overwrite the file's pages past the first few with garbage. */
+    FILE *f = fopen(db_path, "r+b");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    long size = ftell(f);
+    assert_true(size > 8 * 4096);
+    unsigned char junk[4096];
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk[i] = (unsigned char)(i * 131 + 7);
+    for (long off = 3 * 4096; off + 4096 <= size; off += 2 * 4096) {
+        assert_int_equal(fseek(f, off, SEEK_SET), 0);
+        assert_int_equal(fwrite(junk, 1, sizeof junk, f), sizeof junk);
+    }
+    fclose(f);
+    assert_int_equal(fl_store_open(db_path, 1, &st), 0);
+    l.st = st;
+    log = with_log(quick_check, &l);
+    assert_int_equal(l.rc, FL_EDB);
+    assert_non_null(strstr(log, "the database is damaged"));
+    free(log);
+    fl_store_close(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_run_round_checkpoint, each_setup),
         cmocka_unit_test_setup(test_checksum_and_prune, each_setup),
         cmocka_unit_test_setup(test_crash_safety, each_setup),
+        cmocka_unit_test_setup(test_locked_db, each_setup),
+        cmocka_unit_test_setup(test_damage_found, each_setup),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
