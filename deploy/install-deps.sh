@@ -21,6 +21,7 @@ zlib1g-dev
 libcmocka-dev
 libinih-dev
 dataset-fashion-mnist
+gnuplot-nox
 "
 
 # One dpkg-query for the whole list keeps the no-op case fast: make runs this

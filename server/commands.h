@@ -18,5 +18,6 @@ int fl_server_cmd_certs(int argc, char **argv);
 int fl_server_cmd_updates(int argc, char **argv);
 int fl_server_cmd_evals(int argc, char **argv);
 int fl_server_cmd_export(int argc, char **argv);
+int fl_server_cmd_experiment(int argc, char **argv);
 
 #endif

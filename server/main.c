@@ -13,6 +13,8 @@ static const fl_server_cmd_t commands[] = {
     {"updates", fl_server_cmd_updates, "list a round's updates with reasons: updates DB RUN ROUND"},
     {"evals", fl_server_cmd_evals, "show a round's federated evaluation with every answer: evals DB RUN ROUND"},
     {"export", fl_server_cmd_export, "write a checkpoint as safetensors: export DB RUN [ROUND] FILE"},
+    {"experiment", fl_server_cmd_experiment,
+     "sweep a grid of federations and report on it: experiment run|status|report|presets"},
     {NULL, NULL, NULL},
 };
 
