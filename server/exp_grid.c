@@ -99,15 +99,23 @@ static int parse_item(char *item, fl_exp_axis_t *ax, char *err, size_t errlen)
     }
     if (strncmp(p, "10^", 3) == 0) {
         double a, b, step;
-        if (parse_double(p + 3, &e, &a))
+        /* Split at ".." first: strtod would take "-3." of "-3..10^0". */
+        const char *dots = strstr(p, "..");
+        char first[64];
+        size_t fl = dots ? (size_t)(dots - (p + 3)) : strlen(p + 3);
+        if (fl >= sizeof first)
+            goto bad;
+        memcpy(first, p + 3, fl);
+        first[fl] = 0;
+        if (parse_double(first, &e, &a))
             goto bad;
         while (isspace((unsigned char)*e))
             e++;
-        if (!*e)
-            return add_power(ax, a, err, errlen);
-        if (strncmp(e, "..", 2) != 0)
+        if (*e)
             goto bad;
-        e += 2;
+        if (!dots)
+            return add_power(ax, a, err, errlen);
+        e = dots + 2;
         while (isspace((unsigned char)*e))
             e++;
         if (strncmp(e, "10^", 3) != 0 || parse_double(e + 3, &e, &b))
@@ -164,8 +172,9 @@ int fl_exp_axis_parse(const char *text, fl_exp_axis_t *ax, char *err, size_t err
     if (!copy)
         return FL_ENOMEM;
     int rc = 0, any = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    /* strsep, not strtok: an empty item between two commas is an error. */
+    char *rest = copy, *tok;
+    while ((tok = strsep(&rest, ",")) != NULL) {
         char *t = trim(tok);
         if (!*t) {
             seterr(err, errlen, "an empty item");
