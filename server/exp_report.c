@@ -1,6 +1,7 @@
 /* exp_report: tables and plots of experiment directories (see exp_report.h). */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <math.h>
 #include <sqlite3.h>
@@ -604,8 +605,12 @@ static int run_gnuplot(const char *out, FILE *log)
     if (pid < 0)
         return FL_EIO;
     if (pid == 0) {
+        /* gnuplot's warnings (a flat range, ...) go to gnuplot.log. */
         if (chdir(out) != 0)
             _exit(126);
+        int fd = open("gnuplot.log", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0)
+            dup2(fd, 2);
         execlp("gnuplot", "gnuplot", "plots.gp", (char *)NULL);
         _exit(127);
     }
@@ -614,10 +619,10 @@ static int run_gnuplot(const char *out, FILE *log)
         if (errno != EINTR)
             return FL_EIO;
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        fprintf(log, "report: gnuplot %s (status %d); the tables are written, the plots are not\n",
+        fprintf(log, "report: gnuplot %s (status %d, see %s/gnuplot.log); the tables are written, the plots are not\n",
                 WIFEXITED(st) && WEXITSTATUS(st) == 127 ? "not found (deploy/install-deps.sh installs gnuplot-nox)"
                                                          : "failed",
-                WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+                WIFEXITED(st) ? WEXITSTATUS(st) : -1, out);
         return FL_EIO;
     }
     return 0;
