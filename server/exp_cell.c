@@ -335,6 +335,7 @@ static int locked(fl_exp_run_t *r)
         return 0;
     }
     r->resumed_from = rounds;
+    r->resuming = status[0] != 0; /* a run exists: --resume auto continues it */
     if (path(p, sizeof p, r->dir, "pki/server.crt") || access(p, F_OK) != 0) {
         /* A half-made PKI (a sweep killed in certs init) is made again. */
         path(p, sizeof p, r->dir, "pki");
@@ -422,7 +423,7 @@ static void conclude(fl_exp_run_t *r)
         r->ok = write_file(r->dir, "done", text) == 0;
         if (r->ok)
             fail(r, "finished %ld rounds in %.1f s%s", rounds - r->resumed_from, now() - r->t0,
-                 r->resumed_from ? " (resumed)" : "");
+                 r->resuming ? " (resumed)" : "");
         else
             fail(r, "cannot write %s/done", r->dir);
     } else if (!r->why[0])

@@ -44,7 +44,8 @@ typedef struct {
     long log_offset;
     double t0, t_state, t_fleet_gone, t_server_gone;
     int stop_sent;
-    long resumed_from; /* rounds committed before this attempt (0: a fresh run) */
+    long resumed_from; /* rounds committed before this attempt */
+    int resuming;      /* the cell's database has a run already: this attempt continues it */
     int ok;            /* when over: 1 finished, 0 failed (why) */
     char why[512];
 } fl_exp_run_t;

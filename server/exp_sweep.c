@@ -246,12 +246,14 @@ int fl_exp_sweep_run(const fl_exp_sweep_opts_t *o, const fl_exp_env_t *env, FILE
                 continue;
             }
             active++;
-            fprintf(log, "[%zu/%zu] %s: %s\n", seen, share, c->key,
-                    runs[s].state == FL_EXP_CELL_LOCKING ? "waiting for its lock"
-                    : runs[s].resumed_from               ? "resuming"
-                                                         : "started");
-            if (runs[s].resumed_from)
-                fprintf(log, "        from round %ld\n", runs[s].resumed_from + 1);
+            if (runs[s].state == FL_EXP_CELL_LOCKING)
+                fprintf(log, "[%zu/%zu] %s: waiting for its lock (processes of an earlier sweep)\n", seen, share,
+                        c->key);
+            else if (runs[s].resuming)
+                fprintf(log, "[%zu/%zu] %s: resuming from round %ld\n", seen, share, c->key,
+                        runs[s].resumed_from + 1);
+            else
+                fprintf(log, "[%zu/%zu] %s: started\n", seen, share, c->key);
             fflush(log);
         }
         if (active == 0)
@@ -263,7 +265,18 @@ int fl_exp_sweep_run(const fl_exp_sweep_opts_t *o, const fl_exp_env_t *env, FILE
                 if (runs[s].state != FL_EXP_CELL_IDLE && fl_exp_run_reaped(&runs[s], pid, st))
                     break;
         for (size_t s = 0; s < o->parallel; s++) {
-            if (runs[s].state == FL_EXP_CELL_IDLE || !fl_exp_run_poll(&runs[s]))
+            if (runs[s].state == FL_EXP_CELL_IDLE)
+                continue;
+            int was_locking = runs[s].state == FL_EXP_CELL_LOCKING;
+            int over = fl_exp_run_poll(&runs[s]);
+            if (was_locking && runs[s].state == FL_EXP_CELL_STARTING) {
+                if (runs[s].resuming)
+                    fprintf(log, "cell %s: resuming from round %ld\n", runs[s].c->key, runs[s].resumed_from + 1);
+                else
+                    fprintf(log, "cell %s: started\n", runs[s].c->key);
+                fflush(log);
+            }
+            if (!over)
                 continue;
             fprintf(log, "cell %s: %s%s\n", runs[s].c->key, runs[s].ok ? "" : "FAILED: ", runs[s].why);
             fflush(log);
