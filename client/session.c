@@ -415,6 +415,9 @@ static void job_train(fl__job_t *j)
     up.num_examples = j->st.examples;
     up.train_loss = j->st.loss;
     up.train_accuracy = isfinite(j->st.metric) ? j->st.metric : 0;
+    Fedopt__Metric acc = FEDOPT__METRIC__INIT;
+    acc.value = j->st.metric;
+    up.train_metric = isfinite(j->st.metric) ? &acc : NULL;
     up.steps = (uint32_t)j->st.steps;
     up.train_seconds = j->st.seconds;
     Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
