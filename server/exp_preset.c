@@ -1,5 +1,5 @@
 /* exp_preset: the paper's tasks as experiment presets (see exp_preset.h).
- * Settings and best rates are Reddi et al.'s (tasks table and the best
+ * Settings and best rates are Reddi et al.'s, as docs/algorithm.md lists them (the best
  * learning rates found per optimizer, log10 client / server lr, and τ). */
 #include <math.h>
 #include <string.h>

@@ -52,7 +52,7 @@ tau = 10^-3
 clients_per_round = 5
 alpha = 0.3
 [server]
-heartbeat = 1
+heartbeat = 2
 round_deadline = 60
 GRID
 R=6
