@@ -117,7 +117,7 @@ static int load_rounds(cell_t *c, FILE *log)
     char q[1024];
     snprintf(q, sizeof q,
              "SELECT round, status = 'closed', %s, train_loss, eval_accuracy, eval_loss,"
-             " (julianday(finished_at) - julianday(started_at)) * 86400.0, bytes_in + bytes_out"
+             " julianday(started_at) * 86400.0, bytes_in + bytes_out, julianday(finished_at) * 86400.0"
              " FROM rounds WHERE run_id = ? ORDER BY round",
              has_acc ? "train_accuracy" : "NULL");
     if (sqlite3_prepare_v2(db, q, -1, &s, NULL) != SQLITE_OK)
@@ -125,6 +125,7 @@ static int load_rounds(cell_t *c, FILE *log)
     sqlite3_bind_int64(s, 1, run);
     size_t cap = 0;
     int step;
+    double prev_end = NAN;
     while ((step = sqlite3_step(s)) == SQLITE_ROW) {
         if (c->nr == cap) {
             rrow_t *nr = realloc(c->r, (cap = cap ? 2 * cap : 128) * sizeof *nr);
@@ -141,7 +142,12 @@ static int load_rounds(cell_t *c, FILE *log)
         r->train_loss = col_or_nan(s, 3);
         r->eval_acc = col_or_nan(s, 4);
         r->eval_loss = col_or_nan(s, 5);
-        r->seconds = col_or_nan(s, 6);
+        /* A round's wall time runs from the previous round's end (the
+         * evaluation between rounds included) to its own end; the first
+         * round's from its start. */
+        double start = col_or_nan(s, 6), end = col_or_nan(s, 8);
+        r->seconds = end - (c->nr > 1 ? prev_end : start);
+        prev_end = end;
         r->bytes = col_or_nan(s, 7);
     }
     rc = step == SQLITE_DONE ? 0 : FL_EDB;
@@ -345,7 +351,7 @@ static void setting_stats(const cell_t *c, setting_t *s)
         for (size_t i = s->first; i < s->first + s->n; i++)
             if (!isnan(c[i].final))
                 var += (c[i].final - s->mean) * (c[i].final - s->mean);
-        s->sd = s->nfinal > 1 ? sqrt(var / (double)(s->nfinal - 1)) : 0;
+        s->sd = s->nfinal > 1 ? sqrt(var / (double)(s->nfinal - 1)) : NAN; /* one seed: no spread */
         (void)sum2;
     }
 }
@@ -587,7 +593,8 @@ static int task_plots(rep_t *R, const char *task, setting_t *best, const setting
                                lc > 1 ? ", " : "", name, lc, fl_exp_opt_names[o]);
         lc++;
     }
-    fprintf(R->gp, "reset\nset title '%s: wall time per round (best settings)' noenhanced\nset xlabel 'round'\n"
+    fprintf(R->gp, "reset\nset title '%s: wall time per round, evaluation included (best settings)' noenhanced\n"
+                   "set xlabel 'round'\n"
                    "set ylabel 'seconds'\nset grid\nset yrange [0:*]\n", task);
     snprintf(name, sizeof name, "time-%s", t);
     gp_out(R->gp, name, tplot);
@@ -759,7 +766,8 @@ int fl_exp_report_write(const char *const *dirs, size_t ndirs, const char *out, 
             fprintf(bc, ",\"%s\"\n", b->setting);
         }
         /* What a round costs, per optimizer (all its cells). */
-        fprintf(md, "\nCost per round (all cells of the optimizer): ");
+        fprintf(md, "\nWall time per round (from the previous round's end: evaluation and a resumed run's "
+                    "restart included) and bytes in + out per round, all cells of the optimizer: ");
         for (int o = 0; o < FL_EXP_NOPTS; o++) {
             double secs = 0, bytes = 0;
             long rounds = 0;
