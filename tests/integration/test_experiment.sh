@@ -100,6 +100,12 @@ for d in "$work"/A/cells/*/; do
     [ "$q" = "1|finished|$R|$R|1|$R|$R" ] || fail "$key: runs|status|rounds|distinct|min|max|closed = $q"
 done
 "$srv" experiment status "$work/A" | grep -q ": 8 cells: 8 done" || fail "status does not say 8 done"
+# The round log for other tools: every column, one line (or object) per round.
+db=$(ls -d "$work"/A/cells/*/ | head -n 1)run.db
+"$srv" rounds "$db" --csv >"$work/rounds.csv" || fail "rounds --csv"
+head -n 1 "$work/rounds.csv" | grep -q "^run_id,round,.*train_accuracy" || fail "rounds --csv header: $(head -n 1 "$work/rounds.csv")"
+[ "$(wc -l <"$work/rounds.csv")" -eq $((R + 1)) ] || fail "rounds --csv has $(wc -l <"$work/rounds.csv") lines"
+[ "$("$srv" rounds "$db" 1 --json | grep -c '"train_accuracy": 0\.')" -eq "$R" ] || fail "rounds --json"
 
 # 3. A changed grid is refused (fixed settings; other cells without --extend).
 sed 's/^rounds = 6/rounds = 7/' "$work/grid.ini" >"$work/g2.ini"
