@@ -53,7 +53,7 @@ typedef struct {
 /* The cell's directory: DIR/cells/KEY. */
 int fl_exp_cell_dir(const char *outdir, const fl_exp_cell_t *c, char *buf, size_t len);
 
-/* *done = 1 when DIR/cells/KEY/done exists. */
+/* 1 when DIR/cells/KEY/done exists, else 0. */
 int fl_exp_cell_is_done(const char *celldir);
 
 /* Rounds committed so far in the cell's database (0 when none) and its
