@@ -14,7 +14,7 @@
 #include "server/exp_report.h"
 #include "server/exp_sweep.h"
 
-static void usage(FILE *out)
+void fl_server_cmd_experiment_usage(FILE *out)
 {
     fprintf(out,
             "usage: fedopt-server experiment run GRID.ini --out DIR [--parallel N] [--shard I/N] [--dry-run]\n"
@@ -59,94 +59,110 @@ static int find_binaries(char *srv, char *cli, size_t len)
     return 0;
 }
 
+enum { O_OUT = 1, O_PARALLEL, O_SHARD, O_DRY_RUN, O_EXTEND };
+
 static int cmd_run(int argc, char **argv)
 {
+    static const fl_cli_opt_t opts[] = {{"out", 1, O_OUT},         {"parallel", 1, O_PARALLEL}, {"shard", 1, O_SHARD},
+                                        {"dry-run", 0, O_DRY_RUN}, {"extend", 0, O_EXTEND},     {NULL, 0, 0}};
     fl_exp_sweep_opts_t o = {.parallel = 1};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        long v;
-        if (strcmp(a, "--out") == 0 && i + 1 < argc)
-            o.out = argv[++i];
-        else if (strcmp(a, "--parallel") == 0 && i + 1 < argc) {
-            if (fl_cli_long(argv[++i], 1, 256, &v)) {
-                fprintf(stderr, "experiment run: --parallel takes 1..256\n");
-                return 2;
-            }
+    fl_cli_t cli;
+    fl_cli_init(&cli, "fedopt-server", "experiment run", opts, NULL, argc, argv);
+    long v;
+    for (int id; (id = fl_cli_next(&cli)) != FL_CLI_END;) {
+        switch (id) {
+        case FL_CLI_ERR:
+            return FL_CLI_USAGE;
+        case O_OUT:
+            o.out = cli.val;
+            break;
+        case O_PARALLEL:
+            if (fl_cli_get_long(&cli, 1, 256, &v))
+                return FL_CLI_USAGE;
             o.parallel = (size_t)v;
-        } else if (strcmp(a, "--shard") == 0 && i + 1 < argc) {
-            if (fl_exp_shard_parse(argv[++i], &o.shard_i, &o.shard_n)) {
-                fprintf(stderr, "experiment run: --shard takes I/N with 0 <= I < N\n");
-                return 2;
-            }
-        } else if (strcmp(a, "--dry-run") == 0)
+            break;
+        case O_SHARD:
+            if (fl_exp_shard_parse(cli.val, &o.shard_i, &o.shard_n))
+                return fl_cli_bad_value(&cli, "is not I/N with 0 <= I < N");
+            break;
+        case O_DRY_RUN:
             o.dry_run = 1;
-        else if (strcmp(a, "--extend") == 0)
+            break;
+        case O_EXTEND:
             o.extend = 1;
-        else if (a[0] != '-' && !o.grid_path)
-            o.grid_path = a;
-        else {
-            fprintf(stderr, "experiment run: unexpected '%s'\n", a);
-            usage(stderr);
-            return 2;
+            break;
+        case FL_CLI_ARG:
+            if (o.grid_path)
+                return fl_cli_error(&cli, "one GRID.ini only ('%s' is a second)", cli.val);
+            o.grid_path = cli.val;
+            break;
         }
     }
-    if (!o.grid_path || (!o.out && !o.dry_run)) {
-        usage(stderr);
-        return 2;
-    }
-    char srv[PATH_MAX], cli[PATH_MAX];
-    if (!o.dry_run && find_binaries(srv, cli, sizeof srv))
+    if (!o.grid_path)
+        return fl_cli_error(&cli, "missing GRID.ini");
+    if (!o.out && !o.dry_run)
+        return fl_cli_error(&cli, "--out DIR is required");
+    char srv[PATH_MAX], cli_bin[PATH_MAX];
+    if (!o.dry_run && find_binaries(srv, cli_bin, sizeof srv))
         return 1;
-    fl_exp_env_t env = {srv, cli, 600};
+    fl_exp_env_t env = {srv, cli_bin, 600};
     int rc = fl_exp_sweep_run(&o, &env, stdout);
     return rc == FL_ECONFIG ? 2 : rc ? 1 : 0;
 }
 
 static int cmd_report(int argc, char **argv)
 {
+    static const fl_cli_opt_t opts[] = {{"out", 1, O_OUT}, {NULL, 0, 0}};
     const char *out = NULL;
     const char **dirs = calloc((size_t)argc, sizeof *dirs);
     size_t n = 0;
     if (!dirs)
         return 1;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--out") == 0 && i + 1 < argc)
-            out = argv[++i];
-        else if (argv[i][0] != '-')
-            dirs[n++] = argv[i];
-        else {
-            fprintf(stderr, "experiment report: unexpected '%s'\n", argv[i]);
-            free(dirs);
-            return 2;
-        }
+    fl_cli_t cli;
+    fl_cli_init(&cli, "fedopt-server", "experiment report", opts, NULL, argc, argv);
+    int rc = 0;
+    for (int id; !rc && (id = fl_cli_next(&cli)) != FL_CLI_END;) {
+        if (id == FL_CLI_ERR)
+            rc = FL_CLI_USAGE;
+        else if (id == O_OUT)
+            out = cli.val;
+        else if (id == FL_CLI_ARG)
+            dirs[n++] = cli.val;
     }
-    if (!out || !n) {
-        usage(stderr);
-        free(dirs);
-        return 2;
-    }
-    int rc = fl_exp_report_write(dirs, n, out, stdout);
+    if (!rc && !n)
+        rc = fl_cli_error(&cli, "missing DIR (an experiment directory; several for shards)");
+    if (!rc && !out)
+        rc = fl_cli_error(&cli, "--out REPORT_DIR is required");
+    if (!rc)
+        rc = fl_exp_report_write(dirs, n, out, stdout) ? 1 : 0;
     free(dirs);
-    return rc ? 1 : 0;
+    return rc;
 }
 
 int fl_server_cmd_experiment(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
-    }
-    const char *sub = argv[1];
+    const char *sub = argc >= 2 ? argv[1] : "";
     if (strcmp(sub, "run") == 0)
         return cmd_run(argc - 1, argv + 1);
     if (strcmp(sub, "report") == 0)
         return cmd_report(argc - 1, argv + 1);
-    if (strcmp(sub, "status") == 0 && argc == 3)
-        return fl_exp_sweep_status(argv[2], stdout) ? 1 : 0;
+    fl_cli_t cli;
+    const char *pos[1];
+    int n;
+    if (strcmp(sub, "status") == 0) {
+        fl_cli_init(&cli, "fedopt-server", "experiment status", NULL, NULL, argc - 1, argv + 1);
+        if (fl_cli_positionals(&cli, "DIR", 1, 1, pos, &n))
+            return FL_CLI_USAGE;
+        return fl_exp_sweep_status(pos[0], stdout) ? 1 : 0;
+    }
     if (strcmp(sub, "presets") == 0) {
+        fl_cli_init(&cli, "fedopt-server", "experiment presets", NULL, NULL, argc - 1, argv + 1);
+        if (fl_cli_positionals(&cli, "", 0, 0, pos, &n))
+            return FL_CLI_USAGE;
         fl_exp_preset_list(stdout);
         return 0;
     }
-    usage(stderr);
-    return 2;
+    fl_cli_init(&cli, "fedopt-server", "experiment", NULL, NULL, argc, argv);
+    return fl_cli_error(&cli, "%s '%s': the subcommands are run, status, report and presets",
+                        *sub ? "unknown subcommand" : "missing subcommand", sub);
 }

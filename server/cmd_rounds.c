@@ -2,14 +2,22 @@
  * (default: the newest) as a table, or every column of the rounds table as
  * CSV (a header line) or one JSON array of objects, for people who plot
  * with their own tools. */
+#include <limits.h>
 #include <math.h>
 #include <sqlite3.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "server/commands.h"
 #include "server/store.h"
+
+void fl_server_cmd_rounds_usage(FILE *out)
+{
+    fprintf(out, "usage: fedopt-server rounds DB [RUN] [--csv|--json]\n"
+                 "lists the rounds of run RUN (default: the newest; fedopt-server runs DB lists them)\n"
+                 "  --csv    every column of the rounds table, a header line first\n"
+                 "  --json   the same as one JSON array of objects\n");
+}
 
 static void json_str(FILE *out, const unsigned char *s)
 {
@@ -112,36 +120,39 @@ out:
     return rc;
 }
 
+enum { O_CSV = 1, O_JSON };
+
 int fl_server_cmd_rounds(int argc, char **argv)
 {
-    int fmt = 0; /* 0 table, 1 csv, 2 json */
+    static const fl_cli_opt_t opts[] = {{"csv", 0, O_CSV}, {"json", 0, O_JSON}, {NULL, 0, 0}};
     const char *pos[2] = {NULL, NULL};
-    int npos = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: fedopt-server rounds DB [RUN] [--csv|--json]\n");
-            return 0;
-        } else if (strcmp(argv[i], "--csv") == 0)
-            fmt = 1;
-        else if (strcmp(argv[i], "--json") == 0)
-            fmt = 2;
-        else if (argv[i][0] != '-' && npos < 2)
-            pos[npos++] = argv[i];
-        else
-            npos = 3;
-    }
-    if (npos < 1 || npos > 2) {
-        fprintf(stderr, "usage: fedopt-server rounds DB [RUN] [--csv|--json]\n");
-        return 2;
-    }
-    long long run = 0;
-    if (pos[1]) {
-        char *end;
-        run = strtoll(pos[1], &end, 10);
-        if (*end || run <= 0) {
-            fprintf(stderr, "fedopt-server rounds: RUN must be a run id (see fedopt-server runs DB)\n");
-            return 2;
+    int n = 0, fmt = 0; /* 0 table, 1 csv, 2 json */
+    long run = 0;
+    fl_cli_t cli;
+    fl_cli_init(&cli, "fedopt-server", "rounds", opts, NULL, argc, argv);
+    for (int id; (id = fl_cli_next(&cli)) != FL_CLI_END;) {
+        switch (id) {
+        case FL_CLI_ERR:
+            return FL_CLI_USAGE;
+        case O_CSV:
+        case O_JSON:
+            if (fmt && fmt != (id == O_CSV ? 1 : 2))
+                return fl_cli_error(&cli, "--csv and --json exclude each other");
+            fmt = id == O_CSV ? 1 : 2;
+            break;
+        case FL_CLI_ARG:
+            if (n == 2)
+                return fl_cli_error(&cli, "too many arguments (DB [RUN])");
+            pos[n++] = cli.val;
+            break;
         }
+    }
+    if (n < 1)
+        return fl_cli_error(&cli, "missing DB");
+    if (n == 2) {
+        fl_cli_arg(&cli, "RUN", pos[1]);
+        if (fl_cli_get_long(&cli, 1, LONG_MAX, &run))
+            return FL_CLI_USAGE;
     }
     fl_store_t *st = NULL;
     if (fl_store_open(pos[0], 1, &st))

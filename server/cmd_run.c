@@ -7,6 +7,15 @@
 #include "server/config.h"
 #include "server/daemon.h"
 
+void fl_server_cmd_run_usage(FILE *out)
+{
+    fprintf(out, "usage: fedopt-server run [--config FILE] [--SETTING VALUE ...]\n\n"
+                 "Runs a federated training: waits for clients over mutual TLS, runs the rounds,\n"
+                 "logs each round to the SQLite database and checkpoints the model and optimizer.\n"
+                 "SIGTERM/SIGINT stop cleanly; --resume continues the run later.\n\n");
+    fl_server_config_print_help(out);
+}
+
 int fl_server_cmd_run(int argc, char **argv)
 {
     fl_server_config_t cfg;
@@ -18,11 +27,7 @@ int fl_server_cmd_run(int argc, char **argv)
     if (fl_server_config_parse_args(&cfg, argc - 1, argv + 1, &help))
         goto out;
     if (help) {
-        printf("usage: fedopt-server run [--config FILE] [--SETTING VALUE ...]\n\n"
-               "Runs a federated training: waits for clients over mutual TLS, runs the rounds,\n"
-               "logs each round to the SQLite database and checkpoints the model and optimizer.\n"
-               "SIGTERM/SIGINT stop cleanly; --resume continues the run later.\n\n");
-        fl_server_config_print_help(stdout);
+        fl_server_cmd_run_usage(stdout);
         status = 0;
         goto out;
     }
@@ -34,9 +39,10 @@ int fl_server_cmd_run(int argc, char **argv)
     /* One malloc arena for the whole daemon. The thread pool's jobs (the
      * round's commit, ServerOpt finish, evaluation) run a few times a round;
      * in an arena of their own, what the SQLite commit allocates stays
-     * resident there (about 4 MiB, measured with bench_server), while the
-     * main heap has that much free. Sharing it costs no measurable
-     * contention at that rate: the peak at 1,000 clients drops by 3 MiB. */
+     * resident there while the main heap has as much free, so the peak
+     * resident memory counts it twice. At a few jobs a round, sharing one
+     * arena costs no contention that bench_server can see, and its peak-RSS
+     * figure (docs/benchmarks.md) is lower with it. */
     mallopt(M_ARENA_MAX, 1);
     status = fl_daemon_run(&cfg);
 out:

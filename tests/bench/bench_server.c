@@ -87,7 +87,7 @@ static int part1(int k, size_t n, const char *dir)
     if (fl_round_create(&rc_, &r))
         goto out;
     double t0 = fl_bench_wall();
-    if (fl_round_begin(r, 1, (const char *const *)names, (size_t)k, opt, 0))
+    if (fl_round_begin(r, 1, (const char *const *)names, (size_t)k, opt, 0, 0))
         goto out;
     double t1 = fl_bench_wall(), t_add = 0;
     for (size_t s = 0; s < fl_round_selected_count(r); s++) {
@@ -112,7 +112,7 @@ static int part1(int k, size_t n, const char *dir)
     const fl_store_update_t *ups;
     size_t nups;
     int closed;
-    if (fl_round_close(r, 2, &row, &ups, &nups, &closed) || !closed)
+    if (fl_round_close(r, 2, 2, &row, &ups, &nups, &closed) || !closed)
         goto out;
     fl_serveropt_round_t res;
     if (fl_serveropt_finish(opt, x, n, &res))
@@ -260,10 +260,10 @@ static int part2(int k, size_t n, const char *dir, const char *server_bin)
     if (pid == 0) {
         FILE *lf = freopen(logp, "w", stderr);
         (void)lf;
-        execl(server_bin, server_bin, "run", "--listen", listen, "--tls_cert", cert, "--tls_key", key, "--tls_ca",
-              ca, "--db", db, "--model", "mlp", "--rounds", "1", "--clients_per_round", kbuf, "--min_clients", kbuf,
-              "--round_deadline", "600", "--heartbeat", "3600", "--server_opt", "fedadam", "--max_buffered_uploads",
-              "4", "--wait_timeout", "900", (char *)NULL);
+        execl(server_bin, server_bin, "run", "--listen", listen, "--tls-cert", cert, "--tls-key", key, "--tls-ca",
+              ca, "--db", db, "--model", "mlp", "--rounds", "1", "--clients-per-round", kbuf, "--min-clients", kbuf,
+              "--round-deadline", "600", "--heartbeat", "3600", "--server-opt", "fedadam", "--max-buffered-uploads",
+              "4", "--wait-timeout", "900", (char *)NULL);
         _exit(127);
     }
     /* Wait for the server to listen (its log says so). */
