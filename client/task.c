@@ -164,6 +164,11 @@ int fl_task_encode_update(uint64_t round, const fl_task_result_t *res, uint32_t 
     up.num_examples = res->st.examples;
     up.train_loss = res->st.loss;
     up.train_accuracy = isfinite(res->st.metric) ? res->st.metric : 0;
+    /* train_metric is absent for a model without an accuracy (MSE): the
+     * server tells "none" from 0 by it. */
+    Fedopt__Metric acc = FEDOPT__METRIC__INIT;
+    acc.value = res->st.metric;
+    up.train_metric = isfinite(res->st.metric) ? &acc : NULL;
     up.steps = (uint32_t)res->st.steps;
     up.train_seconds = res->st.seconds;
     Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;

@@ -47,6 +47,7 @@ zlib1g
 libinih1
 libmicrohttpd12
 dataset-fashion-mnist
+gnuplot-nox
 "
 # `make image` and `make test-image` (the image test runs containers).
 IMAGE_PACKAGES="

@@ -28,5 +28,7 @@ int fl_server_cmd_export(int argc, char **argv);
 void fl_server_cmd_export_usage(FILE *out);
 int fl_server_cmd_check(int argc, char **argv);
 void fl_server_cmd_check_usage(FILE *out);
+int fl_server_cmd_experiment(int argc, char **argv);
+void fl_server_cmd_experiment_usage(FILE *out);
 
 #endif

@@ -281,6 +281,8 @@ static void on_update(fl__client_t *c, const Fedopt__Update *u)
     c->up_round = (int64_t)u->round_id;
     c->up_weight = u->weight > 0 ? u->weight : (double)u->num_examples;
     c->up_loss = u->train_loss;
+    fl_round_note_accuracy(d->round, c->name, c->up_round,
+                           u->train_metric ? u->train_metric->value : u->train_accuracy > 0 ? u->train_accuracy : NAN);
     if (fl_uploads_acquire(d->uploads, &c->wait)) {
         c->up = U_RECEIVING;
     } else {

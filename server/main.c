@@ -18,6 +18,9 @@ static const fl_server_cmd_t commands[] = {
     {"check", fl_server_cmd_check, "check a database for damage as --resume does: check DB [RUN]",
      fl_server_cmd_check_usage},
     {"export", fl_server_cmd_export, "write a checkpoint as safetensors: export DB RUN [ROUND] FILE", fl_server_cmd_export_usage},
+    {"experiment", fl_server_cmd_experiment,
+     "sweep a grid of federations and report on it: experiment run|status|report|presets",
+     fl_server_cmd_experiment_usage},
     {NULL, NULL, NULL, NULL},
 };
 

@@ -17,6 +17,7 @@ typedef struct {
     slot_state_t state;
     char reason[48];
     double num_examples, train_loss, norm, seconds;
+    double train_acc; /* from the client's Update (fl_round_note_accuracy); NaN = none */
     int64_t bytes;
 } slot_t;
 
@@ -195,6 +196,7 @@ int fl_round_begin(fl_round_t *r, int64_t round, const char *const *names, size_
     for (size_t i = 0; i < s; i++) {
         if (!(r->slots[i].name = strdup(names[pick[i]])))
             goto fail;
+        r->slots[i].train_acc = NAN;
         r->nslots = i + 1;
     }
     qsort(r->slots, s, sizeof *r->slots, cmp_slot);
@@ -306,6 +308,15 @@ static fl_refuse_t refuse_from_rc(int rc)
     default:
         return FL_REFUSE_MALFORMED;
     }
+}
+
+void fl_round_note_accuracy(fl_round_t *r, const char *client, int64_t round_id, double accuracy)
+{
+    slot_t *s = r && r->round && round_id == r->round ? find_slot(r, client) : NULL;
+    /* Only a pending slot (not a duplicate of an update already in), and
+     * only a value a training metric can take: a client is not trusted. */
+    if (s && s->state == S_PENDING)
+        s->train_acc = isfinite(accuracy) && accuracy >= 0 && accuracy <= 1 ? accuracy : NAN;
 }
 
 int fl_round_add_end(fl_round_t *r, const char *client, int rc, double num_examples, double train_loss,
@@ -437,7 +448,7 @@ int fl_round_close(fl_round_t *r, double now, double wall, fl_store_round_t *row
     if (!out)
         return FL_ENOMEM;
     uint32_t dropped = 0;
-    double examples = 0, loss_sum = 0, loss_w = 0;
+    double examples = 0, loss_sum = 0, loss_w = 0, acc_sum = 0, acc_w = 0;
     size_t k = 0;
     for (size_t i = 0; i < r->nslots; i++) {
         slot_t *s = &r->slots[i];
@@ -457,15 +468,20 @@ int fl_round_close(fl_round_t *r, double now, double wall, fl_store_round_t *row
                 loss_sum += s->train_loss * s->num_examples;
                 loss_w += s->num_examples;
             }
-        }
+            if (isfinite(s->train_acc)) {
+                acc_sum += s->train_acc * s->num_examples;
+                acc_w += s->num_examples;
+            }
+        } else
+            s->train_acc = NAN;
         out[k++] = (fl_store_update_t){s->name,          slot_status(s->state), s->reason[0] ? s->reason : NULL,
                                        s->num_examples, s->train_loss,         s->norm,
-                                       s->bytes,        s->seconds};
+                                       s->bytes,        s->seconds,            s->train_acc};
     }
     for (size_t i = 0; i < r->nextras; i++) {
         extra_t *e = &r->extras[i];
         out[k++] = (fl_store_update_t){e->name, "refused", fl_round_refuse_text(e->why), NAN, NAN, NAN, e->bytes,
-                                       e->seconds};
+                                       e->seconds, NAN};
     }
     if (r->extras_lost)
         FL_LOG_W("round", "round %lld: %llu refused updates were not recorded (cap reached)", (long long)r->round,
@@ -482,6 +498,7 @@ int fl_round_close(fl_round_t *r, double now, double wall, fl_store_round_t *row
         .clients_dropped = dropped,
         .examples = examples,
         .train_loss = loss_w > 0 ? loss_sum / loss_w : NAN,
+        .train_accuracy = acc_w > 0 ? acc_sum / acc_w : NAN,
         .eval_loss = NAN,
         .eval_accuracy = NAN,
         .bytes_in = r->bytes_in,

@@ -137,6 +137,13 @@ int fl_round_add_work(fl_serveropt_t *opt, const float *delta, size_t n, double 
 int fl_round_add_work_batch(fl_serveropt_t *opt, const float *const *deltas, const double *num_examples,
                             size_t count, size_t n, int *rc, double *norm);
 
+/* Notes the training accuracy a selected client's Update for round_id
+ * reported (NaN: none), before its delta arrives; an accepted update's value
+ * goes into its update row and the round's example-weighted
+ * train_accuracy. Ignored for a client not pending in the open round (a
+ * duplicate cannot overwrite it) and stored as NaN outside [0, 1]. */
+void fl_round_note_accuracy(fl_round_t *r, const char *client, int64_t round_id, double accuracy);
+
 /* Records the outcome of add_work for `client` (rc 0 = accepted, else
  * refused: FL_ENONFINITE, FL_ESHAPE, FL_EINVAL) with its metrics. */
 int fl_round_add_end(fl_round_t *r, const char *client, int rc, double num_examples, double train_loss,

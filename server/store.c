@@ -102,6 +102,15 @@ static const char *const schema =
     " seconds REAL NOT NULL);"
     "CREATE INDEX IF NOT EXISTS fed_eval_results_round ON fed_eval_results(run_id, round);";
 
+/* Client training accuracy (rounds: the example-weighted mean over accepted
+ * updates that reported one; updates: as reported) came after the first
+ * schema. A writable open adds the columns to an older database; readers
+ * that need them check for them (`rounds --csv` shows whatever is there). */
+static const char *const added_columns[][2] = {
+    {"rounds", "train_accuracy"},
+    {"updates", "train_accuracy"},
+};
+
 #define TIME_SQL "strftime('%Y-%m-%dT%H:%M:%fZ', ?, 'unixepoch')"
 #define TIME_SQL_N(n) "strftime('%Y-%m-%dT%H:%M:%fZ', ?" #n ", 'unixepoch')"
 
@@ -200,6 +209,28 @@ void fl_store_set_lock_wait(fl_store_t *st, double seconds)
         st->lock_wait = seconds;
 }
 
+/* ALTER TABLE t ADD COLUMN c REAL unless t has c already. */
+static int add_column(fl_store_t *st, const char *table, const char *column)
+{
+    char sql[256];
+    sqlite3_stmt *s = NULL;
+    snprintf(sql, sizeof sql, "SELECT 1 FROM pragma_table_info('%s') WHERE name = '%s'", table, column);
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK) {
+        FL_LOG_E("store", "%s: %s", st->path, sqlite3_errmsg(st->db));
+        return FL_EDB;
+    }
+    int step = sqlite3_step(s);
+    sqlite3_finalize(s);
+    if (step == SQLITE_ROW)
+        return 0;
+    if (step != SQLITE_DONE) {
+        FL_LOG_E("store", "%s: %s", st->path, sqlite3_errmsg(st->db));
+        return FL_EDB;
+    }
+    snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN %s REAL", table, column);
+    return exec(st, sql);
+}
+
 int fl_store_open(const char *path, int readonly, fl_store_t **out)
 {
     if (!path || !out)
@@ -228,6 +259,9 @@ int fl_store_open(const char *path, int readonly, fl_store_t **out)
             goto fail;
         if ((rc = exec_what(st, schema, "creating the schema")))
             goto fail;
+        for (size_t i = 0; i < sizeof added_columns / sizeof added_columns[0]; i++)
+            if ((rc = add_column(st, added_columns[i][0], added_columns[i][1])))
+                goto fail;
     } else {
         sqlite3_stmt *s = NULL;
         if (sqlite3_prepare_v2(st->db, "SELECT 1 FROM runs LIMIT 1", -1, &s, NULL) != SQLITE_OK) {
@@ -483,9 +517,10 @@ int fl_store_commit_round(fl_store_t *st, const fl_store_round_t *r, const fl_st
     if (sqlite3_prepare_v2(st->db,
                            "INSERT INTO rounds(run_id, round, started_at, finished_at, status, clients_selected,"
                            " clients_reported, clients_dropped, examples, train_loss, eval_loss, eval_accuracy,"
-                           " bytes_in, bytes_out) VALUES(?1, ?2, strftime('%Y-%m-%dT%H:%M:%fZ', ?3, 'unixepoch'),"
+                           " bytes_in, bytes_out, train_accuracy) VALUES(?1, ?2,"
+                           " strftime('%Y-%m-%dT%H:%M:%fZ', ?3, 'unixepoch'),"
                            " strftime('%Y-%m-%dT%H:%M:%fZ', ?4, 'unixepoch'), ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
-                           " ?13, ?14)",
+                           " ?13, ?14, ?15)",
                            -1, &s, NULL) != SQLITE_OK)
         goto fail;
     sqlite3_bind_int64(s, 1, r->run_id);
@@ -502,6 +537,7 @@ int fl_store_commit_round(fl_store_t *st, const fl_store_round_t *r, const fl_st
     bind_real_or_null(s, 12, r->eval_accuracy);
     sqlite3_bind_int64(s, 13, r->bytes_in);
     sqlite3_bind_int64(s, 14, r->bytes_out);
+    bind_real_or_null(s, 15, r->train_accuracy);
     if (sqlite3_step(s) != SQLITE_DONE)
         goto fail;
     sqlite3_finalize(s);
@@ -509,7 +545,8 @@ int fl_store_commit_round(fl_store_t *st, const fl_store_round_t *r, const fl_st
     if (nups) {
         if (sqlite3_prepare_v2(st->db,
                                "INSERT INTO updates(run_id, round, client, status, reason, num_examples,"
-                               " train_loss, delta_norm, bytes, seconds) VALUES(?,?,?,?,?,?,?,?,?,?)",
+                               " train_loss, delta_norm, bytes, seconds, train_accuracy)"
+                               " VALUES(?,?,?,?,?,?,?,?,?,?,?)",
                                -1, &s, NULL) != SQLITE_OK)
             goto fail;
         for (size_t i = 0; i < nups; i++) {
@@ -521,6 +558,7 @@ int fl_store_commit_round(fl_store_t *st, const fl_store_round_t *r, const fl_st
             bind_real_or_null(s, 8, u->delta_norm);
             sqlite3_bind_int64(s, 9, u->bytes);
             sqlite3_bind_double(s, 10, isfinite(u->seconds) ? u->seconds : 0);
+            bind_real_or_null(s, 11, u->train_accuracy);
             if (sqlite3_step(s) != SQLITE_DONE)
                 goto fail;
         }

@@ -40,6 +40,8 @@ typedef struct {
     double eval_loss;     /* NaN = not evaluated this round */
     double eval_accuracy; /* NaN = not evaluated this round */
     int64_t bytes_in, bytes_out;
+    double train_accuracy; /* example-weighted mean over accepted updates that reported one; NaN = none
+                              (a designated initializer that leaves it out writes 0: set it) */
 } fl_store_round_t;
 
 /* One update (or a selected client that never delivered one). */
@@ -52,6 +54,7 @@ typedef struct {
     double delta_norm; /* NaN = unknown */
     int64_t bytes;
     double seconds; /* from the task being sent to the update's last byte (or the drop) */
+    double train_accuracy; /* the client's training metric (accuracy, recall@5); NaN = not reported */
 } fl_store_update_t;
 
 /* One federated evaluation: the global model after `round`, evaluated by a

@@ -223,6 +223,8 @@ static void test_encode_update(void **state)
     assert_true(env->update->weight == (double)res.st.examples);
     assert_true(env->update->train_loss == res.st.loss);
     assert_true(env->update->train_accuracy == res.st.metric);
+    assert_non_null(env->update->train_metric); /* present: the server logs it */
+    assert_true(env->update->train_metric->value == res.st.metric);
     assert_int_equal(env->update->steps, res.st.steps);
     fl_wire_msg_free(env);
 
@@ -249,6 +251,18 @@ static void test_encode_update(void **state)
     fl_buf_unref(delta);
     fl_buf_unref(want);
     res.n++;
+
+    /* A model without an accuracy (MSE): no train_metric, train_accuracy 0. */
+    double metric = res.st.metric;
+    res.st.metric = NAN;
+    assert_int_equal(fl_task_encode_update(12, &res, 0, &up, &delta, NULL, 0), 0);
+    assert_int_equal(fl_wire_decode(up->data + FL_WIRE_HEADER, up->len - FL_WIRE_HEADER, &env, why, sizeof why), 0);
+    assert_null(env->update->train_metric);
+    assert_true(env->update->train_accuracy == 0);
+    fl_wire_msg_free(env);
+    fl_buf_unref(up);
+    fl_buf_unref(delta);
+    res.st.metric = metric;
 
     assert_int_equal(fl_task_encode_update(1, NULL, 0, &up, &delta, NULL, 0), FL_EINVAL);
     fl_task_result_free(&res);

@@ -173,6 +173,57 @@ static void test_fedavg_exact_mean(void **state)
     fl_serveropt_free(opt);
 }
 
+/* The round's train_accuracy is the example-weighted mean over accepted
+ * updates that reported one; a duplicate cannot overwrite a value, values
+ * outside [0, 1] are unknown, and a client without one is left out. */
+static void test_train_accuracy(void **state)
+{
+    fl_serveropt_t *opt;
+    fl_round_t *r = mk_round(4, 1, 1.0, &opt);
+    float x[P] = {0};
+    assert_int_equal(fl_round_begin(r, 1, names20, 10, opt, 100.0, 100.0), 0);
+    const char *nm[4];
+    for (size_t s = 0; s < 4; s++)
+        nm[s] = fl_round_selected_name(r, s);
+    fl_round_note_accuracy(r, nm[0], 1, 0.5);
+    fl_round_note_accuracy(r, nm[1], 1, 0.75);
+    fl_round_note_accuracy(r, nm[2], 1, 1.5); /* impossible: unknown */
+    fl_round_note_accuracy(r, nm[3], 2, 0.9); /* another round: ignored */
+    fl_round_note_accuracy(r, "nobody", 1, 0.9);
+    assert_int_equal(deliver(r, opt, nm[0], 1, x, index_of(nm[0]), 1, 101), 0);
+    fl_round_note_accuracy(r, nm[0], 1, 0.0); /* after its update: ignored */
+    assert_int_equal(deliver(r, opt, nm[1], 1, x, index_of(nm[1]), 3, 102), 0);
+    assert_int_equal(deliver(r, opt, nm[2], 1, x, index_of(nm[2]), 4, 103), 0);
+    assert_int_equal(deliver(r, opt, nm[3], 1, x, index_of(nm[3]), 8, 104), 0);
+    fl_store_round_t row;
+    const fl_store_update_t *ups;
+    size_t nups;
+    int closed;
+    assert_int_equal(fl_round_close(r, 105.0, 105.0, &row, &ups, &nups, &closed), 0);
+    /* (1 * 0.5 + 3 * 0.75) / (1 + 3) */
+    assert_true(fabs(row.train_accuracy - 0.6875) < 1e-15);
+    for (size_t i = 0; i < nups; i++) {
+        if (strcmp(ups[i].client, nm[0]) == 0)
+            assert_true(ups[i].train_accuracy == 0.5);
+        else if (strcmp(ups[i].client, nm[1]) == 0)
+            assert_true(ups[i].train_accuracy == 0.75);
+        else
+            assert_true(isnan(ups[i].train_accuracy));
+    }
+    uint8_t *ck = NULL;
+    size_t ck_len = 0;
+    assert_int_equal(fl_round_finish_work(opt, x, P, NULL, &ck, &ck_len), 0);
+    free(ck);
+    /* A round nobody reported an accuracy for has none. */
+    assert_int_equal(fl_round_begin(r, 2, names20, 10, opt, 200.0, 200.0), 0);
+    const char *a = fl_round_selected_name(r, 0);
+    assert_int_equal(deliver(r, opt, a, 2, x, index_of(a), 1, 201), 0);
+    assert_int_equal(fl_round_close(r, 205.0, 205.0, &row, &ups, &nups, &closed), 0);
+    assert_true(isnan(row.train_accuracy));
+    fl_round_free(r);
+    fl_serveropt_free(opt);
+}
+
 static const fl_store_update_t *find_up(const fl_store_update_t *ups, size_t n, const char *client,
                                         const char *status)
 {
@@ -457,7 +508,7 @@ int main(void)
         cmocka_unit_test(test_select),         cmocka_unit_test(test_fedavg_exact_mean),
         cmocka_unit_test(test_refusals_and_deadline), cmocka_unit_test(test_over_selection),
         cmocka_unit_test(test_refusal_cap),    cmocka_unit_test(test_wall_clock_jump),
-        cmocka_unit_test(test_restore),
+        cmocka_unit_test(test_restore),        cmocka_unit_test(test_train_accuracy),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

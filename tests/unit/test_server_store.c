@@ -87,12 +87,12 @@ static int commit(fl_store_t *st, int64_t run, int64_t round, size_t n, int with
     fill_model(x, n, round);
     fill_state(s, sizeof s, round);
     fl_store_update_t ups[3] = {
-        {"client-a", "accepted", NULL, 100, 0.5, 1.25, 4000, 0.75},
-        {"client-b", "refused", "non-finite delta", NAN, NAN, NAN, 4000, 0.5},
-        {"client-c", "dropped", "deadline", NAN, NAN, NAN, 0, 30},
+        {"client-a", "accepted", NULL, 100, 0.5, 1.25, 4000, 0.75, 0.625},
+        {"client-b", "refused", "non-finite delta", NAN, NAN, NAN, 4000, 0.5, NAN},
+        {"client-c", "dropped", "deadline", NAN, NAN, NAN, 0, 30, NAN},
     };
     fl_store_round_t r = {run, round, 1700000000.0 + round, 1700000000.5 + round, with_ckpt ? "closed" : "abandoned",
-                          3, 1, 1, 100, 0.5, NAN, NAN, 4000, 12000};
+                          3, 1, 1, 100, 0.5, NAN, NAN, 4000, 12000, 0.625};
     int rc = fl_store_commit_round(st, &r, ups, 3, with_ckpt ? x : NULL, n, s, sizeof s, keep);
     free(x);
     return rc;
@@ -487,6 +487,62 @@ static void test_damage_found(void **state)
     fl_store_close(st);
 }
 
+static double one_real(fl_store_t *st, const char *sql, int *is_null)
+{
+    sqlite3_stmt *s = NULL;
+    assert_int_equal(sqlite3_prepare_v2(fl_store_db(st), sql, -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    *is_null = sqlite3_column_type(s, 0) == SQLITE_NULL;
+    double v = sqlite3_column_double(s, 0);
+    sqlite3_finalize(s);
+    return v;
+}
+
+/* Client training accuracy: stored per round and per update (NULL where
+ * unknown), and a database from before the columns gets them on a writable
+ * open, its rows keeping NULL. */
+static void test_train_accuracy(void **state)
+{
+    fl_store_t *st;
+    sqlite3 *db;
+    /* The old schema's two tables, as an older fedopt-server left them. */
+    assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "CREATE TABLE rounds(run_id INTEGER NOT NULL, round INTEGER NOT NULL,"
+                                  " started_at TEXT NOT NULL, finished_at TEXT NOT NULL, status TEXT NOT NULL,"
+                                  " clients_selected INTEGER NOT NULL, clients_reported INTEGER NOT NULL,"
+                                  " clients_dropped INTEGER NOT NULL, examples REAL NOT NULL, train_loss REAL,"
+                                  " eval_loss REAL, eval_accuracy REAL, bytes_in INTEGER NOT NULL,"
+                                  " bytes_out INTEGER NOT NULL, PRIMARY KEY(run_id, round));"
+                                  "CREATE TABLE updates(run_id INTEGER NOT NULL, round INTEGER NOT NULL,"
+                                  " client TEXT NOT NULL, status TEXT NOT NULL, reason TEXT, num_examples REAL,"
+                                  " train_loss REAL, delta_norm REAL, bytes INTEGER NOT NULL, seconds REAL NOT NULL);"
+                                  "INSERT INTO rounds VALUES(9, 1, 'a', 'b', 'closed', 1, 1, 0, 5, 0.1, NULL, NULL, 1, 1);",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(fl_store_open(db_path, 0, &st), 0);
+    int is_null;
+    one_real(st, "SELECT train_accuracy FROM rounds WHERE run_id = 9", &is_null);
+    assert_true(is_null);
+    int64_t run = new_run(st, 50);
+    assert_int_equal(commit(st, run, 1, 50, 1, 0), 0);
+    double v = one_real(st, "SELECT train_accuracy FROM rounds WHERE run_id > 9 OR run_id < 9", &is_null);
+    assert_false(is_null);
+    assert_true(v == 0.625);
+    v = one_real(st, "SELECT train_accuracy FROM updates WHERE client = 'client-a'", &is_null);
+    assert_false(is_null);
+    assert_true(v == 0.625);
+    one_real(st, "SELECT train_accuracy FROM updates WHERE client = 'client-b'", &is_null);
+    assert_true(is_null);
+    fl_store_close(st);
+    /* Opening again changes nothing. */
+    assert_int_equal(fl_store_open(db_path, 0, &st), 0);
+    fl_store_close(st);
+    assert_int_equal(fl_store_open(db_path, 1, &st), 0);
+    fl_store_close(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -495,6 +551,7 @@ int main(void)
         cmocka_unit_test_setup(test_crash_safety, each_setup),
         cmocka_unit_test_setup(test_locked_db, each_setup),
         cmocka_unit_test_setup(test_damage_found, each_setup),
+        cmocka_unit_test_setup(test_train_accuracy, each_setup),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
