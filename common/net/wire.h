@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/net/codec.h"
 #include "proto/fedopt.pb-c.h"
 
 #define FL_WIRE_HEADER 4u
@@ -78,6 +79,14 @@ int fl_wire_encode(const Fedopt__Envelope *msg, fl_buf_t **out);
  * FL_ENOMEM. */
 int fl_wire_encode_tensor(Fedopt__TensorPurpose purpose, uint64_t round_id, const void *data,
                           size_t nbytes, uint32_t chunk_bytes, fl_buf_t **out);
+
+/* The same for a delta encoded with codec (fl_codec_encode: nbytes encoded
+ * bytes of num_values floats); TensorBegin then carries codec and num_values
+ * (protocol 1.1). FL_CODEC_F32 is fl_wire_encode_tensor. Returns 0,
+ * FL_EINVAL or FL_ENOMEM. */
+int fl_wire_encode_tensor_codec(Fedopt__TensorPurpose purpose, uint64_t round_id, fl_codec_t codec,
+                                uint64_t num_values, const void *data, size_t nbytes,
+                                uint32_t chunk_bytes, fl_buf_t **out);
 
 /* Returns the largest chunk size whose frames fit a peer's max_frame (capped
  * at FL_WIRE_MAX_CHUNK), or 0 when max_frame is too small for any chunk. */
@@ -209,6 +218,9 @@ typedef struct {
     uint32_t t_crc;
     uint8_t *t_data;
     int t_borrowed;           /* t_data is user_dst */
+    int t_coded;              /* an encoded delta: chunks go through t_dec into t_data */
+    uint64_t t_values;        /* coded: float32 values decoded into t_data */
+    fl_codec_decoder_t t_dec;
     void *user_dst;           /* where the next tensor goes, when it fits */
     size_t user_cap;
 } fl_wire_stream_t;
@@ -219,6 +231,12 @@ void fl_wire_stream_init(fl_wire_stream_t *s, fl_wire_role_t role, uint64_t max_
 
 /* Sets the largest tensor accepted from now on (e.g. the model's size). */
 void fl_wire_stream_set_max_tensor(fl_wire_stream_t *s, uint64_t max_tensor);
+
+/* An encoded delta (TensorBegin.codec other than float32, protocol 1.1) is
+ * decoded chunk by chunk into the float32 buffer of its num_values (the
+ * set_dst buffer when it fits): the tensor event then carries floats as for
+ * an uncompressed transfer, and the receiver never holds the encoded bytes.
+ * The CRC-32 covers the encoded bytes as sent. Only a server accepts them. */
 
 /* Handles one frame payload: decodes it, checks it against the state and the
  * tensor being received, and fills *ev (which the caller clears). Returns 0,
