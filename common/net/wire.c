@@ -199,6 +199,129 @@ int fl_wire_encode_tensor_codec(Fedopt__TensorPurpose purpose, uint64_t round_id
     return 0;
 }
 
+/* ---- tensor tables ------------------------------------------------------ */
+
+void fl_wire_table_free(Fedopt__TensorInfo **t, size_t n)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (t[i]) {
+            free(t[i]->shape);
+            free(t[i]);
+        }
+    free(t);
+}
+
+int fl_wire_table_make(const fl_params_t *p, Fedopt__TensorInfo ***out, size_t *n)
+{
+    if (!p || !out || !n)
+        return FL_EINVAL;
+    *out = NULL;
+    *n = 0;
+    Fedopt__TensorInfo **t = calloc(p->nviews ? p->nviews : 1, sizeof *t);
+    if (!t)
+        return FL_ENOMEM;
+    for (size_t i = 0; i < p->nviews; i++) {
+        const fl_param_view_t *v = &p->views[i];
+        t[i] = malloc(sizeof *t[i]);
+        if (!t[i]) {
+            fl_wire_table_free(t, i);
+            return FL_ENOMEM;
+        }
+        fedopt__tensor_info__init(t[i]);
+        t[i]->shape = malloc((size_t)(v->ndim > 0 ? v->ndim : 1) * sizeof(uint64_t));
+        if (!t[i]->shape) {
+            fl_wire_table_free(t, i + 1);
+            return FL_ENOMEM;
+        }
+        /* The name and dtype point into p and a literal: the table lives no
+         * longer than the layout it describes. */
+        t[i]->name = (char *)(uintptr_t)v->name;
+        t[i]->dtype = "float32";
+        t[i]->n_shape = (size_t)v->ndim;
+        for (int d = 0; d < v->ndim; d++)
+            t[i]->shape[d] = (uint64_t)v->shape[d];
+        t[i]->offset = (uint64_t)v->offset * sizeof(float);
+    }
+    *out = t;
+    *n = p->nviews;
+    return 0;
+}
+
+int fl_wire_table_read(Fedopt__TensorInfo *const *t, size_t n, fl_wire_tensor_t **out, char *why,
+                       size_t why_len)
+{
+    if (!out || (n && !t))
+        return FL_EINVAL;
+    *out = NULL;
+    if (n == 0)
+        return 0;
+    fl_wire_tensor_t *r = calloc(n, sizeof *r);
+    if (!r)
+        return FL_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = t[i]->name ? t[i]->name : "";
+        if (strlen(name) >= FL_PARAM_NAME_MAX || t[i]->n_shape > FL_PARAM_MAX_DIMS ||
+            strcmp(t[i]->dtype ? t[i]->dtype : "", "float32") != 0) {
+            say(why, why_len, "tensor table row %zu (%.64s): name over %d bytes, over %d dims or dtype not float32",
+                i, name, FL_PARAM_NAME_MAX - 1, FL_PARAM_MAX_DIMS);
+            free(r);
+            return FL_EPROTO;
+        }
+        memcpy(r[i].name, name, strlen(name) + 1);
+        r[i].ndim = (int)t[i]->n_shape;
+        for (size_t d = 0; d < t[i]->n_shape; d++)
+            r[i].shape[d] = t[i]->shape[d];
+        r[i].offset = t[i]->offset;
+    }
+    *out = r;
+    return 0;
+}
+
+static void shape_str(char *buf, size_t len, int ndim, const uint64_t *d)
+{
+    size_t o = 0;
+    o += (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < ndim && o < len; i++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%llu", i ? ", " : "", (unsigned long long)d[i]);
+    if (o < len)
+        snprintf(buf + o, len - o, "]");
+}
+
+int fl_wire_table_check(const fl_wire_tensor_t *t, size_t n, const fl_params_t *p, char *why,
+                        size_t why_len)
+{
+    if (n == 0)
+        return 0;
+    if (!t || !p)
+        return FL_EINVAL;
+    if (n != p->nviews) {
+        say(why, why_len, "the server's model has %zu tensors, the one built here %zu", n, p->nviews);
+        return FL_ESHAPE;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const fl_param_view_t *v = &p->views[i];
+        uint64_t mine[FL_PARAM_MAX_DIMS];
+        int same = strcmp(t[i].name, v->name) == 0 && t[i].ndim == v->ndim &&
+                   t[i].offset == (uint64_t)v->offset * sizeof(float);
+        for (int d = 0; d < v->ndim; d++) {
+            mine[d] = (uint64_t)v->shape[d];
+            same = same && t[i].shape[d] == mine[d];
+        }
+        if (!same) {
+            char a[96], b[96];
+            shape_str(a, sizeof a, t[i].ndim, t[i].shape);
+            shape_str(b, sizeof b, v->ndim, mine);
+            say(why, why_len, "tensor %zu: the server has %s %s at byte %llu, the model built here %s %s at byte %llu",
+                i, t[i].name, a, (unsigned long long)t[i].offset, v->name, b,
+                (unsigned long long)v->offset * sizeof(float));
+            return FL_ESHAPE;
+        }
+    }
+    return 0;
+}
+
 /* ---- frames ------------------------------------------------------------- */
 
 int fl_wire_frame_len(const uint8_t hdr[4], uint32_t max_frame, uint32_t *len)

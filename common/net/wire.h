@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/base/params.h"
 #include "common/net/codec.h"
 #include "proto/fedopt.pb-c.h"
 
@@ -164,6 +165,38 @@ void fl_wire_msg_free(Fedopt__Envelope *m);
 /* The message's name as in the .proto ("TaskOffer"), "none" when no message is
  * set, "unknown" otherwise. Never NULL. */
 const char *fl_wire_msg_name(int msg_case);
+
+/* ---- the model's tensor table (protocol 1.1) ---------------------------- */
+
+/* One row of a TaskOffer's or EvalRequest's tensor table, copied out of the
+ * message (which is freed after it is handled). */
+typedef struct {
+    char name[FL_PARAM_NAME_MAX];
+    int ndim;
+    uint64_t shape[FL_PARAM_MAX_DIMS];
+    uint64_t offset; /* bytes */
+} fl_wire_tensor_t;
+
+/* Builds the table of p's views (buffer order, dtype "float32", byte
+ * offsets) as messages for a TaskOffer/EvalRequest: *out is an array of *n
+ * pointers, freed with fl_wire_table_free. Returns 0, FL_EINVAL or FL_ENOMEM. */
+int fl_wire_table_make(const fl_params_t *p, Fedopt__TensorInfo ***out, size_t *n);
+
+/* Frees what fl_wire_table_make made. Accepts NULL. */
+void fl_wire_table_free(Fedopt__TensorInfo **t, size_t n);
+
+/* Copies a received table into a new array (*out, free() it; NULL when n is
+ * 0). Returns 0, FL_EPROTO (a name longer than FL_PARAM_NAME_MAX - 1, more
+ * than FL_PARAM_MAX_DIMS dims, a dtype other than "float32"; reason in why)
+ * or FL_ENOMEM. */
+int fl_wire_table_read(Fedopt__TensorInfo *const *t, size_t n, fl_wire_tensor_t **out, char *why,
+                       size_t why_len);
+
+/* Checks a received table against the layout the receiver built: the same
+ * tensors, names, shapes and offsets, in order. An empty table (a 1.0 peer)
+ * passes. Returns 0 or FL_ESHAPE with the first difference in why. */
+int fl_wire_table_check(const fl_wire_tensor_t *t, size_t n, const fl_params_t *p, char *why,
+                        size_t why_len);
 
 /* ---- the receiving side of a connection -------------------------------- */
 

@@ -696,6 +696,63 @@ static void test_coded_delta(void **state)
     free(dst);
 }
 
+/* The tensor table travels in a TaskOffer and is checked by names, shapes
+ * and offsets: a layout with the same element count but another shape, or
+ * another name, is refused; an empty table (a 1.0 server) passes. */
+static void test_tensor_table(void **state)
+{
+    fl_params_t p;
+    fl_params_init(&p);
+    assert_int_equal(fl_params_add(&p, "fc1.weight", 2, (int64_t[]){4, 6}, 0), 0);
+    assert_int_equal(fl_params_add(&p, "fc1.bias", 1, (int64_t[]){4}, 0), 0);
+    Fedopt__TensorInfo **t;
+    size_t nt;
+    assert_int_equal(fl_wire_table_make(&p, &t, &nt), 0);
+    assert_int_equal(nt, 2);
+    Fedopt__TaskOffer o = FEDOPT__TASK_OFFER__INIT;
+    o.round_id = 1;
+    o.num_params = 28;
+    o.tensors = t;
+    o.n_tensors = nt;
+    Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
+    m.msg_case = FEDOPT__ENVELOPE__MSG_TASK_OFFER;
+    m.task_offer = &o;
+    fl_buf_t *b = enc(&m);
+    fl_wire_table_free(t, nt);
+    Fedopt__Envelope *d;
+    char why[256];
+    assert_int_equal(fl_wire_decode(b->data + 4, b->len - 4, &d, why, sizeof why), 0);
+    fl_buf_unref(b);
+    fl_wire_tensor_t *rt;
+    assert_int_equal(fl_wire_table_read(d->task_offer->tensors, d->task_offer->n_tensors, &rt, why, sizeof why), 0);
+    assert_string_equal(rt[1].name, "fc1.bias");
+    assert_int_equal(rt[1].offset, 96);
+    assert_int_equal(rt[0].shape[1], 6);
+    assert_int_equal(fl_wire_table_check(rt, 2, &p, why, sizeof why), 0);
+    assert_int_equal(fl_wire_table_check(NULL, 0, &p, why, sizeof why), 0);
+    /* same count, other shape */
+    fl_params_t q;
+    fl_params_init(&q);
+    assert_int_equal(fl_params_add(&q, "fc1.weight", 2, (int64_t[]){6, 4}, 0), 0);
+    assert_int_equal(fl_params_add(&q, "fc1.bias", 1, (int64_t[]){4}, 0), 0);
+    assert_int_equal(fl_wire_table_check(rt, 2, &q, why, sizeof why), FL_ESHAPE);
+    assert_non_null(strstr(why, "[4, 6]"));
+    fl_params_free(&q);
+    /* same shapes, other name */
+    strcpy(rt[1].name, "fc2.bias");
+    assert_int_equal(fl_wire_table_check(rt, 2, &p, why, sizeof why), FL_ESHAPE);
+    assert_non_null(strstr(why, "fc2.bias"));
+    free(rt);
+    /* a dtype other than float32 is refused when read */
+    char *orig = d->task_offer->tensors[0]->dtype;
+    d->task_offer->tensors[0]->dtype = "float16";
+    assert_int_equal(fl_wire_table_read(d->task_offer->tensors, d->task_offer->n_tensors, &rt, why, sizeof why),
+                     FL_EPROTO);
+    d->task_offer->tensors[0]->dtype = orig; /* the decoder's, freed with the message */
+    fl_wire_msg_free(d);
+    fl_params_free(&p);
+}
+
 static void test_buf_refcount(void **state)
 {
     fl_buf_t *b;
@@ -723,6 +780,7 @@ int main(void)
         cmocka_unit_test(test_encode_tensor_chunking),
         cmocka_unit_test(test_tensor_into_dst),
         cmocka_unit_test(test_coded_delta),
+        cmocka_unit_test(test_tensor_table),
         cmocka_unit_test(test_buf_refcount),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
