@@ -21,6 +21,8 @@ zlib1g-dev
 libcmocka-dev
 libinih-dev
 dataset-fashion-mnist
+python3-protobuf
+protobuf-compiler
 "
 
 # One dpkg-query for the whole list keeps the no-op case fast: make runs this
