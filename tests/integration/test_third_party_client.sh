@@ -57,12 +57,17 @@ py a silent >"$work/silent.log" 2>&1 || fail "silent connection: $(cat "$work/si
 grep -q "ETIMEDOUT" "$work/silent.log" || fail "silent: $(cat "$work/silent.log")"
 py a bigframe >"$work/big.log" 2>&1 || fail "1 MiB frame before Hello: $(cat "$work/big.log")"
 grep -q "ETOOBIG: frame of 1048576 bytes exceeds the limit of 65536" "$work/big.log" || fail "big: $(cat "$work/big.log")"
+grep -q "no Hello within 1000 ms" "$work/server-b.log" || fail "Hello deadline not logged"
+kill -TERM "$server_pid"
+wait_pid "$server_pid" 10 || fail "server B1 exited with $?"
+# A deadline long enough for all the pinning connections to be open at once.
+start_server "$work/server-b2.log" --db "$work/b2.db" --rounds 1 --clients_per_round 1 --min_clients 1 \
+    --round_deadline 5 --heartbeat 1 --hello_timeout 60 --frame_budget_mb 1
 # 1 MiB of budget holds 17 of the 60 KiB frames: of 30 connections, 13 or more are refused.
 py a pin 30 >"$work/pin.log" 2>&1 || fail "pin: $(cat "$work/pin.log")"
 refused=$(sed -n 's/.* \([0-9]*\) refused with ETOOBIG.*/\1/p' "$work/pin.log")
 [ -n "$refused" ] && [ "$refused" -ge 13 ] || fail "budget: $(cat "$work/pin.log")"
-grep -q "beyond the budget" "$work/server-b.log" || fail "budget refusals not logged"
-grep -q "no Hello within 1000 ms" "$work/server-b.log" || fail "Hello deadline not logged"
+grep -q "beyond the budget" "$work/server-b2.log" || fail "budget refusals not logged"
 # ... and the server still serves.
 py py join 600 1 >"$work/py-b.log" 2>&1 || fail "after the hostile connections: $(cat "$work/py-b.log")"
 wait_pid "$server_pid" 20 || fail "server B exited with $?"

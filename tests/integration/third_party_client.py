@@ -198,7 +198,7 @@ def pin(conns):
     time.sleep(1.0)
     still = []
     for s in held:
-        s.settimeout(0.2)
+        s.setblocking(False)  # what the server said by now is in the socket
         try:
             env_hdr = s.recv(4)
             if not env_hdr:
@@ -209,7 +209,7 @@ def pin(conns):
             env.ParseFromString(recv_exact(s, n))
             if env.WhichOneof("msg") == "error" and env.error.code == pb.ETOOBIG:
                 refused += 1
-        except (socket.timeout, TimeoutError):
+        except (ssl.SSLWantReadError, BlockingIOError):
             still.append(s)
         except (OSError, ssl.SSLError, EOFError):
             pass
