@@ -45,7 +45,7 @@ echo "certificates: $dir/fleet (fleet CA, server; the fleet issues one per clien
     --model cnn --server_opt fedadam --server_lr 0.0031623 --tau 0.0001 \
     --client_lr 0.031623 --batch_size 20 --local_epochs 1 \
     --rounds "$rounds" --clients_per_round 10 --min_clients 100 --wait_timeout 120 --round_deadline 300 \
-    --eval_data fmnist --eval_max_examples "$eval_n" --heartbeat 5 --seed 1 \
+    --eval_data fmnist --eval_max_examples "$eval_n" --heartbeat 5 --seed 1 ${DEMO_SERVER_ARGS:-} \
     >"$dir/server.log" 2>&1 &
 server_pid=$!
 n=0

@@ -370,7 +370,7 @@ static void on_delta(fl__client_t *c, fl_wire_event_t *ev)
 {
     fl__daemon_t *d = c->d;
     double now = now_s();
-    int64_t bytes = (int64_t)ev->nbytes;
+    int64_t bytes = (int64_t)(ev->wire_bytes ? ev->wire_bytes : ev->nbytes); /* as they travelled */
     if (c->up != U_RECEIVING) {
         FL_LOG_W(WHO, "%s: delta without an Update: closing", c->name);
         fl_tls_conn_close(c->conn);

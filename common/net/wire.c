@@ -861,6 +861,7 @@ static int on_end(fl_wire_stream_t *s, const Fedopt__TensorEnd *e, fl_wire_event
     ev->nbytes = s->t_coded ? (size_t)s->t_values * 4 : (size_t)s->t_total;
     ev->borrowed = s->t_borrowed;
     ev->crc32 = s->t_crc;
+    ev->wire_bytes = (size_t)s->t_total;
     s->t_data = NULL;
     s->t_borrowed = 0;
     s->t_coded = 0;

@@ -225,6 +225,8 @@ typedef struct {
                       never freed here */
     uint32_t crc32; /* tensor events: the verified CRC-32 of the whole tensor (a
                        receiver can tell identical transfers apart by it) */
+    size_t wire_bytes; /* tensor events: the bytes that travelled (the encoded size
+                          of a coded delta; nbytes otherwise) */
 } fl_wire_event_t;
 
 /* Frees what the handler did not take and zeroes *ev. Accepts NULL. */

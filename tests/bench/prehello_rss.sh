@@ -15,7 +15,7 @@ fi
 make_pki a
 protoc --python_out="$work" -Iproto proto/fedopt.proto || fail "protoc"
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-for budget in 256 16; do
+for budget in ${BUDGETS:-256 16}; do
     start_server "$work/server-$budget.log" --db "$work/$budget.db" --rounds 1 --min_clients 1 \
         --hello_timeout 3600 --frame_budget_mb "$budget" --max_connections 4096
     before=$(rss "$server_pid")

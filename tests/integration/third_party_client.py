@@ -196,7 +196,7 @@ def pin(conns):
         except (OSError, ssl.SSLError) as e:
             print("connection %d failed: %s" % (i, e))
     time.sleep(1.0)
-    still = []
+    still, other = [], {}
     for s in held:
         s.setblocking(False)  # what the server said by now is in the socket
         try:
@@ -209,12 +209,17 @@ def pin(conns):
             env.ParseFromString(recv_exact(s, n))
             if env.WhichOneof("msg") == "error" and env.error.code == pb.ETOOBIG:
                 refused += 1
+            else:
+                k = "%s %s" % (env.WhichOneof("msg"), pb.Code.Name(env.error.code) if env.HasField("error") else "")
+                other[k] = other.get(k, 0) + 1
         except (ssl.SSLWantReadError, BlockingIOError):
             still.append(s)
-        except (OSError, ssl.SSLError, EOFError):
-            pass
-    print("pin: %d connections, %d refused with ETOOBIG, %d still held" % (
-        conns, refused, len([x for x in still if x])))
+        except (OSError, ssl.SSLError, EOFError) as e:
+            k = type(e).__name__
+            other[k] = other.get(k, 0) + 1
+    print("pin: %d connections, %d refused with ETOOBIG, %d still held%s" % (
+        conns, refused, len([x for x in still if x]),
+        "".join("; %d %s" % (v, k) for k, v in sorted(other.items()))))
     sys.stdout.flush()
     if len(sys.argv) > 9:
         time.sleep(float(sys.argv[9]))  # hold them while the caller measures

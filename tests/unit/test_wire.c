@@ -643,6 +643,7 @@ static void test_coded_delta(void **state)
         if (codec == FL_CODEC_TOPK)
             assert_int_equal(kept, N / 2);
         assert_int_equal(ev.crc32, fl_crc32(0, enc_bytes, enc_len));
+        assert_int_equal(ev.wire_bytes, enc_len);
         fl_wire_event_clear(&ev);
         fl_wire_stream_free(&s);
 
