@@ -9,7 +9,8 @@
 # Usage: deploy/demo.sh [BUILD_DIR]      (make demo runs it after building)
 # Environment: DEMO_ROUNDS (default 30), DEMO_DIR (default a new /tmp dir),
 #              DEMO_JOBS (training jobs, default: the cores),
-#              DEMO_EVAL (test examples evaluated per round, default 2000).
+#              DEMO_EVAL (test examples evaluated per round, default 2000),
+#              DEMO_SERVER_ARGS (more fedopt-server run flags, e.g. --update_codec f16).
 set -eu
 build=${1:-build}
 rounds=${DEMO_ROUNDS:-30}

@@ -2,7 +2,8 @@
 # Memory a crowd of connections can pin before Hello: CONNS (default 1000) mutual-TLS connections each
 # announce a 60 KiB frame (just under the 64 KiB cap before Hello) and send half of it, then hold on.
 # Prints the server's RSS before, while they are held, and how many the partial-frame budget refused,
-# for frame_budget_mb BUDGET (default 256) and 16. Run by `make bench`; needs Debian's python3-protobuf
+# for frame_budget_mb 256 (the default) and 16 (BUDGETS="..." picks others). Run by hand (minutes:
+# Python makes the handshakes one by one); needs Debian's python3-protobuf
 # and protobuf-compiler (skipped without them). Usage: tests/bench/prehello_rss.sh [BUILD] [CONNS]
 build=${1:-build}
 conns=${2:-1000}
