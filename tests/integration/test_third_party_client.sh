@@ -24,8 +24,8 @@ py() { n=$1; shift; $PY tests/integration/third_party_client.py "$work" 127.0.0.
     "$pki/clients/$n.crt" "$pki/clients/$n.key" "$@"; }
 
 # --- A ------------------------------------------------------------------------
-start_server "$work/server.log" --db "$work/a.db" --rounds 2 --clients_per_round 1 --min_clients 1 \
-    --round_deadline 3 --heartbeat 1 --update_codec f16
+start_server "$work/server.log" --db "$work/a.db" --rounds 2 --clients-per-round 1 --min-clients 1 \
+    --round-deadline 3 --heartbeat 1 --update-codec f16
 py py join 600 1 overclaim >"$work/py.log" 2>&1 || fail "third-party client: $(cat "$work/py.log")"
 cat "$work/py.log"
 grep -q 'UpdateResult: round 1 accepted RESULT_ACCEPTED (code OK: added to the round' "$work/py.log" || fail "no accepted UpdateResult"
@@ -38,21 +38,21 @@ grep -q "refused *examples beyond" "$work/updates.txt" || fail "claim not record
 echo "A: third-party client: accepted f16 update, over-claim refused with RESULT_WEIGHT_CLAIM and recorded"
 
 # The same rule for a 1.0 client (no UpdateResult: it reads the log), and uniform weighting ignores the claim.
-start_server "$work/server-v1.log" --db "$work/v1.db" --rounds 1 --clients_per_round 1 --min_clients 1 \
-    --round_deadline 3 --heartbeat 1
+start_server "$work/server-v1.log" --db "$work/v1.db" --rounds 1 --clients-per-round 1 --min-clients 1 \
+    --round-deadline 3 --heartbeat 1
 client a --mode overclaim --weight 5 --timeout 10
 wait_pid "$server_pid" 20 || fail "server v1 exited with $?"
 "$srv" updates "$work/v1.db" 1 1 | grep -q "refused *examples beyond" || fail "1.0 over-claim not refused"
-start_server "$work/server-u.log" --db "$work/u.db" --rounds 1 --clients_per_round 1 --min_clients 1 \
-    --round_deadline 3 --heartbeat 1 --weighting uniform
+start_server "$work/server-u.log" --db "$work/u.db" --rounds 1 --clients-per-round 1 --min-clients 1 \
+    --round-deadline 3 --heartbeat 1 --weighting uniform
 client a --mode overclaim --weight 5 --timeout 10
 wait_pid "$server_pid" 20 || fail "server uniform exited with $?"
 "$srv" updates "$work/u.db" 1 1 | grep -q "accepted" || fail "uniform weighting refused a claim it ignores"
 echo "A: 1.0 client: over-claim refused under examples weighting, ignored under uniform"
 
 # --- B ------------------------------------------------------------------------
-start_server "$work/server-b.log" --db "$work/b.db" --rounds 1 --clients_per_round 1 --min_clients 1 \
-    --round_deadline 5 --heartbeat 1 --hello_timeout 1 --frame_budget_mb 1
+start_server "$work/server-b.log" --db "$work/b.db" --rounds 1 --clients-per-round 1 --min-clients 1 \
+    --round-deadline 5 --heartbeat 1 --hello-timeout 1 --frame-budget-mb 1
 py a silent >"$work/silent.log" 2>&1 || fail "silent connection: $(cat "$work/silent.log")"
 grep -q "ETIMEDOUT" "$work/silent.log" || fail "silent: $(cat "$work/silent.log")"
 py a bigframe >"$work/big.log" 2>&1 || fail "1 MiB frame before Hello: $(cat "$work/big.log")"
@@ -61,8 +61,8 @@ grep -q "no Hello within 1000 ms" "$work/server-b.log" || fail "Hello deadline n
 kill -TERM "$server_pid"
 wait_pid "$server_pid" 10 || fail "server B1 exited with $?"
 # A deadline long enough for all the pinning connections to be open at once.
-start_server "$work/server-b2.log" --db "$work/b2.db" --rounds 1 --clients_per_round 1 --min_clients 1 \
-    --round_deadline 5 --heartbeat 1 --hello_timeout 60 --frame_budget_mb 1
+start_server "$work/server-b2.log" --db "$work/b2.db" --rounds 1 --clients-per-round 1 --min-clients 1 \
+    --round-deadline 5 --heartbeat 1 --hello-timeout 60 --frame-budget-mb 1
 # 1 MiB of budget holds 17 of the 60 KiB frames: of 30 connections, 13 or more are refused.
 py a pin 30 >"$work/pin.log" 2>&1 || fail "pin: $(cat "$work/pin.log")"
 refused=$(sed -n 's/.* \([0-9]*\) refused with ETOOBIG.*/\1/p' "$work/pin.log")
