@@ -389,6 +389,13 @@ int fl_server_config_finish(fl_server_config_t *cfg)
     if (fl_serveropt_config_validate(&o))
         return FL_ECONFIG;
     cfg->opt = o;
+    /* Each upload being received holds a chunk frame and a spare chunk
+     * buffer (common/net/tls): a budget below that would close honest
+     * uploaders when every buffer is busy. */
+    if (cfg->frame_budget_mb < 8 * cfg->max_buffered_uploads + 1)
+        FL_LOG_W("config", "frame_budget_mb %lld is below what %lld uploads in flight may hold (%lld MiB)",
+                 (long long)cfg->frame_budget_mb, (long long)cfg->max_buffered_uploads,
+                 (long long)(8 * cfg->max_buffered_uploads + 1));
     fl_codec_t codec;
     if (fl_codec_parse(cfg->update_codec, &codec)) {
         FL_LOG_E("config", "update_codec: want f32, f16, int8 or topk, not '%s'", cfg->update_codec);
