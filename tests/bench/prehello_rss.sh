@@ -18,7 +18,7 @@ protoc --python_out="$work" -Iproto proto/fedopt.proto || fail "protoc"
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 for budget in ${BUDGETS:-256 16}; do
     start_server "$work/server-$budget.log" --db "$work/$budget.db" --rounds 1 --min-clients 1 \
-        --hello-timeout 3600 --frame-budget-mb "$budget" --max-connections 4096
+        --hello-timeout 3600 --heartbeat 3600 --frame-budget-mb "$budget" --max-connections 4096
     before=$(rss "$server_pid")
     $PY tests/integration/third_party_client.py "$work" 127.0.0.1 "$port" "$pki/ca.crt" "$pki/clients/a.crt" \
         "$pki/clients/a.key" pin "$conns" 4 >"$work/pin.log" 2>&1 &

@@ -60,9 +60,10 @@ grep -q "ETOOBIG: frame of 1048576 bytes exceeds the limit of 65536" "$work/big.
 grep -q "no Hello within 1000 ms" "$work/server-b.log" || fail "Hello deadline not logged"
 kill -TERM "$server_pid"
 wait_pid "$server_pid" 10 || fail "server B1 exited with $?"
-# A deadline long enough for all the pinning connections to be open at once.
+# A Hello deadline and a silence limit (3 heartbeats) long enough for all the pinning connections
+# to be open at once.
 start_server "$work/server-b2.log" --db "$work/b2.db" --rounds 1 --clients-per-round 1 --min-clients 1 \
-    --round-deadline 5 --heartbeat 1 --hello-timeout 60 --frame-budget-mb 1
+    --round-deadline 5 --heartbeat 30 --hello-timeout 60 --frame-budget-mb 1
 # 1 MiB of budget holds 17 of the 60 KiB frames: of 30 connections, 13 or more are refused.
 py a pin 30 >"$work/pin.log" 2>&1 || fail "pin: $(cat "$work/pin.log")"
 refused=$(sed -n 's/.* \([0-9]*\) refused with ETOOBIG.*/\1/p' "$work/pin.log")

@@ -282,6 +282,7 @@ static void test_encode_update(void **state)
     tc.topk = numel; /* beyond n/2 */
     assert_int_equal(fl_task_encode_update_codec(12, &res, &tc, 0, &up, &delta, NULL, 0), FL_EINVAL);
     assert_null(up);
+    fl_codec_ef_free(&ef); /* re-made for this model's size before the refusal */
     fl_task_result_free(&res);
 }
 
