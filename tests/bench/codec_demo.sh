@@ -12,8 +12,8 @@ out=$(mktemp -d /tmp/fedopt-codec.XXXXXX)
 printf '| codec | update bytes per round | per update | final test accuracy | rounds |\n|---|---|---|---|---|\n'
 for c in $codecs; do
     name=${c%%:*}
-    extra="--update_codec $name"
-    [ "$name" != "$c" ] && extra="$extra --topk_fraction ${c#*:}"
+    extra="--update-codec $name"
+    [ "$name" != "$c" ] && extra="$extra --topk-fraction ${c#*:}"
     DEMO_ROUNDS=$rounds DEMO_DIR="$out/$name-${c#*:}" DEMO_SERVER_ARGS="$extra" sh deploy/demo.sh "$build" \
         >"$out/$c.log" 2>&1 || { echo "demo with $c failed: $out/$c.log"; exit 1; }
     db="$out/$name-${c#*:}/demo.db"
