@@ -14,15 +14,32 @@
 
 #define WHO "fleet"
 
+/* "I/N" with 0 <= I < N <= 1000000 into *i, *n. Returns 0 or FL_EINVAL. */
+static int parse_shard(const char *s, long *i, long *n)
+{
+    char *end;
+    if (*s < '0' || *s > '9')
+        return FL_EINVAL;
+    long a = strtol(s, &end, 10);
+    if (*end != '/' || end[1] < '0' || end[1] > '9')
+        return FL_EINVAL;
+    long b = strtol(end + 1, &end, 10);
+    if (*end || b < 1 || b > 1000000 || a >= b)
+        return FL_EINVAL;
+    *i = a;
+    *n = b;
+    return 0;
+}
+
 void fl_client_cmd_fleet_usage(FILE *out)
 {
     fprintf(out,
             "usage: fedopt-client fleet --server HOST:PORT --certs DIR --clients N --data SPEC --partition P\n"
-            "         [--cert FILE --key FILE] [--jobs J] [--first I] [--count C] [--prefix NAME]\n"
+            "         [--cert FILE --key FILE] [--jobs J] [--first I] [--count C] [--shard I/N] [--prefix NAME]\n"
             "         [--server-name NAME] [--ca FILE]\n"
             "         [--drop-rate p] [--straggle-rate p --straggle-delay s] [--corrupt-rate p]\n"
             "         [--give-up S] [--backoff-max S] [--connect-spread S] [--seed S]\n"
-            "         [--progress auto|tty|plain|none] [--log-level L]\n"
+            "         [--progress auto|tty|plain|none] [--log-level L] [--metrics-listen HOST:PORT]\n"
             "  --server HOST:PORT   the fedopt-server\n"
             "  --certs DIR          fleet directory from `fedopt-server certs init`: ca.crt verifies the\n"
             "                       server; client NAME uses clients/NAME.crt/.key, issued with ca.key\n"
@@ -32,6 +49,10 @@ void fl_client_cmd_fleet_usage(FILE *out)
             "  --clients N          clients the training data is split into (with --partition)\n"
             "  --jobs J             trainings at once (default: the cores)\n"
             "  --first I, --count C run clients I..I+C-1 only (default: all N)\n"
+            "  --shard I/N          run shard I (0-based) of N: the clients i with i mod N = I, with\n"
+            "                       the same partition, names and data as one process running all\n"
+            "                       (N processes on N machines, e.g. a Kubernetes Indexed Job)\n"
+            "  --metrics-listen A   the fleet's Prometheus metrics, /healthz, /readyz on HOST:PORT\n"
             "  --prefix NAME        client name prefix (default sim)\n"
             "  --drop-rate p        per task: vanish after receiving the model\n"
             "  --straggle-rate p    per task: upload --straggle-delay seconds late (default 30)\n"
@@ -58,10 +79,11 @@ int fl_client_cmd_fleet(int argc, char **argv)
     o.backoff_max = 30;
     long jobs = sysconf(_SC_NPROCESSORS_ONLN);
     long first = 0, count = -1;
-    const char *server = NULL;
+    const char *server = NULL, *metrics_listen = NULL;
+    long shard_i = 0, shard_n = 0;
     enum {
         O_SERVER = 1, O_CERTS, O_CERT, O_KEY, O_CA, O_SNAME, O_JOBS, O_FIRST, O_COUNT, O_PREFIX, O_DROP, O_STR, O_STRD, O_CORR,
-        O_GIVEUP, O_BACKOFF, O_SPREAD, O_SEED, O_PROGRESS, O_LOG
+        O_GIVEUP, O_BACKOFF, O_SPREAD, O_SEED, O_PROGRESS, O_LOG, O_SHARD, O_METRICS
     };
     static const fl_cli_opt_t opts[] = {
         {"server", 1, O_SERVER},
@@ -84,6 +106,8 @@ int fl_client_cmd_fleet(int argc, char **argv)
         {"seed", 1, O_SEED},
         {"progress", 1, O_PROGRESS},
         {"log-level", 1, O_LOG},
+        {"shard", 1, O_SHARD},
+        {"metrics-listen", 1, O_METRICS},
         {NULL, 0, 0},
     };
     enum { P_AUTO, P_TTY, P_PLAIN, P_NONE };
@@ -119,6 +143,11 @@ int fl_client_cmd_fleet(int argc, char **argv)
             if (!(bad = fl_cli_get_choice(&cli, fl_log_level_names, &lvl)))
                 fl_log_set_level((fl_log_level_t)lvl);
             break;
+        case O_SHARD:
+            if (parse_shard(cli.val, &shard_i, &shard_n))
+                return fl_cli_bad_value(&cli, "is not I/N with 0 <= I < N");
+            break;
+        case O_METRICS: metrics_listen = cli.val; break;
         default: bad = fl_data_spec_apply(&spec, &cli); break;
         }
         if (bad)
@@ -141,11 +170,24 @@ int fl_client_cmd_fleet(int argc, char **argv)
     o.host = host;
     o.first = (size_t)first;
     o.count = count > 0 ? (size_t)count : spec.clients - (size_t)first;
+    if (shard_n > 0) {
+        /* Shard I of N: the clients i of first..first+count-1 with i mod N = I. */
+        size_t n = (size_t)shard_n, end = o.first + o.count;
+        size_t i0 = o.first + ((size_t)shard_i + n - o.first % n) % n;
+        if (i0 >= end)
+            return fl_cli_error(&cli, "--shard %ld/%ld has no clients among %zu..%zu", shard_i, shard_n, o.first,
+                                end - 1);
+        o.first = i0;
+        o.count = (end - i0 + n - 1) / n;
+        o.stride = n;
+    }
     o.jobs = (unsigned)jobs;
     o.tty = mode == P_TTY || (mode == P_AUTO && isatty(STDOUT_FILENO));
     o.progress = mode != P_NONE ? stdout : NULL;
 
     int status = 1;
+    fl_metrics_t *metrics = NULL;
+    fl_metrics_http_t *http = NULL;
     fl_dataset_t all;
     fl_partition_t parts;
     fl_dataset_init(&all);
@@ -164,6 +206,17 @@ int fl_client_cmd_fleet(int argc, char **argv)
     o.data = &all;
     o.parts = &parts;
     o.data_spec = spec_text;
+    if (metrics_listen) {
+        int mport = 0, mrc;
+        if ((mrc = fl_metrics_create(&metrics)) || (mrc = fl_fleet_metrics_define(metrics)) ||
+            (mrc = fl_metrics_http_start(metrics, metrics_listen, &http, &mport))) {
+            fprintf(stderr, "fleet: --metrics-listen %s: %s\n", metrics_listen, fl_strerror(mrc));
+            goto out;
+        }
+        fl_metrics_set_ready(metrics, 1);
+        FL_LOG_I(WHO, "metrics served on %s, port %d (/metrics, /healthz, /readyz)", metrics_listen, mport);
+        o.metrics = metrics;
+    }
     fl_fleet_result_t res;
     int rc = fl_fleet_run(&o, &res);
     if (rc) {
@@ -178,6 +231,8 @@ int fl_client_cmd_fleet(int argc, char **argv)
            (unsigned long long)res.last_round);
     status = res.failed ? 1 : 0;
 out:
+    fl_metrics_http_stop(http);
+    fl_metrics_free(metrics);
     fl_partition_free(&parts);
     fl_dataset_free(&all);
     return status;

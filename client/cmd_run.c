@@ -12,6 +12,7 @@
 #include "client/task.h"
 #include "common/data/spec.h"
 #include "common/base/error.h"
+#include "common/base/iniargs.h"
 #include "common/base/log.h"
 #include "common/nn/gemm.h"
 #include "common/net/tls.h"
@@ -24,6 +25,9 @@ void fl_client_cmd_run_usage(FILE *out)
             "usage: fedopt-client run --server HOST:PORT --ca FILE --cert FILE --key FILE --data SPEC\n"
             "         [--client-index I --clients N --partition P] [--name NAME] [--server-name NAME]\n"
             "         [--threads T] [--backoff-max S] [--give-up S] [--once] [--log-level L]\n"
+            "         [--config FILE]\n"
+            "  --config FILE       flags from the [client] section of an INI file (key = value,\n"
+            "                      key named as the flag; flags given here win)\n"
             "  --server HOST:PORT  the fedopt-server to serve ([IPv6]:PORT for IPv6)\n"
             "  --ca FILE           the fleet CA (verifies the server)\n"
             "  --cert/--key FILE   this client's certificate and key (its CN is its identity)\n"
@@ -75,7 +79,7 @@ static void stem(const char *path, char *out, size_t n)
         *dot = 0;
 }
 
-int fl_client_cmd_run(int argc, char **argv)
+static int run_cmd(int argc, char **argv)
 {
     fl_data_spec_t spec;
     fl_data_spec_init(&spec);
@@ -130,6 +134,7 @@ int fl_client_cmd_run(int argc, char **argv)
         stem(cert, nbuf, sizeof nbuf);
         name = nbuf;
     }
+    fl_log_set_client(name); /* JSON log lines carry it */
 
     int status = 1;
     fl_dataset_t train;
@@ -207,5 +212,19 @@ out:
     fl_tls_ctx_free(tls);
     free(models);
     fl_dataset_free(&train);
+    return status;
+}
+
+/* --config FILE: the [client] section of an INI file as flags (common/base/iniargs). */
+int fl_client_cmd_run(int argc, char **argv)
+{
+    void *ini = NULL;
+    int rc = fl_iniargs_expand(&argc, &argv, "client", &ini);
+    if (rc) {
+        fprintf(stderr, "run: --config: %s\n", fl_strerror(rc));
+        return 2;
+    }
+    int status = run_cmd(argc, argv);
+    fl_iniargs_free(ini);
     return status;
 }

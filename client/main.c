@@ -1,5 +1,8 @@
 /* fedopt-client: command-line entry point; dispatches to the subcommands. */
 #include <signal.h>
+#include <stdio.h>
+
+#include "common/base/log.h"
 
 #include "client/commands.h"
 #include "common/nn/gemm.h"
@@ -23,5 +26,10 @@ int main(int argc, char **argv)
      * (EPIPE, then a reconnect), not a process killed by SIGPIPE: libuv
      * writes to sockets without MSG_NOSIGNAL. */
     signal(SIGPIPE, SIG_IGN);
+    /* --log-format applies to every command, so it is taken out here. */
+    if (fl_log_take_args(&argc, argv)) {
+        fprintf(stderr, "fedopt-client: --log-format wants text or json\n");
+        return 2;
+    }
     return fl_cli_dispatch("fedopt-client", commands, argc, argv);
 }

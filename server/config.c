@@ -42,6 +42,7 @@ static const fl__cfg_entry_t table[] = {
     {"tls_ca", "network", T_STR, OFF(tls_ca), "ca.crt", 0, 0, 0, "CA certificate that signs client certificates (PEM)"},
     {"require_client_cert", "network", T_BOOL, OFF(require_client_cert), "true", 0, 1, 0, "mutual TLS: refuse clients without a certificate from tls_ca"},
     {"shared_certs", "network", T_STR, OFF(shared_certs), "", 0, 0, 0, "comma-separated certificate names that may carry several clients (a simulated fleet): such a client is identified as NAME/hello-name"},
+    {"metrics_listen", "network", T_STR, OFF(metrics_listen), "", 0, 0, 0, "Prometheus metrics, /healthz and /readyz over HTTP on HOST:PORT (empty = off; port 0 picks one)"},
     {"max_connections", "network", T_INT, OFF(max_connections), "4096", 1, 1000000, 0, "most simultaneous client connections"},
     {"hello_timeout", "network", T_DBL, OFF(hello_timeout), "10", 0.05, 3600, 0, "seconds after the TLS handshake within which a client must send Hello; until then its frames are capped at 64 KiB"},
     {"frame_budget_mb", "network", T_INT, OFF(frame_budget_mb), "256", 1, 1048576, 0, "MiB that partial frames of all connections may hold together; a connection going beyond is closed"},

@@ -33,6 +33,7 @@ typedef struct {
     char *tls_key;         /* its private key */
     char *tls_ca;          /* CA that signs the clients' certificates */
     char *shared_certs;    /* certificate names that may carry several clients ("" = none) */
+    char *metrics_listen;  /* HOST:PORT of the Prometheus endpoint ("" = none) */
     int require_client_cert;
     int64_t max_connections;
     double hello_timeout;  /* seconds from the handshake to Hello */

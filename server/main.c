@@ -1,5 +1,8 @@
 /* fedopt-server: command-line entry point; dispatches to the subcommands. */
 #include <signal.h>
+#include <stdio.h>
+
+#include "common/base/log.h"
 
 #include "common/nn/gemm.h"
 #include "server/commands.h"
@@ -25,5 +28,10 @@ int main(int argc, char **argv)
     /* The server evaluates models: same OpenBLAS kernel check as the client
      * (may re-exec once with a better kernel). */
     fl_gemm_fix_kernel(argc, argv);
+    /* --log-format applies to every command, so it is taken out here. */
+    if (fl_log_take_args(&argc, argv)) {
+        fprintf(stderr, "fedopt-server: --log-format wants text or json\n");
+        return 2;
+    }
     return fl_cli_dispatch("fedopt-server", commands, argc, argv);
 }

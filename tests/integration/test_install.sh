@@ -90,6 +90,9 @@ until grep -q 'listening on 127.0.0.1 port' "$log"; do
     sleep 0.1
 done
 # The installed config's own settings are in force (model cnn, fedadam, 1500 rounds of 10).
+# The run is opened after the listener is bound: its line may follow the listening line.
+i=0
+until grep -q 'run 1: model' "$log" || [ $i -gt 300 ]; do i=$((i + 1)); sleep 0.1; done
 grep -q 'run 1: model cnn (.*), fedadam, 1500 rounds of 10 clients' "$log" ||
     fail "the server did not run the installed config: $(cat "$log")"
 [ "$(stat -c %u "$state/fedopt.db")" = "$uid" ] || fail "the database is not the service user's"
