@@ -70,6 +70,9 @@ typedef struct fl__job {
     fl_buf_t *update; /* Update message frame */
     fl_buf_t *delta;  /* the delta transfer's frames */
     fl_train_stats_t st;
+    fl_wire_tensor_t *table; /* the offer's tensor table (owned), NULL from a 1.0 server */
+    size_t ntable;
+    fl_task_codec_t codec;   /* how the delta travels; ef is the session's */
 } fl__job_t;
 
 struct fl_session_pool {
@@ -92,6 +95,7 @@ struct fl_session {
     int result;
     int fatal; /* a failure retrying cannot fix: stop with this code */
     uint32_t peer_max_frame;
+    uint32_t minor;        /* negotiated protocol minor version */
     double heartbeat_s;
     double last_rx;        /* time of the last message from the server */
     double waiting_since;  /* last welcome (or start): for give_up */
@@ -102,6 +106,11 @@ struct fl_session {
     char task_model[64];
     size_t task_params;
     fl_train_config_t task_cfg;
+    fl_wire_tensor_t *task_table; /* the latest offer's or request's tensor table */
+    size_t task_ntable;
+    fl_codec_t task_codec;
+    size_t task_topk;
+    fl_codec_ef_t ef;             /* top-k error feedback, kept across rounds */
     int eval_pending;
     uint64_t eval_round;
     size_t eval_batch, eval_max;
@@ -268,6 +277,7 @@ static void job_free(fl__job_t *j)
     if (!j)
         return;
     free(j->global);
+    free(j->table);
     shared_unref(j->sh);
     fl_buf_unref(j->update);
     fl_buf_unref(j->delta);
@@ -284,7 +294,9 @@ static fl_task_in_t job_input(const fl__job_t *j)
                        .nindex = s->o.nindex,
                        .global = j->sh ? j->sh->data : j->global,
                        .n = j->n,
-                       .gemm_threads = s->o.gemm_threads};
+                       .gemm_threads = s->o.gemm_threads,
+                       .table = j->table,
+                       .ntable = j->ntable};
     return in;
 }
 
@@ -299,7 +311,8 @@ static void job_train(fl__job_t *j)
             h->tamper(j->tamper, res.delta, &res.n);
         j->st = res.st;
         uint32_t chunk = fl_wire_chunk_for_frame(j->s->peer_max_frame);
-        rc = fl_task_encode_update(j->round, &res, chunk, &j->update, &j->delta, j->why, sizeof j->why);
+        rc = fl_task_encode_update_codec(j->round, &res, &j->codec, chunk, &j->update, &j->delta, j->why,
+                                         sizeof j->why);
     }
     /* Memory: the received model and the trained model go as soon as the
      * delta is encoded; only the frames travel on. */
@@ -438,6 +451,10 @@ static void send_hello(fl_session_t *s)
     h.num_examples = s->o.index ? s->o.nindex : s->o.data->n;
     h.max_frame = FL_WIRE_DEFAULT_MAX_FRAME;
     h.data_spec = (char *)(s->o.data_spec ? s->o.data_spec : "");
+    h.protocol_minor = FL_PROTOCOL_MINOR;
+    Fedopt__Codec codecs[] = {FEDOPT__CODEC__CODEC_F16, FEDOPT__CODEC__CODEC_INT8, FEDOPT__CODEC__CODEC_TOPK};
+    h.codecs = codecs;
+    h.n_codecs = sizeof codecs / sizeof codecs[0];
     Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
     env.msg_case = FEDOPT__ENVELOPE__MSG_HELLO;
     env.hello = &h;
@@ -495,6 +512,7 @@ static void on_welcome(fl_session_t *s, const Fedopt__Welcome *w)
         return;
     }
     s->welcomed = 1;
+    s->minor = w->protocol_minor < FL_PROTOCOL_MINOR ? w->protocol_minor : FL_PROTOCOL_MINOR;
     s->attempt = 0;
     s->stats.connects++;
     s->peer_max_frame = w->max_frame ? w->max_frame : FL_WIRE_DEFAULT_MAX_FRAME;
@@ -511,6 +529,21 @@ static void on_welcome(fl_session_t *s, const Fedopt__Welcome *w)
     uv_timer_start(&s->hb, on_hb, every, every);
 }
 
+/* Keeps a copy of an offer's or request's tensor table for the job that
+ * builds the model (a malformed one is dropped: the element count still
+ * guards the transfer, and the server refuses what does not fit). */
+static void take_table(fl_session_t *s, Fedopt__TensorInfo *const *t, size_t n)
+{
+    char why[200] = "";
+    free(s->task_table);
+    s->task_table = NULL;
+    s->task_ntable = 0;
+    if (fl_wire_table_read(t, n, &s->task_table, why, sizeof why) == 0)
+        s->task_ntable = n;
+    else
+        FL_LOG_W(WHO, "%s: the server's tensor table: %s", s->name, why);
+}
+
 static void on_offer(fl_session_t *s, const Fedopt__TaskOffer *o)
 {
     s->stats.offers++;
@@ -520,6 +553,13 @@ static void on_offer(fl_session_t *s, const Fedopt__TaskOffer *o)
     s->task_params = (size_t)o->num_params;
     snprintf(s->task_model, sizeof s->task_model, "%s", o->model ? o->model : "");
     fl_task_config(o->opt, o->run_id, o->round_id, s->o.id, &s->task_cfg);
+    take_table(s, o->tensors, o->n_tensors);
+    s->task_codec = FL_CODEC_F32;
+    s->task_topk = 0;
+    if (s->minor >= 1 && fl_codec_name((int)o->codec)) {
+        s->task_codec = (fl_codec_t)o->codec;
+        s->task_topk = (size_t)o->topk;
+    }
     if (s->job || s->held) {
         /* The server moved on while we were still busy: the old result will
          * be stale, so it is dropped when it comes back. */
@@ -548,6 +588,19 @@ static void decline(fl_session_t *s, uint64_t round, const char *reason)
     env.msg_case = FEDOPT__ENVELOPE__MSG_TASK_REPLY;
     env.task_reply = &tr;
     send_simple(s, &env);
+}
+
+/* Gives job j its own copy of the session's tensor table (the next offer
+ * replaces the session's while j runs on a worker thread). */
+static void copy_table(fl_session_t *s, fl__job_t *j)
+{
+    if (!s->task_ntable)
+        return;
+    j->table = malloc(s->task_ntable * sizeof *j->table);
+    if (j->table) {
+        memcpy(j->table, s->task_table, s->task_ntable * sizeof *j->table);
+        j->ntable = s->task_ntable;
+    }
 }
 
 /* Queues the training of round s->round on the shared model e (a reference
@@ -581,6 +634,10 @@ static void start_training(fl_session_t *s, fl__shared_t *e, float *buf)
     j->sh = e;
     j->n = s->task_params;
     j->cfg = s->task_cfg;
+    copy_table(s, j);
+    j->codec.codec = s->task_codec;
+    j->codec.topk = s->task_topk;
+    j->codec.ef = &s->ef; /* one job per session at a time: the job may use it */
     if (h && h->tamper_code)
         j->tamper = h->tamper_code(h->ud, s->o.id, s->round);
     s->job = j;
@@ -707,6 +764,7 @@ static void on_eval_model(fl_session_t *s, fl_wire_event_t *ev)
     j->n = ev->nbytes / sizeof(float);
     j->eval_batch = s->eval_batch;
     j->eval_max = s->eval_max;
+    copy_table(s, j);
     s->job = j;
     s->state = FL_SESSION_QUEUED;
     pool_submit(s->pool, j);
@@ -760,6 +818,7 @@ static void on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
         s->eval_batch = r->batch_size;
         s->eval_max = r->max_examples;
         snprintf(s->task_model, sizeof s->task_model, "%s", r->model ? r->model : "");
+        take_table(s, r->tensors, r->n_tensors);
         fl_tls_conn_set_max_tensor(c, (uint64_t)r->num_params * sizeof(float));
         /* The evaluation's model arrives in a buffer of its own, never in a
          * shared one an unanswered offer may have armed. */
@@ -768,6 +827,21 @@ static void on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
     }
     case FEDOPT__ENVELOPE__MSG_HEARTBEAT:
         break;
+    case FEDOPT__ENVELOPE__MSG_UPDATE_RESULT: {
+        const Fedopt__UpdateResult *r = m->update_result;
+        const ProtobufCEnumValue *why = protobuf_c_enum_descriptor_get_value(&fedopt__result_reason__descriptor,
+                                                                             (int)r->reason);
+        if (r->accepted)
+            s->stats.accepted++;
+        else
+            s->stats.refused++;
+        s->stats.last_result_reason = (int)r->reason;
+        fl_log(r->accepted ? FL_LOG_DEBUG : FL_LOG_WARN, WHO, "%s: round %llu: %s %s (%s%s%s)", s->name,
+               (unsigned long long)r->round_id, r->kind == FEDOPT__RESULT_KIND__RESULT_EVAL ? "evaluation" : "update",
+               r->accepted ? "accepted" : "refused", why ? why->name : "?", r->message && *r->message ? ": " : "",
+               r->message ? r->message : "");
+        break;
+    }
     case FEDOPT__ENVELOPE__MSG_ERROR:
         FL_LOG_W(WHO, "%s: server reports %s: %s", s->name, fl_errname(m->error->code),
                  m->error->message ? m->error->message : "");
@@ -977,6 +1051,8 @@ void fl_session_free(fl_session_t *s)
     if (!s->done)
         FL_LOG_E(WHO, "%s: freed before it was done (leaking it instead)", s->name);
     else {
+        fl_codec_ef_free(&s->ef);
+        free(s->task_table);
         free(s->name);
         free(s);
     }

@@ -97,6 +97,9 @@ typedef struct {
     uint64_t last_upload_round; /* round id of the latest upload (0 = none) */
     double last_train_loss;
     double last_train_seconds;
+    uint64_t accepted;      /* UpdateResults (protocol 1.1) saying accepted */
+    uint64_t refused;       /* ... saying refused */
+    int last_result_reason; /* the latest UpdateResult's ResultReason */
 } fl_session_stats_t;
 
 /* Called once, on the loop, when the session reaches FL_SESSION_DONE: rc 0

@@ -75,6 +75,10 @@ static int build(const fl_task_in_t *in, fl_dataset_t *local, const fl_dataset_t
     }
     if (in->gemm_threads > 0)
         fl_gemm_set_threads(fl_model_gemm_threads(*m));
+    /* Names and shapes, not only the count: a model with the same number of
+     * parameters laid out differently would train on scrambled weights. */
+    if ((rc = fl_wire_table_check(in->table, in->ntable, &(*m)->params, why, why_len)))
+        return rc;
     if ((*m)->params.numel != in->n) {
         say(why, why_len, "the server's %s has %zu parameters, built for the local data (%zu features, %d classes) it has %zu",
             in->model, in->n, (*data)->dim, (*data)->num_classes, (*m)->params.numel);
@@ -155,6 +159,13 @@ out:
 int fl_task_encode_update(uint64_t round, const fl_task_result_t *res, uint32_t chunk, fl_buf_t **update,
                           fl_buf_t **delta, char *why, size_t why_len)
 {
+    return fl_task_encode_update_codec(round, res, NULL, chunk, update, delta, why, why_len);
+}
+
+int fl_task_encode_update_codec(uint64_t round, const fl_task_result_t *res, const fl_task_codec_t *c,
+                                uint32_t chunk, fl_buf_t **update, fl_buf_t **delta, char *why,
+                                size_t why_len)
+{
     if (!res || !res->delta || !update || !delta)
         return FL_EINVAL;
     *update = *delta = NULL;
@@ -175,14 +186,33 @@ int fl_task_encode_update(uint64_t round, const fl_task_result_t *res, uint32_t 
     env.msg_case = FEDOPT__ENVELOPE__MSG_UPDATE;
     env.update = &up;
     int rc;
-    if ((rc = fl_wire_encode(&env, update)) ||
-        (rc = fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, round, res->delta, res->n * sizeof(float),
-                                    chunk ? chunk : FL_WIRE_MAX_CHUNK, delta))) {
-        say(why, why_len, "encoding the update: %s", fl_strerror(rc));
-        fl_buf_unref(*update);
-        fl_buf_unref(*delta);
-        *update = *delta = NULL;
+    fl_codec_t codec = c ? c->codec : FL_CODEC_F32;
+    uint8_t *enc = NULL;
+    size_t enc_len = 0;
+    if (codec != FL_CODEC_F32) {
+        fl_codec_ef_t *ef = codec == FL_CODEC_TOPK && c->ef ? c->ef : NULL;
+        if (ef && ef->n != res->n) {
+            fl_codec_ef_free(ef);
+            if ((rc = fl_codec_ef_init(ef, res->n)))
+                goto fail;
+        }
+        if ((rc = fl_codec_encode(codec, res->delta, res->n, c->topk, ef, &enc, &enc_len)))
+            goto fail;
     }
+    if ((rc = fl_wire_encode(&env, update)) ||
+        (rc = enc ? fl_wire_encode_tensor_codec(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, round, codec, res->n, enc,
+                                                enc_len, chunk ? chunk : FL_WIRE_MAX_CHUNK, delta)
+                  : fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, round, res->delta,
+                                          res->n * sizeof(float), chunk ? chunk : FL_WIRE_MAX_CHUNK, delta)))
+        goto fail;
+    free(enc);
+    return 0;
+fail:
+    say(why, why_len, "encoding the update (%s): %s", fl_codec_name((int)codec), fl_strerror(rc));
+    free(enc);
+    fl_buf_unref(*update);
+    fl_buf_unref(*delta);
+    *update = *delta = NULL;
     return rc;
 }
 

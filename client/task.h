@@ -39,7 +39,18 @@ typedef struct {
     size_t n;                 /* floats in global: must be the built model's count */
     int gemm_threads;         /* > 0: fl_model_set_threads and the GEMM thread count follow it;
                                  0 = leave threading as it is */
+    const fl_wire_tensor_t *table; /* the offer's tensor table (protocol 1.1): the built
+                                      model must match its names and shapes (NULL = unchecked) */
+    size_t ntable;
 } fl_task_in_t;
+
+/* How the delta travels (protocol 1.1's TaskOffer.codec/topk). */
+typedef struct {
+    fl_codec_t codec;   /* FL_CODEC_F32 = uncompressed */
+    size_t topk;        /* FL_CODEC_TOPK: values kept */
+    fl_codec_ef_t *ef;  /* FL_CODEC_TOPK: the client's error feedback, kept across rounds
+                           (re-made when the model's size changes); NULL = none */
+} fl_task_codec_t;
 
 /* What a training produced. delta points into the trained model's own
  * parameter buffer (overwritten with trained - global: no third copy of the
@@ -78,6 +89,13 @@ int fl_task_eval(const fl_task_in_t *in, size_t batch, size_t max, fl_train_stat
  * FL_ENOMEM (then both are NULL). */
 int fl_task_encode_update(uint64_t round, const fl_task_result_t *res, uint32_t chunk, fl_buf_t **update,
                           fl_buf_t **delta, char *why, size_t why_len);
+
+/* The same with the delta encoded as c says (NULL = float32). Returns 0,
+ * FL_EINVAL (a codec the delta cannot take: k out of 1..n/2), FL_ENONFINITE
+ * or FL_ENOMEM. */
+int fl_task_encode_update_codec(uint64_t round, const fl_task_result_t *res, const fl_task_codec_t *c,
+                                uint32_t chunk, fl_buf_t **update, fl_buf_t **delta, char *why,
+                                size_t why_len);
 
 /* Encodes an evaluation's EvalResult into *out (fl_buf_unref). */
 int fl_task_encode_eval(uint64_t round, const fl_train_stats_t *st, fl_buf_t **out, char *why, size_t why_len);

@@ -9,7 +9,8 @@
 # Usage: deploy/demo.sh [BUILD_DIR]      (make demo runs it after building)
 # Environment: DEMO_ROUNDS (default 30), DEMO_DIR (default a new /tmp dir),
 #              DEMO_JOBS (training jobs, default: the cores),
-#              DEMO_EVAL (test examples evaluated per round, default 2000).
+#              DEMO_EVAL (test examples evaluated per round, default 2000),
+#              DEMO_SERVER_ARGS (more fedopt-server run flags, e.g. --update_codec f16).
 set -eu
 build=${1:-build}
 rounds=${DEMO_ROUNDS:-30}
@@ -45,7 +46,7 @@ echo "certificates: $dir/fleet (fleet CA, server; the fleet issues one per clien
     --model cnn --server-opt fedadam --server-lr 0.0031623 --tau 0.0001 \
     --client-lr 0.031623 --batch-size 20 --local-epochs 1 \
     --rounds "$rounds" --clients-per-round 10 --min-clients 100 --wait-timeout 120 --round-deadline 300 \
-    --eval-data fmnist --eval-max-examples "$eval_n" --heartbeat 5 --seed 1 \
+    --eval-data fmnist --eval-max-examples "$eval_n" --heartbeat 5 --seed 1 ${DEMO_SERVER_ARGS:-} \
     >"$dir/server.log" 2>&1 &
 server_pid=$!
 n=0

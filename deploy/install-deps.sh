@@ -48,6 +48,8 @@ libinih1
 libmicrohttpd12
 dataset-fashion-mnist
 gnuplot-nox
+python3-protobuf
+protobuf-compiler
 "
 # `make image` and `make test-image` (the image test runs containers).
 IMAGE_PACKAGES="

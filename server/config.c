@@ -1,5 +1,6 @@
 #include "server/config.h"
 
+
 #include <errno.h>
 #include <ini.h>
 #include <math.h>
@@ -11,6 +12,7 @@
 #include "common/base/error.h"
 #include "common/base/json.h"
 #include "common/base/log.h"
+#include "common/net/codec.h"
 
 typedef enum { T_STR, T_INT, T_U64, T_DBL, T_BOOL, T_RESUME } fl__cfg_type_t;
 
@@ -41,7 +43,9 @@ static const fl__cfg_entry_t table[] = {
     {"require_client_cert", "network", T_BOOL, OFF(require_client_cert), "true", 0, 1, 0, "mutual TLS: refuse clients without a certificate from tls_ca"},
     {"shared_certs", "network", T_STR, OFF(shared_certs), "", 0, 0, 0, "comma-separated certificate names that may carry several clients (a simulated fleet): such a client is identified as NAME/hello-name"},
     {"metrics_listen", "network", T_STR, OFF(metrics_listen), "", 0, 0, 0, "Prometheus metrics, /healthz and /readyz over HTTP on HOST:PORT (empty = off; port 0 picks one)"},
-    {"max_connections", "network", T_INT, OFF(max_connections), "10000", 1, 1000000, 0, "most simultaneous client connections"},
+    {"max_connections", "network", T_INT, OFF(max_connections), "4096", 1, 1000000, 0, "most simultaneous client connections"},
+    {"hello_timeout", "network", T_DBL, OFF(hello_timeout), "10", 0.05, 3600, 0, "seconds after the TLS handshake within which a client must send Hello; until then its frames are capped at 64 KiB"},
+    {"frame_budget_mb", "network", T_INT, OFF(frame_budget_mb), "256", 1, 1048576, 0, "MiB that partial frames of all connections may hold together; a connection going beyond is closed"},
     {"heartbeat", "network", T_DBL, OFF(heartbeat), "10", 0.05, 3600, 0, "seconds between heartbeats; a client silent for 3 of them is dropped"},
     {"db", "storage", T_STR, OFF(db), "fedopt.db", 0, 0, 0, "SQLite database with the round log and checkpoints"},
     {"resume", "storage", T_RESUME, OFF(resume), "no", 0, 0, 0, "continue the latest unfinished run: no, yes, auto (if there is one)"},
@@ -80,6 +84,9 @@ static const fl__cfg_entry_t table[] = {
     {"initial_accumulator", "server", T_DBL, OFF(initial_accumulator), "0", 0, 1e6, F_RUN, "starting value of every element of v"},
     {"bias_correction", "server", T_BOOL, OFF(bias_correction), "false", 0, 1, F_RUN, "Adam-style bias correction (fedadam, fedyogi)"},
     {"weighting", "server", T_STR, OFF(weighting), "examples", 0, 0, F_RUN, "update weights: examples or uniform"},
+    {"max_client_examples", "server", T_INT, OFF(max_client_examples), "0", 0, BIG, 0, "under weighting = examples, an update claiming more examples than this (or than its client declared in Hello) is refused (0 = only the Hello cap)"},
+    {"update_codec", "client", T_STR, OFF(update_codec), "f32", 0, 0, F_RUN, "delta encoding asked of protocol 1.1 clients that offer it: f32, f16, int8 or topk"},
+    {"topk_fraction", "client", T_DBL, OFF(topk_fraction), "0.01", 1e-9, 0.5, F_RUN, "update_codec = topk: fraction of the delta's values a client sends"},
     {"log_level", "misc", T_STR, OFF(log_level), "info", 0, 0, 0, "error, warn, info or debug"},
 };
 #define NTABLE (sizeof table / sizeof table[0])
@@ -383,6 +390,18 @@ int fl_server_config_finish(fl_server_config_t *cfg)
     if (fl_serveropt_config_validate(&o))
         return FL_ECONFIG;
     cfg->opt = o;
+    /* Each upload being received holds a chunk frame and a spare chunk
+     * buffer (common/net/tls): a budget below that would close honest
+     * uploaders when every buffer is busy. */
+    if (cfg->frame_budget_mb < 8 * cfg->max_buffered_uploads + 1)
+        FL_LOG_W("config", "frame_budget_mb %lld is below what %lld uploads in flight may hold (%lld MiB)",
+                 (long long)cfg->frame_budget_mb, (long long)cfg->max_buffered_uploads,
+                 (long long)(8 * cfg->max_buffered_uploads + 1));
+    fl_codec_t codec;
+    if (fl_codec_parse(cfg->update_codec, &codec)) {
+        FL_LOG_E("config", "update_codec: want f32, f16, int8 or topk, not '%s'", cfg->update_codec);
+        return FL_ECONFIG;
+    }
     if (fl_lr_schedule_parse(cfg->client_lr_schedule, cfg->client_lr, &cfg->lr_schedule)) {
         FL_LOG_E("config", "client_lr_schedule: cannot parse '%s'", cfg->client_lr_schedule);
         return FL_ECONFIG;

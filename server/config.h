@@ -36,6 +36,8 @@ typedef struct {
     char *metrics_listen;  /* HOST:PORT of the Prometheus endpoint ("" = none) */
     int require_client_cert;
     int64_t max_connections;
+    double hello_timeout;  /* seconds from the handshake to Hello */
+    int64_t frame_budget_mb; /* partial frames of all connections, MiB */
     double heartbeat;      /* seconds between heartbeats */
     /* storage */
     char *db;
@@ -79,6 +81,9 @@ typedef struct {
     double initial_accumulator;
     int bias_correction;
     char *weighting;
+    int64_t max_client_examples; /* operator cap on an update's examples (0 = none) */
+    char *update_codec;    /* f32, f16, int8, topk */
+    double topk_fraction;
     /* misc */
     char *log_level;
 

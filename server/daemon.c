@@ -40,12 +40,15 @@ struct fl__client {
     int welcomed;
     uint32_t max_frame;
     uint64_t holds; /* examples the client said it holds (Hello) */
+    uint32_t minor; /* negotiated protocol minor version (1: UpdateResult, codecs) */
+    unsigned codecs; /* 1 << FL_CODEC_* the client offered (f32 always) */
     double last_seen;
     double task_sent_at;
     /* the upload being received (announced by an Update message) */
     up_state_t up;
     int64_t up_round;
     double up_weight, up_loss;
+    int up_refuse; /* fl_refuse_t decided at the Update (its delta is read and dropped) */
 };
 
 /* PH_FEDEVAL: a federated evaluation is open (after a round's commit, before
@@ -62,6 +65,9 @@ struct fl__daemon {
     fl_store_t *store;
     fl_eval_t *eval;
     fl_model_t *model; /* the layout and the initial weights */
+    Fedopt__TensorInfo **table; /* the model's tensor table for offers (points into model) */
+    size_t ntable;
+    fl_codec_t codec;  /* update_codec */
     float *x;          /* the global model */
     size_t numel;
     fl_serveropt_t *opt;
@@ -142,6 +148,55 @@ static void send_bye(fl__client_t *c, const char *reason)
     env.bye = &bye;
     fl_tls_conn_send_msg(c->conn, &env);
     fl_tls_conn_close(c->conn);
+}
+
+/* The protocol's reason for a refusal recorded in the round log. */
+static Fedopt__ResultReason result_reason(int why)
+{
+    switch (why) {
+    case FL_REFUSE_NONE:
+        return FEDOPT__RESULT_REASON__RESULT_ACCEPTED;
+    case FL_REFUSE_STALE:
+    case FL_REFUSE_CLOSED:
+        return FEDOPT__RESULT_REASON__RESULT_STALE_ROUND;
+    case FL_REFUSE_NOT_SELECTED:
+        return FEDOPT__RESULT_REASON__RESULT_NOT_SAMPLED;
+    case FL_REFUSE_DUPLICATE:
+        return FEDOPT__RESULT_REASON__RESULT_DUPLICATE;
+    case FL_REFUSE_SHAPE:
+    case FL_REFUSE_MALFORMED:
+        return FEDOPT__RESULT_REASON__RESULT_SHAPE;
+    case FL_REFUSE_NONFINITE:
+        return FEDOPT__RESULT_REASON__RESULT_NONFINITE;
+    case FL_REFUSE_WEIGHT:
+    case FL_REFUSE_CLAIM:
+        return FEDOPT__RESULT_REASON__RESULT_WEIGHT_CLAIM;
+    case FL_REFUSE_COMPLETE:
+        return FEDOPT__RESULT_REASON__RESULT_LATE;
+    default:
+        return FEDOPT__RESULT_REASON__RESULT_SERVER_ERROR;
+    }
+}
+
+/* Protocol 1.1: tells a client what became of its upload or evaluation
+ * answer (a 1.0 client gets nothing). */
+static void send_result(fl__client_t *c, uint64_t round, int eval, Fedopt__ResultReason reason, int code,
+                        const char *msg, double weight)
+{
+    if (!c || !c->welcomed || c->minor < 1)
+        return;
+    Fedopt__UpdateResult r = FEDOPT__UPDATE_RESULT__INIT;
+    r.round_id = round;
+    r.kind = eval ? FEDOPT__RESULT_KIND__RESULT_EVAL : FEDOPT__RESULT_KIND__RESULT_UPDATE;
+    r.accepted = reason == FEDOPT__RESULT_REASON__RESULT_ACCEPTED;
+    r.reason = reason;
+    r.code = (Fedopt__Code)code;
+    r.message = (char *)(msg ? msg : "");
+    r.weight = r.accepted ? weight : 0;
+    Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
+    env.msg_case = FEDOPT__ENVELOPE__MSG_UPDATE_RESULT;
+    env.update_result = &r;
+    fl_tls_conn_send_msg(c->conn, &env);
 }
 
 static fl__client_t *find_client(fl__daemon_t *d, const char *name)
@@ -239,8 +294,15 @@ static void on_hello(fl__client_t *c, const Fedopt__Hello *h)
     c->welcomed = 1;
     c->max_frame = h->max_frame;
     c->holds = h->num_examples;
+    c->minor = h->protocol_minor < FL_PROTOCOL_MINOR ? h->protocol_minor : FL_PROTOCOL_MINOR;
+    c->codecs = 1u << FL_CODEC_F32;
+    for (size_t i = 0; c->minor >= 1 && i < h->n_codecs; i++)
+        if (fl_codec_name((int)h->codecs[i]))
+            c->codecs |= 1u << h->codecs[i];
+    fl_tls_conn_admit(c->conn);
     Fedopt__Welcome w = FEDOPT__WELCOME__INIT;
     w.protocol_version = FL_PROTOCOL_VERSION;
+    w.protocol_minor = c->minor;
     w.server_name = "fedopt-server " FL_VERSION;
     w.max_frame = FL_WIRE_DEFAULT_MAX_FRAME;
     w.heartbeat_ms = (uint32_t)(d->cfg->heartbeat * 1000);
@@ -283,6 +345,22 @@ static void on_update(fl__client_t *c, const Fedopt__Update *u)
     c->up_loss = u->train_loss;
     fl_round_note_accuracy(d->round, c->name, c->up_round,
                            u->train_metric ? u->train_metric->value : u->train_accuracy > 0 ? u->train_accuracy : NAN);
+    c->up_refuse = FL_REFUSE_NONE;
+    /* One client's influence is bounded by what it declared before it was
+     * selected and by the operator's cap; under uniform weighting the
+     * claim carries no weight and is not checked. */
+    if (d->cfg->opt.weighting == FL_WEIGHTING_EXAMPLES) {
+        double cap = (double)c->holds;
+        if (d->cfg->max_client_examples > 0 && (double)d->cfg->max_client_examples < cap)
+            cap = (double)d->cfg->max_client_examples;
+        double claim = fmax(c->up_weight, (double)u->num_examples);
+        if (claim > cap) {
+            FL_LOG_W(WHO, "%s: update for round %lld claims %.0f examples, more than %.0f (Hello %llu, max_client_examples %lld)",
+                     c->name, (long long)c->up_round, claim, cap, (unsigned long long)c->holds,
+                     (long long)d->cfg->max_client_examples);
+            c->up_refuse = FL_REFUSE_CLAIM;
+        }
+    }
     if (fl_uploads_acquire(d->uploads, &c->wait)) {
         c->up = U_RECEIVING;
     } else {
@@ -298,7 +376,7 @@ static void on_delta(fl__client_t *c, fl_wire_event_t *ev)
 {
     fl__daemon_t *d = c->d;
     double now = now_s();
-    int64_t bytes = (int64_t)ev->nbytes;
+    int64_t bytes = (int64_t)(ev->wire_bytes ? ev->wire_bytes : ev->nbytes); /* as they travelled */
     if (c->up != U_RECEIVING) {
         FL_LOG_W(WHO, "%s: delta without an Update: closing", c->name);
         fl_tls_conn_close(c->conn);
@@ -308,12 +386,15 @@ static void on_delta(fl__client_t *c, fl_wire_event_t *ev)
     size_t n = ev->nbytes / sizeof(float);
     fl_refuse_t why = ev->nbytes % sizeof(float) ? FL_REFUSE_SHAPE
                                                  : fl_round_check(d->round, c->name, c->up_round, n, c->up_weight);
+    if (why == FL_REFUSE_NONE && c->up_refuse != FL_REFUSE_NONE)
+        why = (fl_refuse_t)c->up_refuse;
     if (why != FL_REFUSE_NONE || (int64_t)ev->round_id != c->up_round) {
         if (why == FL_REFUSE_NONE)
             why = FL_REFUSE_MALFORMED;
         FL_LOG_I(WHO, "%s: update for round %lld refused: %s", c->name, (long long)c->up_round,
                  fl_round_refuse_text(why));
         fl_round_refuse(d->round, c->name, why, bytes, now);
+        send_result(c, (uint64_t)c->up_round, 0, result_reason(why), FL_EINVAL, fl_round_refuse_text(why), 0);
         fl_uploads_release(d->uploads);
         maybe_close_round(d);
         return;
@@ -462,6 +543,12 @@ static void on_upload_added(const char *name, int rc, double weight, double loss
     fl_round_add_end(d->round, name, rc, weight, loss, norm, bytes, received_at);
     if (rc)
         FL_LOG_I(WHO, "%s: update refused: %s", name, fl_strerror(rc));
+    send_result(find_client(d, name), (uint64_t)fl_round_number(d->round), 0,
+                !rc                    ? FEDOPT__RESULT_REASON__RESULT_ACCEPTED
+                : rc == FL_ENONFINITE ? FEDOPT__RESULT_REASON__RESULT_NONFINITE
+                : rc == FL_ESHAPE     ? FEDOPT__RESULT_REASON__RESULT_SHAPE
+                                      : FEDOPT__RESULT_REASON__RESULT_SERVER_ERROR,
+                rc, rc ? fl_strerror(rc) : "added to the round's aggregate", weight);
 }
 
 static void on_uploads_idle(void *ud)
@@ -562,12 +649,23 @@ static void try_start_round(fl__daemon_t *d)
     offer.num_params = d->numel;
     offer.opt = &os;
     offer.deadline_ms = (uint32_t)fmin(d->cfg->round_deadline * 1000, 4e9);
+    offer.tensors = d->table;
+    offer.n_tensors = d->ntable;
     Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
     env.msg_case = FEDOPT__ENVELOPE__MSG_TASK_OFFER;
     env.task_offer = &offer;
     for (size_t i = 0; i < nsel; i++) {
         fl__client_t *c = find_client(d, fl_round_selected_name(d->round, i));
         offer.client_index = (uint32_t)i;
+        /* The configured encoding where the client offered it, else float32. */
+        offer.codec = c && (c->codecs >> d->codec & 1u) ? (Fedopt__Codec)d->codec : FEDOPT__CODEC__CODEC_F32;
+        offer.topk = 0;
+        if (offer.codec == FEDOPT__CODEC__CODEC_TOPK) {
+            double k = ceil(d->cfg->topk_fraction * (double)d->numel);
+            offer.topk = (uint64_t)fmax(1, fmin(k, (double)(d->numel / 2)));
+            if (d->numel < 2)
+                offer.codec = FEDOPT__CODEC__CODEC_F32;
+        }
         if (!c || fl_tls_conn_send_msg(c->conn, &env) || fl_tls_conn_send(c->conn, model)) {
             fl_round_drop(d->round, fl_round_selected_name(d->round, i), "send failed", now);
             continue;
@@ -806,6 +904,8 @@ static void start_fedeval(fl__daemon_t *d, fl__client_t **conns, const char **na
     er.num_params = d->numel;
     er.batch_size = 0; /* the client's default */
     er.max_examples = (uint32_t)d->cfg->fed_eval_max_examples;
+    er.tensors = d->table;
+    er.n_tensors = d->ntable;
     Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
     env.msg_case = FEDOPT__ENVELOPE__MSG_EVAL_REQUEST;
     env.eval_request = &er;
@@ -910,6 +1010,8 @@ static void on_eval_result(fl__client_t *c, const Fedopt__EvalResult *r)
     if (d->phase != PH_FEDEVAL) {
         FL_LOG_I(WHO, "%s: evaluation result for round %llu outside an evaluation: ignored", c->name,
                  (unsigned long long)r->round_id);
+        send_result(c, r->round_id, 1, FEDOPT__RESULT_REASON__RESULT_STALE_ROUND, FL_ESTATE,
+                    "no evaluation is open", 0);
         return;
     }
     fl_fedeval_verdict_t v =
@@ -918,6 +1020,13 @@ static void on_eval_result(fl__client_t *c, const Fedopt__EvalResult *r)
         FL_LOG_I(WHO, "%s: evaluation result for round %llu refused: %s (examples %llu, loss %g, accuracy %g)",
                  c->name, (unsigned long long)r->round_id, fl_fedeval_verdict_text(v),
                  (unsigned long long)r->num_examples, r->loss, r->accuracy);
+    Fedopt__ResultReason why = v == FL_FEDEVAL_OK                                     ? FEDOPT__RESULT_REASON__RESULT_ACCEPTED
+                               : v == FL_FEDEVAL_STALE || v == FL_FEDEVAL_CLOSED     ? FEDOPT__RESULT_REASON__RESULT_STALE_ROUND
+                               : v == FL_FEDEVAL_NOT_SELECTED                         ? FEDOPT__RESULT_REASON__RESULT_NOT_SAMPLED
+                               : v == FL_FEDEVAL_DUPLICATE                            ? FEDOPT__RESULT_REASON__RESULT_DUPLICATE
+                                                                                      : FEDOPT__RESULT_REASON__RESULT_BAD_EVAL;
+    send_result(c, r->round_id, 1, why, v == FL_FEDEVAL_OK ? 0 : FL_ERANGE, fl_fedeval_verdict_text(v),
+                (double)r->num_examples);
     maybe_close_fedeval(d);
 }
 
@@ -1055,6 +1164,9 @@ int fl_daemon_run(const fl_server_config_t *cfg)
         goto out;
     if ((rc = fl_startup_model(cfg, &d->eval, &d->model, &d->x, &d->numel, &d->opt)))
         goto out;
+    if ((rc = fl_wire_table_make(&d->model->params, &d->table, &d->ntable)) ||
+        (rc = fl_codec_parse(cfg->update_codec, &d->codec)))
+        goto out;
     if ((rc = fl_startup_plan(cfg, d->store, d->model, d->opt, d->x, d->numel, &plan)))
         goto out;
     if (plan.done) {
@@ -1119,6 +1231,7 @@ out:
     fl_fedeval_free(d->fe);
     fl_buf_unref(d->fe_model);
     fl_serveropt_free(d->opt);
+    fl_wire_table_free(d->table, d->ntable);
     fl_model_free(d->model);
     fl_eval_free(d->eval);
     free(d->x);

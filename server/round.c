@@ -64,6 +64,7 @@ static const char *const refuse_text[FL_REFUSE__COUNT] = {
     [FL_REFUSE_COMPLETE] = "round already complete",
     [FL_REFUSE_CLOSED] = "no round open",
     [FL_REFUSE_MALFORMED] = "malformed upload",
+    [FL_REFUSE_CLAIM] = "examples beyond the client's claim or the operator's cap",
 };
 
 const char *fl_round_refuse_text(fl_refuse_t why)

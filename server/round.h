@@ -69,6 +69,7 @@ typedef enum {
     FL_REFUSE_COMPLETE,     /* the round already had K accepted updates */
     FL_REFUSE_CLOSED,       /* no round is open (between rounds) */
     FL_REFUSE_MALFORMED,    /* the upload failed to decode or its checksum failed */
+    FL_REFUSE_CLAIM,        /* more examples than declared in Hello or than max_client_examples */
     FL_REFUSE__COUNT
 } fl_refuse_t;
 

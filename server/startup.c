@@ -201,6 +201,12 @@ int fl_startup_tls(const fl_server_config_t *cfg, size_t numel, fl_tls_ctx_t **t
         .no_client_cert = !cfg->require_client_cert,
         .max_conns = (uint32_t)cfg->max_connections,
         .max_tensor = (uint64_t)numel * sizeof(float),
+        /* Before Hello a connection is nobody: small frames (a Hello is well
+         * under 64 KiB: common/net/wire caps its strings and lists), a
+         * deadline, and a share of one budget for partial frames. */
+        .preadmit_max_frame = 64u << 10,
+        .admit_timeout_ms = (uint32_t)(cfg->hello_timeout * 1000),
+        .frame_budget = (uint64_t)cfg->frame_budget_mb << 20,
         /* Ciphertext a connection writes per loop turn before the next one
          * gets its turn: the model goes to K clients at once, and about one
          * record each per turn keeps heartbeats, handshakes and uploads

@@ -67,6 +67,10 @@ struct fl_tls_ctx {
     uint32_t handshake_timeout_ms;
     size_t max_inflight;
     uint32_t max_conns;
+    uint32_t preadmit_max_frame;
+    uint32_t admit_timeout_ms;
+    uint64_t frame_budget;
+    uint64_t frame_bytes;      /* held in partial frames by all connections */
     int no_client_cert;
     size_t nconns;
     size_t peak_conns;         /* most connections open since the last trim */
@@ -162,6 +166,8 @@ struct fl_tls_conn {
     size_t rh_got, rec_left;
     fl_wire_reader_t rd;
     fl_wire_stream_t st;
+    uint64_t frame_bytes;  /* this connection's share of ctx->frame_bytes */
+    int admitted;          /* server: the application admitted the peer */
     char host[256];
     char peer[FL_CERTS_NAME_MAX + 1];
     char addr[64];
@@ -205,6 +211,11 @@ int fl_tls_ctx_new(fl_tls_side_t side, const fl_tls_opts_t *o, fl_tls_ctx_t **ou
         x->max_frame = FL_WIRE_HARD_MAX_FRAME;
     x->max_tensor = o->max_tensor ? o->max_tensor : FL_WIRE_DEFAULT_MAX_TENSOR;
     x->handshake_timeout_ms = o->handshake_timeout_ms ? o->handshake_timeout_ms : 30000;
+    x->preadmit_max_frame = o->preadmit_max_frame && o->preadmit_max_frame < x->max_frame
+                                ? o->preadmit_max_frame
+                                : x->max_frame;
+    x->admit_timeout_ms = o->admit_timeout_ms;
+    x->frame_budget = o->frame_budget;
     x->max_inflight = o->max_inflight ? o->max_inflight : 256 * 1024;
     x->max_conns = o->max_conns ? o->max_conns : 10000;
     x->no_client_cert = side == FL_TLS_SERVER && o->no_client_cert;
@@ -303,6 +314,7 @@ size_t fl_tls_ctx_conns(const fl_tls_ctx_t *x) { return x ? x->nconns : 0; }
 static void conn_pump(fl_tls_conn_t *c);
 static void conn_read(fl_tls_conn_t *c);
 static void conn_fail(fl_tls_conn_t *c, int reason);
+static void timer_fired(uv_timer_t *t);
 static void finish_close(fl_tls_conn_t *c);
 
 /* After a mass disconnect (at least TRIM_AFTER_CLOSES closed, and at most
@@ -340,6 +352,8 @@ static void conn_release(fl_tls_conn_t *c)
         c->cbs.on_handshake_fail(c->reason ? c->reason : FL_ECLOSED, c->ud);
     }
     c->ctx->nconns--;
+    c->ctx->frame_bytes -= c->frame_bytes;
+    c->frame_bytes = 0;
     mbedtls_ssl_free(&c->ssl);
     fl_wire_reader_free(&c->rd);
     fl_wire_stream_free(&c->st);
@@ -579,6 +593,8 @@ static void conn_handshake(fl_tls_conn_t *c)
     uv_timer_stop(&c->timer);
     c->state = ST_OPEN;
     c->opened = 1;
+    if (c->is_server && !c->admitted && c->ctx->admit_timeout_ms)
+        uv_timer_start(&c->timer, timer_fired, c->ctx->admit_timeout_ms, 0);
     FL_LOG_D(WHO, "%s: TLS open with '%s' (%s)", c->addr, c->peer, mbedtls_ssl_get_ciphersuite(&c->ssl));
     if (c->cbs.on_open)
         c->cbs.on_open(c, c->ud);
@@ -605,6 +621,42 @@ static void conn_protocol_error(fl_tls_conn_t *c, int rc, const char *why)
     fl_tls_conn_send_msg(c, &m);
     fl_tls_conn_close(c);
 }
+
+/* Brings the context's count of bytes held in partial frames up to date with
+ * this connection's reader (its frame buffer, once the header announced it,
+ * and its spare chunk buffer). A connection that grows its share beyond the
+ * budget is closed: returns 1 then. */
+static int charge_frames(fl_tls_conn_t *c)
+{
+    uint64_t now = (c->rd.payload ? c->rd.need : 0) + (c->rd.spare ? c->rd.spare_cap : 0);
+    fl_tls_ctx_t *x = c->ctx;
+    x->frame_bytes = x->frame_bytes - c->frame_bytes + now;
+    uint64_t before = c->frame_bytes;
+    c->frame_bytes = now;
+    if (x->frame_budget && now > before && x->frame_bytes > x->frame_budget) {
+        FL_LOG_W(WHO, "%s ('%s'): a %u-byte frame would take partial frames beyond the budget of %llu bytes: closing",
+                 c->addr, c->peer, c->rd.need, (unsigned long long)x->frame_budget);
+        /* The frame buffer goes at once, not when the close completes. */
+        fl_wire_reader_free(&c->rd);
+        x->frame_bytes -= c->frame_bytes;
+        c->frame_bytes = 0;
+        conn_protocol_error(c, FL_ETOOBIG, "the server's memory for partial frames is taken");
+        return 1;
+    }
+    return 0;
+}
+
+void fl_tls_conn_admit(fl_tls_conn_t *c)
+{
+    if (!c || c->admitted)
+        return;
+    c->admitted = 1;
+    c->rd.max_frame = c->ctx->max_frame;
+    if (c->state == ST_OPEN)
+        uv_timer_stop(&c->timer);
+}
+
+uint64_t fl_tls_ctx_frame_bytes(const fl_tls_ctx_t *ctx) { return ctx ? ctx->frame_bytes : 0; }
 
 /* Decrypts what is available straight into the frame reader and delivers
  * complete frames, until mbedTLS needs more ciphertext. */
@@ -661,8 +713,11 @@ static void conn_read(fl_tls_conn_t *c)
             conn_protocol_error(c, rc, why);
             return;
         }
-        if (rc == 0)
+        if (rc == 0) {
+            if (charge_frames(c))
+                return;
             continue;
+        }
         fl_wire_event_t ev;
         char why[256] = "";
         rc = fl_wire_stream_frame(&c->st, frame, len, &ev, why, sizeof why);
@@ -678,6 +733,7 @@ static void conn_read(fl_tls_conn_t *c)
             conn_protocol_error(c, rc, why);
             return;
         }
+        charge_frames(c); /* only ever lower here: a complete frame was handed over */
         if (ev.kind != FL_WIRE_EV_NONE && c->cbs.on_message)
             c->cbs.on_message(c, &ev, c->ud);
         fl_wire_event_clear(&ev);
@@ -754,6 +810,10 @@ static void timer_fired(uv_timer_t *t)
     if (c->state == ST_CLOSING) {
         FL_LOG_D(WHO, "%s: graceful close timed out", c->addr);
         conn_fail(c, 0);
+    } else if (c->state == ST_OPEN && c->is_server && !c->admitted) {
+        FL_LOG_W(WHO, "%s ('%s'): no Hello within %u ms: closing", c->addr, c->peer,
+                 c->ctx->admit_timeout_ms);
+        conn_protocol_error(c, FL_ETIMEDOUT, "no Hello in time");
     } else if (c->state == ST_HANDSHAKE || c->state == ST_CONNECTING) {
         FL_LOG_W(WHO, "handshake with %s refused: timed out after %u ms", c->addr,
                  c->ctx->handshake_timeout_ms);
@@ -925,7 +985,7 @@ static fl_tls_conn_t *conn_new(uv_loop_t *loop, fl_tls_ctx_t *ctx, const fl_tls_
         return NULL;
     }
     mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
-    fl_wire_reader_init(&c->rd, ctx->max_frame);
+    fl_wire_reader_init(&c->rd, is_server ? ctx->preadmit_max_frame : ctx->max_frame);
     fl_wire_stream_init(&c->st, is_server ? FL_WIRE_SERVER : FL_WIRE_CLIENT, ctx->max_tensor);
     uv_tcp_init(loop, &c->tcp);
     uv_timer_init(loop, &c->timer);

@@ -89,6 +89,17 @@ typedef struct {
                               before it lets the others run (default 256 KiB);
                               costs no memory (nothing is staged) */
     uint32_t max_conns;    /* server: most simultaneous connections (default 10000) */
+    /* Admission (server): until the application calls fl_tls_conn_admit (on
+     * the peer's Hello), a connection's frames are capped at
+     * preadmit_max_frame (0 = max_frame) and it is closed admit_timeout_ms
+     * after its handshake (0 = never). */
+    uint32_t preadmit_max_frame;
+    uint32_t admit_timeout_ms;
+    /* Bytes the context's connections may hold in partial frames (and the
+     * spare chunk buffers of transfers in progress) together; a connection
+     * whose next frame would go beyond it is closed with FL_ETOOBIG
+     * (0 = no budget). */
+    uint64_t frame_budget;
 } fl_tls_opts_t;
 
 /* Callbacks of a connection. ud is the pointer given to fl_tls_server_start
@@ -183,6 +194,14 @@ void fl_tls_conn_close(fl_tls_conn_t *c);
 /* Stops delivering messages (and reading from the socket) until resume. */
 void fl_tls_conn_pause_read(fl_tls_conn_t *c);
 void fl_tls_conn_resume_read(fl_tls_conn_t *c);
+
+/* Admits the peer (a server calls it on a valid Hello): frames up to the
+ * context's max_frame from now on, and no admission deadline. */
+void fl_tls_conn_admit(fl_tls_conn_t *c);
+
+/* Bytes all connections of ctx hold in partial frames now (frame_budget's
+ * measure). */
+uint64_t fl_tls_ctx_frame_bytes(const fl_tls_ctx_t *ctx);
 
 /* Sets the largest tensor this connection accepts from now on. */
 void fl_tls_conn_set_max_tensor(fl_tls_conn_t *c, uint64_t max_tensor);

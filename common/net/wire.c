@@ -127,7 +127,17 @@ uint32_t fl_wire_chunk_for_frame(uint32_t max_frame)
 int fl_wire_encode_tensor(Fedopt__TensorPurpose purpose, uint64_t round_id, const void *data,
                           size_t nbytes, uint32_t chunk_bytes, fl_buf_t **out)
 {
-    if (!out || !data || nbytes == 0 || nbytes % 4 != 0 || chunk_bytes > FL_WIRE_MAX_CHUNK)
+    return fl_wire_encode_tensor_codec(purpose, round_id, FL_CODEC_F32, 0, data, nbytes, chunk_bytes,
+                                       out);
+}
+
+int fl_wire_encode_tensor_codec(Fedopt__TensorPurpose purpose, uint64_t round_id, fl_codec_t codec,
+                                uint64_t num_values, const void *data, size_t nbytes,
+                                uint32_t chunk_bytes, fl_buf_t **out)
+{
+    if (!out || !data || nbytes == 0 || chunk_bytes > FL_WIRE_MAX_CHUNK || !fl_codec_name((int)codec))
+        return FL_EINVAL;
+    if (codec == FL_CODEC_F32 ? nbytes % 4 != 0 : num_values == 0)
         return FL_EINVAL;
     *out = NULL;
     if (chunk_bytes == 0)
@@ -139,6 +149,10 @@ int fl_wire_encode_tensor(Fedopt__TensorPurpose purpose, uint64_t round_id, cons
     tb.round_id = round_id;
     tb.total_bytes = nbytes;
     tb.chunk_bytes = chunk_bytes;
+    if (codec != FL_CODEC_F32) {
+        tb.codec = (Fedopt__Codec)codec;
+        tb.num_values = num_values;
+    }
     Fedopt__Envelope eb = FEDOPT__ENVELOPE__INIT;
     eb.msg_case = FEDOPT__ENVELOPE__MSG_TENSOR_BEGIN;
     eb.tensor_begin = &tb;
@@ -182,6 +196,129 @@ int fl_wire_encode_tensor(Fedopt__TensorPurpose purpose, uint64_t round_id, cons
         return FL_EFORMAT;
     }
     *out = b;
+    return 0;
+}
+
+/* ---- tensor tables ------------------------------------------------------ */
+
+void fl_wire_table_free(Fedopt__TensorInfo **t, size_t n)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (t[i]) {
+            free(t[i]->shape);
+            free(t[i]);
+        }
+    free(t);
+}
+
+int fl_wire_table_make(const fl_params_t *p, Fedopt__TensorInfo ***out, size_t *n)
+{
+    if (!p || !out || !n)
+        return FL_EINVAL;
+    *out = NULL;
+    *n = 0;
+    Fedopt__TensorInfo **t = calloc(p->nviews ? p->nviews : 1, sizeof *t);
+    if (!t)
+        return FL_ENOMEM;
+    for (size_t i = 0; i < p->nviews; i++) {
+        const fl_param_view_t *v = &p->views[i];
+        t[i] = malloc(sizeof *t[i]);
+        if (!t[i]) {
+            fl_wire_table_free(t, i);
+            return FL_ENOMEM;
+        }
+        fedopt__tensor_info__init(t[i]);
+        t[i]->shape = malloc((size_t)(v->ndim > 0 ? v->ndim : 1) * sizeof(uint64_t));
+        if (!t[i]->shape) {
+            fl_wire_table_free(t, i + 1);
+            return FL_ENOMEM;
+        }
+        /* The name and dtype point into p and a literal: the table lives no
+         * longer than the layout it describes. */
+        t[i]->name = (char *)(uintptr_t)v->name;
+        t[i]->dtype = "float32";
+        t[i]->n_shape = (size_t)v->ndim;
+        for (int d = 0; d < v->ndim; d++)
+            t[i]->shape[d] = (uint64_t)v->shape[d];
+        t[i]->offset = (uint64_t)v->offset * sizeof(float);
+    }
+    *out = t;
+    *n = p->nviews;
+    return 0;
+}
+
+int fl_wire_table_read(Fedopt__TensorInfo *const *t, size_t n, fl_wire_tensor_t **out, char *why,
+                       size_t why_len)
+{
+    if (!out || (n && !t))
+        return FL_EINVAL;
+    *out = NULL;
+    if (n == 0)
+        return 0;
+    fl_wire_tensor_t *r = calloc(n, sizeof *r);
+    if (!r)
+        return FL_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = t[i]->name ? t[i]->name : "";
+        if (strlen(name) >= FL_PARAM_NAME_MAX || t[i]->n_shape > FL_PARAM_MAX_DIMS ||
+            strcmp(t[i]->dtype ? t[i]->dtype : "", "float32") != 0) {
+            say(why, why_len, "tensor table row %zu (%.64s): name over %d bytes, over %d dims or dtype not float32",
+                i, name, FL_PARAM_NAME_MAX - 1, FL_PARAM_MAX_DIMS);
+            free(r);
+            return FL_EPROTO;
+        }
+        memcpy(r[i].name, name, strlen(name) + 1);
+        r[i].ndim = (int)t[i]->n_shape;
+        for (size_t d = 0; d < t[i]->n_shape; d++)
+            r[i].shape[d] = t[i]->shape[d];
+        r[i].offset = t[i]->offset;
+    }
+    *out = r;
+    return 0;
+}
+
+static void shape_str(char *buf, size_t len, int ndim, const uint64_t *d)
+{
+    size_t o = 0;
+    o += (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < ndim && o < len; i++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%llu", i ? ", " : "", (unsigned long long)d[i]);
+    if (o < len)
+        snprintf(buf + o, len - o, "]");
+}
+
+int fl_wire_table_check(const fl_wire_tensor_t *t, size_t n, const fl_params_t *p, char *why,
+                        size_t why_len)
+{
+    if (n == 0)
+        return 0;
+    if (!t || !p)
+        return FL_EINVAL;
+    if (n != p->nviews) {
+        say(why, why_len, "the server's model has %zu tensors, the one built here %zu", n, p->nviews);
+        return FL_ESHAPE;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const fl_param_view_t *v = &p->views[i];
+        uint64_t mine[FL_PARAM_MAX_DIMS];
+        int same = strcmp(t[i].name, v->name) == 0 && t[i].ndim == v->ndim &&
+                   t[i].offset == (uint64_t)v->offset * sizeof(float);
+        for (int d = 0; d < v->ndim; d++) {
+            mine[d] = (uint64_t)v->shape[d];
+            same = same && t[i].shape[d] == mine[d];
+        }
+        if (!same) {
+            char a[96], b[96];
+            shape_str(a, sizeof a, t[i].ndim, t[i].shape);
+            shape_str(b, sizeof b, v->ndim, mine);
+            say(why, why_len, "tensor %zu: the server has %s %s at byte %llu, the model built here %s %s at byte %llu",
+                i, t[i].name, a, (unsigned long long)t[i].offset, v->name, b,
+                (unsigned long long)v->offset * sizeof(float));
+            return FL_ESHAPE;
+        }
+    }
     return 0;
 }
 
@@ -355,7 +492,7 @@ const char *fl_wire_msg_name(int msg_case)
     static const char *const names[] = {"none",      "Hello",       "Welcome",     "Reject",
                                         "TaskOffer", "TaskReply",   "TensorBegin", "TensorChunk",
                                         "TensorEnd", "Update",      "EvalRequest", "EvalResult",
-                                        "Heartbeat", "Error",       "Bye"};
+                                        "Heartbeat", "Error",       "Bye",         "UpdateResult"};
     if (msg_case < 0 || (size_t)msg_case >= sizeof names / sizeof names[0])
         return "unknown";
     return names[msg_case];
@@ -524,6 +661,7 @@ void fl_wire_stream_free(fl_wire_stream_t *s)
         free(s->t_data);
     s->t_data = NULL;
     s->t_borrowed = 0;
+    s->t_coded = 0;
     s->in_tensor = 0;
 }
 
@@ -560,6 +698,7 @@ static int from_right_side(const fl_wire_stream_t *s, int c)
     case FEDOPT__ENVELOPE__MSG_REJECT:
     case FEDOPT__ENVELOPE__MSG_TASK_OFFER:
     case FEDOPT__ENVELOPE__MSG_EVAL_REQUEST:
+    case FEDOPT__ENVELOPE__MSG_UPDATE_RESULT:
         return s->role == FL_WIRE_CLIENT;
     default:
         return 1; /* tensors, heartbeat, error, bye: either side */
@@ -579,17 +718,32 @@ static int on_begin(fl_wire_stream_t *s, const Fedopt__TensorBegin *b, char *why
             (unsigned long long)s->announced_round);
         return FL_EPROTO;
     }
-    if (b->total_bytes == 0 || b->total_bytes % 4 != 0) {
+    int coded = b->codec != FEDOPT__CODEC__CODEC_F32;
+    if (coded && (b->purpose != FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA || s->role != FL_WIRE_SERVER ||
+                  !fl_codec_name((int)b->codec))) {
+        say(why, why_len, "TensorBegin.codec %d not allowed for a %s", (int)b->codec,
+            purpose_name(b->purpose));
+        return FL_EPROTO;
+    }
+    if (!coded && (b->total_bytes == 0 || b->total_bytes % 4 != 0)) {
         say(why, why_len, "TensorBegin.total_bytes %llu is not a positive multiple of 4",
             (unsigned long long)b->total_bytes);
         return FL_EPROTO;
+    }
+    /* What the receiver holds: the decoded floats. */
+    uint64_t held = coded ? b->num_values * 4 : b->total_bytes;
+    if (coded && (b->num_values == 0 || b->num_values > UINT64_MAX / 4 ||
+                  b->num_values * 4 > s->max_tensor)) {
+        say(why, why_len, "TensorBegin.num_values %llu outside 1..%llu", (unsigned long long)b->num_values,
+            (unsigned long long)(s->max_tensor / 4));
+        return FL_ETOOBIG;
     }
     if (s->announced_bytes && b->total_bytes != s->announced_bytes) {
         say(why, why_len, "tensor of %llu bytes, announced %llu",
             (unsigned long long)b->total_bytes, (unsigned long long)s->announced_bytes);
         return FL_EPROTO;
     }
-    if (b->total_bytes > s->max_tensor || b->total_bytes > SIZE_MAX / 2) {
+    if (held > s->max_tensor || held > SIZE_MAX / 2 || b->total_bytes > s->max_tensor) {
         say(why, why_len, "tensor of %llu bytes exceeds the limit of %llu",
             (unsigned long long)b->total_bytes, (unsigned long long)s->max_tensor);
         return FL_ETOOBIG;
@@ -604,14 +758,14 @@ static int on_begin(fl_wire_stream_t *s, const Fedopt__TensorBegin *b, char *why
      * dozen page faults instead of thousands (bench_tls's receiving
      * column). Sizes are rounded up to a multiple of the alignment, as
      * aligned_alloc requires. */
-    if (s->user_dst && b->total_bytes <= s->user_cap) {
+    if (s->user_dst && held <= s->user_cap) {
         /* The application's own buffer (fl_wire_stream_set_dst): no
          * allocation and no fresh pages for the kernel to zero. */
         s->t_data = s->user_dst;
         s->t_borrowed = 1;
     } else {
-        size_t align = b->total_bytes >= (4u << 20) ? (2u << 20) : 64;
-        size_t alloc = ((size_t)b->total_bytes + align - 1) & ~(align - 1);
+        size_t align = held >= (4u << 20) ? (2u << 20) : 64;
+        size_t alloc = ((size_t)held + align - 1) & ~(align - 1);
         s->t_data = aligned_alloc(align, alloc);
         s->t_borrowed = 0;
 #ifdef MADV_HUGEPAGE
@@ -624,6 +778,15 @@ static int on_begin(fl_wire_stream_t *s, const Fedopt__TensorBegin *b, char *why
     if (!s->t_data) {
         say(why, why_len, "out of memory for a %llu-byte tensor", (unsigned long long)b->total_bytes);
         return FL_ENOMEM;
+    }
+    s->t_coded = coded;
+    s->t_values = coded ? b->num_values : 0;
+    if (coded && fl_codec_decode_begin(&s->t_dec, (fl_codec_t)b->codec, (size_t)b->num_values,
+                                       b->total_bytes, (float *)s->t_data) < 0) {
+        say(why, why_len, "%llu bytes cannot hold %llu values in %s", (unsigned long long)b->total_bytes,
+            (unsigned long long)b->num_values, fl_codec_name((int)b->codec));
+        fl_wire_stream_free(s);
+        return FL_EPROTO;
     }
     s->in_tensor = 1;
     s->t_purpose = b->purpose;
@@ -657,6 +820,17 @@ static int on_chunk(fl_wire_stream_t *s, const Fedopt__TensorChunk *c, char *why
     /* Copy and checksum in cache-sized slices: the CRC then reads bytes the
      * copy just brought into cache instead of making a second pass over
      * megabytes of memory. */
+    if (s->t_coded) {
+        s->t_crc = fl_crc32(s->t_crc, c->data.data, n);
+        int rc = fl_codec_decode_feed(&s->t_dec, c->data.data, n);
+        if (rc < 0) {
+            say(why, why_len, "encoded delta at offset %llu: %s", (unsigned long long)c->offset,
+                fl_strerror(rc));
+            return rc == FL_ENONFINITE ? rc : FL_EFORMAT;
+        }
+        s->t_got += n;
+        return 0;
+    }
     uint8_t *dst = s->t_data + s->t_got;
     for (size_t off = 0; off < n; off += 65536) {
         size_t k = n - off < 65536 ? n - off : 65536;
@@ -684,11 +858,13 @@ static int on_end(fl_wire_stream_t *s, const Fedopt__TensorEnd *e, fl_wire_event
     ev->purpose = s->t_purpose;
     ev->round_id = s->t_round;
     ev->data = s->t_data;
-    ev->nbytes = (size_t)s->t_total;
+    ev->nbytes = s->t_coded ? (size_t)s->t_values * 4 : (size_t)s->t_total;
     ev->borrowed = s->t_borrowed;
     ev->crc32 = s->t_crc;
+    ev->wire_bytes = (size_t)s->t_total;
     s->t_data = NULL;
     s->t_borrowed = 0;
+    s->t_coded = 0;
     s->in_tensor = 0;
     return 0;
 }

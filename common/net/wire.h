@@ -26,6 +26,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/base/params.h"
+#include "common/net/codec.h"
 #include "proto/fedopt.pb-c.h"
 
 #define FL_WIRE_HEADER 4u
@@ -78,6 +80,14 @@ int fl_wire_encode(const Fedopt__Envelope *msg, fl_buf_t **out);
  * FL_ENOMEM. */
 int fl_wire_encode_tensor(Fedopt__TensorPurpose purpose, uint64_t round_id, const void *data,
                           size_t nbytes, uint32_t chunk_bytes, fl_buf_t **out);
+
+/* The same for a delta encoded with codec (fl_codec_encode: nbytes encoded
+ * bytes of num_values floats); TensorBegin then carries codec and num_values
+ * (protocol 1.1). FL_CODEC_F32 is fl_wire_encode_tensor. Returns 0,
+ * FL_EINVAL or FL_ENOMEM. */
+int fl_wire_encode_tensor_codec(Fedopt__TensorPurpose purpose, uint64_t round_id, fl_codec_t codec,
+                                uint64_t num_values, const void *data, size_t nbytes,
+                                uint32_t chunk_bytes, fl_buf_t **out);
 
 /* Returns the largest chunk size whose frames fit a peer's max_frame (capped
  * at FL_WIRE_MAX_CHUNK), or 0 when max_frame is too small for any chunk. */
@@ -156,6 +166,38 @@ void fl_wire_msg_free(Fedopt__Envelope *m);
  * set, "unknown" otherwise. Never NULL. */
 const char *fl_wire_msg_name(int msg_case);
 
+/* ---- the model's tensor table (protocol 1.1) ---------------------------- */
+
+/* One row of a TaskOffer's or EvalRequest's tensor table, copied out of the
+ * message (which is freed after it is handled). */
+typedef struct {
+    char name[FL_PARAM_NAME_MAX];
+    int ndim;
+    uint64_t shape[FL_PARAM_MAX_DIMS];
+    uint64_t offset; /* bytes */
+} fl_wire_tensor_t;
+
+/* Builds the table of p's views (buffer order, dtype "float32", byte
+ * offsets) as messages for a TaskOffer/EvalRequest: *out is an array of *n
+ * pointers, freed with fl_wire_table_free. Returns 0, FL_EINVAL or FL_ENOMEM. */
+int fl_wire_table_make(const fl_params_t *p, Fedopt__TensorInfo ***out, size_t *n);
+
+/* Frees what fl_wire_table_make made. Accepts NULL. */
+void fl_wire_table_free(Fedopt__TensorInfo **t, size_t n);
+
+/* Copies a received table into a new array (*out, free() it; NULL when n is
+ * 0). Returns 0, FL_EPROTO (a name longer than FL_PARAM_NAME_MAX - 1, more
+ * than FL_PARAM_MAX_DIMS dims, a dtype other than "float32"; reason in why)
+ * or FL_ENOMEM. */
+int fl_wire_table_read(Fedopt__TensorInfo *const *t, size_t n, fl_wire_tensor_t **out, char *why,
+                       size_t why_len);
+
+/* Checks a received table against the layout the receiver built: the same
+ * tensors, names, shapes and offsets, in order. An empty table (a 1.0 peer)
+ * passes. Returns 0 or FL_ESHAPE with the first difference in why. */
+int fl_wire_table_check(const fl_wire_tensor_t *t, size_t n, const fl_params_t *p, char *why,
+                        size_t why_len);
+
 /* ---- the receiving side of a connection -------------------------------- */
 
 typedef enum {
@@ -183,6 +225,8 @@ typedef struct {
                       never freed here */
     uint32_t crc32; /* tensor events: the verified CRC-32 of the whole tensor (a
                        receiver can tell identical transfers apart by it) */
+    size_t wire_bytes; /* tensor events: the bytes that travelled (the encoded size
+                          of a coded delta; nbytes otherwise) */
 } fl_wire_event_t;
 
 /* Frees what the handler did not take and zeroes *ev. Accepts NULL. */
@@ -209,6 +253,9 @@ typedef struct {
     uint32_t t_crc;
     uint8_t *t_data;
     int t_borrowed;           /* t_data is user_dst */
+    int t_coded;              /* an encoded delta: chunks go through t_dec into t_data */
+    uint64_t t_values;        /* coded: float32 values decoded into t_data */
+    fl_codec_decoder_t t_dec;
     void *user_dst;           /* where the next tensor goes, when it fits */
     size_t user_cap;
 } fl_wire_stream_t;
@@ -219,6 +266,12 @@ void fl_wire_stream_init(fl_wire_stream_t *s, fl_wire_role_t role, uint64_t max_
 
 /* Sets the largest tensor accepted from now on (e.g. the model's size). */
 void fl_wire_stream_set_max_tensor(fl_wire_stream_t *s, uint64_t max_tensor);
+
+/* An encoded delta (TensorBegin.codec other than float32, protocol 1.1) is
+ * decoded chunk by chunk into the float32 buffer of its num_values (the
+ * set_dst buffer when it fits): the tensor event then carries floats as for
+ * an uncompressed transfer, and the receiver never holds the encoded bytes.
+ * The CRC-32 covers the encoded bytes as sent. Only a server accepts them. */
 
 /* Handles one frame payload: decodes it, checks it against the state and the
  * tensor being received, and fills *ev (which the caller clears). Returns 0,

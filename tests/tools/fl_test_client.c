@@ -13,7 +13,8 @@
  * heartbeats), die (uploads part of its delta, then SIGKILLs itself), stale
  * (uploads for the previous round id), dup (uploads the same update twice),
  * shape (one float short), nan (a NaN in the delta), mute (takes the task and
- * then sends nothing at all, not even heartbeats: a stalled device). --delay S
+ * then sends nothing at all, not even heartbeats: a stalled device), overclaim
+ * (an Update claiming 1000 times the examples its Hello declared). --delay S
  * makes any uploading mode wait S seconds first.
  *
  * Federated evaluation (--eval M): none (ignores EvalRequests), good (answers
@@ -77,8 +78,8 @@ static void send_update(int64_t round, const float *delta, size_t n, size_t cut_
 {
     Fedopt__Update u = FEDOPT__UPDATE__INIT;
     u.round_id = (uint64_t)round;
-    u.weight = T.weight;
-    u.num_examples = (uint64_t)T.weight;
+    u.weight = strcmp(T.mode, "overclaim") == 0 ? 1000 * T.weight : T.weight;
+    u.num_examples = (uint64_t)u.weight;
     u.train_loss = 0.125 * T.mult;
     Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
     env.msg_case = FEDOPT__ENVELOPE__MSG_UPDATE;

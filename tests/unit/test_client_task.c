@@ -265,6 +265,38 @@ static void test_encode_update(void **state)
     res.st.metric = metric;
 
     assert_int_equal(fl_task_encode_update(1, NULL, 0, &up, &delta, NULL, 0), FL_EINVAL);
+
+    /* Encoded (protocol 1.1): the transfer is fl_codec_encode's bytes, and
+     * top-k keeps its residual in the caller's error-feedback state. */
+    fl_codec_ef_t ef = {0};
+    fl_task_codec_t tc = {.codec = FL_CODEC_TOPK, .topk = 100, .ef = &ef};
+    assert_int_equal(fl_task_encode_update_codec(12, &res, &tc, 0, &up, &delta, NULL, 0), 0);
+    assert_int_equal(ef.n, numel); /* made on first use */
+    size_t nonzero = 0;
+    for (size_t i = 0; i < numel; i++)
+        nonzero += ef.residual[i] != 0.0f;
+    assert_true(nonzero >= numel - 100 - 50); /* what was not sent waits for the next round */
+    uint8_t *enc;
+    size_t enc_len;
+    fl_codec_ef_t fresh = {0};
+    assert_int_equal(fl_codec_ef_init(&fresh, numel), 0);
+    assert_int_equal(fl_codec_encode(FL_CODEC_TOPK, res.delta, numel, 100, &fresh, &enc, &enc_len), 0);
+    assert_int_equal(fl_wire_encode_tensor_codec(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 12, FL_CODEC_TOPK, numel, enc,
+                                                 enc_len, FL_WIRE_MAX_CHUNK, &want),
+                     0);
+    assert_int_equal(delta->len, want->len);
+    assert_memory_equal(delta->data, want->data, want->len);
+    assert_memory_equal(ef.residual, fresh.residual, numel * sizeof(float));
+    free(enc);
+    fl_codec_ef_free(&fresh);
+    fl_codec_ef_free(&ef);
+    fl_buf_unref(up);
+    fl_buf_unref(delta);
+    fl_buf_unref(want);
+    tc.topk = numel; /* beyond n/2 */
+    assert_int_equal(fl_task_encode_update_codec(12, &res, &tc, 0, &up, &delta, NULL, 0), FL_EINVAL);
+    assert_null(up);
+    fl_codec_ef_free(&ef); /* re-made for this model's size before the refusal */
     fl_task_result_free(&res);
 }
 
@@ -332,6 +364,20 @@ static void test_refusals(void **state)
     assert_null(res.delta);
     fl_train_stats_t st;
     assert_int_equal(fl_task_eval(&in, 0, 0, &st, why, sizeof why), FL_ESHAPE);
+
+    /* The offer's tensor table (protocol 1.1): the same count laid out as
+     * [784, 10] instead of [10, 784] is refused by shape; the right table passes. */
+    fl_wire_tensor_t table[2] = {{"fc.weight", 2, {784, 10}, 0}, {"fc.bias", 1, {10}, 31360}};
+    in = input();
+    in.table = table;
+    in.ntable = 2;
+    why[0] = 0;
+    assert_int_equal(fl_task_train(&in, &cfg, &res, why, sizeof why), FL_ESHAPE);
+    assert_non_null(strstr(why, "fc.weight [784, 10]"));
+    assert_int_equal(fl_task_eval(&in, 0, 0, &st, why, sizeof why), FL_ESHAPE);
+    table[0].shape[0] = 10;
+    table[0].shape[1] = 784;
+    assert_int_equal(fl_task_eval(&in, 0, 0, &st, why, sizeof why), 0);
 
     /* A model built for other inputs (resnet18gn wants 32x32x3 images). */
     in = input();

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -205,7 +206,7 @@ static void test_decode_garbage_and_limits(void **state)
     assert_null(m);
     assert_non_null(strstr(why, "not a valid fedopt.Envelope"));
     /* Valid protobuf with no message in the envelope. */
-    const uint8_t unknown_only[] = {0x78, 0x01}; /* field 15, varint 1 */
+    const uint8_t unknown_only[] = {0x80, 0x01, 0x01}; /* field 16 (unknown), varint 1 */
     assert_int_equal(fl_wire_decode(unknown_only, sizeof unknown_only, &m, why, sizeof why),
                      FL_EPROTO);
     assert_non_null(strstr(why, "no message"));
@@ -467,7 +468,7 @@ static void test_tensor_chunks(void **state)
     feed_ok(&s, begin(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, 32, 16));
     feed_ok(&s, chunk(0, d, 16));
     Fedopt__Error er = FEDOPT__ERROR__INIT;
-    er.code = FL_ECANCELED;
+    er.code = (Fedopt__Code)FL_ECANCELED;
     er.message = "training failed";
     Fedopt__Envelope e = FEDOPT__ENVELOPE__INIT;
     e.msg_case = FEDOPT__ENVELOPE__MSG_ERROR;
@@ -573,6 +574,186 @@ static void test_tensor_into_dst(void **state)
     free(mine);
 }
 
+/* Streams every frame of transfer b into s; returns the last rc and leaves a
+ * tensor event (if one came) in *out. */
+static int stream_all(fl_wire_stream_t *s, fl_buf_t *b, fl_wire_event_t *out, char *why)
+{
+    fl_wire_reader_t r;
+    fl_wire_reader_init(&r, 0);
+    size_t pos = 0, used;
+    int rc = 0;
+    memset(out, 0, sizeof *out);
+    while (pos < b->len && rc == 0) {
+        uint8_t *f;
+        uint32_t len;
+        assert_int_equal(fl_wire_reader_feed(&r, b->data + pos, b->len - pos, &used, &f, &len), 1);
+        pos += used;
+        fl_wire_event_t ev;
+        rc = fl_wire_stream_frame(s, f, len, &ev, why, 256);
+        free(f);
+        if (ev.kind == FL_WIRE_EV_TENSOR)
+            *out = ev;
+        else
+            fl_wire_event_clear(&ev);
+    }
+    fl_wire_reader_free(&r);
+    return rc;
+}
+
+/* Protocol 1.1's encoded deltas: decoded chunk by chunk into floats (into
+ * the set_dst buffer), each codec; a client never accepts one; an encoding
+ * whose size does not fit its values, or that decodes to NaN, is refused. */
+static void test_coded_delta(void **state)
+{
+    enum { N = 3008 }; /* N * 4 is a multiple of 64, as aligned_alloc wants */
+    float *x = malloc(N * sizeof *x), *dst = aligned_alloc(64, N * sizeof(float));
+    for (int i = 0; i < N; i++)
+        x[i] = (float)((i * 37) % 101 - 50) / 64.0f; /* exact in f16 */
+    for (int codec = FL_CODEC_F16; codec <= FL_CODEC_TOPK; codec++) {
+        uint8_t *enc_bytes;
+        size_t enc_len;
+        assert_int_equal(fl_codec_encode(codec, x, N, N / 2, NULL, &enc_bytes, &enc_len), 0);
+        fl_buf_t *b;
+        /* small chunks, so records straddle chunk boundaries */
+        assert_int_equal(fl_wire_encode_tensor_codec(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, codec, N,
+                                                     enc_bytes, enc_len, 999, &b),
+                         0);
+        fl_wire_stream_t s;
+        open_with_update(&s, N * 4);
+        fl_wire_stream_set_dst(&s, dst, N * sizeof(float));
+        fl_wire_event_t ev;
+        char why[256] = "";
+        int rc = stream_all(&s, b, &ev, why);
+        if (rc)
+            print_error("codec %d: %s\n", codec, why);
+        assert_int_equal(rc, 0);
+        assert_int_equal(ev.kind, FL_WIRE_EV_TENSOR);
+        assert_int_equal(ev.nbytes, N * 4);
+        assert_ptr_equal(ev.data, dst);
+        float *y = (float *)ev.data;
+        int kept = 0;
+        for (int i = 0; i < N; i++) {
+            if (codec == FL_CODEC_F16)
+                assert_true(y[i] == x[i]);
+            else if (codec == FL_CODEC_INT8)
+                assert_true(fabsf(y[i] - x[i]) <= 0.5f * (50.0f / 64.0f / 127.0f) * 1.001f);
+            else
+                kept += y[i] != 0.0f;
+        }
+        if (codec == FL_CODEC_TOPK)
+            assert_int_equal(kept, N / 2);
+        assert_int_equal(ev.crc32, fl_crc32(0, enc_bytes, enc_len));
+        assert_int_equal(ev.wire_bytes, enc_len);
+        fl_wire_event_clear(&ev);
+        fl_wire_stream_free(&s);
+
+        /* the same transfer to a client: refused at TensorBegin */
+        fl_wire_stream_init(&s, FL_WIRE_CLIENT, 0);
+        s.phase = 1;
+        s.announced = FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA;
+        s.announced_round = 3;
+        assert_int_equal(stream_all(&s, b, &ev, why), FL_EPROTO);
+        assert_non_null(strstr(why, "codec"));
+        fl_wire_stream_free(&s);
+        fl_buf_unref(b);
+        free(enc_bytes);
+    }
+    /* f16 bytes announced as one value too many: refused at TensorBegin */
+    uint8_t *e;
+    size_t elen;
+    assert_int_equal(fl_codec_encode(FL_CODEC_F16, x, N, 0, NULL, &e, &elen), 0);
+    fl_buf_t *b;
+    assert_int_equal(fl_wire_encode_tensor_codec(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, FL_CODEC_F16,
+                                                 N + 1, e, elen, 0, &b),
+                     0);
+    fl_wire_stream_t s;
+    fl_wire_event_t ev;
+    char why[256];
+    open_with_update(&s, (N + 1) * 4);
+    assert_int_equal(stream_all(&s, b, &ev, why), FL_EPROTO);
+    assert_non_null(strstr(why, "cannot hold"));
+    fl_wire_stream_free(&s);
+    fl_buf_unref(b);
+    /* more values than the receiver's model: too big */
+    assert_int_equal(fl_wire_encode_tensor_codec(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, FL_CODEC_F16,
+                                                 N, e, elen, 0, &b),
+                     0);
+    open_with_update(&s, (N - 1) * 4);
+    assert_int_equal(stream_all(&s, b, &ev, why), FL_ETOOBIG);
+    fl_wire_stream_free(&s);
+    fl_buf_unref(b);
+    /* a NaN in the encoded bytes: refused while streaming */
+    e[10] = 0xff;
+    e[11] = 0x7f;
+    assert_int_equal(fl_wire_encode_tensor_codec(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, FL_CODEC_F16,
+                                                 N, e, elen, 0, &b),
+                     0);
+    open_with_update(&s, N * 4);
+    assert_int_equal(stream_all(&s, b, &ev, why), FL_ENONFINITE);
+    fl_wire_stream_free(&s);
+    fl_buf_unref(b);
+    free(e);
+    free(x);
+    free(dst);
+}
+
+/* The tensor table travels in a TaskOffer and is checked by names, shapes
+ * and offsets: a layout with the same element count but another shape, or
+ * another name, is refused; an empty table (a 1.0 server) passes. */
+static void test_tensor_table(void **state)
+{
+    fl_params_t p;
+    fl_params_init(&p);
+    assert_int_equal(fl_params_add(&p, "fc1.weight", 2, (int64_t[]){4, 6}, 0), 0);
+    assert_int_equal(fl_params_add(&p, "fc1.bias", 1, (int64_t[]){4}, 0), 0);
+    Fedopt__TensorInfo **t;
+    size_t nt;
+    assert_int_equal(fl_wire_table_make(&p, &t, &nt), 0);
+    assert_int_equal(nt, 2);
+    Fedopt__TaskOffer o = FEDOPT__TASK_OFFER__INIT;
+    o.round_id = 1;
+    o.num_params = 28;
+    o.tensors = t;
+    o.n_tensors = nt;
+    Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
+    m.msg_case = FEDOPT__ENVELOPE__MSG_TASK_OFFER;
+    m.task_offer = &o;
+    fl_buf_t *b = enc(&m);
+    fl_wire_table_free(t, nt);
+    Fedopt__Envelope *d;
+    char why[256];
+    assert_int_equal(fl_wire_decode(b->data + 4, b->len - 4, &d, why, sizeof why), 0);
+    fl_buf_unref(b);
+    fl_wire_tensor_t *rt;
+    assert_int_equal(fl_wire_table_read(d->task_offer->tensors, d->task_offer->n_tensors, &rt, why, sizeof why), 0);
+    assert_string_equal(rt[1].name, "fc1.bias");
+    assert_int_equal(rt[1].offset, 96);
+    assert_int_equal(rt[0].shape[1], 6);
+    assert_int_equal(fl_wire_table_check(rt, 2, &p, why, sizeof why), 0);
+    assert_int_equal(fl_wire_table_check(NULL, 0, &p, why, sizeof why), 0);
+    /* same count, other shape */
+    fl_params_t q;
+    fl_params_init(&q);
+    assert_int_equal(fl_params_add(&q, "fc1.weight", 2, (int64_t[]){6, 4}, 0), 0);
+    assert_int_equal(fl_params_add(&q, "fc1.bias", 1, (int64_t[]){4}, 0), 0);
+    assert_int_equal(fl_wire_table_check(rt, 2, &q, why, sizeof why), FL_ESHAPE);
+    assert_non_null(strstr(why, "[4, 6]"));
+    fl_params_free(&q);
+    /* same shapes, other name */
+    strcpy(rt[1].name, "fc2.bias");
+    assert_int_equal(fl_wire_table_check(rt, 2, &p, why, sizeof why), FL_ESHAPE);
+    assert_non_null(strstr(why, "fc2.bias"));
+    free(rt);
+    /* a dtype other than float32 is refused when read */
+    char *orig = d->task_offer->tensors[0]->dtype;
+    d->task_offer->tensors[0]->dtype = "float16";
+    assert_int_equal(fl_wire_table_read(d->task_offer->tensors, d->task_offer->n_tensors, &rt, why, sizeof why),
+                     FL_EPROTO);
+    d->task_offer->tensors[0]->dtype = orig; /* the decoder's, freed with the message */
+    fl_wire_msg_free(d);
+    fl_params_free(&p);
+}
+
 static void test_buf_refcount(void **state)
 {
     fl_buf_t *b;
@@ -599,6 +780,8 @@ int main(void)
         cmocka_unit_test(test_tensor_chunks),
         cmocka_unit_test(test_encode_tensor_chunking),
         cmocka_unit_test(test_tensor_into_dst),
+        cmocka_unit_test(test_coded_delta),
+        cmocka_unit_test(test_tensor_table),
         cmocka_unit_test(test_buf_refcount),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
