@@ -300,9 +300,17 @@ double fl_agg_clip_bound(const fl_agg_t *a)
     return fl_clip_bound(&a->clip);
 }
 
-int fl_agg_set_clip_bound(fl_agg_t *a, double bound)
+double fl_agg_clip_within(const fl_agg_t *a)
 {
-    return fl_clip_set_bound(&a->clip, bound);
+    return fl_clip_within(&a->clip);
+}
+
+int fl_agg_clip_replay(fl_agg_t *a, double used, double within)
+{
+    int rc = fl_clip_set_bound(&a->clip, used);
+    if (rc == 0)
+        fl_clip_step(&a->clip, within);
+    return rc;
 }
 
 uint32_t fl_agg_count(const fl_agg_t *a)

@@ -95,9 +95,16 @@ int fl_agg_add_batch(fl_agg_t *a, fl_serveropt_t *opt, const float *const *delta
  * rule. Then the adaptive clip bound moves. Returns 0 or an FL_E* code. */
 int fl_agg_finish(fl_agg_t *a, fl_serveropt_t *opt, float *x, size_t n, fl_serveropt_round_t *res);
 
-/* The current clip bound (0 when clipping is off), and setting it (resume). */
+/* The current clip bound (0 when clipping is off), and the fraction of the
+ * open round's accepted updates within it (NaN when none): read them before
+ * fl_agg_finish moves the bound. */
 double fl_agg_clip_bound(const fl_agg_t *a);
-int fl_agg_set_clip_bound(fl_agg_t *a, double bound);
+double fl_agg_clip_within(const fl_agg_t *a);
+
+/* Resume: replays one committed round's clip record (the bound it used and
+ * the fraction within), leaving the bound where that round's close left it.
+ * Returns 0 or FL_EINVAL (clipping off, or a bad bound). */
+int fl_agg_clip_replay(fl_agg_t *a, double used, double within);
 
 /* Deltas accepted in the open round. */
 uint32_t fl_agg_count(const fl_agg_t *a);

@@ -75,12 +75,20 @@ void fl_clip_observe(fl_clip_t *c, double norm)
         c->within++;
 }
 
+void fl_clip_step(fl_clip_t *c, double within)
+{
+    if (c->cfg.mode == FL_CLIP_ADAPTIVE && within >= 0 && within <= 1)
+        c->c *= exp(-c->cfg.lr * (within - c->cfg.quantile));
+}
+
+double fl_clip_within(const fl_clip_t *c)
+{
+    return c->seen ? (double)c->within / c->seen : NAN;
+}
+
 void fl_clip_end_round(fl_clip_t *c)
 {
-    if (c->cfg.mode == FL_CLIP_ADAPTIVE && c->seen) {
-        double b = (double)c->within / c->seen;
-        c->c *= exp(-c->cfg.lr * (b - c->cfg.quantile));
-    }
+    fl_clip_step(c, fl_clip_within(c));
     c->seen = c->within = 0;
 }
 

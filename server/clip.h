@@ -59,6 +59,15 @@ void fl_clip_observe(fl_clip_t *c, double norm);
  * seen, or the mode is not adaptive); the counts restart. */
 void fl_clip_end_round(fl_clip_t *c);
 
+/* The adaptive rule's step for a round where a fraction `within` of the
+ * updates had norm <= C (NaN: no update, no step); no-op unless adaptive.
+ * fl_clip_end_round applies it to the counted updates; resume replays it
+ * from the round log. */
+void fl_clip_step(fl_clip_t *c, double within);
+
+/* The fraction of this round's observed norms within C (NaN when none). */
+double fl_clip_within(const fl_clip_t *c);
+
 /* The current bound (0 when clipping is off). */
 double fl_clip_bound(const fl_clip_t *c);
 

@@ -17,8 +17,10 @@
 #include "common/net/tls.h"
 #include "common/base/version.h"
 #include "common/net/wire.h"
+#include "server/aggregate.h"
 #include "server/eval.h"
 #include "server/fedeval.h"
+#include "server/rdp.h"
 #include "server/round.h"
 #include "server/store.h"
 
@@ -75,6 +77,11 @@ struct fl__daemon {
     float *x;          /* the global model */
     size_t numel;
     fl_serveropt_t *opt;
+    fl_agg_t *agg;      /* forms D from the round's deltas: mean, robust rules, clipping, DP */
+    fl_rdp_t *rdp;      /* the privacy accountant (NULL without DP) */
+    double round_q;     /* the open round's sampling rate: selected / connected */
+    double eps;         /* epsilon at dp_delta after the last committed round */
+    fl_store_privacy_t priv; /* the committing round's clip/DP record */
     fl_round_t *round;
     int64_t run_id;
     int64_t round_no; /* the round open or next to open */
@@ -128,6 +135,7 @@ static void kick_aggregation(fl__daemon_t *d);
 static void stop_all(fl__daemon_t *d);
 static void start_fedeval(fl__daemon_t *d, fl__client_t **conns, const char **names, size_t have, double now);
 static void maybe_close_fedeval(fl__daemon_t *d);
+static int replay_privacy(int64_t round, const fl_store_privacy_t *p, void *user);
 static void round_done(fl__daemon_t *d);
 static void on_eval_result(fl__client_t *c, const Fedopt__EvalResult *r);
 
@@ -513,7 +521,7 @@ static void agg_work_cb(uv_work_t *w)
     }
     /* Every job of a batch has the model's size: wrong-shape uploads are
      * refused by fl_round_check before they become jobs. */
-    int brc = fl_round_add_work_batch(d->opt, deltas, weight, count, n, rc, norm);
+    int brc = fl_agg_add_batch(d->agg, d->opt, deltas, weight, count, n, rc, norm);
     size_t i = 0;
     for (fl__job_t *j = d->job_running; j; j = j->next, i++) {
         j->rc = brc ? brc : rc[i];
@@ -634,8 +642,28 @@ static void try_start_round(fl__daemon_t *d)
         free(conns);
         return;
     }
+    if (d->rdp && d->cfg->dp_target_epsilon > 0) {
+        /* Never start a round whose release would take epsilon past the
+         * target: the selection's rate is known before it is drawn. */
+        double want = ceil((double)d->cfg->clients_per_round * d->cfg->over_selection - 1e-9), next;
+        double q = (want < (double)have ? want : (double)have) / (double)have;
+        if (fl_rdp_peek_epsilon(d->rdp, q, d->cfg->dp_noise_multiplier, 1, d->cfg->dp_delta, &next) == 0 &&
+            next > d->cfg->dp_target_epsilon) {
+            FL_LOG_I(WHO, "round %lld would take epsilon to %.4f, past dp_target_epsilon %g: run %lld ends here",
+                     (long long)d->round_no, next, d->cfg->dp_target_epsilon, (long long)d->run_id);
+            free(names);
+            free(conns);
+            fl_store_run_set_status(d->store, d->run_id, "finished");
+            d->phase = PH_DONE;
+            d->finished = 1;
+            stop_all(d);
+            return;
+        }
+    }
     if ((rc = fl_round_begin(d->round, d->round_no, names, have, d->opt, now)))
         goto fail;
+    fl_agg_begin(d->agg);
+    d->round_q = (double)fl_round_selected_count(d->round) / (double)have;
     size_t nsel = fl_round_selected_count(d->round);
     uint32_t chunk = FL_WIRE_MAX_CHUNK; /* see admit_chunk */
     for (size_t i = 0; i < nsel; i++)
@@ -712,9 +740,25 @@ static void commit_work_cb(uv_work_t *w)
     size_t state_len = 0;
     int rc = 0;
     d->evaluated = 0;
+    d->row.privacy = NULL;
     if (d->row_closed) {
-        if ((rc = fl_serveropt_finish(d->opt, d->x, d->numel, &d->opt_res)))
+        double clip = fl_agg_clip_bound(d->agg), within = fl_agg_clip_within(d->agg);
+        if ((rc = fl_agg_finish(d->agg, d->opt, d->x, d->numel, &d->opt_res)))
             goto out;
+        if (clip > 0 || d->rdp) {
+            d->priv = (fl_store_privacy_t){clip > 0 ? clip : NAN, clip > 0 ? within : NAN, NAN, NAN, NAN, NAN};
+            if (d->rdp) {
+                /* the round's noised sum is released: account for it */
+                if ((rc = fl_rdp_add(d->rdp, d->round_q, d->cfg->dp_noise_multiplier, 1)) ||
+                    (rc = fl_rdp_get_epsilon(d->rdp, d->cfg->dp_delta, &d->eps, NULL)))
+                    goto out;
+                d->priv.dp_q = d->round_q;
+                d->priv.dp_noise_multiplier = d->cfg->dp_noise_multiplier;
+                d->priv.dp_delta = d->cfg->dp_delta;
+                d->priv.dp_epsilon = d->eps;
+            }
+            d->row.privacy = &d->priv;
+        }
         if ((rc = fl_serveropt_state_save(d->opt, &state, &state_len)))
             goto out;
     }
@@ -762,14 +806,18 @@ static void commit_after_cb(uv_work_t *w, int status)
         stop_all(d);
         return;
     }
-    char tl[48], el[48], ea[48];
+    char tl[48], el[48], ea[48], pv[64] = "";
+    if (d->row.privacy && isfinite(d->priv.clip_norm))
+        snprintf(pv, sizeof pv, " clip %.4g", d->priv.clip_norm);
+    if (d->row.privacy && isfinite(d->priv.dp_epsilon))
+        snprintf(pv + strlen(pv), sizeof pv - strlen(pv), " eps %.4f", d->priv.dp_epsilon);
     fmt_num(tl, sizeof tl, "train_loss", d->row.train_loss);
     fmt_num(el, sizeof el, "eval_loss", d->row.eval_loss);
     fmt_num(ea, sizeof ea, "eval_acc", d->row.eval_accuracy);
-    snprintf(d->line, sizeof d->line, "round %lld/%lld %s: selected %lld reported %lld dropped %lld,%s%s%s, %.2f s",
+    snprintf(d->line, sizeof d->line, "round %lld/%lld %s: selected %lld reported %lld dropped %lld,%s%s%s%s, %.2f s",
              (long long)d->row.round, (long long)d->cfg->rounds, d->row.status, (long long)d->row.clients_selected,
              (long long)d->row.clients_reported, (long long)d->row.clients_dropped, tl[0] ? tl : " no train_loss",
-             el, ea, d->row.finished_at - d->row.started_at);
+             el, ea, pv, d->row.finished_at - d->row.started_at);
     d->round_no = d->row.round + 1;
     d->phase = PH_WAITING;
     d->wait_since = now_s();
@@ -1197,6 +1245,18 @@ static int setup_run(fl__daemon_t *d)
         return FL_ENOMEM;
     if ((rc = fl_serveropt_create(&cfg->opt, d->numel, &d->opt)))
         return rc;
+    size_t agg_bytes = fl_agg_memory_bytes(&cfg->agg, d->numel);
+    if ((double)agg_bytes > (double)cfg->aggregator_memory_mb * 1048576.0) {
+        FL_LOG_E(WHO, "aggregator %s with clients_per_round %lld needs %.1f MiB for model %s (%zu parameters), over "
+                      "aggregator_memory_mb %lld: raise the budget, lower clients_per_round, or use aggregator = mean",
+                 cfg->aggregator, (long long)cfg->clients_per_round, (double)agg_bytes / 1048576.0, cfg->model,
+                 d->numel, (long long)cfg->aggregator_memory_mb);
+        return FL_ECONFIG;
+    }
+    if ((rc = fl_agg_create(&cfg->agg, d->numel, &d->agg)))
+        return rc;
+    if (cfg->dp_noise_multiplier > 0 && (rc = fl_rdp_create(&d->rdp)))
+        return rc;
     fl_round_config_t rcfg = {
         .seed = cfg->seed,
         .clients_per_round = (uint32_t)cfg->clients_per_round,
@@ -1256,6 +1316,9 @@ static int setup_run(fl__daemon_t *d)
             return FL_ECHECKSUM;
         }
         if ((rc = fl_store_next_round(d->store, run, &d->round_no)))
+            return rc;
+        /* The accountant and the adaptive clip bound continue from the log. */
+        if ((rc = fl_store_privacy_each(d->store, run, replay_privacy, d)))
             return rc;
         fl_store_run_set_status(d->store, run, "running");
         FL_LOG_I(WHO, "resumed run %lld at round %lld from the checkpoint of round %lld (checksum %08x)",
@@ -1320,6 +1383,24 @@ static int setup_run(fl__daemon_t *d)
         FL_LOG_I(WHO, "run %lld already has its %lld rounds", (long long)run, (long long)cfg->rounds);
         fl_store_run_set_status(d->store, run, "finished");
         d->phase = PH_DONE;
+    }
+    return 0;
+}
+
+/* Resume: one committed round's clip/DP record back into the aggregator and
+ * the accountant. */
+static int replay_privacy(int64_t round, const fl_store_privacy_t *p, void *user)
+{
+    fl__daemon_t *d = user;
+    if (isfinite(p->clip_norm) && fl_agg_clip_bound(d->agg) > 0 &&
+        fl_agg_clip_replay(d->agg, p->clip_norm, p->clip_within)) {
+        FL_LOG_E(WHO, "round %lld: bad clip bound %g in the log", (long long)round, p->clip_norm);
+        return FL_EFORMAT;
+    }
+    if (d->rdp && isfinite(p->dp_q)) {
+        int rc = fl_rdp_add(d->rdp, p->dp_q, isfinite(p->dp_noise_multiplier) ? p->dp_noise_multiplier : 0, 1);
+        if (rc || (rc = fl_rdp_get_epsilon(d->rdp, d->cfg->dp_delta, &d->eps, NULL)))
+            return rc;
     }
     return 0;
 }
@@ -1437,6 +1518,8 @@ out:
     fl_fedeval_free(d->fe);
     fl_buf_unref(d->fe_model);
     fl_serveropt_free(d->opt);
+    fl_agg_free(d->agg);
+    fl_rdp_free(d->rdp);
     fl_model_free(d->model);
     fl_eval_free(d->eval);
     free(d->x);

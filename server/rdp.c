@@ -113,7 +113,7 @@ int fl_rdp_epsilon(const double *orders, const double *rdp, size_t n, double del
 
 struct fl_rdp {
     size_t n;
-    double *orders, *rdp;
+    double *orders, *rdp, *tmp;
     double steps;
 };
 
@@ -121,7 +121,8 @@ int fl_rdp_create(fl_rdp_t **out)
 {
     fl_rdp_t *a = calloc(1, sizeof *a);
     size_t n = 99 + 53 + 4;
-    if (!a || !(a->orders = calloc(n, sizeof *a->orders)) || !(a->rdp = calloc(n, sizeof *a->rdp))) {
+    if (!a || !(a->orders = calloc(n, sizeof *a->orders)) || !(a->rdp = calloc(n, sizeof *a->rdp)) ||
+        !(a->tmp = calloc(n, sizeof *a->tmp))) {
         fl_rdp_free(a);
         return FL_ENOMEM;
     }
@@ -143,6 +144,7 @@ void fl_rdp_free(fl_rdp_t *a)
         return;
     free(a->orders);
     free(a->rdp);
+    free(a->tmp);
     free(a);
 }
 
@@ -168,4 +170,13 @@ int fl_rdp_get_epsilon(const fl_rdp_t *a, double delta, double *epsilon, double 
     if (!a)
         return FL_EINVAL;
     return fl_rdp_epsilon(a->orders, a->rdp, a->n, delta, epsilon, best_order);
+}
+
+int fl_rdp_peek_epsilon(const fl_rdp_t *a, double q, double sigma, double steps, double delta, double *epsilon)
+{
+    if (!a || !(q >= 0 && q <= 1) || !(sigma >= 0) || !isfinite(sigma) || !(steps >= 0) || !isfinite(steps))
+        return FL_EINVAL;
+    for (size_t k = 0; k < a->n; k++)
+        a->tmp[k] = a->rdp[k] + (steps > 0 ? steps * fl_rdp_sgm(q, sigma, a->orders[k]) : 0);
+    return fl_rdp_epsilon(a->orders, a->tmp, a->n, delta, epsilon, NULL);
 }

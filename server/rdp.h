@@ -57,4 +57,9 @@ double fl_rdp_steps(const fl_rdp_t *a);
  * Returns 0 or FL_EINVAL. */
 int fl_rdp_get_epsilon(const fl_rdp_t *a, double delta, double *epsilon, double *best_order);
 
+/* Epsilon at delta as it would be after composing `steps` more at (q,
+ * sigma), leaving the accountant as it is (to stop before a target).
+ * Returns 0 or FL_EINVAL. */
+int fl_rdp_peek_epsilon(const fl_rdp_t *a, double q, double sigma, double steps, double delta, double *epsilon);
+
 #endif
