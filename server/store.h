@@ -130,7 +130,8 @@ int fl_store_run_config_value(fl_store_t *st, int64_t run_id, const char *name, 
  * (closed or abandoned), 1 for a fresh run. */
 int fl_store_next_round(fl_store_t *st, int64_t run_id, int64_t *round);
 
-/* Commits one round: its row, its updates and (when model is non-NULL) its
+/* Commits one round: its row, its updates, its round_privacy row (when
+ * r->privacy is set) and (when model is non-NULL) its
  * checkpoint, all in one transaction; then, with keep > 0, deletes the run's
  * checkpoints older than the newest `keep` (never round 0's predecessor of
  * resume: the newest is always kept). */
