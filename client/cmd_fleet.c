@@ -37,6 +37,8 @@ static void usage(FILE *out)
             "  --drop-rate p        per task: vanish after receiving the model\n"
             "  --straggle-rate p    per task: upload --straggle-delay seconds late (default 30)\n"
             "  --corrupt-rate p     per task: send a NaN or a wrong-shape delta\n"
+            "  --byzantine-rate R   the first round(R * clients) clients attack (needs --attack)\n"
+            "  --attack SPEC        scale:S, signflip, gaussian:SD or labelflip (client/attack.h)\n"
             "  --give-up S          a client stops after S seconds without a server (default 0: never)\n"
             "  --backoff-max S      longest wait between reconnects (default 30)\n"
             "  --connect-spread S   spread the first connections over S seconds (default: 32\n"
@@ -84,7 +86,7 @@ int fl_client_cmd_fleet(int argc, char **argv)
     const char *server = NULL, *mode = "auto";
     enum {
         O_SERVER = 1, O_CERTS, O_CERT, O_KEY, O_CA, O_SNAME, O_JOBS, O_FIRST, O_COUNT, O_PREFIX, O_DROP, O_STR, O_STRD, O_CORR,
-        O_GIVEUP, O_BACKOFF, O_SPREAD, O_SEED, O_PROGRESS, O_LOG, O_HELP
+        O_GIVEUP, O_BACKOFF, O_SPREAD, O_SEED, O_PROGRESS, O_LOG, O_HELP, O_BYZ, O_ATTACK
     };
     static const struct option opts[] = {
         {"server", required_argument, NULL, O_SERVER},
@@ -101,6 +103,8 @@ int fl_client_cmd_fleet(int argc, char **argv)
         {"straggle-rate", required_argument, NULL, O_STR},
         {"straggle-delay", required_argument, NULL, O_STRD},
         {"corrupt-rate", required_argument, NULL, O_CORR},
+        {"byzantine-rate", required_argument, NULL, O_BYZ},
+        {"attack", required_argument, NULL, O_ATTACK},
         {"give-up", required_argument, NULL, O_GIVEUP},
         {"backoff-max", required_argument, NULL, O_BACKOFF},
         {"connect-spread", required_argument, NULL, O_SPREAD},
@@ -136,6 +140,8 @@ int fl_client_cmd_fleet(int argc, char **argv)
         case O_STR: bad = parse_rate(optarg, &o.chaos.straggle_rate) != 0; break;
         case O_STRD: bad = parse_secs(optarg, &o.chaos.straggle_delay) != 0; break;
         case O_CORR: bad = parse_rate(optarg, &o.chaos.corrupt_rate) != 0; break;
+        case O_BYZ: bad = parse_rate(optarg, &o.byzantine_rate) != 0; break;
+        case O_ATTACK: bad = fl_attack_parse(optarg, &o.attack) != 0; break;
         case O_GIVEUP: bad = parse_secs(optarg, &o.give_up) != 0; break;
         case O_BACKOFF: bad = parse_secs(optarg, &o.backoff_max) != 0 || o.backoff_max <= 0; break;
         case O_SPREAD: bad = parse_secs(optarg, &o.connect_spread) != 0; break;
@@ -167,6 +173,10 @@ int fl_client_cmd_fleet(int argc, char **argv)
         fprintf(stderr, "fleet: --server, --certs and --clients are required%s%s\n",
                 optind < argc ? "; stray argument " : "", optind < argc ? argv[optind] : "");
         usage(stderr);
+        return 2;
+    }
+    if ((o.byzantine_rate > 0) != (o.attack.kind != FL_ATTACK_NONE)) {
+        fprintf(stderr, "fleet: --byzantine-rate and --attack go together\n");
         return 2;
     }
     if (spec.client_index >= 0) {
@@ -216,11 +226,11 @@ int fl_client_cmd_fleet(int argc, char **argv)
         goto out;
     }
     printf("fleet: %zu clients, %.1f s: %llu connects, %llu offers, %llu uploads, %llu evaluations, %llu failed "
-           "jobs; chaos: %llu drops, %llu stragglers, %llu corrupt; last round %llu\n",
+           "jobs; chaos: %llu drops, %llu stragglers, %llu corrupt; %zu attackers; last round %llu\n",
            res.clients, res.seconds, (unsigned long long)res.connects, (unsigned long long)res.offers,
            (unsigned long long)res.uploads, (unsigned long long)res.evals, (unsigned long long)res.failed_jobs,
            (unsigned long long)res.drops, (unsigned long long)res.straggles, (unsigned long long)res.corrupts,
-           (unsigned long long)res.last_round);
+           res.attackers, (unsigned long long)res.last_round);
     status = res.failed ? 1 : 0;
 out:
     fl_partition_free(&parts);

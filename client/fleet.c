@@ -189,6 +189,8 @@ static int start_one(fleet_t *f)
         .stop_on_finish = 1,
         .seed = o->seed,
         .chaos = o->chaos,
+        .attack = fl_attack_is_byzantine(o->first + i, o->parts->clients, o->byzantine_rate) ? o->attack
+                                                                                           : (fl_attack_t){0},
         .on_done = on_session_done,
         .ud = f,
     };
@@ -298,6 +300,8 @@ int fl_fleet_run(const fl_fleet_opts_t *o, fl_fleet_result_t *res)
         memset(res, 0, sizeof *res);
         res->clients = o->count;
         res->failed = f->failed;
+        for (size_t i = 0; i < o->count; i++)
+            res->attackers += (size_t)fl_attack_is_byzantine(o->first + i, o->parts->clients, o->byzantine_rate);
         res->seconds = fl_clock_mono_s() - f->t0;
         for (size_t i = 0; i < f->started; i++) {
             const fl_session_stats_t *ss = fl_session_stats(f->s[i]);

@@ -394,6 +394,9 @@ static void job_train(fl__job_t *j)
     int rc;
     if ((rc = job_model(j, &local, &data, &m)))
         goto out;
+    /* labelflip trains on the client's own copy of its share */
+    if (j->s->o.attack.kind == FL_ATTACK_LABELFLIP && data == &local)
+        fl_attack_flip_labels(&j->s->o.attack, &local);
     if ((rc = fl_train_run(m, data, &j->cfg, NULL, NULL, &j->st))) {
         snprintf(j->why, sizeof j->why, "training failed: %s", fl_strerror(rc));
         goto out;
@@ -404,6 +407,7 @@ static void job_train(fl__job_t *j)
     const float *g = j->sh ? j->sh->data : j->global;
     for (size_t i = 0; i < j->n; i++)
         x[i] -= g[i];
+    fl_attack_delta(&j->s->o.attack, x, j->n, j->s->o.seed, j->s->o.id, j->round);
     size_t n = j->n;
     if (j->corrupt == 1)
         x[n / 2] = NAN;

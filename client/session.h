@@ -41,6 +41,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "client/attack.h"
 #include "common/data/dataset.h"
 #include "common/net/tls.h"
 
@@ -116,6 +117,7 @@ typedef struct {
                                  0: keep reconnecting, waiting for the next run */
     uint64_t seed;            /* jitter and chaos streams */
     fl_session_chaos_t chaos;
+    fl_attack_t attack;       /* a Byzantine client's attack (kind NONE: honest) */
     fl_session_done_cb on_done;
     void *ud;
 } fl_session_opts_t;

@@ -3,7 +3,8 @@
 # of 20 simulated clients over real mutual TLS on loopback (logreg,
 # Fashion-MNIST). Checks the start-up refusals (memory budget, DP without a
 # clip bound), then short runs with median, trimmed mean and Multi-Krum
-# (each must finish and learn), an adaptive clip bound that follows its rule
+# (each must finish and learn), the median against 20% scaling attackers
+# where the plain mean fails, an adaptive clip bound that follows its rule
 # in the round log, and a DP-FedAdam run whose epsilon grows every round and
 # stops the run before dp_target_epsilon is passed.
 set -u
@@ -32,6 +33,8 @@ refused krum_k "krum:8,1 needs clients_per_round" --aggregator krum:8
 refused bad_agg "aggregator: want" --aggregator mode
 
 # run NAME ROUNDS ARGS...: one run on a fresh database; the server must exit 0.
+# $fleet_extra goes to the fleet (attacks).
+fleet_extra=""
 run() {
     name=$1 rounds=$2
     shift 2
@@ -39,7 +42,9 @@ run() {
     port=0
     # shellcheck disable=SC2086
     start_server "$name.log" $common --rounds "$rounds" "$@"
-    start_fleet "$name-fleet.log" --clients 20 --data fmnist --partition dirichlet:0.3 --jobs 2 --give-up 2
+    # shellcheck disable=SC2086
+    start_fleet "$name-fleet.log" --clients 20 --data fmnist --partition dirichlet:0.3 --jobs 2 --give-up 2 \
+        $fleet_extra
     wait_pid "$server_pid" 120
     [ "$rc" -eq 0 ] || fail "$name: server exit status $rc"
     wait_pid "$fleet_pid" 30
@@ -59,6 +64,19 @@ for agg in median trimmed_mean:0.2 krum:2,6; do
     [ "$closed" -eq 3 ] || fail "$agg: $closed full closed rounds, want 3"
     learns "$agg" 0.5
 done
+
+# 20% attackers (clients 0-3) uploading -20 times their delta: the plain mean
+# is dragged off, the median is not.
+fleet_extra="--byzantine-rate 0.2 --attack scale:-20"
+run attacked_mean 3 --server_opt fedavg --server_lr 1
+grep -q "; 4 attackers;" "$work/attacked_mean-fleet.log" || fail "attacked_mean: the fleet did not report 4 attackers"
+bad_acc=$(sql "SELECT eval_accuracy FROM rounds WHERE round = 3")
+run attacked_median 3 --aggregator median --server_opt fedavg --server_lr 1
+good_acc=$(sql "SELECT eval_accuracy FROM rounds WHERE round = 3")
+echo "scale:-20 attack: mean $bad_acc, median $good_acc"
+awk -v a="$bad_acc" -v b="$good_acc" 'BEGIN { exit !(b > a + 0.15 && b > 0.5) }' ||
+    fail "the median did not resist the attack: mean $bad_acc, median $good_acc"
+fleet_extra=""
 
 # Adaptive clipping with FedAvgM: each round's bound is the previous one moved
 # by exp(-lr * (fraction within - quantile)), and the fraction within is what
