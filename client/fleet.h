@@ -30,6 +30,18 @@
 #include "client/attack.h"
 #include "common/data/partition.h"
 
+/* Fault injection rates, each a probability in [0, 1] per task. Per task,
+ * from the stream {seed, client id, round, purpose}, a client may vanish
+ * after receiving the model (drop), upload straggle_delay seconds late
+ * (straggle), or send a delta with a NaN or one float short (corrupt). The
+ * fleet applies them through its sessions' hooks (fl_session_hooks_t). */
+typedef struct {
+    double drop_rate;       /* disconnect after receiving the model */
+    double straggle_rate;   /* upload straggle_delay seconds late */
+    double straggle_delay;  /* seconds */
+    double corrupt_rate;    /* send a NaN or a wrong-shape delta */
+} fl_fleet_chaos_t;
+
 typedef struct {
     const char *host;
     int port;
@@ -46,7 +58,7 @@ typedef struct {
     const fl_dataset_t *data; /* the whole training split */
     const fl_partition_t *parts; /* its partition into clients */
     const char *data_spec;    /* Hello.data_spec text */
-    fl_session_chaos_t chaos;
+    fl_fleet_chaos_t chaos;
     double byzantine_rate;    /* the first round(rate * partition clients) client ids attack */
     fl_attack_t attack;       /* what they do (client/attack.h) */
     double backoff_max;       /* seconds (0 = session default) */
@@ -61,7 +73,7 @@ typedef struct {
 /* What a fleet did, summed over its clients. */
 typedef struct {
     size_t clients, failed;   /* clients, and clients that stopped with an error */
-    size_t attackers;         /* clients of this fleet that attacked (--byzantine-rate) */
+    size_t attackers;         /* clients of this fleet that attack (--byzantine-rate) */
     uint64_t connects, offers, uploads, evals, failed_jobs, drops, straggles, corrupts;
     uint64_t last_round;      /* highest round offered */
     double seconds;

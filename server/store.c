@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <zlib.h>
 
+#include "common/base/bytes.h"
 #include "common/base/error.h"
 #include "common/base/log.h"
 
@@ -194,18 +194,8 @@ struct sqlite3 *fl_store_db(fl_store_t *st)
 
 uint32_t fl_store_checksum(const float *model, size_t numel, const uint8_t *state, size_t state_len)
 {
-    uLong c = crc32(0L, Z_NULL, 0);
-    const unsigned char *p = (const unsigned char *)model;
-    size_t n = numel * sizeof(float);
-    while (n) { /* zlib takes uInt lengths: feed big buffers in slices */
-        uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
-        c = crc32(c, p, k);
-        p += k;
-        n -= k;
-    }
-    if (state_len)
-        c = crc32(c, state, (uInt)state_len);
-    return (uint32_t)c;
+    uint32_t c = fl_crc32(0, model, numel * sizeof(float));
+    return state_len ? fl_crc32(c, state, state_len) : c;
 }
 
 static void bind_real_or_null(sqlite3_stmt *s, int i, double v)

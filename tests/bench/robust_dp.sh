@@ -31,7 +31,7 @@ trap 'kill $spid $fpid 2>/dev/null; rm -rf "$dir"' EXIT
     --eval_data fmnist --eval_max_examples "${BENCH_EVAL:-2000}" --heartbeat 5 --seed 1 $srv_flags \
     >"$dir/server.log" 2>&1 &
 spid=$!
-until grep -q "listening on" "$dir/server.log"; do
+until grep -q "listening on" "$dir/server.log" 2>/dev/null; do
     kill -0 $spid 2>/dev/null || { tail "$dir/server.log"; exit 1; }
     sleep 0.2
 done
