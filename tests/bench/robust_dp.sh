@@ -7,7 +7,8 @@
 #   sh tests/bench/robust_dp.sh BUILD ROUNDS NAME [SERVER FLAGS...] [-- FLEET FLAGS...]
 #
 # e.g. NAME dp1 with --clip_norm 0.5 --dp_noise_multiplier 1, or NAME krum
-# with --aggregator krum:2,6 -- --byzantine-rate 0.2 --attack scale:-10.
+# with --aggregator krum:2,6 --min_reports 5 -- --byzantine-rate 0.2 --attack scale:-10
+# (krum:F needs min_reports >= F + 3).
 # BENCH_JOBS sets the fleet's training jobs (default 2), BENCH_EVAL the
 # central evaluation's examples (default 2000).
 set -u
@@ -19,8 +20,9 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do
     shift
 done
 [ $# -gt 0 ] && shift
+spid="" fpid=""
 dir=$(mktemp -d /tmp/fedopt-bench.XXXXXX)
-trap 'kill $spid $fpid 2>/dev/null; rm -rf "$dir"' EXIT
+trap '[ -n "$spid$fpid" ] && kill $spid $fpid 2>/dev/null; rm -rf "$dir"' EXIT
 "$build/fedopt-server" certs init "$dir/fleet" >/dev/null
 # shellcheck disable=SC2086
 "$build/fedopt-server" run --listen 127.0.0.1:0 --tls_cert "$dir/fleet/server.crt" --tls_key "$dir/fleet/server.key" \
