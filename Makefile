@@ -9,7 +9,9 @@
 #                             each for FUZZ_SECONDS (default 30) on its corpus tests/fuzz/corpus/NAME
 #   make test-long            the tests plus the slow accuracy runs
 #   make client               the client alone (make BLAS=none client: without OpenBLAS)
-#   make install              binaries, systemd unit, example config (PREFIX, DESTDIR)
+#   make install              binaries, systemd units, example configs (PREFIX, DESTDIR)
+#   make image                the OCI image with podman (deploy/Containerfile; IMAGE, IMAGE_BASE)
+#   make test-image           build the image, then run a federation from it (minutes)
 #   make SANITIZE=address,undefined test
 #   make CC=clang CFLAGS='-O1 -g'
 #
@@ -24,6 +26,9 @@ LDFLAGS ?=
 SANITIZE ?=
 BLAS ?= openblas
 BUILD ?= build
+# Which packages deploy/install-deps.sh makes sure of: all (build and test) or
+# build (just `make all`, as the image's build stage does).
+FEDOPT_DEPS ?= all
 PREFIX ?= /usr/local
 DESTDIR ?=
 
@@ -38,7 +43,7 @@ FL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recove
 LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
-PKGS := libuv libprotobuf-c sqlite3 zlib inih
+PKGS := libuv libprotobuf-c sqlite3 zlib inih libmicrohttpd
 ifeq ($(BLAS),openblas)
 PKGS += openblas
 FL_CFLAGS += -DFL_HAVE_OPENBLAS=1
@@ -54,7 +59,7 @@ endif
 # then computed once and cached in $(BUILD)/config-$(BLAS).mk.
 NODEPS_GOALS := clean distclean help
 ifneq ($(filter-out $(NODEPS_GOALS),$(or $(MAKECMDGOALS),all)),)
-DEPS_STATUS := $(shell sh deploy/install-deps.sh >&2 && echo ok)
+DEPS_STATUS := $(shell FEDOPT_DEPS=$(FEDOPT_DEPS) sh deploy/install-deps.sh >&2 && echo ok)
 ifneq ($(DEPS_STATUS),ok)
 $(error deploy/install-deps.sh could not install the packages fedopt needs (see above))
 endif
@@ -122,7 +127,7 @@ LIB := $(BUILD)/libfedopt.a
 SERVER := $(BUILD)/fedopt-server
 CLIENT := $(BUILD)/fedopt-client
 
-.PHONY: demo fuzz fuzz-build all server client test test-long check-vectors bench clean distclean help install FORCE
+.PHONY: image test-image demo fuzz fuzz-build all server client test test-long check-vectors bench clean distclean help install FORCE
 all: $(LIB) $(SERVER) $(CLIENT)
 server: $(SERVER)
 client: $(CLIENT)
@@ -178,6 +183,17 @@ test: all $(TEST_BINS) $(TOOL_BINS)
 # Slow accuracy runs (full-epoch trainings) live behind this target.
 test-long: all $(TEST_BINS) $(TOOL_BINS)
 	@FEDOPT_TEST_LONG=1 sh tests/run-tests.sh $(BUILD)
+
+# The container image (deploy/build-image.sh says how the base is made).
+IMAGE ?= localhost/fedopt:latest
+IMAGE_BASE ?=
+image:
+	@FEDOPT_DEPS=image sh deploy/install-deps.sh
+	IMAGE=$(IMAGE) IMAGE_BASE=$(IMAGE_BASE) BUILD=$(BUILD) sh deploy/build-image.sh
+
+# The image test also runs (quickly skipping) in `make test` when no image exists.
+test-image: image all
+	FEDOPT_IMAGE=$(IMAGE) sh tests/integration/test_image.sh $(BUILD)
 
 check-vectors: $(BUILD)/tests/test_serveropt_vectors
 	$(BUILD)/tests/test_serveropt_vectors
@@ -242,19 +258,36 @@ fuzz: $(FUZZ_BINS)
 
 # The unit's paths follow PREFIX; the example configuration is installed as
 # server.ini only when none exists (an installed one is never overwritten).
+# The service runs as user fedopt: the sysusers.d file declares it, and
+# deploy/install-owner.sh creates it on the live system and gives it the
+# config (group, mode 0640) and the state directory.
 SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(if $(filter /usr/local,$(PREFIX)),/etc,$(PREFIX)/etc))
 UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+# The unit's StateDirectory= (systemd would create it too; this serves a start without systemd).
+STATEDIR := /var/lib/fedopt-server
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/fedopt \
-		$(DESTDIR)$(PREFIX)/share/doc/fedopt
+		$(DESTDIR)$(PREFIX)/share/doc/fedopt $(DESTDIR)$(SYSUSERSDIR)
+	install -d -m 700 $(DESTDIR)$(STATEDIR)
 	install -m 755 $(SERVER) $(CLIENT) $(DESTDIR)$(PREFIX)/bin/
 	sed -e 's#@BINDIR@#$(PREFIX)/bin#g' -e 's#@SYSCONFDIR@#$(SYSCONFDIR)#g' -e 's#@PREFIX@#$(PREFIX)#g' deploy/fedopt-server.service \
 		> $(DESTDIR)$(UNITDIR)/fedopt-server.service
 	chmod 644 $(DESTDIR)$(UNITDIR)/fedopt-server.service
+	sed -e 's#@BINDIR@#$(PREFIX)/bin#g' -e 's#@SYSCONFDIR@#$(SYSCONFDIR)#g' -e 's#@PREFIX@#$(PREFIX)#g' deploy/fedopt-client.service \
+		> $(DESTDIR)$(UNITDIR)/fedopt-client.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/fedopt-client.service
+	install -m 644 deploy/fedopt-client.ini $(DESTDIR)$(PREFIX)/share/doc/fedopt/fedopt-client.ini.example
+	test -e $(DESTDIR)$(SYSCONFDIR)/fedopt/client.ini || \
+		install -m 640 deploy/fedopt-client.ini $(DESTDIR)$(SYSCONFDIR)/fedopt/client.ini
+	install -m 644 deploy/fedopt.sysusers.conf $(DESTDIR)$(SYSUSERSDIR)/fedopt.conf
 	install -m 644 deploy/fedopt-server.ini $(DESTDIR)$(PREFIX)/share/doc/fedopt/fedopt-server.ini.example
 	test -e $(DESTDIR)$(SYSCONFDIR)/fedopt/server.ini || \
 		install -m 640 deploy/fedopt-server.ini $(DESTDIR)$(SYSCONFDIR)/fedopt/server.ini
+	install -d $(DESTDIR)$(PREFIX)/share/doc/fedopt/docs
 	install -m 644 README.md ARCHITECTURE.md $(DESTDIR)$(PREFIX)/share/doc/fedopt/
+	install -m 644 docs/*.md $(DESTDIR)$(PREFIX)/share/doc/fedopt/docs/
+	sh deploy/install-owner.sh "$(DESTDIR)" $(SYSUSERSDIR)/fedopt.conf $(SYSCONFDIR)/fedopt/server.ini $(STATEDIR)
 
 clean:
 	rm -rf $(BUILD)

@@ -40,9 +40,17 @@ typedef struct {
     size_t line_len;
 } fleet_t;
 
+/* The partition index of the fleet's i-th client: with --shard I/N the
+ * fleet runs every N-th client, and a client's name, data and random streams
+ * follow this index, so it is the same client in any shard layout. */
+static size_t client_index(const fl_fleet_opts_t *o, size_t i)
+{
+    return o->first + i * (o->stride > 1 ? o->stride : 1);
+}
+
 static void client_name(const fl_fleet_opts_t *o, size_t i, char *out, size_t n)
 {
-    snprintf(out, n, "%s-%04zu", o->prefix ? o->prefix : "sim", o->first + i);
+    snprintf(out, n, "%s-%04zu", o->prefix ? o->prefix : "sim", client_index(o, i));
 }
 
 static int file_exists(const char *p)
@@ -227,21 +235,100 @@ static void on_signal(uv_signal_t *h, int signum)
     stop_all(f);
 }
 
-static void on_tick(uv_timer_t *t) { progress(t->data, 0); }
+/* ---- metrics ---------------------------------------------------------------- */
+
+static const char *const state_names[FL_SESSION__NSTATES] = {
+    [FL_SESSION_WAITING] = "waiting",     [FL_SESSION_CONNECTING] = "connecting", [FL_SESSION_READY] = "ready",
+    [FL_SESSION_RECEIVING] = "receiving", [FL_SESSION_QUEUED] = "queued",         [FL_SESSION_TRAINING] = "training",
+    [FL_SESSION_STRAGGLING] = "straggling", [FL_SESSION_UPLOADING] = "uploading", [FL_SESSION_DONE] = "done",
+};
+
+int fl_fleet_metrics_define(fl_metrics_t *m)
+{
+    static const struct {
+        const char *name, *label, *help;
+        fl_metric_type_t type;
+    } fam[] = {
+        {"fedopt_fleet_clients", "state", "The fleet's clients by session state.", FL_METRIC_GAUGE},
+        {"fedopt_fleet_jobs", NULL, "Training jobs the fleet runs at once.", FL_METRIC_GAUGE},
+        {"fedopt_fleet_jobs_busy", NULL, "Jobs training or evaluating now.", FL_METRIC_GAUGE},
+        {"fedopt_fleet_round", NULL, "Latest round offered to a client of the fleet.", FL_METRIC_GAUGE},
+        {"fedopt_fleet_connects_total", NULL, "Sessions welcomed by the server.", FL_METRIC_COUNTER},
+        {"fedopt_fleet_reconnects_total", NULL, "Welcomes after a client's first one.", FL_METRIC_COUNTER},
+        {"fedopt_fleet_offers_total", NULL, "Training tasks offered to the fleet's clients.", FL_METRIC_COUNTER},
+        {"fedopt_fleet_uploads_total", NULL, "Updates uploaded.", FL_METRIC_COUNTER},
+        {"fedopt_fleet_evals_total", NULL, "Federated evaluations answered.", FL_METRIC_COUNTER},
+        {"fedopt_fleet_failed_jobs_total", NULL, "Trainings or evaluations that failed.", FL_METRIC_COUNTER},
+    };
+    int rc = 0;
+    for (size_t i = 0; i < sizeof fam / sizeof fam[0] && rc == 0; i++)
+        rc = fl_metrics_define(m, fam[i].name, fam[i].type, fam[i].help, fam[i].label, NULL, 0);
+    return rc;
+}
+
+/* Counters are sums over the sessions: raise each series to the new sum. */
+static void raise_to(fl_metrics_t *m, const char *name, uint64_t total)
+{
+    double now = 0;
+    if (fl_metrics_get(m, name, NULL, &now) != 0)
+        now = 0;
+    if ((double)total > now)
+        fl_metrics_add(m, name, NULL, (double)total - now);
+}
+
+static void update_metrics(fleet_t *f)
+{
+    fl_metrics_t *m = f->o->metrics;
+    if (!m)
+        return;
+    size_t st[FL_SESSION__NSTATES] = {0};
+    uint64_t connects = 0, offers = 0, uploads = 0, evals = 0, failed = 0, round = 0, reconnects = 0;
+    for (size_t i = 0; i < f->started; i++) {
+        const fl_session_stats_t *ss = fl_session_stats(f->s[i]);
+        st[fl_session_state(f->s[i])]++;
+        connects += ss->connects;
+        reconnects += ss->connects > 1 ? ss->connects - 1 : 0;
+        offers += ss->offers;
+        uploads += ss->uploads;
+        evals += ss->evals;
+        failed += ss->failed_jobs;
+        if (ss->last_offer_round > round)
+            round = ss->last_offer_round;
+    }
+    st[FL_SESSION_WAITING] += f->o->count - f->started; /* not started yet */
+    for (int i = 0; i < FL_SESSION__NSTATES; i++)
+        if (state_names[i])
+            fl_metrics_set(m, "fedopt_fleet_clients", state_names[i], (double)st[i]);
+    fl_metrics_set(m, "fedopt_fleet_jobs", NULL, (double)f->o->jobs);
+    fl_metrics_set(m, "fedopt_fleet_jobs_busy", NULL, (double)st[FL_SESSION_TRAINING]);
+    fl_metrics_set(m, "fedopt_fleet_round", NULL, (double)round);
+    raise_to(m, "fedopt_fleet_connects_total", connects);
+    raise_to(m, "fedopt_fleet_reconnects_total", reconnects);
+    raise_to(m, "fedopt_fleet_offers_total", offers);
+    raise_to(m, "fedopt_fleet_uploads_total", uploads);
+    raise_to(m, "fedopt_fleet_evals_total", evals);
+    raise_to(m, "fedopt_fleet_failed_jobs_total", failed);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    update_metrics(t->data);
+    progress(t->data, 0);
+}
 
 static int start_one(fleet_t *f)
 {
     const fl_fleet_opts_t *o = f->o;
     size_t i = f->started;
     size_t cnt = 0;
-    const uint32_t *idx = fl_partition_client(o->parts, o->first + i, &cnt);
+    const uint32_t *idx = fl_partition_client(o->parts, client_index(o, i), &cnt);
     fl_session_opts_t so = {
         .host = o->host,
         .port = o->port,
         .server_name = o->server_name,
         .tls = f->tls[o->cert_file && o->key_file ? 0 : i],
         .name = f->names[i],
-        .id = o->first + i,
+        .id = client_index(o, i),
         .data = o->data,
         .index = idx,
         .nindex = cnt,
@@ -300,7 +387,7 @@ static void on_starter(uv_timer_t *t)
 int fl_fleet_run(const fl_fleet_opts_t *o, fl_fleet_result_t *res)
 {
     if (!o || !o->host || !o->certs_dir || !o->data || !o->parts || !o->count || !o->jobs ||
-        o->first + o->count > o->parts->clients)
+        client_index(o, o->count - 1) >= o->parts->clients)
         return FL_EINVAL;
     fleet_t *f = calloc(1, sizeof *f);
     if (!f)
@@ -361,8 +448,13 @@ int fl_fleet_run(const fl_fleet_opts_t *o, fl_fleet_result_t *res)
     uv_signal_start(&f->sigterm, on_signal, SIGTERM);
     f->t0 = fl_clock_mono_s();
     f->last_line = f->t0;
-    FL_LOG_I(WHO, "%zu clients (%s-%04zu..%04zu) -> %s:%d, %u training jobs", o->count,
-             o->prefix ? o->prefix : "sim", o->first, o->first + o->count - 1, o->host, o->port, o->jobs);
+    if (o->stride > 1)
+        FL_LOG_I(WHO, "%zu clients (%s-%04zu..%04zu, every %zu-th) -> %s:%d, %u training jobs", o->count,
+                 o->prefix ? o->prefix : "sim", o->first, client_index(o, o->count - 1), o->stride, o->host, o->port,
+                 o->jobs);
+    else
+        FL_LOG_I(WHO, "%zu clients (%s-%04zu..%04zu) -> %s:%d, %u training jobs", o->count,
+                 o->prefix ? o->prefix : "sim", o->first, o->first + o->count - 1, o->host, o->port, o->jobs);
     uv_timer_start(&f->tick, on_tick, o->tty ? 1000 : 2000, o->tty ? 1000 : 2000);
     uv_timer_start(&f->starter, on_starter, 0, 10);
     uv_run(&f->loop, UV_RUN_DEFAULT);

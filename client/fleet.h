@@ -26,6 +26,7 @@
 #include <stdio.h>
 
 #include "client/session.h"
+#include "common/net/metrics.h"
 #include "common/data/dataset.h"
 #include "client/attack.h"
 #include "common/data/partition.h"
@@ -53,7 +54,8 @@ typedef struct {
                                  Hello names); NULL = one certificate per client */
     const char *key_file;
     const char *prefix;       /* client names: PREFIX-NNNN (default "sim") */
-    size_t first, count;      /* clients first .. first+count-1 of the partition */
+    size_t first, count;      /* clients first, first+stride, ... (count of them) of the partition */
+    size_t stride;            /* 0 or 1: consecutive clients; N: every N-th (--shard I/N) */
     unsigned jobs;            /* trainings at once (>= 1) */
     const fl_dataset_t *data; /* the whole training split */
     const fl_partition_t *parts; /* its partition into clients */
@@ -68,6 +70,8 @@ typedef struct {
     uint64_t seed;
     int tty;                  /* 1: redraw one progress line; 0: plain lines */
     FILE *progress;           /* where progress goes (NULL = none) */
+    fl_metrics_t *metrics;    /* the fleet's Prometheus metrics are kept here (NULL = none;
+                                 families from fl_fleet_metrics_define) */
 } fl_fleet_opts_t;
 
 /* What a fleet did, summed over its clients. */
@@ -78,6 +82,12 @@ typedef struct {
     uint64_t last_round;      /* highest round offered */
     double seconds;
 } fl_fleet_result_t;
+
+/* Declares the fleet's metric families in m: fedopt_fleet_clients{state},
+ * fedopt_fleet_jobs, fedopt_fleet_jobs_busy, fedopt_fleet_round and the
+ * counters fedopt_fleet_{connects,reconnects,offers,uploads,evals,
+ * failed_jobs}_total, updated every tick while the fleet runs. */
+int fl_fleet_metrics_define(fl_metrics_t *m);
 
 /* Makes sure certs_dir/clients/NAME.crt exists for every client, issuing the
  * missing ones. Returns 0 or the first fl_certs_issue error (logged). */

@@ -20,6 +20,7 @@
 #include "server/fedeval.h"
 #include "server/rdp.h"
 #include "server/round.h"
+#include "server/srvmetrics.h"
 #include "server/startup.h"
 #include "server/store.h"
 #include "server/uploads.h"
@@ -104,6 +105,8 @@ struct fl__daemon {
     int fe_rc;
     char line[768];        /* the committed round's progress line, printed once its evaluation is done */
     int line_pending;
+    fl_metrics_t *metrics; /* metrics_listen: the registry (server/srvmetrics) and its listener */
+    fl_metrics_http_t *metrics_http;
 };
 
 /* Every duration, deadline and silence is measured on the monotonic clock;
@@ -126,6 +129,7 @@ static void on_eval_result(fl__client_t *c, const Fedopt__EvalResult *r);
 
 static void send_reject(fl__client_t *c, int code, const char *reason)
 {
+    fl_srvmetrics_rejected(c->d->metrics, reason);
     Fedopt__Reject rj = FEDOPT__REJECT__INIT;
     rj.code = code;
     rj.reason = (char *)reason;
@@ -413,6 +417,12 @@ static void on_open(fl_tls_conn_t *conn, void *ud)
     fl_tls_conn_set_data(conn, c);
 }
 
+static void on_handshake_fail(int reason, void *ud)
+{
+    fl__daemon_t *d = ud;
+    fl_srvmetrics_tls_failure(d->metrics, reason);
+}
+
 static void on_close(fl_tls_conn_t *conn, int reason, void *ud)
 {
     fl__daemon_t *d = ud;
@@ -461,7 +471,13 @@ static void on_upload_added(const char *name, int rc, double weight, double loss
 
 static void on_uploads_idle(void *ud)
 {
-    maybe_close_round(ud);
+    fl__daemon_t *d = ud;
+    size_t count;
+    double secs;
+    fl_uploads_last_batch(d->uploads, &count, &secs);
+    if (count)
+        fl_srvmetrics_seconds(d->metrics, "aggregation", secs / (double)count);
+    maybe_close_round(d);
 }
 
 /* ---- rounds ------------------------------------------------------------- */
@@ -595,6 +611,8 @@ static void try_start_round(fl__daemon_t *d)
             if ((d->last_selected[d->nlast_selected] = strdup(fl_round_selected_name(d->round, i))))
                 d->nlast_selected++;
     FL_LOG_D(WHO, "round %lld: %zu of %zu clients selected", (long long)d->round_no, nsel, have);
+    fl_srvmetrics_round_started(d->metrics, d->round_no, (int64_t)nsel);
+    fl_log_set_round(d->round_no);
     d->phase = PH_ROUND;
     free(names);
     free(conns);
@@ -626,12 +644,14 @@ static void commit_work_cb(uv_work_t *w)
     int rc = 0;
     d->evaluated = 0;
     d->row.privacy = NULL;
+    double t0 = now_s();
     if (d->row_closed) {
         /* fl_round_finish_work's step, through the aggregator that formed D */
         double clip = fl_agg_clip_bound(d->agg), within = fl_agg_clip_within(d->agg);
         if ((rc = fl_agg_finish(d->agg, d->opt, d->x, d->numel, &d->opt_res)) ||
             (rc = fl_round_state_save(d->opt, &state, &state_len)))
             goto out;
+        fl_srvmetrics_seconds(d->metrics, "finish", now_s() - t0);
         if (clip > 0 || d->rdp) {
             d->priv = (fl_store_privacy_t){clip > 0 ? clip : NAN, clip > 0 ? within : NAN, NAN, NAN, NAN, NAN};
             if (d->rdp) {
@@ -650,14 +670,19 @@ static void commit_work_cb(uv_work_t *w)
     int64_t every = d->cfg->eval_every;
     if (d->eval && every > 0 && (d->row.round % every == 0 || d->row.round == d->cfg->rounds)) {
         double loss, metric;
-        if (fl_eval_run(d->eval, d->x, d->numel, &loss, &metric) == 0) {
+        t0 = now_s();
+        int erc = fl_eval_run(d->eval, d->x, d->numel, &loss, &metric);
+        fl_srvmetrics_seconds(d->metrics, "evaluation", now_s() - t0);
+        if (erc == 0) {
             d->row.eval_loss = loss;
             d->row.eval_accuracy = metric;
             d->evaluated = 1;
         }
     }
+    t0 = now_s();
     rc = fl_store_commit_round(d->store, &d->row, d->ups, d->nups, d->row_closed ? d->x : NULL, d->numel, state,
                                state_len, d->cfg->keep_checkpoints);
+    fl_srvmetrics_seconds(d->metrics, "commit", now_s() - t0);
     if (rc == 0 && d->fe_encode) {
         /* The federated evaluation's model transfer, encoded here rather than
          * on the loop (a CRC and a copy of the whole model). A failure only
@@ -691,6 +716,7 @@ static void commit_after_cb(uv_work_t *w, int status)
         stop_all(d);
         return;
     }
+    fl_srvmetrics_round_committed(d->metrics, &d->row, d->ups, d->nups);
     char tl[48], el[48], ea[48], pv[64] = "";
     if (d->row.privacy && isfinite(d->priv.clip_norm))
         snprintf(pv, sizeof pv, " clip %.4g", d->priv.clip_norm);
@@ -981,6 +1007,8 @@ static void on_tick(uv_timer_t *t)
 {
     fl__daemon_t *d = t->data;
     double now = now_s();
+    static const char *const phase_names[] = {"waiting", "round", "committing", "fedeval", "fedeval_commit", "done"};
+    fl_srvmetrics_tick(d->metrics, phase_names[d->phase], d->round_no, d->nclients);
     if (now - d->last_heartbeat >= d->cfg->heartbeat) {
         d->last_heartbeat = now;
         send_heartbeats(d, now);
@@ -1000,6 +1028,7 @@ static void on_signal(uv_signal_t *s, int signum)
         return;
     FL_LOG_I(WHO, "%s: stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     d->stopping = 1;
+    fl_metrics_set_ready(d->metrics, 0);
     if (d->server) {
         fl_tls_server_close(d->server);
         d->server = NULL;
@@ -1096,6 +1125,17 @@ int fl_daemon_run(const fl_server_config_t *cfg)
     if ((rc = fl_startup_parse_listen(cfg->listen, host, sizeof host, &port)))
         goto out;
     fl_startup_raise_nofile(cfg);
+    /* Metrics first: /healthz answers while a long resume loads. */
+    if (cfg->metrics_listen && cfg->metrics_listen[0]) {
+        int mport = 0;
+        if ((rc = fl_srvmetrics_create(&d->metrics)) ||
+            (rc = fl_metrics_http_start(d->metrics, cfg->metrics_listen, &d->metrics_http, &mport))) {
+            FL_LOG_E(WHO, "metrics_listen %s: %s", cfg->metrics_listen, fl_strerror(rc));
+            rc = FL_ECONFIG;
+            goto out;
+        }
+        FL_LOG_I(WHO, "metrics served on %s, port %d (/metrics, /healthz, /readyz)", cfg->metrics_listen, mport);
+    }
     if ((rc = fl_store_open(cfg->db, 0, &d->store)))
         goto out;
     if ((rc = fl_startup_model(cfg, &d->eval, &d->model, &d->x, &d->numel, &d->opt)))
@@ -1124,7 +1164,8 @@ int fl_daemon_run(const fl_server_config_t *cfg)
     if ((rc = fl_uploads_create(&d->loop, (size_t)cfg->max_buffered_uploads, d->opt, &ucbs, d, &d->uploads)))
         goto out;
     fl_uploads_set_agg(d->uploads, d->agg);
-    fl_tls_cbs_t cbs = {.on_open = on_open, .on_message = on_message, .on_close = on_close};
+    fl_tls_cbs_t cbs = {
+        .on_open = on_open, .on_message = on_message, .on_close = on_close, .on_handshake_fail = on_handshake_fail};
     if ((rc = fl_startup_listen(cfg, &d->loop, d->tls, host, port, &cbs, d, &d->server)))
         goto out;
     if ((rc = fl_startup_open_run(cfg, d->store, d->opt, d->x, d->numel, &plan, &d->round, &d->fe)))
@@ -1132,6 +1173,9 @@ int fl_daemon_run(const fl_server_config_t *cfg)
     d->run_id = plan.run_id;
     d->round_no = plan.round_no;
     d->fe_due = plan.fe_due;
+    fl_srvmetrics_run(d->metrics, d->run_id);
+    fl_log_set_run(d->run_id);
+    fl_metrics_set_ready(d->metrics, 1); /* listening, with a run */
     uv_timer_init(&d->loop, &d->tick);
     d->tick.data = d;
     uv_timer_start(&d->tick, on_tick, 100, 100);
@@ -1172,6 +1216,8 @@ out:
     fl_eval_free(d->eval);
     free(d->x);
     fl_store_close(d->store);
+    fl_metrics_http_stop(d->metrics_http);
+    fl_metrics_free(d->metrics);
     free(d);
     return rc ? 1 : 0;
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/base/clock.h"
 #include "common/base/error.h"
 #include "server/round.h"
 
@@ -29,6 +30,8 @@ struct fl_uploads {
     job_t *jobs_head, *jobs_tail;
     job_t *running; /* the batch in the worker, a list */
     uv_work_t work;
+    size_t batch_n;   /* the last batch's uploads and seconds (written by the */
+    double batch_s;   /* worker, read on the loop after it: no race) */
 };
 
 int fl_uploads_create(uv_loop_t *loop, size_t slots, fl_serveropt_t *opt, const fl_uploads_cbs_t *cbs, void *ud,
@@ -148,8 +151,11 @@ static void work_cb(uv_work_t *w)
     }
     /* Every job of a batch has the model's size: wrong-shape uploads are
      * refused by fl_round_check before they are submitted. */
+    double t0 = fl_clock_mono_s();
     int brc = u->agg ? fl_agg_add_batch(u->agg, u->opt, deltas, weight, count, n, rc, norm)
                      : fl_round_add_work_batch(u->opt, deltas, weight, count, n, rc, norm);
+    u->batch_s = fl_clock_mono_s() - t0;
+    u->batch_n = count;
     size_t i = 0;
     for (job_t *j = u->running; j; j = j->next, i++) {
         j->rc = brc ? brc : rc[i];
@@ -214,4 +220,12 @@ size_t fl_uploads_in_use(const fl_uploads_t *u)
 void fl_uploads_set_agg(fl_uploads_t *u, fl_agg_t *agg)
 {
     u->agg = agg;
+}
+
+void fl_uploads_last_batch(const fl_uploads_t *u, size_t *count, double *seconds)
+{
+    if (count)
+        *count = u ? u->batch_n : 0;
+    if (seconds)
+        *seconds = u ? u->batch_s : 0;
 }

@@ -87,4 +87,8 @@ int fl_uploads_busy(const fl_uploads_t *u);
 /* Slots in use. */
 size_t fl_uploads_in_use(const fl_uploads_t *u);
 
+/* The last finished batch: its uploads and the seconds the worker spent
+ * adding them (for the aggregation metric; 0 and 0 before the first). */
+void fl_uploads_last_batch(const fl_uploads_t *u, size_t *count, double *seconds);
+
 #endif

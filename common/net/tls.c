@@ -291,6 +291,8 @@ static void conn_release(fl_tls_conn_t *c)
     if ((c->opened || !c->is_server) && !c->quiet) {
         if (c->cbs.on_close)
             c->cbs.on_close(c, c->reason, c->ud);
+    } else if (c->is_server && !c->opened && !c->quiet && c->cbs.on_handshake_fail) {
+        c->cbs.on_handshake_fail(c->reason ? c->reason : FL_ECLOSED, c->ud);
     }
     c->ctx->nconns--;
     mbedtls_ssl_free(&c->ssl);

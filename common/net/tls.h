@@ -14,7 +14,8 @@
  *
  * Life cycle of a connection (fl_tls_conn_t, owned by this module):
  *   server: fl_tls_server_start accepts; a connection whose handshake fails is
- *           logged and dropped without any callback; on success on_open runs.
+ *           logged and dropped with no connection callback (on_handshake_fail
+ *           counts it); on success on_open runs.
  *   client: fl_tls_connect returns the connection at once; on_open runs after
  *           the handshake, or on_close runs with the reason if it fails.
  *   then:   on_message for every message or completed tensor, on_drain when the
@@ -105,6 +106,9 @@ typedef struct {
     /* The connection is gone: reason 0 after fl_tls_conn_close or the peer's
      * orderly close, else the FL_E* code of the failure. Last callback. */
     void (*on_close)(fl_tls_conn_t *c, int reason, void *ud);
+    /* Server only: an accepted connection's handshake failed (it gets no
+     * other callback), with the FL_E* reason; for counting. May be NULL. */
+    void (*on_handshake_fail)(int reason, void *ud);
 } fl_tls_cbs_t;
 
 /* Creates a context for one side: loads the CA, certificate and key, seeds

@@ -273,7 +273,7 @@ static void run_clients(int port, int n, int idle_mode, int fd, size_t model_byt
     fl_tls_ctx_t *ctx;
     if (fl_tls_ctx_new(FL_TLS_CLIENT, &o, &ctx) != 0)
         _exit(1);
-    static const fl_tls_cbs_t cbs = {c_open, c_msg, NULL, c_close};
+    static const fl_tls_cbs_t cbs = {.on_open = c_open, .on_message = c_msg, .on_close = c_close};
     k.n = n;
     k.idle_mode = idle_mode;
     uv_timer_init(&loop, &k.idle_timer);
@@ -310,7 +310,7 @@ static int scenario(const char *suite, int n, fl_buf_t *model, uint64_t params, 
     fl_tls_ctx_t *ctx;
     if (fl_tls_ctx_new(FL_TLS_SERVER, &o, &ctx) != 0)
         return -1;
-    static const fl_tls_cbs_t cbs = {s_open, s_msg, NULL, s_close};
+    static const fl_tls_cbs_t cbs = {.on_open = s_open, .on_message = s_msg, .on_close = s_close};
     srv_t s = {0};
     s.model = model;
     s.params = params;

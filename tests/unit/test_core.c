@@ -3,14 +3,16 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
-#include "common/base/cli.h"
 #include "common/base/error.h"
+#include "common/base/iniargs.h"
 #include "common/base/log.h"
 #include "common/base/params.h"
 #include "common/base/rng.h"
@@ -27,20 +29,143 @@ static void test_errors(void **s)
     assert_int_equal(fl_log_parse_level("loud", &l), FL_EINVAL);
 }
 
-static void test_cli_long(void **s)
+/* Reads back everything written to f. */
+static char *slurp(FILE *f)
 {
-    long v = 7;
-    assert_int_equal(fl_cli_long("42", 1, 100, &v), 0);
-    assert_int_equal(v, 42);
-    assert_int_equal(fl_cli_long("-3", -5, 0, &v), 0);
-    assert_int_equal(v, -3);
-    /* Refusals leave *out alone. */
-    assert_int_equal(fl_cli_long("", 0, 10, &v), FL_EINVAL);
-    assert_int_equal(fl_cli_long("4x", 0, 10, &v), FL_EINVAL);
-    assert_int_equal(fl_cli_long("11", 0, 10, &v), FL_EINVAL);
-    assert_int_equal(fl_cli_long("0", 1, 10, &v), FL_EINVAL);
-    assert_int_equal(fl_cli_long("99999999999999999999999", 0, 10, &v), FL_EINVAL);
-    assert_int_equal(v, -3);
+    long n = ftell(f);
+    assert_true(n >= 0);
+    char *buf = calloc(1, (size_t)n + 1);
+    rewind(f);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    return buf;
+}
+
+static void test_log_json(void **s)
+{
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    fl_log_set_sink(f);
+    fl_log_set_format(FL_LOG_JSON);
+    fl_log_set_run(3);
+    fl_log_set_round(12);
+    fl_log_set_client("sim-0007");
+    FL_LOG_I("server", "say \"hi\"\\ tab\there\nnext \xc3\xa9 bad \xff\xc3 end");
+    fl_log_set_run(-1);
+    fl_log_set_round(-1);
+    fl_log_set_client(NULL);
+    FL_LOG_W("fleet", "plain");
+    FL_LOG_D("fleet", "below the level: not written");
+    fl_log_set_format(FL_LOG_TEXT);
+    FL_LOG_E("x", "text again");
+    fl_log_set_sink(NULL);
+    char *out = slurp(f);
+    fclose(f);
+    char *l2 = strchr(out, '\n');
+    assert_non_null(l2);
+    *l2++ = 0;
+    char *l3 = strchr(l2, '\n');
+    assert_non_null(l3);
+    *l3++ = 0;
+    /* Line 1: every field, escapes (common/base/json's), UTF-8 kept, invalid bytes U+FFFD. */
+    assert_memory_equal(out, "{\"time\":\"", 9);
+    assert_int_equal(out[9 + 4], '-');
+    assert_non_null(strstr(out, "Z\",\"level\":\"info\",\"module\":\"server\",\"message\":\"say \\\"hi\\\"\\\\ "
+                                "tab\\u0009here\\u000anext \xc3\xa9 bad \xef\xbf\xbd\xef\xbf\xbd end\",\"run\":3,\"round\":12,"
+                                "\"client\":\"sim-0007\"}"));
+    /* Line 2: no context once cleared. */
+    assert_non_null(strstr(l2, "\"level\":\"warn\",\"module\":\"fleet\",\"message\":\"plain\"}"));
+    assert_null(strstr(l2, "run"));
+    /* Line 3: the text format. */
+    assert_non_null(strstr(l3, "ERROR x: text again\n"));
+    free(out);
+}
+
+static void test_log_take_args(void **s)
+{
+    char a0[] = "prog", a1[] = "run", a2[] = "--log-format", a3[] = "json", a4[] = "--rounds", a5[] = "3",
+         a6[] = "--", a7[] = "--log-format=text";
+    char *argv[] = {a0, a1, a2, a3, a4, a5, a6, a7, NULL};
+    int argc = 8;
+    unsetenv("FEDOPT_LOG_FORMAT");
+    assert_int_equal(fl_log_take_args(&argc, argv), 0);
+    assert_int_equal(argc, 6);
+    assert_string_equal(argv[1], "run");
+    assert_string_equal(argv[2], "--rounds");
+    assert_string_equal(argv[4], "--");
+    assert_string_equal(argv[5], "--log-format=text"); /* after "--": an argument, untouched */
+    assert_null(argv[6]);
+    assert_int_equal(fl_log_get_format(), FL_LOG_JSON);
+    char b2[] = "--log-format=text";
+    char *argv2[] = {a0, b2, NULL};
+    argc = 2;
+    assert_int_equal(fl_log_take_args(&argc, argv2), 0);
+    assert_int_equal(argc, 1);
+    assert_int_equal(fl_log_get_format(), FL_LOG_TEXT);
+    char b3[] = "--log-format=yaml";
+    char *argv3[] = {a0, b3, NULL};
+    argc = 2;
+    assert_int_equal(fl_log_take_args(&argc, argv3), FL_EINVAL);
+    char *argv4[] = {a0, a2, NULL};
+    argc = 2;
+    assert_int_equal(fl_log_take_args(&argc, argv4), FL_EINVAL);
+    /* The environment applies without the flag. */
+    setenv("FEDOPT_LOG_FORMAT", "json", 1);
+    char *argv5[] = {a0, a1, NULL};
+    argc = 2;
+    assert_int_equal(fl_log_take_args(&argc, argv5), 0);
+    assert_int_equal(fl_log_get_format(), FL_LOG_JSON);
+    unsetenv("FEDOPT_LOG_FORMAT");
+    fl_log_set_format(FL_LOG_TEXT);
+}
+
+static void test_iniargs(void **s)
+{
+    char path[] = "/tmp/fl_iniargs_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs("; a device\n[client]\nserver = h:1\nbackoff_max = 300\nonce = true\nverbose = false\n"
+          "[other]\nserver = nope\n", f);
+    fclose(f);
+    char a0[] = "prog", a1[] = "--config", a3[] = "--server", a4[] = "cli:2", a5[] = "--", a6[] = "--config";
+    char *argv[] = {a0, a1, path, a3, a4, a5, a6, NULL};
+    int argc = 7;
+    char **av = argv;
+    void *owned;
+    assert_int_equal(fl_iniargs_expand(&argc, &av, "client", &owned), 0);
+    assert_non_null(owned);
+    assert_int_equal(argc, 8);
+    const char *want[] = {"prog", "--server=h:1", "--backoff-max=300", "--once", "--server", "cli:2", "--", "--config"};
+    for (int i = 0; i < 8; i++)
+        assert_string_equal(av[i], want[i]);
+    assert_null(av[8]);
+    fl_iniargs_free(owned);
+    /* No --config: untouched. */
+    char *plain[] = {a0, a3, a4, NULL};
+    argc = 3;
+    av = plain;
+    assert_int_equal(fl_iniargs_expand(&argc, &av, "client", &owned), 0);
+    assert_null(owned);
+    assert_true(av == plain);
+    /* A missing file, a missing value, a syntax error. */
+    char missing[] = "--config=/nonexistent/fl.ini";
+    char *m[] = {a0, missing, NULL};
+    argc = 2;
+    av = m;
+    assert_int_equal(fl_iniargs_expand(&argc, &av, "client", &owned), FL_EIO);
+    char *nov[] = {a0, a1, NULL};
+    argc = 2;
+    av = nov;
+    assert_int_equal(fl_iniargs_expand(&argc, &av, "client", &owned), FL_EINVAL);
+    f = fopen(path, "w");
+    fputs("[client]\nthis line has no equals sign\n", f);
+    fclose(f);
+    char *bad[] = {a0, a1, path, NULL};
+    argc = 3;
+    av = bad;
+    assert_int_equal(fl_iniargs_expand(&argc, &av, "client", &owned), FL_EFORMAT);
+    unlink(path);
+    fl_iniargs_free(NULL);
 }
 
 static void test_rng_streams(void **s)
@@ -190,7 +315,9 @@ static void test_finite_and_norm(void **s)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_errors),          cmocka_unit_test(test_cli_long),          cmocka_unit_test(test_rng_streams),
+        cmocka_unit_test(test_errors),          cmocka_unit_test(test_log_json),
+        cmocka_unit_test(test_log_take_args),   cmocka_unit_test(test_iniargs),
+        cmocka_unit_test(test_rng_streams),
         cmocka_unit_test(test_rng_distributions), cmocka_unit_test(test_rng_fill_u32), cmocka_unit_test(test_params_layout),
         cmocka_unit_test(test_finite_and_norm),
     };

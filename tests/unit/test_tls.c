@@ -63,6 +63,7 @@ typedef struct {
     fl_tls_ctx_t *ctx;
     fl_tls_server_t *srv;
     int opens, closes, hellos, tensors;
+    int hs_fails, hs_reason; /* on_handshake_fail */
     int last_close_reason;
     char last_peer[80];
     uint8_t *tensor;         /* last tensor received (taken from the event) */
@@ -181,9 +182,20 @@ static void srv_on_close(fl_tls_conn_t *c, int reason, void *ud)
         s->paused = NULL;
 }
 
-static const fl_tls_cbs_t srv_cbs = {srv_on_open, srv_on_message, srv_on_drain, srv_on_close};
-static const fl_tls_cbs_t srv_cbs_pause = {srv_on_open_pause, srv_on_message, srv_on_drain,
-                                           srv_on_close};
+static void srv_on_hs_fail(int reason, void *ud)
+{
+    server_t *s = ud;
+    s->hs_fails++;
+    s->hs_reason = reason;
+}
+
+static const fl_tls_cbs_t srv_cbs = {.on_open = srv_on_open,
+                                     .on_message = srv_on_message,
+                                     .on_drain = srv_on_drain,
+                                     .on_close = srv_on_close,
+                                     .on_handshake_fail = srv_on_hs_fail};
+static const fl_tls_cbs_t srv_cbs_pause = {
+    .on_open = srv_on_open_pause, .on_message = srv_on_message, .on_drain = srv_on_drain, .on_close = srv_on_close};
 
 static void watchdog(uv_timer_t *t)
 {
@@ -344,7 +356,7 @@ static void cli_on_close(fl_tls_conn_t *c, int reason, void *ud)
     k->conn = NULL;
 }
 
-static const fl_tls_cbs_t cli_cbs = {cli_on_open, cli_on_message, NULL, cli_on_close};
+static const fl_tls_cbs_t cli_cbs = {.on_open = cli_on_open, .on_message = cli_on_message, .on_close = cli_on_close};
 
 /* Connects with the given files (relative to the cert dir; NULL cert = none)
  * and runs the loop until the client's connection is gone. */
@@ -500,11 +512,17 @@ static void test_plaintext_peer(void **state)
         uv_run(&s.loop, UV_RUN_ONCE);
     assert_true(log_has(mark, "handshake with 127.0.0.1:", "not speaking TLS"));
     assert_int_equal(s.opens, 0);
-    /* And a real client still gets served. */
+    /* The failure reaches the application once, with its reason (metrics count it). */
+    for (int i = 0; i < 100 && s.hs_fails == 0; i++)
+        uv_run(&s.loop, UV_RUN_NOWAIT);
+    assert_int_equal(s.hs_fails, 1);
+    assert_int_equal(s.hs_reason, FL_ETLS);
+    /* And a real client still gets served, and is no failure. */
     client_t k = {0};
     k.bye_after = 1;
     client_run(&s, &k, "ca.crt", "clients/alice.crt", "clients/alice.key", "localhost");
     assert_true(k.welcomed);
+    assert_int_equal(s.hs_fails, 1);
     client_free(&k);
     server_stop(&s);
 }

@@ -1,0 +1,171 @@
+#!/bin/sh
+# deploy/k8s, as far as this machine goes without a cluster:
+#  1. a schema check of every manifest and of `certs k8s`'s Secrets, offline
+#     (tests/tools/k8s/check.mjs: kubernetes-models' schema, client-node's field
+#     names), and proof that the check fails on a misspelled field;
+#  2. the fleet Indexed Job's pod command, run once per index with
+#     JOB_COMPLETION_INDEX set (the image's paths and the Service name swapped
+#     for this build and loopback, a 20-client population for the manifest's
+#     100) against a real server: the shards together
+#     are the whole population, and the run finishes;
+#  3. the sweep Indexed Job's command per index (run for real only where this
+#     build has `experiment`);
+#  4. `podman kube play` of the server's StatefulSet pod with its ConfigMap,
+#     Secrets and claim, when podman and the image (make image) are here:
+#     /readyz answers 200 and a Prometheus scrape shows the waiting server.
+# The npm packages are installed into BUILD/k8s-check once (skip, 77, where
+# node/npm or the registry cannot be reached).
+set -u
+. "$(dirname "$0")/fleet_lib.sh"
+root=$(cd "$(dirname "$0")/../.." && pwd)
+k8s=$root/deploy/k8s
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { echo "skip: no node/npm for the schema check"; exit 77; }
+chk_dir=$(cd "$build" && pwd)/k8s-check
+if ! cmp -s "$root/tests/tools/k8s/package.json" "$chk_dir/package.json" 2>/dev/null || [ ! -d "$chk_dir/node_modules" ]; then
+    mkdir -p "$chk_dir"
+    cp "$root/tests/tools/k8s/package.json" "$chk_dir/"
+    (cd "$chk_dir" && npm install --no-audit --no-fund --loglevel=error >"$chk_dir/npm.log" 2>&1) || {
+        rm -f "$chk_dir/package.json"
+        echo "skip: npm install of the schema packages failed: $(tail -n 2 "$chk_dir/npm.log")"
+        exit 77
+    }
+fi
+cp "$root/tests/tools/k8s/check.mjs" "$chk_dir/check.mjs"
+chk() { node "$chk_dir/check.mjs" "$@"; }
+
+# 1. Schemas.
+"$srv" certs init "$work/k8s-pki" --server-name fedopt-server >/dev/null || fail "certs init"
+"$srv" certs k8s "$work/k8s-pki" --namespace fedopt >"$work/pki-secrets.yaml" || fail "certs k8s"
+chk validate "$k8s"/*.yaml "$work/pki-secrets.yaml" >"$work/validate.log" 2>&1 || { cat "$work/validate.log"; fail "manifests do not validate"; }
+sed 's/^/  /' "$work/validate.log"
+docs=$(grep -c ': valid (' "$work/validate.log")
+[ "$docs" -ge 9 ] || fail "only $docs documents checked"
+sed 's/backoffLimitPerIndex:/backoffLimitPerIndx:/' "$k8s/fleet-job.yaml" >"$work/typo.yaml"
+chk validate "$work/typo.yaml" >"$work/typo.log" 2>&1 && fail "a misspelled field passed the check"
+grep -q "backoffLimitPerIndx: no such field" "$work/typo.log" || fail "the misspelled field is not named: $(cat "$work/typo.log")"
+# The Secrets hold the files, byte for byte.
+for key in ca.crt server.crt server.key; do
+    sed -n "/name: fedopt-server-pki/,/^---/s/^  $key: //p" "$work/pki-secrets.yaml" | base64 -d | cmp -s - "$work/k8s-pki/$key" ||
+        fail "Secret fedopt-server-pki: $key differs from the file"
+done
+sed -n "/name: fedopt-fleet-pki/,\$s/^  ca.key: //p" "$work/pki-secrets.yaml" | base64 -d | cmp -s - "$work/k8s-pki/ca.key" ||
+    fail "Secret fedopt-fleet-pki: ca.key differs from the file"
+
+# 2. The fleet Job, one pod command per index.
+completions=$(sed -n 's/^  completions: \([0-9]*\)$/\1/p' "$k8s/fleet-job.yaml" | head -n 1)
+[ -n "$completions" ] || fail "no completions in fleet-job.yaml"
+JOB_COMPLETION_INDEX=0 chk command "$k8s/fleet-job.yaml" fedopt-fleet >"$work/cmd0" || fail "fleet command"
+# The manifest's population (100) takes minutes to shake hands on a loaded
+# 2-core machine: the pods' commands run here with 20 clients.
+[ -n "$(sed -n '/^--clients$/{n;p;}' "$work/cmd0")" ] || fail "no --clients in the fleet command"
+clients=20
+grep -qx -- "0/$completions" "$work/cmd0" || fail "index 0's --shard is not 0/$completions: $(tr '\n' ' ' <"$work/cmd0")"
+start_server server.log --model logreg --rounds 2 --clients_per_round 10 --min_clients "$clients" --round_deadline 60 \
+    --server_opt fedavg --server_lr 1 --client_lr 0.1 --batch_size 20 --max_steps 5
+i=0
+shard_pids=""
+while [ "$i" -lt "$completions" ]; do
+    JOB_COMPLETION_INDEX=$i chk command "$k8s/fleet-job.yaml" fedopt-fleet >"$work/cmd$i" || fail "command $i"
+    # The pod's command with this build's binary, the loopback server and scratch paths.
+    set --
+    prev=""
+    while IFS= read -r a; do
+        case "$prev" in
+        --server) a=127.0.0.1:$port ;;
+        --certs) a=$work/fleet ;;
+        --metrics-listen) a=127.0.0.1:0 ;;
+        --give-up) a=5 ;;
+        --clients) a=$clients ;;
+        --jobs) a=1 ;;
+        esac
+        [ "$a" = fedopt-client ] && a=$cli
+        set -- "$@" "$a"
+        prev=$a
+    done <"$work/cmd$i"
+    "$@" --server-name localhost --backoff-max 1 >"$work/shard$i.log" 2>&1 &
+    shard_pids="$shard_pids $!"
+    pids="$pids $!"
+    i=$((i + 1))
+done
+wait_pid "$server_pid" 180
+[ "$rc" -eq 0 ] || fail "server exit status $rc"
+for p in $shard_pids; do wait_pid "$p" 30; [ "$rc" -eq 0 ] || fail "a shard exited with $rc"; done
+[ "$(sql "SELECT count(*) FROM rounds WHERE status = 'closed'")" -eq 2 ] || fail "2 closed rounds wanted"
+# Each index ran its shard: clients i with i mod N = index; together, all of them.
+i=0
+total=0
+while [ "$i" -lt "$completions" ]; do
+    n=$(( (clients - i + completions - 1) / completions ))
+    grep -q "$n clients (sim-$(printf %04d "$i")\.\." "$work/shard$i.log" || fail "index $i did not run its shard ($n clients from sim-$(printf %04d "$i"))"
+    total=$((total + n))
+    i=$((i + 1))
+done
+[ "$total" -eq "$clients" ] || fail "the shards hold $total clients, the population $clients"
+certs=$(ls "$work/fleet/clients/"*.crt | wc -l)
+[ "$certs" -eq "$clients" ] || fail "$certs client certificates issued, want $clients"
+echo "fleet Job: $completions indexes ran their shards of $clients clients against a real server; 2 rounds"
+
+# 3. The sweep Job's command per index.
+scompl=$(sed -n '/^kind: Job/,$s/^  completions: \([0-9]*\)$/\1/p' "$k8s/sweep-job.yaml" | head -n 1)
+i=0
+while [ "$i" -lt "$scompl" ]; do
+    got=$(JOB_COMPLETION_INDEX=$i chk command "$k8s/sweep-job.yaml" fedopt-sweep | tr '\n' ' ')
+    case "$got" in
+    "fedopt-server --log-format json experiment run /etc/fedopt/grid/grid.ini --out /var/lib/fedopt/sweep --shard $i/$scompl ") ;;
+    *) fail "sweep index $i: '$got'" ;;
+    esac
+    i=$((i + 1))
+done
+if "$srv" experiment --help >/dev/null 2>&1; then
+    echo "sweep Job: $scompl index commands formed; this build has 'experiment' (its sharding is tested by its own tests)"
+else
+    echo "sweep Job: $scompl index commands formed ('experiment' is not in this build: not run)"
+fi
+
+# 4. podman kube play of the server pod.
+image=${FEDOPT_IMAGE:-localhost/fedopt:latest}
+if ! command -v podman >/dev/null 2>&1; then
+    echo "NOTE: no podman: kube play not tried"
+elif ! BUILD=$build . "$root/deploy/podman-conf.sh" || ! podman image exists "$image"; then
+    echo "NOTE: no image $image (make image): kube play not tried"
+elif [ "$(id -u)" != 0 ]; then
+    echo "NOTE: not root (the pod's PKI directory must belong to uid 10001): kube play not tried"
+else
+    pod=fedopt-test-$$
+    kube_down() { podman kube down "$work/pod.yaml" >/dev/null 2>&1; podman volume rm -f "$pod-state" >/dev/null 2>&1; }
+    trap 'kube_down; cleanup' EXIT
+    # Loopback ports for the host network (the Service's 7443/9464 may be
+    # taken), a small model; the rest is the manifest's.
+    fport=$(( ($$ % 5000) + 45000 ))
+    while ss -ltn | grep -qE ":($fport|$((fport + 1))) "; do fport=$((fport + 2)); done
+    mport=$((fport + 1))
+    sed -e "s/listen = 0.0.0.0:7443/listen = 127.0.0.1:$fport/" -e "s/metrics_listen = 0.0.0.0:9464/metrics_listen = 127.0.0.1:$mport/" \
+        -e 's/model = cnn/model = logreg/' "$k8s/server.yaml" | awk '/^---/{exit} {print}' >"$work/configmap.yaml"
+    # podman 4.3 mounts a kube-played Secret's whole manifest rather than its
+    # keys, so the PKI (the same files as the Secrets checked above) comes
+    # from a directory the image's user can read.
+    cp -r "$work/k8s-pki" "$work/pod-pki"
+    chown -R 10001:10001 "$work/pod-pki"
+    POD_NAME=$pod SECRET_DIRS=fedopt-server-pki=$work/pod-pki chk pod "$k8s/server.yaml" fedopt-server host |
+        sed "s/port: 9464/port: $mport/" >"$work/pod.yaml"
+    chk validate "$work/configmap.yaml" "$work/pod.yaml" >/dev/null || fail "the kube play files do not validate"
+    if ! podman kube play --network host --configmap "$work/configmap.yaml" "$work/pod.yaml" >"$work/play.log" 2>&1; then
+        echo "NOTE: podman kube play failed here:"
+        grep -v "^\s" "$work/play.log" | head -n 5
+    else
+        n=0
+        until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$mport/readyz")" = 200 ]; do
+            n=$((n + 1))
+            [ "$n" -gt 300 ] && { podman logs "$pod-server" 2>&1 | tail -n 20; fail "the kube-played server never became ready"; }
+            sleep 0.1
+        done
+        curl -sf "http://127.0.0.1:$mport/metrics" >"$work/pod.metrics" || fail "scrape of the pod"
+        grep -q '^fedopt_phase{phase="waiting"} 1$' "$work/pod.metrics" || fail "the pod's server is not waiting for clients"
+        uid=$(podman exec "$pod-server" id -u 2>/dev/null)
+        [ "$uid" = 10001 ] || fail "the pod runs as uid '$uid', not 10001"
+        podman logs "$pod-server" 2>&1 | grep -q '"message":"listening on 127.0.0.1 port '"$fport"'"' ||
+            fail "the pod's server did not log (JSON) its listening port"
+        echo "podman kube play: the StatefulSet's pod (its ConfigMap, claim and probe endpoints) is ready and waiting, uid $uid"
+    fi
+fi
+echo "ok: deploy/k8s checked"
