@@ -57,6 +57,8 @@ void fl_client_cmd_fleet_usage(FILE *out)
             "  --drop-rate p        per task: vanish after receiving the model\n"
             "  --straggle-rate p    per task: upload --straggle-delay seconds late (default 30)\n"
             "  --corrupt-rate p     per task: send a NaN or a wrong-shape delta\n"
+            "  --byzantine-rate R   the first round(R * clients) clients attack (needs --attack)\n"
+            "  --attack SPEC        scale:S, signflip, gaussian:SD or labelflip (client/attack.h)\n"
             "  --give-up S          a client stops after S seconds without a server (default 0: never)\n"
             "  --backoff-max S      longest wait between reconnects (default 30)\n"
             "  --connect-spread S   spread the first connections over S seconds (default: 32\n"
@@ -83,7 +85,7 @@ int fl_client_cmd_fleet(int argc, char **argv)
     long shard_i = 0, shard_n = 0;
     enum {
         O_SERVER = 1, O_CERTS, O_CERT, O_KEY, O_CA, O_SNAME, O_JOBS, O_FIRST, O_COUNT, O_PREFIX, O_DROP, O_STR, O_STRD, O_CORR,
-        O_GIVEUP, O_BACKOFF, O_SPREAD, O_SEED, O_PROGRESS, O_LOG, O_SHARD, O_METRICS
+        O_GIVEUP, O_BACKOFF, O_SPREAD, O_SEED, O_PROGRESS, O_LOG, O_SHARD, O_METRICS, O_BYZ, O_ATTACK
     };
     static const fl_cli_opt_t opts[] = {
         {"server", 1, O_SERVER},
@@ -100,6 +102,8 @@ int fl_client_cmd_fleet(int argc, char **argv)
         {"straggle-rate", 1, O_STR},
         {"straggle-delay", 1, O_STRD},
         {"corrupt-rate", 1, O_CORR},
+        {"byzantine-rate", 1, O_BYZ},
+        {"attack", 1, O_ATTACK},
         {"give-up", 1, O_GIVEUP},
         {"backoff-max", 1, O_BACKOFF},
         {"connect-spread", 1, O_SPREAD},
@@ -134,6 +138,11 @@ int fl_client_cmd_fleet(int argc, char **argv)
         case O_STR: bad = fl_cli_get_double(&cli, 0, 1, &o.chaos.straggle_rate); break;
         case O_STRD: bad = fl_cli_get_double(&cli, 0, 1e7, &o.chaos.straggle_delay); break;
         case O_CORR: bad = fl_cli_get_double(&cli, 0, 1, &o.chaos.corrupt_rate); break;
+        case O_BYZ: bad = fl_cli_get_double(&cli, 0, 1, &o.byzantine_rate); break;
+        case O_ATTACK:
+            if (fl_attack_parse(cli.val, &o.attack))
+                return fl_cli_bad_value(&cli, "is not scale:S, signflip, gaussian:SD or labelflip");
+            break;
         case O_GIVEUP: bad = fl_cli_get_double(&cli, 0, 1e7, &o.give_up); break;
         case O_BACKOFF: bad = fl_cli_get_double(&cli, 0.001, 1e7, &o.backoff_max); break;
         case O_SPREAD: bad = fl_cli_get_double(&cli, 0, 1e7, &o.connect_spread); break;
@@ -155,6 +164,8 @@ int fl_client_cmd_fleet(int argc, char **argv)
     }
     if (!server || !o.certs_dir || spec.clients == 0)
         return fl_cli_error(&cli, "--server, --certs and --clients are required");
+    if ((o.byzantine_rate > 0) != (o.attack.kind != FL_ATTACK_NONE))
+        return fl_cli_error(&cli, "--byzantine-rate and --attack go together");
     if (spec.client_index >= 0) {
         return fl_cli_error(&cli, "--client-index is for `run`; use --first/--count for a part of the fleet");
     }
@@ -224,11 +235,11 @@ int fl_client_cmd_fleet(int argc, char **argv)
         goto out;
     }
     printf("fleet: %zu clients, %.1f s: %llu connects, %llu offers, %llu uploads, %llu evaluations, %llu failed "
-           "jobs; chaos: %llu drops, %llu stragglers, %llu corrupt; last round %llu\n",
+           "jobs; chaos: %llu drops, %llu stragglers, %llu corrupt; %zu attackers; last round %llu\n",
            res.clients, res.seconds, (unsigned long long)res.connects, (unsigned long long)res.offers,
            (unsigned long long)res.uploads, (unsigned long long)res.evals, (unsigned long long)res.failed_jobs,
            (unsigned long long)res.drops, (unsigned long long)res.straggles, (unsigned long long)res.corrupts,
-           (unsigned long long)res.last_round);
+           res.attackers, (unsigned long long)res.last_round);
     status = res.failed ? 1 : 0;
 out:
     fl_metrics_http_stop(http);

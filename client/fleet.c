@@ -136,6 +136,13 @@ static double chaos_hold(void *ud, uint64_t client, uint64_t round)
     return f->o->chaos.straggle_delay;
 }
 
+/* A Byzantine client's attack: the first round(rate * clients) ids. */
+static const fl_attack_t *byzantine_attack(void *ud, uint64_t client)
+{
+    fleet_t *f = ud;
+    return fl_attack_is_byzantine(client, f->o->parts->clients, f->o->byzantine_rate) ? &f->o->attack : NULL;
+}
+
 /* ---- progress ------------------------------------------------------------ */
 
 static void progress(fleet_t *f, int final)
@@ -390,6 +397,7 @@ int fl_fleet_run(const fl_fleet_opts_t *o, fl_fleet_result_t *res)
                                     .tamper_code = chaos_tamper_code,
                                     .tamper = chaos_tamper,
                                     .hold = chaos_hold,
+                                    .attack = byzantine_attack,
                                     .ud = f};
     int rc = FL_ENOMEM, loop_ok = 0;
     char ca[4096], crt[4096], key[4096];
@@ -454,6 +462,8 @@ int fl_fleet_run(const fl_fleet_opts_t *o, fl_fleet_result_t *res)
     if (res) {
         memset(res, 0, sizeof *res);
         res->clients = o->count;
+        for (size_t i = 0; i < o->count; i++)
+            res->attackers += (size_t)fl_attack_is_byzantine(o->first + i, o->parts->clients, o->byzantine_rate);
         res->failed = f->failed;
         res->seconds = fl_clock_mono_s() - f->t0;
         res->drops = f->drops;

@@ -28,6 +28,7 @@
 #include "client/session.h"
 #include "common/net/metrics.h"
 #include "common/data/dataset.h"
+#include "client/attack.h"
 #include "common/data/partition.h"
 
 /* Fault injection rates, each a probability in [0, 1] per task. Per task,
@@ -60,6 +61,8 @@ typedef struct {
     const fl_partition_t *parts; /* its partition into clients */
     const char *data_spec;    /* Hello.data_spec text */
     fl_fleet_chaos_t chaos;
+    double byzantine_rate;    /* the first round(rate * partition clients) client ids attack */
+    fl_attack_t attack;       /* what they do (client/attack.h) */
     double backoff_max;       /* seconds (0 = session default) */
     double give_up;           /* seconds without a server before a client stops (0 = never) */
     double connect_spread;    /* seconds over which the first connections are spread (0: as fast
@@ -74,6 +77,7 @@ typedef struct {
 /* What a fleet did, summed over its clients. */
 typedef struct {
     size_t clients, failed;   /* clients, and clients that stopped with an error */
+    size_t attackers;         /* clients of this fleet that attack (--byzantine-rate) */
     uint64_t connects, offers, uploads, evals, failed_jobs, drops, straggles, corrupts;
     uint64_t last_round;      /* highest round offered */
     double seconds;

@@ -64,6 +64,7 @@ typedef struct fl__job {
     fl_train_config_t cfg;
     size_t eval_batch, eval_max;
     int tamper; /* the hooks' tamper code (0 = none) */
+    const fl_attack_t *attack; /* the hooks' attack (NULL = honest) */
     /* outputs */
     int rc;
     char why[200];
@@ -304,9 +305,26 @@ static void job_train(fl__job_t *j)
 {
     fl_task_in_t in = job_input(j);
     fl_task_result_t res;
-    int rc = fl_task_train(&in, &j->cfg, &res, j->why, sizeof j->why);
+    memset(&res, 0, sizeof res);
+    fl_dataset_t flipped;
+    fl_dataset_init(&flipped);
+    int rc = 0;
+    if (j->attack && j->attack->kind == FL_ATTACK_LABELFLIP) {
+        /* train on a copy of the share with its labels flipped */
+        if (in.index && (rc = fl_dataset_subset(in.data, in.index, in.nindex, &flipped)) == 0) {
+            fl_attack_flip_labels(j->attack, &flipped);
+            in.data = &flipped;
+            in.index = NULL;
+            in.nindex = 0;
+        }
+    }
+    if (!rc)
+        rc = fl_task_train(&in, &j->cfg, &res, j->why, sizeof j->why);
+    fl_dataset_free(&flipped);
     if (!rc) {
         const fl_session_hooks_t *h = j->s->o.hooks;
+        if (j->attack)
+            fl_attack_delta(j->attack, res.delta, res.n, j->s->o.seed, j->s->o.id, j->round);
         if (j->tamper && h && h->tamper)
             h->tamper(j->tamper, res.delta, &res.n);
         j->st = res.st;
@@ -640,6 +658,8 @@ static void start_training(fl_session_t *s, fl__shared_t *e, float *buf)
     j->codec.ef = &s->ef; /* one job per session at a time: the job may use it */
     if (h && h->tamper_code)
         j->tamper = h->tamper_code(h->ud, s->o.id, s->round);
+    if (h && h->attack)
+        j->attack = h->attack(h->ud, s->o.id);
     s->job = j;
     s->state = FL_SESSION_QUEUED;
     pool_submit(s->pool, j);

@@ -45,6 +45,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "client/attack.h"
 #include "common/data/dataset.h"
 #include "common/net/tls.h"
 
@@ -83,6 +84,12 @@ typedef struct {
     /* On the loop, when a training task has finished: seconds to hold its
      * upload back (0 = send now). */
     double (*hold)(void *ud, uint64_t client, uint64_t round);
+    /* On the loop, when a training task is queued: the Byzantine attack the
+     * client mounts (client/attack.h), or NULL for an honest client. The
+     * session applies it on the worker thread: labelflip to a copy of the
+     * client's share before training, the others to the delta. The attack
+     * must outlive the session. */
+    const fl_attack_t *(*attack)(void *ud, uint64_t client);
     void *ud;
 } fl_session_hooks_t;
 

@@ -87,6 +87,14 @@ static const fl__cfg_entry_t table[] = {
     {"max_client_examples", "server", T_INT, OFF(max_client_examples), "0", 0, BIG, 0, "under weighting = examples, an update claiming more examples than this (or than its client declared in Hello) is refused (0 = only the Hello cap)"},
     {"update_codec", "client", T_STR, OFF(update_codec), "f32", 0, 0, F_RUN, "delta encoding asked of protocol 1.1 clients that offer it: f32, f16, int8 or topk"},
     {"topk_fraction", "client", T_DBL, OFF(topk_fraction), "0.01", 1e-9, 0.5, F_RUN, "update_codec = topk: fraction of the delta's values a client sends"},
+    {"aggregator", "robust", T_STR, OFF(aggregator), "mean", 0, 0, F_RUN, "how updates combine: mean (weighted, streamed), median, trimmed_mean:BETA or krum:F,M (these keep the round's K updates in memory; each client counts the same)"},
+    {"aggregator_memory_mb", "robust", T_INT, OFF(aggregator_memory_mb), "1024", 1, 1e9, 0, "memory the aggregator may hold (median/trimmed_mean/krum: K x model); start-up refuses a setting that does not fit"},
+    {"clip_norm", "robust", T_STR, OFF(clip_norm), "none", 0, 0, F_RUN, "clip each update to this L2 norm: none, a number C, or adaptive[:C0] (moves C towards clip_quantile of the norms)"},
+    {"clip_quantile", "robust", T_DBL, OFF(clip_quantile), "0.5", 0, 1, F_RUN, "adaptive clipping: fraction of update norms C aims to cover"},
+    {"clip_lr", "robust", T_DBL, OFF(clip_lr), "0.2", 1e-6, 10, F_RUN, "adaptive clipping: C <- C*exp(-clip_lr*(fraction within C - clip_quantile)) per round"},
+    {"dp_noise_multiplier", "privacy", T_DBL, OFF(dp_noise_multiplier), "0", 0, 1e6, F_RUN, "DP-FedAvg: Gaussian noise of stddev z*clip_norm on each round's sum, divided by clients_per_round (0 = no DP; needs a fixed clip_norm and aggregator = mean)"},
+    {"dp_delta", "privacy", T_DBL, OFF(dp_delta), "1e-5", 1e-300, 0.5, 0, "delta at which the RDP accountant reports epsilon"},
+    {"dp_target_epsilon", "privacy", T_DBL, OFF(dp_target_epsilon), "0", 0, 1e9, 0, "finish the run before a round would take epsilon past this (0 = no limit)"},
     {"log_level", "misc", T_STR, OFF(log_level), "info", 0, 0, 0, "error, warn, info or debug"},
 };
 #define NTABLE (sizeof table / sizeof table[0])
@@ -419,6 +427,31 @@ int fl_server_config_finish(fl_server_config_t *cfg)
         FL_LOG_E("config", "db: a database path is required");
         return FL_ECONFIG;
     }
+    fl_agg_config_t agg = {.capacity = (uint32_t)cfg->clients_per_round,
+                           .clip = {.quantile = cfg->clip_quantile, .lr = cfg->clip_lr},
+                           .dp_noise_multiplier = cfg->dp_noise_multiplier,
+                           .dp_denominator = (double)cfg->clients_per_round};
+    if (fl_agg_parse(cfg->aggregator, &agg.spec)) {
+        FL_LOG_E("config", "aggregator: want mean, median, trimmed_mean:BETA (0 <= BETA < 0.5) or krum:F[,M], not '%s'",
+                 cfg->aggregator);
+        return FL_ECONFIG;
+    }
+    if (fl_clip_parse(cfg->clip_norm, &agg.clip)) {
+        FL_LOG_E("config", "clip_norm: want none, a positive number or adaptive[:C0], not '%s'", cfg->clip_norm);
+        return FL_ECONFIG;
+    }
+    if (fl_agg_config_validate(&agg))
+        return FL_ECONFIG;
+    if (agg.spec.rule == FL_AGG_KRUM && cfg->min_reports < (int64_t)agg.spec.f + 3) {
+        FL_LOG_E("config", "aggregator krum:%u needs min_reports >= f + 3 = %u so that every closed round can be scored",
+                 agg.spec.f, agg.spec.f + 3);
+        return FL_ECONFIG;
+    }
+    if (cfg->dp_target_epsilon > 0 && cfg->dp_noise_multiplier == 0) {
+        FL_LOG_E("config", "dp_target_epsilon needs dp_noise_multiplier > 0");
+        return FL_ECONFIG;
+    }
+    cfg->agg = agg;
     if (cfg->min_reports > cfg->clients_per_round) {
         FL_LOG_E("config", "min_reports (%lld) exceeds clients_per_round (%lld): no round could close",
                  (long long)cfg->min_reports, (long long)cfg->clients_per_round);

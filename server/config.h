@@ -17,6 +17,7 @@
 #include <stdio.h>
 
 #include "common/nn/clientopt.h"
+#include "server/aggregate.h"
 #include "server/serveropt.h"
 
 typedef enum {
@@ -84,12 +85,22 @@ typedef struct {
     int64_t max_client_examples; /* operator cap on an update's examples (0 = none) */
     char *update_codec;    /* f32, f16, int8, topk */
     double topk_fraction;
+    /* robust aggregation and differential privacy */
+    char *aggregator;          /* mean, median, trimmed_mean:BETA, krum:F,M */
+    int64_t aggregator_memory_mb; /* budget for the aggregator's buffers */
+    char *clip_norm;           /* none, C, adaptive[:C0] */
+    double clip_quantile;      /* adaptive: target fraction of norms within C */
+    double clip_lr;            /* adaptive: geometric step */
+    double dp_noise_multiplier; /* z: noise stddev z*C on the round's sum (0 = no DP) */
+    double dp_delta;
+    double dp_target_epsilon;  /* finish the run before epsilon would pass this (0 = no limit) */
     /* misc */
     char *log_level;
 
     /* Derived by fl_server_config_finish (not settings themselves). */
     fl_serveropt_config_t opt;
     fl_lr_schedule_t lr_schedule;
+    fl_agg_config_t agg;
 } fl_server_config_t;
 
 /* Fills *cfg with the defaults (strings allocated). Returns 0 or FL_ENOMEM. */

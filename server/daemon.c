@@ -15,8 +15,10 @@
 #include "common/net/tls.h"
 #include "common/net/wire.h"
 #include "common/nn/models.h"
+#include "server/aggregate.h"
 #include "server/eval.h"
 #include "server/fedeval.h"
+#include "server/rdp.h"
 #include "server/round.h"
 #include "server/srvmetrics.h"
 #include "server/startup.h"
@@ -71,6 +73,11 @@ struct fl__daemon {
     float *x;          /* the global model */
     size_t numel;
     fl_serveropt_t *opt;
+    fl_agg_t *agg;      /* forms D from the round's deltas: mean, robust rules, clipping, DP */
+    fl_rdp_t *rdp;      /* the privacy accountant (NULL without DP) */
+    double round_q;     /* the open round's sampling rate: selected / connected */
+    double eps;         /* epsilon at dp_delta after the last committed round */
+    fl_store_privacy_t priv; /* the committing round's clip/DP record */
     fl_round_t *round;
     int64_t run_id;
     int64_t round_no; /* the round open or next to open */
@@ -625,8 +632,28 @@ static void try_start_round(fl__daemon_t *d)
         free(conns);
         return;
     }
+    if (d->rdp && d->cfg->dp_target_epsilon > 0) {
+        /* Never start a round whose release would take epsilon past the
+         * target: the selection's rate is known before it is drawn. */
+        double want = ceil((double)d->cfg->clients_per_round * d->cfg->over_selection - 1e-9), next;
+        double q = (want < (double)have ? want : (double)have) / (double)have;
+        if (fl_rdp_peek_epsilon(d->rdp, q, d->cfg->dp_noise_multiplier, 1, d->cfg->dp_delta, &next) == 0 &&
+            next > d->cfg->dp_target_epsilon) {
+            FL_LOG_I(WHO, "round %lld would take epsilon to %.4f, past dp_target_epsilon %g: run %lld ends here",
+                     (long long)d->round_no, next, d->cfg->dp_target_epsilon, (long long)d->run_id);
+            free(names);
+            free(conns);
+            fl_store_run_set_status(d->store, d->run_id, "finished");
+            d->phase = PH_DONE;
+            d->finished = 1;
+            stop_all(d);
+            return;
+        }
+    }
     if ((rc = fl_round_begin(d->round, d->round_no, names, have, d->opt, now, fl_clock_wall_s())))
         goto fail;
+    fl_agg_begin(d->agg);
+    d->round_q = (double)fl_round_selected_count(d->round) / (double)have;
     size_t nsel = fl_round_selected_count(d->round);
     uint32_t chunk = FL_WIRE_MAX_CHUNK; /* see admit_chunk */
     for (size_t i = 0; i < nsel; i++)
@@ -716,11 +743,29 @@ static void commit_work_cb(uv_work_t *w)
     size_t state_len = 0;
     int rc = 0;
     d->evaluated = 0;
+    d->row.privacy = NULL;
     double t0 = now_s();
     if (d->row_closed) {
-        if ((rc = fl_round_finish_work(d->opt, d->x, d->numel, &d->opt_res, &state, &state_len)))
+        /* fl_round_finish_work's step, through the aggregator that formed D */
+        double clip = fl_agg_clip_bound(d->agg), within = fl_agg_clip_within(d->agg);
+        if ((rc = fl_agg_finish(d->agg, d->opt, d->x, d->numel, &d->opt_res)) ||
+            (rc = fl_round_state_save(d->opt, &state, &state_len)))
             goto out;
         fl_srvmetrics_seconds(d->metrics, "finish", now_s() - t0);
+        if (clip > 0 || d->rdp) {
+            d->priv = (fl_store_privacy_t){clip > 0 ? clip : NAN, clip > 0 ? within : NAN, NAN, NAN, NAN, NAN};
+            if (d->rdp) {
+                /* the round's noised sum is released: account for it */
+                if ((rc = fl_rdp_add(d->rdp, d->round_q, d->cfg->dp_noise_multiplier, 1)) ||
+                    (rc = fl_rdp_get_epsilon(d->rdp, d->cfg->dp_delta, &d->eps, NULL)))
+                    goto out;
+                d->priv.dp_q = d->round_q;
+                d->priv.dp_noise_multiplier = d->cfg->dp_noise_multiplier;
+                d->priv.dp_delta = d->cfg->dp_delta;
+                d->priv.dp_epsilon = d->eps;
+            }
+            d->row.privacy = &d->priv;
+        }
     }
     int64_t every = d->cfg->eval_every;
     if (d->eval && every > 0 && (d->row.round % every == 0 || d->row.round == d->cfg->rounds)) {
@@ -772,14 +817,18 @@ static void commit_after_cb(uv_work_t *w, int status)
         return;
     }
     fl_srvmetrics_round_committed(d->metrics, &d->row, d->ups, d->nups);
-    char tl[48], el[48], ea[48];
+    char tl[48], el[48], ea[48], pv[64] = "";
+    if (d->row.privacy && isfinite(d->priv.clip_norm))
+        snprintf(pv, sizeof pv, " clip %.4g", d->priv.clip_norm);
+    if (d->row.privacy && isfinite(d->priv.dp_epsilon))
+        snprintf(pv + strlen(pv), sizeof pv - strlen(pv), " eps %.4f", d->priv.dp_epsilon);
     fmt_num(tl, sizeof tl, "train_loss", d->row.train_loss);
     fmt_num(el, sizeof el, "eval_loss", d->row.eval_loss);
     fmt_num(ea, sizeof ea, "eval_acc", d->row.eval_accuracy);
-    snprintf(d->line, sizeof d->line, "round %lld/%lld %s: selected %lld reported %lld dropped %lld,%s%s%s, %.2f s",
+    snprintf(d->line, sizeof d->line, "round %lld/%lld %s: selected %lld reported %lld dropped %lld,%s%s%s%s, %.2f s",
              (long long)d->row.round, (long long)d->cfg->rounds, d->row.status, (long long)d->row.clients_selected,
              (long long)d->row.clients_reported, (long long)d->row.clients_dropped, tl[0] ? tl : " no train_loss",
-             el, ea, fl_round_last_seconds(d->round));
+             el, ea, pv, fl_round_last_seconds(d->round));
     d->round_no = d->row.round + 1;
     d->phase = PH_WAITING;
     d->wait_since = now_s();
@@ -1136,6 +1185,44 @@ static void stop_all(fl__daemon_t *d)
     }
 }
 
+
+/* The aggregator (and the accountant with DP) for a model of d->numel
+ * parameters, refusing a robust rule whose buffers exceed the budget. */
+static int setup_aggregation(fl__daemon_t *d)
+{
+    const fl_server_config_t *cfg = d->cfg;
+    size_t bytes = fl_agg_memory_bytes(&cfg->agg, d->numel);
+    if ((double)bytes > (double)cfg->aggregator_memory_mb * 1048576.0) {
+        FL_LOG_E(WHO, "aggregator %s with clients_per_round %lld needs %.1f MiB for model %s (%zu parameters), over "
+                      "aggregator_memory_mb %lld: raise the budget, lower clients_per_round, or use aggregator = mean",
+                 cfg->aggregator, (long long)cfg->clients_per_round, (double)bytes / 1048576.0, cfg->model, d->numel,
+                 (long long)cfg->aggregator_memory_mb);
+        return FL_ECONFIG;
+    }
+    int rc = fl_agg_create(&cfg->agg, d->numel, &d->agg);
+    if (rc == 0 && cfg->dp_noise_multiplier > 0)
+        rc = fl_rdp_create(&d->rdp);
+    return rc;
+}
+
+/* Resume: one committed round's clip/DP record back into the aggregator and
+ * the accountant. */
+static int replay_privacy(int64_t round, const fl_store_privacy_t *p, void *user)
+{
+    fl__daemon_t *d = user;
+    if (isfinite(p->clip_norm) && fl_agg_clip_bound(d->agg) > 0 &&
+        fl_agg_clip_replay(d->agg, p->clip_norm, p->clip_within)) {
+        FL_LOG_E(WHO, "round %lld: bad clip bound %g in the log", (long long)round, p->clip_norm);
+        return FL_EFORMAT;
+    }
+    if (d->rdp && isfinite(p->dp_q)) {
+        int rc = fl_rdp_add(d->rdp, p->dp_q, isfinite(p->dp_noise_multiplier) ? p->dp_noise_multiplier : 0, 1);
+        if (rc || (rc = fl_rdp_get_epsilon(d->rdp, d->cfg->dp_delta, &d->eps, NULL)))
+            return rc;
+    }
+    return 0;
+}
+
 int fl_daemon_run(const fl_server_config_t *cfg)
 {
     fl__daemon_t *d = calloc(1, sizeof *d);
@@ -1165,9 +1252,13 @@ int fl_daemon_run(const fl_server_config_t *cfg)
     if ((rc = fl_startup_model(cfg, &d->eval, &d->model, &d->x, &d->numel, &d->opt)))
         goto out;
     if ((rc = fl_wire_table_make(&d->model->params, &d->table, &d->ntable)) ||
-        (rc = fl_codec_parse(cfg->update_codec, &d->codec)))
+        (rc = fl_codec_parse(cfg->update_codec, &d->codec)) ||
+        (rc = setup_aggregation(d)))
         goto out;
     if ((rc = fl_startup_plan(cfg, d->store, d->model, d->opt, d->x, d->numel, &plan)))
+        goto out;
+    /* The accountant and the adaptive clip bound continue from the log. */
+    if (plan.resume && (rc = fl_store_privacy_each(d->store, plan.run_id, replay_privacy, d)))
         goto out;
     if (plan.done) {
         rc = fl_startup_open_run(cfg, d->store, d->opt, d->x, d->numel, &plan, &d->round, &d->fe);
@@ -1185,6 +1276,7 @@ int fl_daemon_run(const fl_server_config_t *cfg)
     fl_uploads_cbs_t ucbs = {.granted = on_slot_granted, .added = on_upload_added, .idle = on_uploads_idle};
     if ((rc = fl_uploads_create(&d->loop, (size_t)cfg->max_buffered_uploads, d->opt, &ucbs, d, &d->uploads)))
         goto out;
+    fl_uploads_set_agg(d->uploads, d->agg);
     fl_tls_cbs_t cbs = {
         .on_open = on_open, .on_message = on_message, .on_close = on_close, .on_handshake_fail = on_handshake_fail};
     if ((rc = fl_startup_listen(cfg, &d->loop, d->tls, host, port, &cbs, d, &d->server)))
@@ -1232,6 +1324,8 @@ out:
     fl_buf_unref(d->fe_model);
     fl_serveropt_free(d->opt);
     fl_wire_table_free(d->table, d->ntable);
+    fl_agg_free(d->agg);
+    fl_rdp_free(d->rdp);
     fl_model_free(d->model);
     fl_eval_free(d->eval);
     free(d->x);

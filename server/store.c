@@ -100,7 +100,23 @@ static const char *const schema =
     " loss REAL,"
     " accuracy REAL,"
     " seconds REAL NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS fed_eval_results_round ON fed_eval_results(run_id, round);";
+    "CREATE INDEX IF NOT EXISTS fed_eval_results_round ON fed_eval_results(run_id, round);"
+    /* Clipping and differential privacy (server/aggregate.h, server/rdp.h):
+     * one row per committed round of a run that clips or adds noise. The
+     * clip bound used that round and the fraction of its accepted updates
+     * within it (what the adaptive rule moved the bound by), and for DP the
+     * sampling rate, noise multiplier and the accountant's epsilon at delta
+     * after this round. Added like fed_evals: older databases get the table. */
+    "CREATE TABLE IF NOT EXISTS round_privacy("
+    " run_id INTEGER NOT NULL REFERENCES runs(id),"
+    " round INTEGER NOT NULL,"
+    " clip_norm REAL,"
+    " clip_within REAL,"
+    " dp_q REAL,"
+    " dp_noise_multiplier REAL,"
+    " dp_delta REAL,"
+    " dp_epsilon REAL,"
+    " PRIMARY KEY(run_id, round));";
 
 /* Client training accuracy (rounds: the example-weighted mean over accepted
  * updates that reported one; updates: as reported) came after the first
@@ -565,6 +581,26 @@ int fl_store_commit_round(fl_store_t *st, const fl_store_round_t *r, const fl_st
         sqlite3_finalize(s);
         s = NULL;
     }
+    if (r->privacy) {
+        const fl_store_privacy_t *p = r->privacy;
+        if (sqlite3_prepare_v2(st->db,
+                               "INSERT INTO round_privacy(run_id, round, clip_norm, clip_within, dp_q,"
+                               " dp_noise_multiplier, dp_delta, dp_epsilon) VALUES(?,?,?,?,?,?,?,?)",
+                               -1, &s, NULL) != SQLITE_OK)
+            goto fail;
+        sqlite3_bind_int64(s, 1, r->run_id);
+        sqlite3_bind_int64(s, 2, r->round);
+        bind_real_or_null(s, 3, p->clip_norm);
+        bind_real_or_null(s, 4, p->clip_within);
+        bind_real_or_null(s, 5, p->dp_q);
+        bind_real_or_null(s, 6, p->dp_noise_multiplier);
+        bind_real_or_null(s, 7, p->dp_delta);
+        bind_real_or_null(s, 8, p->dp_epsilon);
+        if (sqlite3_step(s) != SQLITE_DONE)
+            goto fail;
+        sqlite3_finalize(s);
+        s = NULL;
+    }
     if (model) {
         if ((rc = insert_checkpoint(st, r->run_id, r->round, model, numel, state, state_len)))
             goto fail_quiet;
@@ -590,6 +626,39 @@ fail:
 fail_quiet:
     sqlite3_finalize(s);
     exec(st, "ROLLBACK");
+    return rc;
+}
+
+static double col_real(sqlite3_stmt *s, int i)
+{
+    return sqlite3_column_type(s, i) == SQLITE_NULL ? NAN : sqlite3_column_double(s, i);
+}
+
+int fl_store_privacy_each(fl_store_t *st, int64_t run_id,
+                          int (*fn)(int64_t round, const fl_store_privacy_t *p, void *user), void *user)
+{
+    if (!st || !fn)
+        return FL_EINVAL;
+    if (!has_table(st, "round_privacy"))
+        return 0;
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT p.round, p.clip_norm, p.clip_within, p.dp_q, p.dp_noise_multiplier, p.dp_delta,"
+                           " p.dp_epsilon FROM round_privacy p JOIN rounds r"
+                           " ON r.run_id = p.run_id AND r.round = p.round"
+                           " WHERE p.run_id = ? AND r.status = 'closed' ORDER BY p.round",
+                           -1, &s, NULL) != SQLITE_OK)
+        return db_err(st, "reading the privacy log");
+    sqlite3_bind_int64(s, 1, run_id);
+    int r, rc = 0;
+    while (rc == 0 && (r = sqlite3_step(s)) == SQLITE_ROW) {
+        fl_store_privacy_t p = {col_real(s, 1), col_real(s, 2), col_real(s, 3),
+                                col_real(s, 4), col_real(s, 5), col_real(s, 6)};
+        rc = fn(sqlite3_column_int64(s, 0), &p, user);
+    }
+    if (rc == 0 && r != SQLITE_DONE)
+        rc = db_err(st, "reading the privacy log");
+    sqlite3_finalize(s);
     return rc;
 }
 

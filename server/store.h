@@ -28,6 +28,17 @@ typedef struct {
     const char *config_json; /* every setting, as a JSON object */
 } fl_store_run_info_t;
 
+/* A round's clipping and privacy record (table round_privacy); NaN = not
+ * applicable (no clipping, or no DP). */
+typedef struct {
+    double clip_norm;   /* the L2 bound this round's deltas were clipped to */
+    double clip_within; /* fraction of its accepted updates with norm <= clip_norm */
+    double dp_q;        /* DP: the sampling rate accounted (selected / connected) */
+    double dp_noise_multiplier;
+    double dp_delta;
+    double dp_epsilon;  /* the run's epsilon at dp_delta after this round */
+} fl_store_privacy_t;
+
 /* One round's row. Times are Unix seconds (stored as ISO-8601 UTC text). */
 typedef struct {
     int64_t run_id;
@@ -42,6 +53,7 @@ typedef struct {
     int64_t bytes_in, bytes_out;
     double train_accuracy; /* example-weighted mean over accepted updates that reported one; NaN = none
                               (a designated initializer that leaves it out writes 0: set it) */
+    const fl_store_privacy_t *privacy; /* NULL = none (no clipping, no DP) */
 } fl_store_round_t;
 
 /* One update (or a selected client that never delivered one). */
@@ -133,12 +145,20 @@ int fl_store_run_config_value(fl_store_t *st, int64_t run_id, const char *name, 
  * (closed or abandoned), 1 for a fresh run. */
 int fl_store_next_round(fl_store_t *st, int64_t run_id, int64_t *round);
 
-/* Commits one round: its row, its updates and (when model is non-NULL) its
+/* Commits one round: its row, its updates, its round_privacy row (when
+ * r->privacy is set) and (when model is non-NULL) its
  * checkpoint, all in one transaction; then, with keep > 0, deletes the run's
  * checkpoints older than the newest `keep` (never round 0's predecessor of
  * resume: the newest is always kept). */
 int fl_store_commit_round(fl_store_t *st, const fl_store_round_t *r, const fl_store_update_t *ups, size_t nups,
                           const float *model, size_t numel, const uint8_t *state, size_t state_len, int64_t keep);
+
+/* Calls fn for each closed round of the run that has a round_privacy row,
+ * in round order (resume replays the accountant and the adaptive clip bound
+ * from them); stops at fn's first non-zero return and returns it. A database
+ * without the table has none. Returns 0, FL_EDB or fn's code. */
+int fl_store_privacy_each(fl_store_t *st, int64_t run_id,
+                          int (*fn)(int64_t round, const fl_store_privacy_t *p, void *user), void *user);
 
 /* Commits a federated evaluation's row and its per-client rows in one
  * transaction (tables fed_evals and fed_eval_results). */

@@ -23,6 +23,7 @@ struct fl_uploads {
     uv_loop_t *loop;
     size_t slots, used; /* used: receiving + queued + in the worker */
     fl_serveropt_t *opt;
+    fl_agg_t *agg; /* NULL: add straight into opt */
     fl_uploads_cbs_t cbs;
     void *ud;
     fl_uploads_waiter_t *wait_head, *wait_tail;
@@ -151,7 +152,8 @@ static void work_cb(uv_work_t *w)
     /* Every job of a batch has the model's size: wrong-shape uploads are
      * refused by fl_round_check before they are submitted. */
     double t0 = fl_clock_mono_s();
-    int brc = fl_round_add_work_batch(u->opt, deltas, weight, count, n, rc, norm);
+    int brc = u->agg ? fl_agg_add_batch(u->agg, u->opt, deltas, weight, count, n, rc, norm)
+                     : fl_round_add_work_batch(u->opt, deltas, weight, count, n, rc, norm);
     u->batch_s = fl_clock_mono_s() - t0;
     u->batch_n = count;
     size_t i = 0;
@@ -213,6 +215,11 @@ int fl_uploads_busy(const fl_uploads_t *u)
 size_t fl_uploads_in_use(const fl_uploads_t *u)
 {
     return u ? u->used : 0;
+}
+
+void fl_uploads_set_agg(fl_uploads_t *u, fl_agg_t *agg)
+{
+    u->agg = agg;
 }
 
 void fl_uploads_last_batch(const fl_uploads_t *u, size_t *count, double *seconds)

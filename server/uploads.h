@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "server/aggregate.h"
 #include "server/serveropt.h"
 
 /* Embedded in whatever waits for a slot (a connection); fl_uploads links it. */
@@ -50,6 +51,11 @@ typedef struct fl_uploads fl_uploads_t;
  * with the callbacks (copied) and their ud. Returns 0, FL_EINVAL or FL_ENOMEM. */
 int fl_uploads_create(uv_loop_t *loop, size_t slots, fl_serveropt_t *opt, const fl_uploads_cbs_t *cbs, void *ud,
                       fl_uploads_t **out);
+
+/* Routes the worker's adds through an aggregator (server/aggregate.h:
+ * clipping, the robust rules, DP) instead of straight into opt. Set before
+ * the first upload; agg must outlive u. */
+void fl_uploads_set_agg(fl_uploads_t *u, fl_agg_t *agg);
 
 /* Frees it and every queued upload (call once the loop has ended: no batch
  * in the worker). Accepts NULL. */

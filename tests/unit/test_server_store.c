@@ -92,7 +92,7 @@ static int commit(fl_store_t *st, int64_t run, int64_t round, size_t n, int with
         {"client-c", "dropped", "deadline", NAN, NAN, NAN, 0, 30, NAN},
     };
     fl_store_round_t r = {run, round, 1700000000.0 + round, 1700000000.5 + round, with_ckpt ? "closed" : "abandoned",
-                          3, 1, 1, 100, 0.5, NAN, NAN, 4000, 12000, 0.625};
+                          3, 1, 1, 100, 0.5, NAN, NAN, 4000, 12000, 0.625, NULL};
     int rc = fl_store_commit_round(st, &r, ups, 3, with_ckpt ? x : NULL, n, s, sizeof s, keep);
     free(x);
     return rc;
@@ -191,6 +191,51 @@ static void test_run_round_checkpoint(void **state)
     fl_store_checkpoint_free(&cp);
     fl_store_close(st);
     assert_int_equal(fl_store_open("/nonexistent/dir/x.db", 0, &st), FL_EDB);
+}
+
+/* round_privacy: written with its round, read back in round order, only for
+ * closed rounds (an abandoned round released nothing). */
+typedef struct {
+    int64_t rounds[8];
+    fl_store_privacy_t rows[8];
+    size_t n;
+} priv_seen_t;
+
+static int collect_priv(int64_t round, const fl_store_privacy_t *p, void *user)
+{
+    priv_seen_t *s = user;
+    if (s->n < 8) {
+        s->rounds[s->n] = round;
+        s->rows[s->n++] = *p;
+    }
+    return 0;
+}
+
+static void test_privacy_rows(void **state)
+{
+    (void)state;
+    fl_store_t *st = NULL;
+    assert_int_equal(fl_store_open(db_path, 0, &st), 0);
+    const size_t n = 10;
+    int64_t run = new_run(st, n);
+    float x[10] = {0};
+    uint8_t s[4] = {0};
+    for (int64_t r = 1; r <= 3; r++) {
+        fl_store_privacy_t p = {1.5 * (double)r, 0.25, r == 2 ? NAN : 0.5, 0.3, 1e-5, 10.0 * (double)r};
+        fl_store_round_t row = {.run_id = run, .round = r, .status = r == 3 ? "abandoned" : "closed",
+                                .train_loss = NAN, .eval_loss = NAN, .eval_accuracy = NAN, .privacy = &p};
+        assert_int_equal(fl_store_commit_round(st, &row, NULL, 0, r == 3 ? NULL : x, n, s, sizeof s, 0), 0);
+    }
+    priv_seen_t seen = {0};
+    assert_int_equal(fl_store_privacy_each(st, run, collect_priv, &seen), 0);
+    assert_int_equal(seen.n, 2);
+    assert_int_equal(seen.rounds[0], 1);
+    assert_int_equal(seen.rounds[1], 2);
+    assert_true(seen.rows[0].clip_norm == 1.5 && seen.rows[0].clip_within == 0.25 && seen.rows[0].dp_q == 0.5 &&
+                seen.rows[0].dp_noise_multiplier == 0.3 && seen.rows[0].dp_delta == 1e-5 &&
+                seen.rows[0].dp_epsilon == 10);
+    assert_true(seen.rows[1].clip_norm == 3 && isnan(seen.rows[1].dp_q) && seen.rows[1].dp_epsilon == 20);
+    fl_store_close(st);
 }
 
 static void test_checksum_and_prune(void **state)
@@ -548,6 +593,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_run_round_checkpoint, each_setup),
         cmocka_unit_test_setup(test_checksum_and_prune, each_setup),
+        cmocka_unit_test_setup(test_privacy_rows, each_setup),
         cmocka_unit_test_setup(test_crash_safety, each_setup),
         cmocka_unit_test_setup(test_locked_db, each_setup),
         cmocka_unit_test_setup(test_damage_found, each_setup),

@@ -1,0 +1,359 @@
+/* Robust aggregation, clipping and DP-FedAvg on small hand-computed inputs:
+ * server/robust.c, server/clip.c, server/dp.c and the pipeline that hands
+ * their result to a ServerOpt (server/aggregate.c). */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/base/error.h"
+#include "server/aggregate.h"
+#include "server/clip.h"
+#include "server/dp.h"
+#include "server/robust.h"
+
+static void assert_close(double got, double want, double tol)
+{
+    if (!(fabs(got - want) <= tol)) {
+        print_error("got %.9g want %.9g (tol %g)\n", got, want, tol);
+        fail();
+    }
+}
+
+/* Four 2-element deltas; column 0 has an outlier (100). */
+static const float D0[] = {1, -5}, D1[] = {3, 0}, D2[] = {100, 2}, D3[] = {2, 1}, D4[] = {-50, 7};
+
+static void test_median(void **st)
+{
+    (void)st;
+    const float *d[] = {D0, D1, D2, D3};
+    float out[2];
+    assert_int_equal(fl_robust_median(d, 3, 2, out), 0);
+    assert_true(out[0] == 3 && out[1] == 0); /* {1,3,100} -> 3, {-5,0,2} -> 0 */
+    assert_int_equal(fl_robust_median(d, 4, 2, out), 0);
+    assert_true(out[0] == 2.5f && out[1] == 0.5f); /* {1,2,3,100} -> 2.5, {-5,0,1,2} -> 0.5 */
+    assert_int_equal(fl_robust_median(d, 1, 2, out), 0);
+    assert_true(out[0] == 1 && out[1] == -5);
+    assert_int_equal(fl_robust_median(d, 0, 2, out), FL_EINVAL);
+}
+
+static void test_trimmed_mean(void **st)
+{
+    (void)st;
+    const float *d[] = {D0, D1, D2, D3, D4};
+    float out[2];
+    /* k 4, beta 0.25: one dropped at each end */
+    assert_int_equal(fl_robust_trimmed_mean(d, 4, 2, 0.25, out), 0);
+    assert_true(out[0] == 2.5f && out[1] == 0.5f);
+    /* k 4, beta 0.2: floor(0.8) = 0 trimmed, the plain mean */
+    assert_int_equal(fl_robust_trimmed_mean(d, 4, 2, 0.2, out), 0);
+    assert_true(out[0] == 26.5f && out[1] == -0.5f);
+    /* k 5, beta 0.2: one each end: col0 {-50,1,2,3,100} -> 2, col1 {-5,0,1,2,7} -> 1 */
+    assert_int_equal(fl_robust_trimmed_mean(d, 5, 2, 0.2, out), 0);
+    assert_true(out[0] == 2 && out[1] == 1);
+    assert_int_equal(fl_robust_trimmed_mean(d, 5, 2, 0.5, out), FL_EINVAL);
+    assert_int_equal(fl_robust_trimmed_mean(d, 5, 2, -0.1, out), FL_EINVAL);
+}
+
+static void test_krum(void **st)
+{
+    (void)st;
+    /* 1-D points 0 1 3 4 100, f 1: each scored over its k-f-2 = 2 nearest.
+     * squared distances give scores 0:1+9=10, 1:1+4=5, 3:1+4=5, 4:1+9=10,
+     * 100:96^2+97^2=18625. */
+    const float p[] = {0, 1, 3, 4, 100};
+    const float *d[] = {&p[0], &p[1], &p[2], &p[3], &p[4]};
+    float out;
+    uint8_t ch[5];
+    assert_int_equal(fl_robust_krum(d, 5, 1, 1, 1, &out, ch), 0);
+    assert_true(out == 1); /* tie 1 vs 3: the lower index */
+    assert_memory_equal(ch, ((uint8_t[]){0, 1, 0, 0, 0}), 5);
+    assert_int_equal(fl_robust_krum(d, 5, 1, 1, 2, &out, ch), 0);
+    assert_true(out == 2); /* (1 + 3) / 2 */
+    assert_int_equal(fl_robust_krum(d, 5, 1, 1, 3, &out, ch), 0);
+    assert_close(out, 4.0 / 3, 1e-7); /* 1, 3 and then point 0 (tie with 4: lower index) */
+    assert_memory_equal(ch, ((uint8_t[]){1, 1, 1, 0, 0}), 5);
+    /* f 2: scored over 1 neighbour: 0:1 1:1 3:1 4:1 100:9216; m 4 excludes only 100 */
+    assert_int_equal(fl_robust_krum(d, 5, 1, 2, 4, &out, ch), 0);
+    assert_true(out == 2);
+    assert_int_equal(fl_robust_krum(d, 5, 1, 3, 1, &out, ch), FL_EINVAL); /* k < f + 3 */
+    assert_int_equal(fl_robust_krum(d, 5, 1, 1, 6, &out, ch), FL_EINVAL);
+}
+
+static void test_clip(void **st)
+{
+    (void)st;
+    fl_clip_config_t cfg = {.quantile = 0.5, .lr = 0.2};
+    assert_int_equal(fl_clip_parse("none", &cfg), 0);
+    assert_int_equal(cfg.mode, FL_CLIP_NONE);
+    assert_int_equal(fl_clip_parse("2.5", &cfg), 0);
+    assert_true(cfg.mode == FL_CLIP_FIXED && cfg.norm == 2.5);
+    assert_int_equal(fl_clip_parse("adaptive:1", &cfg), 0);
+    assert_true(cfg.mode == FL_CLIP_ADAPTIVE && cfg.norm == 1);
+    assert_int_equal(fl_clip_parse("-1", &cfg), FL_EINVAL);
+    assert_int_equal(fl_clip_parse("adaptive:", &cfg), FL_EINVAL);
+    assert_int_equal(fl_clip_parse("adaptive:0", &cfg), FL_EINVAL);
+    assert_int_equal(fl_clip_parse("1x", &cfg), FL_EINVAL);
+
+    fl_clip_t c;
+    assert_int_equal(fl_clip_init(&c, &cfg), 0);
+    assert_true(fl_clip_scale(&c, 5) == 0.2); /* C/||d|| = 1/5 */
+    assert_true(fl_clip_scale(&c, 0.5) == 1);
+    assert_true(fl_clip_scale(&c, 0) == 1);
+    /* norms 0.5 2 3 4: a quarter within C = 1, target 0.5:
+     * C = exp(-0.2 * (0.25 - 0.5)) = exp(0.05) */
+    const double norms[] = {0.5, 2, 3, 4};
+    for (int i = 0; i < 4; i++)
+        fl_clip_observe(&c, norms[i]);
+    fl_clip_end_round(&c);
+    assert_close(fl_clip_bound(&c), exp(0.05), 1e-15);
+    /* all within: C = exp(0.05) * exp(-0.2 * 0.5) */
+    fl_clip_observe(&c, 0.1);
+    fl_clip_end_round(&c);
+    assert_close(fl_clip_bound(&c), exp(0.05 - 0.1), 1e-15);
+    fl_clip_end_round(&c); /* no updates: unchanged */
+    assert_close(fl_clip_bound(&c), exp(-0.05), 1e-15);
+
+    cfg.mode = FL_CLIP_FIXED;
+    cfg.norm = 1;
+    assert_int_equal(fl_clip_init(&c, &cfg), 0);
+    fl_clip_observe(&c, 4);
+    fl_clip_end_round(&c);
+    assert_true(fl_clip_bound(&c) == 1); /* fixed does not move */
+    cfg.mode = FL_CLIP_ADAPTIVE;
+    cfg.quantile = 1.5;
+    assert_int_equal(fl_clip_init(&c, &cfg), FL_EINVAL);
+}
+
+static void test_dp_noise_statistics(void **st)
+{
+    (void)st;
+    fl_dp_noise_t *g = NULL, *h = NULL;
+    assert_int_equal(fl_dp_noise_create(&g), 0);
+    assert_int_equal(fl_dp_noise_create(&h), 0);
+    const size_t n = 200001; /* odd: the last Box-Muller pair is half used */
+    double *x = calloc(n, sizeof *x), *y = calloc(n, sizeof *y);
+    assert_non_null(x);
+    assert_non_null(y);
+    assert_int_equal(fl_dp_noise_add(g, x, n, 2.0), 0);
+    double s = 0, s2 = 0, within = 0;
+    for (size_t i = 0; i < n; i++) {
+        s += x[i];
+        s2 += x[i] * x[i];
+        within += fabs(x[i]) <= 2.0;
+    }
+    double mean = s / n, var = s2 / n - mean * mean;
+    /* bounds of about 5 standard errors: the mean's is 2/sqrt(n) = 0.0045,
+     * the variance's sqrt(2*16/n) = 0.0126, the 1-sigma fraction's
+     * sqrt(0.68*0.32/n) = 0.001 */
+    assert_close(mean, 0, 0.023);
+    assert_close(var, 4, 0.065);
+    assert_close(within / n, 0.682689, 0.0052);
+    assert_true(x[n - 1] != 0);
+    /* two generators seeded from the OS do not repeat each other */
+    assert_int_equal(fl_dp_noise_add(h, y, n, 2.0), 0);
+    assert_true(memcmp(x, y, 64) != 0);
+    /* stddev 0 adds nothing; negative is refused */
+    double z[3] = {1, 2, 3};
+    assert_int_equal(fl_dp_noise_add(g, z, 3, 0), 0);
+    assert_true(z[0] == 1 && z[1] == 2 && z[2] == 3);
+    assert_int_equal(fl_dp_noise_add(g, z, 3, -1), FL_EINVAL);
+    /* the estimate's deterministic part: (sum + 0) / denominator */
+    float out[3];
+    assert_int_equal(fl_dp_estimate(g, z, 3, 0, 1, 4, out), 0);
+    assert_true(out[0] == 0.25f && out[1] == 0.5f && out[2] == 0.75f);
+    assert_int_equal(fl_dp_estimate(g, z, 3, 1, 1, 0, out), FL_EINVAL);
+    free(x);
+    free(y);
+    fl_dp_noise_free(g);
+    fl_dp_noise_free(h);
+}
+
+static fl_serveropt_t *fedavg(size_t n)
+{
+    fl_serveropt_config_t c;
+    fl_serveropt_config_defaults(&c, FL_SERVEROPT_FEDAVG); /* x += 1 * D */
+    fl_serveropt_t *o = NULL;
+    assert_int_equal(fl_serveropt_create(&c, n, &o), 0);
+    return o;
+}
+
+/* One round through the pipeline from x = 0 with FedAvg at lr 1: x = D. */
+static void run_round(const fl_agg_config_t *cfg, const float *const *d, const double *w, size_t k, size_t n,
+                      float *x, fl_serveropt_round_t *res)
+{
+    fl_agg_t *a = NULL;
+    fl_serveropt_t *o = fedavg(n);
+    assert_int_equal(fl_agg_create(cfg, n, &a), 0);
+    memset(x, 0, n * sizeof *x);
+    fl_serveropt_begin(o);
+    fl_agg_begin(a);
+    for (size_t i = 0; i < k; i++) {
+        double nrm;
+        assert_int_equal(fl_agg_add(a, o, d[i], n, w[i], &nrm), 0);
+        assert_close(nrm, sqrt((double)d[i][0] * d[i][0] + (double)d[i][1] * d[i][1]), 1e-5);
+    }
+    assert_int_equal(fl_agg_finish(a, o, x, n, res), 0);
+    fl_agg_free(a);
+    fl_serveropt_free(o);
+}
+
+static void test_pipeline_exact(void **st)
+{
+    (void)st;
+    const float *d[] = {D0, D1, D2, D3};
+    const double w[] = {1, 1, 6, 2};
+    float x[2];
+    fl_serveropt_round_t res;
+    fl_agg_config_t cfg = {.capacity = 4, .clip = {.mode = FL_CLIP_NONE}};
+
+    /* mean: weighted (1*1 + 1*3 + 6*100 + 2*2) / 10 = 60.8, (-5 + 0 + 12 + 2) / 10 = 0.9 */
+    run_round(&cfg, d, w, 4, 2, x, &res);
+    assert_close(x[0], 60.8, 1e-5);
+    assert_close(x[1], 0.9, 1e-6);
+    assert_int_equal(res.accepted, 4);
+
+    /* median ignores the weights */
+    assert_int_equal(fl_agg_parse("median", &cfg.spec), 0);
+    run_round(&cfg, d, w, 4, 2, x, &res);
+    assert_true(x[0] == 2.5f && x[1] == 0.5f);
+    assert_int_equal(res.accepted, 4);
+
+    assert_int_equal(fl_agg_parse("trimmed_mean:0.25", &cfg.spec), 0);
+    run_round(&cfg, d, w, 4, 2, x, &res);
+    assert_true(x[0] == 2.5f && x[1] == 0.5f);
+
+    /* clip to 5 then mean: ||D0|| = sqrt(26), ||D2|| = sqrt(10004) scaled
+     * to norm 5; the weighted mean of the clipped deltas */
+    cfg.spec.rule = FL_AGG_MEAN;
+    cfg.clip = (fl_clip_config_t){.mode = FL_CLIP_FIXED, .norm = 5};
+    run_round(&cfg, d, w, 4, 2, x, &res);
+    double s0 = 5 / sqrt(26.0), s2 = 5 / sqrt(10004.0);
+    assert_close(x[0], (1 * s0 * 1 + 1 * 3 + 6 * s2 * 100 + 2 * 2) / 10, 1e-5);
+    assert_close(x[1], (1 * s0 * -5 + 0 + 6 * s2 * 2 + 2 * 1) / 10, 1e-5);
+
+    /* clip then krum:0,1 (nb = 2): clipped points D0' (0.98,-4.90), D1 (3,0),
+     * D2' (5.00,0.10), D3 (2,1); scores over the 2 nearest: D0' 28.1+35.9,
+     * D1 2+4.01, D2' 4.01+9.8, D3 2+9.8: D1 wins */
+    assert_int_equal(fl_agg_parse("krum:0,1", &cfg.spec), 0);
+    run_round(&cfg, d, w, 4, 2, x, &res);
+    assert_true(x[0] == 3 && x[1] == 0);
+}
+
+static void test_pipeline_dp(void **st)
+{
+    (void)st;
+    /* Every coordinate of the n-vector sees the same two deltas: a = 3 and
+     * b = 0.3 on coordinate pairs, ||a|| = 5*sqrt(n/2) so it is clipped to
+     * C = 1, b's norm 0.5*sqrt(n/2) is left. D = (clip(a) + b + noise) / 4:
+     * its mean over coordinates is the deterministic part, its spread
+     * z*C/K. */
+    const size_t n = 100000;
+    float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b), *x = malloc(n * sizeof *x);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(x);
+    for (size_t i = 0; i < n; i++) {
+        a[i] = i % 2 ? 4.0f : 3.0f;
+        b[i] = i % 2 ? 0.0004f : 0.0003f;
+    }
+    double na = 5 * sqrt(n / 2.0);
+    fl_agg_config_t cfg = {.capacity = 4,
+                           .clip = {.mode = FL_CLIP_FIXED, .norm = 1},
+                           .dp_noise_multiplier = 2,
+                           .dp_denominator = 4};
+    fl_agg_t *ag = NULL;
+    fl_serveropt_t *o = fedavg(n);
+    assert_int_equal(fl_agg_create(&cfg, n, &ag), 0);
+    memset(x, 0, n * sizeof *x);
+    fl_serveropt_begin(o);
+    fl_agg_begin(ag);
+    double nrm;
+    assert_int_equal(fl_agg_add(ag, o, a, n, 100, &nrm), 0); /* weights play no part */
+    assert_close(nrm, na, 1e-6 * na);
+    assert_int_equal(fl_agg_add(ag, o, b, n, 1, &nrm), 0);
+    fl_serveropt_round_t res;
+    assert_int_equal(fl_agg_finish(ag, o, x, n, &res), 0);
+    assert_int_equal(res.accepted, 2);
+    double want_even = (3 / na + 0.0003) / 4, want_odd = (4 / na + 0.0004) / 4, sd = 2.0 * 1 / 4;
+    double se = 0, so = 0, v = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = x[i] - (i % 2 ? want_odd : want_even);
+        if (i % 2)
+            so += e;
+        else
+            se += e;
+        v += e * e;
+    }
+    /* each half's mean error: 5 standard errors of sd/sqrt(n/2) */
+    assert_close(se / (n / 2), 0, 5 * sd / sqrt(n / 2.0));
+    assert_close(so / (n / 2), 0, 5 * sd / sqrt(n / 2.0));
+    assert_close(sqrt(v / n), sd, 0.01);
+    /* a third and fourth fit (capacity 4); a fifth is refused */
+    fl_serveropt_begin(o);
+    fl_agg_begin(ag);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(fl_agg_add(ag, o, b, n, 1, NULL), 0);
+    assert_int_equal(fl_agg_add(ag, o, b, n, 1, NULL), FL_ESTATE);
+    b[7] = NAN;
+    assert_int_equal(fl_agg_add(ag, o, b, n, 1, &nrm), FL_ENONFINITE);
+    assert_true(isnan(nrm));
+    fl_agg_free(ag);
+    fl_serveropt_free(o);
+    free(a);
+    free(b);
+    free(x);
+}
+
+static void test_config(void **st)
+{
+    (void)st;
+    fl_agg_spec_t s;
+    assert_int_equal(fl_agg_parse("krum:2,3", &s), 0);
+    assert_true(s.rule == FL_AGG_KRUM && s.f == 2 && s.m == 3);
+    assert_int_equal(fl_agg_parse("krum:1", &s), 0);
+    assert_true(s.f == 1 && s.m == 1);
+    assert_int_equal(fl_agg_parse("trimmed_mean:0.1", &s), 0);
+    assert_true(s.rule == FL_AGG_TRIMMED_MEAN && s.beta == 0.1);
+    const char *bad[] = {"", "avg", "krum", "krum:", "krum:1,", "krum:1,0", "krum:-1", "krum:1,2x",
+                         "trimmed_mean", "trimmed_mean:0.5", "trimmed_mean:x", "median:1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(fl_agg_parse(bad[i], &s), FL_EINVAL);
+
+    fl_agg_config_t c = {.capacity = 10};
+    assert_int_equal(fl_agg_memory_bytes(&c, 1000), 0);
+    c.spec.rule = FL_AGG_MEDIAN;
+    assert_int_equal(fl_agg_memory_bytes(&c, 1000), 11 * 1000 * 4);
+    c.spec = (fl_agg_spec_t){.rule = FL_AGG_KRUM, .f = 7, .m = 1};
+    assert_int_equal(fl_agg_memory_bytes(&c, 1000), 11 * 1000 * 4 + 10 * 10 * 8);
+    assert_int_equal(fl_agg_config_validate(&c), 0);
+    c.spec.f = 8; /* 10 < 8 + 3 */
+    assert_int_equal(fl_agg_config_validate(&c), FL_ECONFIG);
+    c.spec = (fl_agg_spec_t){.rule = FL_AGG_MEDIAN};
+    c.dp_noise_multiplier = 1;
+    c.dp_denominator = 10;
+    c.clip = (fl_clip_config_t){.mode = FL_CLIP_FIXED, .norm = 1};
+    assert_int_equal(fl_agg_config_validate(&c), FL_ECONFIG); /* DP needs the mean */
+    c.spec.rule = FL_AGG_MEAN;
+    assert_int_equal(fl_agg_config_validate(&c), 0);
+    c.clip.mode = FL_CLIP_NONE;
+    assert_int_equal(fl_agg_config_validate(&c), FL_ECONFIG); /* DP needs C */
+    c.clip = (fl_clip_config_t){.mode = FL_CLIP_ADAPTIVE, .norm = 1, .quantile = 0.5, .lr = 0.2};
+    assert_int_equal(fl_agg_config_validate(&c), FL_ECONFIG);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_median),         cmocka_unit_test(test_trimmed_mean),
+        cmocka_unit_test(test_krum),           cmocka_unit_test(test_clip),
+        cmocka_unit_test(test_dp_noise_statistics), cmocka_unit_test(test_pipeline_exact),
+        cmocka_unit_test(test_pipeline_dp),    cmocka_unit_test(test_config),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
