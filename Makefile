@@ -9,13 +9,59 @@
 #                             each for FUZZ_SECONDS (default 30) on its corpus tests/fuzz/corpus/NAME
 #   make test-long            the tests plus the slow accuracy runs
 #   make client               the client alone (make BLAS=none client: without OpenBLAS)
+#   make cross-deps ARCH=A    install what a cross build of the client needs (A: arm64, armhf)
+#   make ARCH=A client        cross-build the client into build-A/ (or CROSS=aarch64-linux-gnu,
+#                             CROSS=arm-linux-gnueabihf); docs/devices.md
+#   make test-cross ARCH=A    the engine's and client's unit tests under qemu-user, then the
+#                             mixed-architecture federation (slow; not part of make test)
 #   make install              binaries, systemd unit, example config (PREFIX, DESTDIR)
 #   make SANITIZE=address,undefined test
 #   make CC=clang CFLAGS='-O1 -g'
 #
 # Any Debian package that is missing is installed first by deploy/install-deps.sh.
 
+# Cross builds (the client only; docs/devices.md): ARCH names a Debian
+# architecture, CROSS a GNU triplet; either implies the other.
+ARCH ?=
+CROSS ?=
+CROSS_arm64 := aarch64-linux-gnu
+CROSS_armhf := arm-linux-gnueabihf
+CROSS_riscv64 := riscv64-linux-gnu
+ifneq ($(ARCH),)
+ifeq ($(CROSS),)
+CROSS := $(CROSS_$(ARCH))
+endif
+ifeq ($(CROSS),)
+$(error ARCH must be arm64, armhf or riscv64 (or give CROSS=triplet))
+endif
+endif
+ifneq ($(CROSS),)
+ARCH := $(firstword $(foreach a,arm64 armhf riscv64,$(if $(filter $(CROSS),$(CROSS_$(a))),$(a))))
+ifeq ($(ARCH),)
+$(error CROSS must be aarch64-linux-gnu, arm-linux-gnueabihf or riscv64-linux-gnu)
+endif
+ifeq ($(origin CC),default)
+CC := $(CROSS)-gcc
+endif
+ifeq ($(origin AR),default)
+AR := $(CROSS)-ar
+endif
+STRIP := $(CROSS)-strip
+PKG_CONFIG ?= PKG_CONFIG_LIBDIR=/usr/lib/$(CROSS)/pkgconfig:/usr/share/pkgconfig pkg-config
+BUILD ?= build-$(ARCH)
+QEMU_arm64 := aarch64
+QEMU_armhf := arm
+QEMU_riscv64 := riscv64
+# qemu-user runs the cross-built programs; -L finds the target's loader
+# and libc from the cross toolchain, the multiarch libraries under
+# /usr/lib/$(CROSS). OpenBLAS starting its thread pool never returns under
+# qemu-user 7.2 (docs/devices.md), so emulated runs keep it to one thread.
+QEMU ?= env OPENBLAS_NUM_THREADS=1 qemu-$(QEMU_$(ARCH)) -L /usr/$(CROSS)
+endif
+
 CC ?= cc
+STRIP ?= strip
+PKG_CONFIG ?= pkg-config
 CFLAGS ?= -O2 -g
 # The numeric kernels (ServerOpt, the parameter buffer, the training engine)
 # are built with these on top of CFLAGS: their loops only vectorize at -O3.
@@ -38,7 +84,8 @@ FL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recove
 LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
-PKGS := libuv libprotobuf-c sqlite3 zlib inih
+# A cross build makes only the client, which does not read ini files.
+PKGS := libuv libprotobuf-c sqlite3 zlib $(if $(CROSS),,inih)
 ifeq ($(BLAS),openblas)
 PKGS += openblas
 FL_CFLAGS += -DFL_HAVE_OPENBLAS=1
@@ -52,21 +99,31 @@ endif
 # there: deploy/install-deps.sh is a fast no-op when nothing is missing, and
 # installs what is (apt-get, sudo when not root) otherwise. Package flags are
 # then computed once and cached in $(BUILD)/config-$(BLAS).mk.
-NODEPS_GOALS := clean distclean help
+# A cross build only checks its own packages (installing them adds a foreign
+# architecture to dpkg, which only `make cross-deps ARCH=...` does) and never
+# installs native ones it does not use.
+NODEPS_GOALS := clean distclean help cross-deps
 ifneq ($(filter-out $(NODEPS_GOALS),$(or $(MAKECMDGOALS),all)),)
+ifeq ($(CROSS),)
 DEPS_STATUS := $(shell sh deploy/install-deps.sh >&2 && echo ok)
 ifneq ($(DEPS_STATUS),ok)
 $(error deploy/install-deps.sh could not install the packages fedopt needs (see above))
+endif
+else
+DEPS_STATUS := $(shell sh deploy/install-deps.sh --check --arch $(ARCH) >&2 && echo ok)
+ifneq ($(DEPS_STATUS),ok)
+$(error the $(ARCH) cross build lacks packages: run `make cross-deps ARCH=$(ARCH)` (as root or with sudo))
+endif
 endif
 -include $(BUILD)/config-$(BLAS).mk
 endif
 
 $(BUILD)/config-$(BLAS).mk: deploy/install-deps.sh Makefile
 	@mkdir -p $(BUILD)
-	@{ echo "PKG_CFLAGS := $$(pkg-config --cflags $(PKGS))"; \
-	   echo "PKG_LIBS := $$(pkg-config --libs $(PKGS)) -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm"; \
-	   echo "CMOCKA_CFLAGS := $$(pkg-config --cflags cmocka)"; \
-	   echo "CMOCKA_LIBS := $$(pkg-config --libs cmocka)"; } > $@
+	@{ echo "PKG_CFLAGS := $$($(PKG_CONFIG) --cflags $(PKGS))"; \
+	   echo "PKG_LIBS := $$($(PKG_CONFIG) --libs $(PKGS)) -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm"; \
+	   echo "CMOCKA_CFLAGS := $$($(PKG_CONFIG) --cflags cmocka)"; \
+	   echo "CMOCKA_LIBS := $$($(PKG_CONFIG) --libs cmocka)"; } > $@
 
 ALL_CFLAGS = $(FL_CFLAGS) $(PKG_CFLAGS) $(CFLAGS)
 HOT_OBJS = $(BUILD)/server/serveropt.o $(BUILD)/common/base/params.o $(BUILD)/common/nn/%.o
@@ -122,8 +179,19 @@ SERVER := $(BUILD)/fedopt-server
 CLIENT := $(BUILD)/fedopt-client
 
 .PHONY: demo fuzz fuzz-build all server client test test-long check-vectors bench clean distclean help install FORCE
+.PHONY: cross-deps test-cross
+ifeq ($(CROSS),)
 all: $(LIB) $(SERVER) $(CLIENT)
 server: $(SERVER)
+# Test programs link the server's modules too.
+TEST_LIBS := $(SERVER_LIB) $(CLIENT_LIB) $(LIB)
+else
+# A device gets the client only.
+all: $(CLIENT)
+server:
+	@echo "the server is not built for devices (ARCH=$(ARCH)): build it natively" >&2; exit 1
+TEST_LIBS := $(CLIENT_LIB) $(LIB)
+endif
 client: $(CLIENT)
 
 $(BUILD)/%.o: %.c $(FLAGS_STAMP) | $(BUILD)/config-$(BLAS).mk $(PROTO_H)
@@ -152,8 +220,8 @@ $(SERVER): $(SERVER_OBJS) $(LIB)
 $(CLIENT): $(CLIENT_OBJS) $(LIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $(CLIENT_OBJS) $(LIB) $(PKG_LIBS) $(LDFLAGS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(CLIENT_LIB) $(LIB)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(CLIENT_LIB) $(LIB) $(PKG_LIBS) $(CMOCKA_LIBS) $(LDFLAGS)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_SUPPORT_OBJS) $(TEST_LIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(TEST_SUPPORT_OBJS) $(TEST_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS) $(LDFLAGS)
 
 $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(CLIENT_LIB) $(LIB)
 	@mkdir -p $(dir $@)
@@ -180,6 +248,27 @@ test-long: all $(TEST_BINS) $(TOOL_BINS)
 
 check-vectors: $(BUILD)/tests/test_serveropt_vectors
 	$(BUILD)/tests/test_serveropt_vectors
+
+# Cross builds: the packages (deploy/install-deps.sh --arch), then the
+# engine's and client's unit tests under qemu-user (the server's need the
+# server, which devices do not get), then the tests/cross scripts (the mixed
+# federation: a native server and fleet with emulated clients, so the native
+# build is made first, in build/).
+cross-deps:
+	@test -n "$(ARCH)" || { echo "usage: make cross-deps ARCH=arm64|armhf" >&2; exit 1; }
+	sh deploy/install-deps.sh --arch $(ARCH)
+
+CROSS_TESTS := $(filter-out $(BUILD)/tests/test_server_% $(BUILD)/tests/test_serveropt%,$(TEST_BINS))
+NATIVE_BUILD ?= build
+ifneq ($(CROSS),)
+test-cross: $(CLIENT) $(CROSS_TESTS)
+	$(MAKE) CROSS= ARCH= BUILD=$(NATIVE_BUILD) all
+	@FEDOPT_TEST_WRAPPER="$(QEMU)" FEDOPT_CROSS_CLIENT=$(BUILD)/fedopt-client FEDOPT_TEST_TIMEOUT=$${FEDOPT_TEST_TIMEOUT:-1800} \
+	    sh tests/run-tests.sh $(BUILD) tests/cross $(NATIVE_BUILD)
+else
+test-cross:
+	@echo "usage: make test-cross ARCH=arm64|armhf" >&2; exit 1
+endif
 
 # PyTorch on this machine is the speed reference of the engine's goals; it is
 # measured only where Debian's python3-torch is installed (not a dependency).

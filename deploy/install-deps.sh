@@ -2,10 +2,27 @@
 # Installs every Debian package fedopt needs to build, test and run its demo.
 # This is the single list of packages. It is idempotent: packages already
 # present are left alone, and apt-get runs only when something is missing.
-# Usage: deploy/install-deps.sh [--check]   (--check: exit 1 if anything is missing, install nothing)
+# Usage: deploy/install-deps.sh [--check] [--arch ARCH]
+#   --check: exit 1 if anything is missing, install nothing
+#   --arch ARCH (arm64, armhf): instead of the native list, what a cross
+#   build of the client and `make test-cross` need: the cross compiler, the
+#   client's libraries for ARCH (multiarch; the architecture is added to
+#   dpkg when it is not there) and qemu-user. The native list is then left
+#   alone: a cross build installs nothing native it does not use.
 set -eu
 
-PACKAGES="
+check=0
+arch=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --check) check=1 ;;
+        --arch) arch=${2:-}; shift ;;
+        *) echo "usage: $0 [--check] [--arch arm64|armhf]" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+NATIVE_PACKAGES="
 build-essential
 pkg-config
 clang
@@ -23,9 +40,34 @@ libinih-dev
 dataset-fashion-mnist
 "
 
+case "$arch" in
+    "") PACKAGES=$NATIVE_PACKAGES ;;
+    arm64 | armhf)
+        case "$arch" in
+            arm64) triplet=aarch64-linux-gnu ;;
+            armhf) triplet=arm-linux-gnueabihf ;;
+        esac
+        # The client's libraries only (no inih: the server reads ini files),
+        # cmocka for its unit tests, the data set they read.
+        PACKAGES="gcc-$triplet libc6-dev-$arch-cross pkg-config protobuf-c-compiler qemu-user
+dataset-fashion-mnist"
+        for p in libuv1-dev libprotobuf-c-dev libmbedtls-dev libsqlite3-dev zlib1g-dev \
+            libopenblas-dev libcmocka-dev; do
+            PACKAGES="$PACKAGES $p:$arch"
+        done
+        ;;
+    riscv64)
+        echo "fedopt: Debian 12 has no riscv64 architecture in its main archive (only the" >&2
+        echo "cross compiler gcc-riscv64-linux-gnu); see docs/devices.md" >&2
+        exit 1
+        ;;
+    *) echo "fedopt: --arch must be arm64 or armhf" >&2; exit 2 ;;
+esac
+
 # One dpkg-query for the whole list keeps the no-op case fast: make runs this
-# script on every invocation.
-installed=$(dpkg-query -W -f='${Package} ${Status}\n' $PACKAGES 2>/dev/null | awk '/ install ok installed$/ {print $1}')
+# script on every invocation. A foreign package is named NAME:ARCH.
+installed=$(dpkg-query -W -f='${Package} ${Package}:${Architecture} ${Status}\n' $PACKAGES 2>/dev/null |
+    awk '/ install ok installed$/ {print $1; print $2}')
 missing=""
 for p in $PACKAGES; do
     case " $(echo $installed) " in
@@ -37,7 +79,7 @@ done
 if [ -z "$missing" ]; then
     exit 0
 fi
-if [ "${1:-}" = "--check" ]; then
+if [ "$check" -eq 1 ]; then
     echo "missing packages:$missing" >&2
     exit 1
 fi
@@ -52,6 +94,10 @@ else
     exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+if [ -n "$arch" ] && ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+    $SUDO dpkg --add-architecture "$arch"
+    $SUDO apt-get update
+fi
 # A fresh machine may have no package lists yet; update only when an install fails for that reason.
 if ! $SUDO apt-get install -y --no-install-recommends $missing; then
     $SUDO apt-get update
