@@ -262,7 +262,7 @@ CROSS_TESTS := $(filter-out $(BUILD)/tests/test_server_% $(BUILD)/tests/test_ser
 NATIVE_BUILD ?= build
 ifneq ($(CROSS),)
 test-cross: $(CLIENT) $(CROSS_TESTS)
-	$(MAKE) CROSS= ARCH= BUILD=$(NATIVE_BUILD) all
+	$(MAKE) CROSS= ARCH= BUILD=$(NATIVE_BUILD) all $(NATIVE_BUILD)/tools/fl_delta_diff
 	@FEDOPT_TEST_WRAPPER="$(QEMU)" FEDOPT_CROSS_CLIENT=$(BUILD)/fedopt-client FEDOPT_TEST_TIMEOUT=$${FEDOPT_TEST_TIMEOUT:-1800} \
 	    sh tests/run-tests.sh $(BUILD) tests/cross $(NATIVE_BUILD)
 else

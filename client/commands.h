@@ -16,5 +16,6 @@ int fl_client_cmd_eval(int argc, char **argv);
 int fl_client_cmd_data(int argc, char **argv);
 int fl_client_cmd_run(int argc, char **argv);
 int fl_client_cmd_fleet(int argc, char **argv);
+int fl_client_cmd_bench(int argc, char **argv);
 
 #endif

@@ -12,6 +12,7 @@ static const fl_client_cmd_t commands[] = {
     {"data", fl_client_cmd_data, "inspect a data spec: clients, label histograms, skew"},
     {"run", fl_client_cmd_run, "serve a fedopt-server as one client (a device)"},
     {"fleet", fl_client_cmd_fleet, "simulate N clients in one process"},
+    {"bench", fl_client_cmd_bench, "profile one round on this device: speed, peak memory, bytes"},
     {NULL, NULL, NULL},
 };
 
