@@ -52,11 +52,12 @@ BUILD ?= build-$(ARCH)
 QEMU_arm64 := aarch64
 QEMU_armhf := arm
 QEMU_riscv64 := riscv64
-# qemu-user runs the cross-built programs; -L finds the target's loader
-# and libc from the cross toolchain, the multiarch libraries under
-# /usr/lib/$(CROSS). OpenBLAS starting its thread pool never returns under
-# qemu-user 7.2 (docs/devices.md), so emulated runs keep it to one thread.
-QEMU ?= env OPENBLAS_NUM_THREADS=1 qemu-$(QEMU_$(ARCH)) -L /usr/$(CROSS)
+# qemu-user runs the cross-built programs with the target's loader and
+# libraries from the multiarch packages (/lib/ld-linux-*.so, /usr/lib/$(CROSS)).
+# Not -L /usr/$(CROSS): that loader is the cross toolchain's glibc build,
+# which does not match the multiarch libc.so.6 it then loads, and the first
+# pthread_create never returned (docs/devices.md).
+QEMU ?= qemu-$(QEMU_$(ARCH))
 endif
 
 CC ?= cc

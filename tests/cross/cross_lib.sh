@@ -10,14 +10,6 @@ if [ -z "$cross" ]; then
     done
 fi
 
-triplet() {
-    case "$1" in
-        arm64) echo aarch64-linux-gnu ;;
-        armhf) echo arm-linux-gnueabihf ;;
-        *) return 1 ;;
-    esac
-}
-
 qemu_for() {
     case "$1" in
         arm64) echo qemu-aarch64 ;;
@@ -26,12 +18,13 @@ qemu_for() {
     esac
 }
 
-# OpenBLAS starting its thread pool never returns under qemu-user 7.2
-# (docs/devices.md): emulated programs keep it to one thread.
+# The target's loader and libraries come from the multiarch packages (no -L
+# /usr/TRIPLET: that loader does not match the multiarch libc, and threads
+# hang; docs/devices.md).
 emu() {
     a=$1
     shift
-    OPENBLAS_NUM_THREADS=1 "$(qemu_for "$a")" -L "/usr/$(triplet "$a")" "$@"
+    "$(qemu_for "$a")" "$@"
 }
 
 # skip_unless_cross: exit 77 (skip) with a reason when nothing can be emulated.
