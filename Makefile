@@ -133,7 +133,8 @@ $(HOT_OBJS): ALL_CFLAGS += $(HOT_CFLAGS)
 # LSTM's clamped exp) only vectorize when the compiler may if-convert FP
 # compares, which -ftrapping-math forbids because a compare could raise an
 # FP exception. fedopt never enables FP traps, and without this ReLU's
-# backward ran as a mispredicted branch per element (~3.5 ns each).
+# backward ran as a mispredicted branch per element (bench_train measures
+# the steps that run it).
 $(BUILD)/common/nn/%.o: ALL_CFLAGS += -fno-trapping-math
 
 # Objects depend on the flags they were built with: changing CC, CFLAGS,

@@ -1,15 +1,14 @@
 /* `fedopt-client bench`: the device profile of one round (docs/devices.md).
  *
  * Without a server, it goes through what `run` does for one training task,
- * in the session's order (client/session.c, job_train): the global model as
- * it stands after the receive (one buffer of the model's floats; the frames
- * it came in are counted, not kept), the model built and loaded from it, one
- * local epoch at the paper's batch size on the client's share, the delta
- * formed in the trained parameters, and the Update frame plus the delta's
- * tensor frames encoded as they are queued for upload. --low-memory 0 keeps
- * the order the session had before its low-memory change (the global model
- * and the model's buffers held while the delta is encoded), for the
- * before/after figure.
+ * with the session's own pieces (client/task.c) in its order (job_train):
+ * the global model as it stands after the receive (one buffer of the
+ * model's floats; the frames it came in are counted, not kept), one local
+ * epoch at the paper's batch size on the client's share, and the Update plus
+ * the delta's tensor frames encoded as they are queued for upload.
+ * --low-memory 0 skips the session's low-memory release (the private global
+ * model and the trained model's buffers then stay while the delta is
+ * encoded, as before that change), for the before/after figure.
  *
  * Peak RSS is the process's high-water mark (VmHWM), so one process measures
  * one model; under qemu-user it includes the emulator, and base_rss (VmRSS
@@ -23,6 +22,7 @@
 #include <sys/stat.h>
 
 #include "client/commands.h"
+#include "client/task.h"
 #include "common/base/cli.h"
 #include "common/base/error.h"
 #include "common/base/rng.h"
@@ -138,7 +138,9 @@ int fl_client_cmd_bench(int argc, char **argv)
     fl_dataset_t data;
     fl_dataset_init(&data);
     fl_model_t *m = NULL;
-    float *global = NULL, *x = NULL;
+    fl_task_result_t res;
+    memset(&res, 0, sizeof res);
+    float *global = NULL;
     fl_buf_t *down = NULL, *up = NULL, *delta = NULL;
     const char *model = "cnn";
     long examples = 0, batch = 0, threads = 1, lowmem = 1;
@@ -207,22 +209,16 @@ int fl_client_cmd_bench(int argc, char **argv)
         fprintf(stderr, "bench: synthetic data: %s\n", fl_strerror(rc));
         goto out;
     }
+    /* The global model as the session holds it after the receive: its
+     * frames are counted (the session holds one frame at a time while
+     * receiving), then only the floats stay, in the transport's buffer. */
     fl_model_spec_t ms;
-    if (have_data)
-        fl_model_spec_from_dataset(&data, &ms);
-    else
-        ms = info->paper;
-    if ((rc = fl_model_create(model, &ms, &m)) || (rc = fl_model_set_threads(m, (int)threads))) {
+    if ((rc = fl_model_spec_from_dataset(&data, &ms)) || (rc = fl_model_create(model, &ms, &m))) {
         fprintf(stderr, "bench: %s: %s\n", model, fl_strerror(rc));
         goto out;
     }
-    fl_gemm_set_threads(fl_model_gemm_threads(m));
-    size_t n = m->params.numel;
-
-    /* Receive: the server's frames of the global model are counted, then
-     * only the reassembled floats stay (the session holds one frame at a
-     * time while receiving). */
     fl_model_init_params(m, 1);
+    size_t n = m->params.numel;
     if ((rc = fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_MODEL, 1, m->params.data,
                                     n * sizeof(float), 0, &down))) {
         fprintf(stderr, "bench: encoding the model: %s\n", fl_strerror(rc));
@@ -231,53 +227,36 @@ int fl_client_cmd_bench(int argc, char **argv)
     size_t down_bytes = down->len;
     fl_buf_unref(down);
     down = NULL;
-    global = malloc(n * sizeof *global);
-    if (!global) {
+    if (!(global = fl_task_alloc_params(n))) {
         fprintf(stderr, "bench: out of memory\n");
         goto out;
     }
     memcpy(global, m->params.data, n * sizeof *global);
-    if ((rc = fl_model_set_params(m, global, n)))
-        goto out;
+    fl_model_free(m);
+    m = NULL;
 
-    /* Train: one local epoch. */
+    /* Train (client/task.c, as the session does): one local epoch. */
+    fl_task_in_t in = {.model = model, .data = &data, .global = global, .n = n, .gemm_threads = (int)threads};
     fl_train_config_t cfg = {.epochs = 1, .batch = (size_t)batch, .sgd = {.lr = 0.01f}, .seed = 1};
     cfg.sgd.weight_decay = info->weight_decay;
-    fl_train_stats_t st;
-    memset(&st, 0, sizeof st);
+    char why[256];
     double cpu0 = cpu_seconds();
-    if ((rc = fl_train_run(m, &data, &cfg, NULL, NULL, &st))) {
-        fprintf(stderr, "bench: training: %s\n", fl_strerror(rc));
+    if ((rc = fl_task_train(&in, &cfg, &res, why, sizeof why))) {
+        fprintf(stderr, "bench: %s\n", why);
         goto out;
     }
     double cpu = cpu_seconds() - cpu0;
+    fl_train_stats_t st = res.st;
 
-    /* Upload: the delta in the trained parameters, then the frames. */
-    x = m->params.data;
-    for (size_t i = 0; i < n; i++)
-        x[i] -= global[i];
+    /* Upload: the Update and the delta's frames, after the session's
+     * low-memory release (or without it, --low-memory 0). */
     if (lowmem) {
         free(global);
         global = NULL;
-        m->params.data = NULL; /* x is ours now; the rest of the model goes */
-        fl_model_free(m);
-        m = NULL;
-        fl_dataset_free(&data);
+        fl_task_result_slim(&res);
     }
-    Fedopt__Update upd = FEDOPT__UPDATE__INIT;
-    upd.round_id = 1;
-    upd.weight = (double)st.examples;
-    upd.num_examples = st.examples;
-    upd.train_loss = st.loss;
-    upd.steps = (uint32_t)st.steps;
-    upd.train_seconds = st.seconds;
-    Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
-    env.msg_case = FEDOPT__ENVELOPE__MSG_UPDATE;
-    env.update = &upd;
-    if ((rc = fl_wire_encode(&env, &up)) ||
-        (rc = fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 1, x, n * sizeof(float), 0,
-                                    &delta))) {
-        fprintf(stderr, "bench: encoding the update: %s\n", fl_strerror(rc));
+    if (fl_task_encode_update(1, &res, 0, &up, &delta, why, sizeof why)) {
+        fprintf(stderr, "bench: %s\n", why);
         goto out;
     }
     size_t up_bytes = up->len + delta->len;
@@ -308,8 +287,7 @@ bad:
     fprintf(stderr, "bench: bad value '%s'\n", optarg);
     usage(stderr);
 out:
-    if (!m)
-        free(x);
+    fl_task_result_free(&res);
     fl_buf_unref(down);
     fl_buf_unref(up);
     fl_buf_unref(delta);

@@ -12,6 +12,7 @@
 #include "common/data/partition.h"
 #include "common/data/spec.h"
 #include "common/base/error.h"
+#include "common/base/json.h"
 
 static void usage(FILE *out)
 {
@@ -47,36 +48,26 @@ static void count_labels(const fl_dataset_t *d, size_t i, size_t *h)
             h[y[j]]++;
 }
 
-static void print_json_string(const char *s)
+static void print_hist(const size_t *h, size_t n)
 {
-    putchar('"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            printf("\\%c", *p);
-        else if (*p < 0x20)
-            printf("\\u%04x", *p);
-        else
-            putchar(*p);
-    }
-    putchar('"');
+    for (size_t l = 0; l < n; l++)
+        if (h[l])
+            printf(" %zu:%zu", l, h[l]);
 }
 
-static void print_hist(const size_t *h, size_t n, int json)
+/* A label histogram as {"label":count,...}, labels with a count only. */
+static void json_hist(fl_json_t *j, const size_t *h, size_t n)
 {
-    int first = 1;
-    if (json)
-        putchar('{');
+    char key[32];
+    fl_json_obj_begin(j);
     for (size_t l = 0; l < n; l++) {
         if (!h[l])
             continue;
-        if (json)
-            printf("%s\"%zu\":%zu", first ? "" : ",", l, h[l]);
-        else
-            printf(" %zu:%zu", l, h[l]);
-        first = 0;
+        snprintf(key, sizeof key, "%zu", l);
+        fl_json_key(j, key);
+        fl_json_u64(j, h[l]);
     }
-    if (json)
-        putchar('}');
+    fl_json_obj_end(j);
 }
 
 static int inspect(int argc, char **argv)
@@ -160,15 +151,31 @@ static int inspect(int argc, char **argv)
             goto out;
         }
     }
+    fl_json_t j;
+    fl_json_init_file(&j, stdout);
     if (json) {
-        printf("{\"source\":");
-        print_json_string(spec.source);
-        printf(",\"split\":\"%s\",\"examples\":%zu,\"classes\":%d,\"label_dim\":%zu,"
-               "\"shape\":[", split, d.n, d.num_classes, d.label_dim);
+        fl_json_obj_begin(&j);
+        fl_json_key(&j, "source");
+        fl_json_str(&j, spec.source);
+        fl_json_key(&j, "split");
+        fl_json_str(&j, split);
+        fl_json_key(&j, "examples");
+        fl_json_u64(&j, d.n);
+        fl_json_key(&j, "classes");
+        fl_json_i64(&j, d.num_classes);
+        fl_json_key(&j, "label_dim");
+        fl_json_u64(&j, d.label_dim);
+        fl_json_key(&j, "shape");
+        fl_json_arr_begin(&j);
         for (int i = 0; i < d.ndim; i++)
-            printf("%s%lld", i ? "," : "", (long long)d.shape[i]);
-        printf("],\"partition\":\"%s\",\"seed\":%llu,\"clients\":[", part,
-               (unsigned long long)spec.seed);
+            fl_json_i64(&j, d.shape[i]);
+        fl_json_arr_end(&j);
+        fl_json_key(&j, "partition");
+        fl_json_str(&j, part);
+        fl_json_key(&j, "seed");
+        fl_json_u64(&j, spec.seed);
+        fl_json_key(&j, "clients");
+        fl_json_arr_begin(&j);
     } else {
         printf("data %s, split %s: %zu examples, features", spec.source, split, d.n);
         for (int i = 0; i < d.ndim; i++)
@@ -194,18 +201,21 @@ static int inspect(int argc, char **argv)
         if (ps.kind == FL_PARTITION_NATURAL && d.group_names && c < d.num_groups)
             name = d.group_names[c];
         if (json) {
-            printf("%s{\"index\":%zu,", c > lo ? "," : "", c);
+            fl_json_obj_begin(&j);
+            fl_json_key(&j, "index");
+            fl_json_u64(&j, c);
             if (name) {
-                printf("\"name\":");
-                print_json_string(name);
-                putchar(',');
+                fl_json_key(&j, "name");
+                fl_json_str(&j, name);
             }
-            printf("\"examples\":%zu,\"labels\":", m);
-            print_hist(h, L, 1);
-            putchar('}');
+            fl_json_key(&j, "examples");
+            fl_json_u64(&j, m);
+            fl_json_key(&j, "labels");
+            json_hist(&j, h, L);
+            fl_json_obj_end(&j);
         } else if (show == 0 || c < lo + (size_t)show) {
             printf("%8zu %9zu ", c, m);
-            print_hist(h, L, 0);
+            print_hist(h, L);
             if (name)
                 printf("   (%s)", name);
             putchar('\n');
@@ -214,12 +224,32 @@ static int inspect(int argc, char **argv)
         }
     }
     if (json) {
-        printf("],\"totals\":{\"examples\":%zu,\"labels\":", st.used);
-        print_hist(tot, L, 1);
-        printf("},\"skew\":{\"min_examples\":%zu,\"mean_examples\":%.3f,\"max_examples\":%zu,"
-               "\"mean_labels_per_client\":%.3f,\"max_labels_per_client\":%zu,"
-               "\"mean_tv_distance\":%.4f}}\n",
-               st.min_size, st.mean_size, st.max_size, st.mean_labels, st.max_labels, st.mean_tv);
+        fl_json_arr_end(&j);
+        fl_json_key(&j, "totals");
+        fl_json_obj_begin(&j);
+        fl_json_key(&j, "examples");
+        fl_json_u64(&j, st.used);
+        fl_json_key(&j, "labels");
+        json_hist(&j, tot, L);
+        fl_json_obj_end(&j);
+        fl_json_key(&j, "skew");
+        fl_json_obj_begin(&j);
+        fl_json_key(&j, "min_examples");
+        fl_json_u64(&j, st.min_size);
+        fl_json_key(&j, "mean_examples");
+        fl_json_fixed(&j, st.mean_size, 3);
+        fl_json_key(&j, "max_examples");
+        fl_json_u64(&j, st.max_size);
+        fl_json_key(&j, "mean_labels_per_client");
+        fl_json_fixed(&j, st.mean_labels, 3);
+        fl_json_key(&j, "max_labels_per_client");
+        fl_json_u64(&j, st.max_labels);
+        fl_json_key(&j, "mean_tv_distance");
+        fl_json_fixed(&j, st.mean_tv, 4);
+        fl_json_obj_end(&j);
+        fl_json_obj_end(&j);
+        fl_json_finish(&j, NULL, NULL);
+        putchar('\n');
     } else {
         printf("totals: %zu examples in %zu clients (%zu unused)\n", st.used, p.clients,
                d.n - st.used);

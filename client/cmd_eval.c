@@ -10,6 +10,7 @@
 #include "client/commands.h"
 #include "common/data/spec.h"
 #include "common/base/error.h"
+#include "common/base/json.h"
 #include "common/nn/models.h"
 #include "common/nn/gemm.h"
 #include "common/nn/safetensors.h"
@@ -95,12 +96,18 @@ int fl_client_cmd_eval(int argc, char **argv)
         goto out;
     }
     if (json) {
-        printf("{\"loss\":%.6g,", st.loss);
-        if (isfinite(st.metric))
-            printf("\"accuracy\":%.6g,", st.metric);
-        else
-            printf("\"accuracy\":null,");
-        printf("\"examples\":%zu}\n", st.examples);
+        fl_json_t j;
+        fl_json_init_file(&j, stdout);
+        fl_json_obj_begin(&j);
+        fl_json_key(&j, "loss");
+        fl_json_double(&j, st.loss, 6);
+        fl_json_key(&j, "accuracy");
+        fl_json_double(&j, st.metric, 6);
+        fl_json_key(&j, "examples");
+        fl_json_u64(&j, st.examples);
+        fl_json_obj_end(&j);
+        fl_json_finish(&j, NULL, NULL);
+        putchar('\n');
     } else {
         printf("loss %.4f  %s %.4f  examples %zu\n", st.loss,
                m->info->metric == FL_METRIC_RECALL5 ? "recall@5" : "accuracy", st.metric,

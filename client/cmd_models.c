@@ -8,6 +8,7 @@
 
 #include "client/commands.h"
 #include "common/base/error.h"
+#include "common/base/json.h"
 #include "common/nn/models.h"
 #include "common/nn/gemm.h"
 
@@ -109,22 +110,49 @@ int fl_client_cmd_models(int argc, char **argv)
         }
         fl_model_t *m = NULL;
         if (fl_model_create(info->name, &spec, &m)) {
-            printf(json ? "{\"model\":\"%s\",\"error\":\"does not fit this input\"}\n"
-                        : "%-12s (does not fit this input)\n",
-                   info->name);
+            if (json) {
+                fl_json_t j;
+                fl_json_init_file(&j, stdout);
+                fl_json_obj_begin(&j);
+                fl_json_key(&j, "model");
+                fl_json_str(&j, info->name);
+                fl_json_key(&j, "error");
+                fl_json_str(&j, "does not fit this input");
+                fl_json_obj_end(&j);
+                fl_json_finish(&j, NULL, NULL);
+                putchar('\n');
+            } else {
+                printf("%-12s (does not fit this input)\n", info->name);
+            }
             continue;
         }
         char in[64], out[64];
         fl_shape_str(&spec.input, in, sizeof in);
         fl_shape_str(fl_model_out_shape(m), out, sizeof out);
         if (json) {
-            printf("{\"model\":\"%s\",\"params\":%zu,\"input\":%s,\"output\":%s,\"loss\":\"%s\","
-                   "\"metric\":\"%s\",\"tensors\":[",
-                   info->name, m->params.numel, in, out, loss_name(info->loss),
-                   metric_name(info->metric));
+            fl_json_t j;
+            fl_json_init_file(&j, stdout);
+            fl_json_obj_begin(&j);
+            fl_json_key(&j, "model");
+            fl_json_str(&j, info->name);
+            fl_json_key(&j, "params");
+            fl_json_u64(&j, m->params.numel);
+            fl_json_key(&j, "input");
+            fl_json_raw(&j, in); /* fl_shape_str writes a JSON array: [1, 28, 28] */
+            fl_json_key(&j, "output");
+            fl_json_raw(&j, out);
+            fl_json_key(&j, "loss");
+            fl_json_str(&j, loss_name(info->loss));
+            fl_json_key(&j, "metric");
+            fl_json_str(&j, metric_name(info->metric));
+            fl_json_key(&j, "tensors");
+            fl_json_arr_begin(&j);
             for (size_t v = 0; v < m->params.nviews; v++)
-                printf("%s\"%s\"", v ? "," : "", m->params.views[v].name);
-            printf("]}\n");
+                fl_json_str(&j, m->params.views[v].name);
+            fl_json_arr_end(&j);
+            fl_json_obj_end(&j);
+            fl_json_finish(&j, NULL, NULL);
+            putchar('\n');
         } else {
             char num[32];
             /* thousands separators by hand: printf's ' flag is not C11 */

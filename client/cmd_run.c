@@ -10,6 +10,7 @@
 #include "common/base/cli.h"
 #include "client/commands.h"
 #include "client/session.h"
+#include "client/task.h"
 #include "common/data/spec.h"
 #include "common/base/error.h"
 #include "common/base/log.h"
@@ -164,7 +165,7 @@ int fl_client_cmd_run(int argc, char **argv)
     memset(&ctx, 0, sizeof ctx);
     if (fl_data_spec_validate(&spec) || fl_data_spec_load(&spec, "train", &train))
         goto out;
-    if (fl_session_fitting_models(&train, &models, &nmodels))
+    if (fl_task_fitting_models(&train, &models, &nmodels))
         goto out;
     fl_tls_opts_t to = {.ca_file = ca, .cert_file = cert, .key_file = key};
     int rc = fl_tls_ctx_new(FL_TLS_CLIENT, &to, &tls);

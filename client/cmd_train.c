@@ -13,6 +13,7 @@
 #include "client/commands.h"
 #include "common/data/spec.h"
 #include "common/base/error.h"
+#include "common/base/json.h"
 #include "common/base/log.h"
 #include "common/nn/models.h"
 #include "common/nn/gemm.h"
@@ -49,12 +50,10 @@ typedef struct {
     int json;
 } epoch_ctx_t;
 
-static void print_num(const char *key, double v, int last)
+static void put_num(fl_json_t *j, const char *key, double v)
 {
-    if (isfinite(v))
-        printf("\"%s\":%.6g%s", key, v, last ? "" : ",");
-    else
-        printf("\"%s\":null%s", key, last ? "" : ",");
+    fl_json_key(j, key);
+    fl_json_double(j, v, 6);
 }
 
 static int on_epoch(int epoch, const fl_train_stats_t *st, void *ud)
@@ -65,13 +64,19 @@ static int on_epoch(int epoch, const fl_train_stats_t *st, void *ud)
         return 1;
     double sps = st->seconds > 0 ? (double)st->examples / st->seconds : 0;
     if (c->json) {
-        printf("{\"epoch\":%d,", epoch);
-        print_num("train_loss", st->loss, 0);
-        print_num("test_loss", c->test ? ev.loss : NAN, 0);
-        print_num("test_accuracy", ev.metric, 0);
-        print_num("samples_per_s", sps, 0);
-        print_num("seconds", st->seconds, 1);
-        printf("}\n");
+        fl_json_t j;
+        fl_json_init_file(&j, stdout);
+        fl_json_obj_begin(&j);
+        fl_json_key(&j, "epoch");
+        fl_json_i64(&j, epoch);
+        put_num(&j, "train_loss", st->loss);
+        put_num(&j, "test_loss", c->test ? ev.loss : NAN);
+        put_num(&j, "test_accuracy", ev.metric);
+        put_num(&j, "samples_per_s", sps);
+        put_num(&j, "seconds", st->seconds);
+        fl_json_obj_end(&j);
+        fl_json_finish(&j, NULL, NULL);
+        putchar('\n');
     } else {
         const char *metric = c->m->info->metric == FL_METRIC_RECALL5 ? "test_recall@5"
                                                                       : "test_accuracy";

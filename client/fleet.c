@@ -1,5 +1,6 @@
 #include "client/fleet.h"
 
+#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,10 +8,12 @@
 #include <time.h>
 #include <uv.h>
 
+#include "client/task.h"
 #include "common/net/certs.h"
 #include "common/base/clock.h"
 #include "common/base/error.h"
 #include "common/base/log.h"
+#include "common/base/rng.h"
 #include "common/nn/gemm.h"
 
 #define WHO "fleet"
@@ -23,6 +26,8 @@ typedef struct {
     uv_timer_t tick, starter;
     uv_signal_t sigint, sigterm;
     fl_session_pool_t *pool;
+    fl_session_hooks_t hooks; /* the chaos (a zero rate never fires) */
+    uint64_t drops, straggles, corrupts;
     fl_session_t **s;
     fl_tls_ctx_t **tls;
     char (*names)[FL_CERTS_NAME_MAX + 1];
@@ -68,6 +73,59 @@ int fl_fleet_certs(const fl_fleet_opts_t *o)
     if (issued)
         FL_LOG_I(WHO, "issued %zu client certificates in %s/clients (%.1f s)", issued, o->certs_dir, fl_clock_mono_s() - t0);
     return 0;
+}
+
+/* ---- chaos: the sessions' hooks ------------------------------------------ */
+
+/* Purposes of the chaos stream's draws, the third id of its tuple. */
+enum { CHAOS_DROP = 1, CHAOS_STRAGGLE = 2, CHAOS_CORRUPT = 3, CHAOS_CORRUPT_KIND = 4 };
+/* Tamper codes of a corrupt delta. */
+enum { TAMPER_NAN = 1, TAMPER_SHORT = 2 };
+
+static int chaos_draw(const fleet_t *f, uint64_t client, uint64_t round, uint64_t what, double rate)
+{
+    if (rate <= 0)
+        return 0;
+    fl_rng_t r;
+    uint64_t ids[4] = {client, round, what, 0};
+    fl_rng_stream(&r, f->o->seed, ids, 4);
+    return fl_rng_uniform(&r) < rate;
+}
+
+static int chaos_vanish(void *ud, uint64_t client, uint64_t round)
+{
+    fleet_t *f = ud;
+    if (!chaos_draw(f, client, round, CHAOS_DROP, f->o->chaos.drop_rate))
+        return 0;
+    f->drops++;
+    return 1;
+}
+
+static int chaos_tamper_code(void *ud, uint64_t client, uint64_t round)
+{
+    fleet_t *f = ud;
+    if (!chaos_draw(f, client, round, CHAOS_CORRUPT, f->o->chaos.corrupt_rate))
+        return 0;
+    f->corrupts++;
+    return chaos_draw(f, client, round, CHAOS_CORRUPT_KIND, 0.5) ? TAMPER_NAN : TAMPER_SHORT;
+}
+
+/* Runs on a worker thread: touches only the delta. */
+static void chaos_tamper(int code, float *delta, size_t *n)
+{
+    if (code == TAMPER_NAN && *n)
+        delta[*n / 2] = NAN;
+    else if (code == TAMPER_SHORT && *n > 1)
+        (*n)--;
+}
+
+static double chaos_hold(void *ud, uint64_t client, uint64_t round)
+{
+    fleet_t *f = ud;
+    if (!chaos_draw(f, client, round, CHAOS_STRAGGLE, f->o->chaos.straggle_rate))
+        return 0;
+    f->straggles++;
+    return f->o->chaos.straggle_delay;
 }
 
 /* ---- progress ------------------------------------------------------------ */
@@ -188,7 +246,7 @@ static int start_one(fleet_t *f)
         .give_up = o->give_up,
         .stop_on_finish = 1,
         .seed = o->seed,
-        .chaos = o->chaos,
+        .hooks = &f->hooks,
         .on_done = on_session_done,
         .ud = f,
     };
@@ -203,9 +261,11 @@ static void on_starter(uv_timer_t *t)
 {
     fleet_t *f = t->data;
     const fl_fleet_opts_t *o = f->o;
-    /* Pace the handshakes: a thousand at once queue past the server's
-     * handshake timeout on a small machine (both ends do ECDSA), and the
-     * ones that time out only come back later with their back-off. So at
+    /* Pace the handshakes: both ends of a handshake do ECDSA, so a large
+     * fleet connecting all at once can queue past the server's handshake
+     * timeout on a small machine (bench_fleet part 2 connects a large
+     * fleet), and the ones that time out only come back later with their
+     * back-off. So at
      * most FLEET_HANDSHAKES are in flight, and --connect-spread can slow the
      * start further. */
     size_t due = o->count;
@@ -239,13 +299,18 @@ int fl_fleet_run(const fl_fleet_opts_t *o, fl_fleet_result_t *res)
     if (!f)
         return FL_ENOMEM;
     f->o = o;
+    f->hooks = (fl_session_hooks_t){.vanish = chaos_vanish,
+                                    .tamper_code = chaos_tamper_code,
+                                    .tamper = chaos_tamper,
+                                    .hold = chaos_hold,
+                                    .ud = f};
     int rc = FL_ENOMEM, loop_ok = 0;
     char ca[4096], crt[4096], key[4096];
     snprintf(ca, sizeof ca, "%s/ca.crt", o->certs_dir);
     if (!(f->s = calloc(o->count, sizeof *f->s)) || !(f->tls = calloc(o->count, sizeof *f->tls)) ||
         !(f->names = calloc(o->count, sizeof *f->names)))
         goto out;
-    if ((rc = fl_session_fitting_models(o->data, &f->models, &f->nmodels)))
+    if ((rc = fl_task_fitting_models(o->data, &f->models, &f->nmodels)))
         goto out;
     const int shared = o->cert_file && o->key_file;
     if (!shared && (rc = fl_fleet_certs(o)))
@@ -299,6 +364,9 @@ int fl_fleet_run(const fl_fleet_opts_t *o, fl_fleet_result_t *res)
         res->clients = o->count;
         res->failed = f->failed;
         res->seconds = fl_clock_mono_s() - f->t0;
+        res->drops = f->drops;
+        res->straggles = f->straggles;
+        res->corrupts = f->corrupts;
         for (size_t i = 0; i < f->started; i++) {
             const fl_session_stats_t *ss = fl_session_stats(f->s[i]);
             res->connects += ss->connects;
@@ -306,9 +374,6 @@ int fl_fleet_run(const fl_fleet_opts_t *o, fl_fleet_result_t *res)
             res->uploads += ss->uploads;
             res->evals += ss->evals;
             res->failed_jobs += ss->failed_jobs;
-            res->drops += ss->drops;
-            res->straggles += ss->straggles;
-            res->corrupts += ss->corrupts;
             if (ss->last_offer_round > res->last_round)
                 res->last_round = ss->last_offer_round;
         }

@@ -29,6 +29,18 @@
 #include "common/data/dataset.h"
 #include "common/data/partition.h"
 
+/* Fault injection rates, each a probability in [0, 1] per task. Per task,
+ * from the stream {seed, client id, round, purpose}, a client may vanish
+ * after receiving the model (drop), upload straggle_delay seconds late
+ * (straggle), or send a delta with a NaN or one float short (corrupt). The
+ * fleet applies them through its sessions' hooks (fl_session_hooks_t). */
+typedef struct {
+    double drop_rate;       /* disconnect after receiving the model */
+    double straggle_rate;   /* upload straggle_delay seconds late */
+    double straggle_delay;  /* seconds */
+    double corrupt_rate;    /* send a NaN or a wrong-shape delta */
+} fl_fleet_chaos_t;
+
 typedef struct {
     const char *host;
     int port;
@@ -45,7 +57,7 @@ typedef struct {
     const fl_dataset_t *data; /* the whole training split */
     const fl_partition_t *parts; /* its partition into clients */
     const char *data_spec;    /* Hello.data_spec text */
-    fl_session_chaos_t chaos;
+    fl_fleet_chaos_t chaos;
     double backoff_max;       /* seconds (0 = session default) */
     double give_up;           /* seconds without a server before a client stops (0 = never) */
     double connect_spread;    /* seconds over which the first connections are spread (0: as fast

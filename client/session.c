@@ -4,23 +4,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <time.h>
 
+#include "client/task.h"
 #include "common/base/clock.h"
 #include "common/base/error.h"
 #include "common/base/log.h"
-#include "common/nn/models.h"
-#include "common/nn/gemm.h"
 #include "common/base/rng.h"
-#include "common/nn/train.h"
 #include "common/base/version.h"
 #include "common/net/wire.h"
 
 #define WHO "client"
 
-/* Purposes of the chaos stream's draws, the fourth id of its tuple. */
-enum { CHAOS_DROP = 1, CHAOS_STRAGGLE = 2, CHAOS_CORRUPT = 3, CHAOS_CORRUPT_KIND = 4, CHAOS_JITTER = 5 };
+/* The reconnect jitter's stream is {seed, id, reconnect no, JITTER_STREAM, 1}:
+ * its last two ids keep it apart from the fleet's fault streams
+ * {seed, id, round, purpose < 5, 0} (client/fleet.c), which share the seed
+ * and the client id. */
+enum { JITTER_STREAM = 5 };
 
 typedef enum { JOB_TRAIN = 1, JOB_EVAL = 2 } job_kind_t;
 
@@ -64,7 +63,7 @@ typedef struct fl__job {
     size_t n;
     fl_train_config_t cfg;
     size_t eval_batch, eval_max;
-    int corrupt; /* 0 none, 1 NaN, 2 one float short */
+    int tamper; /* the hooks' tamper code (0 = none) */
     /* outputs */
     int rc;
     char why[200];
@@ -103,7 +102,6 @@ struct fl_session {
     char task_model[64];
     size_t task_params;
     fl_train_config_t task_cfg;
-    int task_corrupt;
     int eval_pending;
     uint64_t eval_round;
     size_t eval_batch, eval_max;
@@ -232,23 +230,6 @@ static void shared_unref(fl__shared_t *e)
     free(e);
 }
 
-static float *alloc_model(size_t n)
-{
-    /* As the transport allocates a received tensor (common/net/wire.c): 64-byte
-     * aligned, and from 4 MiB up 2 MiB aligned on transparent huge pages, so
-     * receiving a large model costs a few dozen page faults, not thousands.
-     * The size is rounded up to the alignment, as aligned_alloc wants. */
-    size_t bytes = n * sizeof(float);
-    size_t align = bytes >= (4u << 20) ? (2u << 20) : 64;
-    size_t alloc = (bytes + align - 1) & ~(align - 1);
-    float *p = aligned_alloc(align, alloc ? alloc : align);
-#ifdef MADV_HUGEPAGE
-    if (p && align > 64)
-        madvise(p, alloc, MADV_HUGEPAGE);
-#endif
-    return p;
-}
-
 /* The shared model for an offer of (run, round, n floats): a new one, whose
  * owner s becomes (*owner = 1), or a reference to the one already being
  * received or received (*owner = 0). NULL when out of memory: the session
@@ -258,14 +239,14 @@ static fl__shared_t *shared_for_offer(fl_session_t *s, uint64_t run, uint64_t ro
     fl_session_pool_t *p = s->pool;
     for (fl__shared_t *e = p->shared; e; e = e->next)
         if (e->run == run && e->round == round && e->n == n && e->state != SH_FAILED) {
-            if (!e->scratch && !(e->scratch = (uint8_t *)alloc_model(n)))
+            if (!e->scratch && !(e->scratch = (uint8_t *)fl_task_alloc_params(n)))
                 return NULL;
             e->refs++;
             *owner = 0;
             return e;
         }
     fl__shared_t *e = calloc(1, sizeof *e);
-    if (!e || !(e->data = alloc_model(n))) {
+    if (!e || !(e->data = fl_task_alloc_params(n))) {
         free(e);
         return NULL;
     }
@@ -278,56 +259,6 @@ static fl__shared_t *shared_for_offer(fl_session_t *s, uint64_t run, uint64_t ro
     p->shared = e;
     *owner = 1;
     return e;
-}
-
-/* ---- models ---------------------------------------------------------------- */
-
-static int spec_for(const fl_dataset_t *d, fl_model_spec_t *spec)
-{
-    return fl_model_spec_from_dataset(d, spec);
-}
-
-int fl_session_fitting_models(const fl_dataset_t *data, const char ***names, size_t *n)
-{
-    if (!data || !names || !n)
-        return FL_EINVAL;
-    *names = NULL;
-    *n = 0;
-    fl_model_spec_t spec;
-    int rc = spec_for(data, &spec);
-    if (rc)
-        return rc;
-    size_t count = fl_models_count();
-    const char **out = calloc(count ? count : 1, sizeof *out);
-    if (!out)
-        return FL_ENOMEM;
-    /* Building a model is the one honest test of whether it fits the data
-     * (input shape, label layout); the misfits' error lines are noise here,
-     * so they go to /dev/null (this runs at start-up, before any thread). */
-    FILE *devnull = fopen("/dev/null", "w");
-    if (devnull)
-        fl_log_set_sink(devnull);
-    size_t k = 0;
-    for (size_t i = 0; i < count; i++) {
-        const fl_model_info_t *info = fl_models_at(i);
-        fl_model_t *m = NULL;
-        if (fl_model_create(info->name, &spec, &m) == 0)
-            out[k++] = info->name;
-        fl_model_free(m);
-    }
-    if (devnull) {
-        fl_log_set_sink(NULL);
-        fclose(devnull);
-    }
-    if (!k) {
-        free(out);
-        FL_LOG_E(WHO, "no registered model fits the local data (%zu features, %d classes)", data->dim,
-                 data->num_classes);
-        return FL_EEMPTY;
-    }
-    *names = out;
-    *n = k;
-    return 0;
 }
 
 /* ---- jobs (run in libuv's thread pool) ---------------------------------- */
@@ -343,144 +274,59 @@ static void job_free(fl__job_t *j)
     free(j);
 }
 
-/* Builds the model named in the job for the client's data, with the received
- * parameters. *local is the client's share when the data is indexed. */
-static int job_model(fl__job_t *j, fl_dataset_t *local, const fl_dataset_t **data, fl_model_t **m)
+/* The task's inputs: the session's data and the job's model. */
+static fl_task_in_t job_input(const fl__job_t *j)
 {
     const fl_session_t *s = j->s;
-    int rc;
-    *data = s->o.data;
-    if (s->o.index) {
-        if ((rc = fl_dataset_subset(s->o.data, s->o.index, s->o.nindex, local))) {
-            snprintf(j->why, sizeof j->why, "cannot take the client's %zu examples: %s", s->o.nindex,
-                     fl_strerror(rc));
-            return rc;
-        }
-        *data = local;
-    }
-    if ((*data)->n == 0) {
-        snprintf(j->why, sizeof j->why, "the client holds no examples");
-        return FL_EEMPTY;
-    }
-    fl_model_spec_t spec;
-    if ((rc = spec_for(*data, &spec)) || (rc = fl_model_create(j->model, &spec, m)) ||
-        (j->s->o.gemm_threads > 0 && (rc = fl_model_set_threads(*m, j->s->o.gemm_threads)))) {
-        snprintf(j->why, sizeof j->why, "model %s cannot be built for the local data (%zu features, %d classes): %s",
-                 j->model, (*data)->dim, (*data)->num_classes, fl_strerror(rc));
-        return rc;
-    }
-    if (j->s->o.gemm_threads > 0)
-        fl_gemm_set_threads(fl_model_gemm_threads(*m));
-    if ((*m)->params.numel != j->n) {
-        snprintf(j->why, sizeof j->why,
-                 "the server's %s has %zu parameters, built for the local data (%zu features, %d classes) it has %zu",
-                 j->model, j->n, (*data)->dim, (*data)->num_classes, (*m)->params.numel);
-        return FL_ESHAPE;
-    }
-    /* The model's own parameters are the worker's working copy of a shared model. */
-    if ((rc = fl_model_set_params(*m, j->sh ? j->sh->data : j->global, j->n))) {
-        snprintf(j->why, sizeof j->why, "the received model: %s", fl_strerror(rc));
-        return rc;
-    }
-    return 0;
+    fl_task_in_t in = {.model = j->model,
+                       .data = s->o.data,
+                       .index = s->o.index,
+                       .nindex = s->o.nindex,
+                       .global = j->sh ? j->sh->data : j->global,
+                       .n = j->n,
+                       .gemm_threads = s->o.gemm_threads};
+    return in;
 }
 
 static void job_train(fl__job_t *j)
 {
-    fl_dataset_t local;
-    fl_dataset_init(&local);
-    const fl_dataset_t *data = NULL;
-    fl_model_t *m = NULL;
-    float *x = NULL;
-    int rc;
-    if ((rc = job_model(j, &local, &data, &m)))
-        goto out;
-    if ((rc = fl_train_run(m, data, &j->cfg, NULL, NULL, &j->st))) {
-        snprintf(j->why, sizeof j->why, "training failed: %s", fl_strerror(rc));
-        goto out;
+    fl_task_in_t in = job_input(j);
+    fl_task_result_t res;
+    int rc = fl_task_train(&in, &j->cfg, &res, j->why, sizeof j->why);
+    if (!rc) {
+        const fl_session_hooks_t *h = j->s->o.hooks;
+        if (j->tamper && h && h->tamper)
+            h->tamper(j->tamper, res.delta, &res.n);
+        j->st = res.st;
+        /* Low memory: a private received model and the trained model's
+         * other buffers (gradients, activations, replicas) go before the
+         * delta is encoded, so the frames never sit beside them: the peak
+         * is lower by a model copy or more (`fedopt-client bench
+         * --low-memory 0|1` measures it). */
+        if (!j->sh) {
+            free(j->global);
+            j->global = NULL;
+        }
+        fl_task_result_slim(&res);
+        uint32_t chunk = fl_wire_chunk_for_frame(j->s->peer_max_frame);
+        rc = fl_task_encode_update(j->round, &res, chunk, &j->update, &j->delta, j->why, sizeof j->why);
     }
-    /* The delta overwrites the trained parameters in place (the received
-     * model may be shared with other jobs): no third buffer. */
-    x = m->params.data;
-    const float *g = j->sh ? j->sh->data : j->global;
-    for (size_t i = 0; i < j->n; i++)
-        x[i] -= g[i];
-    size_t n = j->n;
-    /* Low memory: a private received model and the model's other buffers
-     * (gradients, activations, replicas) go before the delta is encoded,
-     * so the encoded frames never sit beside them: the peak is one model
-     * copy lower (`fedopt-client bench --low-memory 0|1` measures it). */
-    if (!j->sh) {
-        free(j->global);
-        j->global = NULL;
-        m->params.data = NULL; /* x is ours now */
-        fl_model_free(m);
-        m = NULL;
-        fl_dataset_free(&local);
-    }
-    if (j->corrupt == 1)
-        x[n / 2] = NAN;
-    else if (j->corrupt == 2 && n > 1)
-        n--;
-    Fedopt__Update up = FEDOPT__UPDATE__INIT;
-    up.round_id = j->round;
-    up.weight = (double)j->st.examples;
-    up.num_examples = j->st.examples;
-    up.train_loss = j->st.loss;
-    up.train_accuracy = isfinite(j->st.metric) ? j->st.metric : 0;
-    up.steps = (uint32_t)j->st.steps;
-    up.train_seconds = j->st.seconds;
-    Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
-    env.msg_case = FEDOPT__ENVELOPE__MSG_UPDATE;
-    env.update = &up;
-    uint32_t chunk = fl_wire_chunk_for_frame(j->s->peer_max_frame);
-    if ((rc = fl_wire_encode(&env, &j->update)) ||
-        (rc = fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, j->round, x, n * sizeof(float),
-                                    chunk ? chunk : FL_WIRE_MAX_CHUNK, &j->delta)))
-        snprintf(j->why, sizeof j->why, "encoding the update: %s", fl_strerror(rc));
-out:
     /* Memory: the received model and the trained model go as soon as the
      * delta is encoded; only the frames travel on. */
+    fl_task_result_free(&res);
     free(j->global);
     j->global = NULL;
-    if (!m)
-        free(x);
-    fl_model_free(m);
-    fl_dataset_free(&local);
     j->rc = rc;
 }
 
 static void job_eval(fl__job_t *j)
 {
-    fl_dataset_t local;
-    fl_dataset_init(&local);
-    const fl_dataset_t *data = NULL;
-    fl_model_t *m = NULL;
-    int rc;
-    if ((rc = job_model(j, &local, &data, &m)))
-        goto out;
-    fl_dataset_t view = *data;
-    if (j->eval_max && j->eval_max < view.n)
-        view.n = j->eval_max;
-    if ((rc = fl_train_eval(m, &view, j->eval_batch ? j->eval_batch : 64, &j->st))) {
-        snprintf(j->why, sizeof j->why, "evaluation failed: %s", fl_strerror(rc));
-        goto out;
-    }
-    Fedopt__EvalResult er = FEDOPT__EVAL_RESULT__INIT;
-    er.round_id = j->round;
-    er.num_examples = j->st.examples;
-    er.loss = j->st.loss;
-    er.accuracy = isfinite(j->st.metric) ? j->st.metric : 0;
-    Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
-    env.msg_case = FEDOPT__ENVELOPE__MSG_EVAL_RESULT;
-    env.eval_result = &er;
-    if ((rc = fl_wire_encode(&env, &j->update)))
-        snprintf(j->why, sizeof j->why, "encoding the result: %s", fl_strerror(rc));
-out:
+    fl_task_in_t in = job_input(j);
+    int rc = fl_task_eval(&in, j->eval_batch, j->eval_max, &j->st, j->why, sizeof j->why);
+    if (!rc)
+        rc = fl_task_encode_eval(j->round, &j->st, &j->update, j->why, sizeof j->why);
     free(j->global);
     j->global = NULL;
-    fl_model_free(m);
-    fl_dataset_free(&local);
     j->rc = rc;
 }
 
@@ -527,18 +373,15 @@ static void on_straggle_done(uv_timer_t *t)
     maybe_done(s);
 }
 
-static int chaos_draw(const fl_session_t *s, uint64_t round, uint64_t what, double rate)
+static double hold_for(const fl_session_t *s, uint64_t round)
 {
-    if (rate <= 0)
-        return 0;
-    fl_rng_t r;
-    uint64_t ids[4] = {s->o.id, round, what, 0};
-    fl_rng_stream(&r, s->o.seed, ids, 4);
-    return fl_rng_uniform(&r) < rate;
+    const fl_session_hooks_t *h = s->o.hooks;
+    return h && h->hold ? h->hold(h->ud, s->o.id, round) : 0;
 }
 
 static void job_after(uv_work_t *w, int status)
 {
+    double hold;
     fl__job_t *j = w->data;
     fl_session_t *s = j->s;
     fl_session_pool_t *p = s->pool;
@@ -572,16 +415,13 @@ static void job_after(uv_work_t *w, int status)
         if (s->conn && s->welcomed)
             s->state = FL_SESSION_READY;
         job_free(j);
-    } else if (!s->stopping && s->conn && s->welcomed &&
-               chaos_draw(s, j->round, CHAOS_STRAGGLE, s->o.chaos.straggle_rate)) {
-        /* Straggling is decided after training, so the delay adds to the
+    } else if (!s->stopping && s->conn && s->welcomed && (hold = hold_for(s, j->round)) > 0) {
+        /* Holding back is decided after training, so the delay adds to the
          * real training time as a slow device's would. */
-        s->stats.straggles++;
         s->held = j;
         s->state = FL_SESSION_STRAGGLING;
-        FL_LOG_D(WHO, "%s: round %llu: straggling %.1f s", s->name, (unsigned long long)j->round,
-                 s->o.chaos.straggle_delay);
-        uv_timer_start(&s->timer, on_straggle_done, (uint64_t)(s->o.chaos.straggle_delay * 1000), 0);
+        FL_LOG_D(WHO, "%s: round %llu: holding the upload back %.1f s", s->name, (unsigned long long)j->round, hold);
+        uv_timer_start(&s->timer, on_straggle_done, (uint64_t)(hold * 1000), 0);
     } else {
         send_upload(s, j);
     }
@@ -689,23 +529,7 @@ static void on_offer(fl_session_t *s, const Fedopt__TaskOffer *o)
     s->round = o->round_id;
     s->task_params = (size_t)o->num_params;
     snprintf(s->task_model, sizeof s->task_model, "%s", o->model ? o->model : "");
-    fl_train_config_t *c = &s->task_cfg;
-    memset(c, 0, sizeof *c);
-    const Fedopt__ClientOptSettings *os = o->opt;
-    c->epochs = os && os->epochs ? (int)os->epochs : 1;
-    c->batch = os && os->batch_size ? os->batch_size : 20;
-    c->sgd.lr = os ? os->learning_rate : 0;
-    c->sgd.momentum = os ? os->momentum : 0;
-    c->sgd.weight_decay = os ? os->weight_decay : 0;
-    c->seed = os ? os->seed : 0;
-    c->ids[0] = o->run_id;
-    c->ids[1] = o->round_id;
-    c->ids[2] = s->o.id;
-    c->nids = 3;
-    /* The server's step cap: training stops after that many SGD steps, and
-     * the update's weight is the examples actually used (fl_train_run). */
-    c->max_steps = os ? os->max_steps : 0;
-    s->task_corrupt = 0;
+    fl_task_config(o->opt, o->run_id, o->round_id, s->o.id, &s->task_cfg);
     if (s->job || s->held) {
         /* The server moved on while we were still busy: the old result will
          * be stale, so it is dropped when it comes back. */
@@ -748,10 +572,9 @@ static void start_training(fl_session_t *s, fl__shared_t *e, float *buf)
         decline(s, s->round, "still busy with an earlier round");
         goto drop;
     }
-    const fl_session_chaos_t *ch = &s->o.chaos;
-    if (chaos_draw(s, s->round, CHAOS_DROP, ch->drop_rate)) {
-        s->stats.drops++;
-        FL_LOG_D(WHO, "%s: round %llu: vanishing (chaos)", s->name, (unsigned long long)s->round);
+    const fl_session_hooks_t *h = s->o.hooks;
+    if (h && h->vanish && h->vanish(h->ud, s->o.id, s->round)) {
+        FL_LOG_D(WHO, "%s: round %llu: vanishing (a hook)", s->name, (unsigned long long)s->round);
         fl_tls_conn_close(s->conn);
         goto drop;
     }
@@ -768,10 +591,8 @@ static void start_training(fl_session_t *s, fl__shared_t *e, float *buf)
     j->sh = e;
     j->n = s->task_params;
     j->cfg = s->task_cfg;
-    if (chaos_draw(s, s->round, CHAOS_CORRUPT, ch->corrupt_rate)) {
-        s->stats.corrupts++;
-        j->corrupt = chaos_draw(s, s->round, CHAOS_CORRUPT_KIND, 0.5) ? 1 : 2;
-    }
+    if (h && h->tamper_code)
+        j->tamper = h->tamper_code(h->ud, s->o.id, s->round);
     s->job = j;
     s->state = FL_SESSION_QUEUED;
     pool_submit(s->pool, j);
@@ -1058,7 +879,7 @@ static void schedule_reconnect(fl_session_t *s)
     /* Full jitter in [d/2, d): a fleet that lost its server together does
      * not come back in one synchronized wave. */
     fl_rng_t r;
-    uint64_t ids[4] = {s->o.id, s->reconnect_no++, CHAOS_JITTER, 1};
+    uint64_t ids[4] = {s->o.id, s->reconnect_no++, JITTER_STREAM, 1};
     fl_rng_stream(&r, s->o.seed, ids, 4);
     d *= 0.5 + 0.5 * fl_rng_uniform(&r);
     s->attempt++;

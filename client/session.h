@@ -15,8 +15,10 @@
  *                      (unless the reason cannot heal by retrying: bad
  *                      certificates, a model the client cannot train)
  * A session holds a model only from the moment its bytes arrive until its
- * delta is handed to the transport: an idle connected session costs a few
- * hundred bytes here plus the TLS connection. The sessions of one pool share
+ * delta is handed to the transport: an idle connected session holds only
+ * its own state here plus the TLS connection, so a fleet's memory grows with
+ * its running jobs, not its clients (bench_fleet part 2 measures a large
+ * fleet's peak RSS). The sessions of one pool share
  * a round's model: the first one offered the round receives it, the others
  * receive into a scratch buffer and keep only their transfer's verified
  * CRC-32, and use the first one's copy when the CRCs are equal (else they
@@ -30,10 +32,12 @@
  * loop. The pool also owns the TLS contexts' lifetime rules: a context must
  * outlive every session that uses it.
  *
- * Fault injection (for the simulated fleet): per task, from the stream
- * {seed, id, round, FL_RNG_CHAOS}, a session may vanish after receiving the
- * model (drop), upload straggle_delay seconds late (straggle), or send a
- * delta with a NaN or one float short (corrupt). */
+ * The work itself (build the model, train, compute and encode the delta) is
+ * client/task's; a session only moves its inputs and outputs.
+ *
+ * Hooks (fl_session_hooks_t, optional): points where the owner of a session
+ * may change what it does with a task. A device client sets none; the
+ * simulated fleet (client/fleet) injects its faults through them. */
 #ifndef FL_CLIENT_SESSION_H
 #define FL_CLIENT_SESSION_H
 
@@ -55,19 +59,32 @@ typedef enum {
     FL_SESSION_RECEIVING,   /* offer received, model arriving */
     FL_SESSION_QUEUED,      /* model received, waiting for a pool slot */
     FL_SESSION_TRAINING,    /* a job runs in the pool */
-    FL_SESSION_STRAGGLING,  /* trained, holding the upload back (chaos) */
+    FL_SESSION_STRAGGLING,  /* trained, holding the upload back (hooks.hold) */
     FL_SESSION_UPLOADING,   /* delta queued on the connection */
     FL_SESSION_DONE,        /* stopped or failed for good (see fl_session_result) */
     FL_SESSION__NSTATES
 } fl_session_state_t;
 
-/* Fault injection rates, each a probability in [0, 1] per task. */
+/* Optional hooks into a session's training tasks; each may be NULL. `ud`
+ * is passed back to the functions called on the loop. client is the
+ * session's opts.id, round the task's round. */
 typedef struct {
-    double drop_rate;       /* disconnect after receiving the model */
-    double straggle_rate;   /* upload straggle_delay seconds late */
-    double straggle_delay;  /* seconds */
-    double corrupt_rate;    /* send a NaN or a wrong-shape delta */
-} fl_session_chaos_t;
+    /* On the loop, once a training task's model has arrived: nonzero makes
+     * the session close its connection without a word (and reconnect later,
+     * as after any lost connection). */
+    int (*vanish)(void *ud, uint64_t client, uint64_t round);
+    /* On the loop, when a training task is queued: a nonzero code has
+     * tamper() called on the task's delta. */
+    int (*tamper_code)(void *ud, uint64_t client, uint64_t round);
+    /* On the worker thread, after the delta is computed and before it is
+     * encoded: may change the n floats of delta and lower *n. It must touch
+     * nothing but its arguments (other sessions' tasks run at once). */
+    void (*tamper)(int code, float *delta, size_t *n);
+    /* On the loop, when a training task has finished: seconds to hold its
+     * upload back (0 = send now). */
+    double (*hold)(void *ud, uint64_t client, uint64_t round);
+    void *ud;
+} fl_session_hooks_t;
 
 /* Counters, for progress lines and tests. */
 typedef struct {
@@ -76,7 +93,6 @@ typedef struct {
     uint64_t uploads;       /* deltas handed to the transport */
     uint64_t evals;         /* EvalResults sent */
     uint64_t failed_jobs;   /* trainings or evaluations that failed */
-    uint64_t drops, straggles, corrupts; /* chaos events */
     uint64_t last_offer_round;  /* round id of the latest offer (0 = none) */
     uint64_t last_upload_round; /* round id of the latest upload (0 = none) */
     double last_train_loss;
@@ -96,7 +112,7 @@ typedef struct {
     const char *server_name;  /* expected in the server certificate (NULL = host) */
     fl_tls_ctx_t *tls;        /* a client context (its certificate is our identity) */
     const char *name;         /* Hello.client_name (informational; logs) */
-    uint64_t id;              /* stable client number: stream ids for training and chaos */
+    uint64_t id;              /* stable client number: stream ids for training and jitter */
     const fl_dataset_t *data; /* local training data */
     const uint32_t *index;    /* the client's examples in data (NULL = all of data) */
     size_t nindex;
@@ -114,8 +130,8 @@ typedef struct {
     int log_rounds;           /* 1: an info line per uploaded round (a device); 0: debug */
     int stop_on_finish;       /* 1: stop (rc 0) when the server says Bye "run finished";
                                  0: keep reconnecting, waiting for the next run */
-    uint64_t seed;            /* jitter and chaos streams */
-    fl_session_chaos_t chaos;
+    uint64_t seed;            /* the reconnect jitter's stream */
+    const fl_session_hooks_t *hooks; /* NULL = none (borrowed: must outlive the session) */
     fl_session_done_cb on_done;
     void *ud;
 } fl_session_opts_t;
@@ -140,11 +156,6 @@ unsigned fl_session_pool_models(const fl_session_pool_t *p);
 /* Sets UV_THREADPOOL_SIZE so libuv's pool has room for `jobs` jobs plus the
  * transport's name lookups; call before the loop queues any work. */
 void fl_session_pool_threads(unsigned jobs);
-
-/* Lists the registered models that can be built for data's shapes (for
- * Hello.models) into a new array of borrowed names (*names, free() it).
- * Returns 0, FL_EEMPTY (no model fits: logged) or FL_ENOMEM. */
-int fl_session_fitting_models(const fl_dataset_t *data, const char ***names, size_t *n);
 
 /* Creates a session on the pool's loop and starts connecting. *out is the
  * caller's: free it with fl_session_free once on_done has run (or from

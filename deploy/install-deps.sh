@@ -37,6 +37,7 @@ libopenblas-dev
 zlib1g-dev
 libcmocka-dev
 libinih-dev
+libfaketime
 dataset-fashion-mnist
 "
 

@@ -34,9 +34,10 @@ int fl_server_cmd_run(int argc, char **argv)
     /* One malloc arena for the whole daemon. The thread pool's jobs (the
      * round's commit, ServerOpt finish, evaluation) run a few times a round;
      * in an arena of their own, what the SQLite commit allocates stays
-     * resident there (about 4 MiB, measured with bench_server), while the
-     * main heap has that much free. Sharing it costs no measurable
-     * contention at that rate: the peak at 1,000 clients drops by 3 MiB. */
+     * resident there while the main heap has as much free, so the peak
+     * resident memory counts it twice. At a few jobs a round, sharing one
+     * arena costs no contention that bench_server can see, and its peak-RSS
+     * figure (docs/benchmarks.md) is lower with it. */
     mallopt(M_ARENA_MAX, 1);
     status = fl_daemon_run(&cfg);
 out:

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/base/error.h"
+#include "common/base/json.h"
 #include "common/base/log.h"
 
 typedef enum { T_STR, T_INT, T_U64, T_DBL, T_BOOL, T_RESUME } fl__cfg_type_t;
@@ -466,78 +467,23 @@ void fl_server_config_print_help(FILE *out)
     fprintf(out, "\n[run] settings define a run: --resume refuses to change them.\n");
 }
 
-/* Appends s to the growing buffer as a JSON string literal. */
-typedef struct {
-    char *b;
-    size_t n, cap;
-    int oom;
-} sbuf_t;
-
-static void sb_put(sbuf_t *s, const char *t, size_t n)
-{
-    if (s->oom)
-        return;
-    if (s->n + n + 1 > s->cap) {
-        size_t cap = s->cap ? s->cap : 256;
-        while (cap < s->n + n + 1)
-            cap *= 2;
-        char *b = realloc(s->b, cap);
-        if (!b) {
-            s->oom = 1;
-            return;
-        }
-        s->b = b;
-        s->cap = cap;
-    }
-    memcpy(s->b + s->n, t, n);
-    s->n += n;
-    s->b[s->n] = 0;
-}
-
-static void sb_str(sbuf_t *s, const char *t)
-{
-    sb_put(s, "\"", 1);
-    for (; *t; t++) {
-        unsigned char c = (unsigned char)*t;
-        char esc[8];
-        if (c == '"' || c == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)c;
-            sb_put(s, esc, 2);
-        } else if (c < 0x20) {
-            snprintf(esc, sizeof esc, "\\u%04x", c);
-            sb_put(s, esc, 6);
-        } else {
-            sb_put(s, t, 1);
-        }
-    }
-    sb_put(s, "\"", 1);
-}
-
 int fl_server_config_to_json(const fl_server_config_t *cfg, char **json)
 {
-    sbuf_t s = {0};
+    fl_json_t j;
     char v[4096];
-    sb_put(&s, "{", 1);
+    fl_json_init_buf(&j);
+    fl_json_obj_begin(&j);
     for (size_t i = 0; i < NTABLE; i++) {
         const fl__cfg_entry_t *e = &table[i];
-        if (i)
-            sb_put(&s, ",", 1);
-        sb_str(&s, e->name);
-        sb_put(&s, ":", 1);
+        fl_json_key(&j, e->name);
         format_value(cfg, e, v, sizeof v);
         if (e->type == T_STR || e->type == T_RESUME || e->type == T_U64)
-            sb_str(&s, v); /* u64 as text: JSON numbers lose bits above 2^53 */
+            fl_json_str(&j, v); /* u64 as text: JSON numbers lose bits above 2^53 */
         else
-            sb_put(&s, v, strlen(v));
+            fl_json_raw(&j, v);
     }
-    sb_put(&s, "}", 1);
-    if (s.oom) {
-        free(s.b);
-        return FL_ENOMEM;
-    }
-    *json = s.b;
-    return 0;
+    fl_json_obj_end(&j);
+    return fl_json_finish(&j, json, NULL);
 }
 
 int fl_server_config_each_run_setting(int (*fn)(const char *name, void *user), void *user)

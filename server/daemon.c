@@ -1,26 +1,26 @@
 #include "server/daemon.h"
 
 #include <ctype.h>
-#include <errno.h>
-#include <sys/resource.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <uv.h>
 
-#include "common/net/certs.h"
+#include "common/base/clock.h"
 #include "common/base/error.h"
 #include "common/base/log.h"
-#include "common/nn/models.h"
-#include "common/nn/safetensors.h"
-#include "common/net/tls.h"
 #include "common/base/version.h"
+#include "common/net/certs.h"
+#include "common/net/tls.h"
 #include "common/net/wire.h"
+#include "common/nn/models.h"
 #include "server/eval.h"
 #include "server/fedeval.h"
 #include "server/round.h"
+#include "server/startup.h"
 #include "server/store.h"
+#include "server/uploads.h"
 
 #define WHO "server"
 
@@ -32,7 +32,7 @@ typedef struct fl__daemon fl__daemon_t;
 /* One connection. Freed in on_close, the transport's last callback. */
 struct fl__client {
     fl__client_t *prev, *next; /* the daemon's list of connections */
-    fl__client_t *wait_next;   /* FIFO of uploads waiting for a buffer slot */
+    fl_uploads_waiter_t wait;  /* in the FIFO of uploads waiting for a buffer slot */
     fl__daemon_t *d;
     fl_tls_conn_t *conn;
     char *name;
@@ -46,17 +46,6 @@ struct fl__client {
     int64_t up_round;
     double up_weight, up_loss;
 };
-
-/* A received upload waiting for (or in) the aggregation worker. */
-typedef struct fl__job {
-    struct fl__job *next;
-    char *name;
-    float *delta;
-    size_t n;
-    double weight, loss, norm, received_at;
-    int64_t bytes;
-    int rc;
-} fl__job_t;
 
 /* PH_FEDEVAL: a federated evaluation is open (after a round's commit, before
  * the next round); PH_FEDEVAL_COMMIT: its result is being committed. */
@@ -84,12 +73,7 @@ struct fl__daemon {
     size_t wait_logged_have;
     fl__client_t *clients;
     size_t nclients;
-    /* upload buffers: receiving + queued + in the worker */
-    size_t slots_used;
-    fl__client_t *wait_head, *wait_tail;
-    fl__job_t *jobs_head, *jobs_tail;
-    fl__job_t *job_running; /* the batch in the aggregation worker, a list */
-    uv_work_t agg_work;
+    fl_uploads_t *uploads; /* upload buffers and the aggregation worker */
     /* the commit worker */
     uv_work_t commit_work;
     fl_store_round_t row;
@@ -115,16 +99,16 @@ struct fl__daemon {
     int line_pending;
 };
 
+/* Every duration, deadline and silence is measured on the monotonic clock;
+ * the wall clock is read only for what is stored or sent as a timestamp
+ * (see common/base/clock.h). */
 static double now_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+    return fl_clock_mono_s();
 }
 
 static void try_start_round(fl__daemon_t *d);
 static void maybe_close_round(fl__daemon_t *d);
-static void kick_aggregation(fl__daemon_t *d);
 static void stop_all(fl__daemon_t *d);
 static void start_fedeval(fl__daemon_t *d, fl__client_t **conns, const char **names, size_t have, double now);
 static void maybe_close_fedeval(fl__daemon_t *d);
@@ -272,35 +256,12 @@ static void on_hello(fl__client_t *c, const Fedopt__Hello *h)
 
 /* ---- upload buffer slots ------------------------------------------------- */
 
-static void wait_remove(fl__daemon_t *d, fl__client_t *c)
+/* A queued upload got its buffer: read its delta now. */
+static void on_slot_granted(fl_uploads_waiter_t *w, void *ud)
 {
-    fl__client_t **p = &d->wait_head, *prev = NULL;
-    while (*p && *p != c) {
-        prev = *p;
-        p = &(*p)->wait_next;
-    }
-    if (*p) {
-        *p = c->wait_next;
-        if (d->wait_tail == c)
-            d->wait_tail = prev;
-        c->wait_next = NULL;
-    }
-}
-
-/* Gives freed slots to the uploads waiting for one, oldest first. */
-static void release_slot(fl__daemon_t *d)
-{
-    d->slots_used--;
-    while (d->wait_head && d->slots_used < (size_t)d->cfg->max_buffered_uploads) {
-        fl__client_t *c = d->wait_head;
-        d->wait_head = c->wait_next;
-        if (!d->wait_head)
-            d->wait_tail = NULL;
-        c->wait_next = NULL;
-        c->up = U_RECEIVING;
-        d->slots_used++;
-        fl_tls_conn_resume_read(c->conn);
-    }
+    fl__client_t *c = (fl__client_t *)((char *)w - offsetof(fl__client_t, wait));
+    c->up = U_RECEIVING;
+    fl_tls_conn_resume_read(c->conn);
 }
 
 static void on_update(fl__client_t *c, const Fedopt__Update *u)
@@ -316,20 +277,14 @@ static void on_update(fl__client_t *c, const Fedopt__Update *u)
     c->up_round = (int64_t)u->round_id;
     c->up_weight = u->weight > 0 ? u->weight : (double)u->num_examples;
     c->up_loss = u->train_loss;
-    if (d->slots_used < (size_t)d->cfg->max_buffered_uploads) {
+    if (fl_uploads_acquire(d->uploads, &c->wait)) {
         c->up = U_RECEIVING;
-        d->slots_used++;
     } else {
         /* Every buffer is taken: stop reading this connection, so its delta
          * waits in the kernel and the client's TCP window. */
         c->up = U_WAIT_SLOT;
-        FL_LOG_D(WHO, "%s: upload waits for a buffer (%zu in use)", c->name, d->slots_used);
+        FL_LOG_D(WHO, "%s: upload waits for a buffer (%zu in use)", c->name, fl_uploads_in_use(d->uploads));
         fl_tls_conn_pause_read(c->conn);
-        if (d->wait_tail)
-            d->wait_tail->wait_next = c;
-        else
-            d->wait_head = c;
-        d->wait_tail = c;
     }
 }
 
@@ -353,31 +308,19 @@ static void on_delta(fl__client_t *c, fl_wire_event_t *ev)
         FL_LOG_I(WHO, "%s: update for round %lld refused: %s", c->name, (long long)c->up_round,
                  fl_round_refuse_text(why));
         fl_round_refuse(d->round, c->name, why, bytes, now);
-        release_slot(d);
+        fl_uploads_release(d->uploads);
         maybe_close_round(d);
         return;
     }
-    fl__job_t *j = calloc(1, sizeof *j);
-    if (!j || !(j->name = strdup(c->name))) {
-        free(j);
+    /* The slot (and the delta's buffer) now belong to the queued upload. */
+    if (fl_uploads_submit(d->uploads, c->name, (float *)ev->data, n, c->up_weight, c->up_loss, bytes, now)) {
         fl_round_refuse(d->round, c->name, FL_REFUSE_MALFORMED, bytes, now);
-        release_slot(d);
+        fl_uploads_release(d->uploads);
         return;
     }
-    fl_round_add_start(d->round, c->name);
-    j->delta = (float *)ev->data; /* the slot now belongs to the job */
     ev->data = NULL;
-    j->n = n;
-    j->weight = c->up_weight;
-    j->loss = c->up_loss;
-    j->bytes = bytes;
-    j->received_at = now;
-    if (d->jobs_tail)
-        d->jobs_tail->next = j;
-    else
-        d->jobs_head = j;
-    d->jobs_tail = j;
-    kick_aggregation(d);
+    fl_round_add_start(d->round, c->name);
+    fl_uploads_kick(d->uploads);
 }
 
 static void on_message(fl_tls_conn_t *conn, fl_wire_event_t *ev, void *ud)
@@ -480,9 +423,9 @@ static void on_close(fl_tls_conn_t *conn, int reason, void *ud)
         fl_fedeval_drop(d->fe, c->name, "disconnected", now_s());
     }
     if (c->up == U_RECEIVING)
-        release_slot(d);
+        fl_uploads_release(d->uploads);
     else if (c->up == U_WAIT_SLOT)
-        wait_remove(d, c);
+        fl_uploads_cancel(d->uploads, &c->wait);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -496,79 +439,22 @@ static void on_close(fl_tls_conn_t *conn, int reason, void *ud)
     maybe_close_fedeval(d);
 }
 
-/* ---- aggregation in the thread pool ------------------------------------- */
+/* ---- aggregation (server/uploads) -------------------------------------- */
 
-static void agg_work_cb(uv_work_t *w)
+static void on_upload_added(const char *name, int rc, double weight, double loss, double norm, int64_t bytes,
+                            double received_at, void *ud)
 {
-    fl__daemon_t *d = w->data;
-    const float *deltas[FL_SERVEROPT_MAX_BATCH];
-    double weight[FL_SERVEROPT_MAX_BATCH], norm[FL_SERVEROPT_MAX_BATCH];
-    int rc[FL_SERVEROPT_MAX_BATCH];
-    size_t count = 0, n = 0;
-    for (fl__job_t *j = d->job_running; j; j = j->next) {
-        deltas[count] = j->delta;
-        weight[count] = j->weight;
-        n = j->n;
-        count++;
-    }
-    /* Every job of a batch has the model's size: wrong-shape uploads are
-     * refused by fl_round_check before they become jobs. */
-    int brc = fl_round_add_work_batch(d->opt, deltas, weight, count, n, rc, norm);
-    size_t i = 0;
-    for (fl__job_t *j = d->job_running; j; j = j->next, i++) {
-        j->rc = brc ? brc : rc[i];
-        j->norm = brc ? NAN : norm[i];
-    }
-}
-
-static void agg_after_cb(uv_work_t *w, int status)
-{
-    fl__daemon_t *d = w->data;
-    fl__job_t *batch = d->job_running;
-    d->job_running = NULL;
-    for (fl__job_t *j = batch, *next; j; j = next) {
-        next = j->next;
-        if (status == UV_ECANCELED)
-            j->rc = FL_ECANCELED;
-        if (fl_round_number(d->round)) {
-            fl_round_add_end(d->round, j->name, j->rc, j->weight, j->loss, j->norm, j->bytes,
-                             j->received_at);
-            if (j->rc)
-                FL_LOG_I(WHO, "%s: update refused: %s", j->name, fl_strerror(j->rc));
-        }
-        free(j->delta);
-        free(j->name);
-        free(j);
-        release_slot(d);
-    }
-    kick_aggregation(d);
-    maybe_close_round(d);
-}
-
-/* Starts the aggregation worker on every upload queued so far (up to
- * FL_SERVEROPT_MAX_BATCH): uploads that arrived while the previous batch was
- * being added are folded in one pass over the accumulator. */
-static void kick_aggregation(fl__daemon_t *d)
-{
-    if (d->job_running || !d->jobs_head)
+    fl__daemon_t *d = ud;
+    if (!fl_round_number(d->round))
         return;
-    fl__job_t *batch = NULL, **tail = &batch;
-    for (size_t k = 0; k < FL_SERVEROPT_MAX_BATCH && d->jobs_head; k++) {
-        fl__job_t *j = d->jobs_head;
-        d->jobs_head = j->next;
-        j->next = NULL;
-        *tail = j;
-        tail = &j->next;
-    }
-    if (!d->jobs_head)
-        d->jobs_tail = NULL;
-    d->job_running = batch;
-    d->agg_work.data = d;
-    if (uv_queue_work(&d->loop, &d->agg_work, agg_work_cb, agg_after_cb)) {
-        /* Cannot happen with a valid loop; run it here rather than lose it. */
-        agg_work_cb(&d->agg_work);
-        agg_after_cb(&d->agg_work, 0);
-    }
+    fl_round_add_end(d->round, name, rc, weight, loss, norm, bytes, received_at);
+    if (rc)
+        FL_LOG_I(WHO, "%s: update refused: %s", name, fl_strerror(rc));
+}
+
+static void on_uploads_idle(void *ud)
+{
+    maybe_close_round(ud);
 }
 
 /* ---- rounds ------------------------------------------------------------- */
@@ -634,7 +520,7 @@ static void try_start_round(fl__daemon_t *d)
         free(conns);
         return;
     }
-    if ((rc = fl_round_begin(d->round, d->round_no, names, have, d->opt, now)))
+    if ((rc = fl_round_begin(d->round, d->round_no, names, have, d->opt, now, fl_clock_wall_s())))
         goto fail;
     size_t nsel = fl_round_selected_count(d->round);
     uint32_t chunk = FL_WIRE_MAX_CHUNK; /* see admit_chunk */
@@ -698,7 +584,7 @@ fail:
         const fl_store_update_t *ups;
         size_t nups;
         int closed;
-        fl_round_close(d->round, now, &row, &ups, &nups, &closed);
+        fl_round_close(d->round, now, fl_clock_wall_s(), &row, &ups, &nups, &closed);
     }
     FL_LOG_E(WHO, "cannot start round %lld: %s", (long long)d->round_no, fl_strerror(rc));
     d->failed = 1;
@@ -712,12 +598,8 @@ static void commit_work_cb(uv_work_t *w)
     size_t state_len = 0;
     int rc = 0;
     d->evaluated = 0;
-    if (d->row_closed) {
-        if ((rc = fl_serveropt_finish(d->opt, d->x, d->numel, &d->opt_res)))
-            goto out;
-        if ((rc = fl_serveropt_state_save(d->opt, &state, &state_len)))
-            goto out;
-    }
+    if (d->row_closed && (rc = fl_round_finish_work(d->opt, d->x, d->numel, &d->opt_res, &state, &state_len)))
+        goto out;
     int64_t every = d->cfg->eval_every;
     if (d->eval && every > 0 && (d->row.round % every == 0 || d->row.round == d->cfg->rounds)) {
         double loss, metric;
@@ -769,7 +651,7 @@ static void commit_after_cb(uv_work_t *w, int status)
     snprintf(d->line, sizeof d->line, "round %lld/%lld %s: selected %lld reported %lld dropped %lld,%s%s%s, %.2f s",
              (long long)d->row.round, (long long)d->cfg->rounds, d->row.status, (long long)d->row.clients_selected,
              (long long)d->row.clients_reported, (long long)d->row.clients_dropped, tl[0] ? tl : " no train_loss",
-             el, ea, d->row.finished_at - d->row.started_at);
+             el, ea, fl_round_last_seconds(d->round));
     d->round_no = d->row.round + 1;
     d->phase = PH_WAITING;
     d->wait_since = now_s();
@@ -813,7 +695,7 @@ static void round_done(fl__daemon_t *d)
 
 static void maybe_close_round(fl__daemon_t *d)
 {
-    if (d->phase != PH_ROUND || d->job_running || d->jobs_head)
+    if (d->phase != PH_ROUND || fl_uploads_busy(d->uploads))
         return;
     double now = now_s();
     if (d->stopping) {
@@ -823,7 +705,7 @@ static void maybe_close_round(fl__daemon_t *d)
         const fl_store_update_t *ups;
         size_t nups;
         int closed;
-        fl_round_close(d->round, now, &row, &ups, &nups, &closed);
+        fl_round_close(d->round, now, fl_clock_wall_s(), &row, &ups, &nups, &closed);
         FL_LOG_I(WHO, "round %lld aborted by the stop; it will be redone on --resume", (long long)d->round_no);
         d->phase = PH_WAITING;
         stop_all(d);
@@ -831,7 +713,7 @@ static void maybe_close_round(fl__daemon_t *d)
     }
     if (!fl_round_is_complete(d->round) && !fl_round_deadline_passed(d->round, now))
         return;
-    if (fl_round_close(d->round, now, &d->row, &d->ups, &d->nups, &d->row_closed))
+    if (fl_round_close(d->round, now, fl_clock_wall_s(), &d->row, &d->ups, &d->nups, &d->row_closed))
         return;
     if (!d->row_closed)
         FL_LOG_W(WHO, "round %lld abandoned: %lld accepted updates, %lld needed", (long long)d->row.round,
@@ -866,7 +748,7 @@ static void start_fedeval(fl__daemon_t *d, fl__client_t **conns, const char **na
         goto fail;
     for (size_t i = 0; i < have; i++)
         holds[i] = conns[i]->holds;
-    rc = fl_fedeval_begin(d->fe, round, names, holds, have, now);
+    rc = fl_fedeval_begin(d->fe, round, names, holds, have, now, fl_clock_wall_s());
     free(holds);
     if (rc)
         goto fail;
@@ -951,7 +833,7 @@ static void fe_after_cb(uv_work_t *w, int status)
     char what[160];
     snprintf(what, sizeof what, "%s%s (%lld/%lld clients, %.0f examples, %.2f s)", fl[0] ? fl : " no fed_loss", fa,
              (long long)r->clients_reported, (long long)r->clients_selected, r->examples,
-             r->finished_at - r->started_at);
+             fl_fedeval_last_seconds(d->fe));
     if (d->line_pending)
         fl_log(FL_LOG_INFO, WHO, "%s;%s", d->line, what);
     else
@@ -982,7 +864,7 @@ static void maybe_close_fedeval(fl__daemon_t *d)
     }
     if (!fl_fedeval_is_complete(d->fe) && !fl_fedeval_deadline_passed(d->fe, now))
         return;
-    if (fl_fedeval_close(d->fe, now, &d->fe_row, &d->fe_res, &d->fe_nres))
+    if (fl_fedeval_close(d->fe, now, fl_clock_wall_s(), &d->fe_row, &d->fe_res, &d->fe_nres))
         return;
     d->phase = PH_FEDEVAL_COMMIT;
     d->fe_work.data = d;
@@ -1014,7 +896,7 @@ static void on_eval_result(fl__client_t *c, const Fedopt__EvalResult *r)
 static void send_heartbeats(fl__daemon_t *d, double now)
 {
     Fedopt__Heartbeat hb = FEDOPT__HEARTBEAT__INIT;
-    hb.unix_ms = (uint64_t)(now * 1000);
+    hb.unix_ms = fl_clock_wall_ms(); /* a timestamp, sent: wall clock */
     Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
     env.msg_case = FEDOPT__ENVELOPE__MSG_HEARTBEAT;
     env.heartbeat = &hb;
@@ -1092,9 +974,11 @@ static void stop_all(fl__daemon_t *d)
         d->phase == PH_FEDEVAL_COMMIT)
         return; /* called again once the round (or evaluation) is closed or committed */
     d->stopping = 1;
-    if (d->phase != PH_DONE && !d->failed && d->run_id)
-        fl_store_run_set_status(d->store, d->run_id, "stopped");
-    else if (d->failed && d->run_id)
+    /* A run that ends on an error is 'failed', one stopped by a signal
+     * 'stopped' (both resumable); a finished run was marked by round_done. */
+    if (d->failed && d->run_id)
+        fl_store_run_set_status(d->store, d->run_id, "failed");
+    else if (d->phase != PH_DONE && d->run_id)
         fl_store_run_set_status(d->store, d->run_id, "stopped");
     d->phase = PH_DONE;
     if (d->server) {
@@ -1110,236 +994,6 @@ static void stop_all(fl__daemon_t *d)
     }
 }
 
-/* ---- start-up ------------------------------------------------------------ */
-
-static int parse_listen(const char *s, char *host, size_t hlen, int *port)
-{
-    const char *colon;
-    if (s[0] == '[') {
-        const char *end = strchr(s, ']');
-        if (!end || end[1] != ':')
-            return FL_ECONFIG;
-        if ((size_t)(end - s - 1) >= hlen)
-            return FL_ECONFIG;
-        memcpy(host, s + 1, (size_t)(end - s - 1));
-        host[end - s - 1] = 0;
-        colon = end + 1;
-    } else {
-        colon = strrchr(s, ':');
-        if (!colon || (size_t)(colon - s) >= hlen)
-            return FL_ECONFIG;
-        memcpy(host, s, (size_t)(colon - s));
-        host[colon - s] = 0;
-    }
-    char *end;
-    long p = strtol(colon + 1, &end, 10);
-    if (*end || p < 0 || p > 65535 || !colon[1])
-        return FL_ECONFIG;
-    *port = (int)p;
-    return 0;
-}
-
-typedef struct {
-    const fl_server_config_t *cfg;
-    fl_store_t *st;
-    int64_t run;
-} run_check_t;
-
-static int is_number(const char *s, double *v)
-{
-    char *end;
-    *v = strtod(s, &end);
-    return *s && !*end;
-}
-
-static int check_run_setting(const char *name, void *user)
-{
-    run_check_t *rc = user;
-    char now[4096], was[4096];
-    if (fl_server_config_get(rc->cfg, name, now, sizeof now))
-        return 0;
-    if (fl_store_run_config_value(rc->st, rc->run, name, was, sizeof was))
-        return 0; /* a setting the run predates */
-    /* JSON gives numbers and booleans back as SQL values: compare by value. */
-    double a, b;
-    if (strcmp(now, "true") == 0 && strcmp(was, "1") == 0)
-        return 0;
-    if (strcmp(now, "false") == 0 && strcmp(was, "0") == 0)
-        return 0;
-    if (strcmp(now, was) == 0 || (is_number(now, &a) && is_number(was, &b) && a == b))
-        return 0;
-    FL_LOG_E(WHO, "--resume: run %lld was started with %s = '%s', this configuration says '%s'; a run's settings "
-                  "cannot change (start a new run, or use the same settings)",
-             (long long)rc->run, name, was, now);
-    return FL_ECONFIG;
-}
-
-/* Builds the model, the optimizer and the run: a new one, or the resumed one
- * restored from its last checkpoint. */
-static int setup_run(fl__daemon_t *d)
-{
-    const fl_server_config_t *cfg = d->cfg;
-    int rc;
-    if (cfg->eval_data[0] && cfg->eval_every > 0) {
-        if ((rc = fl_eval_create(cfg->model, cfg->eval_data, (size_t)cfg->eval_max_examples, &d->eval)))
-            return rc;
-    }
-    const fl_model_info_t *info = fl_models_find(cfg->model);
-    if (!info) {
-        FL_LOG_E(WHO, "model: unknown model '%s' (fedopt-client models lists them)", cfg->model);
-        return FL_ECONFIG;
-    }
-    fl_model_spec_t spec = d->eval ? *fl_eval_spec(d->eval) : info->paper;
-    if ((rc = fl_model_create(cfg->model, &spec, &d->model)))
-        return rc;
-    d->numel = d->model->params.numel;
-    if (!(d->x = malloc(d->numel * sizeof(float))))
-        return FL_ENOMEM;
-    if ((rc = fl_serveropt_create(&cfg->opt, d->numel, &d->opt)))
-        return rc;
-    fl_round_config_t rcfg = {
-        .seed = cfg->seed,
-        .clients_per_round = (uint32_t)cfg->clients_per_round,
-        .min_reports = (uint32_t)cfg->min_reports,
-        .over_selection = cfg->over_selection,
-        .deadline_s = cfg->round_deadline,
-        .numel = d->numel,
-    };
-    int64_t run = 0;
-    int resume = 0;
-    if (cfg->resume != FL_RESUME_NO) {
-        rc = fl_store_run_resumable(d->store, &run);
-        if (rc == 0)
-            resume = 1;
-        else if (rc == FL_ENOTFOUND && cfg->resume == FL_RESUME_AUTO)
-            FL_LOG_I(WHO, "no unfinished run in %s: starting a new one", cfg->db);
-        else {
-            if (rc == FL_ENOTFOUND)
-                FL_LOG_E(WHO, "--resume: no unfinished run in %s", cfg->db);
-            return rc;
-        }
-    }
-    if (resume) {
-        run_check_t chk = {cfg, d->store, run};
-        if ((rc = fl_server_config_each_run_setting(check_run_setting, &chk)))
-            return rc;
-        fl_store_checkpoint_t cp;
-        if ((rc = fl_store_checkpoint_load(d->store, run, -1, &cp)))
-            return rc;
-        if (cp.numel != d->numel) {
-            FL_LOG_E(WHO, "run %lld: checkpoint has %zu parameters, model %s has %zu", (long long)run, cp.numel,
-                     cfg->model, d->numel);
-            fl_store_checkpoint_free(&cp);
-            return FL_ESHAPE;
-        }
-        memcpy(d->x, cp.model, d->numel * sizeof(float));
-        rc = fl_serveropt_state_load(d->opt, cp.state, cp.state_len);
-        int64_t ck_round = cp.round;
-        uint32_t ck_sum = cp.checksum;
-        fl_store_checkpoint_free(&cp);
-        if (rc) {
-            FL_LOG_E(WHO, "run %lld: optimizer state of round %lld does not load: %s", (long long)run,
-                     (long long)ck_round, fl_strerror(rc));
-            return rc;
-        }
-        /* Prove the restore: the model and the re-serialized state must
-         * checksum to what was committed. */
-        uint8_t *st = NULL;
-        size_t sl = 0;
-        if ((rc = fl_serveropt_state_save(d->opt, &st, &sl)))
-            return rc;
-        uint32_t mine = fl_store_checksum(d->x, d->numel, st, sl);
-        free(st);
-        if (mine != ck_sum) {
-            FL_LOG_E(WHO, "run %lld: restored state checksums to %08x, checkpoint says %08x", (long long)run, mine,
-                     ck_sum);
-            return FL_ECHECKSUM;
-        }
-        if ((rc = fl_store_next_round(d->store, run, &d->round_no)))
-            return rc;
-        fl_store_run_set_status(d->store, run, "running");
-        FL_LOG_I(WHO, "resumed run %lld at round %lld from the checkpoint of round %lld (checksum %08x)",
-                 (long long)run, (long long)d->round_no, (long long)ck_round, mine);
-    } else {
-        if (cfg->init[0]) {
-            /* The file must hold exactly the model's tensors (PyTorch names and shapes). */
-            if ((rc = fl_safetensors_load(cfg->init, &d->model->params)))
-                return rc;
-            if (!fl_f32_all_finite(d->model->params.data, d->numel)) {
-                FL_LOG_E(WHO, "init: %s holds NaN or Inf", cfg->init);
-                return FL_ENONFINITE;
-            }
-            FL_LOG_I(WHO, "initial weights from %s", cfg->init);
-        } else {
-            fl_model_init_params(d->model, cfg->seed);
-        }
-        memcpy(d->x, d->model->params.data, d->numel * sizeof(float));
-        char *json = NULL;
-        uint8_t *st = NULL;
-        size_t sl = 0;
-        if ((rc = fl_server_config_to_json(cfg, &json)) || (rc = fl_serveropt_state_save(d->opt, &st, &sl))) {
-            free(json);
-            return rc;
-        }
-        fl_store_run_info_t ri = {cfg->model, fl_serveropt_kind_name(cfg->opt.kind), cfg->seed, json};
-        rc = fl_store_run_create(d->store, &ri, d->x, d->numel, st, sl, &run);
-        free(json);
-        free(st);
-        if (rc)
-            return rc;
-        d->round_no = 1;
-        FL_LOG_I(WHO, "run %lld: model %s (%zu parameters), %s, %lld rounds of %lld clients", (long long)run,
-                 cfg->model, d->numel, fl_serveropt_kind_name(cfg->opt.kind), (long long)cfg->rounds,
-                 (long long)cfg->clients_per_round);
-    }
-    d->run_id = run;
-    rcfg.run_id = run;
-    if ((rc = fl_round_create(&rcfg, &d->round)))
-        return rc;
-    if (cfg->fed_eval_every > 0) {
-        fl_fedeval_config_t fcfg = {.run_id = run,
-                                    .seed = cfg->seed,
-                                    .clients = (uint32_t)cfg->fed_eval_clients,
-                                    .deadline_s = cfg->fed_eval_deadline};
-        if ((rc = fl_fedeval_create(&fcfg, &d->fe)))
-            return rc;
-        /* A crash (or a stop) between a round's commit and its federated
-         * evaluation's: the restored model is that round's, so evaluate it
-         * before the next round, as the run would have. */
-        int64_t last = d->round_no - 1;
-        int exists = 1;
-        if (resume && last >= 1 && last <= cfg->rounds && (last % cfg->fed_eval_every == 0 || last == cfg->rounds) &&
-            fl_store_fedeval_exists(d->store, run, last, &exists) == 0 && !exists) {
-            d->fe_due = last;
-            FL_LOG_I(WHO, "round %lld's federated evaluation is missing: it comes first", (long long)last);
-        }
-    }
-    /* A run whose last round is committed but not its federated evaluation
-     * does that evaluation, then finishes (round_done). */
-    if (d->round_no > cfg->rounds && !d->fe_due) {
-        FL_LOG_I(WHO, "run %lld already has its %lld rounds", (long long)run, (long long)cfg->rounds);
-        fl_store_run_set_status(d->store, run, "finished");
-        d->phase = PH_DONE;
-    }
-    return 0;
-}
-
-/* The process's peak resident memory in KiB (VmHWM), or 0 when unknown. It is
- * per address space, so unlike getrusage it does not include what a parent
- * held before exec. */
-static long peak_rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kib = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kib;
-}
-
 int fl_daemon_run(const fl_server_config_t *cfg)
 {
     fl__daemon_t *d = calloc(1, sizeof *d);
@@ -1349,60 +1003,40 @@ int fl_daemon_run(const fl_server_config_t *cfg)
     int rc, loop_ok = 0;
     char host[256];
     int port;
-    if (parse_listen(cfg->listen, host, sizeof host, &port)) {
-        FL_LOG_E(WHO, "listen: want HOST:PORT or [IPv6]:PORT, not '%s'", cfg->listen);
-        rc = FL_ECONFIG;
+    fl_startup_plan_t plan;
+    if ((rc = fl_startup_parse_listen(cfg->listen, host, sizeof host, &port)))
         goto out;
-    }
-    /* One descriptor per client: raise the soft limit (often 1024) towards
-     * max_connections, as far as the hard limit allows. */
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-        rlim_t want = (rlim_t)cfg->max_connections + 64;
-        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
-            rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
-            setrlimit(RLIMIT_NOFILE, &rl);
-        }
-        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-            rl.rlim_cur < (rlim_t)cfg->max_connections + 64)
-            FL_LOG_W(WHO, "open-file limit %llu is below max_connections %lld: raise it (LimitNOFILE=)",
-                     (unsigned long long)rl.rlim_cur, (long long)cfg->max_connections);
-    }
+    fl_startup_raise_nofile(cfg);
     if ((rc = fl_store_open(cfg->db, 0, &d->store)))
         goto out;
-    if ((rc = setup_run(d)))
+    if ((rc = fl_startup_model(cfg, &d->eval, &d->model, &d->x, &d->numel, &d->opt)))
         goto out;
-    if (d->phase == PH_DONE)
+    if ((rc = fl_startup_plan(cfg, d->store, d->model, d->opt, d->x, d->numel, &plan)))
         goto out;
-    fl_tls_opts_t to = {
-        .ca_file = cfg->tls_ca,
-        .cert_file = cfg->tls_cert,
-        .key_file = cfg->tls_key,
-        .no_client_cert = !cfg->require_client_cert,
-        .max_conns = (uint32_t)cfg->max_connections,
-        .max_tensor = (uint64_t)d->numel * sizeof(float),
-        /* Ciphertext a connection writes per loop turn before the next one
-         * gets its turn: the model goes to K clients at once, and about one
-         * record each per turn keeps heartbeats, handshakes and uploads
-         * flowing while K copies are encrypted. It costs no memory (records
-         * the kernel will not take wait in mbedTLS's own buffer) and no
-         * throughput (the kernel's socket buffers keep the network busy). */
-        .max_inflight = 16 * 1024,
-    };
-    if ((rc = fl_tls_ctx_new(FL_TLS_SERVER, &to, &d->tls)))
+    if (plan.done) {
+        rc = fl_startup_open_run(cfg, d->store, d->opt, d->x, d->numel, &plan, &d->round, &d->fe);
+        goto out;
+    }
+    /* The TLS material and the listening socket before the run is written:
+     * a server that cannot start leaves no run behind (see startup.h). */
+    if ((rc = fl_startup_tls(cfg, d->numel, &d->tls)))
         goto out;
     if (uv_loop_init(&d->loop)) {
         rc = FL_ENOMEM;
         goto out;
     }
     loop_ok = 1;
-    fl_tls_cbs_t cbs = {.on_open = on_open, .on_message = on_message, .on_close = on_close};
-    if ((rc = fl_tls_server_start(&d->loop, d->tls, host, port, &cbs, d, &d->server)))
+    fl_uploads_cbs_t ucbs = {.granted = on_slot_granted, .added = on_upload_added, .idle = on_uploads_idle};
+    if ((rc = fl_uploads_create(&d->loop, (size_t)cfg->max_buffered_uploads, d->opt, &ucbs, d, &d->uploads)))
         goto out;
-    FL_LOG_I(WHO, "listening on %s port %d", host, fl_tls_server_port(d->server));
-    if (d->cfg->shared_certs && d->cfg->shared_certs[0])
-        FL_LOG_W(WHO, "shared certificates %s: their clients are identified as NAME/hello-name",
-                 d->cfg->shared_certs);
+    fl_tls_cbs_t cbs = {.on_open = on_open, .on_message = on_message, .on_close = on_close};
+    if ((rc = fl_startup_listen(cfg, &d->loop, d->tls, host, port, &cbs, d, &d->server)))
+        goto out;
+    if ((rc = fl_startup_open_run(cfg, d->store, d->opt, d->x, d->numel, &plan, &d->round, &d->fe)))
+        goto out;
+    d->run_id = plan.run_id;
+    d->round_no = plan.round_no;
+    d->fe_due = plan.fe_due;
     uv_timer_init(&d->loop, &d->tick);
     d->tick.data = d;
     uv_timer_start(&d->tick, on_tick, 100, 100);
@@ -1416,19 +1050,19 @@ int fl_daemon_run(const fl_server_config_t *cfg)
     try_start_round(d);
     uv_run(&d->loop, UV_RUN_DEFAULT);
     rc = d->failed ? FL_ESTATE : 0;
-    FL_LOG_I(WHO, "exiting; peak RSS %.1f MiB", peak_rss_kib() / 1024.0);
+    FL_LOG_I(WHO, "exiting; peak RSS %.1f MiB", fl_startup_peak_rss_kib() / 1024.0);
 out:
+    if (d->server) {
+        /* Started, but the run could not be opened. */
+        fl_tls_server_close(d->server);
+        d->server = NULL;
+    }
     if (loop_ok) {
         /* Everything is closed when uv_run returns; make sure of it. */
         uv_run(&d->loop, UV_RUN_DEFAULT);
         uv_loop_close(&d->loop);
     }
-    for (fl__job_t *j = d->jobs_head, *n; j; j = n) {
-        n = j->next;
-        free(j->delta);
-        free(j->name);
-        free(j);
-    }
+    fl_uploads_free(d->uploads);
     for (size_t i = 0; i < d->nlast_selected; i++)
         free(d->last_selected[i]);
     free(d->last_selected);

@@ -1,5 +1,14 @@
 /* daemon: `fedopt-server run` — the event loop that drives rounds over TLS.
  *
+ * Start-up (the model, the TLS material, the listening socket, the new or
+ * resumed run) is server/startup's; the round's bookkeeping and its
+ * ServerOpt steps are server/round's, the federated evaluation's
+ * server/fedeval's, the upload buffers and the aggregation worker
+ * server/uploads'. This module admits connections (Hello) and uploads
+ * (Update, delta) and drives the phases: waiting for clients, a round, its
+ * commit, its federated evaluation, the stop. Deadlines, heartbeat silences and wait_timeout are
+ * measured on the monotonic clock; stored times are wall-clock.
+ *
  * One libuv loop on one thread owns every connection, the round bookkeeping
  * (server/round) and the queue of received uploads. Work that takes long —
  * adding an upload into the ServerOpt accumulator, ServerOpt's finish, the
@@ -22,7 +31,9 @@
 
 /* Runs the server with a finished configuration (fl_server_config_finish)
  * until the run ends or a signal stops it. Returns the process exit status:
- * 0 (run finished or stopped by a signal) or 1 (failure, logged). */
+ * 0 (run finished, or stopped by a signal: 'stopped') or 1 (failure, logged;
+ * a run that had started is marked 'failed', one that could not start was
+ * never written). */
 int fl_daemon_run(const fl_server_config_t *cfg);
 
 #endif

@@ -21,7 +21,9 @@ typedef struct {
 struct fl_fedeval {
     fl_fedeval_config_t cfg;
     int64_t round; /* 0 = none open */
-    double started_at;
+    double began;        /* monotonic: durations and the deadline */
+    double started_at;   /* wall: the row's started_at, stored only */
+    double last_seconds; /* monotonic duration of the last closed evaluation */
     slot_t *slots; /* sorted by name */
     size_t nslots;
     slot_t extra[FL_FEDEVAL_MAX_EXTRA]; /* refusals from outside the sample, duplicates */
@@ -89,7 +91,7 @@ static slot_t *find(const fl_fedeval_t *e, const char *name)
 }
 
 int fl_fedeval_begin(fl_fedeval_t *e, int64_t round, const char *const *names, const uint64_t *holds, size_t n,
-                     double now)
+                     double now, double wall)
 {
     if (!e || (n && !names) || round <= 0)
         return FL_EINVAL;
@@ -120,7 +122,8 @@ int fl_fedeval_begin(fl_fedeval_t *e, int64_t round, const char *const *names, c
         }
     free(pick);
     e->round = round;
-    e->started_at = now;
+    e->began = now;
+    e->started_at = wall;
     return 0;
 fail:
     free(pick);
@@ -150,7 +153,7 @@ static void record_extra(fl_fedeval_t *e, const char *client, fl_fedeval_verdict
     x->num_examples = (double)num_examples;
     x->loss = loss;
     x->accuracy = accuracy;
-    x->seconds = now - e->started_at;
+    x->seconds = now - e->began;
     e->nextra++;
 }
 
@@ -185,7 +188,7 @@ fl_fedeval_verdict_t fl_fedeval_answer(fl_fedeval_t *e, const char *client, int6
     sl->num_examples = (double)num_examples;
     sl->loss = loss;
     sl->accuracy = accuracy;
-    sl->seconds = now - e->started_at;
+    sl->seconds = now - e->began;
     return v;
 }
 
@@ -198,7 +201,7 @@ void fl_fedeval_drop(fl_fedeval_t *e, const char *client, const char *reason, do
         return;
     sl->state = S_DROPPED;
     sl->reason = reason ? reason : "dropped";
-    sl->seconds = now - e->started_at;
+    sl->seconds = now - e->began;
 }
 
 int fl_fedeval_is_complete(const fl_fedeval_t *e)
@@ -213,7 +216,7 @@ int fl_fedeval_is_complete(const fl_fedeval_t *e)
 
 int fl_fedeval_deadline_passed(const fl_fedeval_t *e, double now)
 {
-    return e && e->round && now - e->started_at >= e->cfg.deadline_s;
+    return e && e->round && now - e->began >= e->cfg.deadline_s;
 }
 
 static void to_record(const slot_t *sl, fl_store_fedeval_result_t *r)
@@ -229,8 +232,8 @@ static void to_record(const slot_t *sl, fl_store_fedeval_result_t *r)
     r->seconds = sl->seconds;
 }
 
-int fl_fedeval_close(fl_fedeval_t *e, double now, fl_store_fedeval_t *row, const fl_store_fedeval_result_t **res,
-                     size_t *nres)
+int fl_fedeval_close(fl_fedeval_t *e, double now, double wall, fl_store_fedeval_t *row,
+                     const fl_store_fedeval_result_t **res, size_t *nres)
 {
     if (!e || !row || !res || !nres)
         return FL_EINVAL;
@@ -244,7 +247,7 @@ int fl_fedeval_close(fl_fedeval_t *e, double now, fl_store_fedeval_t *row, const
     row->run_id = e->cfg.run_id;
     row->round = e->round;
     row->started_at = e->started_at;
-    row->finished_at = now;
+    row->finished_at = wall;
     row->clients_selected = (int64_t)e->nslots;
     double n = 0, loss = 0, acc = 0;
     for (size_t i = 0; i < e->nslots; i++) {
@@ -252,7 +255,7 @@ int fl_fedeval_close(fl_fedeval_t *e, double now, fl_store_fedeval_t *row, const
         if (sl->state == S_PENDING) {
             sl->state = S_DROPPED;
             sl->reason = "deadline";
-            sl->seconds = now - e->started_at;
+            sl->seconds = now - e->began;
         }
         if (sl->state == S_ACCEPTED) {
             row->clients_reported++;
@@ -272,8 +275,14 @@ int fl_fedeval_close(fl_fedeval_t *e, double now, fl_store_fedeval_t *row, const
     row->accuracy = n > 0 ? acc / n : NAN;
     *res = e->out;
     *nres = e->nout;
+    e->last_seconds = now - e->began;
     e->round = 0;
     return 0;
+}
+
+double fl_fedeval_last_seconds(const fl_fedeval_t *e)
+{
+    return e ? e->last_seconds : 0;
 }
 
 void fl_fedeval_abort(fl_fedeval_t *e)

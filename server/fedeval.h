@@ -18,6 +18,9 @@
  *                      the deadline pass;
  *   fl_fedeval_close   fills the fed_evals row (weighted means over the
  *                      accepted answers, in double) and the per-client rows.
+ * Two clocks, as in server/round.h: every `now` is monotonic seconds, used
+ * for the deadline and the per-client seconds only; every `wall` is Unix
+ * seconds, used for the stored started_at/finished_at only.
  * Nothing blocks; memory is one record per sampled client plus at most
  * FL_FEDEVAL_MAX_EXTRA records of answers from outside the sample. */
 #ifndef FL_SERVER_FEDEVAL_H
@@ -65,11 +68,12 @@ int fl_fedeval_create(const fl_fedeval_config_t *cfg, fl_fedeval_t **out);
 void fl_fedeval_free(fl_fedeval_t *e);
 
 /* Opens the evaluation of round `round`'s global model over the n connected
- * client names (copied), sampling S = min(clients, n). holds[i] is what
- * client i said it holds (Hello.num_examples; 0 = unknown, no cap); may be
- * NULL. Fails with FL_EEMPTY when n == 0, FL_ESTATE when one is open. */
+ * client names (copied) at monotonic time now and wall time wall (the row's
+ * started_at), sampling S = min(clients, n). holds[i] is what client i said
+ * it holds (Hello.num_examples; 0 = unknown, no cap); may be NULL. Fails with
+ * FL_EEMPTY when n == 0, FL_ESTATE when one is open. */
 int fl_fedeval_begin(fl_fedeval_t *e, int64_t round, const char *const *names, const uint64_t *holds, size_t n,
-                     double now);
+                     double now, double wall);
 
 /* The open evaluation's round (0 when none is open). */
 int64_t fl_fedeval_round(const fl_fedeval_t *e);
@@ -92,14 +96,18 @@ void fl_fedeval_drop(fl_fedeval_t *e, const char *client, const char *reason, do
 /* 1 when every sampled client is resolved. */
 int fl_fedeval_is_complete(const fl_fedeval_t *e);
 
-/* 1 when now is at or past the open evaluation's deadline. */
+/* 1 when monotonic time now is at or past the open evaluation's deadline. */
 int fl_fedeval_deadline_passed(const fl_fedeval_t *e, double now);
 
-/* Closes the evaluation at time now: pending clients become dropped
- * ("deadline"), *row and the per-client records (*res, *nres, owned by e until
- * the next begin or free) are filled. Returns 0 or FL_ESTATE (none open). */
-int fl_fedeval_close(fl_fedeval_t *e, double now, fl_store_fedeval_t *row, const fl_store_fedeval_result_t **res,
-                     size_t *nres);
+/* Closes the evaluation at monotonic time now and wall time wall (the row's
+ * finished_at): pending clients become dropped ("deadline"), *row and the
+ * per-client records (*res, *nres, owned by e until the next begin or free)
+ * are filled. Returns 0 or FL_ESTATE (none open). */
+int fl_fedeval_close(fl_fedeval_t *e, double now, double wall, fl_store_fedeval_t *row,
+                     const fl_store_fedeval_result_t **res, size_t *nres);
+
+/* Seconds (monotonic) from the last begin to the last close. */
+double fl_fedeval_last_seconds(const fl_fedeval_t *e);
 
 /* Closes the open evaluation without a result (a stopping server): nothing
  * of it is recorded, so a resumed server redoes it. */

@@ -36,7 +36,9 @@ struct fl_round {
     fl_round_config_t cfg;
     fl_serveropt_t *opt;
     int64_t round; /* 0 = none open */
-    double started_at, deadline;
+    double began, deadline; /* monotonic: durations and the deadline */
+    double started_at;      /* wall: the row's started_at, stored only */
+    double last_seconds;    /* monotonic duration of the last closed round */
     slot_t *slots; /* sorted by name */
     size_t nslots;
     uint32_t accepted, aggregating;
@@ -170,7 +172,7 @@ static slot_t *find_slot(const fl_round_t *r, const char *name)
 }
 
 int fl_round_begin(fl_round_t *r, int64_t round, const char *const *names, size_t n, fl_serveropt_t *opt,
-                   double now)
+                   double now, double wall)
 {
     if (!r || !opt || round <= 0 || (n && !names))
         return FL_EINVAL;
@@ -206,7 +208,8 @@ int fl_round_begin(fl_round_t *r, int64_t round, const char *const *names, size_
     r->opt = opt;
     fl_serveropt_begin(opt);
     r->round = round;
-    r->started_at = now;
+    r->began = now;
+    r->started_at = wall;
     r->deadline = now + r->cfg.deadline_s;
     r->accepted = r->aggregating = 0;
     r->bytes_in = r->bytes_out = 0;
@@ -316,7 +319,7 @@ int fl_round_add_end(fl_round_t *r, const char *client, int rc, double num_examp
     s->train_loss = train_loss;
     s->norm = norm;
     s->bytes = bytes;
-    s->seconds = now - r->started_at;
+    s->seconds = now - r->began;
     r->bytes_in += bytes;
     if (rc == 0) {
         s->state = S_ACCEPTED;
@@ -338,7 +341,7 @@ int fl_round_refuse(fl_round_t *r, const char *client, fl_refuse_t why, int64_t 
     if (s && s->state == S_PENDING && why != FL_REFUSE_STALE && why != FL_REFUSE_CLOSED) {
         s->state = S_REFUSED;
         s->bytes = bytes;
-        s->seconds = now - r->started_at;
+        s->seconds = now - r->began;
         s->num_examples = s->train_loss = s->norm = NAN;
         snprintf(s->reason, sizeof s->reason, "%s", fl_round_refuse_text(why));
         return 0;
@@ -361,7 +364,7 @@ int fl_round_refuse(fl_round_t *r, const char *client, fl_refuse_t why, int64_t 
         return FL_ENOMEM;
     e->why = why;
     e->bytes = bytes;
-    e->seconds = r->round ? now - r->started_at : 0;
+    e->seconds = r->round ? now - r->began : 0;
     r->nextras++;
     return 0;
 }
@@ -374,7 +377,7 @@ int fl_round_drop(fl_round_t *r, const char *client, const char *reason, double 
     if (s->state != S_PENDING)
         return 0;
     s->state = S_DROPPED;
-    s->seconds = now - r->started_at;
+    s->seconds = now - r->began;
     s->num_examples = s->train_loss = s->norm = NAN;
     snprintf(s->reason, sizeof s->reason, "%s", reason ? reason : "dropped");
     return 0;
@@ -424,8 +427,8 @@ static const char *slot_status(slot_state_t s)
     return s == S_ACCEPTED ? "accepted" : s == S_REFUSED ? "refused" : "dropped";
 }
 
-int fl_round_close(fl_round_t *r, double now, fl_store_round_t *row, const fl_store_update_t **ups, size_t *nups,
-                   int *closed)
+int fl_round_close(fl_round_t *r, double now, double wall, fl_store_round_t *row, const fl_store_update_t **ups,
+                   size_t *nups, int *closed)
 {
     if (!r->round || r->aggregating)
         return FL_ESTATE;
@@ -442,7 +445,7 @@ int fl_round_close(fl_round_t *r, double now, fl_store_round_t *row, const fl_st
             /* Over-selected clients not needed once K reported are surplus,
              * not failures; the others missed the deadline. */
             s->state = S_DROPPED;
-            s->seconds = now - r->started_at;
+            s->seconds = now - r->began;
             s->num_examples = s->train_loss = s->norm = NAN;
             snprintf(s->reason, sizeof s->reason, "%s", full ? "surplus" : "deadline");
         }
@@ -472,7 +475,7 @@ int fl_round_close(fl_round_t *r, double now, fl_store_round_t *row, const fl_st
         .run_id = r->cfg.run_id,
         .round = r->round,
         .started_at = r->started_at,
-        .finished_at = now,
+        .finished_at = wall,
         .status = ok ? "closed" : "abandoned",
         .clients_selected = (int64_t)r->nslots,
         .clients_reported = r->accepted,
@@ -494,6 +497,61 @@ int fl_round_close(fl_round_t *r, double now, fl_store_round_t *row, const fl_st
     *ups = out;
     *nups = k;
     *closed = ok;
+    r->last_seconds = now - r->began;
     r->round = 0;
+    return 0;
+}
+
+double fl_round_last_seconds(const fl_round_t *r)
+{
+    return r ? r->last_seconds : 0;
+}
+
+int fl_round_finish_work(fl_serveropt_t *opt, float *x, size_t n, fl_serveropt_round_t *res, uint8_t **state,
+                         size_t *state_len)
+{
+    if (!state || !state_len)
+        return FL_EINVAL;
+    *state = NULL;
+    *state_len = 0;
+    int rc = fl_serveropt_finish(opt, x, n, res);
+    return rc ? rc : fl_serveropt_state_save(opt, state, state_len);
+}
+
+int fl_round_state_save(const fl_serveropt_t *opt, uint8_t **state, size_t *state_len)
+{
+    return fl_serveropt_state_save(opt, state, state_len);
+}
+
+int fl_round_restore(fl_serveropt_t *opt, float *x, size_t n, const fl_store_checkpoint_t *cp, uint32_t *checksum)
+{
+    if (!opt || !x || !cp || !checksum)
+        return FL_EINVAL;
+    if (cp->numel != n) {
+        FL_LOG_E("round", "run %lld: checkpoint of round %lld has %zu parameters, the model has %zu",
+                 (long long)cp->run_id, (long long)cp->round, cp->numel, n);
+        return FL_ESHAPE;
+    }
+    int rc = fl_serveropt_state_load(opt, cp->state, cp->state_len);
+    if (rc) {
+        FL_LOG_E("round", "run %lld: optimizer state of round %lld does not load: %s", (long long)cp->run_id,
+                 (long long)cp->round, fl_strerror(rc));
+        return rc;
+    }
+    memcpy(x, cp->model, n * sizeof(float));
+    /* Prove the restore: the model and the re-serialized state must checksum
+     * to what was committed. */
+    uint8_t *st = NULL;
+    size_t sl = 0;
+    if ((rc = fl_serveropt_state_save(opt, &st, &sl)))
+        return rc;
+    uint32_t mine = fl_store_checksum(x, n, st, sl);
+    free(st);
+    if (mine != cp->checksum) {
+        FL_LOG_E("round", "run %lld: restored state checksums to %08x, checkpoint says %08x", (long long)cp->run_id,
+                 mine, cp->checksum);
+        return FL_ECHECKSUM;
+    }
+    *checksum = mine;
     return 0;
 }

@@ -14,7 +14,7 @@
  *                    stream one update into the ServerOpt accumulator. Only
  *                    add_work touches the accumulator, so it may run in the
  *                    libuv thread pool while the loop keeps going (one
- *                    add_work at a time; the daemon serializes them);
+ *                    add_work at a time; server/uploads serializes them);
  *   fl_round_drop    records a selected client that disconnected or stalled;
  *   fl_round_refuse  records any other refused update (e.g. one that failed
  *                    to decode), so every update lands in the log;
@@ -22,8 +22,20 @@
  *   fl_round_close   decides closed (>= min_reports accepted) or abandoned,
  *                    marks the still-pending clients dropped, and fills the
  *                    row and the update records for fl_store_commit_round;
- *                    the caller then runs fl_serveropt_finish (off the loop)
- *                    when the round closed.
+ *   fl_round_finish_work (off the loop, when the round closed) applies
+ *                    ServerOpt to the global model and serializes its state
+ *                    for the round's checkpoint.
+ * This module is the one owner of the ServerOpt round: begin (in
+ * fl_round_begin), add, finish and the state's serialization, including the
+ * initial checkpoint's state (fl_round_state_save) and its restore on
+ * --resume (fl_round_restore). The caller creates and frees the optimizer.
+ *
+ * Two clocks (common/base/clock.h): every `now` is monotonic seconds (any
+ * origin) and is used only for the deadline and the durations recorded per
+ * update; every `wall` is Unix seconds and is used only for the stored
+ * started_at/finished_at. A wall-clock step (NTP, `date -s`) therefore never
+ * moves a deadline.
+ *
  * Nothing here blocks or allocates per byte of model; memory is one record
  * per selected client plus one per refused update. */
 #ifndef FL_SERVER_ROUND_H
@@ -84,11 +96,13 @@ int fl_round_select(uint64_t seed, int64_t run_id, int64_t round, const char *co
 int fl_round_select_for(uint64_t seed, int64_t run_id, int64_t round, uint64_t purpose, const char *const *names,
                         size_t n, size_t count, size_t *out);
 
-/* Opens round `round` over the n connected client names (copied) at time
- * now, selecting S of them, and calls fl_serveropt_begin(opt). Fails with
- * FL_EEMPTY when n == 0, FL_ESTATE when a round is open. */
+/* Opens round `round` over the n connected client names (copied) at
+ * monotonic time now (the deadline is now + deadline_s) and wall time wall
+ * (the row's started_at), selecting S of them, and calls
+ * fl_serveropt_begin(opt). Fails with FL_EEMPTY when n == 0, FL_ESTATE when a
+ * round is open. */
 int fl_round_begin(fl_round_t *r, int64_t round, const char *const *names, size_t n, fl_serveropt_t *opt,
-                   double now);
+                   double now, double wall);
 
 /* The open round's number (0 when none is open). */
 int64_t fl_round_number(const fl_round_t *r);
@@ -141,7 +155,7 @@ int fl_round_drop(fl_round_t *r, const char *client, const char *reason, double 
  * resolved (accepted, refused or dropped) and none is being aggregated. */
 int fl_round_is_complete(const fl_round_t *r);
 
-/* 1 when now is at or past the open round's deadline. */
+/* 1 when monotonic time now is at or past the open round's deadline. */
 int fl_round_deadline_passed(const fl_round_t *r, double now);
 
 /* Seconds left until the deadline (may be negative). */
@@ -154,13 +168,40 @@ uint32_t fl_round_in_flight(const fl_round_t *r);
 /* Counts bytes sent to clients this round (for the row). */
 void fl_round_add_bytes_out(fl_round_t *r, int64_t bytes);
 
-/* Closes the round at time now (FL_ESTATE if an add is still in flight):
- * pending selected clients become dropped ("deadline", or "surplus" when K
- * had been reached), the row (*row) and the update records (*ups, *nups,
- * owned by r until the next begin or free) are filled, and *closed says
- * whether at least min_reports updates were accepted (the caller then runs
- * fl_serveropt_finish; the row's status is "closed" or "abandoned"). */
-int fl_round_close(fl_round_t *r, double now, fl_store_round_t *row, const fl_store_update_t **ups, size_t *nups,
-                   int *closed);
+/* Closes the round at monotonic time now and wall time wall (the row's
+ * finished_at; FL_ESTATE if an add is still in flight): pending selected
+ * clients become dropped ("deadline", or "surplus" when K had been reached),
+ * the row (*row) and the update records (*ups, *nups, owned by r until the
+ * next begin or free) are filled, and *closed says whether at least
+ * min_reports updates were accepted (the caller then runs
+ * fl_round_finish_work; the row's status is "closed" or "abandoned"). */
+int fl_round_close(fl_round_t *r, double now, double wall, fl_store_round_t *row, const fl_store_update_t **ups,
+                   size_t *nups, int *closed);
+
+/* Seconds (monotonic) from the last begin to the last close: the duration
+ * of the round fl_round_close last closed. */
+double fl_round_last_seconds(const fl_round_t *r);
+
+/* The closed round's ServerOpt step, off the loop like add_work (same
+ * threading rules, after fl_round_close said closed): fl_serveropt_finish
+ * applies the mean of the accepted deltas to the global model x (n floats;
+ * res may be NULL), then the optimizer state is serialized into *state
+ * (*state_len bytes, malloc'ed, the caller frees) for the checkpoint.
+ * Returns 0 or fl_serveropt_finish's / fl_serveropt_state_save's code
+ * (*state is NULL then). */
+int fl_round_finish_work(fl_serveropt_t *opt, float *x, size_t n, fl_serveropt_round_t *res, uint8_t **state,
+                         size_t *state_len);
+
+/* The optimizer state serialized for a checkpoint (a new run's round 0):
+ * *state is malloc'ed, the caller frees it. Returns 0, FL_EINVAL or FL_ENOMEM. */
+int fl_round_state_save(const fl_serveropt_t *opt, uint8_t **state, size_t *state_len);
+
+/* Restores a checkpoint: its model into x (n floats) and its optimizer state
+ * into opt, then proves the restore: the model and the re-serialized state
+ * must checksum to the checkpoint's checksum (*checksum gets it). Returns 0,
+ * FL_ESHAPE (cp holds another parameter count), the state loader's code
+ * (FL_EFORMAT, FL_ECHECKSUM, FL_ESHAPE: opt untouched) or FL_ECHECKSUM (the
+ * restored state differs from what was committed); each failure is logged. */
+int fl_round_restore(fl_serveropt_t *opt, float *x, size_t n, const fl_store_checkpoint_t *cp, uint32_t *checksum);
 
 #endif

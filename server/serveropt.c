@@ -11,7 +11,7 @@
 
 /* Hot loops are compiled twice, for AVX2 and for the baseline, and the right
  * one is picked at load time (GCC's target_clones); float64 arithmetic at
- * SSE2 width is otherwise the bottleneck, not memory. */
+ * SSE2 width is otherwise the bottleneck, not memory (bench_serveropt). */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
 #define FL__MULTIVERSION __attribute__((target_clones("avx2", "default")))
 #else

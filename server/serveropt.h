@@ -1,6 +1,6 @@
 /* serveropt: the server optimizers of "Adaptive Federated Optimization"
  * (Reddi et al., ICLR 2021, Algorithm 2): FedAvg, FedAvgM, FedAdagrad,
- * FedAdam and FedYogi. Equations and defaults: shared/reference/fedopt-algorithm.md.
+ * FedAdam and FedYogi. Equations and defaults: docs/algorithm.md.
  *
  * A round is streamed: fl_serveropt_begin, then fl_serveropt_add once per
  * client update as it arrives (the caller may free the delta as soon as add

@@ -4,9 +4,9 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <zlib.h>
 
+#include "common/base/bytes.h"
+#include "common/base/clock.h"
 #include "common/base/error.h"
 #include "common/base/log.h"
 
@@ -178,18 +178,8 @@ struct sqlite3 *fl_store_db(fl_store_t *st)
 
 uint32_t fl_store_checksum(const float *model, size_t numel, const uint8_t *state, size_t state_len)
 {
-    uLong c = crc32(0L, Z_NULL, 0);
-    const unsigned char *p = (const unsigned char *)model;
-    size_t n = numel * sizeof(float);
-    while (n) { /* zlib takes uInt lengths: feed big buffers in slices */
-        uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
-        c = crc32(c, p, k);
-        p += k;
-        n -= k;
-    }
-    if (state_len)
-        c = crc32(c, state, (uInt)state_len);
-    return (uint32_t)c;
+    uint32_t c = fl_crc32(0, model, numel * sizeof(float));
+    return state_len ? fl_crc32(c, state, state_len) : c;
 }
 
 static void bind_real_or_null(sqlite3_stmt *s, int i, double v)
@@ -252,8 +242,7 @@ int fl_store_run_create(fl_store_t *st, const fl_store_run_info_t *info, const f
         return FL_EINVAL;
     sqlite3_stmt *s = NULL;
     int rc = FL_EDB;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    double started = fl_clock_wall_s(); /* stored: wall clock */
     if ((rc = exec(st, "BEGIN IMMEDIATE")))
         return rc;
     rc = FL_EDB;
@@ -264,7 +253,7 @@ int fl_store_run_create(fl_store_t *st, const fl_store_run_info_t *info, const f
         goto fail;
     char seed[24];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)info->seed);
-    sqlite3_bind_double(s, 1, (double)ts.tv_sec + ts.tv_nsec * 1e-9);
+    sqlite3_bind_double(s, 1, started);
     sqlite3_bind_text(s, 2, info->model ? info->model : "", -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 3, info->server_opt ? info->server_opt : "", -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 4, seed, -1, SQLITE_TRANSIENT);
@@ -289,7 +278,8 @@ int fl_store_run_resumable(fl_store_t *st, int64_t *run_id)
     sqlite3_stmt *s = NULL;
     int rc = FL_EDB;
     if (sqlite3_prepare_v2(st->db,
-                           "SELECT id FROM runs WHERE status IN ('running','stopped') ORDER BY id DESC LIMIT 1",
+                           "SELECT id FROM runs WHERE status IN ('running','stopped','failed')"
+                           " ORDER BY id DESC LIMIT 1",
                            -1, &s, NULL) != SQLITE_OK) {
         db_err(st, "looking for a run to resume");
         goto out;
@@ -312,8 +302,6 @@ int fl_store_run_set_status(fl_store_t *st, int64_t run_id, const char *status)
 {
     sqlite3_stmt *s = NULL;
     int rc = FL_EDB;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
     if (sqlite3_prepare_v2(st->db,
                            "UPDATE runs SET status = ?1,"
                            " finished_at = CASE WHEN ?1 = 'running' THEN NULL ELSE " 
@@ -321,7 +309,7 @@ int fl_store_run_set_status(fl_store_t *st, int64_t run_id, const char *status)
                            -1, &s, NULL) != SQLITE_OK)
         goto out;
     sqlite3_bind_text(s, 1, status, -1, SQLITE_STATIC);
-    sqlite3_bind_double(s, 2, (double)ts.tv_sec + ts.tv_nsec * 1e-9);
+    sqlite3_bind_double(s, 2, fl_clock_wall_s()); /* stored: wall clock */
     sqlite3_bind_int64(s, 3, run_id);
     if (sqlite3_step(s) != SQLITE_DONE)
         goto out;

@@ -1,7 +1,7 @@
 /* store: the server's SQLite round log, checkpoints and resume.
  *
  * One database file in WAL mode with synchronous=FULL holds every run, round
- * and update and the checkpoints (schema in the README and in store.c). A
+ * and update and the checkpoints (schema in docs/operations.md and in store.c). A
  * round's rows and its checkpoint are written in one transaction, so after a
  * crash at any instant the database holds whole rounds only; a round that was
  * open at the crash left nothing and is redone on resume.
@@ -100,7 +100,8 @@ int fl_store_run_create(fl_store_t *st, const fl_store_run_info_t *info, const f
                         const uint8_t *state, size_t state_len, int64_t *run_id);
 
 /* Finds the most recent run that can be resumed (status 'running' after a
- * crash or 'stopped' after a signal). Returns 0 or FL_ENOTFOUND. */
+ * crash, 'stopped' after a signal, 'failed' after an error: its committed
+ * rounds and checkpoints are whole). Returns 0 or FL_ENOTFOUND. */
 int fl_store_run_resumable(fl_store_t *st, int64_t *run_id);
 
 /* Sets a run's status ("running", "stopped", "finished", "failed") and, unless

@@ -7,8 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Continues a CRC-32 (zlib's polynomial) over len bytes; start with crc = 0.
- * Unlike zlib's crc32, len may exceed 4 GiB. */
+/* Continues a CRC-32 (zlib's crc32_z: the IEEE polynomial) over len bytes;
+ * start with crc = 0. len may exceed 4 GiB. */
 uint32_t fl_crc32(uint32_t crc, const void *data, size_t len);
 
 /* Stores v little-endian at p (4 or 8 bytes). */

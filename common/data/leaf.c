@@ -9,6 +9,7 @@
 
 #include "common/data/text.h"
 #include "common/base/error.h"
+#include "common/base/file.h"
 #include "common/base/log.h"
 
 /* A label above this is not a class index of any LEAF dataset. */
@@ -329,51 +330,6 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int read_all(const char *path, char **out, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    *out = NULL;
-    if (!f) {
-        FL_LOG_E("leaf", "%s: cannot open", path);
-        return FL_EIO;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *b = malloc(cap);
-    int rc = b ? 0 : FL_ENOMEM;
-    while (!rc) {
-        if (n == cap) {
-            if (cap >= FL_LEAF_MAX_FILE) {
-                FL_LOG_E("leaf", "%s: larger than %zu bytes", path, FL_LEAF_MAX_FILE);
-                rc = FL_ETOOBIG;
-                break;
-            }
-            char *nb = realloc(b, cap * 2);
-            if (!nb) {
-                rc = FL_ENOMEM;
-                break;
-            }
-            b = nb;
-            cap *= 2;
-        }
-        size_t got = fread(b + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            if (ferror(f)) {
-                FL_LOG_E("leaf", "%s: read error", path);
-                rc = FL_EIO;
-            }
-            break;
-        }
-    }
-    fclose(f);
-    if (rc) {
-        free(b);
-        return rc;
-    }
-    *out = b;
-    *len = n;
-    return 0;
-}
 
 int fl_leaf_load(const char *dir, const char *split, fl_dataset_t *d)
 {
@@ -417,7 +373,7 @@ int fl_leaf_load(const char *dir, const char *split, fl_dataset_t *d)
         char path[8192], *json;
         size_t len;
         snprintf(path, sizeof path, "%s/%s", sub, files[i]);
-        if (!(rc = read_all(path, &json, &len))) {
+        if (!(rc = fl_file_read_all(path, FL_LEAF_MAX_FILE, &json, &len))) {
             rc = fl_leaf_parse(path, json, len, d);
             free(json);
         }

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "common/base/error.h"
+#include "common/base/file.h"
 #include "common/base/log.h"
 
 /* The largest text file read whole. */
@@ -399,56 +400,6 @@ static void passages_free(passages_t *ps)
     memset(ps, 0, sizeof *ps);
 }
 
-static int read_file(const char *path, char **out, size_t *len)
-{
-    *out = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        FL_LOG_E("text", "%s: cannot open", path);
-        return FL_EIO;
-    }
-    size_t cap = 0, n = 0;
-    char *b = NULL;
-    int rc = 0;
-    for (;;) {
-        if (n + 65536 + 1 > cap) {
-            size_t ncap = cap ? cap * 2 : 65536 * 2;
-            if (ncap > FL_TEXT_MAX_FILE + 65536 + 1) {
-                FL_LOG_E("text", "%s: larger than %zu bytes", path, FL_TEXT_MAX_FILE);
-                rc = FL_ETOOBIG;
-                break;
-            }
-            char *nb = realloc(b, ncap);
-            if (!nb) {
-                rc = FL_ENOMEM;
-                break;
-            }
-            b = nb;
-            cap = ncap;
-        }
-        size_t got = fread(b + n, 1, 65536, f);
-        n += got;
-        if (got < 65536) {
-            if (ferror(f)) {
-                FL_LOG_E("text", "%s: read error", path);
-                rc = FL_EIO;
-            }
-            break;
-        }
-    }
-    fclose(f);
-    if (rc) {
-        free(b);
-        return rc;
-    }
-    if (!b && !(b = malloc(1)))
-        return FL_ENOMEM;
-    b[n] = 0;
-    *out = b;
-    *len = n;
-    return 0;
-}
 
 static int passage_add(passages_t *ps, const char *name, size_t nlen, const char *text, size_t len)
 {
@@ -577,7 +528,7 @@ static int collect(const char *path, passages_t *ps)
     size_t len;
     int rc;
     if (!S_ISDIR(st.st_mode)) {
-        if ((rc = read_file(path, &text, &len)))
+        if ((rc = fl_file_read_all(path, FL_TEXT_MAX_FILE, &text, &len)))
             return rc;
         rc = split_speakers(path, text, len, ps);
         free(text);
@@ -614,7 +565,7 @@ static int collect(const char *path, passages_t *ps)
     for (size_t i = 0; i < n && !rc; i++) {
         char full[4096];
         snprintf(full, sizeof full, "%s/%s", path, names[i]);
-        if (!(rc = read_file(full, &text, &len))) {
+        if (!(rc = fl_file_read_all(full, FL_TEXT_MAX_FILE, &text, &len))) {
             rc = passage_add(ps, names[i], strlen(names[i]), text, len);
             free(text);
         }

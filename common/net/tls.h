@@ -35,8 +35,8 @@
  * paused connection has not read.
  *
  * Memory: an idle open connection holds mbedTLS's two 16 KiB record buffers,
- * its session and the peer certificate: 37.4 KiB of heap measured on either
- * side (tests/bench/bench_tls.c) — a compile-time size of Debian's mbedTLS.
+ * its session and the peer certificate, on either side — a compile-time size
+ * of Debian's mbedTLS (bench_tls's idle-connection line measures it).
  * A transfer held up by back-pressure in either direction adds nothing to
  * that (test_tls: tens of bytes per connection): there is no staging buffer
  * for ciphertext and no copy of what a paused connection had read beyond a
@@ -81,8 +81,9 @@ typedef struct {
     uint64_t max_tensor;   /* largest tensor accepted (default FL_WIRE_DEFAULT_MAX_TENSOR;
                               per connection: fl_tls_conn_set_max_tensor) */
     uint32_t handshake_timeout_ms; /* default 30000: a mutual-TLS handshake costs the
-                                      server ~12 ms of CPU (bench_tls), so hundreds
-                                      arriving at once on a loaded machine take seconds */
+                                      server milliseconds of CPU (bench_tls's handshake
+                                      line), so hundreds arriving at once on a loaded
+                                      machine take seconds */
     size_t max_inflight;   /* ciphertext bytes a connection writes per loop turn
                               before it lets the others run (default 256 KiB);
                               costs no memory (nothing is staged) */

@@ -39,8 +39,8 @@ int fl_buf_new(size_t len, fl_buf_t **out)
     if (!b)
         return FL_ENOMEM;
     /* Big buffers (encoded models) on transparent huge pages where the
-     * kernel offers them: filling 50 MiB then costs ~8 ms of page faults
-     * instead of ~40 ms (measured on the target machine). */
+     * kernel offers them: filling them then takes a few dozen page faults
+     * instead of thousands (bench_tls measures the transfer). */
     if (len >= (4u << 20)) {
         size_t rounded = (len + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
         b->data = aligned_alloc(2u << 20, rounded);
@@ -601,8 +601,8 @@ static int on_begin(fl_wire_stream_t *s, const Fedopt__TensorBegin *b, char *why
     }
     /* Large tensors get 2 MiB alignment and transparent huge pages where the
      * kernel offers them on request: receiving a model then takes a few
-     * dozen page faults instead of thousands (50 MiB: ~8 ms instead of ~40 ms
-     * of faults). Sizes are rounded up to a multiple of the alignment, as
+     * dozen page faults instead of thousands (bench_tls's receiving
+     * column). Sizes are rounded up to a multiple of the alignment, as
      * aligned_alloc requires. */
     if (s->user_dst && b->total_bytes <= s->user_cap) {
         /* The application's own buffer (fl_wire_stream_set_dst): no

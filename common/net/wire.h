@@ -231,8 +231,8 @@ int fl_wire_stream_frame(fl_wire_stream_t *s, const uint8_t *payload, size_t len
 /* Makes the next tensor (if it has at most cap bytes) arrive in dst instead
  * of a fresh allocation; the event then has borrowed set and data == dst.
  * Receiving into a buffer the application keeps (its model, a recycled delta
- * buffer) avoids faulting in and zeroing new pages for every transfer, which
- * was ~15% of the receiver's CPU in bench_tls. dst stays the caller's; it
+ * buffer) avoids faulting in and zeroing new pages for every transfer
+ * (bench_tls with BENCH_TLS_FRESH=1 measures the difference). dst stays the caller's; it
  * must stay valid until the tensor arrives or the connection ends, and its
  * contents are undefined if the transfer fails. Applies to one transfer. */
 void fl_wire_stream_set_dst(fl_wire_stream_t *s, void *dst, size_t cap);

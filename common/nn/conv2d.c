@@ -33,19 +33,18 @@ typedef struct {
 
 /* Caps the lowered matrix of a chunk (floats). Wider GEMMs amortize
  * OpenBLAS's packing, but past about a MB the output and the lowered input
- * fall out of cache: measured on the whole cnn training step (batch 20, one
- * thread, per CPU-second on the shared AMD EPYC), a cap that lowers conv2
- * (K = 288, 576 columns per example) one example at a time and conv1
- * (K = 9) the whole batch at once runs ~420 samples/s, against ~370 with
- * the whole batch in one GEMM for both. 256K floats (1 MB) is that cap; it
+ * fall out of cache: on the whole cnn training step (bench_train, batch 20,
+ * one thread) a cap that lowers conv2 (K = 288, 576 columns per example)
+ * one example at a time and conv1 (K = 9) the whole batch at once beat one
+ * GEMM over the whole batch for both. 256K floats (1 MB) is that cap; it
  * also keeps a wide ResNet layer's buffers small. Tests lower it to
  * exercise partial chunks. */
 static size_t conv_col_cap = (size_t)1 << 18;
 
 /* The cap above starves layers with small images: a ResNet stage at 6x6 has
- * 36 columns per example, and a GEMM 36 columns wide runs at about half the
- * rate of one 720 wide (38-42 against 67 GFLOP/s for 512x4608 weights on the
- * AMD EPYC, one thread; 51 against 132 on two). So a layer with
+ * 36 columns per example, and a GEMM that thin runs at a fraction of the
+ * rate of one 720 wide (packing the 512x4608 weights is paid for few
+ * columns; bench_resnet18gn measures the step). So a layer with
  * fewer than this many columns per chunk is widened, unless the lowered
  * matrix would then pass conv_col_max floats (64 MB). */
 #define CONV_MIN_COLS 512
@@ -54,10 +53,9 @@ static const size_t conv_col_max = (size_t)1 << 24;
 static int conv_cap_forced; /* a test set the cap: chunks are exactly cap/per */
 
 /* Winograd pays when its 16 GEMMs are not too thin and the tiles are mostly
- * used. Measured per example on the AMD EPYC, one thread, cnn's conv2
- * (32 -> 64 channels, 26x26 -> 24x24), cnn's batch of 20 timed layer by
- * layer: forward 0.28-0.31 ms against 0.40-0.44 with im2col + GEMM,
- * backward 0.65-0.77 against 0.88-0.98. Its GEMMs have
+ * used: on cnn's conv2 (32 -> 64 channels, 26x26 -> 24x24) it beats im2col
+ * + GEMM forward and backward with 2.25x fewer multiply-adds (bench_train's
+ * cnn rows; bench_gemm lists both shapes). Its GEMMs have
  * K = cin (forward) and K = cout (input gradient): cnn's conv1, with one
  * input channel, would run K = 1 products. The bound of 16 channels is a
  * judgement between those two, not a measured crossover. */
@@ -93,8 +91,8 @@ void fl__conv2d_set_col_cap(size_t floats)
 
 /* Copies a short run of floats. The runs of im2col/col2im are one row (6 to
  * 26 floats for the paper's models), and a call to memcpy per run costs
- * about as much as the copy: in resnet18gn's step (perf, one thread) the
- * lowering took 31% of the GEMM kernel's time with memcpy and 27% with this.
+ * about as much as the copy (a perf profile of bench_resnet18gn's step
+ * shows the lowering beside the GEMM kernel).
  * A plain loop would be turned back into that call by the compiler, so the
  * run goes in fixed 8- and 4-float pieces (which compile to vector moves)
  * and at most three single floats. */
@@ -253,8 +251,8 @@ static int conv_reserve(fl_layer_t *l, size_t max_n)
     if (c->wino) {
         /* At least 128 tile columns per GEMM (a small image's layer takes
          * several examples), and one example when that is already enough:
-         * conv2 of cnn ran 0.29 ms per example one at a time and 0.39 four
-         * at a time, whose buffers no longer fit the L2 cache. */
+         * several of cnn's conv2 examples at a time no longer fit the L2
+         * cache and ran slower (bench_train's cnn rows). */
         size_t tf = fl_winograd_tiles(&c->wf), tb = fl_winograd_tiles(&c->wb);
         size_t t = tf < tb ? tf : tb;
         size_t wc = (128 + t - 1) / t;
@@ -360,10 +358,10 @@ static void conv_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_m
 }
 
 /* The sum of x[0..n) in 16 running sums, one per lane, added pairwise at
- * the end. A single running sum is a chain of dependent additions (about
- * 4 cycles each on the EPYC, and the compiler may not reorder float
- * additions): the bias gradients of cnn's conv1 and conv2, 1.2 million
- * elements per batch-20 step, took ~3.5% of the step that way. The lanes
+ * the end. A single running sum is a chain of dependent additions (each
+ * waits out the previous one's latency, and the compiler may not reorder
+ * float additions): the bias gradients of cnn's conv1 and conv2 sum 1.2 million
+ * elements per batch-20 step (bench_train's cnn rows). The lanes
  * vectorize, and partial sums are no less accurate than one running sum. */
 static float plane_sum(const float *x, size_t n)
 {
@@ -438,8 +436,8 @@ static void conv_backward(fl_layer_t *l, const float *x, const float *y, const f
         if (!dx) {
             /* The first layer (no input gradient): one weight-gradient GEMM
              * per example straight from dy, instead of copying the chunk's
-             * dy channel-major first (conv1 of cnn: 0.79-0.83 ms backward
-             * with the copy, 0.54-0.58 without, batch 20). */
+             * dy channel-major first, a pass over dy the GEMM does not need
+             * (bench_train's cnn rows). */
             for (size_t i = 0; i < nc; i++) {
                 const float *dyi = dy + (i0 + i) * l->out_dim;
                 if (c->has_bias)

@@ -45,9 +45,9 @@ static void dropout_forward(fl_layer_t *l, const float *x, float *y, size_t n, f
      * mask depends only on the stream and the element's position. The draws
      * come in blocks from fl_rng_fill_u32 (the same values as one fl_rng_u32
      * per element, without a call and a state reload each), and the
-     * compare-and-select loop over a block then vectorizes. On the cnn's
-     * 184,320-element dropout (B = 20) this went from 5.9 to 2.5 ns per
-     * element, 1.6 ns of which is the generator's serial chain. */
+     * compare-and-select loop over a block then vectorizes; what remains is
+     * mostly the generator's serial chain (the cnn's 184,320-element dropout
+     * at B = 20 is in bench_train's cnn rows). */
     const uint32_t thr = (uint32_t)((double)d->p * 4294967296.0 > 4294967295.0
                                         ? 4294967295u
                                         : (double)d->p * 4294967296.0);
@@ -82,8 +82,8 @@ static void dropout_backward(fl_layer_t *l, const float *x, const float *y, cons
     /* dx = mask ? dy * scale : +0.0f, as a bitwise AND of dy * scale with
      * 0 or all ones widened from the byte mask: the same bits as the select
      * (a multiply by a 0/scale float mask would not be: -0.0 for negative dy,
-     * NaN for infinite dy), and a loop the compiler vectorizes: 0.45 ns per
-     * element on the cnn's dropout, where the select on a byte ran 3.6 ns. */
+     * NaN for infinite dy), and a loop the compiler vectorizes, where the
+     * select on a byte did not (bench_train's cnn rows). */
     const float scale = 1.0f / (1.0f - d->p);
     const uint8_t *mask = d->mask;
     for (size_t i = 0; i < m; i++) {

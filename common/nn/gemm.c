@@ -54,7 +54,7 @@ uint64_t fl__gemm_timed_flops(void) { return atomic_load_explicit(&timed_flops, 
 static uint64_t now_ns(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts); /* vDSO, no syscall: ~33 ns here */
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* vDSO, no syscall: cheap enough for bench_train */
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
@@ -129,20 +129,18 @@ static void gemm_run(int transa, int transb, int m, int n, int k, float alpha, c
         /* Below FL_GEMM_MT_MIN_FLOPS a product runs on one thread even when
          * more were set: OpenBLAS splits anything over 2^18 multiply-adds,
          * and mlp's batch-20 products (6.3 MFLOP each) then ran slower on
-         * two threads than on one (25,000-44,000 samples/s against
-         * 41,000-56,000 on the 2-core EPYC), while autoencoder's and bowlr's
-         * (31 MFLOP and up) and mlp's at batch 64 (20 MFLOP) gain. Only a
+         * two threads than on one, while autoencoder's and bowlr's (31 MFLOP
+         * and up) and mlp's at batch 64 (20 MFLOP) gain (bench_train's
+         * 2-thread columns measure it). Only a
          * caller that set more than one thread (one training thread: split
          * models keep 1) switches, so no concurrent GEMM sees the switch. */
         int one = set_threads > 1 && 2.0 * m * n * k < FL_GEMM_MT_MIN_FLOPS;
         if (one)
             openblas_set_num_threads(1);
         /* OpenBLAS meets beta == 0 by first zeroing C with its own beta
-         * kernel and then accumulating into it; on the 2-core EPYC (Zen
-         * kernels) that pass was 6.6% of cnn's batch-20 step. Isolated,
-         * conv2's Winograd product (64x144x32) ran 32-43 GFLOP/s with beta
-         * 0 against 56 with C cleared by memset and beta 1, conv1's
-         * (32x13520x9) 23-26 against 34. The result is the same: both
+         * kernel and then accumulating into it, a slower pass than memset
+         * (bench_gemm's Winograd and conv1 shapes, and a perf profile of
+         * bench_train's cnn step, show it). The result is the same: both
          * add the product to zeros, in the same order. */
         if (beta == 0.0f) {
             zero_rows(c, m, n, ldc);

@@ -53,8 +53,7 @@ static int build_cnn(fl_model_t *m)
      * values (ReLU is monotone, so max(relu(x)) = relu(max(x))) and the same
      * gradients: with a positive window maximum both send dy to the first
      * maximum, and otherwise both give 0. The ReLU then runs on a quarter of
-     * the elements (batch 20, 1 thread, per-layer timing: forward and
-     * backward 1.26-1.39 ms before, 0.22-0.24 ms after). The one
+     * the elements (bench_train's cnn rows measure the step). The one
      * difference is a NaN in a window, which a ReLU first would zero. */
     FL_MODEL_ADD(m, fl_pool_max_create(fl_model_out_shape(m), 2, 2, &l));
     FL_MODEL_ADD(m, fl_act_create(FL_ACT_RELU, fl_model_out_shape(m), &l));
@@ -512,15 +511,17 @@ static void part_run(void *arg)
 #define FL_MODEL_MAX_THREADS 64
 /* Split batches when one example's forward pass does at least this many
  * operations per parameter: cnn does ~20, resnet18gn ~50, charlstm ~160;
- * dense-only models ~2 (measured on the 2-core EPYC: splitting made mlp,
- * autoencoder and bowlr slower, cnn 1.3-1.65x and resnet18gn 1.85x faster). */
+ * dense-only models ~2. Splitting pays for the conv and LSTM models, whose
+ * threads work mostly on their own activations, and not for the dense ones,
+ * whose speed is reading the weights (bench_train's 2-thread columns and
+ * bench_resnet18gn measure it; figures in docs/benchmarks.md). */
 #define FL_MODEL_SPLIT_FLOPS_PER_PARAM 8.0
 static double split_threshold = FL_MODEL_SPLIT_FLOPS_PER_PARAM;
 
 /* A part has at least this many examples: below it the LSTM's per-step
  * GEMMs are a handful of rows each, their cost is packing the recurrent
- * weights, which every part would repeat (charlstm at the paper's batch of
- * 4 ran 92 samples/s on one thread and 70 split in two). */
+ * weights, which every part would repeat (bench_charlstm's batch-4 rows on
+ * 1 and 2 threads measure it). */
 #define FL_MODEL_MIN_PART 8
 static size_t min_part = FL_MODEL_MIN_PART;
 

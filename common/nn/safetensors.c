@@ -12,6 +12,8 @@
 #include <sqlite3.h>
 
 #include "common/base/error.h"
+#include "common/base/file.h"
+#include "common/base/json.h"
 #include "common/base/log.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -45,33 +47,24 @@ static int lstm_bias_partner(const char *name, int hh, char *out, size_t size)
 
 /* ---- encoding ---- */
 
-/* Appends to a growing string; returns -1 on allocation failure. */
-typedef struct {
-    char *s;
-    size_t len, cap;
-} sbuf_t;
-
-static int sb_put(sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int sb_put(sbuf_t *b, const char *fmt, ...)
+/* One tensor's header entry: "name":{"dtype":"F32","shape":[...],"data_offsets":[begin,end]}. */
+static void header_entry(fl_json_t *j, const char *name, int ndim, const int64_t *shape, size_t begin, size_t end)
 {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-            return -1;
-        if (b->s && (size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return 0;
-        }
-        size_t cap = (b->cap ? b->cap * 2 : 1024) + (size_t)n;
-        char *s = realloc(b->s, cap);
-        if (!s)
-            return -1;
-        b->s = s;
-        b->cap = cap;
-    }
+    fl_json_key(j, name);
+    fl_json_obj_begin(j);
+    fl_json_key(j, "dtype");
+    fl_json_str(j, "F32");
+    fl_json_key(j, "shape");
+    fl_json_arr_begin(j);
+    for (int d = 0; d < ndim; d++)
+        fl_json_i64(j, shape[d]);
+    fl_json_arr_end(j);
+    fl_json_key(j, "data_offsets");
+    fl_json_arr_begin(j);
+    fl_json_u64(j, begin);
+    fl_json_u64(j, end);
+    fl_json_arr_end(j);
+    fl_json_obj_end(j);
 }
 
 int fl_safetensors_encode(const fl_params_t *p, uint8_t **out, size_t *len)
@@ -80,28 +73,13 @@ int fl_safetensors_encode(const fl_params_t *p, uint8_t **out, size_t *len)
         return FL_EINVAL;
     *out = NULL;
     *len = 0;
-    sbuf_t h = {NULL, 0, 0};
-    int rc = FL_ENOMEM;
-    if (sb_put(&h, "{"))
-        goto out;
+    fl_json_t j;
+    fl_json_init_buf(&j);
+    fl_json_obj_begin(&j);
     for (size_t i = 0; i < p->nviews; i++) {
         const fl_param_view_t *v = &p->views[i];
-        /* View names are [A-Za-z0-9_.] by convention; escape the JSON specials anyway. */
-        if (sb_put(&h, "%s\"", i ? "," : ""))
-            goto out;
-        for (const char *c = v->name; *c; c++)
-            if (((*c == '"' || *c == '\\') ? sb_put(&h, "\\%c", *c)
-                 : ((unsigned char)*c < 0x20) ? sb_put(&h, "\\u%04x", (unsigned char)*c)
-                                              : sb_put(&h, "%c", *c)))
-                goto out;
-        if (sb_put(&h, "\":{\"dtype\":\"F32\",\"shape\":["))
-            goto out;
-        for (int d = 0; d < v->ndim; d++)
-            if (sb_put(&h, "%s%" PRId64, d ? "," : "", v->shape[d]))
-                goto out;
-        if (sb_put(&h, "],\"data_offsets\":[%zu,%zu]}", v->offset * sizeof(float),
-                   (v->offset + v->numel) * sizeof(float)))
-            goto out;
+        /* View names are [A-Za-z0-9_.] by convention; the writer escapes the JSON specials anyway. */
+        header_entry(&j, v->name, v->ndim, v->shape, v->offset * sizeof(float), (v->offset + v->numel) * sizeof(float));
     }
     /* The zero bias_hh partners of LSTM biases, stored after the model's data. */
     size_t extra = 0;
@@ -111,35 +89,41 @@ int fl_safetensors_encode(const fl_params_t *p, uint8_t **out, size_t *len)
         if (!lstm_bias_partner(v->name, 0, partner, sizeof partner) || fl_params_find(p, partner))
             continue;
         size_t begin = (p->numel + extra) * sizeof(float);
-        if (sb_put(&h, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%" PRId64 "],"
-                       "\"data_offsets\":[%zu,%zu]}",
-                   partner, (int64_t)v->numel, begin, begin + v->numel * sizeof(float)))
-            goto out;
+        int64_t shape = (int64_t)v->numel;
+        header_entry(&j, partner, 1, &shape, begin, begin + v->numel * sizeof(float));
         extra += v->numel;
     }
-    if (sb_put(&h, ",\"__metadata__\":{\"format\":\"pt\"}}"))
-        goto out;
+    fl_json_key(&j, "__metadata__");
+    fl_json_obj_begin(&j);
+    fl_json_key(&j, "format");
+    fl_json_str(&j, "pt");
+    fl_json_obj_end(&j);
+    fl_json_obj_end(&j);
+    char *h = NULL;
+    size_t hlen = 0;
+    int rc = fl_json_finish(&j, &h, &hlen);
+    if (rc)
+        return rc;
     /* Pad with spaces so the data starts 8-byte aligned, as the format recommends. */
-    while ((8 + h.len) % 8)
-        if (sb_put(&h, " "))
-            goto out;
+    size_t pad = (8 - (8 + hlen) % 8) % 8;
     size_t data = p->numel * sizeof(float);
-    size_t total = 8 + h.len + data + extra * sizeof(float);
+    size_t total = 8 + hlen + pad + data + extra * sizeof(float);
     uint8_t *buf = malloc(total);
-    if (!buf)
-        goto out;
-    uint64_t n = h.len;
+    if (!buf) {
+        free(h);
+        return FL_ENOMEM;
+    }
+    uint64_t n = hlen + pad;
     for (int i = 0; i < 8; i++)
         buf[i] = (uint8_t)(n >> (8 * i));
-    memcpy(buf + 8, h.s, h.len);
-    memcpy(buf + 8 + h.len, p->data, data);
-    memset(buf + 8 + h.len + data, 0, extra * sizeof(float));
+    memcpy(buf + 8, h, hlen);
+    memset(buf + 8 + hlen, ' ', pad);
+    memcpy(buf + 8 + hlen + pad, p->data, data);
+    memset(buf + 8 + hlen + pad + data, 0, extra * sizeof(float));
+    free(h);
     *out = buf;
     *len = total;
-    rc = 0;
-out:
-    free(h.s);
-    return rc;
+    return 0;
 }
 
 int fl_safetensors_save(const char *path, const fl_params_t *p)
@@ -512,40 +496,9 @@ out:
 
 static int read_file(const char *path, uint8_t **buf, size_t *len)
 {
-    *buf = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        FL_LOG_E("safetensors", "%s: cannot open: %s", path, strerror(errno));
-        return FL_EIO;
-    }
-    struct stat sb;
-    int rc = FL_EIO;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        FL_LOG_E("safetensors", "%s: not a regular file", path);
-        goto out;
-    }
-    if ((uint64_t)sb.st_size > FL_SAFETENSORS_MAX_FILE) {
-        FL_LOG_E("safetensors", "%s: %lld bytes exceeds the limit", path, (long long)sb.st_size);
-        rc = FL_ETOOBIG;
-        goto out;
-    }
-    size_t sz = (size_t)sb.st_size;
-    uint8_t *b = malloc(sz ? sz : 1);
-    if (!b) {
-        rc = FL_ENOMEM;
-        goto out;
-    }
-    if (fread(b, 1, sz, f) != sz) {
-        FL_LOG_E("safetensors", "%s: read error", path);
-        free(b);
-        goto out;
-    }
-    *buf = b;
-    *len = sz;
-    rc = 0;
-out:
-    fclose(f);
+    char *b = NULL;
+    int rc = fl_file_read_all(path, (size_t)FL_SAFETENSORS_MAX_FILE, &b, len);
+    *buf = (uint8_t *)b;
     return rc;
 }
 

@@ -26,8 +26,8 @@ size_t fl_winograd_stride(size_t rows, size_t ld)
     /* One cache line more than the matrix: with rows * ld a multiple of
      * 1024 floats (4 KiB), the 16 matrices' rows would all map to the same
      * L1 set, and the transforms, which touch all 16 at once, thrash it
-     * (conv2 of cnn, 64 x 144 matrices: the output transform took 0.19 ms
-     * per example, 0.047 with the extra line). */
+     * (conv2 of cnn has 64 x 144 matrices; bench_train's cnn rows measure
+     * the step). */
     return rows * ld + 16;
 }
 
@@ -36,8 +36,8 @@ size_t fl_winograd_stride(size_t rows, size_t ld)
  * stored split, its even columns first (tw + 1 of them), then its odd
  * ones: tile j's window columns 2j..2j+3 are then e[j], o[j], e[j+1],
  * o[j+1], and every step of the transform is a unit-stride loop over
- * tiles, which the compiler vectorizes (the interleaved form did not, and
- * cost ~10 ns per tile and channel). Four more rows hold the window rows
+ * tiles, which the compiler vectorizes (the interleaved form did not;
+ * bench_train's cnn rows measure the step). Four more rows hold the window rows
  * after the first half of the transform. */
 static size_t plane_rows(const fl_winograd_t *g) { return 2 * (size_t)g->th + 2; }
 static size_t plane_cols(const fl_winograd_t *g) { return 2 * (size_t)g->tw + 2; }
@@ -78,8 +78,9 @@ void fl_winograd_weights(const float *w, int cout, int cin, int flip, float *u)
 }
 
 /* even[k] = src[2k], odd[k] = src[2k+1] for k < n. Compilers do not
- * vectorize this stride-2 split on their own (in cnn's training step the
- * scalar loop was ~5% of the time); four pairs at a time go through the
+ * vectorize this stride-2 split on their own, and in cnn's training step it
+ * runs for every plane row (a perf profile of bench_train's cnn shows it);
+ * four pairs at a time go through the
  * vector extensions of GCC and Clang, which compile to SSE shuffles on x86
  * and NEON on ARM. */
 static void deinterleave(const float *restrict src, size_t n, float *restrict even,

@@ -1,9 +1,9 @@
 /* Training throughput of charlstm (embedding 90x8, LSTM 256 x 2, dense 90,
  * sequences of 80): samples/s of forward + backward + SGD step on random
  * token sequences, at batch 4 (the paper's Shakespeare batch) and 20, on 1
- * thread and on 2 (each taking half of a batch of 16 or more). Reference (the issue):
- * PyTorch 1.13 on the issue writer's machine, ~116 samples/s at B = 20 on 1
- * thread; tests/bench/torch_reference.py measures it on the machine at hand. */
+ * thread and on 2 (each taking half of a batch of 16 or more). The reference
+ * is PyTorch on the same machine: tests/bench/torch_reference.py measures it
+ * (the issue's figures from another machine are in docs/benchmarks.md). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,9 +1,9 @@
 /* Training throughput of resnet18gn (ResNet-18 v2, group norm, 24x24x3
  * crops, 10 classes): samples/s of forward + backward + SGD step on random
  * images, at batch 20 (the paper's) and 64, on 1 thread and on 2 (each
- * taking half of every batch). Reference (the issue): PyTorch 1.13 on the
- * issue writer's machine, ~32 samples/s at B = 20 on 1 thread, ~60 on 2;
- * tests/bench/torch_reference.py measures it on the machine at hand. */
+ * taking half of every batch). The reference is PyTorch on the same
+ * machine: tests/bench/torch_reference.py measures it (the issue's figures
+ * from another machine are in docs/benchmarks.md). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

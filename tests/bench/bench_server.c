@@ -87,7 +87,7 @@ static int part1(int k, size_t n, const char *dir)
     if (fl_round_create(&rc_, &r))
         goto out;
     double t0 = fl_bench_wall();
-    if (fl_round_begin(r, 1, (const char *const *)names, (size_t)k, opt, 0))
+    if (fl_round_begin(r, 1, (const char *const *)names, (size_t)k, opt, 0, 0))
         goto out;
     double t1 = fl_bench_wall(), t_add = 0;
     for (size_t s = 0; s < fl_round_selected_count(r); s++) {
@@ -112,7 +112,7 @@ static int part1(int k, size_t n, const char *dir)
     const fl_store_update_t *ups;
     size_t nups;
     int closed;
-    if (fl_round_close(r, 2, &row, &ups, &nups, &closed) || !closed)
+    if (fl_round_close(r, 2, 2, &row, &ups, &nups, &closed) || !closed)
         goto out;
     fl_serveropt_round_t res;
     if (fl_serveropt_finish(opt, x, n, &res))

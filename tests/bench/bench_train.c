@@ -65,8 +65,9 @@ static double bench(fl_model_t *m, size_t batch, int threads, double *per_cpu, g
     double L;
     fl_model_loss(m, x, y, batch, FL_MODE_TRAIN, 1, &L, NULL);
     fl_sgd_step(&opt, &m->params, &m->grads);
-    /* The timer's two clock reads per GEMM call (~33 ns each here) cost
-     * ~0.5% of the smallest step (logreg, B = 20: ~36 us), less elsewhere. */
+    /* The timer's two clock reads per GEMM call are a small share even of
+     * the smallest step (logreg, B = 20), less elsewhere; docs/benchmarks.md
+     * has the figures. */
     fl__gemm_timing(1);
     double gs0 = fl__gemm_seconds();
     uint64_t gf0 = fl__gemm_timed_flops();
@@ -184,8 +185,8 @@ int main(void)
             }
         /* The squares come after the model's four settings, not between
          * them: a 1024^3 product run between settings slowed the next one
-         * down (logreg at B = 64 on 1 thread: 330-420k samples/s with the
-         * squares in between, 830-920k without; cause not found). */
+         * down (logreg at B = 64 on 1 thread ran at about half its speed;
+         * cause not found; docs/benchmarks.md). */
         for (int s = 0; s < 4; s++)
             sq[s] = g[s].blas ? square_rate(g[s].blas) : 0.0;
         printf("\n%-12s", "  gemm");

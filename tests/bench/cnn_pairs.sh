@@ -2,8 +2,8 @@
 # cnn_pairs.sh BUILD [PYTHON]: fedopt against PyTorch on cnn, batch 20, one
 # thread each, in back-to-back pairs (fedopt for 4 s, then PyTorch for 8 s).
 #
-# Single runs on a shared host spread by +-15% and PyTorch's by more, so one
-# figure of each side says little about their ratio; pairs taken minutes
+# Single runs on a shared host spread widely, PyTorch's more than fedopt's,
+# so one figure of each side says little about their ratio; pairs taken minutes
 # apart see the same load, and the median of their ratios is the figure to
 # judge issue 3's "fedopt >= 1.5x PyTorch" by. FEDOPT_PAIRS sets the number
 # of pairs (default 5). `make bench` runs this where python3-torch is

@@ -5,7 +5,7 @@
 speed goals ("fedopt >= 1.5x PyTorch") are judged against PyTorch measured
 next to fedopt, not against figures from another machine. Each model is the
 PyTorch equivalent of fedopt's (same layers and shapes, see
-../shared/reference/tasks-and-models.md), trained with plain SGD on random
+docs/models.md), trained with plain SGD on random
 data of its shapes for a few seconds after a warm-up; the figure is samples/s
 of wall time. One process measures one thread count, which must also be in
 OMP_NUM_THREADS before torch loads: with idle OpenMP threads around, torch

@@ -38,11 +38,11 @@ static void test_sample(void **state)
 {
     (void)state;
     fl_fedeval_t *e = make(3), *f = make(3);
-    assert_int_equal(fl_fedeval_begin(e, 4, names, NULL, 8, 0), 0);
+    assert_int_equal(fl_fedeval_begin(e, 4, names, NULL, 8, 0, 0), 0);
     const char *rev[8];
     for (int i = 0; i < 8; i++)
         rev[i] = names[7 - i];
-    assert_int_equal(fl_fedeval_begin(f, 4, rev, NULL, 8, 0), 0);
+    assert_int_equal(fl_fedeval_begin(f, 4, rev, NULL, 8, 0, 0), 0);
     assert_int_equal(fl_fedeval_selected_count(e), 3);
     /* The same clients whatever their order (the names are kept sorted). */
     for (size_t i = 0; i < 3; i++)
@@ -62,13 +62,13 @@ static void test_sample(void **state)
     }
     assert_false(same_as_train);
     /* A second begin while open is refused; fewer connected than asked: all. */
-    assert_int_equal(fl_fedeval_begin(e, 5, names, NULL, 8, 0), FL_ESTATE);
+    assert_int_equal(fl_fedeval_begin(e, 5, names, NULL, 8, 0, 0), FL_ESTATE);
     fl_fedeval_abort(e);
     assert_int_equal(fl_fedeval_round(e), 0);
-    assert_int_equal(fl_fedeval_begin(e, 5, names, NULL, 2, 0), 0);
+    assert_int_equal(fl_fedeval_begin(e, 5, names, NULL, 2, 0, 0), 0);
     assert_int_equal(fl_fedeval_selected_count(e), 2);
     fl_fedeval_abort(e);
-    assert_int_equal(fl_fedeval_begin(e, 6, names, NULL, 0, 0), FL_EEMPTY);
+    assert_int_equal(fl_fedeval_begin(e, 6, names, NULL, 0, 0, 0), FL_EEMPTY);
     fl_fedeval_free(e);
     fl_fedeval_free(f);
 }
@@ -79,7 +79,7 @@ static void test_answers(void **state)
     fl_fedeval_t *e = make(8);
     uint64_t holds[8] = {100, 100, 100, 100, 100, 100, 100, 0};
     assert_int_equal(fl_fedeval_answer(e, "c0", 3, 10, 1, 0.5, 0), FL_FEDEVAL_CLOSED);
-    assert_int_equal(fl_fedeval_begin(e, 3, names, holds, 8, 100.0), 0);
+    assert_int_equal(fl_fedeval_begin(e, 3, names, holds, 8, 100.0, 100.0), 0);
     assert_int_equal(fl_fedeval_round(e), 3);
     assert_int_equal(fl_fedeval_answer(e, "c0", 3, 10, 2.0, 0.5, 101), FL_FEDEVAL_OK);
     assert_int_equal(fl_fedeval_answer(e, "c0", 3, 10, 2.0, 0.5, 101), FL_FEDEVAL_DUPLICATE);
@@ -97,7 +97,7 @@ static void test_answers(void **state)
     fl_store_fedeval_t row;
     const fl_store_fedeval_result_t *res;
     size_t nres;
-    assert_int_equal(fl_fedeval_close(e, 104, &row, &res, &nres), 0);
+    assert_int_equal(fl_fedeval_close(e, 104, 104, &row, &res, &nres), 0);
     assert_int_equal(row.clients_selected, 8);
     assert_int_equal(row.clients_reported, 3);
     assert_int_equal(row.clients_refused, 5);
@@ -129,7 +129,11 @@ static void test_deadline_and_cap(void **state)
 {
     (void)state;
     fl_fedeval_t *e = make(3);
-    assert_int_equal(fl_fedeval_begin(e, 1, names, NULL, 3, 0), 0);
+    /* The monotonic clock starts at 0, the wall clock at wall0 and steps a
+     * day back during the evaluation: the deadline and the seconds follow
+     * the monotonic clock, the stored times the wall clock. */
+    const double wall0 = 1.7e9;
+    assert_int_equal(fl_fedeval_begin(e, 1, names, NULL, 3, 0, wall0), 0);
     fl_fedeval_drop(e, "c1", "disconnected", 1);
     fl_fedeval_drop(e, "c1", "stalled", 2); /* the first reason stands */
     fl_fedeval_drop(e, "nobody", "stalled", 2);
@@ -141,7 +145,9 @@ static void test_deadline_and_cap(void **state)
     fl_store_fedeval_t row;
     const fl_store_fedeval_result_t *res;
     size_t nres;
-    assert_int_equal(fl_fedeval_close(e, 10, &row, &res, &nres), 0);
+    assert_int_equal(fl_fedeval_close(e, 10, wall0 - 86400, &row, &res, &nres), 0);
+    assert_true(row.started_at == wall0 && row.finished_at == wall0 - 86400);
+    assert_true(fl_fedeval_last_seconds(e) == 10);
     assert_int_equal(row.clients_reported, 0);
     assert_int_equal(row.clients_dropped, 3);
     assert_true(isnan(row.accuracy) && isnan(row.loss) && row.examples == 0);
@@ -149,7 +155,7 @@ static void test_deadline_and_cap(void **state)
     assert_string_equal(res[0].reason, "deadline");
     assert_string_equal(res[1].reason, "disconnected");
     assert_true(res[1].seconds == 1);
-    assert_int_equal(fl_fedeval_close(e, 11, &row, &res, &nres), FL_ESTATE);
+    assert_int_equal(fl_fedeval_close(e, 11, 11, &row, &res, &nres), FL_ESTATE);
     fl_fedeval_free(e);
 }
 

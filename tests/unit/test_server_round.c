@@ -122,7 +122,7 @@ static void test_fedavg_exact_mean(void **state)
     float x[P];
     for (int j = 0; j < P; j++)
         x[j] = 1.0f - (float)j;
-    assert_int_equal(fl_round_begin(r, 1, names20, 10, opt, 100.0), 0);
+    assert_int_equal(fl_round_begin(r, 1, names20, 10, opt, 100.0, 100.0), 0);
     assert_int_equal(fl_round_selected_count(r), 4);
     double ws[4] = {1, 2, 4, 1}, wsum = 8;
     float want[P] = {0};
@@ -140,7 +140,7 @@ static void test_fedavg_exact_mean(void **state)
     const fl_store_update_t *ups;
     size_t nups;
     int closed;
-    assert_int_equal(fl_round_close(r, 105.0, &row, &ups, &nups, &closed), 0);
+    assert_int_equal(fl_round_close(r, 105.0, 105.0, &row, &ups, &nups, &closed), 0);
     assert_true(closed);
     assert_string_equal(row.status, "closed");
     assert_int_equal(row.clients_selected, 4);
@@ -153,8 +153,17 @@ static void test_fedavg_exact_mean(void **state)
         assert_null(ups[i].reason);
     }
     fl_serveropt_round_t res;
-    assert_int_equal(fl_serveropt_finish(opt, x, P, &res), 0);
+    uint8_t *ck = NULL;
+    size_t ck_len = 0;
+    assert_int_equal(fl_round_finish_work(opt, x, P, &res, &ck, &ck_len), 0);
     assert_int_equal(res.accepted, 4);
+    /* The state for the checkpoint is the optimizer's after this round. */
+    uint8_t *again = NULL;
+    size_t again_len = 0;
+    assert_int_equal(fl_round_state_save(opt, &again, &again_len), 0);
+    assert_true(ck && ck_len == again_len && memcmp(ck, again, ck_len) == 0);
+    free(ck);
+    free(again);
     /* FedAvg with lr = 1: the new model is the weighted mean of the client
      * models (all values here are exact in float32: weights are powers of two
      * over 8 and the models are quarter-integers). */
@@ -181,8 +190,8 @@ static void test_refusals_and_deadline(void **state)
     /* An update between rounds is refused and kept for the next round's log. */
     assert_int_equal(fl_round_check(r, "early", 1, P, 1), FL_REFUSE_CLOSED);
     assert_int_equal(fl_round_refuse(r, "early", FL_REFUSE_CLOSED, 10, 0), 0);
-    assert_int_equal(fl_round_begin(r, 7, names20, 20, opt, 0.0), 0);
-    assert_int_equal(fl_round_begin(r, 8, names20, 20, opt, 0.0), FL_ESTATE);
+    assert_int_equal(fl_round_begin(r, 7, names20, 20, opt, 0.0, 0.0), 0);
+    assert_int_equal(fl_round_begin(r, 8, names20, 20, opt, 0.0, 0.0), FL_ESTATE);
     const char *sel[5];
     for (int i = 0; i < 5; i++)
         sel[i] = fl_round_selected_name(r, (size_t)i);
@@ -216,7 +225,7 @@ static void test_refusals_and_deadline(void **state)
     const fl_store_update_t *ups;
     size_t nups;
     int closed;
-    assert_int_equal(fl_round_close(r, 4, &row, &ups, &nups, &closed), FL_ESTATE);
+    assert_int_equal(fl_round_close(r, 4, 4, &row, &ups, &nups, &closed), FL_ESTATE);
     assert_int_equal(fl_round_add_end(r, sel[2], rc, 10, 1.0, norm, 4 * P, 4), 0);
     /* sel[3]: bad weight; sel[4]: disconnects. */
     assert_int_equal(fl_round_check(r, sel[3], 7, P, 0), FL_REFUSE_WEIGHT);
@@ -226,7 +235,7 @@ static void test_refusals_and_deadline(void **state)
     assert_false(fl_round_is_complete(r));
     assert_false(fl_round_deadline_passed(r, 9.9));
     assert_true(fl_round_deadline_passed(r, 10.0));
-    assert_int_equal(fl_round_close(r, 10.0, &row, &ups, &nups, &closed), 0);
+    assert_int_equal(fl_round_close(r, 10.0, 10.0, &row, &ups, &nups, &closed), 0);
     /* Only one accepted, min_reports 2: abandoned. */
     assert_false(closed);
     assert_string_equal(row.status, "abandoned");
@@ -297,7 +306,7 @@ static void test_over_selection(void **state)
     fl_serveropt_t *opt;
     fl_round_t *r = mk_round(3, 1, 2.0, &opt);
     float x[P] = {0};
-    assert_int_equal(fl_round_begin(r, 1, names20, 20, opt, 0.0), 0);
+    assert_int_equal(fl_round_begin(r, 1, names20, 20, opt, 0.0, 0.0), 0);
     assert_int_equal(fl_round_selected_count(r), 6);
     for (size_t s = 0; s < 3; s++) {
         const char *nm = fl_round_selected_name(r, s);
@@ -311,7 +320,7 @@ static void test_over_selection(void **state)
     const fl_store_update_t *ups;
     size_t nups;
     int closed;
-    assert_int_equal(fl_round_close(r, 2, &row, &ups, &nups, &closed), 0);
+    assert_int_equal(fl_round_close(r, 2, 2, &row, &ups, &nups, &closed), 0);
     assert_true(closed);
     assert_int_equal(row.clients_selected, 6);
     assert_int_equal(row.clients_reported, 3);
@@ -321,16 +330,16 @@ static void test_over_selection(void **state)
         surplus += ups[i].reason && strcmp(ups[i].reason, "surplus") == 0;
     assert_int_equal(surplus, 3);
     /* Fewer connected clients than S: all of them are selected. */
-    assert_int_equal(fl_round_begin(r, 2, names20, 4, opt, 3.0), 0);
+    assert_int_equal(fl_round_begin(r, 2, names20, 4, opt, 3.0, 3.0), 0);
     assert_int_equal(fl_round_selected_count(r), 4);
     /* A round with no connected client cannot start. */
-    assert_int_equal(fl_round_close(r, 4, &row, &ups, &nups, &closed), 0);
+    assert_int_equal(fl_round_close(r, 4, 4, &row, &ups, &nups, &closed), 0);
     assert_false(closed);
     assert_int_equal(row.clients_dropped, 4);
-    assert_int_equal(fl_round_begin(r, 3, names20, 0, opt, 5.0), FL_EEMPTY);
+    assert_int_equal(fl_round_begin(r, 3, names20, 0, opt, 5.0, 5.0), FL_EEMPTY);
     /* Two connections with the same name are refused. */
     const char *dup[2] = {"same", "same"};
-    assert_int_equal(fl_round_begin(r, 3, dup, 2, opt, 5.0), FL_EINVAL);
+    assert_int_equal(fl_round_begin(r, 3, dup, 2, opt, 5.0, 5.0), FL_EINVAL);
     fl_round_free(r);
     fl_serveropt_free(opt);
 }
@@ -339,18 +348,107 @@ static void test_refusal_cap(void **state)
 {
     fl_serveropt_t *opt;
     fl_round_t *r = mk_round(1, 1, 1.0, &opt);
-    assert_int_equal(fl_round_begin(r, 1, names20, 20, opt, 0.0), 0);
+    assert_int_equal(fl_round_begin(r, 1, names20, 20, opt, 0.0, 0.0), 0);
     for (int i = 0; i < 5000; i++)
         assert_int_equal(fl_round_refuse(r, "spammer", FL_REFUSE_NOT_SELECTED, 1, 1), 0);
     fl_store_round_t row;
     const fl_store_update_t *ups;
     size_t nups;
     int closed;
-    assert_int_equal(fl_round_close(r, 2, &row, &ups, &nups, &closed), 0);
+    assert_int_equal(fl_round_close(r, 2, 2, &row, &ups, &nups, &closed), 0);
     assert_int_equal(nups, 1 + 1024 + 4);
     assert_int_equal(row.bytes_in, 5000);
     fl_round_free(r);
     fl_serveropt_free(opt);
+}
+
+/* Deadlines and durations follow the monotonic `now`; the stored
+ * started_at/finished_at follow `wall`. The wall clock here jumps an hour
+ * forward during one round and a day back before the next: neither moves a
+ * deadline, and every duration is the monotonic one. */
+static void test_wall_clock_jump(void **state)
+{
+    fl_serveropt_t *opt;
+    fl_round_t *r = mk_round(2, 1, 1.0, &opt); /* deadline_s = 10 */
+    float x[P] = {0};
+    const double wall0 = 1.7e9;
+    assert_int_equal(fl_round_begin(r, 1, names20, 2, opt, 500.0, wall0), 0);
+    /* The wall clock steps +1 h right after the round opened; the monotonic
+     * one has advanced 3 s when the first client delivers. */
+    const char *a = fl_round_selected_name(r, 0), *b = fl_round_selected_name(r, 1);
+    assert_int_equal(deliver(r, opt, a, 1, x, index_of(a), 1, 503.0), 0);
+    assert_false(fl_round_deadline_passed(r, 503.0));
+    assert_false(fl_round_deadline_passed(r, 509.99));
+    assert_true(fabs(fl_round_time_left(r, 505.0) - 5.0) < 1e-9);
+    assert_true(fl_round_deadline_passed(r, 510.0));
+    fl_store_round_t row;
+    const fl_store_update_t *ups;
+    size_t nups;
+    int closed;
+    assert_int_equal(fl_round_close(r, 510.0, wall0 + 3600 + 10, &row, &ups, &nups, &closed), 0);
+    assert_true(closed);
+    assert_true(row.started_at == wall0);
+    assert_true(row.finished_at == wall0 + 3610);
+    assert_true(fl_round_last_seconds(r) == 10.0);
+    const fl_store_update_t *ua = find_up(ups, nups, a, "accepted"), *ub = find_up(ups, nups, b, "dropped");
+    assert_non_null(ua);
+    assert_non_null(ub);
+    assert_true(ua->seconds == 3.0);
+    assert_true(ub->seconds == 10.0);
+    assert_string_equal(ub->reason, "deadline");
+    fl_serveropt_round_t res;
+    uint8_t *st = NULL;
+    size_t sl = 0;
+    assert_int_equal(fl_round_finish_work(opt, x, P, &res, &st, &sl), 0);
+    free(st);
+    /* The wall clock steps a day back before round 2: its deadline is still
+     * 10 monotonic seconds away, not a day and 10 s. */
+    assert_int_equal(fl_round_begin(r, 2, names20, 2, opt, 600.0, wall0 - 86400), 0);
+    assert_false(fl_round_deadline_passed(r, 609.0));
+    assert_true(fl_round_deadline_passed(r, 610.0));
+    assert_int_equal(fl_round_close(r, 610.0, wall0 - 86400 + 10, &row, &ups, &nups, &closed), 0);
+    assert_false(closed);
+    assert_true(row.started_at == wall0 - 86400 && row.finished_at == wall0 - 86390);
+    fl_round_free(r);
+    fl_serveropt_free(opt);
+}
+
+/* A checkpoint restores bit for bit and is proved by its checksum; a
+ * checkpoint of another size or with a checksum that does not match is
+ * refused. */
+static void test_restore(void **state)
+{
+    fl_serveropt_config_t oc;
+    fl_serveropt_config_defaults(&oc, FL_SERVEROPT_FEDADAM);
+    fl_serveropt_t *a, *b;
+    assert_int_equal(fl_serveropt_create(&oc, P, &a), 0);
+    assert_int_equal(fl_serveropt_create(&oc, P, &b), 0);
+    float x[P], d[P], y[P];
+    for (int j = 0; j < P; j++) {
+        x[j] = 0.5f * (float)j;
+        d[j] = 0.25f - 0.125f * (float)j;
+    }
+    fl_serveropt_begin(a);
+    double norm;
+    assert_int_equal(fl_round_add_work(a, d, P, 3, &norm), 0);
+    uint8_t *st = NULL;
+    size_t sl = 0;
+    assert_int_equal(fl_round_finish_work(a, x, P, NULL, &st, &sl), 0);
+    fl_store_checkpoint_t cp = {.run_id = 1, .round = 1, .model = x, .numel = P, .state = st, .state_len = sl,
+                                .checksum = fl_store_checksum(x, P, st, sl)};
+    uint32_t sum = 0;
+    assert_int_equal(fl_round_restore(b, y, P, &cp, &sum), 0);
+    assert_true(sum == cp.checksum);
+    assert_memory_equal(x, y, sizeof x);
+    assert_int_equal(fl_serveropt_step(b), 1);
+    cp.checksum ^= 1;
+    assert_int_equal(fl_round_restore(b, y, P, &cp, &sum), FL_ECHECKSUM);
+    cp.checksum ^= 1;
+    cp.numel = P - 1;
+    assert_int_equal(fl_round_restore(b, y, P, &cp, &sum), FL_ESHAPE);
+    free(st);
+    fl_serveropt_free(a);
+    fl_serveropt_free(b);
 }
 
 int main(void)
@@ -358,7 +456,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_select),         cmocka_unit_test(test_fedavg_exact_mean),
         cmocka_unit_test(test_refusals_and_deadline), cmocka_unit_test(test_over_selection),
-        cmocka_unit_test(test_refusal_cap),
+        cmocka_unit_test(test_refusal_cap),    cmocka_unit_test(test_wall_clock_jump),
+        cmocka_unit_test(test_restore),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

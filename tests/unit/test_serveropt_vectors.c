@@ -17,6 +17,7 @@
 #include <sqlite3.h>
 
 #include "common/base/error.h"
+#include "common/base/file.h"
 #include "server/serveropt.h"
 
 static sqlite3 *db;
@@ -26,26 +27,6 @@ typedef struct {
     double *v;
     size_t n;
 } vec_t;
-
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)sz + 1);
-    if (b && fread(b, 1, (size_t)sz, f) != (size_t)sz) {
-        free(b);
-        b = NULL;
-    }
-    if (b)
-        b[sz] = 0;
-    fclose(f);
-    *len = (size_t)sz;
-    return b;
-}
 
 /* Reads the JSON array at `path` of `doc` into a vector of doubles; the
  * strings "NaN", "Infinity" and "-Infinity" become those values. Returns 0
@@ -131,8 +112,8 @@ static void replay_vector(void **state)
 {
     const char *path = *state;
     size_t len;
-    char *doc = slurp(path, &len);
-    assert_non_null(doc);
+    char *doc = NULL;
+    assert_int_equal(fl_file_read_all(path, (size_t)64 << 20, &doc, &len), 0);
 
     char *opt_name = text_at(doc, "$.optimizer");
     assert_non_null(opt_name);

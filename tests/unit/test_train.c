@@ -434,7 +434,9 @@ static void test_other_losses_learn(void **state)
     assert_int_equal(fl_train_run(m, &d, &cfg, NULL, NULL, NULL), 0);
     assert_int_equal(fl_train_eval(m, &d, 50, &b), 0);
     printf("autoencoder: MSE %.5f -> %.5f\n", a.loss, b.loss);
-    /* Deep sigmoid stacks leave their initial plateau slowly: measured 0.165 -> 0.121. */
+    /* Deep sigmoid stacks leave their initial plateau slowly, so the bar is a
+     * fifth off the starting MSE (the printed line shows both; the value seen
+     * when the bound was set is in docs/benchmarks.md). */
     assert_true(b.loss < 0.8 * a.loss);
     fl_model_free(m);
     fl_dataset_free(&d);
@@ -501,18 +503,21 @@ static void test_fmnist_cheap(void **state)
     /* The contract for logreg, in full: 3 epochs >= 83%. */
     assert_true(fmnist_accuracy("logreg", 3, 0) >= 0.83);
 #if !FL_HAVE_OPENBLAS
-    /* The portable GEMM (make BLAS=none) is ~30x slower than OpenBLAS: a
-     * full mlp epoch and the cnn would take 20 minutes. A short mlp run
-     * (measured 65.3% with OpenBLAS) still shows the engine learns; the
-     * gradient checks cover conv2d in that build. */
+    /* The portable GEMM (make BLAS=none) is far slower than OpenBLAS: a
+     * full mlp epoch and the cnn would take many minutes. A short mlp run
+     * still shows the engine learns (60% is well above chance and below
+     * what it reaches; docs/benchmarks.md has the value); the gradient
+     * checks cover conv2d in that build. */
     assert_true(fmnist_accuracy("mlp", 1, 5000) >= 0.60);
     return;
 #endif
-    /* mlp after one epoch: measured 83.2%; 82% leaves room for BLAS rounding. */
+    /* mlp after one epoch: 82% sits just under what it reaches
+     * (docs/benchmarks.md), leaving room for BLAS rounding. */
     assert_true(fmnist_accuracy("mlp", 1, 0) >= 0.82);
-    /* cnn on 3,000 images, 1 epoch: measured 70.8% (4,000 gave 67.8%: the first
-     * epoch at lr 0.05 is noisy). This says the cnn learns; the gradient checks
-     * say it is right, and test-long holds the 88.5% contract. */
+    /* cnn on 3,000 images, 1 epoch: the first epoch at lr 0.05 is noisy, so
+     * the bar is well under what it reaches (docs/benchmarks.md). This says
+     * the cnn learns; the gradient checks say it is right, and test-long
+     * holds the 88.5% contract. */
     assert_true(fmnist_accuracy("cnn", 1, 3000) >= 0.60);
 }
 

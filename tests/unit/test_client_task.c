@@ -1,0 +1,430 @@
+/* The client task (client/task): training, evaluation and encoding without a
+ * socket, checked against the engine run by hand.
+ *
+ * - the delta is bit for bit (fl_train_run's parameters - global) for the
+ *   same shard, model, settings and stream ids, and the global buffer is
+ *   left as it was;
+ * - the same seed ids give the same delta, another client id another one;
+ * - the offer's ClientOpt settings become the training settings (defaults
+ *   when absent) with the stream tuple {run, round, client};
+ * - the encoded Update carries the examples as weight and the training's
+ *   statistics, and the delta transfer equals encoding the delta directly;
+ * - an evaluation equals fl_train_eval on the same first examples;
+ * - an unknown model, a parameter count that is not the model's, an empty
+ *   or out-of-range shard and missing inputs are refused with their codes
+ *   and a reason;
+ * - the fitting models of 28x28 images include logreg and cnn, and nothing
+ *   fits labels the models cannot take. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "client/task.h"
+#include "common/base/error.h"
+#include "common/base/log.h"
+#include "common/base/rng.h"
+#include "common/nn/gemm.h"
+
+#define N 240
+#define SHARD 120
+
+static fl_dataset_t data;
+static uint32_t shard[SHARD];
+static float *global;
+static size_t numel;
+
+static int setup(void **state)
+{
+    (void)state;
+    fl_log_set_level(FL_LOG_ERROR);
+    fl_gemm_set_threads(1);
+    int64_t shape[3] = {1, 28, 28};
+    fl_dataset_init(&data);
+    if (fl_dataset_alloc(&data, N, 3, shape, 10))
+        return -1;
+    fl_rng_t r;
+    fl_rng_seed(&r, 21);
+    for (size_t i = 0; i < data.n * data.dim; i++)
+        data.x[i] = (float)fl_rng_uniform(&r);
+    for (size_t i = 0; i < data.n; i++)
+        data.y[i] = (int32_t)fl_rng_below(&r, 10);
+    /* The client's shard: every other example, from the second on. */
+    for (size_t i = 0; i < SHARD; i++)
+        shard[i] = (uint32_t)(2 * i + 1);
+    fl_model_spec_t spec;
+    fl_model_t *m = NULL;
+    if (fl_model_spec_from_dataset(&data, &spec) || fl_model_create("logreg", &spec, &m))
+        return -1;
+    fl_model_init_params(m, 3);
+    numel = m->params.numel;
+    global = fl_task_alloc_params(numel);
+    if (!global)
+        return -1;
+    memcpy(global, m->params.data, numel * sizeof(float));
+    fl_model_free(m);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    free(global);
+    fl_dataset_free(&data);
+    return 0;
+}
+
+static fl_task_in_t input(void)
+{
+    fl_task_in_t in = {.model = "logreg", .data = &data, .index = shard, .nindex = SHARD, .global = global,
+                       .n = numel, .gemm_threads = 1};
+    return in;
+}
+
+static void settings(uint64_t client, fl_train_config_t *cfg)
+{
+    Fedopt__ClientOptSettings os = FEDOPT__CLIENT_OPT_SETTINGS__INIT;
+    os.learning_rate = 0.05;
+    os.epochs = 2;
+    os.batch_size = 16;
+    os.seed = 9;
+    fl_task_config(&os, 3, 4, client, cfg);
+}
+
+static void test_config(void **state)
+{
+    (void)state;
+    fl_train_config_t c;
+    Fedopt__ClientOptSettings os = FEDOPT__CLIENT_OPT_SETTINGS__INIT;
+    os.learning_rate = 0.25;
+    os.momentum = 0.5;
+    os.weight_decay = 0.001;
+    os.epochs = 3;
+    os.batch_size = 7;
+    os.seed = 42;
+    os.max_steps = 11;
+    fl_task_config(&os, 5, 6, 7, &c);
+    assert_int_equal(c.epochs, 3);
+    assert_int_equal(c.batch, 7);
+    assert_true(c.sgd.lr == 0.25f && c.sgd.momentum == 0.5f && c.sgd.weight_decay == 0.001f);
+    assert_int_equal(c.seed, 42);
+    assert_int_equal(c.max_steps, 11);
+    assert_int_equal(c.nids, 3);
+    assert_int_equal(c.ids[0], 5);
+    assert_int_equal(c.ids[1], 6);
+    assert_int_equal(c.ids[2], 7);
+    /* No settings: one epoch of batches of 20 at learning rate 0. */
+    fl_task_config(NULL, 1, 2, 3, &c);
+    assert_int_equal(c.epochs, 1);
+    assert_int_equal(c.batch, 20);
+    assert_true(c.sgd.lr == 0);
+    assert_int_equal(c.max_steps, 0);
+    assert_int_equal(c.ids[2], 3);
+}
+
+static void test_delta_is_trained_minus_global(void **state)
+{
+    (void)state;
+    fl_train_config_t cfg;
+    settings(8, &cfg);
+    float *before = malloc(numel * sizeof(float));
+    assert_non_null(before);
+    memcpy(before, global, numel * sizeof(float));
+
+    fl_task_in_t in = input();
+    fl_task_result_t res;
+    char why[200] = "";
+    assert_int_equal(fl_task_train(&in, &cfg, &res, why, sizeof why), 0);
+    assert_int_equal(res.n, numel);
+    assert_non_null(res.delta);
+    assert_memory_equal(global, before, numel * sizeof(float)); /* only read */
+
+    /* The same training by hand: the shard, the model, the engine. */
+    fl_dataset_t local;
+    fl_dataset_init(&local);
+    assert_int_equal(fl_dataset_subset(&data, shard, SHARD, &local), 0);
+    fl_model_spec_t spec;
+    fl_model_t *m = NULL;
+    assert_int_equal(fl_model_spec_from_dataset(&local, &spec), 0);
+    assert_int_equal(fl_model_create("logreg", &spec, &m), 0);
+    assert_int_equal(fl_model_set_threads(m, 1), 0);
+    assert_int_equal(fl_model_set_params(m, global, numel), 0);
+    fl_train_stats_t st;
+    assert_int_equal(fl_train_run(m, &local, &cfg, NULL, NULL, &st), 0);
+    size_t changed = 0;
+    for (size_t i = 0; i < numel; i++) {
+        float want = m->params.data[i] - global[i];
+        if (memcmp(&want, &res.delta[i], sizeof want) != 0)
+            fail_msg("delta[%zu] = %.9g, trained - global = %.9g", i, (double)res.delta[i], (double)want);
+        changed += want != 0;
+    }
+    assert_true(changed > numel / 2); /* training moved the model */
+    assert_int_equal(res.st.examples, st.examples);
+    assert_int_equal(res.st.examples, SHARD); /* the update's weight: examples, not visits */
+    assert_int_equal(res.st.steps, st.steps);
+    assert_true(res.st.loss == st.loss);
+    assert_true(isfinite(res.st.loss) && res.st.loss > 0);
+
+    fl_model_free(m);
+    fl_dataset_free(&local);
+    fl_task_result_free(&res);
+    assert_null(res.delta);
+    assert_null(res.model);
+    fl_task_result_free(&res); /* twice is harmless */
+    fl_task_result_free(NULL);
+    free(before);
+}
+
+static void test_same_seed_ids_same_delta(void **state)
+{
+    (void)state;
+    fl_train_config_t cfg;
+    settings(8, &cfg);
+    fl_task_in_t in = input();
+    fl_task_result_t a, b, c;
+    assert_int_equal(fl_task_train(&in, &cfg, &a, NULL, 0), 0);
+    assert_int_equal(fl_task_train(&in, &cfg, &b, NULL, 0), 0);
+    assert_memory_equal(a.delta, b.delta, numel * sizeof(float));
+    assert_true(a.st.loss == b.st.loss);
+    /* Another client id is another shuffle stream: another delta. */
+    settings(9, &cfg);
+    assert_int_equal(fl_task_train(&in, &cfg, &c, NULL, 0), 0);
+    assert_true(memcmp(a.delta, c.delta, numel * sizeof(float)) != 0);
+    fl_task_result_free(&a);
+    fl_task_result_free(&b);
+    fl_task_result_free(&c);
+}
+
+static void test_encode_update(void **state)
+{
+    (void)state;
+    fl_train_config_t cfg;
+    settings(8, &cfg);
+    fl_task_in_t in = input();
+    fl_task_result_t res;
+    assert_int_equal(fl_task_train(&in, &cfg, &res, NULL, 0), 0);
+    fl_buf_t *up = NULL, *delta = NULL, *want = NULL;
+    const uint32_t chunk = 4096;
+    assert_int_equal(fl_task_encode_update(12, &res, chunk, &up, &delta, NULL, 0), 0);
+    assert_non_null(up);
+    assert_non_null(delta);
+
+    Fedopt__Envelope *env = NULL;
+    char why[200] = "";
+    assert_int_equal(fl_wire_decode(up->data + FL_WIRE_HEADER, up->len - FL_WIRE_HEADER, &env, why, sizeof why), 0);
+    assert_int_equal(env->msg_case, FEDOPT__ENVELOPE__MSG_UPDATE);
+    assert_int_equal(env->update->round_id, 12);
+    assert_int_equal(env->update->num_examples, res.st.examples);
+    assert_true(env->update->weight == (double)res.st.examples);
+    assert_true(env->update->train_loss == res.st.loss);
+    assert_true(env->update->train_accuracy == res.st.metric);
+    assert_int_equal(env->update->steps, res.st.steps);
+    fl_wire_msg_free(env);
+
+    assert_int_equal(fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 12, res.delta, numel * sizeof(float),
+                                           chunk, &want),
+                     0);
+    assert_int_equal(delta->len, want->len);
+    assert_memory_equal(delta->data, want->data, want->len);
+    /* More than one chunk: the chunk size was honoured. */
+    assert_true(numel * sizeof(float) > chunk);
+    fl_buf_unref(up);
+    fl_buf_unref(delta);
+    fl_buf_unref(want);
+
+    /* A shorter delta (as a hook may make it) is encoded as it is. */
+    res.n--;
+    assert_int_equal(fl_task_encode_update(12, &res, 0, &up, &delta, NULL, 0), 0);
+    assert_int_equal(fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 12, res.delta,
+                                           (numel - 1) * sizeof(float), 0, &want),
+                     0);
+    assert_int_equal(delta->len, want->len);
+    assert_memory_equal(delta->data, want->data, want->len);
+    fl_buf_unref(up);
+    fl_buf_unref(delta);
+    fl_buf_unref(want);
+    res.n++;
+
+    assert_int_equal(fl_task_encode_update(1, NULL, 0, &up, &delta, NULL, 0), FL_EINVAL);
+    fl_task_result_free(&res);
+}
+
+/* The low-memory release: after fl_task_result_slim the result holds the
+ * same delta without its model, encodes to the same frames, slims again
+ * harmlessly and frees its delta itself (ASan sees a leak or a double free). */
+static void test_result_slim(void **state)
+{
+    (void)state;
+    fl_train_config_t cfg;
+    settings(8, &cfg);
+    fl_task_in_t in = input();
+    fl_task_result_t res, ref;
+    assert_int_equal(fl_task_train(&in, &cfg, &res, NULL, 0), 0);
+    assert_int_equal(fl_task_train(&in, &cfg, &ref, NULL, 0), 0);
+    assert_non_null(res.model);
+    fl_task_result_slim(&res);
+    assert_null(res.model);
+    assert_non_null(res.delta);
+    assert_int_equal(res.n, numel);
+    assert_memory_equal(res.delta, ref.delta, numel * sizeof(float));
+    assert_true(res.st.examples == ref.st.examples && res.st.loss == ref.st.loss);
+    fl_task_result_slim(&res);
+    assert_memory_equal(res.delta, ref.delta, numel * sizeof(float));
+    fl_buf_t *up = NULL, *delta = NULL, *up2 = NULL, *delta2 = NULL;
+    assert_int_equal(fl_task_encode_update(5, &res, 0, &up, &delta, NULL, 0), 0);
+    assert_int_equal(fl_task_encode_update(5, &ref, 0, &up2, &delta2, NULL, 0), 0);
+    assert_int_equal(delta->len, delta2->len);
+    assert_memory_equal(delta->data, delta2->data, delta->len);
+    assert_int_equal(up->len, up2->len);
+    fl_buf_unref(up);
+    fl_buf_unref(delta);
+    fl_buf_unref(up2);
+    fl_buf_unref(delta2);
+    fl_task_result_free(&res);
+    assert_null(res.delta);
+    fl_task_result_free(&ref);
+    fl_task_result_slim(NULL);
+    fl_task_result_t empty;
+    memset(&empty, 0, sizeof empty);
+    fl_task_result_slim(&empty);
+    fl_task_result_free(&empty);
+}
+
+static void test_eval(void **state)
+{
+    (void)state;
+    fl_task_in_t in = input();
+    fl_train_stats_t st, want;
+    assert_int_equal(fl_task_eval(&in, 32, 50, &st, NULL, 0), 0);
+    assert_int_equal(st.examples, 50);
+
+    fl_dataset_t local;
+    fl_dataset_init(&local);
+    assert_int_equal(fl_dataset_subset(&data, shard, SHARD, &local), 0);
+    local.n = 50;
+    fl_model_spec_t spec;
+    fl_model_t *m = NULL;
+    assert_int_equal(fl_model_spec_from_dataset(&local, &spec), 0);
+    assert_int_equal(fl_model_create("logreg", &spec, &m), 0);
+    assert_int_equal(fl_model_set_params(m, global, numel), 0);
+    assert_int_equal(fl_train_eval(m, &local, 32, &want), 0);
+    assert_true(st.loss == want.loss);
+    assert_true(st.metric == want.metric);
+    local.n = SHARD;
+    fl_model_free(m);
+    fl_dataset_free(&local);
+
+    /* max 0: every example of the shard. */
+    assert_int_equal(fl_task_eval(&in, 0, 0, &st, NULL, 0), 0);
+    assert_int_equal(st.examples, SHARD);
+
+    fl_buf_t *out = NULL;
+    Fedopt__Envelope *env = NULL;
+    assert_int_equal(fl_task_encode_eval(5, &st, &out, NULL, 0), 0);
+    assert_int_equal(fl_wire_decode(out->data + FL_WIRE_HEADER, out->len - FL_WIRE_HEADER, &env, NULL, 0), 0);
+    assert_int_equal(env->msg_case, FEDOPT__ENVELOPE__MSG_EVAL_RESULT);
+    assert_int_equal(env->eval_result->round_id, 5);
+    assert_int_equal(env->eval_result->num_examples, SHARD);
+    assert_true(env->eval_result->loss == st.loss);
+    fl_wire_msg_free(env);
+    fl_buf_unref(out);
+}
+
+static void test_refusals(void **state)
+{
+    (void)state;
+    fl_train_config_t cfg;
+    settings(8, &cfg);
+    fl_task_result_t res;
+    char why[200];
+
+    fl_task_in_t in = input();
+    in.model = "no-such-model";
+    why[0] = 0;
+    assert_int_equal(fl_task_train(&in, &cfg, &res, why, sizeof why), FL_ENOTFOUND);
+    assert_non_null(strstr(why, "no-such-model"));
+    assert_null(res.delta);
+    assert_null(res.model);
+
+    in = input();
+    in.n = numel - 1;
+    why[0] = 0;
+    assert_int_equal(fl_task_train(&in, &cfg, &res, why, sizeof why), FL_ESHAPE);
+    assert_non_null(strstr(why, "parameters"));
+    assert_null(res.delta);
+    fl_train_stats_t st;
+    assert_int_equal(fl_task_eval(&in, 0, 0, &st, why, sizeof why), FL_ESHAPE);
+
+    /* A model built for other inputs (resnet18gn wants 32x32x3 images). */
+    in = input();
+    in.model = "resnet18gn";
+    why[0] = 0;
+    int rc = fl_task_train(&in, &cfg, &res, why, sizeof why);
+    assert_true(rc < 0);
+    assert_non_null(strstr(why, "resnet18gn"));
+
+    in = input();
+    in.nindex = 0;
+    why[0] = 0;
+    assert_int_equal(fl_task_train(&in, &cfg, &res, why, sizeof why), FL_EEMPTY);
+    assert_non_null(strstr(why, "no examples"));
+
+    uint32_t bad[2] = {0, N};
+    in = input();
+    in.index = bad;
+    in.nindex = 2;
+    why[0] = 0;
+    assert_int_equal(fl_task_train(&in, &cfg, &res, why, sizeof why), FL_EINVAL);
+    assert_true(why[0] != 0);
+
+    in = input();
+    in.global = NULL;
+    assert_int_equal(fl_task_train(&in, &cfg, &res, why, sizeof why), FL_EINVAL);
+    in = input();
+    assert_int_equal(fl_task_train(&in, NULL, &res, why, sizeof why), FL_EINVAL);
+    assert_int_equal(fl_task_train(NULL, &cfg, &res, why, sizeof why), FL_EINVAL);
+    assert_int_equal(fl_task_train(&in, &cfg, NULL, why, sizeof why), FL_EINVAL);
+}
+
+static void test_fitting_models(void **state)
+{
+    (void)state;
+    const char **names = NULL;
+    size_t n = 0;
+    assert_int_equal(fl_task_fitting_models(&data, &names, &n), 0);
+    int logreg = 0, cnn = 0;
+    for (size_t i = 0; i < n; i++) {
+        logreg |= strcmp(names[i], "logreg") == 0;
+        cnn |= strcmp(names[i], "cnn") == 0;
+        /* Every listed model really builds. */
+        fl_model_spec_t spec;
+        fl_model_t *m = NULL;
+        assert_int_equal(fl_model_spec_from_dataset(&data, &spec), 0);
+        assert_int_equal(fl_model_create(names[i], &spec, &m), 0);
+        fl_model_free(m);
+    }
+    assert_true(logreg && cnn);
+    assert_true(n < fl_models_count()); /* the 32x32x3 models do not fit */
+    free(names);
+    assert_int_equal(fl_task_fitting_models(NULL, &names, &n), FL_EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_delta_is_trained_minus_global),
+        cmocka_unit_test(test_same_seed_ids_same_delta),
+        cmocka_unit_test(test_encode_update),
+        cmocka_unit_test(test_result_slim),
+        cmocka_unit_test(test_eval),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_fitting_models),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
