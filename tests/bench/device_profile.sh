@@ -7,6 +7,8 @@
 # so when quoting). A run the limit kills prints "killed".
 # Usage: tests/bench/device_profile.sh [LIMIT_MB] [MODELS...]
 #   (from the repository root; builds: build/, build-arm64/, build-armhf/)
+#   PROFILE_ARCHS: which of native, arm64, armhf (default all three)
+#   BENCH_ARGS: more bench options (e.g. --examples 40 to shorten emulated runs)
 set -u
 limit=${1:-512}
 [ $# -gt 0 ] && shift
@@ -29,9 +31,9 @@ limited() { # CMD...: runs CMD under the limit
 }
 
 echo "# limit ${limit} MB via ${cg:+memory cgroup}${cg:-ulimit -v}; $(date -u +%Y-%m-%dT%H:%MZ); load $(cut -d' ' -f1-3 /proc/loadavg)"
-for w in native:build/fedopt-client arm64:build-arm64/fedopt-client armhf:build-armhf/fedopt-client; do
-    a=${w%%:*}
-    c=${w#*:}
+for a in ${PROFILE_ARCHS:-native arm64 armhf}; do
+    c=build-$a/fedopt-client
+    [ "$a" = native ] && c=build/fedopt-client
     [ -x "$c" ] || continue
     case "$a" in
         native) run="" ;;
@@ -40,7 +42,7 @@ for w in native:build/fedopt-client arm64:build-arm64/fedopt-client armhf:build-
     esac
     for m in $models; do
         # shellcheck disable=SC2086
-        out=$(limited $run "$c" bench --model "$m" --json 2>&1)
+        out=$(limited $run "$c" bench --model "$m" --json ${BENCH_ARGS:-} 2>&1)
         rc=$?
         if [ "$rc" -eq 0 ]; then
             echo "$a $out"

@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Shared helpers of the emulated tests (sourced, not run; make test-cross).
 # Expects $build (the native build) and sets $cross: "ARCH:CLIENT" words, one
 # per cross-built client found (FEDOPT_CROSS_CLIENTS overrides the search of
