@@ -113,7 +113,7 @@ endif
 else
 DEPS_STATUS := $(shell sh deploy/install-deps.sh --check --arch $(ARCH) >&2 && echo ok)
 ifneq ($(DEPS_STATUS),ok)
-$(error the $(ARCH) cross build lacks packages: run `make cross-deps ARCH=$(ARCH)` (as root or with sudo))
+$(error the $(ARCH) cross build lacks packages: run `make cross-deps ARCH=$(ARCH)` (as root or with sudo; docs/devices.md))
 endif
 endif
 -include $(BUILD)/config-$(BLAS).mk
@@ -262,10 +262,13 @@ cross-deps:
 
 CROSS_TESTS := $(filter-out $(BUILD)/tests/test_server_% $(BUILD)/tests/test_serveropt%,$(TEST_BINS))
 NATIVE_BUILD ?= build
+# The mixed federation also takes the other architectures' clients already built.
+CROSS_OTHERS = $(foreach a,$(filter-out $(ARCH),arm64 armhf),$(if $(wildcard build-$(a)/fedopt-client),$(a):build-$(a)/fedopt-client))
 ifneq ($(CROSS),)
 test-cross: $(CLIENT) $(CROSS_TESTS)
 	$(MAKE) CROSS= ARCH= BUILD=$(NATIVE_BUILD) all $(NATIVE_BUILD)/tools/fl_delta_diff
-	@FEDOPT_TEST_WRAPPER="$(QEMU)" FEDOPT_CROSS_CLIENT=$(BUILD)/fedopt-client FEDOPT_TEST_TIMEOUT=$${FEDOPT_TEST_TIMEOUT:-1800} \
+	@FEDOPT_TEST_WRAPPER="$(QEMU)" FEDOPT_TEST_TIMEOUT=$${FEDOPT_TEST_TIMEOUT:-1800} \
+	    FEDOPT_CROSS_CLIENTS="$(ARCH):$(BUILD)/fedopt-client $(CROSS_OTHERS)" \
 	    sh tests/run-tests.sh $(BUILD) tests/cross $(NATIVE_BUILD)
 else
 test-cross:
