@@ -13,7 +13,6 @@
  * Peak RSS is the process's high-water mark (VmHWM), so one process measures
  * one model; under qemu-user it includes the emulator, and base_rss (VmRSS
  * before the round) says how much. */
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +43,7 @@ static const struct {
     {"bowlr", 100, 400},   {"charlstm", 4, 100},  {"wordlstm", 16, 400}, {"resnet18gn", 20, 100},
 };
 
-static void usage(FILE *out)
+void fl_client_cmd_bench_usage(FILE *out)
 {
     fprintf(out,
             "usage: fedopt-client bench [--model M] [--json] [--examples N] [--batch B]\n"
@@ -128,11 +127,11 @@ static int synth(const fl_model_info_t *info, size_t n, uint64_t seed, fl_datase
 
 int fl_client_cmd_bench(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"model", required_argument, NULL, 'm'},     {"json", no_argument, NULL, 'j'},
-        {"examples", required_argument, NULL, 'n'},  {"batch", required_argument, NULL, 'b'},
-        {"threads", required_argument, NULL, 't'},   {"low-memory", required_argument, NULL, 'L'},
-        {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0}};
+    enum { O_MODEL = 1, O_JSON, O_EXAMPLES, O_BATCH, O_THREADS, O_LOWMEM };
+    static const fl_cli_opt_t opts[] = {
+        {"model", 1, O_MODEL},     {"json", 0, O_JSON},       {"examples", 1, O_EXAMPLES},
+        {"batch", 1, O_BATCH},     {"threads", 1, O_THREADS}, {"low-memory", 1, O_LOWMEM},
+        {NULL, 0, 0}};
     fl_data_spec_t spec;
     fl_data_spec_init(&spec);
     fl_dataset_t data;
@@ -144,42 +143,28 @@ int fl_client_cmd_bench(int argc, char **argv)
     fl_buf_t *down = NULL, *up = NULL, *delta = NULL;
     const char *model = "cnn";
     long examples = 0, batch = 0, threads = 1, lowmem = 1;
-    int json = 0, o, status = 2, rc;
-    int have_data = 0;
-    for (int i = 1; i < argc; i++)
-        if (strncmp(argv[i], "--data", 6) == 0)
+    int json = 0, status = FL_CLI_USAGE, rc, id, bad = 0, have_data = 0;
+    fl_cli_t cli;
+    fl_cli_init(&cli, "fedopt-client", "bench", opts, fl_data_spec_opts, argc, argv);
+    while (!bad && (id = fl_cli_next(&cli)) != FL_CLI_END) {
+        switch (id) {
+        case FL_CLI_ERR: bad = 1; break;
+        case FL_CLI_ARG: bad = fl_cli_error(&cli, "unexpected argument '%s'", cli.val); break;
+        case O_MODEL: model = cli.val; break;
+        case O_JSON: json = 1; break;
+        case O_EXAMPLES: bad = fl_cli_get_long(&cli, 1, 100000000, &examples) != 0; break;
+        case O_BATCH: bad = fl_cli_get_long(&cli, 1, 1000000, &batch) != 0; break;
+        case O_THREADS: bad = fl_cli_get_long(&cli, 1, 64, &threads) != 0; break;
+        case O_LOWMEM: bad = fl_cli_get_long(&cli, 0, 1, &lowmem) != 0; break;
+        default:
+            /* Any data option means the client's own data. */
             have_data = 1;
-    if (fl_data_spec_parse_args(&spec, &argc, argv))
-        goto out;
-    optind = 1;
-    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (o) {
-        case 'm': model = optarg; break;
-        case 'j': json = 1; break;
-        case 'n':
-            if (fl_cli_long(optarg, 1, 100000000, &examples))
-                goto bad;
+            bad = fl_data_spec_apply(&spec, &cli) != 0;
             break;
-        case 'b':
-            if (fl_cli_long(optarg, 1, 1000000, &batch))
-                goto bad;
-            break;
-        case 't':
-            if (fl_cli_long(optarg, 1, 64, &threads))
-                goto bad;
-            break;
-        case 'L':
-            if (fl_cli_long(optarg, 0, 1, &lowmem))
-                goto bad;
-            break;
-        case 'h': usage(stdout); status = 0; goto out;
-        default: usage(stderr); goto out;
         }
     }
-    if (optind != argc) {
-        usage(stderr);
+    if (bad)
         goto out;
-    }
     status = 1;
     const fl_model_info_t *info = fl_models_find(model);
     if (!info) {
@@ -282,10 +267,6 @@ int fl_client_cmd_bench(int argc, char **argv)
                threads == 1 ? "" : "s", fl_gemm_backend(), sps, st.seconds, cps, cpu, peak_rss, base_rss,
                lowmem ? "" : " [--low-memory 0]", down_bytes, up_bytes, bin);
     status = 0;
-    goto out;
-bad:
-    fprintf(stderr, "bench: bad value '%s'\n", optarg);
-    usage(stderr);
 out:
     fl_task_result_free(&res);
     fl_buf_unref(down);
