@@ -80,6 +80,12 @@ DESTDIR ?=
 # Flags every build needs; the user's CFLAGS come on top.
 FL_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
              -fno-strict-aliasing -MMD -MP -I. -I$(BUILD)
+# 32-bit ARM: 64-bit file offsets. Without them readdir() fails with
+# EOVERFLOW when the file system hands out 64-bit directory cookies (ext4
+# under qemu-user on a 64-bit host: the idx and LEAF loaders found no files).
+ifeq ($(ARCH),armhf)
+FL_CFLAGS += -D_FILE_OFFSET_BITS=64
+endif
 ifneq ($(SANITIZE),)
 FL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SANITIZE)
