@@ -15,12 +15,59 @@
 #   make install              binaries, systemd units, example configs (PREFIX, DESTDIR)
 #   make image                the OCI image with podman (deploy/Containerfile; IMAGE, IMAGE_BASE)
 #   make test-image           build the image, then run a federation from it (minutes)
+#   make cross-deps ARCH=A    install what a cross build of the client needs (A: arm64, armhf)
+#   make ARCH=A client        cross-build the client into build-A/ (or CROSS=aarch64-linux-gnu,
+#                             CROSS=arm-linux-gnueabihf); docs/devices.md
+#   make test-cross ARCH=A    the engine's and client's unit tests under qemu-user, then the
+#                             mixed-architecture federation (slow; not part of make test)
 #   make SANITIZE=address,undefined test
 #   make CC=clang CFLAGS='-O1 -g'
 #
 # Any Debian package that is missing is installed first by deploy/install-deps.sh.
 
+# Cross builds (the client only; docs/devices.md): ARCH names a Debian
+# architecture, CROSS a GNU triplet; either implies the other.
+ARCH ?=
+CROSS ?=
+CROSS_arm64 := aarch64-linux-gnu
+CROSS_armhf := arm-linux-gnueabihf
+CROSS_riscv64 := riscv64-linux-gnu
+ifneq ($(ARCH),)
+ifeq ($(CROSS),)
+CROSS := $(CROSS_$(ARCH))
+endif
+ifeq ($(CROSS),)
+$(error ARCH must be arm64, armhf or riscv64 (or give CROSS=triplet))
+endif
+endif
+ifneq ($(CROSS),)
+ARCH := $(firstword $(foreach a,arm64 armhf riscv64,$(if $(filter $(CROSS),$(CROSS_$(a))),$(a))))
+ifeq ($(ARCH),)
+$(error CROSS must be aarch64-linux-gnu, arm-linux-gnueabihf or riscv64-linux-gnu)
+endif
+ifeq ($(origin CC),default)
+CC := $(CROSS)-gcc
+endif
+ifeq ($(origin AR),default)
+AR := $(CROSS)-ar
+endif
+STRIP := $(CROSS)-strip
+PKG_CONFIG ?= PKG_CONFIG_LIBDIR=/usr/lib/$(CROSS)/pkgconfig:/usr/share/pkgconfig pkg-config
+BUILD ?= build-$(ARCH)
+QEMU_arm64 := aarch64
+QEMU_armhf := arm
+QEMU_riscv64 := riscv64
+# qemu-user runs the cross-built programs with the target's loader and
+# libraries from the multiarch packages (/lib/ld-linux-*.so, /usr/lib/$(CROSS)).
+# Not -L /usr/$(CROSS): that loader is the cross toolchain's glibc build,
+# which does not match the multiarch libc.so.6 it then loads, and the first
+# pthread_create never returned (docs/devices.md).
+QEMU ?= qemu-$(QEMU_$(ARCH))
+endif
+
 CC ?= cc
+STRIP ?= strip
+PKG_CONFIG ?= pkg-config
 CFLAGS ?= -O2 -g
 # The numeric kernels (ServerOpt, the parameter buffer, the training engine)
 # are built with these on top of CFLAGS: their loops only vectorize at -O3.
@@ -41,11 +88,19 @@ DESTDIR ?=
 # Flags every build needs; the user's CFLAGS come on top.
 FL_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
              -fno-strict-aliasing -MMD -MP -I. -I$(BUILD)
+# 32-bit ARM: 64-bit file offsets. Without them readdir() fails with
+# EOVERFLOW when the file system hands out 64-bit directory cookies (ext4
+# under qemu-user on a 64-bit host: the idx and LEAF loaders found no files).
+ifeq ($(ARCH),armhf)
+FL_CFLAGS += -D_FILE_OFFSET_BITS=64
+endif
 ifneq ($(SANITIZE),)
 FL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
+# A cross build makes only the client; it uses the same libraries (the
+# device client reads an INI file and may serve metrics).
 PKGS := libuv libprotobuf-c sqlite3 zlib inih libmicrohttpd
 ifeq ($(BLAS),openblas)
 PKGS += openblas
@@ -60,21 +115,31 @@ endif
 # there: deploy/install-deps.sh is a fast no-op when nothing is missing, and
 # installs what is (apt-get, sudo when not root) otherwise. Package flags are
 # then computed once and cached in $(BUILD)/config-$(BLAS).mk.
-NODEPS_GOALS := clean distclean help
+# A cross build only checks its own packages (installing them adds a foreign
+# architecture to dpkg, which only `make cross-deps ARCH=...` does) and never
+# installs native ones it does not use.
+NODEPS_GOALS := clean distclean help cross-deps
 ifneq ($(filter-out $(NODEPS_GOALS),$(or $(MAKECMDGOALS),all)),)
+ifeq ($(CROSS),)
 DEPS_STATUS := $(shell FEDOPT_DEPS=$(FEDOPT_DEPS) sh deploy/install-deps.sh >&2 && echo ok)
 ifneq ($(DEPS_STATUS),ok)
 $(error deploy/install-deps.sh could not install the packages fedopt needs (see above))
+endif
+else
+DEPS_STATUS := $(shell sh deploy/install-deps.sh --check --arch $(ARCH) >&2 && echo ok)
+ifneq ($(DEPS_STATUS),ok)
+$(error the $(ARCH) cross build lacks packages: run `make cross-deps ARCH=$(ARCH)` (as root or with sudo; docs/devices.md))
+endif
 endif
 -include $(BUILD)/config-$(BLAS).mk
 endif
 
 $(BUILD)/config-$(BLAS).mk: deploy/install-deps.sh Makefile
 	@mkdir -p $(BUILD)
-	@{ echo "PKG_CFLAGS := $$(pkg-config --cflags $(PKGS))"; \
-	   echo "PKG_LIBS := $$(pkg-config --libs $(PKGS)) -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm"; \
-	   echo "CMOCKA_CFLAGS := $$(pkg-config --cflags cmocka)"; \
-	   echo "CMOCKA_LIBS := $$(pkg-config --libs cmocka)"; } > $@
+	@{ echo "PKG_CFLAGS := $$($(PKG_CONFIG) --cflags $(PKGS))"; \
+	   echo "PKG_LIBS := $$($(PKG_CONFIG) --libs $(PKGS)) -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm"; \
+	   echo "CMOCKA_CFLAGS := $$($(PKG_CONFIG) --cflags cmocka)"; \
+	   echo "CMOCKA_LIBS := $$($(PKG_CONFIG) --libs cmocka)"; } > $@
 
 ALL_CFLAGS = $(FL_CFLAGS) $(PKG_CFLAGS) $(CFLAGS)
 HOT_OBJS = $(BUILD)/server/serveropt.o $(BUILD)/common/base/params.o $(BUILD)/common/nn/%.o
@@ -131,8 +196,19 @@ SERVER := $(BUILD)/fedopt-server
 CLIENT := $(BUILD)/fedopt-client
 
 .PHONY: image test-image demo soak fuzz fuzz-build all server client test test-long check-vectors bench clean distclean help install FORCE
+.PHONY: cross-deps test-cross
+ifeq ($(CROSS),)
 all: $(LIB) $(SERVER) $(CLIENT)
 server: $(SERVER)
+# Test programs link the server's modules too.
+TEST_LIBS := $(SERVER_LIB) $(CLIENT_LIB) $(LIB)
+else
+# A device gets the client only.
+all: $(CLIENT)
+server:
+	@echo "the server is not built for devices (ARCH=$(ARCH)): build it natively" >&2; exit 1
+TEST_LIBS := $(CLIENT_LIB) $(LIB)
+endif
 client: $(CLIENT)
 
 $(BUILD)/%.o: %.c $(FLAGS_STAMP) | $(BUILD)/config-$(BLAS).mk $(PROTO_H)
@@ -161,8 +237,8 @@ $(SERVER): $(SERVER_OBJS) $(LIB)
 $(CLIENT): $(CLIENT_OBJS) $(LIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $(CLIENT_OBJS) $(LIB) $(PKG_LIBS) $(LDFLAGS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(CLIENT_LIB) $(LIB)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(CLIENT_LIB) $(LIB) $(PKG_LIBS) $(CMOCKA_LIBS) $(LDFLAGS)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_SUPPORT_OBJS) $(TEST_LIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(TEST_SUPPORT_OBJS) $(TEST_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS) $(LDFLAGS)
 
 $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(TEST_SUPPORT_OBJS) $(SERVER_LIB) $(CLIENT_LIB) $(LIB)
 	@mkdir -p $(dir $@)
@@ -200,6 +276,30 @@ test-image: image all
 
 check-vectors: $(BUILD)/tests/test_serveropt_vectors
 	$(BUILD)/tests/test_serveropt_vectors
+
+# Cross builds: the packages (deploy/install-deps.sh --arch), then the
+# engine's and client's unit tests under qemu-user (the server's need the
+# server, which devices do not get), then the tests/cross scripts (the mixed
+# federation: a native server and fleet with emulated clients, so the native
+# build is made first, in build/).
+cross-deps:
+	@test -n "$(ARCH)" || { echo "usage: make cross-deps ARCH=arm64|armhf" >&2; exit 1; }
+	sh deploy/install-deps.sh --arch $(ARCH)
+
+CROSS_TESTS := $(filter-out $(BUILD)/tests/test_server_% $(BUILD)/tests/test_serveropt%,$(TEST_BINS))
+NATIVE_BUILD ?= build
+# The mixed federation also takes the other architectures' clients already built.
+CROSS_OTHERS = $(foreach a,$(filter-out $(ARCH),arm64 armhf),$(if $(wildcard build-$(a)/fedopt-client),$(a):build-$(a)/fedopt-client))
+ifneq ($(CROSS),)
+test-cross: $(CLIENT) $(CROSS_TESTS)
+	$(MAKE) CROSS= ARCH= BUILD=$(NATIVE_BUILD) all $(NATIVE_BUILD)/tools/fl_delta_diff
+	@FEDOPT_TEST_WRAPPER="$(QEMU)" FEDOPT_TEST_TIMEOUT=$${FEDOPT_TEST_TIMEOUT:-1800} \
+	    FEDOPT_CROSS_CLIENTS="$(ARCH):$(BUILD)/fedopt-client $(CROSS_OTHERS)" \
+	    sh tests/run-tests.sh $(BUILD) tests/cross $(NATIVE_BUILD)
+else
+test-cross:
+	@echo "usage: make test-cross ARCH=arm64|armhf" >&2; exit 1
+endif
 
 # PyTorch on this machine is the speed reference of the engine's goals; it is
 # measured only where Debian's python3-torch is installed (not a dependency).

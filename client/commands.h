@@ -24,5 +24,7 @@ int fl_client_cmd_run(int argc, char **argv);
 void fl_client_cmd_run_usage(FILE *out);
 int fl_client_cmd_fleet(int argc, char **argv);
 void fl_client_cmd_fleet_usage(FILE *out);
+int fl_client_cmd_bench(int argc, char **argv);
+void fl_client_cmd_bench_usage(FILE *out);
 
 #endif

@@ -15,6 +15,7 @@ static const fl_client_cmd_t commands[] = {
     {"data", fl_client_cmd_data, "inspect a data spec: clients, label histograms, skew", fl_client_cmd_data_usage},
     {"run", fl_client_cmd_run, "serve a fedopt-server as one client (a device)", fl_client_cmd_run_usage},
     {"fleet", fl_client_cmd_fleet, "simulate N clients in one process", fl_client_cmd_fleet_usage},
+    {"bench", fl_client_cmd_bench, "profile one round on this device: speed, peak memory, bytes", fl_client_cmd_bench_usage},
     {NULL, NULL, NULL, NULL},
 };
 

@@ -328,6 +328,16 @@ static void job_train(fl__job_t *j)
         if (j->tamper && h && h->tamper)
             h->tamper(j->tamper, res.delta, &res.n);
         j->st = res.st;
+        /* Low memory: a private received model and the trained model's
+         * other buffers (gradients, activations, replicas) go before the
+         * delta is encoded, so the frames never sit beside them: the peak
+         * is lower by a model copy or more (`fedopt-client bench
+         * --low-memory 0|1` measures it). */
+        if (!j->sh) {
+            free(j->global);
+            j->global = NULL;
+        }
+        fl_task_result_slim(&res);
         uint32_t chunk = fl_wire_chunk_for_frame(j->s->peer_max_frame);
         rc = fl_task_encode_update_codec(j->round, &res, &j->codec, chunk, &j->update, &j->delta, j->why,
                                          sizeof j->why);

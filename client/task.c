@@ -234,10 +234,21 @@ int fl_task_encode_eval(uint64_t round, const fl_train_stats_t *st, fl_buf_t **o
     return rc;
 }
 
+void fl_task_result_slim(fl_task_result_t *res)
+{
+    if (!res || !res->model)
+        return;
+    res->model->params.data = NULL; /* the delta's storage: ours now */
+    fl_model_free(res->model);
+    res->model = NULL;
+}
+
 void fl_task_result_free(fl_task_result_t *res)
 {
     if (!res)
         return;
+    if (!res->model)
+        free(res->delta);
     fl_model_free(res->model);
     memset(res, 0, sizeof *res);
 }

@@ -54,7 +54,8 @@ typedef struct {
 
 /* What a training produced. delta points into the trained model's own
  * parameter buffer (overwritten with trained - global: no third copy of the
- * model); it lives until fl_task_result_free. */
+ * model), or after fl_task_result_slim is the result's own buffer (model is
+ * then NULL); it lives until fl_task_result_free. */
 typedef struct {
     float *delta;          /* n floats */
     size_t n;
@@ -99,6 +100,12 @@ int fl_task_encode_update_codec(uint64_t round, const fl_task_result_t *res, con
 
 /* Encodes an evaluation's EvalResult into *out (fl_buf_unref). */
 int fl_task_encode_eval(uint64_t round, const fl_train_stats_t *st, fl_buf_t **out, char *why, size_t why_len);
+
+/* Low memory: keeps only the delta, freeing the trained model's other
+ * buffers (gradients, activations, replicas, layers); the result then owns
+ * the delta alone. For between fl_task_train and fl_task_encode_update.
+ * Accepts NULL and an empty or already slim result. */
+void fl_task_result_slim(fl_task_result_t *res);
 
 /* Frees the result's model and delta and clears it. Accepts NULL. */
 void fl_task_result_free(fl_task_result_t *res);

@@ -2,9 +2,27 @@
 # Installs every Debian package fedopt needs to build, test and run its demo.
 # This is the single list of packages. It is idempotent: packages already
 # present are left alone, and apt-get runs only when something is missing.
-# Usage: [FEDOPT_DEPS=all|build|runtime] deploy/install-deps.sh [--check|--list]
+# Usage: [FEDOPT_DEPS=all|build|runtime|image] deploy/install-deps.sh [--check|--list] [--arch ARCH]
 #   --check: exit 1 if anything is missing, install nothing; --list: print the packages
+#   --arch ARCH (arm64, armhf): instead of the native sets, what a cross
+#   build of the client and `make test-cross` need: the cross compiler, the
+#   client's libraries for ARCH (multiarch; the architecture is added to
+#   dpkg when it is not there) and qemu-user. The native sets are then left
+#   alone: a cross build installs nothing native it does not use.
 set -eu
+
+check=0
+list=0
+arch=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --check) check=1 ;;
+        --list) list=1 ;;
+        --arch) arch=${2:-}; shift ;;
+        *) echo "usage: $0 [--check|--list] [--arch arm64|armhf]" >&2; exit 2 ;;
+    esac
+    shift
+done
 
 # What `make all` needs.
 BUILD_PACKAGES="
@@ -22,7 +40,8 @@ libmicrohttpd-dev
 "
 # What `make test` needs on top (clang for the fuzz targets and the clang build,
 # Debian's Prometheus server for the metrics test, a single-node Slurm for the
-# array scripts' test).
+# array scripts' test, gnuplot for the experiment report, protoc and Python's
+# protobuf for the third-party client test).
 TEST_PACKAGES="
 clang
 libclang-rt-dev
@@ -34,6 +53,9 @@ curl
 slurm-wlm
 munge
 libfaketime
+gnuplot-nox
+python3-protobuf
+protobuf-compiler
 "
 # What the binaries need to run, and the demo data: the container image's
 # packages (deploy/Containerfile, make image).
@@ -47,9 +69,6 @@ zlib1g
 libinih1
 libmicrohttpd12
 dataset-fashion-mnist
-gnuplot-nox
-python3-protobuf
-protobuf-compiler
 "
 # `make image` and `make test-image` (the image test runs containers).
 IMAGE_PACKAGES="
@@ -68,14 +87,38 @@ case "${FEDOPT_DEPS:-all}" in
     image) PACKAGES="$IMAGE_PACKAGES" ;;
     *) echo "fedopt: FEDOPT_DEPS must be all, build, runtime or image" >&2; exit 2 ;;
 esac
-if [ "${1:-}" = "--list" ]; then
+case "$arch" in
+    "") ;;
+    arm64 | armhf)
+        case "$arch" in
+            arm64) triplet=aarch64-linux-gnu ;;
+            armhf) triplet=arm-linux-gnueabihf ;;
+        esac
+        # The client's libraries, cmocka for its unit tests, the data set
+        # they read.
+        PACKAGES="gcc-$triplet libc6-dev-$arch-cross pkg-config protobuf-c-compiler qemu-user
+dataset-fashion-mnist"
+        for p in libuv1-dev libprotobuf-c-dev libmbedtls-dev libsqlite3-dev zlib1g-dev \
+            libopenblas-dev libcmocka-dev libinih-dev libmicrohttpd-dev; do
+            PACKAGES="$PACKAGES $p:$arch"
+        done
+        ;;
+    riscv64)
+        echo "fedopt: Debian 12 has no riscv64 architecture in its main archive (only the" >&2
+        echo "cross compiler gcc-riscv64-linux-gnu); see docs/devices.md" >&2
+        exit 1
+        ;;
+    *) echo "fedopt: --arch must be arm64 or armhf" >&2; exit 2 ;;
+esac
+if [ "$list" -eq 1 ]; then
     echo $PACKAGES
     exit 0
 fi
 
 # One dpkg-query for the whole list keeps the no-op case fast: make runs this
-# script on every invocation.
-installed=$(dpkg-query -W -f='${Package} ${Status}\n' $PACKAGES 2>/dev/null | awk '/ install ok installed$/ {print $1}')
+# script on every invocation. A foreign package is named NAME:ARCH.
+installed=$(dpkg-query -W -f='${Package} ${Package}:${Architecture} ${Status}\n' $PACKAGES 2>/dev/null |
+    awk '/ install ok installed$/ {print $1; print $2}')
 missing=""
 for p in $PACKAGES; do
     case " $(echo $installed) " in
@@ -87,7 +130,7 @@ done
 if [ -z "$missing" ]; then
     exit 0
 fi
-if [ "${1:-}" = "--check" ]; then
+if [ "$check" -eq 1 ]; then
     echo "missing packages:$missing" >&2
     exit 1
 fi
@@ -102,8 +145,14 @@ else
     exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+if [ -n "$arch" ] && ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+    $SUDO dpkg --add-architecture "$arch"
+    $SUDO apt-get update || true
+fi
 # A fresh machine may have no package lists yet; update only when an install fails for that reason.
 if ! $SUDO apt-get install -y --no-install-recommends $missing; then
-    $SUDO apt-get update
+    # One index that fails to download (a mirror mid-sync) must not stop
+    # the install: the install below says whether what we need was found.
+    $SUDO apt-get update || echo "fedopt: apt-get update reported errors; trying the install anyway" >&2
     $SUDO apt-get install -y --no-install-recommends $missing
 fi

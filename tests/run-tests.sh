@@ -4,9 +4,17 @@
 # results (a script passes with exit 0 and is skipped with exit 77, the
 # automake convention) and ends with one summary line. Exits non-zero if
 # anything failed.
-# Usage: tests/run-tests.sh BUILD_DIR   (FEDOPT_TEST_TIMEOUT seconds per program, default 600)
+# Usage: tests/run-tests.sh BUILD_DIR [SCRIPT_DIR [SCRIPT_BUILD]]
+#   FEDOPT_TEST_TIMEOUT: seconds per program (default 600)
+#   SCRIPT_DIR: where the test_*.sh scripts are (default tests/integration);
+#   SCRIPT_BUILD: the build directory they are given (default BUILD_DIR)
+#   FEDOPT_TEST_WRAPPER: a command the test programs run under (make
+#   test-cross: qemu-user)
 set -u
 build=${1:-build}
+script_dir=${2:-tests/integration}
+script_build=${3:-$build}
+wrap=${FEDOPT_TEST_WRAPPER:-}
 limit=${FEDOPT_TEST_TIMEOUT:-600}
 passed=0
 failed=0
@@ -24,7 +32,8 @@ for t in "$build"/tests/test_*; do
     case "$t" in *.o|*.d) continue ;; esac
     name=$(basename "$t")
     echo "== $name"
-    timeout "$limit" "$t" >"$log" 2>&1
+    # shellcheck disable=SC2086 # the wrapper is a command line
+    timeout "$limit" $wrap "$t" >"$log" 2>&1
     rc=$?
     cat "$log"
     p=$(count PASSED)
@@ -41,11 +50,11 @@ for t in "$build"/tests/test_*; do
     [ "$rc" -ne 0 ] && failed_names="$failed_names $name"
 done
 
-for s in tests/integration/test_*.sh; do
+for s in "$script_dir"/test_*.sh; do
     [ -f "$s" ] || continue
     name=$(basename "$s" .sh)
     echo "== $name"
-    timeout "$limit" sh "$s" "$build"
+    timeout "$limit" sh "$s" "$script_build"
     rc=$?
     if [ "$rc" -eq 0 ]; then
         passed=$((passed + 1))

@@ -92,6 +92,35 @@ static void zero_rows(float *c, int m, int n, int ldc)
 }
 #endif
 
+/* Partial sums of the portable dot product. One running sum cannot be
+ * vectorized (C forbids reassociating float adds without -ffast-math);
+ * eight independent ones are two NEON/SSE registers or one AVX register,
+ * which GCC's SLP vectorizer fills from the unrolled lane loop (check with
+ * -fopt-info-vec, docs/devices.md). */
+#define FL_GEMM_LANES 8
+
+static float dot(const float *restrict x, const float *restrict y, int k)
+{
+    float acc[FL_GEMM_LANES] = {0};
+    int p = 0;
+    for (; p + FL_GEMM_LANES <= k; p += FL_GEMM_LANES)
+        for (int l = 0; l < FL_GEMM_LANES; l++)
+            acc[l] += x[p + l] * y[p + l];
+    float s = 0.0f;
+    for (; p < k; p++)
+        s += x[p] * y[p];
+    for (int l = 0; l < FL_GEMM_LANES; l++)
+        s += acc[l];
+    return s;
+}
+
+/* crow[0..n) += a * brow[0..n): the inner loop of the i-p-j order. */
+static void axpy(float *restrict crow, float a, const float *restrict brow, int n)
+{
+    for (int j = 0; j < n; j++)
+        crow[j] += a * brow[j];
+}
+
 static void gemm_run(int transa, int transb, int m, int n, int k, float alpha, const float *a,
                      int lda, const float *b, int ldb, float beta, float *c, int ldc)
 {
@@ -126,8 +155,10 @@ static void gemm_run(int transa, int transb, int m, int n, int k, float alpha, c
     }
 #endif
     /* Portable kernel: i-p-j order so the innermost loop walks rows of B and
-     * C contiguously (the compiler vectorizes it); with B transposed the
-     * inner loop is a dot product over contiguous rows of both. */
+     * C contiguously (axpy, vectorized); with B transposed the inner loop is
+     * a dot product over contiguous rows of both (dot, vectorized by its
+     * lanes). C never overlaps A or B (cblas_sgemm's contract too), which
+     * the restrict qualifiers tell the compiler. */
     for (int i = 0; i < m; i++) {
         float *crow = c + (size_t)i * ldc;
         if (beta == 0.0f)
@@ -138,19 +169,12 @@ static void gemm_run(int transa, int transb, int m, int n, int k, float alpha, c
         if (!transb) {
             for (int p = 0; p < k; p++) {
                 float aip = alpha * (transa ? a[(size_t)p * lda + i] : a[(size_t)i * lda + p]);
-                const float *brow = b + (size_t)p * ldb;
-                for (int j = 0; j < n; j++)
-                    crow[j] += aip * brow[j];
+                axpy(crow, aip, b + (size_t)p * ldb, n);
             }
         } else if (!transa) {
             const float *arow = a + (size_t)i * lda;
-            for (int j = 0; j < n; j++) {
-                const float *brow = b + (size_t)j * ldb;
-                float s = 0.0f;
-                for (int p = 0; p < k; p++)
-                    s += arow[p] * brow[p];
-                crow[j] += alpha * s;
-            }
+            for (int j = 0; j < n; j++)
+                crow[j] += alpha * dot(arow, b + (size_t)j * ldb, k);
         } else {
             for (int j = 0; j < n; j++) {
                 const float *brow = b + (size_t)j * ldb;

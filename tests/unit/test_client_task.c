@@ -300,6 +300,47 @@ static void test_encode_update(void **state)
     fl_task_result_free(&res);
 }
 
+/* The low-memory release: after fl_task_result_slim the result holds the
+ * same delta without its model, encodes to the same frames, slims again
+ * harmlessly and frees its delta itself (ASan sees a leak or a double free). */
+static void test_result_slim(void **state)
+{
+    (void)state;
+    fl_train_config_t cfg;
+    settings(8, &cfg);
+    fl_task_in_t in = input();
+    fl_task_result_t res, ref;
+    assert_int_equal(fl_task_train(&in, &cfg, &res, NULL, 0), 0);
+    assert_int_equal(fl_task_train(&in, &cfg, &ref, NULL, 0), 0);
+    assert_non_null(res.model);
+    fl_task_result_slim(&res);
+    assert_null(res.model);
+    assert_non_null(res.delta);
+    assert_int_equal(res.n, numel);
+    assert_memory_equal(res.delta, ref.delta, numel * sizeof(float));
+    assert_true(res.st.examples == ref.st.examples && res.st.loss == ref.st.loss);
+    fl_task_result_slim(&res);
+    assert_memory_equal(res.delta, ref.delta, numel * sizeof(float));
+    fl_buf_t *up = NULL, *delta = NULL, *up2 = NULL, *delta2 = NULL;
+    assert_int_equal(fl_task_encode_update(5, &res, 0, &up, &delta, NULL, 0), 0);
+    assert_int_equal(fl_task_encode_update(5, &ref, 0, &up2, &delta2, NULL, 0), 0);
+    assert_int_equal(delta->len, delta2->len);
+    assert_memory_equal(delta->data, delta2->data, delta->len);
+    assert_int_equal(up->len, up2->len);
+    fl_buf_unref(up);
+    fl_buf_unref(delta);
+    fl_buf_unref(up2);
+    fl_buf_unref(delta2);
+    fl_task_result_free(&res);
+    assert_null(res.delta);
+    fl_task_result_free(&ref);
+    fl_task_result_slim(NULL);
+    fl_task_result_t empty;
+    memset(&empty, 0, sizeof empty);
+    fl_task_result_slim(&empty);
+    fl_task_result_free(&empty);
+}
+
 static void test_eval(void **state)
 {
     (void)state;
@@ -440,6 +481,7 @@ int main(void)
         cmocka_unit_test(test_delta_is_trained_minus_global),
         cmocka_unit_test(test_same_seed_ids_same_delta),
         cmocka_unit_test(test_encode_update),
+        cmocka_unit_test(test_result_slim),
         cmocka_unit_test(test_eval),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_fitting_models),

@@ -103,6 +103,32 @@ static void test_gemm_matches_naive(void **state)
         }
 }
 
+/* Rows longer than the portable kernel's eight dot-product lanes (gemm.c),
+ * with a tail, for every transpose: several lane blocks are summed right. */
+static void test_gemm_long_rows(void **state)
+{
+    (void)state;
+    enum { M = 6, N = 37, K = 75 };
+    static float a[K * K], b[K * K], c[M * N];
+    static double ref[M * N];
+    fl_rng_t r;
+    fl_rng_seed(&r, 11);
+    for (int t = 0; t < 4; t++) {
+        int ta = t & 1, tb = t >> 1;
+        int lda = ta ? M : K, ldb = tb ? K : N;
+        for (int i = 0; i < K * K; i++) {
+            a[i] = (float)fl_rng_normal(&r);
+            b[i] = (float)fl_rng_normal(&r);
+        }
+        for (int i = 0; i < M * N; i++)
+            ref[i] = c[i] = (float)fl_rng_normal(&r);
+        fl_gemm(ta, tb, M, N, K, 1.5f, a, lda, b, ldb, 0.5f, c, N);
+        naive(ta, tb, M, N, K, 1.5f, a, lda, b, ldb, 0.5f, ref, N);
+        for (int i = 0; i < M * N; i++)
+            assert_true(fabs(c[i] - ref[i]) < 1e-4 * (1 + fabs(ref[i])));
+    }
+}
+
 /* The GEMM timer: off, it counts nothing; on, it counts the exact flops of
  * every call with some time, and for a model split over two replicas it
  * must see the GEMMs of the replica's thread too (its total equals the
@@ -881,6 +907,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_matches_naive),
+        cmocka_unit_test(test_gemm_long_rows),
         cmocka_unit_test(test_gemm_timer),
         cmocka_unit_test(test_kernel_pick),
         cmocka_unit_test(test_grad_dense),
