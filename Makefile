@@ -9,6 +9,7 @@
 #                             each for FUZZ_SECONDS (default 30) on its corpus tests/fuzz/corpus/NAME
 #   make test-long            the tests plus the slow accuracy runs
 #   make client               the client alone (make BLAS=none client: without OpenBLAS)
+#   make DNNL=0               conv2d without oneDNN (the default on x86-64 is DNNL=1)
 #   make install              binaries, systemd unit, example config (PREFIX, DESTDIR)
 #   make SANITIZE=address,undefined test
 #   make CC=clang CFLAGS='-O1 -g'
@@ -23,6 +24,13 @@ HOT_CFLAGS ?= -O3
 LDFLAGS ?=
 SANITIZE ?=
 BLAS ?= openblas
+# oneDNN (Debian's libdnnl, amd64 only) as conv2d's backend: on by default on
+# x86-64 with OpenBLAS; DNNL=0 leaves conv2d on its own im2col/Winograd path.
+ifeq ($(shell uname -m)-$(BLAS),x86_64-openblas)
+DNNL ?= 1
+else
+DNNL ?= 0
+endif
 BUILD ?= build
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -59,6 +67,17 @@ ifneq ($(DEPS_STATUS),ok)
 $(error deploy/install-deps.sh could not install the packages fedopt needs (see above))
 endif
 -include $(BUILD)/config-$(BLAS).mk
+ifeq ($(DNNL),1)
+# libgomp for omp_set_num_threads: oneDNN's Debian build runs on OpenMP.
+PKG_LIBS += -ldnnl -lgomp
+endif
+endif
+ifeq ($(DNNL),1)
+FL_CFLAGS += -DFL_HAVE_DNNL=1
+else ifeq ($(DNNL),0)
+FL_CFLAGS += -DFL_HAVE_DNNL=0
+else
+$(error DNNL must be 1 or 0)
 endif
 
 $(BUILD)/config-$(BLAS).mk: deploy/install-deps.sh Makefile

@@ -23,6 +23,11 @@ libinih-dev
 libfaketime
 dataset-fashion-mnist
 "
+# oneDNN, conv2d's backend on x86-64 (make DNNL=1, the default there); Debian
+# builds it for amd64 only, and the other architectures keep conv2d's own path.
+if [ "$(dpkg --print-architecture 2>/dev/null)" = "amd64" ]; then
+    PACKAGES="$PACKAGES libdnnl-dev"
+fi
 
 # One dpkg-query for the whole list keeps the no-op case fast: make runs this
 # script on every invocation.
