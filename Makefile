@@ -261,19 +261,30 @@ fuzz: $(FUZZ_BINS)
 
 # The unit's paths follow PREFIX; the example configuration is installed as
 # server.ini only when none exists (an installed one is never overwritten).
+# The service runs as user fedopt: the sysusers.d file declares it, and
+# deploy/install-owner.sh creates it on the live system and gives it the
+# config (group, mode 0640) and the state directory.
 SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(if $(filter /usr/local,$(PREFIX)),/etc,$(PREFIX)/etc))
 UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+# The unit's StateDirectory= (systemd would create it too; this serves a start without systemd).
+STATEDIR := /var/lib/fedopt-server
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/fedopt \
-		$(DESTDIR)$(PREFIX)/share/doc/fedopt
+		$(DESTDIR)$(PREFIX)/share/doc/fedopt $(DESTDIR)$(SYSUSERSDIR)
+	install -d -m 700 $(DESTDIR)$(STATEDIR)
 	install -m 755 $(SERVER) $(CLIENT) $(DESTDIR)$(PREFIX)/bin/
 	sed -e 's#@BINDIR@#$(PREFIX)/bin#g' -e 's#@SYSCONFDIR@#$(SYSCONFDIR)#g' -e 's#@PREFIX@#$(PREFIX)#g' deploy/fedopt-server.service \
 		> $(DESTDIR)$(UNITDIR)/fedopt-server.service
 	chmod 644 $(DESTDIR)$(UNITDIR)/fedopt-server.service
+	install -m 644 deploy/fedopt.sysusers.conf $(DESTDIR)$(SYSUSERSDIR)/fedopt.conf
 	install -m 644 deploy/fedopt-server.ini $(DESTDIR)$(PREFIX)/share/doc/fedopt/fedopt-server.ini.example
 	test -e $(DESTDIR)$(SYSCONFDIR)/fedopt/server.ini || \
 		install -m 640 deploy/fedopt-server.ini $(DESTDIR)$(SYSCONFDIR)/fedopt/server.ini
+	install -d $(DESTDIR)$(PREFIX)/share/doc/fedopt/docs
 	install -m 644 README.md ARCHITECTURE.md $(DESTDIR)$(PREFIX)/share/doc/fedopt/
+	install -m 644 docs/*.md $(DESTDIR)$(PREFIX)/share/doc/fedopt/docs/
+	sh deploy/install-owner.sh "$(DESTDIR)" $(SYSUSERSDIR)/fedopt.conf $(SYSCONFDIR)/fedopt/server.ini $(STATEDIR)
 
 clean:
 	rm -rf $(BUILD)

@@ -2,7 +2,6 @@
  * example counts, label histograms and a skew summary — so a user sees the
  * non-IID data they are about to train on before training on it. */
 #include <limits.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +13,7 @@
 #include "common/base/error.h"
 #include "common/base/json.h"
 
-static void usage(FILE *out)
+void fl_client_cmd_data_usage(FILE *out)
 {
     fprintf(out,
             "usage: fedopt-client data inspect [--data SPEC] [--partition P --clients N]\n"
@@ -72,11 +71,9 @@ static void json_hist(fl_json_t *j, const size_t *h, size_t n)
 
 static int inspect(int argc, char **argv)
 {
-    static const struct option opts[] = {{"split", required_argument, NULL, 's'},
-                                         {"show", required_argument, NULL, 'k'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    enum { O_SPLIT = 1, O_SHOW, O_JSON };
+    static const fl_cli_opt_t opts[] = {{"split", 1, O_SPLIT}, {"show", 1, O_SHOW}, {"json", 0, O_JSON}, {NULL, 0, 0}};
+    static const char *const splits[] = {"train", "test", NULL};
     fl_data_spec_t spec;
     fl_data_spec_init(&spec);
     fl_dataset_t d;
@@ -85,30 +82,24 @@ static int inspect(int argc, char **argv)
     size_t *h = NULL, *tot = NULL;
     const char *split = "train";
     long show = 20;
-    int json = 0, o, status = 2;
-    if (fl_data_spec_parse_args(&spec, &argc, argv))
-        goto out;
-    optind = 1;
-    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (o) {
-        case 's':
-            split = optarg;
-            if (strcmp(split, "train") && strcmp(split, "test"))
-                goto bad;
+    int json = 0, status = FL_CLI_USAGE, id, bad = 0, k = 0;
+    fl_cli_t cli;
+    fl_cli_init(&cli, "fedopt-client", "data inspect", opts, fl_data_spec_opts, argc, argv);
+    while (!bad && (id = fl_cli_next(&cli)) != FL_CLI_END) {
+        switch (id) {
+        case FL_CLI_ERR: bad = 1; break;
+        case FL_CLI_ARG: bad = fl_cli_error(&cli, "unexpected argument '%s'", cli.val); break;
+        case O_SPLIT:
+            if (!(bad = fl_cli_get_choice(&cli, splits, &k) != 0))
+                split = splits[k];
             break;
-        case 'k':
-            if (fl_cli_long(optarg, 0, LONG_MAX, &show))
-                goto bad;
-            break;
-        case 'j': json = 1; break;
-        case 'h': usage(stdout); status = 0; goto out;
-        default: usage(stderr); goto out;
+        case O_SHOW: bad = fl_cli_get_long(&cli, 0, LONG_MAX, &show) != 0; break;
+        case O_JSON: json = 1; break;
+        default: bad = fl_data_spec_apply(&spec, &cli) != 0; break;
         }
     }
-    if (optind != argc) {
-        usage(stderr);
+    if (bad)
         goto out;
-    }
     status = 1;
     int rc = fl_data_spec_load_partitioned(&spec, split, &d, &p);
     if (rc) {
@@ -260,11 +251,6 @@ static int inspect(int argc, char **argv)
     }
     status = 0;
     goto out;
-bad:
-    fprintf(stderr, "data inspect: bad value '%s'\n", optarg);
-    usage(stderr);
-    status = 2;
-    goto out;
 oom:
     fprintf(stderr, "data inspect: out of memory\n");
     status = 1;
@@ -280,10 +266,8 @@ int fl_client_cmd_data(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "inspect") == 0)
         return inspect(argc - 1, argv + 1);
-    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        usage(stdout);
-        return 0;
-    }
-    usage(stderr);
-    return 2;
+    fl_cli_t cli;
+    fl_cli_init(&cli, "fedopt-client", "data", NULL, NULL, argc, argv);
+    return argc < 2 ? fl_cli_error(&cli, "which subcommand? (inspect)")
+                    : fl_cli_error(&cli, "unknown subcommand '%s' (inspect)", argv[1]);
 }

@@ -1,6 +1,5 @@
 /* fedopt-client eval: evaluates a model file (safetensors, PyTorch names) on
  * a data split: a model exported from PyTorch, or one a federated run produced. */
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +15,7 @@
 #include "common/nn/safetensors.h"
 #include "common/nn/train.h"
 
-static void usage(FILE *out)
+void fl_client_cmd_eval_usage(FILE *out)
 {
     fprintf(out,
             "usage: fedopt-client eval --model M --init FILE [--data SPEC] [--split test|train]\n"
@@ -29,47 +28,38 @@ static void usage(FILE *out)
 
 int fl_client_cmd_eval(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"model", required_argument, NULL, 'm'}, {"init", required_argument, NULL, 'i'},
-        {"split", required_argument, NULL, 'p'}, {"batch", required_argument, NULL, 'b'},
-        {"threads", required_argument, NULL, 't'}, {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
+    enum { O_MODEL = 1, O_INIT, O_SPLIT, O_BATCH, O_THREADS, O_JSON };
+    static const fl_cli_opt_t opts[] = {{"model", 1, O_MODEL}, {"init", 1, O_INIT},       {"split", 1, O_SPLIT},
+                                        {"batch", 1, O_BATCH}, {"threads", 1, O_THREADS}, {"json", 0, O_JSON},
+                                        {NULL, 0, 0}};
+    static const char *const splits[] = {"test", "train", NULL};
     fl_data_spec_t spec;
     fl_data_spec_init(&spec);
     fl_dataset_t d;
     fl_dataset_init(&d);
     fl_model_t *m = NULL;
-    const char *model = NULL, *init = NULL, *split = "test";
+    const char *model = NULL, *init = NULL;
     long batch = 500, threads = 1;
-    int json = 0, o, status = 2;
-    if (fl_data_spec_parse_args(&spec, &argc, argv))
-        goto out;
-    optind = 1;
-    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (o) {
-        case 'm': model = optarg; break;
-        case 'i': init = optarg; break;
-        case 'p':
-            split = optarg;
-            if (strcmp(split, "test") && strcmp(split, "train"))
-                goto bad;
-            break;
-        case 'b':
-            if (fl_cli_long(optarg, 1, 100000, &batch))
-                goto bad;
-            break;
-        case 't':
-            if (fl_cli_long(optarg, 1, 64, &threads))
-                goto bad;
-            break;
-        case 'j': json = 1; break;
-        case 'h': usage(stdout); status = 0; goto out;
-        default: usage(stderr); goto out;
+    int json = 0, status = FL_CLI_USAGE, split = 0, id, bad = 0;
+    fl_cli_t cli;
+    fl_cli_init(&cli, "fedopt-client", "eval", opts, fl_data_spec_opts, argc, argv);
+    while (!bad && (id = fl_cli_next(&cli)) != FL_CLI_END) {
+        switch (id) {
+        case FL_CLI_ERR: bad = 1; break;
+        case FL_CLI_ARG: bad = fl_cli_error(&cli, "unexpected argument '%s'", cli.val); break;
+        case O_MODEL: model = cli.val; break;
+        case O_INIT: init = cli.val; break;
+        case O_SPLIT: bad = fl_cli_get_choice(&cli, splits, &split) != 0; break;
+        case O_BATCH: bad = fl_cli_get_long(&cli, 1, 100000, &batch) != 0; break;
+        case O_THREADS: bad = fl_cli_get_long(&cli, 1, 64, &threads) != 0; break;
+        case O_JSON: json = 1; break;
+        default: bad = fl_data_spec_apply(&spec, &cli) != 0; break;
         }
     }
-    if (!model || !init || optind != argc) {
-        fprintf(stderr, "eval: --model and --init are required\n");
-        usage(stderr);
+    if (bad)
+        goto out;
+    if (!model || !init) {
+        fl_cli_error(&cli, "--model and --init are required");
         goto out;
     }
     status = 1;
@@ -77,7 +67,7 @@ int fl_client_cmd_eval(int argc, char **argv)
         fprintf(stderr, "eval: unknown model '%s' (fedopt-client models lists them)\n", model);
         goto out;
     }
-    if (fl_data_spec_validate(&spec) || fl_data_spec_load(&spec, split, &d))
+    if (fl_data_spec_validate(&spec) || fl_data_spec_load(&spec, splits[split], &d))
         goto out;
     fl_model_spec_t ms;
     fl_model_spec_from_dataset(&d, &ms);
@@ -114,10 +104,6 @@ int fl_client_cmd_eval(int argc, char **argv)
                st.examples);
     }
     status = 0;
-    goto out;
-bad:
-    fprintf(stderr, "eval: bad value '%s'\n", optarg);
-    usage(stderr);
 out:
     fl_model_free(m);
     fl_dataset_free(&d);

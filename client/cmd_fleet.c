@@ -1,6 +1,5 @@
 /* `fedopt-client fleet`: N simulated clients in one process (client/fleet). */
 #include <limits.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +14,7 @@
 
 #define WHO "fleet"
 
-static void usage(FILE *out)
+void fl_client_cmd_fleet_usage(FILE *out)
 {
     fprintf(out,
             "usage: fedopt-client fleet --server HOST:PORT --certs DIR --clients N --data SPEC --partition P\n"
@@ -48,32 +47,10 @@ static void usage(FILE *out)
             fl_data_spec_usage());
 }
 
-static int parse_rate(const char *s, double *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (*end || !(v >= 0 && v <= 1))
-        return FL_EINVAL;
-    *out = v;
-    return 0;
-}
-
-static int parse_secs(const char *s, double *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (*end || !(v >= 0 && v < 1e7))
-        return FL_EINVAL;
-    *out = v;
-    return 0;
-}
-
 int fl_client_cmd_fleet(int argc, char **argv)
 {
     fl_data_spec_t spec;
     fl_data_spec_init(&spec);
-    if (fl_data_spec_parse_args(&spec, &argc, argv))
-        return 2;
     fl_fleet_opts_t o;
     memset(&o, 0, sizeof o);
     o.chaos.straggle_delay = 30;
@@ -81,114 +58,92 @@ int fl_client_cmd_fleet(int argc, char **argv)
     o.backoff_max = 30;
     long jobs = sysconf(_SC_NPROCESSORS_ONLN);
     long first = 0, count = -1;
-    const char *server = NULL, *mode = "auto";
+    const char *server = NULL;
     enum {
         O_SERVER = 1, O_CERTS, O_CERT, O_KEY, O_CA, O_SNAME, O_JOBS, O_FIRST, O_COUNT, O_PREFIX, O_DROP, O_STR, O_STRD, O_CORR,
-        O_GIVEUP, O_BACKOFF, O_SPREAD, O_SEED, O_PROGRESS, O_LOG, O_HELP
+        O_GIVEUP, O_BACKOFF, O_SPREAD, O_SEED, O_PROGRESS, O_LOG
     };
-    static const struct option opts[] = {
-        {"server", required_argument, NULL, O_SERVER},
-        {"certs", required_argument, NULL, O_CERTS},
-        {"cert", required_argument, NULL, O_CERT},
-        {"key", required_argument, NULL, O_KEY},
-        {"ca", required_argument, NULL, O_CA},
-        {"server-name", required_argument, NULL, O_SNAME},
-        {"jobs", required_argument, NULL, O_JOBS},
-        {"first", required_argument, NULL, O_FIRST},
-        {"count", required_argument, NULL, O_COUNT},
-        {"prefix", required_argument, NULL, O_PREFIX},
-        {"drop-rate", required_argument, NULL, O_DROP},
-        {"straggle-rate", required_argument, NULL, O_STR},
-        {"straggle-delay", required_argument, NULL, O_STRD},
-        {"corrupt-rate", required_argument, NULL, O_CORR},
-        {"give-up", required_argument, NULL, O_GIVEUP},
-        {"backoff-max", required_argument, NULL, O_BACKOFF},
-        {"connect-spread", required_argument, NULL, O_SPREAD},
-        {"seed", required_argument, NULL, O_SEED},
-        {"progress", required_argument, NULL, O_PROGRESS},
-        {"log-level", required_argument, NULL, O_LOG},
-        {"help", no_argument, NULL, O_HELP},
-        {NULL, 0, NULL, 0},
+    static const fl_cli_opt_t opts[] = {
+        {"server", 1, O_SERVER},
+        {"certs", 1, O_CERTS},
+        {"cert", 1, O_CERT},
+        {"key", 1, O_KEY},
+        {"ca", 1, O_CA},
+        {"server-name", 1, O_SNAME},
+        {"jobs", 1, O_JOBS},
+        {"first", 1, O_FIRST},
+        {"count", 1, O_COUNT},
+        {"prefix", 1, O_PREFIX},
+        {"drop-rate", 1, O_DROP},
+        {"straggle-rate", 1, O_STR},
+        {"straggle-delay", 1, O_STRD},
+        {"corrupt-rate", 1, O_CORR},
+        {"give-up", 1, O_GIVEUP},
+        {"backoff-max", 1, O_BACKOFF},
+        {"connect-spread", 1, O_SPREAD},
+        {"seed", 1, O_SEED},
+        {"progress", 1, O_PROGRESS},
+        {"log-level", 1, O_LOG},
+        {NULL, 0, 0},
     };
-    optind = 1;
-    int ch;
-    char *end;
-    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    enum { P_AUTO, P_TTY, P_PLAIN, P_NONE };
+    static const char *const modes[] = {"auto", "tty", "plain", "none", NULL};
+    int mode = P_AUTO, lvl, id;
+    fl_cli_t cli;
+    fl_cli_init(&cli, "fedopt-client", "fleet", opts, fl_data_spec_opts, argc, argv);
+    while ((id = fl_cli_next(&cli)) != FL_CLI_END) {
         int bad = 0;
-        switch (ch) {
-        case O_SERVER: server = optarg; break;
-        case O_CERTS: o.certs_dir = optarg; break;
-        case O_CERT: o.cert_file = optarg; break;
-        case O_KEY: o.key_file = optarg; break;
-        case O_CA: o.ca_file = optarg; break;
-        case O_SNAME: o.server_name = optarg; break;
-        case O_JOBS:
-            bad = fl_cli_long(optarg, 1, 1000, &jobs) != 0;
+        switch (id) {
+        case FL_CLI_ERR: return FL_CLI_USAGE;
+        case FL_CLI_ARG: return fl_cli_error(&cli, "unexpected argument '%s'", cli.val);
+        case O_SERVER: server = cli.val; break;
+        case O_CERTS: o.certs_dir = cli.val; break;
+        case O_CERT: o.cert_file = cli.val; break;
+        case O_KEY: o.key_file = cli.val; break;
+        case O_CA: o.ca_file = cli.val; break;
+        case O_SNAME: o.server_name = cli.val; break;
+        case O_JOBS: bad = fl_cli_get_long(&cli, 1, 1000, &jobs); break;
+        case O_FIRST: bad = fl_cli_get_long(&cli, 0, LONG_MAX, &first); break;
+        case O_COUNT: bad = fl_cli_get_long(&cli, 1, LONG_MAX, &count); break;
+        case O_PREFIX: o.prefix = cli.val; break;
+        case O_DROP: bad = fl_cli_get_double(&cli, 0, 1, &o.chaos.drop_rate); break;
+        case O_STR: bad = fl_cli_get_double(&cli, 0, 1, &o.chaos.straggle_rate); break;
+        case O_STRD: bad = fl_cli_get_double(&cli, 0, 1e7, &o.chaos.straggle_delay); break;
+        case O_CORR: bad = fl_cli_get_double(&cli, 0, 1, &o.chaos.corrupt_rate); break;
+        case O_GIVEUP: bad = fl_cli_get_double(&cli, 0, 1e7, &o.give_up); break;
+        case O_BACKOFF: bad = fl_cli_get_double(&cli, 0.001, 1e7, &o.backoff_max); break;
+        case O_SPREAD: bad = fl_cli_get_double(&cli, 0, 1e7, &o.connect_spread); break;
+        case O_SEED: bad = fl_cli_get_u64(&cli, &o.seed); break;
+        case O_PROGRESS: bad = fl_cli_get_choice(&cli, modes, &mode); break;
+        case O_LOG:
+            if (!(bad = fl_cli_get_choice(&cli, fl_log_level_names, &lvl)))
+                fl_log_set_level((fl_log_level_t)lvl);
             break;
-        case O_FIRST:
-            bad = fl_cli_long(optarg, 0, LONG_MAX, &first) != 0;
-            break;
-        case O_COUNT:
-            bad = fl_cli_long(optarg, 1, LONG_MAX, &count) != 0;
-            break;
-        case O_PREFIX: o.prefix = optarg; break;
-        case O_DROP: bad = parse_rate(optarg, &o.chaos.drop_rate) != 0; break;
-        case O_STR: bad = parse_rate(optarg, &o.chaos.straggle_rate) != 0; break;
-        case O_STRD: bad = parse_secs(optarg, &o.chaos.straggle_delay) != 0; break;
-        case O_CORR: bad = parse_rate(optarg, &o.chaos.corrupt_rate) != 0; break;
-        case O_GIVEUP: bad = parse_secs(optarg, &o.give_up) != 0; break;
-        case O_BACKOFF: bad = parse_secs(optarg, &o.backoff_max) != 0 || o.backoff_max <= 0; break;
-        case O_SPREAD: bad = parse_secs(optarg, &o.connect_spread) != 0; break;
-        case O_SEED:
-            o.seed = strtoull(optarg, &end, 10);
-            bad = *end != 0;
-            break;
-        case O_PROGRESS:
-            mode = optarg;
-            bad = strcmp(mode, "auto") && strcmp(mode, "tty") && strcmp(mode, "plain") && strcmp(mode, "none");
-            break;
-        case O_LOG: {
-            fl_log_level_t lvl;
-            bad = fl_log_parse_level(optarg, &lvl) != 0;
-            if (!bad)
-                fl_log_set_level(lvl);
-            break;
+        default: bad = fl_data_spec_apply(&spec, &cli); break;
         }
-        case O_HELP: usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-        if (bad) {
-            fprintf(stderr, "fleet: bad value '%s'\n", optarg);
-            usage(stderr);
-            return 2;
-        }
+        if (bad)
+            return FL_CLI_USAGE;
     }
-    if (optind < argc || !server || !o.certs_dir || spec.clients == 0) {
-        fprintf(stderr, "fleet: --server, --certs and --clients are required%s%s\n",
-                optind < argc ? "; stray argument " : "", optind < argc ? argv[optind] : "");
-        usage(stderr);
-        return 2;
-    }
+    if (!server || !o.certs_dir || spec.clients == 0)
+        return fl_cli_error(&cli, "--server, --certs and --clients are required");
     if (spec.client_index >= 0) {
-        fprintf(stderr, "fleet: --client-index is for `run`; use --first/--count for a part of the fleet\n");
-        return 2;
+        return fl_cli_error(&cli, "--client-index is for `run`; use --first/--count for a part of the fleet");
     }
     if ((size_t)first >= spec.clients || (count > 0 && (size_t)(first + count) > spec.clients)) {
-        fprintf(stderr, "fleet: clients %ld..%ld are not among the %zu clients\n", first,
-                first + (count > 0 ? count : 1) - 1, spec.clients);
-        return 2;
+        return fl_cli_error(&cli, "--first/--count: clients %ld..%ld are not among the %zu clients", first,
+                            first + (count > 0 ? count : 1) - 1, spec.clients);
     }
     char host[256];
     if (fl_session_parse_addr(server, host, sizeof host, &o.port)) {
-        fprintf(stderr, "fleet: --server wants HOST:PORT or [IPv6]:PORT, not '%s'\n", server);
-        return 2;
+        fl_cli_arg(&cli, "--server", server);
+        return fl_cli_bad_value(&cli, "is not HOST:PORT or [IPv6]:PORT");
     }
     o.host = host;
     o.first = (size_t)first;
     o.count = count > 0 ? (size_t)count : spec.clients - (size_t)first;
     o.jobs = (unsigned)jobs;
-    o.tty = strcmp(mode, "tty") == 0 || (strcmp(mode, "auto") == 0 && isatty(STDOUT_FILENO));
-    o.progress = strcmp(mode, "none") ? stdout : NULL;
+    o.tty = mode == P_TTY || (mode == P_AUTO && isatty(STDOUT_FILENO));
+    o.progress = mode != P_NONE ? stdout : NULL;
 
     int status = 1;
     fl_dataset_t all;

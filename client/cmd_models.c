@@ -1,12 +1,12 @@
 /* fedopt-client models: lists every model with its parameter count, input
  * and output shape, loss and metric, built for the paper's shapes (or for
  * --classes C / --input D1xD2x.. when given). */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "client/commands.h"
+#include "common/base/cli.h"
 #include "common/base/error.h"
 #include "common/base/json.h"
 #include "common/nn/models.h"
@@ -28,7 +28,7 @@ static const char *metric_name(fl_model_metric_t m)
     return m == FL_METRIC_ACCURACY ? "accuracy" : m == FL_METRIC_RECALL5 ? "recall@5" : "mse";
 }
 
-static void usage(FILE *out)
+void fl_client_cmd_models_usage(FILE *out)
 {
     fprintf(out, "usage: fedopt-client models [--classes C] [--input D1xD2x...] [--json] [--verbose]\n"
                  "  lists every model with its parameter count and shapes; --verbose adds the\n"
@@ -60,40 +60,30 @@ static int parse_shape(const char *s, fl_shape_t *out)
 
 int fl_client_cmd_models(int argc, char **argv)
 {
-    static const struct option opts[] = {{"classes", required_argument, NULL, 'c'},
-                                         {"input", required_argument, NULL, 'i'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"verbose", no_argument, NULL, 'v'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    int classes = 0, json = 0, verbose = 0, have_shape = 0, o;
+    enum { O_CLASSES = 1, O_INPUT, O_JSON, O_VERBOSE };
+    static const fl_cli_opt_t opts[] = {{"classes", 1, O_CLASSES}, {"input", 1, O_INPUT}, {"json", 0, O_JSON},
+                                        {"verbose", 0, O_VERBOSE}, {NULL, 0, 0}};
+    int json = 0, verbose = 0, have_shape = 0, id;
+    long classes = 0;
     fl_shape_t shape;
-    optind = 1;
-    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (o) {
-        case 'c':
-            classes = atoi(optarg);
-            if (classes < 1) {
-                fprintf(stderr, "models: --classes must be a positive integer\n");
-                return 2;
-            }
+    fl_cli_t cli;
+    fl_cli_init(&cli, "fedopt-client", "models", opts, NULL, argc, argv);
+    while ((id = fl_cli_next(&cli)) != FL_CLI_END) {
+        switch (id) {
+        case FL_CLI_ERR: return FL_CLI_USAGE;
+        case FL_CLI_ARG: return fl_cli_error(&cli, "unexpected argument '%s'", cli.val);
+        case O_CLASSES:
+            if (fl_cli_get_long(&cli, 1, 1000000, &classes))
+                return FL_CLI_USAGE;
             break;
-        case 'i':
-            if (parse_shape(optarg, &shape)) {
-                fprintf(stderr, "models: --input wants a shape like 1x28x28\n");
-                return 2;
-            }
+        case O_INPUT:
+            if (parse_shape(cli.val, &shape))
+                return fl_cli_bad_value(&cli, "is not a shape like 1x28x28");
             have_shape = 1;
             break;
-        case 'j': json = 1; break;
-        case 'v': verbose = 1; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case O_JSON: json = 1; break;
+        case O_VERBOSE: verbose = 1; break;
         }
-    }
-    if (optind != argc) {
-        usage(stderr);
-        return 2;
     }
     if (!json)
         printf("%-12s %12s  %-14s %-12s %-12s %-9s %s\n", "model", "params", "input", "output",
@@ -104,7 +94,7 @@ int fl_client_cmd_models(int argc, char **argv)
         if (have_shape)
             spec.input = shape;
         if (classes) {
-            spec.num_classes = classes;
+            spec.num_classes = (int)classes;
             if (info->loss == FL_LOSS_SIGMOID_BCE)
                 spec.label_dim = (size_t)classes;
         }

@@ -1,5 +1,4 @@
 /* `fedopt-client run`: one client on a device, serving a server until stopped. */
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +18,7 @@
 
 #define WHO "client"
 
-static void usage(FILE *out)
+void fl_client_cmd_run_usage(FILE *out)
 {
     fprintf(out,
             "usage: fedopt-client run --server HOST:PORT --ca FILE --cert FILE --key FILE --data SPEC\n"
@@ -80,71 +79,51 @@ int fl_client_cmd_run(int argc, char **argv)
 {
     fl_data_spec_t spec;
     fl_data_spec_init(&spec);
-    if (fl_data_spec_parse_args(&spec, &argc, argv))
-        return 2;
     const char *server = NULL, *ca = NULL, *cert = NULL, *key = NULL, *server_name = NULL, *name = NULL;
     long threads = sysconf(_SC_NPROCESSORS_ONLN);
     threads = threads < 1 ? 1 : threads > 64 ? 64 : threads; /* fl_model_set_threads' range */
     double backoff_max = 30, give_up = 0;
-    int once = 0;
-    enum { O_SERVER = 1, O_CA, O_CERT, O_KEY, O_SNAME, O_NAME, O_THREADS, O_BACKOFF, O_GIVEUP, O_LOG, O_ONCE, O_HELP };
-    static const struct option opts[] = {
-        {"server", required_argument, NULL, O_SERVER},  {"ca", required_argument, NULL, O_CA},
-        {"cert", required_argument, NULL, O_CERT},      {"key", required_argument, NULL, O_KEY},
-        {"server-name", required_argument, NULL, O_SNAME}, {"name", required_argument, NULL, O_NAME},
-        {"threads", required_argument, NULL, O_THREADS}, {"backoff-max", required_argument, NULL, O_BACKOFF},
-        {"give-up", required_argument, NULL, O_GIVEUP}, {"log-level", required_argument, NULL, O_LOG},
-        {"once", no_argument, NULL, O_ONCE},
-        {"help", no_argument, NULL, O_HELP},            {NULL, 0, NULL, 0},
+    int once = 0, id, lvl;
+    enum { O_SERVER = 1, O_CA, O_CERT, O_KEY, O_SNAME, O_NAME, O_THREADS, O_BACKOFF, O_GIVEUP, O_LOG, O_ONCE };
+    static const fl_cli_opt_t opts[] = {
+        {"server", 1, O_SERVER},       {"ca", 1, O_CA},           {"cert", 1, O_CERT},
+        {"key", 1, O_KEY},             {"server-name", 1, O_SNAME}, {"name", 1, O_NAME},
+        {"threads", 1, O_THREADS},     {"backoff-max", 1, O_BACKOFF}, {"give-up", 1, O_GIVEUP},
+        {"log-level", 1, O_LOG},       {"once", 0, O_ONCE},       {NULL, 0, 0},
     };
-    optind = 1;
-    int ch;
-    char *end;
-    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (ch) {
-        case O_SERVER: server = optarg; break;
-        case O_CA: ca = optarg; break;
-        case O_CERT: cert = optarg; break;
-        case O_KEY: key = optarg; break;
-        case O_SNAME: server_name = optarg; break;
-        case O_NAME: name = optarg; break;
-        case O_THREADS:
-            if (fl_cli_long(optarg, 1, 64, &threads))
-                goto bad;
+    fl_cli_t cli;
+    fl_cli_init(&cli, "fedopt-client", "run", opts, fl_data_spec_opts, argc, argv);
+    while ((id = fl_cli_next(&cli)) != FL_CLI_END) {
+        int bad = 0;
+        switch (id) {
+        case FL_CLI_ERR: return FL_CLI_USAGE;
+        case FL_CLI_ARG: return fl_cli_error(&cli, "unexpected argument '%s'", cli.val);
+        case O_SERVER: server = cli.val; break;
+        case O_CA: ca = cli.val; break;
+        case O_CERT: cert = cli.val; break;
+        case O_KEY: key = cli.val; break;
+        case O_SNAME: server_name = cli.val; break;
+        case O_NAME: name = cli.val; break;
+        case O_THREADS: bad = fl_cli_get_long(&cli, 1, 64, &threads); break;
+        case O_BACKOFF: bad = fl_cli_get_double(&cli, 0.001, 1e7, &backoff_max); break;
+        case O_GIVEUP: bad = fl_cli_get_double(&cli, 0, 1e9, &give_up); break;
+        case O_LOG:
+            if (!(bad = fl_cli_get_choice(&cli, fl_log_level_names, &lvl)))
+                fl_log_set_level((fl_log_level_t)lvl);
             break;
-        case O_BACKOFF:
-            backoff_max = strtod(optarg, &end);
-            if (*end || !(backoff_max > 0))
-                goto bad;
-            break;
-        case O_GIVEUP:
-            give_up = strtod(optarg, &end);
-            if (*end || !(give_up >= 0))
-                goto bad;
-            break;
-        case O_LOG: {
-            fl_log_level_t lvl;
-            if (fl_log_parse_level(optarg, &lvl))
-                goto bad;
-            fl_log_set_level(lvl);
-            break;
-        }
         case O_ONCE: once = 1; break;
-        case O_HELP: usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        default: bad = fl_data_spec_apply(&spec, &cli); break;
         }
+        if (bad)
+            return FL_CLI_USAGE;
     }
-    if (optind < argc || !server || !ca || !cert || !key) {
-        fprintf(stderr, "run: --server, --ca, --cert and --key are required%s%s\n", optind < argc ? "; stray " : "",
-                optind < argc ? argv[optind] : "");
-        usage(stderr);
-        return 2;
-    }
+    if (!server || !ca || !cert || !key)
+        return fl_cli_error(&cli, "--server, --ca, --cert and --key are required");
     char host[256];
     int port;
     if (fl_session_parse_addr(server, host, sizeof host, &port)) {
-        fprintf(stderr, "run: --server wants HOST:PORT or [IPv6]:PORT, not '%s'\n", server);
-        return 2;
+        fl_cli_arg(&cli, "--server", server);
+        return fl_cli_bad_value(&cli, "is not HOST:PORT or [IPv6]:PORT");
     }
     char nbuf[128];
     if (!name) {
@@ -218,10 +197,6 @@ int fl_client_cmd_run(int argc, char **argv)
     if (ctx.rc)
         FL_LOG_E(WHO, "%s: stopped: %s", name, fl_strerror(ctx.rc));
     goto out;
-bad:
-    fprintf(stderr, "run: bad value '%s'\n", optarg);
-    usage(stderr);
-    return 2;
 out:
     fl_session_free(ctx.s);
     fl_session_pool_free(pool);

@@ -3,7 +3,6 @@
  * device. One line (or JSON object) per epoch with train loss, test loss,
  * test metric and training samples/s. */
 #include <limits.h>
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +19,7 @@
 #include "common/nn/safetensors.h"
 #include "common/nn/train.h"
 
-static void usage(FILE *out)
+void fl_client_cmd_train_usage(FILE *out)
 {
     fprintf(out,
             "usage: fedopt-client train --model M [--data SPEC] [--epochs E] [--batch B] [--lr LR]\n"
@@ -89,14 +88,12 @@ static int on_epoch(int epoch, const fl_train_stats_t *st, void *ud)
 
 int fl_client_cmd_train(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"model", required_argument, NULL, 'm'},   {"epochs", required_argument, NULL, 'e'},
-        {"batch", required_argument, NULL, 'b'},   {"lr", required_argument, NULL, 'l'},
-        {"momentum", required_argument, NULL, 'u'}, {"weight-decay", required_argument, NULL, 'w'},
-        {"seed", required_argument, NULL, 's'},    {"threads", required_argument, NULL, 't'},
-        {"init", required_argument, NULL, 'i'},    {"save", required_argument, NULL, 'o'},
-        {"limit", required_argument, NULL, 'n'},   {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    enum { O_MODEL = 1, O_EPOCHS, O_BATCH, O_LR, O_MOMENTUM, O_WD, O_SEED, O_THREADS, O_INIT, O_SAVE, O_LIMIT, O_JSON };
+    static const fl_cli_opt_t opts[] = {
+        {"model", 1, O_MODEL},   {"epochs", 1, O_EPOCHS},   {"batch", 1, O_BATCH},       {"lr", 1, O_LR},
+        {"momentum", 1, O_MOMENTUM}, {"weight-decay", 1, O_WD}, {"seed", 1, O_SEED}, {"threads", 1, O_THREADS},
+        {"init", 1, O_INIT},     {"save", 1, O_SAVE},       {"limit", 1, O_LIMIT},       {"json", 0, O_JSON},
+        {NULL, 0, 0}};
     fl_data_spec_t spec;
     fl_data_spec_init(&spec);
     fl_dataset_t train, test;
@@ -105,68 +102,50 @@ int fl_client_cmd_train(int argc, char **argv)
     fl_model_t *m = NULL;
     const char *model = NULL, *init = NULL, *save = NULL;
     fl_train_config_t cfg = {.epochs = 1, .batch = 20, .sgd = {.lr = 0.05f}, .seed = 1};
-    long threads = 1, limit = 0;
-    int json = 0, o, status = 2, wd_set = 0;
-    char *end;
-    if (fl_data_spec_parse_args(&spec, &argc, argv))
-        goto out;
-    optind = 1;
-    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (o) {
-        case 'm': model = optarg; break;
-        case 'e': {
-            long e;
-            if (fl_cli_long(optarg, 1, 100000, &e))
-                goto bad;
-            cfg.epochs = (int)e;
+    long threads = 1, limit = 0, l;
+    double x;
+    int json = 0, status = FL_CLI_USAGE, wd_set = 0, id, bad = 0;
+    fl_cli_t cli;
+    fl_cli_init(&cli, "fedopt-client", "train", opts, fl_data_spec_opts, argc, argv);
+    while (!bad && (id = fl_cli_next(&cli)) != FL_CLI_END) {
+        switch (id) {
+        case FL_CLI_ERR: bad = 1; break;
+        case FL_CLI_ARG: bad = fl_cli_error(&cli, "unexpected argument '%s'", cli.val); break;
+        case O_MODEL: model = cli.val; break;
+        case O_EPOCHS:
+            if (!(bad = fl_cli_get_long(&cli, 1, 100000, &l) != 0))
+                cfg.epochs = (int)l;
             break;
-        }
-        case 'b': {
-            long b;
-            if (fl_cli_long(optarg, 1, 1000000, &b))
-                goto bad;
-            cfg.batch = (size_t)b;
+        case O_BATCH:
+            if (!(bad = fl_cli_get_long(&cli, 1, 1000000, &l) != 0))
+                cfg.batch = (size_t)l;
             break;
-        }
-        case 'l':
-            cfg.sgd.lr = strtof(optarg, &end);
-            if (*end || !(cfg.sgd.lr >= 0) || !isfinite(cfg.sgd.lr))
-                goto bad;
+        case O_LR:
+            if (!(bad = fl_cli_get_double(&cli, 0, 1e6, &x) != 0))
+                cfg.sgd.lr = (float)x;
             break;
-        case 'u':
-            cfg.sgd.momentum = strtof(optarg, &end);
-            if (*end || !(cfg.sgd.momentum >= 0 && cfg.sgd.momentum < 1))
-                goto bad;
+        case O_MOMENTUM:
+            if (!(bad = fl_cli_get_double(&cli, 0, 0.999999, &x) != 0))
+                cfg.sgd.momentum = (float)x;
             break;
-        case 'w':
-            cfg.sgd.weight_decay = strtof(optarg, &end);
+        case O_WD:
+            if (!(bad = fl_cli_get_double(&cli, 0, 1e6, &x) != 0))
+                cfg.sgd.weight_decay = (float)x;
             wd_set = 1;
-            if (*end || !(cfg.sgd.weight_decay >= 0) || !isfinite(cfg.sgd.weight_decay))
-                goto bad;
             break;
-        case 's':
-            cfg.seed = strtoull(optarg, &end, 10);
-            if (*end || !*optarg)
-                goto bad;
-            break;
-        case 't':
-            if (fl_cli_long(optarg, 1, 64, &threads))
-                goto bad;
-            break;
-        case 'n':
-            if (fl_cli_long(optarg, 1, LONG_MAX, &limit))
-                goto bad;
-            break;
-        case 'i': init = optarg; break;
-        case 'o': save = optarg; break;
-        case 'j': json = 1; break;
-        case 'h': usage(stdout); status = 0; goto out;
-        default: usage(stderr); goto out;
+        case O_SEED: bad = fl_cli_get_u64(&cli, &cfg.seed) != 0; break;
+        case O_THREADS: bad = fl_cli_get_long(&cli, 1, 64, &threads) != 0; break;
+        case O_LIMIT: bad = fl_cli_get_long(&cli, 1, LONG_MAX, &limit) != 0; break;
+        case O_INIT: init = cli.val; break;
+        case O_SAVE: save = cli.val; break;
+        case O_JSON: json = 1; break;
+        default: bad = fl_data_spec_apply(&spec, &cli) != 0; break;
         }
     }
-    if (!model || optind != argc) {
-        fprintf(stderr, "train: --model is required\n");
-        usage(stderr);
+    if (bad)
+        goto out;
+    if (!model) {
+        fl_cli_error(&cli, "--model is required");
         goto out;
     }
     status = 1;
@@ -211,10 +190,6 @@ int fl_client_cmd_train(int argc, char **argv)
     if (save && fl_safetensors_save(save, &m->params))
         goto out;
     status = 0;
-    goto out;
-bad:
-    fprintf(stderr, "train: bad value '%s'\n", optarg);
-    usage(stderr);
 out:
     fl_model_free(m);
     fl_dataset_free(&train);

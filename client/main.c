@@ -6,13 +6,13 @@
 
 /* Subcommand table: one line per command (prototypes next to it). */
 static const fl_client_cmd_t commands[] = {
-    {"models", fl_client_cmd_models, "list the models, their parameter counts and shapes"},
-    {"train", fl_client_cmd_train, "train a model centrally on local data"},
-    {"eval", fl_client_cmd_eval, "evaluate a model file on data"},
-    {"data", fl_client_cmd_data, "inspect a data spec: clients, label histograms, skew"},
-    {"run", fl_client_cmd_run, "serve a fedopt-server as one client (a device)"},
-    {"fleet", fl_client_cmd_fleet, "simulate N clients in one process"},
-    {NULL, NULL, NULL},
+    {"models", fl_client_cmd_models, "list the models, their parameter counts and shapes", fl_client_cmd_models_usage},
+    {"train", fl_client_cmd_train, "train a model centrally on local data", fl_client_cmd_train_usage},
+    {"eval", fl_client_cmd_eval, "evaluate a model file on data", fl_client_cmd_eval_usage},
+    {"data", fl_client_cmd_data, "inspect a data spec: clients, label histograms, skew", fl_client_cmd_data_usage},
+    {"run", fl_client_cmd_run, "serve a fedopt-server as one client (a device)", fl_client_cmd_run_usage},
+    {"fleet", fl_client_cmd_fleet, "simulate N clients in one process", fl_client_cmd_fleet_usage},
+    {NULL, NULL, NULL, NULL},
 };
 
 int main(int argc, char **argv)

@@ -40,12 +40,12 @@ echo
 echo "certificates: $dir/fleet (fleet CA, server; the fleet issues one per client)"
 
 # Port 0: the kernel picks a free port; the server's log says which.
-"$srv" run --listen 127.0.0.1:0 --tls_cert "$dir/fleet/server.crt" --tls_key "$dir/fleet/server.key" \
-    --tls_ca "$dir/fleet/ca.crt" --db "$dir/demo.db" \
-    --model cnn --server_opt fedadam --server_lr 0.0031623 --tau 0.0001 \
-    --client_lr 0.031623 --batch_size 20 --local_epochs 1 \
-    --rounds "$rounds" --clients_per_round 10 --min_clients 100 --wait_timeout 120 --round_deadline 300 \
-    --eval_data fmnist --eval_max_examples "$eval_n" --heartbeat 5 --seed 1 \
+"$srv" run --listen 127.0.0.1:0 --tls-cert "$dir/fleet/server.crt" --tls-key "$dir/fleet/server.key" \
+    --tls-ca "$dir/fleet/ca.crt" --db "$dir/demo.db" \
+    --model cnn --server-opt fedadam --server-lr 0.0031623 --tau 0.0001 \
+    --client-lr 0.031623 --batch-size 20 --local-epochs 1 \
+    --rounds "$rounds" --clients-per-round 10 --min-clients 100 --wait-timeout 120 --round-deadline 300 \
+    --eval-data fmnist --eval-max-examples "$eval_n" --heartbeat 5 --seed 1 \
     >"$dir/server.log" 2>&1 &
 server_pid=$!
 n=0

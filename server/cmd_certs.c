@@ -1,13 +1,13 @@
 /* fedopt-server certs: creates a fleet's CA, server and client certificates
- * (common/certs does the work). */
+ * (common/net/certs does the work). */
 #include <stdio.h>
 #include <string.h>
 
-#include "common/net/certs.h"
 #include "common/base/error.h"
+#include "common/net/certs.h"
 #include "server/commands.h"
 
-static void certs_usage(FILE *out)
+void fl_server_cmd_certs_usage(FILE *out)
 {
     fprintf(out,
             "usage: fedopt-server certs init DIR [--server-name NAME]\n"
@@ -21,35 +21,45 @@ static void certs_usage(FILE *out)
 
 int fl_server_cmd_certs(int argc, char **argv)
 {
-    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        certs_usage(stdout);
-        return 0;
+    enum { O_SNAME = 1 };
+    static const fl_cli_opt_t opts[] = {{"server-name", 1, O_SNAME}, {NULL, 0, 0}};
+    const char *pos[3], *name = NULL;
+    int n = 0, id;
+    fl_cli_t cli;
+    fl_cli_init(&cli, "fedopt-server", "certs", opts, NULL, argc, argv);
+    while ((id = fl_cli_next(&cli)) != FL_CLI_END) {
+        if (id == FL_CLI_ERR)
+            return FL_CLI_USAGE;
+        if (id == O_SNAME)
+            name = cli.val;
+        else if (n == 3)
+            return fl_cli_error(&cli, "unexpected argument '%s'", cli.val);
+        else
+            pos[n++] = cli.val;
     }
-    if (argc >= 3 && strcmp(argv[1], "init") == 0) {
-        const char *name = "localhost";
-        if (argc == 5 && strcmp(argv[3], "--server-name") == 0)
-            name = argv[4];
-        else if (argc != 3) {
-            certs_usage(stderr);
-            return 2;
-        }
-        int rc = fl_certs_init(argv[2], name);
-        if (rc) {
+    int init = n >= 1 && strcmp(pos[0], "init") == 0, issue = n >= 1 && strcmp(pos[0], "issue") == 0;
+    if (!init && !issue)
+        return n ? fl_cli_error(&cli, "unknown subcommand '%s' (init or issue)", pos[0])
+                 : fl_cli_error(&cli, "which subcommand? (init or issue)");
+    if (init && n != 2)
+        return fl_cli_error(&cli, "certs init wants DIR [--server-name NAME]");
+    if (issue && (n != 3 || name))
+        return fl_cli_error(&cli, "certs issue wants DIR NAME");
+    int rc;
+    if (init) {
+        if (!name)
+            name = "localhost";
+        if ((rc = fl_certs_init(pos[1], name))) {
             fprintf(stderr, "fedopt-server certs init: %s\n", fl_strerror(rc));
             return 1;
         }
-        printf("created %s/ca.crt, ca.key, server.crt, server.key (server name %s)\n", argv[2], name);
+        printf("created %s/ca.crt, ca.key, server.crt, server.key (server name %s)\n", pos[1], name);
         return 0;
     }
-    if (argc == 4 && strcmp(argv[1], "issue") == 0) {
-        int rc = fl_certs_issue(argv[2], argv[3]);
-        if (rc) {
-            fprintf(stderr, "fedopt-server certs issue: %s\n", fl_strerror(rc));
-            return 1;
-        }
-        printf("created %s/clients/%s.crt and %s.key\n", argv[2], argv[3], argv[3]);
-        return 0;
+    if ((rc = fl_certs_issue(pos[1], pos[2]))) {
+        fprintf(stderr, "fedopt-server certs issue: %s\n", fl_strerror(rc));
+        return 1;
     }
-    certs_usage(stderr);
-    return 2;
+    printf("created %s/clients/%s.crt and %s.key\n", pos[1], pos[2], pos[2]);
+    return 0;
 }

@@ -1,8 +1,8 @@
 /* fedopt-server export DB RUN [ROUND] FILE.safetensors: writes a checkpoint's
  * model (the newest one of the run by default) as safetensors with the
  * model's PyTorch tensor names. */
+#include <limits.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "common/base/error.h"
@@ -48,35 +48,42 @@ static int build_model(fl_store_t *st, long long run, size_t numel, fl_model_t *
     return FL_ESHAPE;
 }
 
+void fl_server_cmd_export_usage(FILE *out)
+{
+    fprintf(out, "usage: fedopt-server export DB RUN [ROUND] FILE.safetensors\n"
+                 "writes the model of ROUND's checkpoint (default: the newest)\n");
+}
+
 int fl_server_cmd_export(int argc, char **argv)
 {
-    if (argc < 4 || argc > 5) {
-        int help = argc == 2 && strcmp(argv[1], "--help") == 0;
-        fprintf(help ? stdout : stderr, "usage: fedopt-server export DB RUN [ROUND] FILE.safetensors\n"
-                                        "writes the model of ROUND's checkpoint (default: the newest)\n");
-        return help ? 0 : 2;
+    const char *pos[4];
+    int n;
+    long run, round = -1;
+    fl_cli_t cli;
+    fl_cli_init(&cli, "fedopt-server", "export", NULL, NULL, argc, argv);
+    if (fl_cli_positionals(&cli, "DB RUN [ROUND] FILE", 3, 4, pos, &n))
+        return FL_CLI_USAGE;
+    fl_cli_arg(&cli, "RUN", pos[1]);
+    if (fl_cli_get_long(&cli, 1, LONG_MAX, &run))
+        return FL_CLI_USAGE;
+    if (n == 4) {
+        fl_cli_arg(&cli, "ROUND", pos[2]);
+        if (fl_cli_get_long(&cli, 0, LONG_MAX, &round))
+            return FL_CLI_USAGE;
     }
-    char *e1, *e2 = "";
-    long long run = strtoll(argv[2], &e1, 10), round = -1;
-    if (argc == 5)
-        round = strtoll(argv[3], &e2, 10);
-    if (*e1 || *e2 || run <= 0 || (argc == 5 && round < 0)) {
-        fprintf(stderr, "fedopt-server export: RUN and ROUND must be numbers\n");
-        return 2;
-    }
-    const char *out = argv[argc - 1];
+    const char *out = pos[n - 1];
     fl_store_t *st = NULL;
     fl_store_checkpoint_t cp = {0};
     fl_model_t *m = NULL;
     int rc;
-    if ((rc = fl_store_open(argv[1], 1, &st)))
+    if ((rc = fl_store_open(pos[0], 1, &st)))
         goto out;
     if ((rc = fl_store_checkpoint_load(st, run, round, &cp))) {
         if (rc == FL_ENOTFOUND && round >= 0)
-            fprintf(stderr, "fedopt-server export: run %lld has no checkpoint for round %lld (see fedopt-server "
+            fprintf(stderr, "fedopt-server export: run %ld has no checkpoint for round %ld (see fedopt-server "
                             "rounds)\n", run, round);
         else if (rc == FL_ENOTFOUND)
-            fprintf(stderr, "fedopt-server export: run %lld has no checkpoint\n", run);
+            fprintf(stderr, "fedopt-server export: run %ld has no checkpoint\n", run);
         goto out;
     }
     if ((rc = build_model(st, run, cp.numel, &m)))
@@ -84,7 +91,7 @@ int fl_server_cmd_export(int argc, char **argv)
     memcpy(m->params.data, cp.model, cp.numel * sizeof(float));
     if ((rc = fl_safetensors_save(out, &m->params)))
         goto out;
-    printf("run %lld round %lld: %zu parameters written to %s\n", run, (long long)cp.round, cp.numel, out);
+    printf("run %ld round %lld: %zu parameters written to %s\n", run, (long long)cp.round, cp.numel, out);
 out:
     fl_model_free(m);
     fl_store_checkpoint_free(&cp);

@@ -7,6 +7,15 @@
 #include "server/config.h"
 #include "server/daemon.h"
 
+void fl_server_cmd_run_usage(FILE *out)
+{
+    fprintf(out, "usage: fedopt-server run [--config FILE] [--SETTING VALUE ...]\n\n"
+                 "Runs a federated training: waits for clients over mutual TLS, runs the rounds,\n"
+                 "logs each round to the SQLite database and checkpoints the model and optimizer.\n"
+                 "SIGTERM/SIGINT stop cleanly; --resume continues the run later.\n\n");
+    fl_server_config_print_help(out);
+}
+
 int fl_server_cmd_run(int argc, char **argv)
 {
     fl_server_config_t cfg;
@@ -18,11 +27,7 @@ int fl_server_cmd_run(int argc, char **argv)
     if (fl_server_config_parse_args(&cfg, argc - 1, argv + 1, &help))
         goto out;
     if (help) {
-        printf("usage: fedopt-server run [--config FILE] [--SETTING VALUE ...]\n\n"
-               "Runs a federated training: waits for clients over mutual TLS, runs the rounds,\n"
-               "logs each round to the SQLite database and checkpoints the model and optimizer.\n"
-               "SIGTERM/SIGINT stop cleanly; --resume continues the run later.\n\n");
-        fl_server_config_print_help(stdout);
+        fl_server_cmd_run_usage(stdout);
         status = 0;
         goto out;
     }

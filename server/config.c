@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/base/cli.h"
 #include "common/base/error.h"
 #include "common/base/json.h"
 #include "common/base/log.h"
@@ -112,7 +113,10 @@ static int parse_bool(const char *v, int *out)
     return FL_EINVAL;
 }
 
-static int set_entry(fl_server_config_t *cfg, const fl__cfg_entry_t *e, const char *v)
+/* Sets entry e from text v. A refused value returns FL_ECONFIG with what is
+ * wrong with it in why ("is not a number in [0, 1]"); each caller reports it
+ * in its own form (a usage error for a flag, a log line for a file). */
+static int set_entry(fl_server_config_t *cfg, const fl__cfg_entry_t *e, const char *v, char *why, size_t n)
 {
     char *p = (char *)cfg + e->off, *end = NULL;
     errno = 0;
@@ -165,10 +169,13 @@ static int set_entry(fl_server_config_t *cfg, const fl__cfg_entry_t *e, const ch
     }
 bad:
     if (e->type == T_INT || e->type == T_DBL)
-        FL_LOG_E("config", "%s: bad value '%s' (want a %s in [%g, %g])", e->name, v,
-                 e->type == T_INT ? "whole number" : "number", e->min, e->max);
+        snprintf(why, n, "is not %s in [%g, %g]", e->type == T_INT ? "an integer" : "a number", e->min, e->max);
+    else if (e->type == T_U64)
+        snprintf(why, n, "is not an integer in [0, 18446744073709551615]");
+    else if (e->type == T_BOOL)
+        snprintf(why, n, "is not a boolean (true, false, yes, no, on, off, 1, 0)");
     else
-        FL_LOG_E("config", "%s: bad value '%s'", e->name, v);
+        snprintf(why, n, "is not one of: no, yes, auto");
     return FL_ECONFIG;
 }
 
@@ -179,7 +186,11 @@ int fl_server_config_set(fl_server_config_t *cfg, const char *name, const char *
     const fl__cfg_entry_t *e = find(name);
     if (!e)
         return FL_ENOTFOUND;
-    return set_entry(cfg, e, value);
+    char why[128];
+    int rc = set_entry(cfg, e, value, why, sizeof why);
+    if (rc == FL_ECONFIG)
+        FL_LOG_E("config", "%s: '%s' %s", e->name, value, why);
+    return rc;
 }
 
 int fl_server_config_defaults(fl_server_config_t *cfg)
@@ -188,7 +199,8 @@ int fl_server_config_defaults(fl_server_config_t *cfg)
         return FL_EINVAL;
     memset(cfg, 0, sizeof *cfg);
     for (size_t i = 0; i < NTABLE; i++) {
-        int rc = set_entry(cfg, &table[i], table[i].def);
+        char why[128];
+        int rc = set_entry(cfg, &table[i], table[i].def, why, sizeof why);
         if (rc) {
             fl_server_config_free(cfg);
             return rc;
@@ -229,9 +241,10 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
         c->rc = FL_ECONFIG;
         return 1;
     }
-    int rc = set_entry(c->cfg, e, value);
+    char why[128] = "";
+    int rc = set_entry(c->cfg, e, value, why, sizeof why);
     if (rc) {
-        FL_LOG_E("config", "%s: [%s] %s = %s refused", c->path, section, name, value);
+        FL_LOG_E("config", "%s: [%s] %s = %s refused: '%s' %s", c->path, section, name, value, value, why);
         c->rc = rc;
     }
     return 1;
@@ -256,40 +269,22 @@ int fl_server_config_load_ini(fl_server_config_t *cfg, const char *path)
     return c.rc;
 }
 
-/* Splits "--name=value" / "--name" into name and value; *value is NULL when
- * the flag has no "=". The name is copied into buf. */
-static int flag_name(const char *arg, char *buf, size_t len, const char **value)
-{
-    if (strncmp(arg, "--", 2) != 0 || !arg[2])
-        return FL_EINVAL;
-    arg += 2;
-    const char *eq = strchr(arg, '=');
-    size_t n = eq ? (size_t)(eq - arg) : strlen(arg);
-    if (n >= len)
-        return FL_EINVAL;
-    memcpy(buf, arg, n);
-    buf[n] = 0;
-    *value = eq ? eq + 1 : NULL;
-    return 0;
-}
-
 int fl_server_config_parse_args(fl_server_config_t *cfg, int argc, char **argv, int *help)
 {
-    char name[64];
+    char name[64], why[128];
     const char *val;
-    *help = 0;
-    /* Pass 1: --help and --config, so that flags override the file wherever they appear. */
+    /* Usage errors are plain lines (common/base/cli.h), not log lines. */
+    fl_cli_t cli;
+    fl_cli_init(&cli, "fedopt-server", "run", NULL, NULL, 0, NULL);
+    *help = fl_cli_wants_help(argc, argv);
+    if (*help)
+        return 0;
+    /* Pass 1: --config, so that flags override the file wherever they appear. */
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            *help = 1;
-            return 0;
-        }
-    }
-    for (int i = 0; i < argc; i++) {
-        if (flag_name(argv[i], name, sizeof name, &val) == 0 && strcmp(name, "config") == 0) {
+        if (fl_cli_split_flag(argv[i], name, sizeof name, &val) == 0 && strcmp(name, "config") == 0) {
             if (!val) {
                 if (i + 1 >= argc) {
-                    FL_LOG_E("config", "--config needs a file");
+                    fl_cli_error(&cli, "--config needs a file");
                     return FL_ECONFIG;
                 }
                 val = argv[++i];
@@ -300,8 +295,8 @@ int fl_server_config_parse_args(fl_server_config_t *cfg, int argc, char **argv, 
         }
     }
     for (int i = 0; i < argc; i++) {
-        if (flag_name(argv[i], name, sizeof name, &val)) {
-            FL_LOG_E("config", "unexpected argument '%s' (settings are --name value)", argv[i]);
+        if (fl_cli_split_flag(argv[i], name, sizeof name, &val)) {
+            fl_cli_error(&cli, "unexpected argument '%s' (settings are --name VALUE)", argv[i]);
             return FL_ECONFIG;
         }
         if (strcmp(name, "config") == 0) {
@@ -311,7 +306,7 @@ int fl_server_config_parse_args(fl_server_config_t *cfg, int argc, char **argv, 
         }
         const fl__cfg_entry_t *e = find(name);
         if (!e) {
-            FL_LOG_E("config", "unknown setting --%s (see --help)", name);
+            fl_cli_error(&cli, "unknown setting --%s", name);
             return FL_ECONFIG;
         }
         if (!val) {
@@ -329,12 +324,19 @@ int fl_server_config_parse_args(fl_server_config_t *cfg, int argc, char **argv, 
             else if (i + 1 < argc)
                 val = argv[++i];
             else {
-                FL_LOG_E("config", "--%s needs a value", name);
+                fl_cli_error(&cli, "--%s needs a value", name);
                 return FL_ECONFIG;
             }
         }
-        if (set_entry(cfg, e, val))
-            return FL_ECONFIG;
+        int rc = set_entry(cfg, e, val, why, sizeof why);
+        if (rc == FL_ECONFIG) {
+            char flag[72];
+            snprintf(flag, sizeof flag, "--%s", name);
+            fl_cli_arg(&cli, flag, val);
+            fl_cli_bad_value(&cli, why);
+        }
+        if (rc)
+            return rc == FL_ENOMEM ? FL_ENOMEM : FL_ECONFIG;
     }
     return 0;
 }
@@ -453,7 +455,8 @@ int fl_server_config_get(const fl_server_config_t *cfg, const char *name, char *
 void fl_server_config_print_help(FILE *out)
 {
     const char *sect = "";
-    fprintf(out, "Settings (INI file sections in brackets; each is also a flag --name VALUE):\n");
+    fprintf(out, "Settings: each is a flag (--name VALUE, --name=VALUE; --log-level and --log_level\n"
+                 "are the same) and an INI key (log_level, in the [section] shown):\n");
     for (size_t i = 0; i < NTABLE; i++) {
         const fl__cfg_entry_t *e = &table[i];
         if (strcmp(sect, e->section) != 0) {
@@ -461,7 +464,12 @@ void fl_server_config_print_help(FILE *out)
             fprintf(out, "\n[%s]\n", sect);
         }
         static const char *tn[] = {"text", "int", "uint", "number", "bool", "no|yes|auto"};
-        fprintf(out, "  --%-22s %-11s default: %s%s\n      %s\n", e->name, tn[e->type],
+        char flag[64];
+        size_t k = 0;
+        for (; e->name[k] && k + 1 < sizeof flag; k++)
+            flag[k] = e->name[k] == '_' ? '-' : e->name[k];
+        flag[k] = 0;
+        fprintf(out, "  --%-22s %-11s default: %s%s\n      %s\n", flag, tn[e->type],
                 e->def[0] ? e->def : "(empty)", e->flags & F_RUN ? "  [run]" : "", e->help);
     }
     fprintf(out, "\n[run] settings define a run: --resume refuses to change them.\n");

@@ -102,15 +102,18 @@ int fl_server_config_load_ini(fl_server_config_t *cfg, const char *path);
 
 /* Applies argv (flags only, argv[0] is not skipped): first any --config FILE,
  * then every other --name [value] in order. Arguments that are not flags are
- * errors. *help is set to 1 when --help is present (nothing else is applied).
- * Returns 0 or FL_ECONFIG. */
+ * errors. *help is set to 1 when --help or -h is present (nothing else is
+ * applied). A bad flag is printed as a usage error (common/base/cli.h: a
+ * plain line naming the flag and the value), a bad --config file is logged.
+ * Returns 0, FL_ECONFIG or FL_ENOMEM. */
 int fl_server_config_parse_args(fl_server_config_t *cfg, int argc, char **argv, int *help);
 
 /* Checks ranges and cross-setting rules, and fills cfg->opt and
  * cfg->lr_schedule. Returns 0 or FL_ECONFIG (logged). */
 int fl_server_config_finish(fl_server_config_t *cfg);
 
-/* Prints every setting with its type, default and help (for --help). */
+/* Prints every setting with its type, default and help (for --help), each
+ * under its flag name (kebab-case) and INI section. */
 void fl_server_config_print_help(FILE *out);
 
 /* Writes every setting as one JSON object {"name": value, ...} into a new

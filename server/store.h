@@ -1,7 +1,7 @@
 /* store: the server's SQLite round log, checkpoints and resume.
  *
  * One database file in WAL mode with synchronous=FULL holds every run, round
- * and update and the checkpoints (schema in the README and in store.c). A
+ * and update and the checkpoints (schema in docs/operations.md and in store.c). A
  * round's rows and its checkpoint are written in one transaction, so after a
  * crash at any instant the database holds whole rounds only; a round that was
  * open at the crash left nothing and is redone on resume.

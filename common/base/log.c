@@ -15,13 +15,14 @@ void fl_log_set_level(fl_log_level_t level) { atomic_store(&g_level, (int)level)
 
 fl_log_level_t fl_log_get_level(void) { return (fl_log_level_t)atomic_load(&g_level); }
 
+const char *const fl_log_level_names[] = {"error", "warn", "info", "debug", NULL};
+
 int fl_log_parse_level(const char *s, fl_log_level_t *out)
 {
-    static const char *const names[] = {"error", "warn", "info", "debug"};
     if (!s || !out)
         return FL_EINVAL;
     for (int i = 0; i < 4; i++) {
-        if (strcmp(s, names[i]) == 0) {
+        if (strcmp(s, fl_log_level_names[i]) == 0) {
             *out = (fl_log_level_t)i;
             return 0;
         }

@@ -23,6 +23,10 @@ void fl_log_set_level(fl_log_level_t level);
 /* Returns the current level. */
 fl_log_level_t fl_log_get_level(void);
 
+/* The level names, indexed by fl_log_level_t, NULL-terminated (a choice
+ * list for fl_cli_get_choice). */
+extern const char *const fl_log_level_names[];
+
 /* Parses "error", "warn", "info" or "debug" into *out. Returns 0 or FL_EINVAL. */
 int fl_log_parse_level(const char *s, fl_log_level_t *out);
 

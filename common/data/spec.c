@@ -44,96 +44,94 @@ static int parse_u64(const char *v, uint64_t max, uint64_t *out)
     return 0;
 }
 
+/* Applies one option by name (kebab-case, no dashes); *why says what is
+ * wrong with a refused value. */
+static int spec_set(fl_data_spec_t *s, const char *name, const char *value, const char **why)
+{
+    uint64_t u;
+    *why = "is not valid";
+    if (strcmp(name, "data") == 0) {
+        *why = "is not a data source (empty or too long)";
+        if (!value || !*value || strlen(value) >= sizeof s->source)
+            return FL_EINVAL;
+        snprintf(s->source, sizeof s->source, "%s", value);
+        return 0;
+    }
+    if (strcmp(name, "data-view") == 0) {
+        static const char *const views[] = {"auto", "chars", "words", "bow"};
+        static const fl_data_view_t kinds[] = {FL_DATA_VIEW_AUTO, FL_DATA_VIEW_CHARS, FL_DATA_VIEW_WORDS,
+                                               FL_DATA_VIEW_BOW};
+        *why = "is not one of: auto, chars, words, bow";
+        for (size_t i = 0; value && i < sizeof views / sizeof views[0]; i++)
+            if (strcmp(value, views[i]) == 0) {
+                s->view = kinds[i];
+                return 0;
+            }
+        return FL_EINVAL;
+    }
+    if (strcmp(name, "partition") == 0) {
+        *why = "is not a partition (none | iid | dirichlet:A[,B] | shards[:S] | natural)";
+        if (!value || fl_partition_parse(value, &s->partition))
+            return FL_EINVAL;
+        s->partition_set = 1;
+        return 0;
+    }
+    if (strcmp(name, "clients") == 0 || strcmp(name, "client-index") == 0) {
+        *why = "is not an integer in [0, 4294967295]";
+        if (parse_u64(value, UINT32_MAX, &u))
+            return FL_EINVAL;
+        if (strcmp(name, "clients") == 0)
+            s->clients = (size_t)u;
+        else
+            s->client_index = (long)u;
+        return 0;
+    }
+    if (strcmp(name, "data-seed") == 0) {
+        *why = "is not an integer in [0, 18446744073709551615]";
+        if (parse_u64(value, UINT64_MAX, &u))
+            return FL_EINVAL;
+        s->seed = u;
+        return 0;
+    }
+    return FL_ENOTFOUND;
+}
+
 int fl_data_spec_set(fl_data_spec_t *s, const char *name, const char *value)
 {
     if (!s || !name)
         return FL_EINVAL;
     while (*name == '-')
         name++;
-    uint64_t u;
-    if (strcmp(name, "data") == 0) {
-        if (!value || !*value || strlen(value) >= sizeof s->source)
-            goto bad;
-        snprintf(s->source, sizeof s->source, "%s", value);
-        return 0;
-    }
-    if (strcmp(name, "data-view") == 0) {
-        if (!value)
-            goto bad;
-        if (strcmp(value, "auto") == 0)
-            s->view = FL_DATA_VIEW_AUTO;
-        else if (strcmp(value, "chars") == 0)
-            s->view = FL_DATA_VIEW_CHARS;
-        else if (strcmp(value, "words") == 0)
-            s->view = FL_DATA_VIEW_WORDS;
-        else if (strcmp(value, "bow") == 0)
-            s->view = FL_DATA_VIEW_BOW;
-        else
-            goto bad;
-        return 0;
-    }
-    if (strcmp(name, "partition") == 0) {
-        if (!value || fl_partition_parse(value, &s->partition))
-            goto bad;
-        s->partition_set = 1;
-        return 0;
-    }
-    if (strcmp(name, "clients") == 0) {
-        if (parse_u64(value, UINT32_MAX, &u))
-            goto bad;
-        s->clients = (size_t)u;
-        return 0;
-    }
-    if (strcmp(name, "client-index") == 0) {
-        if (parse_u64(value, UINT32_MAX, &u))
-            goto bad;
-        s->client_index = (long)u;
-        return 0;
-    }
-    if (strcmp(name, "data-seed") == 0) {
-        if (parse_u64(value, UINT64_MAX, &u))
-            goto bad;
-        s->seed = u;
-        return 0;
-    }
-    return FL_ENOTFOUND;
-bad:
-    FL_LOG_E("data", "--%s: bad value '%s'", name, value ? value : "(missing)");
-    return FL_EINVAL;
+    char norm[32];
+    size_t n = strlen(name);
+    if (n >= sizeof norm)
+        return FL_ENOTFOUND;
+    for (size_t i = 0; i <= n; i++)
+        norm[i] = name[i] == '_' ? '-' : name[i];
+    const char *why;
+    int rc = spec_set(s, norm, value, &why);
+    if (rc == FL_EINVAL)
+        FL_LOG_E("data", "--%s: '%s' %s", norm, value ? value : "(missing)", why);
+    return rc;
 }
 
-int fl_data_spec_parse_args(fl_data_spec_t *s, int *argc, char **argv)
+enum { O_DATA = FL_DATA_SPEC_OPT_ID, O_VIEW, O_PARTITION, O_CLIENTS, O_INDEX, O_SEED };
+
+const fl_cli_opt_t fl_data_spec_opts[] = {
+    {"data", 1, O_DATA},       {"data-view", 1, O_VIEW},   {"partition", 1, O_PARTITION},
+    {"clients", 1, O_CLIENTS}, {"client-index", 1, O_INDEX}, {"data-seed", 1, O_SEED},
+    {NULL, 0, 0},
+};
+
+int fl_data_spec_apply(fl_data_spec_t *s, const fl_cli_t *c)
 {
-    int out = 1;
-    for (int i = 1; i < *argc; i++) {
-        const char *a = argv[i];
-        if (strncmp(a, "--", 2) != 0) {
-            argv[out++] = argv[i];
-            continue;
-        }
-        char name[64];
-        const char *eq = strchr(a, '=');
-        size_t len = eq ? (size_t)(eq - a) : strlen(a);
-        if (len >= sizeof name) {
-            argv[out++] = argv[i];
-            continue;
-        }
-        memcpy(name, a, len);
-        name[len] = 0;
-        const char *value = eq ? eq + 1 : (i + 1 < *argc ? argv[i + 1] : NULL);
-        int rc = fl_data_spec_set(s, name, value);
-        if (rc == FL_ENOTFOUND) {
-            argv[out++] = argv[i];
-            continue;
-        }
-        if (rc)
-            return rc;
-        if (!eq)
-            i++;
-    }
-    *argc = out;
-    argv[out] = NULL;
-    return 0;
+    if (strncmp(c->what, "--", 2) != 0)
+        return FL_EINVAL;
+    const char *why;
+    int rc = spec_set(s, c->what + 2, c->val, &why); /* what is "--name" */
+    if (rc == FL_EINVAL)
+        fl_cli_bad_value(c, why);
+    return rc ? FL_EINVAL : 0;
 }
 
 /* The source's kind and its argument (the text after the first ':'). */

@@ -15,8 +15,10 @@
  *   --client-index I      load only client I's share (0-based)
  *   --data-seed S         the partition seed (default 0)
  *
- * A typical caller: fl_data_spec_init, fl_data_spec_parse_args over its argv
- * (which removes the options above and leaves the rest), then
+ * Each option is also accepted with underscores (--client_index), as every
+ * flag is (common/base/cli.h). A typical caller: fl_data_spec_init, passes
+ * fl_data_spec_opts as the second option table of its fl_cli_init and hands
+ * each of their ids to fl_data_spec_apply, then
  * fl_data_spec_load(spec, "train", &d) and fl_data_spec_load(spec, "test", &t).
  * Everything is deterministic: the same spec gives the same examples on any
  * machine, which is what lets a device pick its own share by index. */
@@ -26,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/base/cli.h"
 #include "common/data/dataset.h"
 #include "common/data/partition.h"
 
@@ -52,15 +55,19 @@ typedef struct {
 void fl_data_spec_init(fl_data_spec_t *s);
 
 /* Applies one option by name ("data", "data-view", "partition", "clients",
- * "client-index", "data-seed"; leading dashes allowed). Returns 0,
- * FL_ENOTFOUND (not a data option; nothing logged) or FL_EINVAL (a bad
- * value, logged with the option's name). */
+ * "client-index", "data-seed"; leading dashes allowed, underscores as
+ * dashes). Returns 0, FL_ENOTFOUND (not a data option; nothing logged) or
+ * FL_EINVAL (a bad value, logged with the option's name). */
 int fl_data_spec_set(fl_data_spec_t *s, const char *name, const char *value);
 
-/* Takes the data options ("--name VALUE" or "--name=VALUE") out of
- * argv[1..*argc), compacting argv and lowering *argc; argv[0] and every other
- * argument stay in order. Returns 0 or FL_EINVAL (bad value or a missing one). */
-int fl_data_spec_parse_args(fl_data_spec_t *s, int *argc, char **argv);
+/* The options above as a table for fl_cli_init; their ids are
+ * FL_DATA_SPEC_OPT_ID and the next five, above any command's own. */
+#define FL_DATA_SPEC_OPT_ID 1000
+extern const fl_cli_opt_t fl_data_spec_opts[];
+
+/* Applies the data option fl_cli_next just returned (c->what, c->val).
+ * Returns 0, or FL_EINVAL after printing the usage error (fl_cli_bad_value). */
+int fl_data_spec_apply(fl_data_spec_t *s, const fl_cli_t *c);
 
 /* The usage lines for the options above, for a command's --help. */
 const char *fl_data_spec_usage(void);

@@ -260,10 +260,10 @@ static int part2(int k, size_t n, const char *dir, const char *server_bin)
     if (pid == 0) {
         FILE *lf = freopen(logp, "w", stderr);
         (void)lf;
-        execl(server_bin, server_bin, "run", "--listen", listen, "--tls_cert", cert, "--tls_key", key, "--tls_ca",
-              ca, "--db", db, "--model", "mlp", "--rounds", "1", "--clients_per_round", kbuf, "--min_clients", kbuf,
-              "--round_deadline", "600", "--heartbeat", "3600", "--server_opt", "fedadam", "--max_buffered_uploads",
-              "4", "--wait_timeout", "900", (char *)NULL);
+        execl(server_bin, server_bin, "run", "--listen", listen, "--tls-cert", cert, "--tls-key", key, "--tls-ca",
+              ca, "--db", db, "--model", "mlp", "--rounds", "1", "--clients-per-round", kbuf, "--min-clients", kbuf,
+              "--round-deadline", "600", "--heartbeat", "3600", "--server-opt", "fedadam", "--max-buffered-uploads",
+              "4", "--wait-timeout", "900", (char *)NULL);
         _exit(127);
     }
     /* Wait for the server to listen (its log says so). */

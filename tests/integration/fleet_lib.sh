@@ -31,8 +31,8 @@ start_server() {
     log=$1
     shift
     : >"$work/$log"
-    "$srv" run --listen "127.0.0.1:$port" --tls_cert "$work/fleet/server.crt" --tls_key "$work/fleet/server.key" \
-        --tls_ca "$work/fleet/ca.crt" --db "$work/run.db" --heartbeat 1 "$@" >"$work/$log" 2>&1 &
+    "$srv" run --listen "127.0.0.1:$port" --tls-cert "$work/fleet/server.crt" --tls-key "$work/fleet/server.key" \
+        --tls-ca "$work/fleet/ca.crt" --db "$work/run.db" --heartbeat 1 "$@" >"$work/$log" 2>&1 &
     server_pid=$!
     pids="$pids $server_pid"
     n=0

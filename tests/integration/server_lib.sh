@@ -28,8 +28,8 @@ start_server() {
     log=$1; shift
     server_log=$log
     : >"$log"
-    "$srv" run --listen 127.0.0.1:0 --tls_cert "$pki/server.crt" --tls_key "$pki/server.key" \
-        --tls_ca "$pki/ca.crt" --model logreg "$@" >>"$log" 2>&1 &
+    "$srv" run --listen 127.0.0.1:0 --tls-cert "$pki/server.crt" --tls-key "$pki/server.key" \
+        --tls-ca "$pki/ca.crt" --model logreg "$@" >>"$log" 2>&1 &
     server_pid=$!
     pids="$pids $server_pid"
     port=""

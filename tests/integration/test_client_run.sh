@@ -10,8 +10,8 @@ set -u
 
 "$srv" certs issue "$work/fleet" dev-a >/dev/null && "$srv" certs issue "$work/fleet" dev-b >/dev/null &&
     "$srv" certs issue "$work/fleet" dev-c >/dev/null || fail "certs issue"
-start_server server.log --model logreg --rounds 2 --clients_per_round 3 --min_clients 3 --round_deadline 60 \
-    --server_opt fedavg --server_lr 1 --client_lr 0.1 --eval_data fmnist --eval_max_examples 1000
+start_server server.log --model logreg --rounds 2 --clients-per-round 3 --min-clients 3 --round-deadline 60 \
+    --server-opt fedavg --server-lr 1 --client-lr 0.1 --eval-data fmnist --eval-max-examples 1000
 i=0
 cpids=""
 for d in dev-a dev-b dev-c; do
@@ -35,8 +35,8 @@ grep -q "connected to .* as 'dev-a'" "$work/dev-a.log" || fail "dev-a did not lo
 
 # A server certificate signed by another CA: refused by the client, no retry.
 "$srv" certs init "$work/other" >/dev/null || fail "certs init other"
-start_server server2.log --model logreg --rounds 1 --db "$work/run2.db" --tls_cert "$work/other/server.crt" \
-    --tls_key "$work/other/server.key"
+start_server server2.log --model logreg --rounds 1 --db "$work/run2.db" --tls-cert "$work/other/server.crt" \
+    --tls-key "$work/other/server.key"
 "$cli" run --server "127.0.0.1:$port" --server-name localhost --ca "$work/fleet/ca.crt" \
     --cert "$work/fleet/clients/dev-a.crt" --key "$work/fleet/clients/dev-a.key" --data fmnist \
     --clients 3 --client-index 0 --partition iid >"$work/badca.log" 2>&1 &

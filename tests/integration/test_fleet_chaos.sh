@@ -7,8 +7,8 @@
 set -u
 . "$(dirname "$0")/fleet_lib.sh"
 
-start_server server.log --model logreg --rounds 4 --clients_per_round 10 --min_clients 12 --min_reports 1 \
-    --round_deadline 3 --server_opt fedavg --server_lr 1 --client_lr 0.1 --seed 3
+start_server server.log --model logreg --rounds 4 --clients-per-round 10 --min-clients 12 --min-reports 1 \
+    --round-deadline 3 --server-opt fedavg --server-lr 1 --client-lr 0.1 --seed 3
 start_fleet fleet.log --clients 20 --data fmnist --partition iid --jobs 2 --give-up 3 --seed 5 \
     --drop-rate 0.15 --straggle-rate 0.15 --straggle-delay 5 --corrupt-rate 0.25
 

@@ -9,9 +9,9 @@
 set -u
 . "$(dirname "$0")/fleet_lib.sh"
 
-start_server server.log --model logreg --rounds 2 --clients_per_round 5 --min_clients 10 \
-    --round_deadline 60 --server_opt fedavg --server_lr 1 --client_lr 0.1 --batch_size 20 --max_steps 3 \
-    --fed_eval_every 2 --fed_eval_clients 4 --fed_eval_deadline 60
+start_server server.log --model logreg --rounds 2 --clients-per-round 5 --min-clients 10 \
+    --round-deadline 60 --server-opt fedavg --server-lr 1 --client-lr 0.1 --batch-size 20 --max-steps 3 \
+    --fed-eval-every 2 --fed-eval-clients 4 --fed-eval-deadline 60
 start_fleet fleet.log --clients 10 --data fmnist --partition dirichlet:0.3 --jobs 2 --give-up 2
 wait_pid "$server_pid" 100
 [ "$rc" -eq 0 ] || fail "server exit status $rc"

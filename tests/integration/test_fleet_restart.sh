@@ -8,8 +8,8 @@
 set -u
 . "$(dirname "$0")/fleet_lib.sh"
 
-settings="--model logreg --rounds 8 --clients_per_round 10 --min_clients 20 --eval_data fmnist
-    --eval_max_examples 1000 --round_deadline 60 --server_opt fedadam --server_lr 0.01 --client_lr 0.1"
+settings="--model logreg --rounds 8 --clients-per-round 10 --min-clients 20 --eval-data fmnist
+    --eval-max-examples 1000 --round-deadline 60 --server-opt fedadam --server-lr 0.01 --client-lr 0.1"
 # shellcheck disable=SC2086
 start_server server1.log $settings
 start_fleet fleet.log --clients 20 --data fmnist --partition iid --jobs 2 --give-up 20

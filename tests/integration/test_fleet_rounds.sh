@@ -8,9 +8,9 @@
 set -u
 . "$(dirname "$0")/fleet_lib.sh"
 
-start_server server.log --model logreg --rounds 4 --clients_per_round 10 --min_clients 20 \
-    --eval_data fmnist --eval_max_examples 2000 --round_deadline 60 --server_opt fedavg --server_lr 1 \
-    --client_lr 0.1 --batch_size 20
+start_server server.log --model logreg --rounds 4 --clients-per-round 10 --min-clients 20 \
+    --eval-data fmnist --eval-max-examples 2000 --round-deadline 60 --server-opt fedavg --server-lr 1 \
+    --client-lr 0.1 --batch-size 20
 start_fleet fleet.log --clients 20 --data fmnist --partition dirichlet:0.3 --jobs 2 --give-up 2
 
 wait_pid "$server_pid" 100

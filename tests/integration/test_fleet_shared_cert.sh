@@ -11,9 +11,9 @@ cert="$work/fleet/clients/fleetcert.crt"
 key="$work/fleet/clients/fleetcert.key"
 [ -f "$cert" ] && [ -f "$key" ] || fail "issued certificate not found"
 
-start_server server.log --model logreg --rounds 2 --clients_per_round 4 --min_clients 8 \
-    --round_deadline 60 --server_opt fedavg --server_lr 1 --client_lr 0.1 --batch_size 20 \
-    --shared_certs fleetcert
+start_server server.log --model logreg --rounds 2 --clients-per-round 4 --min-clients 8 \
+    --round-deadline 60 --server-opt fedavg --server-lr 1 --client-lr 0.1 --batch-size 20 \
+    --shared-certs fleetcert
 start_fleet fleet.log --clients 8 --data fmnist --partition iid --jobs 2 --give-up 2 \
     --cert "$cert" --key "$key"
 wait_pid "$server_pid" 100

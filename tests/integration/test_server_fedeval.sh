@@ -14,13 +14,13 @@ build=${1:-build}
 make_pki a b c d e f g h i
 
 "$srv" run --help >"$work/help.txt" || fail "run --help"
-for k in fed_eval_every fed_eval_clients fed_eval_deadline fed_eval_max_examples max_steps; do
+for k in fed-eval-every fed-eval-clients fed-eval-deadline fed-eval-max-examples max-steps; do
     grep -q -- "--$k " "$work/help.txt" || fail "run --help lacks --$k"
 done
 
-start_server "$work/server.log" --db "$work/f.db" --rounds 3 --clients_per_round 2 --min_clients 9 \
-    --round_deadline 20 --heartbeat 1 --server_opt fedavg --server_lr 1 \
-    --fed_eval_every 1 --fed_eval_clients 9 --fed_eval_deadline 4
+start_server "$work/server.log" --db "$work/f.db" --rounds 3 --clients-per-round 2 --min-clients 9 \
+    --round-deadline 20 --heartbeat 1 --server-opt fedavg --server-lr 1 \
+    --fed-eval-every 1 --fed-eval-clients 9 --fed-eval-deadline 4
 first_port=$port
 client a --reconnect --weight 10 --eval good --eval-acc 0.5 --eval-loss 2 --timeout 60
 client b --reconnect --weight 30 --eval good --eval-acc 0.9 --eval-loss 1 --timeout 60
@@ -42,10 +42,10 @@ grep -q 'federated evaluation aborted by the stop' "$work/server.log" || fail "e
 # resume LOG: the same server, --resume yes, on the same port.
 resume() {
     : >"$work/$1"
-    "$srv" run --listen "127.0.0.1:$first_port" --tls_cert "$pki/server.crt" --tls_key "$pki/server.key" \
-        --tls_ca "$pki/ca.crt" --model logreg --db "$work/f.db" --resume yes --rounds 3 --clients_per_round 2 \
-        --min_clients 9 --round_deadline 20 --heartbeat 1 --server_opt fedavg --server_lr 1 \
-        --fed_eval_every 1 --fed_eval_clients 9 --fed_eval_deadline 4 >>"$work/$1" 2>&1 &
+    "$srv" run --listen "127.0.0.1:$first_port" --tls-cert "$pki/server.crt" --tls-key "$pki/server.key" \
+        --tls-ca "$pki/ca.crt" --model logreg --db "$work/f.db" --resume yes --rounds 3 --clients-per-round 2 \
+        --min-clients 9 --round-deadline 20 --heartbeat 1 --server-opt fedavg --server-lr 1 \
+        --fed-eval-every 1 --fed-eval-clients 9 --fed-eval-deadline 4 >>"$work/$1" 2>&1 &
     server_pid=$!
     pids="$pids $server_pid"
     server_log=$work/$1

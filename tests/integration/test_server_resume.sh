@@ -7,8 +7,8 @@
 build=${1:-build}
 . tests/integration/server_lib.sh
 make_pki a b c
-args="--db $work/r.db --rounds 6 --clients_per_round 3 --min_clients 3 --round_deadline 20 --heartbeat 1"
-args="$args --server_opt fedadam --server_lr 0.5"
+args="--db $work/r.db --rounds 6 --clients-per-round 3 --min-clients 3 --round-deadline 20 --heartbeat 1"
+args="$args --server-opt fedadam --server-lr 0.5"
 start_server "$work/server.log" $args
 # FedAdam here: the exact-mean check is for FedAvg; this test checks continuity.
 client a --weight 1 --mult 1.25 --delay 0.4 --reconnect --timeout 60
@@ -45,7 +45,7 @@ echo "kill -9 + --resume: rounds 1..6 without gap or repeat, state restored to c
 
 # --- SIGTERM ------------------------------------------------------------------
 for n in a b c; do : >"$work/$n.log"; done
-args2="--db $work/t.db --rounds 4 --clients_per_round 3 --min_clients 3 --round_deadline 20 --heartbeat 1"
+args2="--db $work/t.db --rounds 4 --clients-per-round 3 --min-clients 3 --round-deadline 20 --heartbeat 1"
 start_server "$work/server3.log" $args2
 client a --weight 1 --mult 1.25 --delay 0.4 --reconnect --timeout 60 --expect 1:1.25,1:0.75,2:1.5
 client b --weight 1 --mult 0.75 --delay 0.4 --reconnect --timeout 60 --expect 1:1.25,1:0.75,2:1.5

@@ -17,18 +17,18 @@ make_pki a b c d e f g h i
 
 # --help lists every setting with its default; a bad flag is a usage error (2), a bad value too.
 "$srv" run --help >"$work/help.txt" || fail "run --help"
-for k in listen tls_cert db model init eval_data eval_every rounds clients_per_round min_clients min_reports \
-    over_selection round_deadline heartbeat client_lr client_lr_schedule local_epochs batch_size server_opt \
-    server_lr momentum beta1 beta2 tau initial_accumulator bias_correction weighting seed max_buffered_uploads; do
+for k in listen tls-cert db model init eval-data eval-every rounds clients-per-round min-clients min-reports \
+    over-selection round-deadline heartbeat client-lr client-lr-schedule local-epochs batch-size server-opt \
+    server-lr momentum beta1 beta2 tau initial-accumulator bias-correction weighting seed max-buffered-uploads; do
     grep -q -- "--$k " "$work/help.txt" || fail "run --help lacks --$k"
 done
-"$srv" run --no_such_setting 1 2>/dev/null; [ $? -eq 2 ] || fail "unknown flag: want exit 2"
-"$srv" run --round_deadline soon 2>/dev/null; [ $? -eq 2 ] || fail "bad value: want exit 2"
+"$srv" run --no-such-setting 1 2>/dev/null; [ $? -eq 2 ] || fail "unknown flag: want exit 2"
+"$srv" run --round-deadline soon 2>/dev/null; [ $? -eq 2 ] || fail "bad value: want exit 2"
 
 # --- A ------------------------------------------------------------------------
-start_server "$work/server.log" --db "$work/a.db" --rounds 4 --clients_per_round 3 --min_clients 3 \
-    --round_deadline 20 --heartbeat 1 --server_opt fedavg --server_lr 1 \
-    --eval_data fmnist --eval_every 2 --eval_max_examples 1000 --max_buffered_uploads 1 --log_level debug
+start_server "$work/server.log" --db "$work/a.db" --rounds 4 --clients-per-round 3 --min-clients 3 \
+    --round-deadline 20 --heartbeat 1 --server-opt fedavg --server-lr 1 \
+    --eval-data fmnist --eval-every 2 --eval-max-examples 1000 --max-buffered-uploads 1 --log-level debug
 exp=1:1.25,1:0.75,2:1.5
 client a --weight 1 --mult 1.25 --expect $exp --timeout 30
 client b --weight 1 --mult 0.75 --expect $exp --timeout 30
@@ -57,7 +57,7 @@ echo "A: 4 FedAvg rounds, each model the exact weighted mean of the client model
 "$srv" export "$work/a.db" 1 2 "$work/r2.safetensors" >/dev/null || fail "export round 2"
 cmp -s "$work/r4.safetensors" "$work/r2.safetensors" && fail "rounds 2 and 4 exported the same model"
 "$srv" export "$work/a.db" 1 99 "$work/x.safetensors" 2>/dev/null && fail "export of a missing round succeeded"
-start_server "$work/server-init.log" --db "$work/a.db" --init "$work/r4.safetensors" --rounds 1 --min_clients 1
+start_server "$work/server-init.log" --db "$work/a.db" --init "$work/r4.safetensors" --rounds 1 --min-clients 1
 wait_log "$work/server-init.log" "initial weights from" 10 || fail "--init not loaded"
 kill -TERM "$server_pid"
 wait_pid "$server_pid" 10 || fail "SIGTERM while waiting: exit $?"
@@ -66,8 +66,8 @@ cmp "$work/r4.safetensors" "$work/init.safetensors" || fail "--init + export cha
 echo "export / --init: the exported model reloads bit for bit"
 
 # --- B ------------------------------------------------------------------------
-start_server "$work/server-b.log" --db "$work/b.db" --rounds 1 --clients_per_round 9 --min_clients 9 \
-    --min_reports 2 --round_deadline 3 --heartbeat 0.5
+start_server "$work/server-b.log" --db "$work/b.db" --rounds 1 --clients-per-round 9 --min-clients 9 \
+    --min-reports 2 --round-deadline 3 --heartbeat 0.5
 client a --mode good
 client b --mode good
 client c --mode die
@@ -97,7 +97,7 @@ grep -Eq '^1 +closed +9 +3 +4 ' "$work/rounds.txt" || fail "round B: $(cat "$wor
 echo "B: refused and dropped updates recorded with their reasons; the round closed at its deadline"
 
 # --- C: nobody comes: with wait_timeout the server gives up (exit 1), logging what it waits for.
-start_server "$work/server-c.log" --db "$work/c.db" --min_clients 2 --wait_timeout 1
+start_server "$work/server-c.log" --db "$work/c.db" --min-clients 2 --wait-timeout 1
 wait_pid "$server_pid" 10; rc=$?
 [ $rc -eq 1 ] || fail "wait_timeout: exit $rc, want 1"
 grep -q 'round 1 waits for clients: 0 connected, 2 needed' "$work/server-c.log" || fail "no waiting line"
@@ -105,8 +105,8 @@ grep -q 'gave up after waiting 1 s' "$work/server-c.log" || fail "no give-up lin
 echo "C: wait_timeout: the server said what it waited for and gave up"
 
 # --- D: over-selection ---------------------------------------------------------
-start_server "$work/server-d.log" --db "$work/d.db" --rounds 2 --clients_per_round 2 --over_selection 1.5 \
-    --min_clients 3 --round_deadline 20 --heartbeat 1
+start_server "$work/server-d.log" --db "$work/d.db" --rounds 2 --clients-per-round 2 --over-selection 1.5 \
+    --min-clients 3 --round-deadline 20 --heartbeat 1
 client a --mode good
 client b --mode good
 client c --mode good --delay 2

@@ -9,7 +9,6 @@
 
 #include <cmocka.h>
 
-#include "common/base/cli.h"
 #include "common/base/error.h"
 #include "common/base/log.h"
 #include "common/base/params.h"
@@ -25,22 +24,6 @@ static void test_errors(void **s)
     assert_int_equal(fl_log_parse_level("debug", &l), 0);
     assert_int_equal(l, FL_LOG_DEBUG);
     assert_int_equal(fl_log_parse_level("loud", &l), FL_EINVAL);
-}
-
-static void test_cli_long(void **s)
-{
-    long v = 7;
-    assert_int_equal(fl_cli_long("42", 1, 100, &v), 0);
-    assert_int_equal(v, 42);
-    assert_int_equal(fl_cli_long("-3", -5, 0, &v), 0);
-    assert_int_equal(v, -3);
-    /* Refusals leave *out alone. */
-    assert_int_equal(fl_cli_long("", 0, 10, &v), FL_EINVAL);
-    assert_int_equal(fl_cli_long("4x", 0, 10, &v), FL_EINVAL);
-    assert_int_equal(fl_cli_long("11", 0, 10, &v), FL_EINVAL);
-    assert_int_equal(fl_cli_long("0", 1, 10, &v), FL_EINVAL);
-    assert_int_equal(fl_cli_long("99999999999999999999999", 0, 10, &v), FL_EINVAL);
-    assert_int_equal(v, -3);
 }
 
 static void test_rng_streams(void **s)
@@ -190,7 +173,7 @@ static void test_finite_and_norm(void **s)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_errors),          cmocka_unit_test(test_cli_long),          cmocka_unit_test(test_rng_streams),
+        cmocka_unit_test(test_errors),          cmocka_unit_test(test_rng_streams),
         cmocka_unit_test(test_rng_distributions), cmocka_unit_test(test_rng_fill_u32), cmocka_unit_test(test_params_layout),
         cmocka_unit_test(test_finite_and_norm),
     };

@@ -209,7 +209,9 @@ static void test_json_and_help(void **state)
     for (char *p = buf; (p = strstr(p, "\n  --")); p++)
         lines++;
     assert_int_equal(lines, nsettings);
-    assert_non_null(strstr(buf, "--round_deadline"));
+    /* Flags in kebab-case (the INI key keeps its underscores). */
+    assert_non_null(strstr(buf, "--round-deadline "));
+    assert_null(strstr(buf, "--round_deadline"));
     assert_non_null(strstr(buf, "default: 600"));
     free(buf);
     fl_server_config_free(&c);
