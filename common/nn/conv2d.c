@@ -82,7 +82,12 @@ const char *fl__conv2d_dnnl_impl(const fl_layer_t *l)
     return l && l->priv ? fl__dnnl_conv_impl(((const conv_t *)l->priv)->dnnl) : "none";
 }
 
-/* Which layers run on oneDNN by default (conv_dnnl_mode 0). */
+/* Which layers run on oneDNN by default (conv_dnnl_mode 0): every one where
+ * it is built in. Its AVX-512 direct convolutions beat im2col/Winograd on
+ * OpenBLAS's AVX2 kernel for cnn's conv2 and resnet18gn's layers; for cnn's
+ * conv1 (one input channel) the two were within the noise of a loaded
+ * machine (bench_train with FEDOPT_BENCH_CONV=own|dnnl; docs/benchmarks.md),
+ * so it is not singled out until a quiet measurement says otherwise. */
 static int conv_use_dnnl(const conv_t *c)
 {
     if (conv_dnnl_mode == 1 || !fl__dnnl_available())
