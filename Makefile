@@ -20,6 +20,7 @@
 #                             CROSS=arm-linux-gnueabihf); docs/devices.md
 #   make test-cross ARCH=A    the engine's and client's unit tests under qemu-user, then the
 #                             mixed-architecture federation (slow; not part of make test)
+#   make DNNL=0               conv2d without oneDNN (the default on x86-64 is DNNL=1)
 #   make SANITIZE=address,undefined test
 #   make CC=clang CFLAGS='-O1 -g'
 #
@@ -75,6 +76,13 @@ HOT_CFLAGS ?= -O3
 LDFLAGS ?=
 SANITIZE ?=
 BLAS ?= openblas
+# oneDNN (Debian's libdnnl, amd64 only) as conv2d's backend: on by default on
+# x86-64 with OpenBLAS (not in a cross build); DNNL=0 leaves conv2d on its own im2col/Winograd path.
+ifeq ($(shell uname -m)-$(BLAS)-$(CROSS),x86_64-openblas-)
+DNNL ?= 1
+else
+DNNL ?= 0
+endif
 BUILD ?= build
 # Which packages deploy/install-deps.sh makes sure of: all (build and test) or
 # build (just `make all`, as the image's build stage does).
@@ -132,6 +140,17 @@ $(error the $(ARCH) cross build lacks packages: run `make cross-deps ARCH=$(ARCH
 endif
 endif
 -include $(BUILD)/config-$(BLAS).mk
+ifeq ($(DNNL),1)
+# libgomp for omp_set_num_threads: oneDNN's Debian build runs on OpenMP.
+PKG_LIBS += -ldnnl -lgomp
+endif
+endif
+ifeq ($(DNNL),1)
+FL_CFLAGS += -DFL_HAVE_DNNL=1
+else ifeq ($(DNNL),0)
+FL_CFLAGS += -DFL_HAVE_DNNL=0
+else
+$(error DNNL must be 1 or 0)
 endif
 
 $(BUILD)/config-$(BLAS).mk: deploy/install-deps.sh Makefile

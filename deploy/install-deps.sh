@@ -87,6 +87,14 @@ case "${FEDOPT_DEPS:-all}" in
     image) PACKAGES="$IMAGE_PACKAGES" ;;
     *) echo "fedopt: FEDOPT_DEPS must be all, build, runtime or image" >&2; exit 2 ;;
 esac
+# oneDNN, conv2d's backend on x86-64 (make DNNL=1, the default there); Debian
+# builds it for amd64 only, and the other architectures keep conv2d's own path.
+case "${FEDOPT_DEPS:-all}" in
+    all | build)
+        if [ -z "$arch" ] && [ "$(dpkg --print-architecture 2>/dev/null)" = "amd64" ]; then
+            PACKAGES="$PACKAGES libdnnl-dev"
+        fi ;;
+esac
 case "$arch" in
     "") ;;
     arm64 | armhf)

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/base/error.h"
+#include "common/nn/dnnl.h"
 #include "common/nn/gemm.h"
 #include "common/nn/winograd.h"
 
@@ -29,6 +30,9 @@ typedef struct {
     float *wdu;          /* the transformed kernel's gradient, [16][cout][cin] */
     float *wv, *wm;      /* transformed inputs and products, sized for both passes */
     float *wplane_f, *wplane_b; /* zero-bordered planes of wf and wb */
+    /* oneDNN's convolution (common/nn/dnnl.h) when this layer runs on it;
+     * should a call fail there, the layer's own path above computes it. */
+    fl__dnnl_conv_t *dnnl;
 } conv_t;
 
 /* Caps the lowered matrix of a chunk (floats). Wider GEMMs amortize
@@ -63,6 +67,33 @@ static int conv_cap_forced; /* a test set the cap: chunks are exactly cap/per */
 static int conv_wino_mode; /* 0: choose; 1: never; 2: wherever it applies (tests) */
 
 void fl__conv2d_set_winograd(int mode) { conv_wino_mode = mode; }
+
+static int conv_dnnl_mode; /* 0: choose; 1: never; 2: wherever it is built in (tests) */
+
+void fl__conv2d_set_dnnl(int mode) { conv_dnnl_mode = mode; }
+
+int fl__conv2d_uses_dnnl(const fl_layer_t *l)
+{
+    return l && l->priv && ((const conv_t *)l->priv)->dnnl != NULL;
+}
+
+const char *fl__conv2d_dnnl_impl(const fl_layer_t *l)
+{
+    return l && l->priv ? fl__dnnl_conv_impl(((const conv_t *)l->priv)->dnnl) : "none";
+}
+
+/* Which layers run on oneDNN by default (conv_dnnl_mode 0): every one where
+ * it is built in. Its AVX-512 direct convolutions beat im2col/Winograd on
+ * OpenBLAS's AVX2 kernel for cnn's conv2 and resnet18gn's layers; for cnn's
+ * conv1 (one input channel) the two were within the noise of a loaded
+ * machine (bench_train with FEDOPT_BENCH_CONV=own|dnnl; docs/benchmarks.md),
+ * so it is not singled out until a quiet measurement says otherwise. */
+static int conv_use_dnnl(const conv_t *c)
+{
+    if (conv_dnnl_mode == 1 || !fl__dnnl_available())
+        return 0;
+    return 1;
+}
 
 int fl__conv2d_uses_winograd(const fl_layer_t *l)
 {
@@ -319,6 +350,11 @@ static void conv_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_m
     /* When the batch fits one chunk, the lowered input stays in col for the
      * backward pass (the layer contract: backward sees the x of the last
      * forward), which saves lowering it twice. */
+    if (c->dnnl && fl__dnnl_conv_forward(c->dnnl, x, l->p[0], c->has_bias ? l->p[1] : NULL, y,
+                                         n) == 0) {
+        c->col_n = 0;
+        return;
+    }
     if (c->wino) {
         fl_winograd_weights(l->p[0], c->cout, c->cin, 0, c->wu);
         conv_winograd(c, &c->wf, c->wplane_f, x, l->in_dim, n, c->has_bias ? l->p[1] : NULL, y,
@@ -421,6 +457,9 @@ static void conv_backward(fl_layer_t *l, const float *x, const float *y, const f
     conv_t *c = l->priv;
     const int kk = c->cin * c->k * c->k;
     const size_t hw = (size_t)c->ho * c->wo;
+    if (c->dnnl && fl__dnnl_conv_backward(c->dnnl, x, l->p[0], dy, l->g[0],
+                                          c->has_bias ? l->g[1] : NULL, dx, n) == 0)
+        return;
     if (c->wino) {
         conv_backward_winograd(l, x, dy, dx, n);
         return;
@@ -489,6 +528,7 @@ static void conv_destroy(fl_layer_t *l)
         free(c->wm);
         free(c->wplane_f);
         free(c->wplane_b);
+        fl__dnnl_conv_free(c->dnnl);
     }
     free(c);
 }
@@ -560,6 +600,15 @@ int fl_conv2d_create(fl_params_t *layout, const char *prefix, const fl_shape_t *
             goto fail;
         }
         c->wino = 1;
+    }
+    /* A layer oneDNN cannot take (no CPU engine) stays on the path above. */
+    if (conv_use_dnnl(c)) {
+        int drc = fl__dnnl_conv_create(c->cin, c->h, c->w, c->cout, k, stride, pad, bias, &c->dnnl);
+        if (drc == FL_ENOMEM || drc == FL_EINVAL) {
+            rc = drc;
+            c = NULL;
+            goto fail;
+        }
     }
     c = NULL;
     int64_t wshape[4] = {out_channels, in->d[0], k, k};

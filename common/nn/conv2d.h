@@ -8,7 +8,9 @@
  * one GEMM (backward: two GEMMs and col2im). 3x3 stride-1 layers with at
  * least 16 channels on each side run the forward pass and both gradients
  * with Winograd's F(2x2,3x3) instead (common/nn/winograd.h), 2.25 times
- * fewer multiply-adds.
+ * fewer multiply-adds. Built with oneDNN (make DNNL=1, the default on
+ * x86-64), layers run their three products on oneDNN's convolutions instead
+ * (common/nn/dnnl.h), the same results up to float rounding.
  * Init U(+-1/sqrt(Cin*k*k)). */
 #ifndef FL_CONV2D_H
 #define FL_CONV2D_H
@@ -31,6 +33,18 @@ void fl__conv2d_set_col_cap(size_t floats);
  * Winograd F(2x2,3x3) or im2col (the default), 1 forces im2col, 2 forces
  * Winograd wherever the shape allows it. Affects layers created afterwards. */
 void fl__conv2d_set_winograd(int mode);
+
+/* Internal, for tests and benches: 0 lets each layer choose oneDNN
+ * (common/nn/dnnl.h) or its own path (the default), 1 keeps every layer on
+ * its own path, 2 puts every layer on oneDNN where it is built in. Affects
+ * layers created afterwards. */
+void fl__conv2d_set_dnnl(int mode);
+
+/* Internal, for tests: whether conv2d layer l runs on oneDNN. */
+int fl__conv2d_uses_dnnl(const fl_layer_t *l);
+
+/* Internal, for benches: oneDNN's implementation name for layer l, or "none". */
+const char *fl__conv2d_dnnl_impl(const fl_layer_t *l);
 
 /* Internal, for tests: whether conv2d layer l runs Winograd. */
 int fl__conv2d_uses_winograd(const fl_layer_t *l);

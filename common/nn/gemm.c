@@ -61,6 +61,20 @@ static uint64_t now_ns(void)
 static void gemm_run(int transa, int transb, int m, int n, int k, float alpha, const float *a,
                      int lda, const float *b, int ldb, float beta, float *c, int ldc);
 
+uint64_t fl__gemm_clock(void)
+{
+    return atomic_load_explicit(&timing_on, memory_order_relaxed) ? now_ns() : 0;
+}
+
+void fl__gemm_account(uint64_t flops, uint64_t t0)
+{
+    gemm_flops += flops;
+    if (!t0)
+        return;
+    atomic_fetch_add_explicit(&timed_ns, now_ns() - t0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&timed_flops, flops, memory_order_relaxed);
+}
+
 void fl_gemm(int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,
              const float *b, int ldb, float beta, float *c, int ldc)
 {

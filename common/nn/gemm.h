@@ -73,6 +73,16 @@ double fl__gemm_seconds(void);
  * calling thread's, timed or not). */
 uint64_t fl__gemm_timed_flops(void);
 
+/* Internal, for products that run outside fl_gemm (oneDNN's convolutions,
+ * common/nn/dnnl.h), so fl__gemm_flops and the timer cover them too:
+ * fl__gemm_clock() is the start time when the timer is on (0 when off), and
+ * fl__gemm_account(flops, t0) adds flops to this thread's count and, when
+ * t0 is not 0, the time since t0 and the flops to the timer's totals. A
+ * convolution counts the multiply-adds of its direct form, as im2col's GEMM
+ * would. */
+uint64_t fl__gemm_clock(void);
+void fl__gemm_account(uint64_t flops, uint64_t t0);
+
 /* Internal, for tests: the decision of fl_gemm_better_kernel for a loaded
  * kernel name, a CPU level (0 SSE, 1 AVX, 2 AVX2+FMA, 3 AVX-512) and vendor. */
 const char *fl__gemm_pick_kernel(const char *loaded, int cpu, int is_amd);

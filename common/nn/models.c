@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uv.h>
 
 #include "common/base/error.h"
 #include "common/base/log.h"
@@ -18,6 +17,7 @@
 #include "common/nn/lstm.h"
 #include "common/nn/pool.h"
 #include "common/nn/resblock.h"
+#include "common/nn/workers.h"
 
 /* ---- builders: one per model, layers in PyTorch module order ---- */
 
@@ -254,6 +254,8 @@ static void free_buffers(fl_model_t *m)
 
 static void free_replicas(fl_model_t *m)
 {
+    fl_workers_free(m->workers);
+    m->workers = NULL;
     for (int r = 0; m->rep && r < m->parts - 1; r++)
         fl_model_free(m->rep[r]);
     free(m->rep);
@@ -502,9 +504,9 @@ typedef struct {
     fl_loss_stats_t st;
 } part_t;
 
-static void part_run(void *arg)
+static void part_run(void *arg, size_t r)
 {
-    part_t *p = arg;
+    part_t *p = (part_t *)arg + r;
     p->rc = loss_part(p->m, p->x, p->y, p->n, p->mode, p->backward, p->gscale, &p->loss, &p->st);
 }
 
@@ -559,6 +561,7 @@ int fl_model_set_threads(fl_model_t *m, int threads)
         return 0;
     }
     fl_model_t **rep = calloc((size_t)threads, sizeof *rep);
+    fl_workers_t *workers = NULL;
     int rc = rep ? 0 : FL_ENOMEM;
     for (int r = 0; !rc && r < threads - 1; r++) {
         if ((rc = fl_model_create(m->info->name, &m->spec, &rep[r])))
@@ -568,6 +571,10 @@ int fl_model_set_threads(fl_model_t *m, int threads)
          * the same as m's, is kept. */
         fl_params_free(&rep[r]->params);
     }
+    /* The threads that run parts 1.. live as long as the replicas, so a
+     * step only wakes them (common/nn/workers.h). */
+    if (!rc)
+        rc = fl_workers_create(threads - 1, &workers);
     if (rc) {
         for (int r = 0; rep && r < threads - 1; r++)
             fl_model_free(rep[r]);
@@ -576,6 +583,7 @@ int fl_model_set_threads(fl_model_t *m, int threads)
     }
     free_replicas(m);
     m->rep = rep;
+    m->workers = workers;
     m->threads = m->parts = threads;
     return 0;
 }
@@ -594,8 +602,6 @@ int fl_model_loss(fl_model_t *m, const float *x, const int32_t *y, size_t n, fl_
     if (parts <= 1)
         return loss_part(m, x, y, n, mode, backward, 1.0f, loss, st);
     part_t p[FL_MODEL_MAX_THREADS];
-    uv_thread_t tid[FL_MODEL_MAX_THREADS];
-    int started[FL_MODEL_MAX_THREADS] = {0};
     const size_t in = fl_model_in_dim(m), ld = m->spec.label_dim;
     double total = 0.0, cnt[FL_MODEL_MAX_THREADS];
     for (size_t r = 0; r < parts; r++) {
@@ -615,20 +621,12 @@ int fl_model_loss(fl_model_t *m, const float *x, const int32_t *y, size_t n, fl_
         if (mode == FL_MODE_TRAIN)
             fl_rng_seed(&rm->dropout_rng, fl_rng_u64(&m->dropout_rng));
     }
-    /* Parts 1.. on their own threads, part 0 here; a part whose thread
-     * cannot start runs here afterwards, with the same result. */
-    for (size_t r = 1; r < parts; r++)
-        started[r] = uv_thread_create(&tid[r], part_run, &p[r]) == 0;
-    part_run(&p[0]);
-    int rc = p[0].rc;
-    for (size_t r = 1; r < parts; r++) {
-        if (started[r])
-            uv_thread_join(&tid[r]);
-        else
-            part_run(&p[r]);
-        if (!rc)
-            rc = p[r].rc;
-    }
+    /* Parts 1.. on the model's workers, part 0 here; a part without a
+     * worker runs here afterwards, with the same result. */
+    fl_workers_run(m->workers, parts, part_run, p);
+    int rc = 0;
+    for (size_t r = 0; r < parts && !rc; r++)
+        rc = p[r].rc;
     if (rc)
         return rc;
     double L = 0.0;

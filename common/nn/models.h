@@ -79,6 +79,8 @@ struct fl_model {
     int parts;            /* fl_model_loss splits a batch across this many (1 or threads) */
     struct fl_model **rep; /* parts - 1 replicas for parts 1..: own layers,
                               activations and gradients, bound to params */
+    struct fl_workers *workers; /* the threads that run parts 1.. (owned; NULL
+                                   with one part), made by fl_model_set_threads */
 };
 
 /* Number of registered models. */
@@ -161,7 +163,9 @@ int fl_model_loss(fl_model_t *m, const float *x, const int32_t *y, size_t n, fl_
  *   Chosen for models that do many operations per parameter per example
  *   (conv, LSTM: 8 or more in the forward pass, measured once here on a
  *   zero example), where each thread's work is mostly on its own
- *   activations. A part gets at least 8 examples (so a batch under 16 is
+ *   activations. The threads that run parts 1.. are made here, once, and
+ *   joined by fl_model_free or the next fl_model_set_threads; a step only
+ *   wakes them. A part gets at least 8 examples (so a batch under 16 is
  *   not split): thinner parts would repeat the weight packing of their
  *   GEMMs for little work.
  * - GEMM: models of dense layers only do ~2 per parameter, so their speed is

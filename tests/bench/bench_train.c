@@ -17,7 +17,11 @@
  * A split model (cnn and the other conv/LSTM models at 2 threads) runs its
  * parts' GEMMs side by side on one OpenBLAS thread each: its share is GEMM
  * seconds / (parts * step seconds) and its rate is per part, against the
- * 1-thread square. */
+ * 1-thread square.
+ * FEDOPT_BENCH_CONV=own keeps every conv2d layer on its own im2col/Winograd
+ * path, =dnnl puts every one on oneDNN (where built in); unset, each layer
+ * takes the default choice (common/nn/conv2d.h). The first model's conv
+ * layers' oneDNN implementations are printed before the table. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +29,7 @@
 #include <time.h>
 
 #include "common/nn/clientopt.h"
+#include "common/nn/conv2d.h"
 #include "common/nn/models.h"
 #include "common/nn/gemm.h"
 #include "common/base/rng.h"
@@ -137,8 +142,13 @@ int main(void)
     const char *only = getenv("FEDOPT_BENCH_MODELS");
     const char *settings = getenv("FEDOPT_BENCH_SETTINGS");
     const char *secs = getenv("FEDOPT_BENCH_SECONDS");
+    const char *conv = getenv("FEDOPT_BENCH_CONV");
     if (secs && atof(secs) > 0)
         bench_seconds = atof(secs);
+    if (conv && strcmp(conv, "own") == 0)
+        fl__conv2d_set_dnnl(1);
+    else if (conv && strcmp(conv, "dnnl") == 0)
+        fl__conv2d_set_dnnl(2);
     printf("gemm backend: %s\n", fl_gemm_backend());
     sq_a = malloc(sizeof(float) * SQ_N * SQ_N);
     sq_b = malloc(sizeof(float) * SQ_N * SQ_N);
@@ -167,6 +177,17 @@ int main(void)
         if (fl_model_create(info->name, &info->paper, &m))
             return 1;
         fl_model_init_params(m, 1);
+        for (size_t k = 0; k < m->nlayers; k++)
+            if (strcmp(m->layers[k]->ops->kind, "conv2d") == 0) {
+                /* A forward pass makes the primitives, whose name is printed. */
+                float *zx = calloc(fl_model_in_dim(m), sizeof(float));
+                if (zx && fl_model_forward(m, zx, 1, FL_MODE_EVAL))
+                    printf("conv backend: %s layer %zu: %s%s\n", info->name, k,
+                           fl__conv2d_uses_dnnl(m->layers[k]) ? "onednn " : "own",
+                           fl__conv2d_uses_dnnl(m->layers[k]) ? fl__conv2d_dnnl_impl(m->layers[k])
+                                                              : "");
+                free(zx);
+            }
         printf("%-12s", info->name);
         fflush(stdout);
         gemm_in_step_t g[4] = {{0}};

@@ -16,6 +16,7 @@
 #include "common/nn/models.h"
 #include "common/nn/act.h"
 #include "common/nn/conv2d.h"
+#include "common/nn/dnnl.h"
 #include "common/nn/pool.h"
 #include "common/nn/dense.h"
 #include "common/nn/dropout.h"
@@ -404,12 +405,12 @@ static void test_dropout_matches_definition(void **state)
         }
 }
 
-static void test_grad_conv2d(void **state)
+static void grad_conv2d(int dnnl)
 {
-    (void)state;
     fl_params_t p;
     fl_layer_t *l;
     fl_gc_opts_t o = fl_gc_defaults();
+    fl__conv2d_set_dnnl(dnnl ? 2 : 1);
     static const struct {
         int cin, h, w, cout, k, stride, pad, bias;
     } cases[] = {
@@ -425,6 +426,7 @@ static void test_grad_conv2d(void **state)
                                           cases[t].stride, cases[t].pad, cases[t].bias, &l),
                          0);
         int64_t ho = (cases[t].h + 2 * cases[t].pad - cases[t].k) / cases[t].stride + 1;
+        assert_int_equal(fl__conv2d_uses_dnnl(l), dnnl);
         assert_int_equal(l->out.d[0], cases[t].cout);
         assert_int_equal(l->out.d[1], ho);
         assert_int_equal(p.views[0].ndim, 4);
@@ -444,6 +446,17 @@ static void test_grad_conv2d(void **state)
     assert_int_equal(fl_conv2d_create(&p, "c", &flat, 4, 1, 1, 0, 1, &l), FL_EINVAL);
     assert_null(l);
     fl_params_free(&p);
+    fl__conv2d_set_dnnl(0);
+}
+
+/* The finite-difference check on conv2d's own path and, where it is built
+ * in, on oneDNN's (common/nn/dnnl.h). */
+static void test_grad_conv2d(void **state)
+{
+    (void)state;
+    grad_conv2d(0);
+    if (fl__dnnl_available())
+        grad_conv2d(1);
 }
 
 /* Winograd layers (forced on small shapes, and the size the cnn uses) pass
@@ -461,6 +474,7 @@ static void test_grad_conv2d_winograd(void **state)
         {2, 5, 6, 3, 0, 1}, {3, 6, 6, 2, 1, 1}, {2, 4, 7, 2, 2, 0}, {1, 3, 3, 2, 1, 1},
     };
     fl__conv2d_set_winograd(2);
+    fl__conv2d_set_dnnl(1);
     for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
         fl_params_init(&p);
         fl_shape_t in = {.ndim = 3, .d = {cases[t].cin, cases[t].h, cases[t].w}};
@@ -477,6 +491,7 @@ static void test_grad_conv2d_winograd(void **state)
     check_layer(l, &p, 5, &o);
     fl__conv2d_set_col_cap(0);
     fl__conv2d_set_winograd(0);
+    fl__conv2d_set_dnnl(0);
 }
 
 /* Runs one conv layer forward and backward on x and dy with fixed
@@ -486,11 +501,16 @@ static void conv_run(int mode, const fl_shape_t *in, int cout, int pad, size_t n
 {
     fl_params_t p, g;
     fl_layer_t *l;
-    fl__conv2d_set_winograd(mode);
+    /* mode 3: on oneDNN; otherwise conv2d's own path, Winograd as
+     * fl__conv2d_set_winograd(mode) says. */
+    fl__conv2d_set_winograd(mode == 3 ? 0 : mode);
+    fl__conv2d_set_dnnl(mode == 3 ? 2 : 1);
     fl_params_init(&p);
     fl_params_init(&g);
     assert_int_equal(fl_conv2d_create(&p, "c", in, cout, 3, 1, pad, 1, &l), 0);
     fl__conv2d_set_winograd(0);
+    fl__conv2d_set_dnnl(0);
+    assert_int_equal(fl__conv2d_uses_dnnl(l), mode == 3);
     *used_winograd = fl__conv2d_uses_winograd(l);
     assert_int_equal(fl_params_alloc(&p), 0);
     assert_int_equal(fl_params_clone_layout(&g, &p), 0);
@@ -581,16 +601,73 @@ static void test_conv2d_winograd_matches_im2col(void **state)
     fl_params_free(&p);
 }
 
-/* A convolution against the definition, with padding and stride. */
-static void test_conv2d_values(void **state)
+/* oneDNN and conv2d's own path (Winograd where it chooses it) give the
+ * same output and gradients within float rounding, on the models' conv
+ * shapes, padding, stride-1 odd maps, and batch sizes that change between
+ * calls (its primitives are made per batch size). */
+static void test_conv2d_dnnl_matches(void **state)
 {
     (void)state;
+    if (!fl__dnnl_available())
+        skip();
+    static const struct {
+        int cin, h, w, cout, pad;
+        size_t n;
+    } cases[] = {
+        {1, 28, 28, 32, 0, 20}, /* cnn's conv1 */
+        {32, 26, 26, 64, 0, 3}, /* cnn's conv2 */
+        {16, 7, 9, 24, 1, 5},
+        {3, 24, 24, 64, 1, 2},  /* resnet18gn's stem */
+        {64, 6, 6, 64, 1, 7},
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        fl_shape_t in = {.ndim = 3, .d = {cases[t].cin, cases[t].h, cases[t].w}};
+        int ho = cases[t].h + 2 * cases[t].pad - 2, wo = cases[t].w + 2 * cases[t].pad - 2;
+        size_t n = cases[t].n, nx = n * cases[t].cin * cases[t].h * cases[t].w,
+               ny = n * (size_t)cases[t].cout * ho * wo;
+        float *x = malloc(nx * sizeof(float)), *dy = malloc(ny * sizeof(float));
+        fl_rng_t r;
+        fl_rng_seed(&r, 50 + t);
+        for (size_t i = 0; i < nx; i++)
+            x[i] = (float)fl_rng_normal(&r);
+        for (size_t i = 0; i < ny; i++)
+            dy[i] = (float)fl_rng_normal(&r);
+        float *a[4], *b[4];
+        int wa, wb;
+        conv_run(0, &in, cases[t].cout, cases[t].pad, n, x, dy, a, &wa);
+        conv_run(3, &in, cases[t].cout, cases[t].pad, n, x, dy, b, &wb);
+        size_t len[4] = {ny, nx, (size_t)cases[t].cout * cases[t].cin * 9,
+                         (size_t)cases[t].cout};
+        for (int k = 0; k < 4; k++) {
+            double big = 0, err = 0;
+            for (size_t i = 0; i < len[k]; i++) {
+                big = fmax(big, fabs(a[k][i]));
+                err = fmax(err, fabs((double)a[k][i] - b[k][i]));
+            }
+            assert_true(big > 0);
+            if (err > 1e-5 * big)
+                fail_msg("case %zu, result %d: max difference %g against max %g", t, k, err,
+                         big);
+            free(a[k]);
+            free(b[k]);
+        }
+        free(x);
+        free(dy);
+    }
+}
+
+/* A convolution against the definition, with padding and stride. */
+static void conv2d_values(int dnnl)
+{
     fl_params_t p, g;
     fl_layer_t *l;
     fl_params_init(&p);
     fl_params_init(&g);
     fl_shape_t in = {.ndim = 3, .d = {2, 5, 4}};
+    fl__conv2d_set_dnnl(dnnl ? 2 : 1);
     assert_int_equal(fl_conv2d_create(&p, "c", &in, 3, 3, 2, 1, 1, &l), 0);
+    fl__conv2d_set_dnnl(0);
+    assert_int_equal(fl__conv2d_uses_dnnl(l), dnnl);
     assert_int_equal(fl_params_alloc(&p), 0);
     assert_int_equal(fl_params_clone_layout(&g, &p), 0);
     fl_layer_bind(l, &p, &g);
@@ -621,6 +698,14 @@ static void test_conv2d_values(void **state)
     fl_layer_free(l);
     fl_params_free(&p);
     fl_params_free(&g);
+}
+
+static void test_conv2d_values(void **state)
+{
+    (void)state;
+    conv2d_values(0);
+    if (fl__dnnl_available())
+        conv2d_values(1);
 }
 
 /* cnn pools before its ReLU (common/nn/models.c): the same values and
@@ -917,6 +1002,7 @@ int main(void)
         cmocka_unit_test(test_conv2d_values),
         cmocka_unit_test(test_grad_conv2d_winograd),
         cmocka_unit_test(test_conv2d_winograd_matches_im2col),
+        cmocka_unit_test(test_conv2d_dnnl_matches),
         cmocka_unit_test(test_grad_maxpool),
         cmocka_unit_test(test_pool_relu_commute),
         cmocka_unit_test(test_gradcheck_catches_errors),

@@ -26,6 +26,7 @@
 #include "common/nn/models.h"
 #include "common/nn/gemm.h"
 #include "common/nn/train.h"
+#include "common/nn/workers.h"
 
 static fl_dataset_t train_set, test_set;
 static int have_fmnist;
@@ -200,6 +201,55 @@ static void test_threads_deterministic(void **state)
         crc[rep] = fl_params_crc32(m->params.data, m->params.numel);
         fl_model_free(m);
     }
+    assert_int_equal(crc[0], crc[1]);
+    fl_dataset_free(&d);
+}
+
+/* The split parts run on workers made once by fl_model_set_threads: a
+ * training run starts no thread, and its parameters are bit-identical to the
+ * same run with every part on the calling thread (what any thread layout
+ * gives, the per-step threads of before included), for 3 parts with dropout
+ * on and two epochs of steps. */
+static void test_threads_pool(void **state)
+{
+    (void)state;
+    fl_dataset_t d;
+    fl_dataset_init(&d);
+    synth(&d, 240, 7);
+    fl_gemm_set_threads(1);
+    fl__model_set_split_threshold(0); /* cnn on 8x8 images would not split */
+    uint32_t crc[2];
+    for (int inline_parts = 0; inline_parts < 2; inline_parts++) {
+        fl_model_spec_t s;
+        fl_model_t *m;
+        assert_int_equal(fl_model_spec_from_dataset(&d, &s), 0);
+        assert_int_equal(fl_model_create("cnn", &s, &m), 0);
+        unsigned long before = fl__workers_started();
+        assert_int_equal(fl_model_set_threads(m, 3), 0);
+        assert_int_equal(m->parts, 3);
+        assert_int_equal(fl_workers_count(m->workers), 2);
+        assert_int_equal(fl__workers_started() - before, 2);
+        if (inline_parts) {
+            fl_workers_free(m->workers);
+            m->workers = NULL;
+        }
+        fl_model_init_params(m, 11);
+        fl_train_config_t cfg = {.epochs = 2, .batch = 24, .sgd = {.lr = 0.05f}, .seed = 11};
+        fl_train_stats_t st;
+        before = fl__workers_started();
+        assert_int_equal(fl_train_run(m, &d, &cfg, NULL, NULL, &st), 0);
+        assert_int_equal(fl__workers_started(), before);
+        assert_int_equal(st.steps, 10);
+        assert_true(isfinite(st.loss));
+        crc[inline_parts] = fl_params_crc32(m->params.data, m->params.numel);
+        /* A new thread count replaces the workers; 1 drops them. */
+        assert_int_equal(fl_model_set_threads(m, 2), 0);
+        assert_int_equal(fl_workers_count(m->workers), 1);
+        assert_int_equal(fl_model_set_threads(m, 1), 0);
+        assert_null(m->workers);
+        fl_model_free(m);
+    }
+    fl__model_set_split_threshold(-1);
     assert_int_equal(crc[0], crc[1]);
     fl_dataset_free(&d);
 }
@@ -540,6 +590,7 @@ int main(void)
         cmocka_unit_test(test_threads_choice),
         cmocka_unit_test(test_threads_split_batches),
         cmocka_unit_test(test_threads_deterministic),
+        cmocka_unit_test(test_threads_pool),
         cmocka_unit_test(test_concurrent_models),
         cmocka_unit_test(test_learns_and_callback),
         cmocka_unit_test(test_mismatch_refused),

@@ -1,0 +1,385 @@
+#include "common/nn/dnnl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/base/error.h"
+
+#if FL_HAVE_DNNL
+
+#include <dnnl.h>
+#include <omp.h>
+
+#include "common/nn/gemm.h"
+
+/* Batch sizes whose primitives are kept: a training run sees its batch
+ * size, the last partial batch, and the evaluation batch. */
+#define DNNL_CACHE 4
+
+/* One tensor argument of a primitive: `user` wraps the caller's buffer in
+ * PyTorch's plain layout; when the primitive chose another layout (oneDNN's
+ * fast kernels want blocked ones, e.g. 16 channels innermost), `inner` is a
+ * buffer of that layout and `reorder` converts between the two (user to
+ * inner for an input, inner to user for an output). Otherwise inner is
+ * user and there is no reorder. */
+typedef struct {
+    dnnl_memory_t user, inner;
+    dnnl_primitive_t reorder;
+} tensor_t;
+
+enum { T_XF, T_WF, T_YF, T_XW, T_DYW, T_DWW, T_DYD, T_WD, T_DXD, T_COUNT };
+
+typedef struct {
+    size_t n; /* 0: empty */
+    int team; /* the OpenMP team size it was made for */
+    unsigned long used;
+    dnnl_primitive_desc_t fwd_pd, bwd_d_pd, bwd_w_pd;
+    dnnl_primitive_t fwd, bwd_d, bwd_w;
+    tensor_t t[T_COUNT];
+} entry_t;
+
+struct fl__dnnl_conv {
+    int cin, h, w, cout, k, stride, pad, bias;
+    int ho, wo;
+    dnnl_engine_t eng;
+    dnnl_stream_t strm;
+    dnnl_memory_t bmem, dbmem; /* bias and its gradient: always plain [cout] */
+    float *dw, *db; /* scratch gradients, added to the caller's afterwards */
+    entry_t cache[DNNL_CACHE];
+    unsigned long tick;
+    char impl[64]; /* copied: the string belongs to a primitive descriptor */
+};
+
+int fl__dnnl_available(void) { return 1; }
+
+static void tensor_clear(tensor_t *t)
+{
+    if (t->inner && t->inner != t->user)
+        dnnl_memory_destroy(t->inner);
+    if (t->user)
+        dnnl_memory_destroy(t->user);
+    if (t->reorder)
+        dnnl_primitive_destroy(t->reorder);
+    memset(t, 0, sizeof *t);
+}
+
+/* Sets t up for a primitive argument of layout `want` whose caller-side
+ * layout is `plain`; `out`: the primitive writes it. Returns 0 or -1. */
+static int tensor_setup(tensor_t *t, dnnl_engine_t eng, const dnnl_memory_desc_t *plain,
+                        const dnnl_memory_desc_t *want, int out)
+{
+    if (dnnl_memory_create(&t->user, plain, eng, DNNL_MEMORY_NONE))
+        return -1;
+    if (dnnl_memory_desc_equal(plain, want)) {
+        t->inner = t->user;
+        return 0;
+    }
+    dnnl_primitive_desc_t rpd = NULL;
+    int bad = dnnl_memory_create(&t->inner, want, eng, DNNL_MEMORY_ALLOCATE) ||
+              dnnl_reorder_primitive_desc_create(&rpd, out ? want : plain, eng,
+                                                 out ? plain : want, eng, NULL) ||
+              dnnl_primitive_create(&t->reorder, rpd);
+    if (rpd)
+        dnnl_primitive_desc_destroy(rpd);
+    return bad ? -1 : 0;
+}
+
+/* Points t at the caller's buffer p and, for an input, converts it into
+ * the primitive's layout. Returns 0 or -1. */
+static int tensor_in(tensor_t *t, dnnl_stream_t s, const void *p)
+{
+    if (dnnl_memory_set_data_handle(t->user, (void *)p)) /* only read */
+        return -1;
+    if (!t->reorder)
+        return 0;
+    dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, t->user}, {DNNL_ARG_TO, t->inner}};
+    return dnnl_primitive_execute(t->reorder, s, 2, a) ? -1 : 0;
+}
+
+/* After the primitive: converts an output into the caller's buffer p. */
+static int tensor_out(tensor_t *t, dnnl_stream_t s, void *p)
+{
+    if (dnnl_memory_set_data_handle(t->user, p))
+        return -1;
+    if (!t->reorder)
+        return 0;
+    dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, t->inner}, {DNNL_ARG_TO, t->user}};
+    return dnnl_primitive_execute(t->reorder, s, 2, a) ? -1 : 0;
+}
+
+static void entry_clear(entry_t *e)
+{
+    dnnl_primitive_destroy(e->fwd);
+    dnnl_primitive_destroy(e->bwd_d);
+    dnnl_primitive_destroy(e->bwd_w);
+    dnnl_primitive_desc_destroy(e->fwd_pd);
+    dnnl_primitive_desc_destroy(e->bwd_d_pd);
+    dnnl_primitive_desc_destroy(e->bwd_w_pd);
+    for (int i = 0; i < T_COUNT; i++)
+        tensor_clear(&e->t[i]);
+    memset(e, 0, sizeof *e);
+}
+
+void fl__dnnl_conv_free(fl__dnnl_conv_t *c)
+{
+    if (!c)
+        return;
+    for (int i = 0; i < DNNL_CACHE; i++)
+        entry_clear(&c->cache[i]);
+    dnnl_memory_destroy(c->bmem);
+    dnnl_memory_destroy(c->dbmem);
+    if (c->strm)
+        dnnl_stream_destroy(c->strm);
+    if (c->eng)
+        dnnl_engine_destroy(c->eng);
+    free(c->dw);
+    free(c->db);
+    free(c);
+}
+
+int fl__dnnl_conv_create(int cin, int h, int w, int cout, int k, int stride, int pad, int bias,
+                         fl__dnnl_conv_t **out)
+{
+    if (!out)
+        return FL_EINVAL;
+    *out = NULL;
+    if (cin < 1 || h < 1 || w < 1 || cout < 1 || k < 1 || stride < 1 || pad < 0 ||
+        h + 2 * pad < k || w + 2 * pad < k)
+        return FL_EINVAL;
+    fl__dnnl_conv_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return FL_ENOMEM;
+    int rc = FL_EUNSUPPORTED;
+    *c = (fl__dnnl_conv_t){.cin = cin, .h = h, .w = w, .cout = cout, .k = k, .stride = stride,
+                           .pad = pad, .bias = bias != 0};
+    c->ho = (h + 2 * pad - k) / stride + 1;
+    c->wo = (w + 2 * pad - k) / stride + 1;
+    /* The default engine uses every core; the team size is set per call
+     * (see dnnl.h), so one engine and stream per layer cost nothing more. */
+    if (dnnl_engine_create(&c->eng, dnnl_cpu, 0) != dnnl_success ||
+        dnnl_stream_create(&c->strm, c->eng, dnnl_stream_default_flags) != dnnl_success)
+        goto fail;
+    dnnl_memory_desc_t bmd;
+    dnnl_dims_t bd = {cout};
+    if (dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_x) != dnnl_success ||
+        dnnl_memory_create(&c->bmem, &bmd, c->eng, DNNL_MEMORY_NONE) != dnnl_success ||
+        dnnl_memory_create(&c->dbmem, &bmd, c->eng, DNNL_MEMORY_NONE) != dnnl_success)
+        goto fail;
+    rc = FL_ENOMEM;
+    c->dw = malloc((size_t)cout * cin * k * k * sizeof(float));
+    c->db = malloc((size_t)cout * sizeof(float));
+    if (!c->dw || !c->db)
+        goto fail;
+    *out = c;
+    return 0;
+fail:
+    fl__dnnl_conv_free(c);
+    return rc;
+}
+
+/* The multiply-adds (x2) of one product over n examples, as im2col's GEMM
+ * counts them: what fl__gemm_account records. */
+static uint64_t direct_flops(const fl__dnnl_conv_t *c, size_t n)
+{
+    return 2 * (uint64_t)n * (uint64_t)c->cout * (uint64_t)c->cin * (uint64_t)c->k *
+           (uint64_t)c->k * (uint64_t)c->ho * (uint64_t)c->wo;
+}
+
+/* oneDNN's OpenMP team for this thread: the engine's thread setting. */
+static int set_team(void)
+{
+    int t = fl_gemm_get_threads();
+    t = t < 1 ? 1 : t;
+    omp_set_num_threads(t);
+    return t;
+}
+
+static const dnnl_memory_desc_t *md_of(const_dnnl_primitive_desc_t pd, dnnl_query_t what)
+{
+    return dnnl_primitive_desc_query_md(pd, what, 0);
+}
+
+/* The primitives for batch size n: from the cache, or made now in the
+ * least recently used slot. Each primitive picks its own layouts (format
+ * "any"), the way oneDNN reaches its fastest kernels; the reorders to and
+ * from PyTorch's layouts run inside each call. NULL when oneDNN cannot make
+ * them. */
+static entry_t *entry_for(fl__dnnl_conv_t *c, size_t n)
+{
+    entry_t *e = NULL;
+    /* oneDNN splits a primitive's work for the team size current when it
+     * is made, so the team is part of the key (see set_team). */
+    const int team = set_team();
+    for (int i = 0; i < DNNL_CACHE; i++)
+        if (c->cache[i].n == n && c->cache[i].team == team) {
+            e = &c->cache[i];
+            e->used = ++c->tick;
+            return e;
+        }
+    e = &c->cache[0];
+    for (int i = 1; i < DNNL_CACHE; i++)
+        if (c->cache[i].used < e->used)
+            e = &c->cache[i];
+    entry_clear(e);
+    if (n > (size_t)INT32_MAX)
+        return NULL;
+    dnnl_memory_desc_t smd, dmd, wmd, bmd, sany, dany, wany;
+    dnnl_dims_t sd = {(dnnl_dim_t)n, c->cin, c->h, c->w}, dd = {(dnnl_dim_t)n, c->cout, c->ho, c->wo};
+    dnnl_dims_t wd = {c->cout, c->cin, c->k, c->k}, bd = {c->cout};
+    dnnl_dims_t strides = {c->stride, c->stride}, pads = {c->pad, c->pad};
+    dnnl_convolution_desc_t fd, bdd, bwd;
+    if (dnnl_memory_desc_init_by_tag(&smd, 4, sd, dnnl_f32, dnnl_nchw) ||
+        dnnl_memory_desc_init_by_tag(&dmd, 4, dd, dnnl_f32, dnnl_nchw) ||
+        dnnl_memory_desc_init_by_tag(&wmd, 4, wd, dnnl_f32, dnnl_oihw) ||
+        dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_x) ||
+        dnnl_memory_desc_init_by_tag(&sany, 4, sd, dnnl_f32, dnnl_format_tag_any) ||
+        dnnl_memory_desc_init_by_tag(&dany, 4, dd, dnnl_f32, dnnl_format_tag_any) ||
+        dnnl_memory_desc_init_by_tag(&wany, 4, wd, dnnl_f32, dnnl_format_tag_any))
+        goto fail;
+    if (dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct,
+                                           &sany, &wany, c->bias ? &bmd : NULL, &dany, strides,
+                                           pads, pads) ||
+        dnnl_primitive_desc_create(&e->fwd_pd, &fd, NULL, c->eng, NULL) ||
+        dnnl_primitive_create(&e->fwd, e->fwd_pd))
+        goto fail;
+    if (dnnl_convolution_backward_data_desc_init(&bdd, dnnl_convolution_direct, &sany, &wany,
+                                                 &dany, strides, pads, pads) ||
+        dnnl_primitive_desc_create(&e->bwd_d_pd, &bdd, NULL, c->eng, e->fwd_pd) ||
+        dnnl_primitive_create(&e->bwd_d, e->bwd_d_pd))
+        goto fail;
+    if (dnnl_convolution_backward_weights_desc_init(&bwd, dnnl_convolution_direct, &sany, &wany,
+                                                    c->bias ? &bmd : NULL, &dany, strides, pads,
+                                                    pads) ||
+        dnnl_primitive_desc_create(&e->bwd_w_pd, &bwd, NULL, c->eng, e->fwd_pd) ||
+        dnnl_primitive_create(&e->bwd_w, e->bwd_w_pd))
+        goto fail;
+    if (tensor_setup(&e->t[T_XF], c->eng, &smd, md_of(e->fwd_pd, dnnl_query_src_md), 0) ||
+        tensor_setup(&e->t[T_WF], c->eng, &wmd, md_of(e->fwd_pd, dnnl_query_weights_md), 0) ||
+        tensor_setup(&e->t[T_YF], c->eng, &dmd, md_of(e->fwd_pd, dnnl_query_dst_md), 1) ||
+        tensor_setup(&e->t[T_XW], c->eng, &smd, md_of(e->bwd_w_pd, dnnl_query_src_md), 0) ||
+        tensor_setup(&e->t[T_DYW], c->eng, &dmd, md_of(e->bwd_w_pd, dnnl_query_diff_dst_md), 0) ||
+        tensor_setup(&e->t[T_DWW], c->eng, &wmd, md_of(e->bwd_w_pd, dnnl_query_diff_weights_md),
+                     1) ||
+        tensor_setup(&e->t[T_DYD], c->eng, &dmd, md_of(e->bwd_d_pd, dnnl_query_diff_dst_md), 0) ||
+        tensor_setup(&e->t[T_WD], c->eng, &wmd, md_of(e->bwd_d_pd, dnnl_query_weights_md), 0) ||
+        tensor_setup(&e->t[T_DXD], c->eng, &smd, md_of(e->bwd_d_pd, dnnl_query_diff_src_md), 1))
+        goto fail;
+    const char *impl = NULL;
+    if (dnnl_primitive_desc_query(e->fwd_pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+        impl)
+        snprintf(c->impl, sizeof c->impl, "%s", impl);
+    e->n = n;
+    e->team = team;
+    e->used = ++c->tick;
+    return e;
+fail:
+    entry_clear(e);
+    return NULL;
+}
+
+int fl__dnnl_conv_forward(fl__dnnl_conv_t *c, const float *x, const float *weight,
+                          const float *bias, float *y, size_t n)
+{
+    if (!c || !x || !weight || !y || !n || (c->bias && !bias))
+        return FL_EINVAL;
+    entry_t *e = entry_for(c, n);
+    if (!e)
+        return FL_EUNSUPPORTED;
+    uint64_t t0 = fl__gemm_clock();
+    tensor_t *t = e->t;
+    if (tensor_in(&t[T_XF], c->strm, x) || tensor_in(&t[T_WF], c->strm, weight) ||
+        (c->bias && dnnl_memory_set_data_handle(c->bmem, (void *)bias)))
+        return FL_EUNSUPPORTED;
+    if (!t[T_YF].reorder && dnnl_memory_set_data_handle(t[T_YF].user, y))
+        return FL_EUNSUPPORTED;
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, t[T_XF].inner},
+                               {DNNL_ARG_WEIGHTS, t[T_WF].inner},
+                               {DNNL_ARG_DST, t[T_YF].inner},
+                               {DNNL_ARG_BIAS, c->bmem}};
+    if (dnnl_primitive_execute(e->fwd, c->strm, c->bias ? 4 : 3, args) ||
+        tensor_out(&t[T_YF], c->strm, y) || dnnl_stream_wait(c->strm))
+        return FL_EUNSUPPORTED;
+    fl__gemm_account(direct_flops(c, n), t0);
+    return 0;
+}
+
+int fl__dnnl_conv_backward(fl__dnnl_conv_t *c, const float *x, const float *weight,
+                           const float *dy, float *gw, float *gb, float *dx, size_t n)
+{
+    if (!c || !x || !weight || !dy || !gw || !n || (c->bias && !gb))
+        return FL_EINVAL;
+    entry_t *e = entry_for(c, n);
+    if (!e)
+        return FL_EUNSUPPORTED;
+    uint64_t t0 = fl__gemm_clock();
+    tensor_t *t = e->t;
+    if (tensor_in(&t[T_XW], c->strm, x) || tensor_in(&t[T_DYW], c->strm, dy) ||
+        dnnl_memory_set_data_handle(c->dbmem, c->db))
+        return FL_EUNSUPPORTED;
+    if (!t[T_DWW].reorder && dnnl_memory_set_data_handle(t[T_DWW].user, c->dw))
+        return FL_EUNSUPPORTED;
+    dnnl_exec_arg_t wargs[4] = {{DNNL_ARG_SRC, t[T_XW].inner},
+                                {DNNL_ARG_DIFF_DST, t[T_DYW].inner},
+                                {DNNL_ARG_DIFF_WEIGHTS, t[T_DWW].inner},
+                                {DNNL_ARG_DIFF_BIAS, c->dbmem}};
+    if (dnnl_primitive_execute(e->bwd_w, c->strm, c->bias ? 4 : 3, wargs) ||
+        tensor_out(&t[T_DWW], c->strm, c->dw))
+        return FL_EUNSUPPORTED;
+    if (dx) {
+        if (tensor_in(&t[T_DYD], c->strm, dy) || tensor_in(&t[T_WD], c->strm, weight))
+            return FL_EUNSUPPORTED;
+        if (!t[T_DXD].reorder && dnnl_memory_set_data_handle(t[T_DXD].user, dx))
+            return FL_EUNSUPPORTED;
+        dnnl_exec_arg_t dargs[3] = {{DNNL_ARG_DIFF_DST, t[T_DYD].inner},
+                                    {DNNL_ARG_WEIGHTS, t[T_WD].inner},
+                                    {DNNL_ARG_DIFF_SRC, t[T_DXD].inner}};
+        if (dnnl_primitive_execute(e->bwd_d, c->strm, 3, dargs) ||
+            tensor_out(&t[T_DXD], c->strm, dx))
+            return FL_EUNSUPPORTED;
+    }
+    if (dnnl_stream_wait(c->strm))
+        return FL_EUNSUPPORTED;
+    const size_t nw = (size_t)c->cout * c->cin * c->k * c->k;
+    for (size_t i = 0; i < nw; i++)
+        gw[i] += c->dw[i];
+    for (int o = 0; c->bias && o < c->cout; o++)
+        gb[o] += c->db[o];
+    fl__gemm_account(direct_flops(c, n) * (dx ? 2 : 1), t0);
+    return 0;
+}
+
+const char *fl__dnnl_conv_impl(const fl__dnnl_conv_t *c)
+{
+    return c && c->impl[0] ? c->impl : "none";
+}
+
+#else /* !FL_HAVE_DNNL */
+
+int fl__dnnl_available(void) { return 0; }
+
+int fl__dnnl_conv_create(int cin, int h, int w, int cout, int k, int stride, int pad, int bias,
+                         fl__dnnl_conv_t **out)
+{
+    if (out)
+        *out = NULL;
+    return FL_EUNSUPPORTED;
+}
+
+int fl__dnnl_conv_forward(fl__dnnl_conv_t *c, const float *x, const float *weight,
+                          const float *bias, float *y, size_t n)
+{
+    return FL_EUNSUPPORTED;
+}
+
+int fl__dnnl_conv_backward(fl__dnnl_conv_t *c, const float *x, const float *weight,
+                           const float *dy, float *gw, float *gb, float *dx, size_t n)
+{
+    return FL_EUNSUPPORTED;
+}
+
+const char *fl__dnnl_conv_impl(const fl__dnnl_conv_t *c) { return "none"; }
+
+void fl__dnnl_conv_free(fl__dnnl_conv_t *c) { (void)c; }
+
+#endif

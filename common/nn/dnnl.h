@@ -1,0 +1,55 @@
+/* dnnl: oneDNN (Debian's libdnnl, the library PyTorch's CPU convolutions
+ * run on) as a backend for conv2d's three products, picked inside common/nn/
+ * (the layer interface and the models do not know it). oneDNN does its own
+ * CPU dispatch (AVX-512 kernels where the CPU has them, whatever
+ * OPENBLAS_CORETYPE says).
+ *
+ * Built with FL_HAVE_DNNL=1 (`make DNNL=1`, the default on amd64 when the
+ * library is installed); otherwise every call returns FL_EUNSUPPORTED and
+ * conv2d keeps its own path. The tensors are PyTorch's plain layouts: x
+ * [n, cin, h, w], weight [cout, cin, k, k], bias [cout], y [n, cout, ho, wo].
+ *
+ * Threads: a call runs on as many threads as fl_gemm_get_threads() says
+ * (oneDNN's OpenMP team is sized per calling thread), so a model that
+ * splits its batches runs each part's convolutions on its own thread only.
+ * A fl_dnnl_conv_t is used by one thread at a time (a layer belongs to one
+ * model or replica). Results are deterministic for a fixed thread count. */
+#ifndef FL_DNNL_H
+#define FL_DNNL_H
+
+#include <stddef.h>
+
+typedef struct fl__dnnl_conv fl__dnnl_conv_t;
+
+/* Whether the backend is built in (1) or not (0). */
+int fl__dnnl_available(void);
+
+/* Prepares a convolution of the given shape (square kernel k, the same
+ * stride and zero padding on both axes). Primitives are made per batch size
+ * on first use and kept (a few sizes). The caller owns *out
+ * (fl__dnnl_conv_free). Returns 0, FL_EINVAL, FL_ENOMEM or FL_EUNSUPPORTED
+ * (not built in, or oneDNN has no CPU engine). */
+int fl__dnnl_conv_create(int cin, int h, int w, int cout, int k, int stride, int pad, int bias,
+                         fl__dnnl_conv_t **out);
+
+/* y = conv(x, weight) + bias over n examples. Returns 0, or FL_EUNSUPPORTED
+ * / FL_ENOMEM when oneDNN could not make or run the primitive (nothing
+ * useful is then in y: the caller computes it another way). */
+int fl__dnnl_conv_forward(fl__dnnl_conv_t *c, const float *x, const float *weight,
+                          const float *bias, float *y, size_t n);
+
+/* The gradients of n examples: gw += dL/dweight, gb += dL/dbias (gb may be
+ * NULL without a bias), and when dx is not NULL, dx = dL/dx (overwritten).
+ * Returns 0 or, as above, an error with gw, gb and dx untouched (gradients
+ * are computed into scratch first, then added). */
+int fl__dnnl_conv_backward(fl__dnnl_conv_t *c, const float *x, const float *weight,
+                           const float *dy, float *gw, float *gb, float *dx, size_t n);
+
+/* The oneDNN implementation chosen for the forward pass at the last batch
+ * size ("jit:avx512_core", "gemm:jit", ...), or "none". For benches and logs. */
+const char *fl__dnnl_conv_impl(const fl__dnnl_conv_t *c);
+
+/* Accepts NULL. */
+void fl__dnnl_conv_free(fl__dnnl_conv_t *c);
+
+#endif
