@@ -36,9 +36,8 @@ mv "$work/run.db" "$work/one.db"
 start_server two.log $args
 start_fleet fleet-s0.log $fleet_args --shard 0/2 --metrics-listen 127.0.0.1:0
 s0=$fleet_pid
-start_fleet fleet-s1.log $fleet_args --shard 1/2
-s1=$fleet_pid
-# The shard's own metrics while it runs.
+# The shard's own metrics while it runs: shard 1 starts only after they are
+# read, so the round (which needs both shards' clients) cannot end first.
 n=0
 mport=""
 while [ -z "$mport" ]; do
@@ -56,6 +55,8 @@ done
 curl -sf "http://127.0.0.1:$mport/metrics" >"$work/s0.metrics"
 grep -q '^fedopt_fleet_jobs 1$' "$work/s0.metrics" || fail "fedopt_fleet_jobs"
 grep -q '^fedopt_fleet_clients{state="' "$work/s0.metrics" || fail "fedopt_fleet_clients"
+start_fleet fleet-s1.log $fleet_args --shard 1/2
+s1=$fleet_pid
 wait_pid "$server_pid" 120
 [ "$rc" -eq 0 ] || fail "server (two shards) exit status $rc"
 wait_pid "$s0" 30
