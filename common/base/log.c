@@ -196,7 +196,8 @@ void fl_logv(fl_log_level_t level, const char *who, const char *fmt, va_list ap)
     vsnprintf(raw, sizeof raw, fmt, ap);
     /* Messages quote what files, flags and peers said: control bytes (a
      * newline that would forge a log line, a terminal escape) are written
-     * as \xNN so that one call is one plain line. */
+     * as \xNN so that one call is one plain line (a JSON line escapes them
+     * the JSON way, \u00NN, from the raw text). */
     size_t o = 0;
     for (const unsigned char *c = (const unsigned char *)raw; *c; c++) {
         if (*c < 0x20 || *c == 0x7f)
@@ -215,7 +216,7 @@ void fl_logv(fl_log_level_t level, const char *who, const char *fmt, va_list ap)
         static const char *const names[] = {"error", "warn", "info", "debug"};
         /* Built under the lock (it reads the client name) and written with
          * one fprintf, so lines never interleave. */
-        char *line = json_line(when, names[li], who ? who : "-", msg);
+        char *line = json_line(when, names[li], who ? who : "-", raw);
         if (line) {
             fprintf(out, "%s\n", line);
             free(line);
