@@ -93,6 +93,14 @@ static int is_number(const char *s, double *v)
     return *s && !*end;
 }
 
+static int same_to_15_digits(double a, double b)
+{
+    char sa[64], sb[64];
+    snprintf(sa, sizeof sa, "%.15g", a);
+    snprintf(sb, sizeof sb, "%.15g", b);
+    return a == b || strcmp(sa, sb) == 0;
+}
+
 /* fl_server_config_each_run_setting's callback: refuses a [run] setting
  * whose value differs from the one the run was started with. */
 static int check_run_setting(const char *name, void *user)
@@ -103,13 +111,15 @@ static int check_run_setting(const char *name, void *user)
         return 0;
     if (fl_store_run_config_value(rc->st, rc->run, name, was, sizeof was))
         return 0; /* a setting the run predates */
-    /* JSON gives numbers and booleans back as SQL values: compare by value. */
+    /* JSON gives numbers and booleans back as SQL values, and SQLite prints a
+     * REAL with 15 significant digits (10^-1.5 comes back as 0.0316227766016838):
+     * two numbers are the same setting when they agree to those digits. */
     double a, b;
     if (strcmp(now, "true") == 0 && strcmp(was, "1") == 0)
         return 0;
     if (strcmp(now, "false") == 0 && strcmp(was, "0") == 0)
         return 0;
-    if (strcmp(now, was) == 0 || (is_number(now, &a) && is_number(was, &b) && a == b))
+    if (strcmp(now, was) == 0 || (is_number(now, &a) && is_number(was, &b) && same_to_15_digits(a, b)))
         return 0;
     FL_LOG_E(WHO, "--resume: run %lld was started with %s = '%s', this configuration says '%s'; a run's settings "
                   "cannot change (start a new run, or use the same settings)",

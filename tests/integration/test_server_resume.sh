@@ -8,7 +8,10 @@ build=${1:-build}
 . tests/integration/server_lib.sh
 make_pki a b c
 args="--db $work/r.db --rounds 6 --clients-per-round 3 --min-clients 3 --round-deadline 20 --heartbeat 1"
-args="$args --server-opt fedadam --server-lr 0.5"
+# 10^-0.5 and 10^-1.5 at 17 digits: the run log gives a number back with 15,
+# and --resume must still take it as the same setting (the experiment
+# runner's paper rates are such powers).
+args="$args --server-opt fedadam --server-lr 0.31622776601683794 --client-lr 0.031622776601683791"
 start_server "$work/server.log" $args
 # FedAdam here: the exact-mean check is for FedAvg; this test checks continuity.
 client a --weight 1 --mult 1.25 --delay 0.4 --reconnect --timeout 60
