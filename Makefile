@@ -15,9 +15,10 @@
 #   make install              binaries, systemd units, example configs (PREFIX, DESTDIR)
 #   make image                the OCI image with podman (deploy/Containerfile; IMAGE, IMAGE_BASE)
 #   make test-image           build the image, then run a federation from it (minutes)
-#   make cross-deps ARCH=A    install what a cross build of the client needs (A: arm64, armhf)
+#   make cross-deps ARCH=A    install what a cross build of the client needs (A: arm64, armhf,
+#                             riscv64: its libraries are built from Debian's sources)
 #   make ARCH=A client        cross-build the client into build-A/ (or CROSS=aarch64-linux-gnu,
-#                             CROSS=arm-linux-gnueabihf); docs/devices.md
+#                             CROSS=arm-linux-gnueabihf, CROSS=riscv64-linux-gnu); docs/devices.md
 #   make test-cross ARCH=A    the engine's and client's unit tests under qemu-user, then the
 #                             mixed-architecture federation (slow; not part of make test)
 #   make DNNL=0               conv2d without oneDNN (the default on x86-64 is DNNL=1)
@@ -30,6 +31,7 @@
 # architecture, CROSS a GNU triplet; either implies the other.
 ARCH ?=
 CROSS ?=
+RISCV64_PREFIX ?= /opt/fedopt-riscv64
 CROSS_arm64 := aarch64-linux-gnu
 CROSS_armhf := arm-linux-gnueabihf
 CROSS_riscv64 := riscv64-linux-gnu
@@ -53,11 +55,24 @@ ifeq ($(origin AR),default)
 AR := $(CROSS)-ar
 endif
 STRIP := $(CROSS)-strip
+ifeq ($(ARCH),riscv64)
+# Debian 12 has no riscv64 packages: deploy/cross-riscv64-libs.sh (run by
+# `make cross-deps ARCH=riscv64`) builds the client's libraries from Debian's
+# source packages, static, into RISCV64_PREFIX; there is no OpenBLAS.
+export FEDOPT_RISCV64_PREFIX := $(RISCV64_PREFIX)
+PKG_CONFIG ?= PKG_CONFIG_LIBDIR=$(RISCV64_PREFIX)/lib/pkgconfig pkg-config --static
+BLAS ?= none
+ifneq ($(BLAS),none)
+$(error a riscv64 build has no OpenBLAS: use BLAS=none (docs/devices.md))
+endif
+endif
 PKG_CONFIG ?= PKG_CONFIG_LIBDIR=/usr/lib/$(CROSS)/pkgconfig:/usr/share/pkgconfig pkg-config
 BUILD ?= build-$(ARCH)
 QEMU_arm64 := aarch64
 QEMU_armhf := arm
-QEMU_riscv64 := riscv64
+# riscv64 has no multiarch libc: its loader and libc are the cross
+# toolchain's (libc6-riscv64-cross), one glibc build, so -L is right there.
+QEMU_riscv64 := riscv64 -L /usr/$(CROSS)
 # qemu-user runs the cross-built programs with the target's loader and
 # libraries from the multiarch packages (/lib/ld-linux-*.so, /usr/lib/$(CROSS)).
 # Not -L /usr/$(CROSS): that loader is the cross toolchain's glibc build,
@@ -302,13 +317,16 @@ check-vectors: $(BUILD)/tests/test_serveropt_vectors
 # federation: a native server and fleet with emulated clients, so the native
 # build is made first, in build/).
 cross-deps:
-	@test -n "$(ARCH)" || { echo "usage: make cross-deps ARCH=arm64|armhf" >&2; exit 1; }
+	@test -n "$(ARCH)" || { echo "usage: make cross-deps ARCH=arm64|armhf|riscv64" >&2; exit 1; }
 	sh deploy/install-deps.sh --arch $(ARCH)
 
-CROSS_TESTS := $(filter-out $(BUILD)/tests/test_server_% $(BUILD)/tests/test_serveropt%,$(TEST_BINS))
+# Every unit test but those that include a server module (test_server_*,
+# test_serveropt*, the experiment grid's): a device build has no server.
+SERVER_TEST_SRCS := $(shell grep -l '^\#include "server/' $(TEST_SRCS))
+CROSS_TESTS := $(filter-out $(SERVER_TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%),$(TEST_BINS))
 NATIVE_BUILD ?= build
 # The mixed federation also takes the other architectures' clients already built.
-CROSS_OTHERS = $(foreach a,$(filter-out $(ARCH),arm64 armhf),$(if $(wildcard build-$(a)/fedopt-client),$(a):build-$(a)/fedopt-client))
+CROSS_OTHERS = $(foreach a,$(filter-out $(ARCH),arm64 armhf riscv64),$(if $(wildcard build-$(a)/fedopt-client),$(a):build-$(a)/fedopt-client))
 ifneq ($(CROSS),)
 test-cross: $(CLIENT) $(CROSS_TESTS)
 	$(MAKE) CROSS= ARCH= BUILD=$(NATIVE_BUILD) all $(NATIVE_BUILD)/tools/fl_delta_diff
@@ -317,7 +335,7 @@ test-cross: $(CLIENT) $(CROSS_TESTS)
 	    sh tests/run-tests.sh $(BUILD) tests/cross $(NATIVE_BUILD)
 else
 test-cross:
-	@echo "usage: make test-cross ARCH=arm64|armhf" >&2; exit 1
+	@echo "usage: make test-cross ARCH=arm64|armhf|riscv64" >&2; exit 1
 endif
 
 # PyTorch on this machine is the speed reference of the engine's goals; it is

@@ -9,6 +9,10 @@
 #   client's libraries for ARCH (multiarch; the architecture is added to
 #   dpkg when it is not there) and qemu-user. The native sets are then left
 #   alone: a cross build installs nothing native it does not use.
+#   --arch riscv64: the cross compiler, qemu-user and the tools with which
+#   deploy/cross-riscv64-libs.sh then builds the client's libraries from
+#   Debian's sources into FEDOPT_RISCV64_PREFIX (default /opt/fedopt-riscv64);
+#   --check also checks that prefix.
 set -eu
 
 check=0
@@ -19,7 +23,7 @@ while [ $# -gt 0 ]; do
         --check) check=1 ;;
         --list) list=1 ;;
         --arch) arch=${2:-}; shift ;;
-        *) echo "usage: $0 [--check|--list] [--arch arm64|armhf]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--check|--list] [--arch arm64|armhf|riscv64]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -112,11 +116,15 @@ dataset-fashion-mnist"
         done
         ;;
     riscv64)
-        echo "fedopt: Debian 12 has no riscv64 architecture in its main archive (only the" >&2
-        echo "cross compiler gcc-riscv64-linux-gnu); see docs/devices.md" >&2
-        exit 1
+        # Debian 12 has the cross compiler but no riscv64 packages: the
+        # client's libraries are cross-built from Debian's source packages
+        # by deploy/cross-riscv64-libs.sh into FEDOPT_RISCV64_PREFIX, with
+        # these tools (tcl: SQLite's build generates its header with tclsh).
+        PACKAGES="gcc-riscv64-linux-gnu libc6-dev-riscv64-cross pkg-config protobuf-c-compiler qemu-user
+dataset-fashion-mnist gcc libc6-dev make cmake ninja-build meson dpkg-dev xz-utils tcl python3
+debian-archive-keyring"
         ;;
-    *) echo "fedopt: --arch must be arm64 or armhf" >&2; exit 2 ;;
+    *) echo "fedopt: --arch must be arm64, armhf or riscv64" >&2; exit 2 ;;
 esac
 if [ "$list" -eq 1 ]; then
     echo $PACKAGES
@@ -135,7 +143,26 @@ for p in $PACKAGES; do
     esac
 done
 
+# riscv64: the libraries built from source (deploy/cross-riscv64-libs.sh).
+rv_prefix=${FEDOPT_RISCV64_PREFIX:-/opt/fedopt-riscv64}
+rv_missing=0
+if [ "$arch" = riscv64 ]; then
+    for pc in libuv libprotobuf-c sqlite3 zlib inih libmicrohttpd cmocka; do
+        [ -f "$rv_prefix/lib/pkgconfig/$pc.pc" ] || rv_missing=1
+    done
+    [ -f "$rv_prefix/lib/libmbedtls.a" ] || rv_missing=1
+fi
+rv_build() {
+    [ "$rv_missing" -eq 1 ] || return 0
+    sh "$(dirname "$0")/cross-riscv64-libs.sh" "$rv_prefix"
+}
+
 if [ -z "$missing" ]; then
+    if [ "$rv_missing" -eq 1 ] && [ "$check" -eq 1 ]; then
+        echo "the riscv64 libraries are not built in $rv_prefix (deploy/cross-riscv64-libs.sh)" >&2
+        exit 1
+    fi
+    rv_build
     exit 0
 fi
 if [ "$check" -eq 1 ]; then
@@ -153,7 +180,8 @@ else
     exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
-if [ -n "$arch" ] && ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+# (riscv64 is not added: Debian 12's archive has no riscv64 packages.)
+if [ -n "$arch" ] && [ "$arch" != riscv64 ] && ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
     $SUDO dpkg --add-architecture "$arch"
     $SUDO apt-get update || true
 fi
@@ -164,3 +192,4 @@ if ! $SUDO apt-get install -y --no-install-recommends $missing; then
     $SUDO apt-get update || echo "fedopt: apt-get update reported errors; trying the install anyway" >&2
     $SUDO apt-get install -y --no-install-recommends $missing
 fi
+rv_build
