@@ -59,7 +59,6 @@ ifeq ($(ARCH),riscv64)
 # Debian 12 has no riscv64 packages: deploy/cross-riscv64-libs.sh (run by
 # `make cross-deps ARCH=riscv64`) builds the client's libraries from Debian's
 # source packages, static, into RISCV64_PREFIX; there is no OpenBLAS.
-export FEDOPT_RISCV64_PREFIX := $(RISCV64_PREFIX)
 PKG_CONFIG ?= PKG_CONFIG_LIBDIR=$(RISCV64_PREFIX)/lib/pkgconfig pkg-config --static
 BLAS ?= none
 ifneq ($(BLAS),none)
@@ -149,7 +148,7 @@ ifneq ($(DEPS_STATUS),ok)
 $(error deploy/install-deps.sh could not install the packages fedopt needs (see above))
 endif
 else
-DEPS_STATUS := $(shell sh deploy/install-deps.sh --check --arch $(ARCH) >&2 && echo ok)
+DEPS_STATUS := $(shell FEDOPT_RISCV64_PREFIX=$(RISCV64_PREFIX) sh deploy/install-deps.sh --check --arch $(ARCH) >&2 && echo ok)
 ifneq ($(DEPS_STATUS),ok)
 $(error the $(ARCH) cross build lacks packages: run `make cross-deps ARCH=$(ARCH)` (as root or with sudo; docs/devices.md))
 endif
@@ -318,7 +317,7 @@ check-vectors: $(BUILD)/tests/test_serveropt_vectors
 # build is made first, in build/).
 cross-deps:
 	@test -n "$(ARCH)" || { echo "usage: make cross-deps ARCH=arm64|armhf|riscv64" >&2; exit 1; }
-	sh deploy/install-deps.sh --arch $(ARCH)
+	FEDOPT_RISCV64_PREFIX=$(RISCV64_PREFIX) sh deploy/install-deps.sh --arch $(ARCH)
 
 # Every unit test but those that include a server module (test_server_*,
 # test_serveropt*, the experiment grid's): a device build has no server.
