@@ -409,6 +409,55 @@ typedef struct {
  * step, so the accumulator is neither written nor read again. Built for AVX2
  * as well as the baseline, chosen at run time, since the float64 arithmetic
  * is otherwise the bottleneck. */
+/* Sums G deltas' slices (d[idx[g]] + lo, len floats, weights w[idx[g]])
+ * into the block buffer, each element's deltas added in order (first: the
+ * buffer starts with the first delta's term), and each slice's sum of
+ * squares in eight lanes into ss[g]. */
+#define FL__GROUP(G)                                                                                             \
+    static FL__INLINE void group##G(double *restrict tmp, const float *const *d, const double *w,              \
+                                    const size_t *idx, size_t lo, size_t len, int first, double *ss)            \
+    {                                                                                                           \
+        const float *restrict x[G];                                                                             \
+        double wg[G], lane[G][8];                                                                               \
+        for (size_t g = 0; g < G; g++) {                                                                        \
+            x[g] = d[idx[g]] + lo;                                                                              \
+            wg[g] = w[idx[g]];                                                                                  \
+            for (size_t j = 0; j < 8; j++)                                                                      \
+                lane[g][j] = 0;                                                                                 \
+        }                                                                                                       \
+        size_t i = 0;                                                                                           \
+        for (; i + 8 <= len; i += 8)                                                                            \
+            for (size_t j = 0; j < 8; j++) {                                                                    \
+                const double x0 = (double)x[0][i + j];                                                          \
+                double t = first ? wg[0] * x0 : tmp[i + j] + wg[0] * x0;                                        \
+                lane[0][j] += x0 * x0;                                                                          \
+                for (size_t g = 1; g < G; g++) {                                                                \
+                    const double xv = (double)x[g][i + j];                                                      \
+                    t += wg[g] * xv;                                                                            \
+                    lane[g][j] += xv * xv;                                                                      \
+                }                                                                                               \
+                tmp[i + j] = t;                                                                                 \
+            }                                                                                                   \
+        for (; i < len; i++) {                                                                                  \
+            const double x0 = (double)x[0][i];                                                                  \
+            double t = first ? wg[0] * x0 : tmp[i] + wg[0] * x0;                                                \
+            lane[0][0] += x0 * x0;                                                                              \
+            for (size_t g = 1; g < G; g++) {                                                                    \
+                const double xv = (double)x[g][i];                                                              \
+                t += wg[g] * xv;                                                                                \
+                lane[g][0] += xv * xv;                                                                          \
+            }                                                                                                   \
+            tmp[i] = t;                                                                                         \
+        }                                                                                                       \
+        for (size_t g = 0; g < G; g++)                                                                          \
+            ss[g] = lane[g][0] + lane[g][1] + lane[g][2] + lane[g][3] + lane[g][4] + lane[g][5] + lane[g][6] +  \
+                    lane[g][7];                                                                                 \
+    }
+FL__GROUP(1)
+FL__GROUP(2)
+FL__GROUP(3)
+FL__GROUP(4)
+
 FL__MULTIVERSION
 static void batch_blocks(batch_t *a, size_t blo, size_t bhi, size_t *bad, double *sumsq, double *lanes)
 {
@@ -419,41 +468,44 @@ static void batch_blocks(batch_t *a, size_t blo, size_t bhi, size_t *bad, double
     for (size_t blk = blo; blk < bhi; blk++) {
         const size_t lo = blk * FL__BLOCK;
         const size_t len = n - lo < FL__BLOCK ? n - lo : FL__BLOCK;
-        size_t used = 0;
-        for (size_t b = 0; b < a->count; b++) {
-            if (bad[b] != SIZE_MAX)
-                continue;
-            const float *restrict xs = a->d[b] + lo;
-            const double wb = a->w[b];
-            double lane[8] = {0};
-            size_t i = 0;
-            if (used == 0) {
-                for (; i + 8 <= len; i += 8)
-                    for (size_t j = 0; j < 8; j++) {
-                        const double xv = (double)xs[i + j];
-                        tmp[i + j] = wb * xv;
-                        lane[j] += xv * xv;
-                    }
-                for (; i < len; i++) {
-                    tmp[i] = wb * (double)xs[i];
-                    lane[0] += (double)xs[i] * (double)xs[i];
-                }
-            } else {
-                for (; i + 8 <= len; i += 8)
-                    for (size_t j = 0; j < 8; j++) {
-                        const double xv = (double)xs[i + j];
-                        tmp[i + j] += wb * xv;
-                        lane[j] += xv * xv;
-                    }
-                for (; i < len; i++) {
-                    tmp[i] += wb * (double)xs[i];
-                    lane[0] += (double)xs[i] * (double)xs[i];
-                }
+        /* The block's live deltas, summed four at a time: the block buffer
+         * is loaded and stored once per group instead of once per delta, and
+         * each element still gets the deltas added one by one, in order, so
+         * the sums are the same bits as one delta at a time. */
+        size_t live[FL_SERVEROPT_MAX_BATCH], nlive = 0, used = 0;
+        for (size_t b = 0; b < a->count; b++)
+            if (bad[b] == SIZE_MAX)
+                live[nlive++] = b;
+        for (size_t g0 = 0; g0 < nlive; g0 += 4) {
+            const size_t G = nlive - g0 < 4 ? nlive - g0 : 4;
+            double ss[4];
+            switch (G) {
+            case 4:
+                group4(tmp, a->d, a->w, live + g0, lo, len, used == 0, ss);
+                break;
+            case 3:
+                group3(tmp, a->d, a->w, live + g0, lo, len, used == 0, ss);
+                break;
+            case 2:
+                group2(tmp, a->d, a->w, live + g0, lo, len, used == 0, ss);
+                break;
+            default:
+                group1(tmp, a->d, a->w, live + g0, lo, len, used == 0, ss);
+                break;
             }
-            const double ss = lane[0] + lane[1] + lane[2] + lane[3] + lane[4] + lane[5] + lane[6] + lane[7];
-            if (!finite_bits(ss)) {
-                bad[b] = blk;
-                /* Rare: rebuild the block buffer from the slices before it. */
+            int any_bad = 0;
+            for (size_t g = 0; g < G; g++) {
+                const size_t b = live[g0 + g];
+                if (!finite_bits(ss[g])) {
+                    bad[b] = blk;
+                    any_bad = 1;
+                    continue;
+                }
+                sumsq[b] += ss[g];
+                used_idx[used++] = b;
+            }
+            if (any_bad) {
+                /* Rare: rebuild the block buffer from the finite slices so far. */
                 for (size_t u = 0; u < used; u++) {
                     const float *restrict xu = a->d[used_idx[u]] + lo;
                     const double wu = a->w[used_idx[u]];
@@ -464,10 +516,7 @@ static void batch_blocks(batch_t *a, size_t blo, size_t bhi, size_t *bad, double
                         for (size_t k = 0; k < len; k++)
                             tmp[k] += wu * (double)xu[k];
                 }
-                continue;
             }
-            sumsq[b] += ss;
-            used_idx[used++] = b;
         }
         double *restrict acc = o->acc + lo;
         if (!a->x) {
