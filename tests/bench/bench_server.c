@@ -567,6 +567,7 @@ static int storm_phase(const char *dir, int n, int port, int phase)
     if (!atomic_load(&S.probe_ready))
         printf("  storm: the probe was not welcomed\n");
     double cpu0 = proc_cpu_s(pid), me0 = fl_bench_cpu();
+    uv_update_time(loop); /* the loop slept meanwhile: timers start from now */
     S.t0 = fl_bench_wall();
     fl_tls_cbs_t cbs = {.on_open = s_open, .on_message = s_message, .on_close = s_close};
     for (int i = 0; i < n; i++)
@@ -659,6 +660,7 @@ int main(void)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
     B.loop = uv_default_loop();
+    signal(SIGPIPE, SIG_IGN); /* a stopped server's sockets: EPIPE, not death */
     size_t n = mlp_numel();
     if (!n) {
         printf("bench_server: no mlp model\n");
