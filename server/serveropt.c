@@ -259,14 +259,16 @@ typedef struct {
 static void add1_check(void *arg, size_t j)
 {
     add1_t *a = arg;
-    size_t n = a->o->n, lo = blk_elem(n, part_blk(n, a->o->parts, j)), hi = blk_elem(n, part_blk(n, a->o->parts, j + 1));
+    size_t n = a->o->n, parts = a->o->parts;
+    size_t lo = blk_elem(n, part_blk(n, parts, j)), hi = blk_elem(n, part_blk(n, parts, j + 1));
     a->bad[j] = !fl_f32_all_finite(a->d + lo, hi - lo);
 }
 
 static void add1_acc(void *arg, size_t j)
 {
     add1_t *a = arg;
-    size_t n = a->o->n, lo = blk_elem(n, part_blk(n, a->o->parts, j)), hi = blk_elem(n, part_blk(n, a->o->parts, j + 1));
+    size_t n = a->o->n, parts = a->o->parts;
+    size_t lo = blk_elem(n, part_blk(n, parts, j)), hi = blk_elem(n, part_blk(n, parts, j + 1));
     accumulate(a->o->acc + lo, a->d + lo, hi - lo, a->w, a->first);
 }
 
