@@ -213,7 +213,7 @@ if step libmicrohttpd libmicrohttpd; then
     mkdir -p "$b/libmicrohttpd"
     (cd "$b/libmicrohttpd" && env $cc_env CFLAGS="$cflags" "$s/libmicrohttpd/configure" --host=$host \
         --prefix="$prefix" --disable-shared --enable-static --disable-https --disable-doc \
-        --disable-examples --disable-curl --disable-tools >/dev/null &&
+        --disable-examples --disable-curl >/dev/null &&
         make -j "$jobs" -C src/microhttpd >/dev/null && make -C src/microhttpd install >/dev/null &&
         mkdir -p "$prefix/lib/pkgconfig" && cp libmicrohttpd.pc "$prefix/lib/pkgconfig/")
     done_step libmicrohttpd libmicrohttpd
