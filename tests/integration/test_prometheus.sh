@@ -144,6 +144,13 @@ same train_loss fedopt_train_loss "SELECT train_loss FROM rounds WHERE train_los
 same next_round fedopt_round "SELECT max(round) + 1 FROM rounds"
 same commits fedopt_commit_seconds_count "SELECT count(*) FROM rounds"
 same evaluations fedopt_evaluation_seconds_count "SELECT count(*) FROM rounds WHERE eval_accuracy IS NOT NULL"
+same finishes fedopt_finish_seconds_count "SELECT count(*) FROM rounds WHERE status = 'closed'"
+# Aggregation is timed per batch of uploads (the mean per update): between
+# one and one per accepted update.
+agg=$(q fedopt_aggregation_seconds_count)
+acc=$(sql "SELECT count(*) FROM updates WHERE status = 'accepted'")
+[ -n "$agg" ] && [ "$agg" -ge 1 ] && [ "$agg" -le "$acc" ] || fail "fedopt_aggregation_seconds_count '$agg' for $acc accepted updates"
+echo "  aggregation batches: $agg for $acc accepted updates"
 echo "fleet A (sim-0000, sim-0002) vs the round log:"
 same fleet_uploads fedopt_fleet_uploads_total "SELECT count(*) FROM updates WHERE client IN ($A_CLIENTS)"
 # 2 local epochs over each client's whole share: every update's examples twice.
