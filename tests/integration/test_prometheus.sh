@@ -5,11 +5,12 @@
 # population whose shard 1/2 is fleet B. After a few rounds B stops, the
 # server waits for clients (min_clients 4) and A sits idle, so every number
 # holds still; then the test asks Prometheus's HTTP API for them and compares
-# each with the round log in SQLite: the server's, and A's uploads and
-# trained samples (2 local epochs: twice the examples its updates carry)
-# against A's clients' rows. Also: A's samples/s (rate()) while it trained,
-# /healthz, /readyz, and a failed TLS handshake counted by reason. Skips (77)
-# without prometheus or curl.
+# each with the round log in SQLite: the server's (refused updates by reason
+# too), and A's uploads and trained samples (2 local epochs: twice the
+# examples its updates carry) against A's clients' rows. Also: A's samples/s
+# (rate()) while it trained, a duplicate identity rejected at Hello and a
+# failed TLS handshake, each counted by reason, /healthz and /readyz. Skips
+# (77) without prometheus or curl.
 set -u
 command -v prometheus >/dev/null 2>&1 || { echo "skip: no prometheus server (apt-get install prometheus)"; exit 77; }
 command -v curl >/dev/null 2>&1 || { echo "skip: no curl"; exit 77; }
@@ -95,6 +96,10 @@ until [ "$(sql "SELECT count(*) FROM rounds" 2>/dev/null)" -ge 3 ] 2>/dev/null; 
 done
 kill "$fleet_b"
 wait_pid "$fleet_b" 30
+# A second connection as sim-0000 while fleet A's sim-0000 is connected:
+# rejected at Hello, counted by reason.
+"$build/tools/fl_test_client" --port "$port" --ca "$work/fleet/ca.crt" --cert "$work/fleet/clients/sim-0000.crt" \
+    --key "$work/fleet/clients/sim-0000.key" >"$work/dup.log" 2>&1 && fail "a duplicate identity was let in"
 # Settled: A's two clients alone, the server waiting, A training nothing,
 # and Prometheus has scraped that twice.
 n=0
@@ -135,6 +140,13 @@ same reported fedopt_clients_reported_total "SELECT sum(clients_reported) FROM r
 same dropped fedopt_clients_dropped_total "SELECT sum(clients_dropped) FROM rounds"
 same accepted 'fedopt_updates_total{status="accepted"}' "SELECT count(*) FROM updates WHERE status = 'accepted'"
 same not_accepted 'sum(fedopt_updates_refused_total) or vector(0)' "SELECT count(*) FROM updates WHERE status != 'accepted'"
+# ... and by reason (fleet B's clients dropped when it stopped).
+sql "SELECT reason FROM updates WHERE status != 'accepted' AND reason NOT GLOB '*[\\\"]*' GROUP BY reason" >"$work/reasons"
+while IFS= read -r r; do
+    same "refused: $r" "fedopt_updates_refused_total{reason=\"$r\"}" \
+        "SELECT count(*) FROM updates WHERE status != 'accepted' AND reason = '$(printf %s "$r" | sed "s/'/''/g")'"
+done <"$work/reasons"
+same rejected_duplicate 'fedopt_connections_rejected_total{reason="a client with this identity is already connected"}' "SELECT 1"
 same bytes_in fedopt_received_bytes_total "SELECT sum(bytes_in) FROM rounds"
 same bytes_out fedopt_sent_bytes_total "SELECT sum(bytes_out) FROM rounds"
 same eval_accuracy fedopt_eval_accuracy \
