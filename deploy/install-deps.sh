@@ -94,6 +94,11 @@ case "${FEDOPT_DEPS:-all}" in
         if [ -z "$arch" ] && [ "$(dpkg --print-architecture 2>/dev/null)" = "amd64" ]; then
             PACKAGES="$PACKAGES libdnnl-dev"
         fi ;;
+    runtime)
+        # the binaries built with it load libdnnl.so.2 (the image's runtime stage)
+        if [ -z "$arch" ] && [ "$(dpkg --print-architecture 2>/dev/null)" = "amd64" ]; then
+            PACKAGES="$PACKAGES libdnnl2"
+        fi ;;
 esac
 case "$arch" in
     "") ;;
