@@ -28,8 +28,8 @@ fi
 for b in fedopt-server fedopt-client; do
     out=$(podman run --rm --network=host "$image" "$b" --version 2>&1) ||
         { echo "FAIL: $b does not run in $image: $(echo "$out" | tail -n 3)"; exit 1; }
+    echo "image: $out"
 done
-echo "image: $out"
 
 tag=fedopt-test-$$
 work=$(mktemp -d /tmp/fedopt-image-test.XXXXXX)

@@ -13,7 +13,9 @@
 #     directory, then `experiment report` over it;
 #  4. `podman kube play` of the server's StatefulSet pod with its ConfigMap,
 #     Secrets and claim, when podman and the image (make image) are here:
-#     /readyz answers 200 and a Prometheus scrape shows the waiting server.
+#     /readyz answers 200 and a Prometheus scrape shows the waiting server;
+#  5. with the image too: the sweep Job's index-0 command in a container
+#     with the pod's security settings (podman 4.3 cannot play a Job).
 # The npm packages are installed into BUILD/k8s-check once (skip, 77, where
 # node/npm or the registry cannot be reached).
 set -u
@@ -204,6 +206,28 @@ else
         podman logs "$pod-server" 2>&1 | grep -q '"message":"listening on 127.0.0.1 port '"$fport"'"' ||
             fail "the pod's server did not log (JSON) its listening port"
         echo "podman kube play: the StatefulSet's pod (its ConfigMap, claim and probe endpoints) is ready and waiting, uid $uid"
+    fi
+fi
+
+# 5. The sweep Job's pod in the image: index 0's command as the pod runs it
+# (uid 10001, a read-only root file system, no capabilities, no privilege
+# escalation), the ConfigMap's grid and an empty volume mounted where the
+# Job mounts them: its cells end up done in the volume.
+if command -v podman >/dev/null 2>&1 && podman image exists "$image" 2>/dev/null && [ "$(id -u)" = 0 ]; then
+    if ! podman run --rm --network none "$image" fedopt-server experiment --help >/dev/null 2>&1; then
+        echo "NOTE: $image has no working 'fedopt-server experiment' (an image older than this tree? make image): the sweep pod not tried"
+    else
+        mkdir -p "$work/pod-sweep"
+        chown 10001:10001 "$work/pod-sweep"
+        set --
+        while IFS= read -r a; do set -- "$@" "$a"; done <"$work/scmd0"
+        podman run --rm --network none --read-only --user 10001:10001 --cap-drop ALL --security-opt no-new-privileges \
+            -v "$work/grid.ini:/etc/fedopt/grid/grid.ini:ro" -v "$work/pod-sweep:/var/lib/fedopt" "$image" "$@" \
+            >"$work/pod-sweep.log" 2>&1 || fail "the sweep pod's command failed in $image: $(tail -n 3 "$work/pod-sweep.log")"
+        n0=$(( (ncells + scompl - 1) / scompl ))
+        got=$(ls "$work"/pod-sweep/sweep/cells/*/done 2>/dev/null | wc -l)
+        [ "$got" -eq "$n0" ] || fail "the sweep pod finished $got cells in its volume, want index 0's $n0"
+        echo "sweep pod in $image: index 0's $n0 cell(s) done in the volume, as uid 10001 on a read-only root"
     fi
 fi
 echo "ok: deploy/k8s checked"
