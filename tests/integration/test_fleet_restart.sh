@@ -9,13 +9,16 @@
 set -u
 . "$(dirname "$0")/fleet_lib.sh"
 
-settings="--model logreg --rounds 8 --clients-per-round 10 --min-clients 20 --eval-data fmnist
+# Rounds enough that the fleet still trains for a while after its clients
+# came back: its metrics (updated every second) are scraped then.
+R=16
+settings="--model logreg --rounds $R --clients-per-round 10 --min-clients 20 --eval-data fmnist
     --eval-max-examples 1000 --round-deadline 60 --server-opt fedadam --server-lr 0.01 --client-lr 0.1"
 # shellcheck disable=SC2086
 start_server server1.log $settings
 start_fleet fleet.log --clients 20 --data fmnist --partition iid --jobs 2 --give-up 20 --metrics-listen 127.0.0.1:0
-# The fleet's metrics, scraped every 0.2 s until it ends: the last scrape is
-# kept (the counters only grow; the fleet sets its final counts as it ends).
+# The fleet's metrics, scraped every 0.2 s until it ends; the first scrape
+# in which every client has come back (20 reconnects or more) is kept.
 n=0
 mport=""
 while [ -z "$mport" ]; do
@@ -26,7 +29,10 @@ while [ -z "$mport" ]; do
 done
 if command -v curl >/dev/null 2>&1; then
     (while kill -0 "$fleet_pid" 2>/dev/null; do
-        curl -sf "http://127.0.0.1:$mport/metrics" >"$work/scrape.tmp" 2>/dev/null && mv "$work/scrape.tmp" "$work/scrape.last"
+        if curl -sf "http://127.0.0.1:$mport/metrics" >"$work/scrape.tmp" 2>/dev/null && [ ! -f "$work/scrape.after" ] &&
+            [ "$(sed -n 's/^fedopt_fleet_reconnects_total \([0-9][0-9]*\)$/\1/p' "$work/scrape.tmp")" -ge 20 ] 2>/dev/null; then
+            mv "$work/scrape.tmp" "$work/scrape.after"
+        fi
         sleep 0.2
     done) &
     pids="$pids $!"
@@ -57,21 +63,19 @@ wait_pid "$fleet_pid" 90
 [ "$(sql "SELECT count(*) FROM runs")" -eq 1 ] || fail "more than one run"
 [ "$(sql "SELECT status FROM runs")" = finished ] || fail "run not finished"
 closed=$(sql "SELECT count(*) FROM rounds WHERE status = 'closed'")
-[ "$closed" -eq 8 ] || fail "$closed closed rounds, want 8"
+[ "$closed" -eq "$R" ] || fail "$closed closed rounds, want $R"
 connects=$(sed -n 's/.*s: \([0-9]*\) connects,.*/\1/p' "$work/fleet.log" | tail -n 1)
 [ "$connects" -ge 40 ] || fail "fleet connected $connects times: the 20 clients did not all come back"
 grep -q "sim-00.. connected from" "$work/server2.log" || fail "no client reached the restarted server"
 # The fleet's reconnects as Prometheus would read them: every client came
 # back once at least (min_clients 20), each one's first Welcome is not one.
-if [ -f "$work/scrape.last" ]; then
-    m() { sed -n "s/^$1 \([0-9][0-9]*\)$/\1/p" "$work/scrape.last"; }
+if command -v curl >/dev/null 2>&1; then
+    [ -f "$work/scrape.after" ] || fail "no scrape of the fleet's metrics showed its 20 clients reconnected"
+    m() { sed -n "s/^$1 \([0-9][0-9]*\)$/\1/p" "$work/scrape.after"; }
     rec=$(m fedopt_fleet_reconnects_total)
     con=$(m fedopt_fleet_connects_total)
-    [ -n "$rec" ] && [ "$rec" -ge 20 ] || fail "fedopt_fleet_reconnects_total '$rec' after the restart, want 20 or more"
     [ "$((con - rec))" -eq 20 ] || fail "fedopt_fleet_connects_total $con - reconnects $rec is not the 20 first connections"
-    [ "$con" -eq "$connects" ] || fail "the last scrape says $con connects, the fleet's summary $connects"
+    [ "$con" -le "$connects" ] || fail "a scrape says $con connects, the fleet's summary only $connects"
     echo "fleet metrics: $rec reconnects of $con connects"
-elif command -v curl >/dev/null 2>&1; then
-    fail "no scrape of the fleet's metrics"
 fi
-echo "ok: killed after $before rounds, $connects connections, 8 rounds closed in one run"
+echo "ok: killed after $before rounds, $connects connections, $R rounds closed in one run"
