@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/base/log.h"
+#include "common/nn/dnnl.h"
 
 #if FL_HAVE_OPENBLAS
 #include <cblas.h>
@@ -90,6 +91,32 @@ void fl_gemm(int transa, int transb, int m, int n, int k, float alpha, const flo
     gemm_run(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     atomic_fetch_add_explicit(&timed_ns, now_ns() - t0, memory_order_relaxed);
     atomic_fetch_add_explicit(&timed_flops, flops, memory_order_relaxed);
+}
+
+static int dnnl_mode; /* fl__gemm_set_dnnl */
+
+void fl__gemm_set_dnnl(int mode) { dnnl_mode = mode; }
+
+int fl__gemm_dnnl_mode(void) { return dnnl_mode; }
+
+void fl__gemm_via(int backend, int transa, int transb, int m, int n, int k, float alpha,
+                  const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc)
+{
+    /* oneDNN only for what would run on one thread: its OpenMP team, when
+     * split across both cores of a shared machine, spent most of its CPU
+     * time waiting (bench_gemm's 2-thread rows), while OpenBLAS's pool
+     * splits the large products well. */
+    if (backend != FL_GEMM_DNNL || dnnl_mode == 1 || !fl__dnnl_available() || m <= 0 || n <= 0 ||
+        k <= 0 || (set_threads > 1 && 2.0 * m * n * k >= FL_GEMM_MT_MIN_FLOPS)) {
+        fl_gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    uint64_t t0 = fl__gemm_clock();
+    if (fl__dnnl_sgemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) != 0) {
+        fl_gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    fl__gemm_account(2 * (uint64_t)m * (uint64_t)n * (uint64_t)k, t0);
 }
 
 #if FL_HAVE_OPENBLAS

@@ -21,7 +21,10 @@
  * FEDOPT_BENCH_CONV=own keeps every conv2d layer on its own im2col/Winograd
  * path, =dnnl puts every one on oneDNN (where built in); unset, each layer
  * takes the default choice (common/nn/conv2d.h). The first model's conv
- * layers' oneDNN implementations are printed before the table. */
+ * layers' oneDNN implementations are printed before the table.
+ * FEDOPT_BENCH_GEMM=own runs the dense and LSTM layers' products on
+ * fl_gemm's own path (OpenBLAS), =dnnl every one of them that can on
+ * oneDNN's sgemm; unset, each layer's default (fl__gemm_via in gemm.h). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,12 +146,17 @@ int main(void)
     const char *settings = getenv("FEDOPT_BENCH_SETTINGS");
     const char *secs = getenv("FEDOPT_BENCH_SECONDS");
     const char *conv = getenv("FEDOPT_BENCH_CONV");
+    const char *gemm = getenv("FEDOPT_BENCH_GEMM");
     if (secs && atof(secs) > 0)
         bench_seconds = atof(secs);
     if (conv && strcmp(conv, "own") == 0)
         fl__conv2d_set_dnnl(1);
     else if (conv && strcmp(conv, "dnnl") == 0)
         fl__conv2d_set_dnnl(2);
+    if (gemm && strcmp(gemm, "own") == 0)
+        fl__gemm_set_dnnl(1);
+    else if (gemm && strcmp(gemm, "dnnl") == 0)
+        fl__gemm_set_dnnl(2);
     printf("gemm backend: %s\n", fl_gemm_backend());
     sq_a = malloc(sizeof(float) * SQ_N * SQ_N);
     sq_b = malloc(sizeof(float) * SQ_N * SQ_N);
