@@ -354,14 +354,15 @@ const char *fl__dnnl_conv_impl(const fl__dnnl_conv_t *c)
     return c && c->impl[0] ? c->impl : "none";
 }
 
-int fl__dnnl_sgemm(int transa, int transb, int m, int n, int k, float alpha, const float *a,
-                   int lda, const float *b, int ldb, float beta, float *c, int ldc)
+int fl__dnnl_sgemm(int threads, int transa, int transb, int m, int n, int k, float alpha,
+                   const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                   int ldc)
 {
-    /* One thread: the caller runs only products that fl_gemm too would run
-     * on one (see fl__gemm_via). The team is the calling thread's setting;
-     * a worker thread starts with OpenMP's default (every core). */
-    if (omp_get_max_threads() != 1)
-        omp_set_num_threads(1);
+    /* The team is the calling thread's setting; a worker thread starts
+     * with OpenMP's default (every core), so it is set on every call. */
+    threads = threads < 1 ? 1 : threads;
+    if (omp_get_max_threads() != threads)
+        omp_set_num_threads(threads);
     return dnnl_sgemm(transa ? 'T' : 'N', transb ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta,
                       c, ldc) == dnnl_success
                ? 0
@@ -394,8 +395,9 @@ int fl__dnnl_conv_backward(fl__dnnl_conv_t *c, const float *x, const float *weig
 
 const char *fl__dnnl_conv_impl(const fl__dnnl_conv_t *c) { return "none"; }
 
-int fl__dnnl_sgemm(int transa, int transb, int m, int n, int k, float alpha, const float *a,
-                   int lda, const float *b, int ldb, float beta, float *c, int ldc)
+int fl__dnnl_sgemm(int threads, int transa, int transb, int m, int n, int k, float alpha,
+                   const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                   int ldc)
 {
     return FL_EUNSUPPORTED;
 }

@@ -53,11 +53,13 @@ const char *fl__dnnl_conv_impl(const fl__dnnl_conv_t *c);
 void fl__dnnl_conv_free(fl__dnnl_conv_t *c);
 
 /* oneDNN's own sgemm (its JIT kernels: AVX-512 where the CPU has it), with
- * fl_gemm's meaning and row-major arguments (common/nn/gemm.h), on one
- * thread: the caller's OpenMP team is set to 1 first. Layers reach it
- * through fl__gemm_via, never directly. Returns 0, or FL_EUNSUPPORTED (not
+ * fl_gemm's meaning and row-major arguments (common/nn/gemm.h), on an
+ * OpenMP team of `threads` (the calling thread's team is set to it first;
+ * fl__gemm_via always asks for 1, bench_gemm for 2 as well). Layers reach
+ * it through fl__gemm_via, never directly. Returns 0, or FL_EUNSUPPORTED (not
  * built in, or oneDNN refused the call; C is then untouched). */
-int fl__dnnl_sgemm(int transa, int transb, int m, int n, int k, float alpha, const float *a,
-                   int lda, const float *b, int ldb, float beta, float *c, int ldc);
+int fl__dnnl_sgemm(int threads, int transa, int transb, int m, int n, int k, float alpha,
+                   const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                   int ldc);
 
 #endif

@@ -102,17 +102,18 @@ int fl__gemm_dnnl_mode(void) { return dnnl_mode; }
 void fl__gemm_via(int backend, int transa, int transb, int m, int n, int k, float alpha,
                   const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc)
 {
-    /* oneDNN only for what would run on one thread: its OpenMP team, when
-     * split across both cores of a shared machine, spent most of its CPU
-     * time waiting (bench_gemm's 2-thread rows), while OpenBLAS's pool
-     * splits the large products well. */
+    /* oneDNN only for what runs on one thread: its OpenMP team split over
+     * both cores of a shared machine spent much of its CPU time waiting on
+     * the smaller shapes (bench_gemm's oneDNN 2-thread column, per
+     * CPU-second), and the products big enough to split are rare in the
+     * models (the batch splits instead: fl_model_set_threads). */
     if (backend != FL_GEMM_DNNL || dnnl_mode == 1 || !fl__dnnl_available() || m <= 0 || n <= 0 ||
         k <= 0 || (set_threads > 1 && 2.0 * m * n * k >= FL_GEMM_MT_MIN_FLOPS)) {
         fl_gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
     uint64_t t0 = fl__gemm_clock();
-    if (fl__dnnl_sgemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) != 0) {
+    if (fl__dnnl_sgemm(1, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) != 0) {
         fl_gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
