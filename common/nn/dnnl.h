@@ -32,11 +32,15 @@ int fl__dnnl_available(void);
 int fl__dnnl_conv_create(int cin, int h, int w, int cout, int k, int stride, int pad, int bias,
                          fl__dnnl_conv_t **out);
 
-/* y = conv(x, weight) + bias over n examples. Returns 0, or FL_EUNSUPPORTED
- * / FL_ENOMEM when oneDNN could not make or run the primitive (nothing
- * useful is then in y: the caller computes it another way). */
+/* y = conv(x, weight) + bias over n examples. With train nonzero, the
+ * converted x and weight are kept for the next fl__dnnl_conv_backward of
+ * the same x and weight, which must then come before x or the weights
+ * change (the layer contract of common/nn/layer.h); any forward call ends
+ * what an earlier one kept. Returns 0, or FL_EUNSUPPORTED / FL_ENOMEM when
+ * oneDNN could not make or run the primitive (nothing useful is then in y:
+ * the caller computes it another way). */
 int fl__dnnl_conv_forward(fl__dnnl_conv_t *c, const float *x, const float *weight,
-                          const float *bias, float *y, size_t n);
+                          const float *bias, float *y, size_t n, int train);
 
 /* The gradients of n examples: gw += dL/dweight, gb += dL/dbias (gb may be
  * NULL without a bias), and when dx is not NULL, dx = dL/dx (overwritten).
