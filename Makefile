@@ -328,7 +328,7 @@ bench: all $(BENCH_BINS) $(TOOL_BINS)
 	@echo "== tests/bench/torch_reference.py"; \
 	if $(TORCH_PYTHON) -c 'import torch' 2>/dev/null; then \
 	  for t in 1 2; do OMP_NUM_THREADS=$$t $(TORCH_PYTHON) tests/bench/torch_reference.py $$t || exit 1; done; \
-	  echo "== tests/bench/cnn_pairs.sh"; sh tests/bench/cnn_pairs.sh $(BUILD) $(TORCH_PYTHON) || exit 1; \
+	  echo "== tests/bench/torch_pairs.sh"; sh tests/bench/torch_pairs.sh $(BUILD) $(TORCH_PYTHON) || exit 1; \
 	else echo "no python3-torch here: PyTorch reference skipped"; fi
 
 # libFuzzer targets: every tests/fuzz/fuzz_NAME.c, linked against the library

@@ -4,7 +4,7 @@
  * ~1.5 s of steady-state training after one warm-up step.
  * FEDOPT_BENCH_MODELS=cnn,mlp restricts the models, FEDOPT_BENCH_SETTINGS=20x1,64x2
  * the settings (batch x threads; the others print "-"), and
- * FEDOPT_BENCH_SECONDS the seconds per figure (tests/bench/cnn_pairs.sh
+ * FEDOPT_BENCH_SECONDS the seconds per figure (tests/bench/torch_pairs.sh
  * uses these for its back-to-back runs against PyTorch).
  *
  * Under each model's row, the GEMMs as they run inside those steps (the
