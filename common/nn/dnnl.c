@@ -303,7 +303,7 @@ int fl__dnnl_conv_forward(fl__dnnl_conv_t *c, const float *x, const float *weigh
     entry_t *e = entry_for(c, n);
     if (!e)
         return FL_EUNSUPPORTED;
-    uint64_t t0 = fl__gemm_clock();
+    uint64_t t0 = fl__gemm_clock(), c0 = fl__gemm_conv_clock();
     tensor_t *t = e->t;
     if (tensor_in(&t[T_XF], c->strm, x) || tensor_in(&t[T_WF], c->strm, weight) ||
         (c->bias && dnnl_memory_set_data_handle(c->bmem, (void *)bias)))
@@ -322,6 +322,7 @@ int fl__dnnl_conv_forward(fl__dnnl_conv_t *c, const float *x, const float *weigh
         e->kept_w = weight;
     }
     fl__gemm_account(direct_flops(c, n), t0);
+    fl__gemm_conv_account(direct_flops(c, n), c0);
     return 0;
 }
 
@@ -333,7 +334,7 @@ int fl__dnnl_conv_backward(fl__dnnl_conv_t *c, const float *x, const float *weig
     entry_t *e = entry_for(c, n);
     if (!e)
         return FL_EUNSUPPORTED;
-    uint64_t t0 = fl__gemm_clock();
+    uint64_t t0 = fl__gemm_clock(), c0 = fl__gemm_conv_clock();
     tensor_t *t = e->t;
     /* Each conversion into a blocked layout is a pass over the tensor, and
      * for cnn's conv2 those passes were a large share of the layer's time
@@ -384,6 +385,7 @@ int fl__dnnl_conv_backward(fl__dnnl_conv_t *c, const float *x, const float *weig
     for (int o = 0; c->bias && o < c->cout; o++)
         gb[o] += c->db[o];
     fl__gemm_account(direct_flops(c, n) * (dx ? 2 : 1), t0);
+    fl__gemm_conv_account(direct_flops(c, n) * (dx ? 2 : 1), c0);
     return 0;
 }
 

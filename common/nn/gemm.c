@@ -76,6 +76,41 @@ void fl__gemm_account(uint64_t flops, uint64_t t0)
     atomic_fetch_add_explicit(&timed_flops, flops, memory_order_relaxed);
 }
 
+static _Atomic uint64_t conv_cpu_ns, conv_flops;
+
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t fl__gemm_conv_clock(void)
+{
+    if (!atomic_load_explicit(&timing_on, memory_order_relaxed))
+        return 0;
+    uint64_t t = thread_cpu_ns();
+    return t ? t : 1;
+}
+
+void fl__gemm_conv_account(uint64_t flops, uint64_t t0)
+{
+    if (!t0)
+        return;
+    atomic_fetch_add_explicit(&conv_cpu_ns, thread_cpu_ns() - t0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&conv_flops, flops, memory_order_relaxed);
+}
+
+double fl__gemm_conv_cpu_seconds(void)
+{
+    return 1e-9 * (double)atomic_load_explicit(&conv_cpu_ns, memory_order_relaxed);
+}
+
+uint64_t fl__gemm_conv_timed_flops(void)
+{
+    return atomic_load_explicit(&conv_flops, memory_order_relaxed);
+}
+
 void fl_gemm(int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,
              const float *b, int ldb, float beta, float *c, int ldc)
 {

@@ -83,6 +83,19 @@ uint64_t fl__gemm_timed_flops(void);
 uint64_t fl__gemm_clock(void);
 void fl__gemm_account(uint64_t flops, uint64_t t0);
 
+/* Internal, for benchmarks: the convolutions' own account while the timer
+ * is on. fl__gemm_conv_clock() is the calling thread's CPU time
+ * (CLOCK_THREAD_CPUTIME_ID, ns) when the timer is on, 0 when off;
+ * fl__gemm_conv_account(flops, t0) adds the thread CPU time since t0 and
+ * the flops to process-wide totals (nothing when t0 is 0). CPU time rather
+ * than wall time, so the time a shared machine's scheduler takes the
+ * thread away does not count against the kernels. Never reset: callers
+ * take differences. */
+uint64_t fl__gemm_conv_clock(void);
+void fl__gemm_conv_account(uint64_t flops, uint64_t t0);
+double fl__gemm_conv_cpu_seconds(void);
+uint64_t fl__gemm_conv_timed_flops(void);
+
 /* Internal: the backend a layer asks fl__gemm_via to run a product on.
  * FL_GEMM_OWN is fl_gemm itself (OpenBLAS, or the portable kernel);
  * FL_GEMM_DNNL is oneDNN's sgemm (common/nn/dnnl.h), which runs AVX-512
