@@ -20,7 +20,7 @@
 #                             CROSS=arm-linux-gnueabihf); docs/devices.md
 #   make test-cross ARCH=A    the engine's and client's unit tests under qemu-user, then the
 #                             mixed-architecture federation (slow; not part of make test)
-#   make DNNL=0               conv2d without oneDNN (the default on x86-64 is DNNL=1)
+#   make DNNL=0               the engine without oneDNN (the default on x86-64 is DNNL=1)
 #   make SANITIZE=address,undefined test
 #   make CC=clang CFLAGS='-O1 -g'
 #
@@ -76,8 +76,9 @@ HOT_CFLAGS ?= -O3
 LDFLAGS ?=
 SANITIZE ?=
 BLAS ?= openblas
-# oneDNN (Debian's libdnnl, amd64 only) as conv2d's backend: on by default on
-# x86-64 with OpenBLAS (not in a cross build); DNNL=0 leaves conv2d on its own im2col/Winograd path.
+# oneDNN (Debian's libdnnl, amd64 only) as the backend of conv2d and of the dense and LSTM
+# layers' products: on by default on x86-64 with OpenBLAS (not in a cross build); DNNL=0 leaves
+# conv2d on its own im2col/Winograd path and every product on OpenBLAS.
 ifeq ($(shell uname -m)-$(BLAS)-$(CROSS),x86_64-openblas-)
 DNNL ?= 1
 else
