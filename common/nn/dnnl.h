@@ -1,8 +1,9 @@
 /* dnnl: oneDNN (Debian's libdnnl, the library PyTorch's CPU convolutions
- * run on) as a backend for conv2d's three products, picked inside common/nn/
- * (the layer interface and the models do not know it). oneDNN does its own
- * CPU dispatch (AVX-512 kernels where the CPU has them, whatever
- * OPENBLAS_CORETYPE says).
+ * run on) as a backend for conv2d's three products and, through its sgemm,
+ * for the dense and LSTM layers' products (fl__gemm_via in gemm.h), picked
+ * inside common/nn/ (the layer interface and the models do not know it).
+ * oneDNN does its own CPU dispatch (AVX-512 kernels where the CPU has them,
+ * whatever OPENBLAS_CORETYPE says).
  *
  * Built with FL_HAVE_DNNL=1 (`make DNNL=1`, the default on amd64 when the
  * library is installed); otherwise every call returns FL_EUNSUPPORTED and

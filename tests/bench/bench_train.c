@@ -249,7 +249,11 @@ int main(void)
                     continue;
                 }
                 double pc, w = bench(m, b ? 64 : 20, t, &pc, &g[2 * b + t - 1]);
-                printf(" %8.0f [%7.0f]", w, pc);
+                /* A decimal for the slow models (resnet18gn: a few samples/s). */
+                if (w < 100)
+                    printf(" %8.1f [%7.1f]", w, pc);
+                else
+                    printf(" %8.0f [%7.0f]", w, pc);
                 fflush(stdout);
             }
         /* The squares come after the model's four settings, not between
