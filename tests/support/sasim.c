@@ -184,7 +184,7 @@ int fl_sasim_run(const fl_sasim_cfg_t *cfg, fl_sasim_result_t *res)
         if (!P[u].alive)
             continue;
         if (cfg->tampered_cipher_of >= 0 && u == (uint32_t)cfg->tampered_cipher_of)
-            for (size_t i = 0; i < m; i++)
+            for (size_t i = 0; i < m && (!cfg->tampered_ciphers || i < cfg->tampered_ciphers); i++)
                 sh[i].ct[3] ^= 1;
         P[u].up += m * (8.0 + FL_SAMSG_CIPHER + 64) + 32;
         t0 = cpu_now();

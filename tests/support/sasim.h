@@ -28,6 +28,7 @@ typedef struct {
     int lying_revealer;        /* this party flips a bit of each share it reveals */
     int tampered_cipher_of;    /* this party's ciphertexts arrive altered (as a
                                   replay from another round would: no tag fits) */
+    uint32_t tampered_ciphers; /* how many of them (0: all) */
     int replay_masked_of;      /* this party's masked input is sent twice */
 } fl_sasim_cfg_t;
 
