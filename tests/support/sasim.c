@@ -211,10 +211,14 @@ int fl_sasim_run(const fl_sasim_cfg_t *cfg, fl_sasim_result_t *res)
         size_t ns = fl_saserver_shares_for(srv, u, sh);
         res->server_cpu_s += cpu_now() - t0;
         P[u].down += ns * (8.0 + FL_SAMSG_CIPHER);
-        fl_rng_t g;
-        uint64_t ids[2] = {u, 77};
-        fl_rng_stream(&g, cfg->seed, ids, 2);
-        fl_rng_fill_u32(&g, x, cfg->dim);
+        if (cfg->inputs) {
+            memcpy(x, cfg->inputs[u], (size_t)cfg->dim * sizeof *x);
+        } else {
+            fl_rng_t g;
+            uint64_t ids[2] = {u, 77};
+            fl_rng_stream(&g, cfg->seed, ids, 2);
+            fl_rng_fill_u32(&g, x, cfg->dim);
+        }
         CLIENT_CALL(u, fl_saclient_mask(P[u].c, sh, ns, x, y));
         if (!P[u].alive)
             continue;

@@ -22,6 +22,8 @@ typedef struct {
     uint64_t seed;
     const uint8_t *drop_at;    /* [n] FL_SASIM_*, or NULL: nobody drops */
     int shared_sign_key;       /* 1: one certificate key for all (fast) */
+    const uint32_t *const *inputs; /* [n][dim] the parties' inputs, or NULL:
+                                      drawn from (seed, party) */
     /* attacks (-1: none) */
     int substitute_key_of;     /* the server forwards this party's advert
                                   with another c key to its first neighbour */
