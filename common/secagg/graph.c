@@ -66,7 +66,10 @@ int fl_sagraph_choose(uint32_t n, double dropout, double corrupt, double sigma, 
             return 0;
         }
     }
-    /* complete graph: counts instead of probabilities */
+    /* complete graph: counts instead of probabilities (as large as a
+     * round's degree may be: samsg.h's FL_SAMSG_MAX_DEGREE) */
+    if (n - 1 > 4096)
+        return FL_ERANGE;
     uint32_t k = n - 1;
     uint32_t corrupt_n = (uint32_t)ceil(corrupt * n);
     uint32_t drop_n = (uint32_t)ceil(dropout * n);

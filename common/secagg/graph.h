@@ -47,7 +47,8 @@ typedef struct {
  * dropout + corrupt < 1/2, and security parameters sigma, eta (bits, > 0).
  * FL_EINVAL for arguments out of range; FL_ERANGE when even the complete
  * graph cannot meet them (n too small for the tolerances: fewer than t
- * neighbours survive the tolerated dropout). */
+ * neighbours survive the tolerated dropout), or when only a complete graph
+ * of more than 4096 neighbours would. */
 int fl_sagraph_choose(uint32_t n, double dropout, double corrupt, double sigma, double eta,
                       fl_sagraph_choice_t *out);
 

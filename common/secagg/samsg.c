@@ -10,7 +10,8 @@
 
 int fl_samsg_setup_check(const fl_samsg_setup_t *s)
 {
-    if (!s || s->n < 2 || s->dim == 0 || s->k == 0 || s->k > s->n - 1 ||
+    if (!s || s->n < 2 || s->n > FL_SAMSG_MAX_PARTIES || s->dim == 0 ||
+        s->dim > FL_SAMSG_MAX_DIM || s->k == 0 || s->k > s->n - 1 || s->k > FL_SAMSG_MAX_DEGREE ||
         (s->k < s->n - 1 && (s->k & 1)) || s->t <= s->k / 2 || s->t > s->k)
         return FL_EINVAL;
     return 0;

@@ -33,6 +33,11 @@
 #include "common/secagg/shamir.h"
 
 #define FL_SAMSG_NAME_MAX 64
+/* Limits on a round's setup, so that a setup from the wire never makes a
+ * party allocate without bound: parties, graph degree, words per input. */
+#define FL_SAMSG_MAX_PARTIES 1000000u
+#define FL_SAMSG_MAX_DEGREE 4096u
+#define FL_SAMSG_MAX_DIM (1u << 28)
 /* A share's plaintext: from, to (4 bytes each), the s-key share and the
  * seed share, each in fl_shamir_share_encode's form for a 32-byte secret. */
 #define FL_SAMSG_SHARE_LEN (4 + 4 * ((FL_SACRYPTO_KEY + 2) / 3))
@@ -78,8 +83,9 @@ typedef struct {
     fl_shamir_share_t share;
 } fl_samsg_reveal_t;
 
-/* FL_EINVAL unless 2 <= n, 1 <= dim, k even or n - 1, k <= n - 1 and
- * k/2 < t <= k. */
+/* FL_EINVAL unless 2 <= n <= FL_SAMSG_MAX_PARTIES, 1 <= dim <=
+ * FL_SAMSG_MAX_DIM, k even or n - 1, k <= min(n - 1, FL_SAMSG_MAX_DEGREE)
+ * and k/2 < t <= k. */
 int fl_samsg_setup_check(const fl_samsg_setup_t *s);
 
 /* SHA-256 over a label and the setup's fields: the round's context. */

@@ -277,6 +277,22 @@ static void test_bad_setup(void **state)
     s.k = 4;
     s.dim = 0;
     assert_int_equal(fl_saserver_create(&s, &rng, &srv), FL_EINVAL);
+    /* sizes a party would have to allocate without bound */
+    s.dim = FL_SAMSG_MAX_DIM + 1;
+    assert_int_equal(fl_saserver_create(&s, &rng, &srv), FL_EINVAL);
+    s.dim = 4;
+    s.n = FL_SAMSG_MAX_PARTIES + 1;
+    assert_int_equal(fl_saserver_create(&s, &rng, &srv), FL_EINVAL);
+    s.n = 10000;
+    s.k = FL_SAMSG_MAX_DEGREE + 2;
+    s.t = s.k / 2 + 1;
+    assert_int_equal(fl_saserver_create(&s, &rng, &srv), FL_EINVAL);
+    /* and the client checks the same setup */
+    fl_saclient_t *cl = (fl_saclient_t *)&rng;
+    mbedtls_pk_context key;
+    mbedtls_pk_init(&key);
+    assert_int_equal(fl_saclient_create(&s, 0, "c", &key, &rng, &cl), FL_EINVAL);
+    assert_null(cl);
     fl_sacrypto_rng_free(&rng);
 }
 
