@@ -58,9 +58,9 @@ static void test_no_dropout(void **state)
     fl_sasim_cfg_t c = base(12, 11, 7, 257);
     c.shared_sign_key = 0;
     expect_exact(&c, 12);
-    /* SecAgg+ graph, K = 300 */
-    c = base(300, 6, 4, 1000);
-    expect_exact(&c, 300);
+    /* SecAgg+ graph, K = 256 */
+    c = base(256, 4, 3, 1000);
+    expect_exact(&c, 256);
 }
 
 static void test_dropouts_each_phase(void **state)
