@@ -15,9 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "common/base/error.h"
 #include "common/base/log.h"
+#include "common/net/certs.h"
 #include "common/net/tls.h"
 #include "common/base/version.h"
 #include "common/net/wire.h"
@@ -206,7 +209,14 @@ static void watchdog(uv_timer_t *t)
 
 static uv_timer_t g_watchdog;
 
+static void server_start_at(server_t *s, const fl_tls_opts_t *extra, const fl_tls_cbs_t *cbs, int port);
+
 static void server_start(server_t *s, const fl_tls_opts_t *extra, const fl_tls_cbs_t *cbs)
+{
+    server_start_at(s, extra, cbs, 0);
+}
+
+static void server_start_at(server_t *s, const fl_tls_opts_t *extra, const fl_tls_cbs_t *cbs, int port)
 {
     memset(s, 0, sizeof *s);
     assert_int_equal(uv_loop_init(&s->loop), 0);
@@ -217,7 +227,7 @@ static void server_start(server_t *s, const fl_tls_opts_t *extra, const fl_tls_c
     o.cert_file = fl_testcerts_path(&g_certs, 1, "server.crt");
     o.key_file = fl_testcerts_path(&g_certs, 2, "server.key");
     assert_int_equal(fl_tls_ctx_new(FL_TLS_SERVER, &o, &s->ctx), 0);
-    assert_int_equal(fl_tls_server_start(&s->loop, s->ctx, "127.0.0.1", 0, cbs ? cbs : &srv_cbs, s,
+    assert_int_equal(fl_tls_server_start(&s->loop, s->ctx, "127.0.0.1", port, cbs ? cbs : &srv_cbs, s,
                                          &s->srv), 0);
     assert_true(fl_tls_server_port(s->srv) > 0);
     uv_timer_init(&s->loop, &s->resume_timer);
@@ -413,6 +423,97 @@ static void test_handshake_ok(void **state)
     assert_string_equal(s.last_peer, "alice");
     assert_int_equal(s.closes, 1);
     client_free(&k);
+    server_stop(&s);
+}
+
+/* One connection of client context ctx to s, until it is gone. */
+static void connect_once(server_t *s, fl_tls_ctx_t *ctx, client_t *k)
+{
+    memset(k, 0, sizeof *k);
+    k->bye_after = 1;
+    assert_int_equal(fl_tls_connect(&s->loop, ctx, "127.0.0.1", fl_tls_server_port(s->srv), "localhost", &cli_cbs, k,
+                                    &k->conn), 0);
+    while (!k->closed)
+        uv_run(&s->loop, UV_RUN_ONCE);
+    for (int i = 0; i < 50 && fl_tls_ctx_conns(s->ctx) > 0; i++)
+        uv_run(&s->loop, UV_RUN_NOWAIT), uv_sleep(2);
+}
+
+/* A client's second connection resumes its session from a ticket, also
+ * after the server restarted with the same key, and keeps the identity of
+ * the certificate it first showed; a forgotten session means a full
+ * handshake again. */
+static void test_session_resumption(void **state)
+{
+    server_t s;
+    server_start(&s, NULL, NULL);
+    int port = fl_tls_server_port(s.srv);
+    fl_tls_ctx_t *ctx = client_ctx("ca.crt", "clients/alice.crt", "clients/alice.key");
+    client_t k;
+    connect_once(&s, ctx, &k);
+    assert_true(k.welcomed);
+    assert_string_equal(k.identity, "alice");
+    assert_int_equal(fl_tls_ctx_resumed(ctx), 0);
+    assert_int_equal(fl_tls_ctx_resumed(s.ctx), 0);
+    client_free(&k);
+    connect_once(&s, ctx, &k);
+    assert_true(k.welcomed);
+    assert_string_equal(k.identity, "alice");
+    assert_string_equal(s.last_peer, "alice");
+    assert_int_equal(fl_tls_ctx_resumed(ctx), 1);
+    assert_int_equal(fl_tls_ctx_resumed(s.ctx), 1);
+    client_free(&k);
+    server_stop(&s);
+
+    /* A new server process would have a new context: same key, same port. */
+    server_start_at(&s, NULL, NULL, port);
+    connect_once(&s, ctx, &k);
+    assert_true(k.welcomed);
+    assert_string_equal(k.identity, "alice");
+    assert_int_equal(fl_tls_ctx_resumed(ctx), 2);
+    assert_int_equal(fl_tls_ctx_resumed(s.ctx), 1);
+    client_free(&k);
+    fl_tls_ctx_forget_session(ctx);
+    connect_once(&s, ctx, &k);
+    assert_true(k.welcomed);
+    assert_int_equal(fl_tls_ctx_resumed(ctx), 2);
+    assert_int_equal(fl_tls_ctx_resumed(s.ctx), 1);
+    client_free(&k);
+    fl_tls_ctx_free(ctx);
+    server_stop(&s);
+}
+
+/* A ticket outliving its client certificate: the resumption is refused and
+ * the full handshake that follows refuses the expired certificate. */
+static void test_resumption_after_cert_expiry(void **state)
+{
+    int64_t now = (int64_t)time(NULL);
+    fl_certs_spec_t brief = {.cn = "brief", .not_before = now - 60, .not_after = now + 2,
+                             .issuer_crt = fl_testcerts_path(&g_certs, 0, "ca.crt"),
+                             .issuer_key = fl_testcerts_path(&g_certs, 1, "ca.key"),
+                             .out_crt = fl_testcerts_path(&g_certs, 2, "clients/brief.crt"),
+                             .out_key = fl_testcerts_path(&g_certs, 3, "clients/brief.key")};
+    assert_int_equal(fl_certs_make(&brief), 0);
+    server_t s;
+    server_start(&s, NULL, NULL);
+    fl_tls_ctx_t *ctx = client_ctx("ca.crt", "clients/brief.crt", "clients/brief.key");
+    client_t k;
+    connect_once(&s, ctx, &k);
+    assert_true(k.welcomed);
+    client_free(&k);
+    connect_once(&s, ctx, &k); /* still valid: resumed */
+    assert_true(k.welcomed);
+    assert_int_equal(fl_tls_ctx_resumed(s.ctx), 1);
+    client_free(&k);
+    while ((int64_t)time(NULL) <= now + 3)
+        sleep(1);
+    long mark = log_mark();
+    connect_once(&s, ctx, &k);
+    assert_false(k.welcomed);
+    assert_int_equal(fl_tls_ctx_resumed(s.ctx), 1);
+    assert_true(log_has(mark, "handshake with 127.0.0.1:", "expired"));
+    client_free(&k);
+    fl_tls_ctx_free(ctx);
     server_stop(&s);
 }
 
@@ -944,6 +1045,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_handshake_ok),
+        cmocka_unit_test(test_session_resumption),
+        cmocka_unit_test(test_resumption_after_cert_expiry),
         cmocka_unit_test(test_handshake_matrix),
         cmocka_unit_test(test_plaintext_peer),
         cmocka_unit_test(test_no_client_cert_option),
