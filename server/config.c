@@ -92,7 +92,8 @@ static const fl__cfg_entry_t table[] = {
     {"clip_norm", "robust", T_STR, OFF(clip_norm), "none", 0, 0, F_RUN, "clip each update to this L2 norm: none, a number C, or adaptive[:C0] (moves C towards clip_quantile of the norms)"},
     {"clip_quantile", "robust", T_DBL, OFF(clip_quantile), "0.5", 0, 1, F_RUN, "adaptive clipping: fraction of update norms C aims to cover"},
     {"clip_lr", "robust", T_DBL, OFF(clip_lr), "0.2", 1e-6, 10, F_RUN, "adaptive clipping: C <- C*exp(-clip_lr*(fraction within C - clip_quantile)) per round"},
-    {"dp_noise_multiplier", "privacy", T_DBL, OFF(dp_noise_multiplier), "0", 0, 1e6, F_RUN, "DP-FedAvg: Gaussian noise of stddev z*clip_norm on each round's sum, divided by clients_per_round (0 = no DP; needs a fixed clip_norm and aggregator = mean)"},
+    {"dp_noise_multiplier", "privacy", T_DBL, OFF(dp_noise_multiplier), "0", 0, 1e6, F_RUN, "DP-FedAvg: Gaussian noise of stddev z*clip_norm on each round's sum, divided by clients_per_round (0 = no DP; needs a clip_norm, fixed or adaptive, and aggregator = mean)"},
+    {"dp_clip_count_stddev", "privacy", T_DBL, OFF(dp_clip_count_stddev), "0", 0, 1e9, F_RUN, "DP with adaptive clip_norm: stddev sigma_b of the noise on each round's count of updates within the bound (0 = clients_per_round / 20, as Andrew et al. 2021); must exceed dp_noise_multiplier / 2, and the update's noise multiplier becomes (z^-2 - (2 sigma_b)^-2)^-1/2 so that the round costs z"},
     {"dp_delta", "privacy", T_DBL, OFF(dp_delta), "1e-5", 1e-300, 0.5, 0, "delta at which the RDP accountant reports epsilon"},
     {"dp_target_epsilon", "privacy", T_DBL, OFF(dp_target_epsilon), "0", 0, 1e9, 0, "finish the run before a round would take epsilon past this (0 = no limit)"},
     {"log_level", "misc", T_STR, OFF(log_level), "info", 0, 0, 0, "error, warn, info or debug"},
@@ -430,7 +431,9 @@ int fl_server_config_finish(fl_server_config_t *cfg)
     fl_agg_config_t agg = {.capacity = (uint32_t)cfg->clients_per_round,
                            .clip = {.quantile = cfg->clip_quantile, .lr = cfg->clip_lr},
                            .dp_noise_multiplier = cfg->dp_noise_multiplier,
-                           .dp_denominator = (double)cfg->clients_per_round};
+                           .dp_denominator = (double)cfg->clients_per_round,
+                           .dp_count_stddev = cfg->dp_clip_count_stddev > 0 ? cfg->dp_clip_count_stddev
+                                                                            : cfg->clients_per_round / 20.0};
     if (fl_agg_parse(cfg->aggregator, &agg.spec)) {
         FL_LOG_E("config", "aggregator: want mean, median, trimmed_mean:BETA (0 <= BETA < 0.5) or krum:F[,M], not '%s'",
                  cfg->aggregator);
