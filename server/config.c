@@ -84,7 +84,7 @@ static const fl__cfg_entry_t table[] = {
     {"initial_accumulator", "server", T_DBL, OFF(initial_accumulator), "0", 0, 1e6, F_RUN, "starting value of every element of v"},
     {"bias_correction", "server", T_BOOL, OFF(bias_correction), "false", 0, 1, F_RUN, "Adam-style bias correction (fedadam, fedyogi)"},
     {"weighting", "server", T_STR, OFF(weighting), "examples", 0, 0, F_RUN, "update weights: examples or uniform"},
-    {"max_client_examples", "server", T_INT, OFF(max_client_examples), "0", 0, BIG, 0, "under weighting = examples, an update claiming more examples than this (or than its client declared in Hello) is refused (0 = only the Hello cap)"},
+    {"max_client_examples", "server", T_INT, OFF(max_client_examples), "0", 0, BIG, 0, "the most examples one client's update (under weighting = examples) or evaluation answer may claim, besides what it declared in Hello; a client whose Hello declared 0 may claim up to this, or nothing when it is 0 (0 = only the Hello cap)"},
     {"update_codec", "client", T_STR, OFF(update_codec), "f32", 0, 0, F_RUN, "delta encoding asked of protocol 1.1 clients that offer it: f32, f16, int8 or topk"},
     {"topk_fraction", "client", T_DBL, OFF(topk_fraction), "0.01", 1e-9, 0.5, F_RUN, "update_codec = topk: fraction of the delta's values a client sends"},
     {"aggregator", "robust", T_STR, OFF(aggregator), "mean", 0, 0, F_RUN, "how updates combine: mean (weighted, streamed), median, trimmed_mean:BETA or krum:F,M (these keep the round's K updates in memory; each client counts the same)"},

@@ -6,7 +6,7 @@
  * noise anyone can regenerate from the run's seed protects nothing. Normal
  * variates are drawn by the Box-Muller transform from 53-bit uniforms. (A
  * floating-point sampler is not an exact Gaussian in its far tails; see
- * docs/privacy.md for what that means.)
+ * docs/robustness.md for what that means.)
  *
  * Not thread-safe: one fl_dp_noise_t per thread. */
 #ifndef FL_SERVER_DP_H
