@@ -247,6 +247,46 @@ static void test_pipeline_exact(void **st)
     assert_true(x[0] == 3 && x[1] == 0);
 }
 
+/* Every rule composes with every ServerOpt: the rule's D enters the optimizer
+ * as one update of weight 1, so a round through the pipeline equals the
+ * optimizer stepping on the hand-computed D, bit for bit, for FedAvg ...
+ * FedYogi (two rounds, so the optimizers' state matters). */
+static void test_every_serveropt(void **st)
+{
+    (void)st;
+    const float *d[] = {D0, D1, D2, D3};
+    const double w[] = {1, 1, 6, 2};
+    const float dmed[2] = {2.5f, 0.5f}; /* the coordinate-wise median (test_pipeline_exact) */
+    for (int t = FL_SERVEROPT_FEDAVG; t <= FL_SERVEROPT_FEDYOGI; t++) {
+        fl_serveropt_config_t oc;
+        fl_serveropt_config_defaults(&oc, (fl_serveropt_kind_t)t);
+        fl_serveropt_t *o1 = NULL, *o2 = NULL;
+        assert_int_equal(fl_serveropt_create(&oc, 2, &o1), 0);
+        assert_int_equal(fl_serveropt_create(&oc, 2, &o2), 0);
+        fl_agg_config_t cfg = {.capacity = 4, .clip = {.mode = FL_CLIP_NONE}};
+        assert_int_equal(fl_agg_parse("median", &cfg.spec), 0);
+        fl_agg_t *a = NULL;
+        assert_int_equal(fl_agg_create(&cfg, 2, &a), 0);
+        float x1[2] = {0.5f, -0.25f}, x2[2] = {0.5f, -0.25f};
+        fl_serveropt_round_t r1, r2;
+        for (int round = 0; round < 2; round++) {
+            fl_serveropt_begin(o1);
+            fl_agg_begin(a);
+            for (int i = 0; i < 4; i++)
+                assert_int_equal(fl_agg_add(a, o1, d[i], 2, w[i], NULL), 0);
+            assert_int_equal(fl_agg_finish(a, o1, x1, 2, &r1), 0);
+            fl_serveropt_begin(o2);
+            assert_int_equal(fl_serveropt_add(o2, dmed, 2, 1.0), 0);
+            assert_int_equal(fl_serveropt_finish(o2, x2, 2, &r2), 0);
+            assert_memory_equal(x1, x2, sizeof x1);
+        }
+        assert_false(x1[0] == 0.5f && x1[1] == -0.25f); /* the step moved x */
+        fl_agg_free(a);
+        fl_serveropt_free(o1);
+        fl_serveropt_free(o2);
+    }
+}
+
 static void test_pipeline_dp(void **st)
 {
     (void)st;
@@ -546,7 +586,7 @@ int main(void)
         cmocka_unit_test(test_pipeline_dp),    cmocka_unit_test(test_dp_update_multiplier),
         cmocka_unit_test(test_dp_adaptive_accounting), cmocka_unit_test(test_clip_noised_within),
         cmocka_unit_test(test_clip_converges), cmocka_unit_test(test_pipeline_dp_adaptive),
-        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_every_serveropt), cmocka_unit_test(test_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
