@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "common/base/cli.h"
+#include "server/store.h"
 
 typedef fl_cli_cmd_t fl_server_cmd_t;
 
@@ -30,5 +31,14 @@ int fl_server_cmd_check(int argc, char **argv);
 void fl_server_cmd_check_usage(FILE *out);
 int fl_server_cmd_experiment(int argc, char **argv);
 void fl_server_cmd_experiment_usage(FILE *out);
+
+/* A store printer for one round of one run (fl_store_print_updates, ...). */
+typedef int (*fl__server_round_printer_fn)(fl_store_t *st, int64_t run_id, int64_t round, FILE *out);
+
+/* The body of a `NAME DB RUN ROUND` listing: parses the three positionals
+ * (ROUND from first_round up), opens DB read-only and prints with print.
+ * Returns 0, 1 on a store error, or FL_CLI_USAGE. */
+int fl__server_cmd_round_listing(int argc, char **argv, const char *name, long first_round,
+                                 fl__server_round_printer_fn print);
 
 #endif
