@@ -465,6 +465,18 @@ static void on_message(fl_tls_conn_t *conn, fl_wire_event_t *ev, void *ud)
         on_eval_result(c, m->eval_result);
         break;
     case FEDOPT__ENVELOPE__MSG_HEARTBEAT:
+        /* Answered at once when asked: the round trip measures how long a
+         * connected client waits for the event loop (bench_server's storm).
+         * Not while our sends to it are backed up: a client that asks and
+         * never reads must not grow its queue. */
+        if (m->heartbeat->echo && c->welcomed && fl_tls_conn_queued(conn) < 65536) {
+            Fedopt__Heartbeat hb = FEDOPT__HEARTBEAT__INIT;
+            hb.unix_ms = fl_clock_wall_ms();
+            Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
+            env.msg_case = FEDOPT__ENVELOPE__MSG_HEARTBEAT;
+            env.heartbeat = &hb;
+            fl_tls_conn_send_msg(conn, &env);
+        }
         break;
     case FEDOPT__ENVELOPE__MSG_ERROR:
         FL_LOG_W(WHO, "%s reports error %d: %s", c->name, m->error->code, m->error->message ? m->error->message : "");

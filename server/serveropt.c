@@ -8,6 +8,7 @@
 #include "common/base/error.h"
 #include "common/base/log.h"
 #include "common/base/params.h"
+#include "common/nn/workers.h"
 
 /* Hot loops are compiled twice, for AVX2 and for the baseline, and the right
  * one is picked at load time (GCC's target_clones); float64 arithmetic at
@@ -28,7 +29,12 @@ struct fl_serveropt {
     uint32_t accepted, rejected;
     uint64_t step;
     int open;
+    size_t parts;           /* the passes' split (by model size; see make_parts) */
+    fl_workers_t *workers;  /* parts - 1 threads, or NULL */
 };
+
+static int make_parts(fl_serveropt_t *o, size_t parts);
+
 
 static const char *const kind_names[] = {"fedavg", "fedavgm", "fedadagrad", "fedadam", "fedyogi"};
 
@@ -152,6 +158,8 @@ int fl_serveropt_create(const fl_serveropt_config_t *cfg, size_t n, fl_serveropt
     if (is_adaptive(cfg->kind) && !(o->v = alloc_f32(n)))
         goto fail;
     reset_state(o);
+    if ((rc = make_parts(o, (size_t)fl__serveropt_default_parts(n))))
+        goto fail;
     *out = o;
     return 0;
 fail:
@@ -163,6 +171,7 @@ void fl_serveropt_free(fl_serveropt_t *o)
 {
     if (!o)
         return;
+    fl_workers_free(o->workers);
     free(o->acc);
     free(o->m);
     free(o->v);
@@ -190,6 +199,79 @@ static void accumulate(double *restrict acc, const float *restrict d, size_t n, 
     }
 }
 
+/* Large models are worked on in a fixed number of parts, chosen by the
+ * model's size and never by the core count: each part a contiguous range of
+ * blocks, run on the optimizer's own worker threads (common/nn/workers; on a
+ * machine with fewer cores they share one). The passes are bound by memory
+ * traffic, which one core does not saturate (bench_serveropt). Every
+ * element's arithmetic is the same whatever the split, so the accumulator,
+ * x, m and v are bit-identical to one part; only the float64 sums behind the
+ * reported norms are grouped by part. */
+#define FL__BLOCK 2048
+#define FL__PAR_MIN_N ((size_t)1 << 18)
+#define FL__PARTS_LARGE 2
+#define FL__MAX_PARTS 8
+
+#if defined(__GNUC__)
+#define FL__INLINE inline __attribute__((always_inline))
+#else
+#define FL__INLINE inline
+#endif
+
+static size_t nblocks(size_t n) { return (n + FL__BLOCK - 1) / FL__BLOCK; }
+
+/* Part j's blocks are [part_blk(j), part_blk(j + 1)). */
+static size_t part_blk(size_t n, size_t parts, size_t j) { return nblocks(n) * j / parts; }
+
+static size_t blk_elem(size_t n, size_t blk)
+{
+    size_t e = blk * FL__BLOCK;
+    return e < n ? e : n;
+}
+
+static int make_parts(fl_serveropt_t *o, size_t parts)
+{
+    fl_workers_free(o->workers);
+    o->workers = NULL;
+    o->parts = parts;
+    /* Threads that fail to start leave their parts on the caller: same result. */
+    return parts > 1 ? fl_workers_create((int)parts - 1, &o->workers) : 0;
+}
+
+int fl__serveropt_set_parts(fl_serveropt_t *o, size_t parts)
+{
+    if (!o || parts < 1 || parts > FL__MAX_PARTS)
+        return FL_EINVAL;
+    return make_parts(o, parts);
+}
+
+int fl__serveropt_default_parts(size_t n) { return n >= FL__PAR_MIN_N ? FL__PARTS_LARGE : 1; }
+
+/* One delta, fl_serveropt_add's two passes in parts. */
+typedef struct {
+    fl_serveropt_t *o;
+    const float *d;
+    double w;
+    int first;
+    int bad[FL__MAX_PARTS];
+} add1_t;
+
+static void add1_check(void *arg, size_t j)
+{
+    add1_t *a = arg;
+    size_t n = a->o->n, parts = a->o->parts;
+    size_t lo = blk_elem(n, part_blk(n, parts, j)), hi = blk_elem(n, part_blk(n, parts, j + 1));
+    a->bad[j] = !fl_f32_all_finite(a->d + lo, hi - lo);
+}
+
+static void add1_acc(void *arg, size_t j)
+{
+    add1_t *a = arg;
+    size_t n = a->o->n, parts = a->o->parts;
+    size_t lo = blk_elem(n, part_blk(n, parts, j)), hi = blk_elem(n, part_blk(n, parts, j + 1));
+    accumulate(a->o->acc + lo, a->d + lo, hi - lo, a->w, a->first);
+}
+
 int fl_serveropt_add(fl_serveropt_t *o, const float *delta, size_t n, double num_examples)
 {
     if (!o || !o->open)
@@ -209,136 +291,27 @@ int fl_serveropt_add(fl_serveropt_t *o, const float *delta, size_t n, double num
     /* Scan the whole delta before touching the accumulator: a refused update
      * must leave no trace, and an exact undo of a partial float64 sum is not
      * possible. */
-    if (!fl_f32_all_finite(delta, n)) {
-        o->rejected++;
-        return FL_ENONFINITE;
+    add1_t a = {.o = o, .d = delta, .w = w, .first = o->accepted == 0};
+    fl_workers_run(o->workers, o->parts, add1_check, &a);
+    for (size_t j = 0; j < o->parts; j++) {
+        if (a.bad[j]) {
+            o->rejected++;
+            return FL_ENONFINITE;
+        }
     }
-    accumulate(o->acc, delta, n, w, o->accepted == 0);
+    fl_workers_run(o->workers, o->parts, add1_acc, &a);
     o->total_weight += w;
     o->accepted++;
     return 0;
 }
 
-/* The batched accumulation kernel. Work proceeds in blocks small enough that
- * the batch's slices stay in L1/L2: each delta's slice is checked, then all
- * valid slices are summed into a float64 block buffer and added to the
- * accumulator once. The accumulator is thus read and written once per batch
- * instead of once per delta. Built for AVX2 as well as the baseline, chosen
- * at run time, since the float64 arithmetic is otherwise the bottleneck. */
-#define BATCH_BLOCK 2048
-
-
-FL__MULTIVERSION
-static void batch_pass(double *restrict acc, int first, const float *const *d, const double *w,
-                       size_t count, size_t n, size_t *bad_block, double *sumsq)
-{
-    double tmp[BATCH_BLOCK];
-    for (size_t lo = 0, blk = 0; lo < n; lo += BATCH_BLOCK, blk++) {
-        const size_t len = n - lo < BATCH_BLOCK ? n - lo : BATCH_BLOCK;
-        size_t used = 0;
-        for (size_t b = 0; b < count; b++) {
-            if (bad_block[b] != SIZE_MAX)
-                continue;
-            const float *restrict x = d[b] + lo;
-            uint32_t bad = 0;
-            for (size_t i = 0; i < len; i++) {
-                uint32_t u;
-                memcpy(&u, &x[i], sizeof u);
-                bad |= (u & 0x7f800000u) == 0x7f800000u;
-            }
-            if (bad) {
-                bad_block[b] = blk;
-                continue;
-            }
-            const double wb = w[b];
-            if (used++ == 0)
-                for (size_t i = 0; i < len; i++)
-                    tmp[i] = wb * (double)x[i];
-            else
-                for (size_t i = 0; i < len; i++)
-                    tmp[i] += wb * (double)x[i];
-            /* The delta's squared norm while its slice is in L1, in lanes
-             * (one running sum would not vectorize). */
-            double lane[8] = {0};
-            size_t i = 0;
-            for (; i + 8 <= len; i += 8)
-                for (size_t j = 0; j < 8; j++)
-                    lane[j] += (double)x[i + j] * (double)x[i + j];
-            for (; i < len; i++)
-                lane[0] += (double)x[i] * (double)x[i];
-            sumsq[b] += lane[0] + lane[1] + lane[2] + lane[3] + lane[4] + lane[5] + lane[6] + lane[7];
-        }
-        double *restrict a = acc + lo;
-        if (used == 0) {
-            if (first)
-                memset(a, 0, len * sizeof(double));
-        } else if (first) {
-            memcpy(a, tmp, len * sizeof(double));
-        } else {
-            for (size_t i = 0; i < len; i++)
-                a[i] += tmp[i];
-        }
-    }
-}
-
-int fl_serveropt_add_batch(fl_serveropt_t *o, const float *const *deltas, const double *num_examples,
-                           size_t count, size_t n, int *results, double *norms)
-{
-    if (!o || !o->open)
-        return FL_ESTATE;
-    if (count == 0 || count > FL_SERVEROPT_MAX_BATCH || !deltas || !num_examples || !results)
-        return FL_EINVAL;
-    double w[FL_SERVEROPT_MAX_BATCH], sumsq[FL_SERVEROPT_MAX_BATCH] = {0};
-    size_t bad_block[FL_SERVEROPT_MAX_BATCH];
-    size_t live = 0;
-    for (size_t b = 0; b < count; b++) {
-        results[b] = 0;
-        bad_block[b] = SIZE_MAX;
-        w[b] = 1.0;
-        if (!deltas[b] || n != o->n)
-            results[b] = FL_ESHAPE;
-        else if (o->cfg.weighting == FL_WEIGHTING_EXAMPLES &&
-                 (!isfinite(num_examples[b]) || num_examples[b] <= 0))
-            results[b] = FL_EINVAL;
-        else if (o->cfg.weighting == FL_WEIGHTING_EXAMPLES)
-            w[b] = num_examples[b];
-        if (results[b])
-            bad_block[b] = 0; /* excluded from the pass, nothing to undo */
-        else
-            live++;
-    }
-    if (live)
-        batch_pass(o->acc, o->accepted == 0, deltas, w, count, n, bad_block, sumsq);
-    for (size_t b = 0; b < count; b++) {
-        if (norms)
-            norms[b] = NAN;
-        if (results[b]) {
-            o->rejected++;
-            continue;
-        }
-        if (bad_block[b] != SIZE_MAX) {
-            /* Non-finite in block bad_block[b]: take its earlier blocks back out. */
-            size_t end = bad_block[b] * BATCH_BLOCK;
-            for (size_t i = 0; i < end; i++)
-                o->acc[i] -= w[b] * (double)deltas[b][i];
-            results[b] = FL_ENONFINITE;
-            o->rejected++;
-            continue;
-        }
-        o->total_weight += w[b];
-        o->accepted++;
-        if (norms)
-            norms[b] = sqrt(sumsq[b]);
-    }
-    return 0;
-}
-
-/* One pass over the model per optimizer; each loop reads the accumulator and
+/* One pass over the model per optimizer; each loop reads D's source and the
  * state once and writes x and the state once (the work is memory-bound). The
  * arithmetic is done in double, stored in float. The squared norm of D is
  * summed in FL__LANES independent lanes: a single running sum is an ordered
  * reduction the compiler may not vectorize, which would serialize the whole
- * loop. */
+ * loop. Ranges start on a multiple of FL__LANES, so element k always lands in
+ * lane k % FL__LANES. */
 #define FL__LANES 8
 
 #define FL__STEP_LOOP(BODY)                                                   \
@@ -347,35 +320,28 @@ int fl_serveropt_add_batch(fl_serveropt_t *o, const float *const *deltas, const 
         for (; i + FL__LANES <= n; i += FL__LANES)                            \
             for (size_t j = 0; j < FL__LANES; j++) {                          \
                 const size_t k = i + j;                                       \
-                const double D = acc[k] * inv;                                \
+                const double D = src[k] * inv;                                \
                 BODY;                                                         \
                 lane[j] += D * D;                                             \
             }                                                                 \
         for (; i < n; i++) {                                                  \
             const size_t k = i;                                               \
-            const double D = acc[k] * inv;                                    \
+            const double D = src[k] * inv;                                    \
             BODY;                                                             \
             lane[0] += D * D;                                                 \
         }                                                                     \
     } while (0)
 
-FL__MULTIVERSION
-static double apply_step(fl_serveropt_t *o, float *restrict x)
+/* The optimizer step on n elements: D = src * inv; x, m and v are the
+ * range's own pointers (m, v NULL where the optimizer has none). Adds the
+ * range's squared D into lanes_out. Inlined into each multiversioned caller,
+ * so it is built for the caller's target. */
+static FL__INLINE void step_range(const fl_serveropt_config_t *c, float *restrict x, float *restrict m,
+                                  float *restrict v, const double *restrict src, size_t n, double inv, double lr,
+                                  double *lanes_out)
 {
-    const fl_serveropt_config_t *c = &o->cfg;
-    const size_t n = o->n;
-    const double *restrict acc = o->acc;
-    float *restrict m = o->m;
-    float *restrict v = o->v;
-    const double inv = 1.0 / o->total_weight;
-    double lr = c->server_lr;
     double lane[FL__LANES] = {0};
     const double b1 = c->beta1, b2 = c->beta2, tau = c->tau, mu = c->momentum;
-    const uint64_t t = o->step + 1;
-
-    if (c->bias_correction)
-        lr *= sqrt(1.0 - pow(b2, (double)t)) / (1.0 - pow(b1, (double)t));
-
     switch (c->kind) {
     case FL_SERVEROPT_FEDAVG:
         FL__STEP_LOOP(x[k] = (float)((double)x[k] + lr * D));
@@ -403,10 +369,338 @@ static double apply_step(fl_serveropt_t *o, float *restrict x)
                       v[k] = (float)vi; x[k] = (float)((double)x[k] + lr * mi / (sqrt(vi) + tau)));
         break;
     }
-    double norm2 = 0.0;
     for (int j = 0; j < FL__LANES; j++)
-        norm2 += lane[j];
+        lanes_out[j] += lane[j];
+}
+
+/* 1 when a float64 is neither Inf nor NaN, from its bits (immune to
+ * -ffinite-math-only). */
+static FL__INLINE int finite_bits(double s)
+{
+    uint64_t u;
+    memcpy(&u, &s, sizeof u);
+    return (u & 0x7ff0000000000000ull) != 0x7ff0000000000000ull;
+}
+
+/* One part of a batch pass. Shared by every part: the inputs; per part: the
+ * first non-finite block of each delta (SIZE_MAX: none; deltas refused
+ * before the pass start at 0, which no range undoes), its squared norm over
+ * the part, and D's squared-norm lanes (fused finish). */
+typedef struct {
+    fl_serveropt_t *o;
+    const float *const *d;
+    const double *w;
+    size_t count;
+    int first;
+    float *x; /* non-NULL: the round's last batch, the step fused in */
+    double inv, lr;
+    size_t pre[FL_SERVEROPT_MAX_BATCH];
+    size_t bad[FL__MAX_PARTS][FL_SERVEROPT_MAX_BATCH];
+    double sumsq[FL__MAX_PARTS][FL_SERVEROPT_MAX_BATCH];
+    double lane[FL__MAX_PARTS][FL__LANES];
+} batch_t;
+
+/* The batched accumulation kernel over blocks [blo, bhi). Blocks are small
+ * enough that the batch's slices stay in L1/L2: each delta's slice is summed
+ * into a float64 block buffer, its squared norm taken in the same loop (a
+ * non-finite element makes the float64 sum of squares non-finite, and a
+ * finite float's square cannot overflow a double, so that sum is the check),
+ * then the block buffer goes into the accumulator once: the accumulator is
+ * read and written once per batch instead of once per delta. For the round's
+ * last batch (x non-NULL) the block's D goes straight into the optimizer
+ * step, so the accumulator is neither written nor read again. Built for AVX2
+ * as well as the baseline, chosen at run time, since the float64 arithmetic
+ * is otherwise the bottleneck. */
+/* Sums G deltas' slices (d[idx[g]] + lo, len floats, weights w[idx[g]])
+ * into the block buffer, each element's deltas added in order (first: the
+ * buffer starts with the first delta's term), and each slice's sum of
+ * squares in eight lanes into ss[g]. */
+#define FL__GROUP(G)                                                                                             \
+    static FL__INLINE void group##G(double *restrict tmp, const float *const *d, const double *w,              \
+                                    const size_t *idx, size_t lo, size_t len, int first, double *ss)            \
+    {                                                                                                           \
+        const float *restrict x[G];                                                                             \
+        double wg[G], lane[G][8];                                                                               \
+        for (size_t g = 0; g < G; g++) {                                                                        \
+            x[g] = d[idx[g]] + lo;                                                                              \
+            wg[g] = w[idx[g]];                                                                                  \
+            for (size_t j = 0; j < 8; j++)                                                                      \
+                lane[g][j] = 0;                                                                                 \
+        }                                                                                                       \
+        size_t i = 0;                                                                                           \
+        for (; i + 8 <= len; i += 8)                                                                            \
+            for (size_t j = 0; j < 8; j++) {                                                                    \
+                const double x0 = (double)x[0][i + j];                                                          \
+                double t = first ? wg[0] * x0 : tmp[i + j] + wg[0] * x0;                                        \
+                lane[0][j] += x0 * x0;                                                                          \
+                for (size_t g = 1; g < G; g++) {                                                                \
+                    const double xv = (double)x[g][i + j];                                                      \
+                    t += wg[g] * xv;                                                                            \
+                    lane[g][j] += xv * xv;                                                                      \
+                }                                                                                               \
+                tmp[i + j] = t;                                                                                 \
+            }                                                                                                   \
+        for (; i < len; i++) {                                                                                  \
+            const double x0 = (double)x[0][i];                                                                  \
+            double t = first ? wg[0] * x0 : tmp[i] + wg[0] * x0;                                                \
+            lane[0][0] += x0 * x0;                                                                              \
+            for (size_t g = 1; g < G; g++) {                                                                    \
+                const double xv = (double)x[g][i];                                                              \
+                t += wg[g] * xv;                                                                                \
+                lane[g][0] += xv * xv;                                                                          \
+            }                                                                                                   \
+            tmp[i] = t;                                                                                         \
+        }                                                                                                       \
+        for (size_t g = 0; g < G; g++)                                                                          \
+            ss[g] = lane[g][0] + lane[g][1] + lane[g][2] + lane[g][3] + lane[g][4] + lane[g][5] + lane[g][6] +  \
+                    lane[g][7];                                                                                 \
+    }
+FL__GROUP(1)
+FL__GROUP(2)
+FL__GROUP(3)
+FL__GROUP(4)
+
+FL__MULTIVERSION
+static void batch_blocks(batch_t *a, size_t blo, size_t bhi, size_t *bad, double *sumsq, double *lanes)
+{
+    fl_serveropt_t *o = a->o;
+    const size_t n = o->n;
+    double tmp[FL__BLOCK];
+    size_t used_idx[FL_SERVEROPT_MAX_BATCH];
+    for (size_t blk = blo; blk < bhi; blk++) {
+        const size_t lo = blk * FL__BLOCK;
+        const size_t len = n - lo < FL__BLOCK ? n - lo : FL__BLOCK;
+        /* The block's live deltas, summed four at a time: the block buffer
+         * is loaded and stored once per group instead of once per delta, and
+         * each element still gets the deltas added one by one, in order, so
+         * the sums are the same bits as one delta at a time. */
+        size_t live[FL_SERVEROPT_MAX_BATCH], nlive = 0, used = 0;
+        for (size_t b = 0; b < a->count; b++)
+            if (bad[b] == SIZE_MAX)
+                live[nlive++] = b;
+        for (size_t g0 = 0; g0 < nlive; g0 += 4) {
+            const size_t G = nlive - g0 < 4 ? nlive - g0 : 4;
+            double ss[4];
+            switch (G) {
+            case 4:
+                group4(tmp, a->d, a->w, live + g0, lo, len, used == 0, ss);
+                break;
+            case 3:
+                group3(tmp, a->d, a->w, live + g0, lo, len, used == 0, ss);
+                break;
+            case 2:
+                group2(tmp, a->d, a->w, live + g0, lo, len, used == 0, ss);
+                break;
+            default:
+                group1(tmp, a->d, a->w, live + g0, lo, len, used == 0, ss);
+                break;
+            }
+            int any_bad = 0;
+            for (size_t g = 0; g < G; g++) {
+                const size_t b = live[g0 + g];
+                if (!finite_bits(ss[g])) {
+                    bad[b] = blk;
+                    any_bad = 1;
+                    continue;
+                }
+                sumsq[b] += ss[g];
+                used_idx[used++] = b;
+            }
+            if (any_bad) {
+                /* Rare: rebuild the block buffer from the finite slices so far. */
+                for (size_t u = 0; u < used; u++) {
+                    const float *restrict xu = a->d[used_idx[u]] + lo;
+                    const double wu = a->w[used_idx[u]];
+                    if (u == 0)
+                        for (size_t k = 0; k < len; k++)
+                            tmp[k] = wu * (double)xu[k];
+                    else
+                        for (size_t k = 0; k < len; k++)
+                            tmp[k] += wu * (double)xu[k];
+                }
+            }
+        }
+        double *restrict acc = o->acc + lo;
+        if (!a->x) {
+            if (used == 0) {
+                if (a->first)
+                    memset(acc, 0, len * sizeof(double));
+            } else if (a->first) {
+                memcpy(acc, tmp, len * sizeof(double));
+            } else {
+                for (size_t i = 0; i < len; i++)
+                    acc[i] += tmp[i];
+            }
+            continue;
+        }
+        /* Fused finish: tmp becomes the block's sum over the round. */
+        if (used == 0) {
+            if (a->first)
+                memset(tmp, 0, len * sizeof(double));
+            else
+                memcpy(tmp, acc, len * sizeof(double));
+        } else if (!a->first) {
+            for (size_t i = 0; i < len; i++)
+                tmp[i] = acc[i] + tmp[i];
+        }
+        step_range(&o->cfg, a->x + lo, o->m ? o->m + lo : NULL, o->v ? o->v + lo : NULL, tmp, len, a->inv, a->lr,
+                   lanes);
+    }
+}
+
+static void batch_part(void *arg, size_t j)
+{
+    batch_t *a = arg;
+    size_t parts = a->o->parts, n = a->o->n;
+    memcpy(a->bad[j], a->pre, a->count * sizeof a->pre[0]);
+    memset(a->sumsq[j], 0, a->count * sizeof a->sumsq[0][0]);
+    memset(a->lane[j], 0, sizeof a->lane[j]);
+    batch_blocks(a, part_blk(n, parts, j), part_blk(n, parts, j + 1), a->bad[j], a->sumsq[j], a->lane[j]);
+}
+
+/* Checks a batch's arguments and fills a->pre, w and results; returns the
+ * number of live deltas, or a negative FL_E* for the call itself. */
+static int batch_setup(fl_serveropt_t *o, batch_t *a, const float *const *deltas, const double *num_examples,
+                       size_t count, size_t n, int *results, double *w)
+{
+    if (!o || !o->open)
+        return FL_ESTATE;
+    if (count == 0 || count > FL_SERVEROPT_MAX_BATCH || !deltas || !num_examples || !results)
+        return FL_EINVAL;
+    int live = 0;
+    for (size_t b = 0; b < count; b++) {
+        results[b] = 0;
+        w[b] = 1.0;
+        if (!deltas[b] || n != o->n)
+            results[b] = FL_ESHAPE;
+        else if (o->cfg.weighting == FL_WEIGHTING_EXAMPLES &&
+                 (!isfinite(num_examples[b]) || num_examples[b] <= 0))
+            results[b] = FL_EINVAL;
+        else if (o->cfg.weighting == FL_WEIGHTING_EXAMPLES)
+            w[b] = num_examples[b];
+        a->pre[b] = results[b] ? 0 : SIZE_MAX; /* refused ones: excluded from the pass, nothing to undo */
+        live += results[b] == 0;
+    }
+    a->o = o;
+    a->d = deltas;
+    a->w = w;
+    a->count = count;
+    a->first = o->accepted == 0;
+    return live;
+}
+
+/* After the parts: each delta's outcome, its norm, the counters; a delta
+ * found non-finite is taken back out of the blocks it was summed into when
+ * undo is set. Returns how many were found non-finite. */
+static int batch_merge(fl_serveropt_t *o, batch_t *a, int *results, double *norms, int undo)
+{
+    const size_t n = o->n, parts = o->parts;
+    int nonfinite = 0;
+    for (size_t b = 0; b < a->count; b++) {
+        if (norms)
+            norms[b] = NAN;
+        if (results[b]) {
+            o->rejected++;
+            continue;
+        }
+        int bad = 0;
+        double ss = 0;
+        for (size_t p = 0; p < parts; p++) {
+            bad |= a->bad[p][b] != SIZE_MAX;
+            ss += a->sumsq[p][b];
+        }
+        if (bad) {
+            for (size_t p = 0; undo && p < parts; p++) {
+                size_t bhi = part_blk(n, parts, p + 1);
+                size_t end = blk_elem(n, a->bad[p][b] < bhi ? a->bad[p][b] : bhi);
+                for (size_t i = blk_elem(n, part_blk(n, parts, p)); i < end; i++)
+                    o->acc[i] -= a->w[b] * (double)a->d[b][i];
+            }
+            results[b] = FL_ENONFINITE;
+            o->rejected++;
+            nonfinite++;
+            continue;
+        }
+        o->total_weight += a->w[b];
+        o->accepted++;
+        if (norms)
+            norms[b] = sqrt(ss);
+    }
+    return nonfinite;
+}
+
+int fl_serveropt_add_batch(fl_serveropt_t *o, const float *const *deltas, const double *num_examples,
+                           size_t count, size_t n, int *results, double *norms)
+{
+    double w[FL_SERVEROPT_MAX_BATCH];
+    batch_t a;
+    int live = batch_setup(o, &a, deltas, num_examples, count, n, results, w);
+    if (live < 0)
+        return live;
+    a.x = NULL;
+    if (live) {
+        fl_workers_run(o->workers, o->parts, batch_part, &a);
+    } else {
+        for (size_t p = 0; p < o->parts; p++) {
+            memcpy(a.bad[p], a.pre, count * sizeof a.pre[0]);
+            memset(a.sumsq[p], 0, count * sizeof a.sumsq[p][0]);
+        }
+    }
+    batch_merge(o, &a, results, norms, 1);
+    return 0;
+}
+
+static double bias_corrected_lr(const fl_serveropt_t *o)
+{
+    const fl_serveropt_config_t *c = &o->cfg;
+    double lr = c->server_lr;
+    const uint64_t t = o->step + 1;
+    if (c->bias_correction)
+        lr *= sqrt(1.0 - pow(c->beta2, (double)t)) / (1.0 - pow(c->beta1, (double)t));
+    return lr;
+}
+
+static double lanes_norm(batch_t *a, size_t parts)
+{
+    double norm2 = 0.0;
+    for (size_t p = 0; p < parts; p++)
+        for (int j = 0; j < FL__LANES; j++)
+            norm2 += a->lane[p][j];
     return sqrt(norm2);
+}
+
+FL__MULTIVERSION
+static void step_blocks(batch_t *a, size_t blo, size_t bhi, double *lanes)
+{
+    fl_serveropt_t *o = a->o;
+    size_t lo = blk_elem(o->n, blo), hi = blk_elem(o->n, bhi);
+    step_range(&o->cfg, a->x + lo, o->m ? o->m + lo : NULL, o->v ? o->v + lo : NULL, o->acc + lo, hi - lo, a->inv,
+               a->lr, lanes);
+}
+
+static void step_part(void *arg, size_t j)
+{
+    batch_t *a = arg;
+    size_t parts = a->o->parts, n = a->o->n;
+    memset(a->lane[j], 0, sizeof a->lane[j]);
+    step_blocks(a, part_blk(n, parts, j), part_blk(n, parts, j + 1), a->lane[j]);
+}
+
+static void close_round(fl_serveropt_t *o, int applied, double norm, fl_serveropt_round_t *res)
+{
+    fl_serveropt_round_t r = {0};
+    r.accepted = o->accepted;
+    r.rejected = o->rejected;
+    r.total_weight = o->total_weight;
+    if (applied) {
+        r.update_norm = norm;
+        o->step++;
+        r.applied = 1;
+    }
+    r.step = o->step;
+    o->open = 0;
+    if (res)
+        *res = r;
 }
 
 int fl_serveropt_finish(fl_serveropt_t *o, float *x, size_t n, fl_serveropt_round_t *res)
@@ -415,20 +709,59 @@ int fl_serveropt_finish(fl_serveropt_t *o, float *x, size_t n, fl_serveropt_roun
         return FL_ESTATE;
     if (!x || n != o->n)
         return FL_ESHAPE;
-    fl_serveropt_round_t r = {0};
-    r.accepted = o->accepted;
-    r.rejected = o->rejected;
-    r.total_weight = o->total_weight;
+    double norm = 0;
     if (o->accepted > 0) {
-        r.update_norm = apply_step(o, x);
-        o->step++;
-        r.applied = 1;
+        batch_t *a = malloc(sizeof *a);
+        if (!a)
+            return FL_ENOMEM;
+        a->o = o;
+        a->x = x;
+        a->inv = 1.0 / o->total_weight;
+        a->lr = bias_corrected_lr(o);
+        fl_workers_run(o->workers, o->parts, step_part, a);
+        norm = lanes_norm(a, o->parts);
+        free(a);
     }
-    r.step = o->step;
-    o->open = 0;
-    if (res)
-        *res = r;
+    close_round(o, o->accepted > 0, norm, res);
     return 0;
+}
+
+int fl_serveropt_add_batch_finish(fl_serveropt_t *o, const float *const *deltas, const double *num_examples,
+                                  size_t count, size_t n, int *results, double *norms, float *x,
+                                  fl_serveropt_round_t *res)
+{
+    double w[FL_SERVEROPT_MAX_BATCH];
+    if (o && o->open && (!x || n != o->n))
+        return FL_ESHAPE;
+    batch_t *a = malloc(sizeof *a);
+    if (!a)
+        return FL_ENOMEM;
+    int live = batch_setup(o, a, deltas, num_examples, count, n, results, w);
+    if (live <= 0) {
+        /* Nothing new to fuse: every delta refused up front. */
+        free(a);
+        if (live < 0)
+            return live;
+        for (size_t b = 0; b < count; b++) {
+            o->rejected++;
+            if (norms)
+                norms[b] = NAN;
+        }
+        return fl_serveropt_finish(o, x, n, res);
+    }
+    double total = o->total_weight;
+    for (size_t b = 0; b < count; b++)
+        if (!results[b])
+            total += w[b];
+    a->x = x;
+    a->inv = 1.0 / total;
+    a->lr = bias_corrected_lr(o);
+    fl_workers_run(o->workers, o->parts, batch_part, a);
+    int nonfinite = batch_merge(o, a, results, norms, 0);
+    double norm = lanes_norm(a, o->parts);
+    free(a);
+    close_round(o, 1, norm, res);
+    return nonfinite ? FL_ENONFINITE : 0;
 }
 
 uint64_t fl_serveropt_step(const fl_serveropt_t *o) { return o ? o->step : 0; }

@@ -10,7 +10,9 @@
  * many clients report: the accumulator is float64 (so thousands of updates sum
  * accurately), the optimizer state m and v are float32.
  *
- * Not thread-safe: one round at a time, calls serialized by the caller. */
+ * Not thread-safe: one round at a time, calls serialized by the caller. A
+ * large model's passes run in parts on the optimizer's own worker threads
+ * (see serveropt.c); results do not depend on the number of cores. */
 #ifndef FL_SERVEROPT_H
 #define FL_SERVEROPT_H
 
@@ -105,6 +107,22 @@ int fl_serveropt_add(fl_serveropt_t *opt, const float *delta, size_t n, double n
 int fl_serveropt_add_batch(fl_serveropt_t *opt, const float *const *deltas, const double *num_examples,
                            size_t count, size_t n, int *results, double *norms);
 
+/* The round's last batch and fl_serveropt_finish in one pass: each block's
+ * sum goes straight into the optimizer step, so the accumulator is neither
+ * written nor read back (bench_serveropt measures the difference). Every
+ * delta must already be known finite (fl_f32_all_finite, e.g. checked as it
+ * arrived): the pass still checks, but the model blocks before a non-finite
+ * value are stepped by then, so finding one returns FL_ENONFINITE (that
+ * delta's results[i] too) with the round closed and x, m and v stepped with
+ * the delta's finite part; the caller must then restore its checkpoint.
+ * Otherwise the same as fl_serveropt_add_batch then fl_serveropt_finish (x, m
+ * and v bit-identical; norms up to float64 rounding). Returns 0,
+ * FL_ENONFINITE, FL_EINVAL, FL_ESHAPE, FL_ESTATE or FL_ENOMEM (round still
+ * open and untouched for the last three). */
+int fl_serveropt_add_batch_finish(fl_serveropt_t *o, const float *const *deltas, const double *num_examples,
+                                  size_t count, size_t n, int *results, double *norms, float *x,
+                                  fl_serveropt_round_t *res);
+
 /* Closes the round: D = sum(w*delta)/sum(w) over the accepted updates, then
  * the optimizer step on x (n floats, updated in place). With no accepted
  * update, x, m, v and the step counter are left untouched and res->applied
@@ -131,5 +149,11 @@ int fl_serveropt_state_save(const fl_serveropt_t *opt, uint8_t **buf, size_t *le
  * (FL_EFORMAT, FL_ECHECKSUM) or made for another optimizer kind or size
  * (FL_ESHAPE). Any open round is discarded. */
 int fl_serveropt_state_load(fl_serveropt_t *opt, const uint8_t *buf, size_t len);
+
+/* Internal, for tests: split every pass into `parts` (1..8) parts instead of
+ * the size-based default (fl__serveropt_default_parts). Returns 0, FL_EINVAL
+ * or FL_ENOMEM. */
+int fl__serveropt_set_parts(fl_serveropt_t *opt, size_t parts);
+int fl__serveropt_default_parts(size_t n);
 
 #endif

@@ -14,10 +14,14 @@
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
+#include <mbedtls/hkdf.h>
+#include <mbedtls/md.h>
 #include <mbedtls/net_sockets.h>
 #include <mbedtls/oid.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
+#include <mbedtls/ssl_ticket.h>
+#include <mbedtls/platform_util.h>
 #include <mbedtls/x509_crt.h>
 
 #include "common/net/certs.h"
@@ -61,6 +65,16 @@ struct fl_tls_ctx {
     mbedtls_x509_crt ca;
     mbedtls_x509_crt cert;
     mbedtls_pk_context key;
+    /* server: session tickets (see ticket_setup); client: the last session
+     * with session_addr, offered for resumption on the next connection there */
+    mbedtls_ssl_ticket_context ticket;
+    int have_ticket;
+    const unsigned char *ticket_seed; /* ticket_rng's derived bytes, during setup only */
+    size_t ticket_seed_left;
+    mbedtls_ssl_session session;
+    int have_session;
+    char session_addr[64];
+    uint64_t resumed;
     int forced_suite[2];
     uint32_t max_frame;
     uint64_t max_tensor;
@@ -182,6 +196,97 @@ static void log_mbed(fl_log_level_t lvl, const char *what, int ret)
     fl_log(lvl, WHO, "%s: %s (-0x%04x)", what, buf, (unsigned)-ret);
 }
 
+/* Session tickets (RFC 5077) let a client that connected before skip the
+ * handshake's public-key work, e.g. a whole fleet reconnecting after a
+ * server restart (bench_server's storm part measures both kinds). A restart
+ * must still accept the tickets it issued, so the ticket keys are derived
+ * from the server's private key (HKDF-SHA256 with a label of their own)
+ * instead of drawn at random: mbedTLS 2.28's ticket module draws its two
+ * keys (a 4-byte name, then the key, each) through the generator it is given
+ * at setup, so ticket_rng hands it the derived bytes during setup and the
+ * context's random generator afterwards (the per-ticket IVs, and keys rotated
+ * after TICKET_LIFETIME_S). Were the draw order ever different, the
+ * keys would only differ from the previous run's: tickets would not survive a
+ * restart, and clients would fall back to a full handshake. The key's
+ * derivation also takes in the CA chain (see ticket_setup). */
+#define TICKET_LIFETIME_S 86400
+#define TICKET_SEED_BYTES (2 * (4 + 32))
+
+static int ticket_rng(void *p, unsigned char *out, size_t len)
+{
+    fl_tls_ctx_t *x = p;
+    if (x->ticket_seed_left) {
+        if (len > x->ticket_seed_left)
+            return MBEDTLS_ERR_CTR_DRBG_REQUEST_TOO_BIG;
+        memcpy(out, x->ticket_seed, len);
+        x->ticket_seed += len;
+        x->ticket_seed_left -= len;
+        return 0;
+    }
+    return mbedtls_ctr_drbg_random(&x->drbg, out, len);
+}
+
+/* mbedTLS's parser; a ticket it accepts resumes the session, so it is counted. */
+static int ticket_parse(void *p, mbedtls_ssl_session *session, unsigned char *buf, size_t len)
+{
+    fl_tls_ctx_t *x = p;
+    int ret = mbedtls_ssl_ticket_parse(&x->ticket, session, buf, len);
+    if (ret == 0)
+        x->resumed++;
+    return ret;
+}
+
+static int ticket_write(void *p, const mbedtls_ssl_session *session, unsigned char *start,
+                        const unsigned char *end, size_t *tlen, uint32_t *lifetime)
+{
+    fl_tls_ctx_t *x = p;
+    return mbedtls_ssl_ticket_write(&x->ticket, session, start, end, tlen, lifetime);
+}
+
+static int ticket_setup(fl_tls_ctx_t *x)
+{
+    unsigned char der[1600], seed[TICKET_SEED_BYTES], info[2 + 32] = "v1";
+    static const char salt[] = "fedopt session ticket keys";
+    /* The CA chain the client certificates were checked against goes into
+     * the derivation: a server restarted with another CA accepts none of
+     * the old tickets, whose identities that CA did not vouch for. */
+    const mbedtls_md_info_t *sha = mbedtls_md_info_from_type(MBEDTLS_MD_SHA256);
+    mbedtls_md_context_t md;
+    mbedtls_md_init(&md);
+    int ret = mbedtls_md_setup(&md, sha, 0);
+    if (!ret)
+        ret = mbedtls_md_starts(&md);
+    for (const mbedtls_x509_crt *c = &x->ca; !ret && c && c->raw.len; c = c->next)
+        ret = mbedtls_md_update(&md, c->raw.p, c->raw.len);
+    if (!ret)
+        ret = mbedtls_md_finish(&md, info + 2);
+    mbedtls_md_free(&md);
+    if (ret)
+        return ret;
+    ret = mbedtls_pk_write_key_der(&x->key, der, sizeof der);
+    if (ret < 0)
+        return ret;
+    /* mbedtls_pk_write_key_der writes at the end of the buffer. */
+    ret = mbedtls_hkdf(sha, (const unsigned char *)salt, sizeof salt - 1, der + sizeof der - (size_t)ret, (size_t)ret,
+                       info, sizeof info, seed, sizeof seed);
+    mbedtls_platform_zeroize(der, sizeof der);
+    if (ret)
+        return ret;
+    x->ticket_seed = seed;
+    x->ticket_seed_left = sizeof seed;
+    mbedtls_ssl_ticket_init(&x->ticket);
+    x->have_ticket = 1;
+    ret = mbedtls_ssl_ticket_setup(&x->ticket, ticket_rng, x, MBEDTLS_CIPHER_AES_256_GCM, TICKET_LIFETIME_S);
+    if (ret == 0 && x->ticket_seed_left)
+        FL_LOG_W(WHO, "session ticket keys: unexpected draw order; tickets will not survive a restart");
+    x->ticket_seed = NULL;
+    x->ticket_seed_left = 0;
+    mbedtls_platform_zeroize(seed, sizeof seed);
+    if (ret == 0)
+        mbedtls_ssl_conf_session_tickets_cb(&x->conf, ticket_write, ticket_parse, x);
+    return ret;
+}
+
 int fl_tls_ctx_new(fl_tls_side_t side, const fl_tls_opts_t *o, fl_tls_ctx_t **out)
 {
     if (!o || !out || !o->ca_file || (side != FL_TLS_SERVER && side != FL_TLS_CLIENT))
@@ -206,6 +311,7 @@ int fl_tls_ctx_new(fl_tls_side_t side, const fl_tls_opts_t *o, fl_tls_ctx_t **ou
     mbedtls_x509_crt_init(&x->ca);
     mbedtls_x509_crt_init(&x->cert);
     mbedtls_pk_init(&x->key);
+    mbedtls_ssl_session_init(&x->session);
     x->max_frame = o->max_frame ? o->max_frame : FL_WIRE_DEFAULT_MAX_FRAME;
     if (x->max_frame > FL_WIRE_HARD_MAX_FRAME)
         x->max_frame = FL_WIRE_HARD_MAX_FRAME;
@@ -285,6 +391,10 @@ int fl_tls_ctx_new(fl_tls_side_t side, const fl_tls_opts_t *o, fl_tls_ctx_t **ou
     } else {
         mbedtls_ssl_conf_authmode(&x->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
     }
+    if (side == FL_TLS_SERVER && (ret = ticket_setup(x)) != 0) {
+        log_mbed(FL_LOG_ERROR, "setting up session tickets", ret);
+        goto fail;
+    }
     *out = x;
     return 0;
 fail:
@@ -299,6 +409,9 @@ void fl_tls_ctx_free(fl_tls_ctx_t *x)
     if (x->nconns)
         FL_LOG_E(WHO, "context freed with %zu connections open", x->nconns);
     mbedtls_ssl_config_free(&x->conf);
+    if (x->have_ticket)
+        mbedtls_ssl_ticket_free(&x->ticket);
+    mbedtls_ssl_session_free(&x->session);
     mbedtls_pk_free(&x->key);
     mbedtls_x509_crt_free(&x->cert);
     mbedtls_x509_crt_free(&x->ca);
@@ -308,6 +421,17 @@ void fl_tls_ctx_free(fl_tls_ctx_t *x)
 }
 
 size_t fl_tls_ctx_conns(const fl_tls_ctx_t *x) { return x ? x->nconns : 0; }
+
+uint64_t fl_tls_ctx_resumed(const fl_tls_ctx_t *x) { return x ? x->resumed : 0; }
+
+void fl_tls_ctx_forget_session(fl_tls_ctx_t *x)
+{
+    if (!x)
+        return;
+    mbedtls_ssl_session_free(&x->session);
+    mbedtls_ssl_session_init(&x->session);
+    x->have_session = 0;
+}
 
 /* ---- connection plumbing ------------------------------------------------ */
 
@@ -567,6 +691,22 @@ static int take_identity(fl_tls_conn_t *c)
     return FL_EAUTH;
 }
 
+/* Client: counts a resumed handshake (the session's master secret is the
+ * one offered) and keeps the session, with any new ticket, for the next
+ * connection to the same address. */
+static void keep_session(fl_tls_conn_t *c)
+{
+    fl_tls_ctx_t *x = c->ctx;
+    const mbedtls_ssl_session *now = mbedtls_ssl_get_session_pointer(&c->ssl);
+    int same_addr = strcmp(x->session_addr, c->addr) == 0;
+    if (now && x->have_session && same_addr && memcmp(now->master, x->session.master, sizeof now->master) == 0)
+        x->resumed++;
+    mbedtls_ssl_session_free(&x->session);
+    mbedtls_ssl_session_init(&x->session);
+    x->have_session = mbedtls_ssl_get_session(&c->ssl, &x->session) == 0;
+    snprintf(x->session_addr, sizeof x->session_addr, "%s", c->addr);
+}
+
 static void conn_handshake(fl_tls_conn_t *c)
 {
     int ret = mbedtls_ssl_handshake(&c->ssl);
@@ -593,6 +733,8 @@ static void conn_handshake(fl_tls_conn_t *c)
     uv_timer_stop(&c->timer);
     c->state = ST_OPEN;
     c->opened = 1;
+    if (!c->is_server)
+        keep_session(c);
     if (c->is_server && !c->admitted && c->ctx->admit_timeout_ms)
         uv_timer_start(&c->timer, timer_fired, c->ctx->admit_timeout_ms, 0);
     FL_LOG_D(WHO, "%s: TLS open with '%s' (%s)", c->addr, c->peer, mbedtls_ssl_get_ciphersuite(&c->ssl));
@@ -1305,6 +1447,11 @@ int fl_tls_connect(uv_loop_t *loop, fl_tls_ctx_t *ctx, const char *host, int por
         conn_fail(c, FL_EINVAL);
         return FL_EINVAL;
     }
+    /* A session from an earlier connection to this address is offered for
+     * resumption; a server that does not take it runs a full handshake. */
+    if (ctx->have_session && strcmp(ctx->session_addr, c->addr) == 0 &&
+        mbedtls_ssl_set_session(&c->ssl, &ctx->session) != 0)
+        FL_LOG_D(WHO, "%s: could not offer the saved session", c->addr);
     c->state = ST_CONNECTING;
     uv_timer_start(&c->timer, timer_fired, ctx->handshake_timeout_ms, 0);
     struct sockaddr_storage ss;

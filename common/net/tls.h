@@ -129,6 +129,21 @@ typedef struct {
  * FL_ENOMEM. */
 int fl_tls_ctx_new(fl_tls_side_t side, const fl_tls_opts_t *opts, fl_tls_ctx_t **out);
 
+/* Session resumption (TLS 1.2 session tickets). A server context issues
+ * tickets whose keys are derived from its private key, so a restarted server
+ * with the same key accepts them; a client context keeps the last session of
+ * its last connection and offers it when it next connects to the same
+ * host:port (a server that refuses it gets a full handshake). A resumed
+ * session's peer identity is the certificate of the full handshake it came
+ * from, at most a day earlier (the tickets' lifetime).
+ *
+ * Resumed handshakes so far: on a server, tickets accepted; on a client,
+ * connections that resumed. */
+uint64_t fl_tls_ctx_resumed(const fl_tls_ctx_t *ctx);
+
+/* Client: drops the kept session (the next connection runs a full handshake). */
+void fl_tls_ctx_forget_session(fl_tls_ctx_t *ctx);
+
 /* Frees a context with no connections left. Accepts NULL. */
 void fl_tls_ctx_free(fl_tls_ctx_t *ctx);
 

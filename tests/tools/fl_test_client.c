@@ -15,7 +15,10 @@
  * shape (one float short), nan (a NaN in the delta), mute (takes the task and
  * then sends nothing at all, not even heartbeats: a stalled device), overclaim
  * (an Update claiming 1000 times the examples its Hello declared). --delay S
- * makes any uploading mode wait S seconds first.
+ * makes any uploading mode wait S seconds first. --echo N sends N Heartbeats
+ * asking for an answer (echo) right after the Welcome, one at a time, and
+ * fails unless the server answered all N before its Bye (run the server with
+ * a long --heartbeat so its own heartbeats are not taken for answers).
  *
  * Federated evaluation (--eval M): none (ignores EvalRequests), good (answers
  * with --weight examples, --eval-loss and --eval-acc), nan (a NaN loss), stale
@@ -71,6 +74,7 @@ static struct {
     float *prev_x;     /* the model of the previous task */
     int64_t prev_round;
     int got_bye, failures, checks, done;
+    int echo, echo_sent, echo_got; /* --echo N */
 } T;
 
 static void connect_now(void);
@@ -227,6 +231,18 @@ static void on_hb(uv_timer_t *t)
     send_env(&env);
 }
 
+static void send_echo(void)
+{
+    Fedopt__Heartbeat hb = FEDOPT__HEARTBEAT__INIT;
+    hb.unix_ms = (uint64_t)time(NULL) * 1000;
+    hb.echo = 1;
+    Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
+    env.msg_case = FEDOPT__ENVELOPE__MSG_HEARTBEAT;
+    env.heartbeat = &hb;
+    if (send_env(&env) == 0)
+        T.echo_sent++;
+}
+
 static void on_open(fl_tls_conn_t *c, void *ud)
 {
     Fedopt__Hello h = FEDOPT__HELLO__INIT;
@@ -289,6 +305,12 @@ static void on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
     case FEDOPT__ENVELOPE__MSG_WELCOME:
         T.heartbeat_ms = m->welcome->heartbeat_ms ? m->welcome->heartbeat_ms : 1000;
         uv_timer_start(&T.hb, on_hb, T.heartbeat_ms, T.heartbeat_ms);
+        if (T.echo)
+            send_echo();
+        break;
+    case FEDOPT__ENVELOPE__MSG_HEARTBEAT:
+        if (T.echo_got < T.echo_sent && ++T.echo_got < T.echo)
+            send_echo();
         break;
     case FEDOPT__ENVELOPE__MSG_TASK_OFFER: {
         /* mute: from the task on, nothing at all, not even heartbeats (a
@@ -431,7 +453,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "usage: fl_test_client --port P --ca F --cert F --key F [--mode M] [--weight W] [--mult M]"
                             " [--expect W:M,...] [--delay S] [--timeout S] [--reconnect]\n"
                             "       [--minor 0|1] [--hello-examples N]\n"
-                            "       [--eval none|good|nan|stale|count|range|dup|decline] [--eval-loss L] [--eval-acc A]\n");
+                            "       [--eval none|good|nan|stale|count|range|dup|decline] [--eval-loss L] [--eval-acc A] [--echo N]\n");
             return 2;
         }
         i++;
@@ -461,6 +483,8 @@ int main(int argc, char **argv)
             T.eval = v;
         else if (strcmp(a, "--eval-loss") == 0)
             T.eval_loss = atof(v);
+        else if (strcmp(a, "--echo") == 0)
+            T.echo = atoi(v);
         else if (strcmp(a, "--eval-acc") == 0)
             T.eval_acc = atof(v);
         else if (strcmp(a, "--delay") == 0)
@@ -489,6 +513,11 @@ int main(int argc, char **argv)
     uv_timer_start(&T.guard, on_guard, (uint64_t)(T.timeout * 1000), 0);
     connect_now();
     uv_run(T.loop, UV_RUN_DEFAULT);
+    if (T.echo) {
+        printf("%s: %d of %d echo heartbeats answered\n", T.name, T.echo_got, T.echo);
+        T.checks++;
+        T.failures += T.echo_got != T.echo;
+    }
     int ok = T.got_bye && T.failures == 0;
     printf("%s: %s (%d checks, %d failures)\n", T.name, ok ? "done" : "FAILED", T.checks, T.failures);
     return ok ? 0 : 1;

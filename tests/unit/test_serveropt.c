@@ -340,6 +340,139 @@ static void test_add_batch(void **s)
     fl_serveropt_free(b);
 }
 
+/* Runs three rounds on optimizer o (which may be split into parts): a round
+ * of single adds, a round of two batches (one delta non-finite in a late
+ * block, one with a bad weight), and a round whose last batch is fused into
+ * the finish when `fused`. */
+static void three_rounds(fl_serveropt_t *o, float *x, float *const *d, size_t n, int fused)
+{
+    double w[6] = {3, 5, 7, 0, 11, 2};
+    int res[6];
+    double norms[6];
+    fl_serveropt_begin(o);
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(fl_serveropt_add(o, d[k], n, w[k]), 0);
+    assert_int_equal(fl_serveropt_add(o, d[5], n, w[5]), FL_ENONFINITE);
+    assert_int_equal(fl_serveropt_finish(o, x, n, NULL), 0);
+
+    fl_serveropt_begin(o);
+    assert_int_equal(fl_serveropt_add_batch(o, (const float *const *)d, w, 3, n, res, norms), 0);
+    assert_int_equal(fl_serveropt_add_batch(o, (const float *const *)d + 3, w + 3, 3, n, res, norms), 0);
+    assert_int_equal(res[0], FL_EINVAL);
+    assert_int_equal(res[1], 0);
+    assert_int_equal(res[2], FL_ENONFINITE);
+    assert_int_equal(fl_serveropt_finish(o, x, n, NULL), 0);
+
+    fl_serveropt_begin(o);
+    assert_int_equal(fl_serveropt_add_batch(o, (const float *const *)d + 1, w + 1, 2, n, res, norms), 0);
+    fl_serveropt_round_t r;
+    const float *last[3] = {d[0], d[3], d[4]};
+    double lw[3] = {w[0], w[3], w[4]};
+    if (fused) {
+        assert_int_equal(fl_serveropt_add_batch_finish(o, last, lw, 3, n, res, norms, x, &r), 0);
+    } else {
+        assert_int_equal(fl_serveropt_add_batch(o, last, lw, 3, n, res, norms), 0);
+        assert_int_equal(fl_serveropt_finish(o, x, n, &r), 0);
+    }
+    assert_int_equal(res[0], 0);
+    assert_int_equal(res[1], FL_EINVAL);
+    assert_int_equal(res[2], 0);
+    assert_float_equal(norms[0], fl_f32_norm(d[0], n), 1e-9 * fl_f32_norm(d[0], n));
+    assert_int_equal(r.accepted, 4);
+    assert_int_equal(r.rejected, 1);
+    assert_int_equal(r.step, 3);
+}
+
+/* A pass split into parts (as on a large model) and the finish fused into
+ * the last batch give x, m and v bit for bit as one part and a separate
+ * finish, for every optimizer; norms agree to float64 rounding. */
+static void test_parts_and_fused_finish_bit_identical(void **s)
+{
+    const size_t n = 5 * 2048 + 13; /* several blocks, a ragged tail */
+    fl_rng_t r;
+    fl_rng_seed(&r, 2020);
+    float *d[6];
+    for (int k = 0; k < 6; k++) {
+        d[k] = malloc(n * sizeof(float));
+        fill_normal(&r, d[k], n, k == 4 ? 1.0 : 0.05);
+    }
+    d[5][4 * 2048 + 7] = NAN; /* in the last part of any split */
+    assert_int_equal(fl__serveropt_default_parts(1000), 1);
+    assert_true(fl__serveropt_default_parts((size_t)1 << 24) > 1);
+    for (int kind = FL_SERVEROPT_FEDAVG; kind <= FL_SERVEROPT_FEDYOGI; kind++) {
+        fl_serveropt_t *ref = make((fl_serveropt_kind_t)kind, n);
+        float *xref = calloc(n, sizeof(float));
+        fill_normal(&r, xref, n, 1.0);
+        float *x0 = malloc(n * sizeof(float));
+        memcpy(x0, xref, n * sizeof(float));
+        three_rounds(ref, xref, d, n, 0);
+        const size_t parts[] = {1, 2, 3, 8};
+        for (size_t pi = 0; pi < 4; pi++) {
+            for (int fused = 0; fused < 2; fused++) {
+                if (parts[pi] == 1 && !fused)
+                    continue;
+                fl_serveropt_t *o = make((fl_serveropt_kind_t)kind, n);
+                assert_int_equal(fl__serveropt_set_parts(o, parts[pi]), 0);
+                float *x = malloc(n * sizeof(float));
+                memcpy(x, x0, n * sizeof(float));
+                three_rounds(o, x, d, n, fused);
+                assert_memory_equal(x, xref, n * sizeof(float));
+                if (fl_serveropt_m(ref))
+                    assert_memory_equal(fl_serveropt_m(o), fl_serveropt_m(ref), n * sizeof(float));
+                if (fl_serveropt_v(ref))
+                    assert_memory_equal(fl_serveropt_v(o), fl_serveropt_v(ref), n * sizeof(float));
+                free(x);
+                fl_serveropt_free(o);
+            }
+        }
+        assert_int_equal(fl__serveropt_set_parts(ref, 0), FL_EINVAL);
+        assert_int_equal(fl__serveropt_set_parts(ref, 9), FL_EINVAL);
+        free(x0);
+        free(xref);
+        fl_serveropt_free(ref);
+    }
+    for (int k = 0; k < 6; k++)
+        free(d[k]);
+}
+
+/* The fused finish's edge cases: a batch refused up front closes the round
+ * like finish (nothing applied when nothing was accepted), a non-finite
+ * delta breaks its precondition and is reported, and bad calls leave the
+ * round open. */
+static void test_fused_finish_edges(void **s)
+{
+    const size_t n = 3000;
+    fl_rng_t r;
+    fl_rng_seed(&r, 5);
+    float *d = malloc(n * sizeof(float)), *x = calloc(n, sizeof(float)), *x0 = calloc(n, sizeof(float));
+    fill_normal(&r, d, n, 0.1);
+    fl_serveropt_t *o = make(FL_SERVEROPT_FEDADAM, n);
+    const float *dd[1] = {d};
+    double w0[1] = {0}, w1[1] = {4};
+    int res[1];
+    double norm[1];
+    fl_serveropt_round_t rr;
+    assert_int_equal(fl_serveropt_add_batch_finish(o, dd, w1, 1, n, res, norm, x, &rr), FL_ESTATE);
+    fl_serveropt_begin(o);
+    assert_int_equal(fl_serveropt_add_batch_finish(o, dd, w1, 1, n, res, norm, NULL, &rr), FL_ESHAPE);
+    assert_int_equal(fl_serveropt_add_batch_finish(o, dd, w1, 0, n, res, norm, x, &rr), FL_EINVAL);
+    assert_int_equal(fl_serveropt_add_batch_finish(o, dd, w0, 1, n, res, norm, x, &rr), 0);
+    assert_int_equal(res[0], FL_EINVAL);
+    assert_true(isnan(norm[0]));
+    assert_int_equal(rr.applied, 0);
+    assert_int_equal(rr.rejected, 1);
+    assert_memory_equal(x, x0, n * sizeof(float));
+    fl_serveropt_begin(o);
+    d[n - 1] = INFINITY;
+    assert_int_equal(fl_serveropt_add_batch_finish(o, dd, w1, 1, n, res, norm, x, &rr), FL_ENONFINITE);
+    assert_int_equal(res[0], FL_ENONFINITE);
+    assert_int_equal(fl_serveropt_add_batch_finish(o, dd, w1, 1, n, res, norm, x, &rr), FL_ESTATE);
+    free(d);
+    free(x);
+    free(x0);
+    fl_serveropt_free(o);
+}
+
 static void test_config(void **s)
 {
     fl_serveropt_config_t c;
@@ -377,6 +510,8 @@ int main(void)
         cmocka_unit_test(test_empty_round_changes_nothing),
         cmocka_unit_test(test_state_roundtrip),
         cmocka_unit_test(test_add_batch),
+        cmocka_unit_test(test_parts_and_fused_finish_bit_identical),
+        cmocka_unit_test(test_fused_finish_edges),
         cmocka_unit_test(test_config),
     };
     return cmocka_run_group_tests_name("serveropt", tests, NULL, NULL);

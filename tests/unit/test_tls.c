@@ -206,7 +206,14 @@ static void watchdog(uv_timer_t *t)
 
 static uv_timer_t g_watchdog;
 
+static void server_start_at(server_t *s, const fl_tls_opts_t *extra, const fl_tls_cbs_t *cbs, int port);
+
 static void server_start(server_t *s, const fl_tls_opts_t *extra, const fl_tls_cbs_t *cbs)
+{
+    server_start_at(s, extra, cbs, 0);
+}
+
+static void server_start_at(server_t *s, const fl_tls_opts_t *extra, const fl_tls_cbs_t *cbs, int port)
 {
     memset(s, 0, sizeof *s);
     assert_int_equal(uv_loop_init(&s->loop), 0);
@@ -217,7 +224,7 @@ static void server_start(server_t *s, const fl_tls_opts_t *extra, const fl_tls_c
     o.cert_file = fl_testcerts_path(&g_certs, 1, "server.crt");
     o.key_file = fl_testcerts_path(&g_certs, 2, "server.key");
     assert_int_equal(fl_tls_ctx_new(FL_TLS_SERVER, &o, &s->ctx), 0);
-    assert_int_equal(fl_tls_server_start(&s->loop, s->ctx, "127.0.0.1", 0, cbs ? cbs : &srv_cbs, s,
+    assert_int_equal(fl_tls_server_start(&s->loop, s->ctx, "127.0.0.1", port, cbs ? cbs : &srv_cbs, s,
                                          &s->srv), 0);
     assert_true(fl_tls_server_port(s->srv) > 0);
     uv_timer_init(&s->loop, &s->resume_timer);
@@ -413,6 +420,63 @@ static void test_handshake_ok(void **state)
     assert_string_equal(s.last_peer, "alice");
     assert_int_equal(s.closes, 1);
     client_free(&k);
+    server_stop(&s);
+}
+
+/* One connection of client context ctx to s, until it is gone. */
+static void connect_once(server_t *s, fl_tls_ctx_t *ctx, client_t *k)
+{
+    memset(k, 0, sizeof *k);
+    k->bye_after = 1;
+    assert_int_equal(fl_tls_connect(&s->loop, ctx, "127.0.0.1", fl_tls_server_port(s->srv), "localhost", &cli_cbs, k,
+                                    &k->conn), 0);
+    while (!k->closed)
+        uv_run(&s->loop, UV_RUN_ONCE);
+    for (int i = 0; i < 50 && fl_tls_ctx_conns(s->ctx) > 0; i++)
+        uv_run(&s->loop, UV_RUN_NOWAIT), uv_sleep(2);
+}
+
+/* A client's second connection resumes its session from a ticket, also
+ * after the server restarted with the same key, and keeps the identity of
+ * the certificate it first showed; a forgotten session means a full
+ * handshake again. */
+static void test_session_resumption(void **state)
+{
+    server_t s;
+    server_start(&s, NULL, NULL);
+    int port = fl_tls_server_port(s.srv);
+    fl_tls_ctx_t *ctx = client_ctx("ca.crt", "clients/alice.crt", "clients/alice.key");
+    client_t k;
+    connect_once(&s, ctx, &k);
+    assert_true(k.welcomed);
+    assert_string_equal(k.identity, "alice");
+    assert_int_equal(fl_tls_ctx_resumed(ctx), 0);
+    assert_int_equal(fl_tls_ctx_resumed(s.ctx), 0);
+    client_free(&k);
+    connect_once(&s, ctx, &k);
+    assert_true(k.welcomed);
+    assert_string_equal(k.identity, "alice");
+    assert_string_equal(s.last_peer, "alice");
+    assert_int_equal(fl_tls_ctx_resumed(ctx), 1);
+    assert_int_equal(fl_tls_ctx_resumed(s.ctx), 1);
+    client_free(&k);
+    server_stop(&s);
+
+    /* A new server process would have a new context: same key, same port. */
+    server_start_at(&s, NULL, NULL, port);
+    connect_once(&s, ctx, &k);
+    assert_true(k.welcomed);
+    assert_string_equal(k.identity, "alice");
+    assert_int_equal(fl_tls_ctx_resumed(ctx), 2);
+    assert_int_equal(fl_tls_ctx_resumed(s.ctx), 1);
+    client_free(&k);
+    fl_tls_ctx_forget_session(ctx);
+    connect_once(&s, ctx, &k);
+    assert_true(k.welcomed);
+    assert_int_equal(fl_tls_ctx_resumed(ctx), 2);
+    assert_int_equal(fl_tls_ctx_resumed(s.ctx), 1);
+    client_free(&k);
+    fl_tls_ctx_free(ctx);
     server_stop(&s);
 }
 
@@ -944,6 +1008,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_handshake_ok),
+        cmocka_unit_test(test_session_resumption),
         cmocka_unit_test(test_handshake_matrix),
         cmocka_unit_test(test_plaintext_peer),
         cmocka_unit_test(test_no_client_cert_option),
