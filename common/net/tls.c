@@ -226,11 +226,18 @@ static int ticket_rng(void *p, unsigned char *out, size_t len)
     return mbedtls_ctr_drbg_random(&x->drbg, out, len);
 }
 
-/* mbedTLS's parser; a ticket it accepts resumes the session, so it is counted. */
+/* mbedTLS's parser; a ticket it accepts resumes the session, so it is counted.
+ * A resumed session skips certificate verification, so a ticket whose client
+ * certificate has expired since is refused: mbedTLS then runs a full
+ * handshake, whose verification refuses the certificate. */
 static int ticket_parse(void *p, mbedtls_ssl_session *session, unsigned char *buf, size_t len)
 {
     fl_tls_ctx_t *x = p;
     int ret = mbedtls_ssl_ticket_parse(&x->ticket, session, buf, len);
+#if defined(MBEDTLS_SSL_KEEP_PEER_CERTIFICATE) && defined(MBEDTLS_HAVE_TIME_DATE)
+    if (ret == 0 && session->peer_cert && mbedtls_x509_time_is_past(&session->peer_cert->valid_to))
+        ret = MBEDTLS_ERR_SSL_SESSION_TICKET_EXPIRED;
+#endif
     if (ret == 0)
         x->resumed++;
     return ret;

@@ -15,9 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "common/base/error.h"
 #include "common/base/log.h"
+#include "common/net/certs.h"
 #include "common/net/tls.h"
 #include "common/base/version.h"
 #include "common/net/wire.h"
@@ -475,6 +478,40 @@ static void test_session_resumption(void **state)
     assert_true(k.welcomed);
     assert_int_equal(fl_tls_ctx_resumed(ctx), 2);
     assert_int_equal(fl_tls_ctx_resumed(s.ctx), 1);
+    client_free(&k);
+    fl_tls_ctx_free(ctx);
+    server_stop(&s);
+}
+
+/* A ticket outliving its client certificate: the resumption is refused and
+ * the full handshake that follows refuses the expired certificate. */
+static void test_resumption_after_cert_expiry(void **state)
+{
+    int64_t now = (int64_t)time(NULL);
+    fl_certs_spec_t brief = {.cn = "brief", .not_before = now - 60, .not_after = now + 2,
+                             .issuer_crt = fl_testcerts_path(&g_certs, 0, "ca.crt"),
+                             .issuer_key = fl_testcerts_path(&g_certs, 1, "ca.key"),
+                             .out_crt = fl_testcerts_path(&g_certs, 2, "clients/brief.crt"),
+                             .out_key = fl_testcerts_path(&g_certs, 3, "clients/brief.key")};
+    assert_int_equal(fl_certs_make(&brief), 0);
+    server_t s;
+    server_start(&s, NULL, NULL);
+    fl_tls_ctx_t *ctx = client_ctx("ca.crt", "clients/brief.crt", "clients/brief.key");
+    client_t k;
+    connect_once(&s, ctx, &k);
+    assert_true(k.welcomed);
+    client_free(&k);
+    connect_once(&s, ctx, &k); /* still valid: resumed */
+    assert_true(k.welcomed);
+    assert_int_equal(fl_tls_ctx_resumed(s.ctx), 1);
+    client_free(&k);
+    while ((int64_t)time(NULL) <= now + 3)
+        sleep(1);
+    long mark = log_mark();
+    connect_once(&s, ctx, &k);
+    assert_false(k.welcomed);
+    assert_int_equal(fl_tls_ctx_resumed(s.ctx), 1);
+    assert_true(log_has(mark, "handshake with 127.0.0.1:", "expired"));
     client_free(&k);
     fl_tls_ctx_free(ctx);
     server_stop(&s);
@@ -1009,6 +1046,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_handshake_ok),
         cmocka_unit_test(test_session_resumption),
+        cmocka_unit_test(test_resumption_after_cert_expiry),
         cmocka_unit_test(test_handshake_matrix),
         cmocka_unit_test(test_plaintext_peer),
         cmocka_unit_test(test_no_client_cert_option),
