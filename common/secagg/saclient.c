@@ -9,7 +9,7 @@
 
 #include "common/base/bytes.h"
 #include "common/base/error.h"
-#include "common/secagg/graph.h"
+#include "common/secagg/sagraph.h"
 
 enum { PH_ADVERTISE, PH_SHARE, PH_MASK, PH_UNMASK, PH_DONE, PH_FAILED };
 

@@ -29,7 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/secagg/crypto.h"
+#include "common/secagg/sacrypto.h"
 #include "common/secagg/shamir.h"
 
 #define FL_SAMSG_NAME_MAX 64

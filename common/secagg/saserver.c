@@ -7,7 +7,7 @@
 #include <mbedtls/platform_util.h>
 
 #include "common/base/error.h"
-#include "common/secagg/graph.h"
+#include "common/secagg/sagraph.h"
 
 enum { PH_ADVERT, PH_SHARE, PH_MASK, PH_UNMASK, PH_DONE };
 

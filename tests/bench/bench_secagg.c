@@ -22,8 +22,8 @@
 
 #include <mbedtls/ecp.h>
 
-#include "common/secagg/crypto.h"
-#include "common/secagg/graph.h"
+#include "common/secagg/sacrypto.h"
+#include "common/secagg/sagraph.h"
 #include "tests/support/benchclock.h"
 #include "tests/support/sasim.h"
 

@@ -19,9 +19,9 @@
 #include <mbedtls/ecp.h>
 
 #include "common/base/error.h"
-#include "common/secagg/crypto.h"
-#include "common/secagg/graph.h"
-#include "common/secagg/quant.h"
+#include "common/secagg/sacrypto.h"
+#include "common/secagg/sagraph.h"
+#include "common/secagg/saquant.h"
 #include "common/secagg/shamir.h"
 
 #define P FL_SHAMIR_P

@@ -5,7 +5,7 @@
  * (common/secagg/quant), runs a whole secure round over the words
  * (tests/support/sasim, complete graph), checks the unmasked sum against
  * the plain sum of the words, and dequantizes the weighted mean. The two
- * means differ by at most the rounding bound of quant.h each round, and
+ * means differ by at most the rounding bound of saquant.h each round, and
  * both runs end at the same accuracy within 1%. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,7 +21,7 @@
 #include "common/base/rng.h"
 #include "common/nn/models.h"
 #include "common/nn/train.h"
-#include "common/secagg/quant.h"
+#include "common/secagg/saquant.h"
 #include "tests/support/sasim.h"
 
 #define CLIENTS 10

@@ -19,7 +19,7 @@
 #include <mbedtls/ecp.h>
 
 #include "common/base/error.h"
-#include "common/secagg/graph.h"
+#include "common/secagg/sagraph.h"
 #include "common/secagg/saclient.h"
 #include "common/secagg/saserver.h"
 #include "tests/support/sasim.h"

@@ -1,5 +1,5 @@
 /* crypto: see crypto.h. */
-#include "common/secagg/crypto.h"
+#include "common/secagg/sacrypto.h"
 
 #include <string.h>
 

@@ -1,5 +1,5 @@
 /* quant: see quant.h. */
-#include "common/secagg/quant.h"
+#include "common/secagg/saquant.h"
 
 #include <math.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* graph: see graph.h. */
-#include "common/secagg/graph.h"
+#include "common/secagg/sagraph.h"
 
 #include <math.h>
 #include <stdlib.h>
