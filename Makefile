@@ -21,7 +21,7 @@
 #                             CROSS=arm-linux-gnueabihf, CROSS=riscv64-linux-gnu); docs/devices.md
 #   make test-cross ARCH=A    the engine's and client's unit tests under qemu-user, then the
 #                             mixed-architecture federation (slow; not part of make test)
-#   make DNNL=0               conv2d without oneDNN (the default on x86-64 is DNNL=1)
+#   make DNNL=0               the engine without oneDNN (the default on x86-64 is DNNL=1)
 #   make SANITIZE=address,undefined test
 #   make CC=clang CFLAGS='-O1 -g'
 #
@@ -90,8 +90,9 @@ HOT_CFLAGS ?= -O3
 LDFLAGS ?=
 SANITIZE ?=
 BLAS ?= openblas
-# oneDNN (Debian's libdnnl, amd64 only) as conv2d's backend: on by default on
-# x86-64 with OpenBLAS (not in a cross build); DNNL=0 leaves conv2d on its own im2col/Winograd path.
+# oneDNN (Debian's libdnnl, amd64 only) as the backend of conv2d and of the dense and LSTM
+# layers' products: on by default on x86-64 with OpenBLAS (not in a cross build); DNNL=0 leaves
+# conv2d on its own im2col/Winograd path and every product on OpenBLAS.
 ifeq ($(shell uname -m)-$(BLAS)-$(CROSS),x86_64-openblas-)
 DNNL ?= 1
 else
@@ -345,7 +346,7 @@ bench: all $(BENCH_BINS) $(TOOL_BINS)
 	@echo "== tests/bench/torch_reference.py"; \
 	if $(TORCH_PYTHON) -c 'import torch' 2>/dev/null; then \
 	  for t in 1 2; do OMP_NUM_THREADS=$$t $(TORCH_PYTHON) tests/bench/torch_reference.py $$t || exit 1; done; \
-	  echo "== tests/bench/cnn_pairs.sh"; sh tests/bench/cnn_pairs.sh $(BUILD) $(TORCH_PYTHON) || exit 1; \
+	  echo "== tests/bench/torch_pairs.sh"; sh tests/bench/torch_pairs.sh $(BUILD) $(TORCH_PYTHON) || exit 1; \
 	else echo "no python3-torch here: PyTorch reference skipped"; fi
 
 # libFuzzer targets: every tests/fuzz/fuzz_NAME.c, linked against the library

@@ -234,10 +234,12 @@ int fl_client_cmd_fleet(int argc, char **argv)
         fprintf(stderr, "fleet: %s\n", fl_strerror(rc));
         goto out;
     }
-    printf("fleet: %zu clients, %.1f s: %llu connects, %llu offers, %llu uploads, %llu evaluations, %llu failed "
+    printf("fleet: %zu clients, %.1f s: %llu connects, %llu offers, %llu uploads, %llu samples trained in %.1f "
+           "job-s, %llu evaluations, %llu failed "
            "jobs; chaos: %llu drops, %llu stragglers, %llu corrupt; %zu attackers; last round %llu\n",
            res.clients, res.seconds, (unsigned long long)res.connects, (unsigned long long)res.offers,
-           (unsigned long long)res.uploads, (unsigned long long)res.evals, (unsigned long long)res.failed_jobs,
+           (unsigned long long)res.uploads, (unsigned long long)res.samples, res.train_seconds,
+           (unsigned long long)res.evals, (unsigned long long)res.failed_jobs,
            (unsigned long long)res.drops, (unsigned long long)res.straggles, (unsigned long long)res.corrupts,
            res.attackers, (unsigned long long)res.last_round);
     status = res.failed ? 1 : 0;

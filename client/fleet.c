@@ -189,11 +189,14 @@ static void progress(fleet_t *f, int final)
 
 /* ---- life cycle ------------------------------------------------------------ */
 
+static void update_metrics(fleet_t *f);
+
 static void close_handles(fleet_t *f)
 {
     if (f->closing)
         return;
     f->closing = 1;
+    update_metrics(f); /* the final counts, for a scrape before the process ends */
     uv_close((uv_handle_t *)&f->tick, NULL);
     uv_close((uv_handle_t *)&f->starter, NULL);
     uv_close((uv_handle_t *)&f->sigint, NULL);
@@ -259,6 +262,11 @@ int fl_fleet_metrics_define(fl_metrics_t *m)
         {"fedopt_fleet_uploads_total", NULL, "Updates uploaded.", FL_METRIC_COUNTER},
         {"fedopt_fleet_evals_total", NULL, "Federated evaluations answered.", FL_METRIC_COUNTER},
         {"fedopt_fleet_failed_jobs_total", NULL, "Trainings or evaluations that failed.", FL_METRIC_COUNTER},
+        {"fedopt_fleet_samples_total", NULL,
+         "Examples passed through finished trainings, every local epoch counted (samples/s: rate()).",
+         FL_METRIC_COUNTER},
+        {"fedopt_fleet_train_seconds_total", NULL, "Wall time of those trainings, summed over jobs.",
+         FL_METRIC_COUNTER},
     };
     int rc = 0;
     for (size_t i = 0; i < sizeof fam / sizeof fam[0] && rc == 0; i++)
@@ -267,13 +275,13 @@ int fl_fleet_metrics_define(fl_metrics_t *m)
 }
 
 /* Counters are sums over the sessions: raise each series to the new sum. */
-static void raise_to(fl_metrics_t *m, const char *name, uint64_t total)
+static void raise_to(fl_metrics_t *m, const char *name, double total)
 {
     double now = 0;
     if (fl_metrics_get(m, name, NULL, &now) != 0)
         now = 0;
-    if ((double)total > now)
-        fl_metrics_add(m, name, NULL, (double)total - now);
+    if (total > now)
+        fl_metrics_add(m, name, NULL, total - now);
 }
 
 static void update_metrics(fleet_t *f)
@@ -283,6 +291,8 @@ static void update_metrics(fleet_t *f)
         return;
     size_t st[FL_SESSION__NSTATES] = {0};
     uint64_t connects = 0, offers = 0, uploads = 0, evals = 0, failed = 0, round = 0, reconnects = 0;
+    uint64_t samples = 0;
+    double train_seconds = 0;
     for (size_t i = 0; i < f->started; i++) {
         const fl_session_stats_t *ss = fl_session_stats(f->s[i]);
         st[fl_session_state(f->s[i])]++;
@@ -292,6 +302,8 @@ static void update_metrics(fleet_t *f)
         uploads += ss->uploads;
         evals += ss->evals;
         failed += ss->failed_jobs;
+        samples += ss->samples;
+        train_seconds += ss->train_seconds;
         if (ss->last_offer_round > round)
             round = ss->last_offer_round;
     }
@@ -302,12 +314,14 @@ static void update_metrics(fleet_t *f)
     fl_metrics_set(m, "fedopt_fleet_jobs", NULL, (double)f->o->jobs);
     fl_metrics_set(m, "fedopt_fleet_jobs_busy", NULL, (double)st[FL_SESSION_TRAINING]);
     fl_metrics_set(m, "fedopt_fleet_round", NULL, (double)round);
-    raise_to(m, "fedopt_fleet_connects_total", connects);
-    raise_to(m, "fedopt_fleet_reconnects_total", reconnects);
-    raise_to(m, "fedopt_fleet_offers_total", offers);
-    raise_to(m, "fedopt_fleet_uploads_total", uploads);
-    raise_to(m, "fedopt_fleet_evals_total", evals);
-    raise_to(m, "fedopt_fleet_failed_jobs_total", failed);
+    raise_to(m, "fedopt_fleet_connects_total", (double)connects);
+    raise_to(m, "fedopt_fleet_reconnects_total", (double)reconnects);
+    raise_to(m, "fedopt_fleet_offers_total", (double)offers);
+    raise_to(m, "fedopt_fleet_uploads_total", (double)uploads);
+    raise_to(m, "fedopt_fleet_evals_total", (double)evals);
+    raise_to(m, "fedopt_fleet_failed_jobs_total", (double)failed);
+    raise_to(m, "fedopt_fleet_samples_total", (double)samples);
+    raise_to(m, "fedopt_fleet_train_seconds_total", train_seconds);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -476,6 +490,8 @@ int fl_fleet_run(const fl_fleet_opts_t *o, fl_fleet_result_t *res)
             res->uploads += ss->uploads;
             res->evals += ss->evals;
             res->failed_jobs += ss->failed_jobs;
+            res->samples += ss->samples;
+            res->train_seconds += ss->train_seconds;
             if (ss->last_offer_round > res->last_round)
                 res->last_round = ss->last_offer_round;
         }

@@ -79,6 +79,8 @@ typedef struct {
     size_t clients, failed;   /* clients, and clients that stopped with an error */
     size_t attackers;         /* clients of this fleet that attack (--byzantine-rate) */
     uint64_t connects, offers, uploads, evals, failed_jobs, drops, straggles, corrupts;
+    uint64_t samples;         /* examples trained on, every epoch counted (fl_session_stats_t) */
+    double train_seconds;     /* wall time of those trainings, summed over jobs */
     uint64_t last_round;      /* highest round offered */
     double seconds;
 } fl_fleet_result_t;
@@ -86,7 +88,9 @@ typedef struct {
 /* Declares the fleet's metric families in m: fedopt_fleet_clients{state},
  * fedopt_fleet_jobs, fedopt_fleet_jobs_busy, fedopt_fleet_round and the
  * counters fedopt_fleet_{connects,reconnects,offers,uploads,evals,
- * failed_jobs}_total, updated every tick while the fleet runs. */
+ * failed_jobs,samples,train_seconds}_total, updated every tick while the
+ * fleet runs and once more when it ends. The fleet's samples/s is
+ * rate(fedopt_fleet_samples_total[1m]) in PromQL. */
 int fl_fleet_metrics_define(fl_metrics_t *m);
 
 /* Makes sure certs_dir/clients/NAME.crt exists for every client, issuing the

@@ -71,6 +71,8 @@ typedef struct fl__job {
     fl_buf_t *update; /* Update message frame */
     fl_buf_t *delta;  /* the delta transfer's frames */
     fl_train_stats_t st;
+    size_t samples;          /* training: examples passed through, every epoch counted */
+    double train_seconds;    /* training: wall time of every epoch */
     fl_wire_tensor_t *table; /* the offer's tensor table (owned), NULL from a 1.0 server */
     size_t ntable;
     fl_task_codec_t codec;   /* how the delta travels; ef is the session's */
@@ -328,6 +330,8 @@ static void job_train(fl__job_t *j)
         if (j->tamper && h && h->tamper)
             h->tamper(j->tamper, res.delta, &res.n);
         j->st = res.st;
+        j->samples = res.samples;
+        j->train_seconds = res.seconds;
         /* Low memory: a private received model and the trained model's
          * other buffers (gradients, activations, replicas) go before the
          * delta is encoded, so the frames never sit beside them: the peak
@@ -421,6 +425,11 @@ static void job_after(uv_work_t *w, int status)
     if (status == UV_ECANCELED && !j->rc) {
         j->rc = FL_ECANCELED;
         snprintf(j->why, sizeof j->why, "canceled");
+    }
+    if (!j->rc && j->kind == JOB_TRAIN) {
+        /* Work done, whatever becomes of the upload: the fleet's samples/s. */
+        s->stats.samples += j->samples;
+        s->stats.train_seconds += j->train_seconds;
     }
     if (j->rc) {
         s->stats.failed_jobs++;

@@ -100,6 +100,9 @@ typedef struct {
     uint64_t uploads;       /* deltas handed to the transport */
     uint64_t evals;         /* EvalResults sent */
     uint64_t failed_jobs;   /* trainings or evaluations that failed */
+    uint64_t samples;       /* examples passed through the trainings that finished, every epoch
+                               counted (uploaded or not: the work done) */
+    double train_seconds;   /* wall time of those trainings */
     uint64_t last_offer_round;  /* round id of the latest offer (0 = none) */
     uint64_t last_upload_round; /* round id of the latest upload (0 = none) */
     double last_train_loss;

@@ -93,6 +93,16 @@ static int build(const fl_task_in_t *in, fl_dataset_t *local, const fl_dataset_t
     return 0;
 }
 
+/* Sums what every epoch did into the result. */
+static int count_epoch(int epoch, const fl_train_stats_t *st, void *ud)
+{
+    (void)epoch;
+    fl_task_result_t *res = ud;
+    res->samples += st->examples;
+    res->seconds += st->seconds;
+    return 0;
+}
+
 int fl_task_train(const fl_task_in_t *in, const fl_train_config_t *cfg, fl_task_result_t *res, char *why,
                   size_t why_len)
 {
@@ -111,7 +121,7 @@ int fl_task_train(const fl_task_in_t *in, const fl_train_config_t *cfg, fl_task_
     }
     if ((rc = build(in, &local, &data, &m, why, why_len)))
         goto out;
-    if ((rc = fl_train_run(m, data, cfg, NULL, NULL, &res->st))) {
+    if ((rc = fl_train_run(m, data, cfg, count_epoch, res, &res->st))) {
         say(why, why_len, "training failed: %s", fl_strerror(rc));
         goto out;
     }

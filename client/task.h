@@ -60,6 +60,10 @@ typedef struct {
     float *delta;          /* n floats */
     size_t n;
     fl_train_stats_t st;   /* examples (the update's weight), loss, metric, steps, seconds */
+    size_t samples;        /* examples passed through training, every epoch counted (st.examples
+                              counts each distinct example once): the work behind a
+                              samples-per-second figure */
+    double seconds;        /* wall time of every epoch (st.seconds is the last epoch's) */
     fl_model_t *model;     /* owns delta's storage */
 } fl_task_result_t;
 

@@ -45,7 +45,8 @@ libmicrohttpd-dev
 # What `make test` needs on top (clang for the fuzz targets and the clang build,
 # Debian's Prometheus server for the metrics test, a single-node Slurm for the
 # array scripts' test, gnuplot for the experiment report, protoc and Python's
-# protobuf for the third-party client test).
+# protobuf for the third-party client test, openssl's s_client for the
+# key-exchange groups test).
 TEST_PACKAGES="
 clang
 libclang-rt-dev
@@ -60,6 +61,7 @@ libfaketime
 gnuplot-nox
 python3-protobuf
 protobuf-compiler
+openssl
 "
 # What the binaries need to run, and the demo data: the container image's
 # packages (deploy/Containerfile, make image).
@@ -97,6 +99,11 @@ case "${FEDOPT_DEPS:-all}" in
     all | build)
         if [ -z "$arch" ] && [ "$(dpkg --print-architecture 2>/dev/null)" = "amd64" ]; then
             PACKAGES="$PACKAGES libdnnl-dev"
+        fi ;;
+    runtime)
+        # the binaries built with it load libdnnl.so.2 (the image's runtime stage)
+        if [ -z "$arch" ] && [ "$(dpkg --print-architecture 2>/dev/null)" = "amd64" ]; then
+            PACKAGES="$PACKAGES libdnnl2"
         fi ;;
 esac
 case "$arch" in

@@ -88,9 +88,18 @@ int fl_agg_config_validate(const fl_agg_config_t *cfg)
                                "mechanism's sensitivity bound is for a clipped sum");
             return FL_ECONFIG;
         }
-        if (cfg->clip.mode != FL_CLIP_FIXED) {
-            FL_LOG_E("config", "DP-FedAvg needs a fixed clip_norm C (noise is z*C); adaptive clipping under DP "
-                               "needs a noised quantile, which is not implemented");
+        if (cfg->clip.mode == FL_CLIP_NONE) {
+            FL_LOG_E("config", "DP-FedAvg needs a clip_norm C, fixed or adaptive (the noise is z*C)");
+            return FL_ECONFIG;
+        }
+        double su;
+        if (cfg->clip.mode == FL_CLIP_ADAPTIVE &&
+            fl_dp_update_multiplier(cfg->dp_noise_multiplier, cfg->dp_count_stddev, &su)) {
+            FL_LOG_E("config", "adaptive clipping under DP: dp_clip_count_stddev (sigma_b = %g) must exceed "
+                               "dp_noise_multiplier / 2 (%g): the update's noise multiplier (z^-2 - (2 sigma_b)^-2)^-1/2 "
+                               "is finite only then (Andrew et al. suggest sigma_b = clients_per_round / 20, which "
+                               "needs many clients per round; raise it, or lower z)",
+                     cfg->dp_count_stddev, cfg->dp_noise_multiplier / 2);
             return FL_ECONFIG;
         }
         if (!(cfg->dp_denominator > 0)) {
@@ -115,6 +124,8 @@ struct fl_agg {
     float *slots;   /* capacity x n deltas (buffered rules) */
     double *sum;    /* DP: the unweighted sum of clipped deltas */
     fl_dp_noise_t *noise;
+    double sigma_update; /* the sum's noise multiplier (z, or sigma_update when adaptive) */
+    double last_within;  /* the fraction the last finish stepped the bound with */
     uint32_t count, rejected;
 };
 
@@ -130,6 +141,10 @@ int fl_agg_create(const fl_agg_config_t *cfg, size_t n, fl_agg_t **out)
         return FL_ENOMEM;
     a->cfg = *cfg;
     a->n = n;
+    a->last_within = NAN;
+    a->sigma_update = cfg->dp_noise_multiplier;
+    if (cfg->dp_noise_multiplier > 0 && cfg->clip.mode == FL_CLIP_ADAPTIVE)
+        fl_dp_update_multiplier(cfg->dp_noise_multiplier, cfg->dp_count_stddev, &a->sigma_update); /* validated */
     if ((rc = fl_clip_init(&a->clip, &cfg->clip))) {
         FL_LOG_E("config", "clip_norm: bad bound, quantile or rate");
         rc = FL_ECONFIG;
@@ -277,8 +292,8 @@ int fl_agg_finish(fl_agg_t *a, fl_serveropt_t *opt, float *x, size_t n, fl_serve
             }
             free(d);
         } else {
-            rc = fl_dp_estimate(a->noise, a->sum, n, c->dp_noise_multiplier, fl_clip_bound(&a->clip),
-                                c->dp_denominator, a->scratch);
+            rc = fl_dp_estimate(a->noise, a->sum, n, a->sigma_update, fl_clip_bound(&a->clip), c->dp_denominator,
+                                a->scratch);
         }
         if (rc < 0)
             return rc;
@@ -286,12 +301,24 @@ int fl_agg_finish(fl_agg_t *a, fl_serveropt_t *opt, float *x, size_t n, fl_serve
         if (rc == 0 && (rc = fl_serveropt_add(opt, a->scratch, n, 1.0)))
             return rc;
     }
+    /* Under DP the bound may only move with what the round releases: the
+     * count within it, noised (the paper's b~, sensitivity 1/2 per client). */
+    double within = fl_clip_within(&a->clip);
+    if (c->dp_noise_multiplier > 0 && c->clip.mode == FL_CLIP_ADAPTIVE && a->count) {
+        double e = 0;
+        int nrc = fl_dp_noise_add(a->noise, &e, 1, c->dp_count_stddev);
+        if (nrc)
+            return nrc;
+        within = fl_clip_noised_within(&a->clip, e, c->dp_denominator);
+    }
     rc = fl_serveropt_finish(opt, x, n, res);
     if (rc == 0 && res) {
         res->accepted = a->count;
         res->rejected += a->rejected;
     }
-    fl_clip_end_round(&a->clip);
+    a->last_within = within;
+    fl_clip_step(&a->clip, within);
+    a->clip.seen = a->clip.within = 0;
     return rc;
 }
 
@@ -302,7 +329,12 @@ double fl_agg_clip_bound(const fl_agg_t *a)
 
 double fl_agg_clip_within(const fl_agg_t *a)
 {
-    return fl_clip_within(&a->clip);
+    return a->last_within;
+}
+
+double fl_agg_update_multiplier(const fl_agg_t *a)
+{
+    return a->sigma_update;
 }
 
 int fl_agg_clip_replay(fl_agg_t *a, double used, double within)

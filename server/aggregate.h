@@ -10,7 +10,13 @@
  *   DP-FedAvg     (dp_noise_multiplier z > 0, mean only) each delta clipped
  *                 to C, summed unweighted, N(0, z^2 C^2) added once to the
  *                 sum (server/dp.h), divided by a fixed denominator
- *                 (clients_per_round: see fl_agg_config_t).
+ *                 (clients_per_round: see fl_agg_config_t). With adaptive
+ *                 clipping (Andrew et al. 2021) the bound moves with a
+ *                 noised count of the updates within it (stddev sigma_b),
+ *                 and the sum's noise multiplier becomes
+ *                 (z^-2 - (2 sigma_b)^-2)^-1/2, so the round as a whole is
+ *                 still the Gaussian mechanism of multiplier z
+ *                 (fl_dp_update_multiplier).
  * Clipping (server/clip.h) applies to every rule: each delta is scaled by
  * min(1, C/||delta||) as it is folded in. Whatever the rule, D reaches the
  * ServerOpt as one update of weight 1, so every optimizer (FedAvg ... FedYogi)
@@ -56,13 +62,17 @@ typedef struct {
      * who reported, which keeps one client's influence on D at C/K; dividing
      * by the actual count would leak that count and raise the sensitivity. */
     double dp_denominator;
+    /* Adaptive clipping under DP: sigma_b, the stddev of the noise on each
+     * round's count of updates within the bound (in records; > z/2). */
+    double dp_count_stddev;
 } fl_agg_config_t;
 
 /* Memory the aggregator holds beyond the ServerOpt, in bytes, for models of
  * n parameters (SIZE_MAX when it would overflow). */
 size_t fl_agg_memory_bytes(const fl_agg_config_t *cfg, size_t n);
 
-/* Checks the combination: DP needs the mean and a fixed clip bound; krum
+/* Checks the combination: DP needs the mean and a clip bound (adaptive: with
+ * dp_count_stddev > dp_noise_multiplier / 2); krum
  * needs capacity >= F + 3 and M <= capacity. Returns 0 or FL_ECONFIG
  * (logged). */
 int fl_agg_config_validate(const fl_agg_config_t *cfg);
@@ -95,11 +105,19 @@ int fl_agg_add_batch(fl_agg_t *a, fl_serveropt_t *opt, const float *const *delta
  * rule. Then the adaptive clip bound moves. Returns 0 or an FL_E* code. */
 int fl_agg_finish(fl_agg_t *a, fl_serveropt_t *opt, float *x, size_t n, fl_serveropt_round_t *res);
 
-/* The current clip bound (0 when clipping is off), and the fraction of the
- * open round's accepted updates within it (NaN when none): read them before
- * fl_agg_finish moves the bound. */
+/* The current clip bound (0 when clipping is off): read it before
+ * fl_agg_finish moves it. */
 double fl_agg_clip_bound(const fl_agg_t *a);
+
+/* After fl_agg_finish: the fraction of the round's updates within the bound
+ * that the adaptive rule stepped with (under DP the noised estimate, the only
+ * one the round releases; otherwise the exact fraction). NaN when the round
+ * had no update. This is what the round log keeps and resume replays. */
 double fl_agg_clip_within(const fl_agg_t *a);
+
+/* The noise multiplier applied to the round's sum: z, or under adaptive
+ * clipping the larger sigma_update of fl_dp_update_multiplier (0 without DP). */
+double fl_agg_update_multiplier(const fl_agg_t *a);
 
 /* Resume: replays one committed round's clip record (the bound it used and
  * the fraction within), leaving the bound where that round's close left it.

@@ -86,6 +86,14 @@ double fl_clip_within(const fl_clip_t *c)
     return c->seen ? (double)c->within / c->seen : NAN;
 }
 
+double fl_clip_noised_within(const fl_clip_t *c, double noise, double denominator)
+{
+    if (!c->seen || !(denominator > 0))
+        return NAN;
+    double b = ((double)c->within - 0.5 * c->seen + noise) / denominator + 0.5;
+    return b < 0 ? 0 : b > 1 ? 1 : b;
+}
+
 void fl_clip_end_round(fl_clip_t *c)
 {
     fl_clip_step(c, fl_clip_within(c));

@@ -10,9 +10,9 @@
  *   C <- C * exp(-lr * (b - gamma)),
  * b the fraction of this round's updates with norm <= C, gamma the target
  * quantile: C grows when fewer than gamma of the updates fit, shrinks when
- * more do. (Without DP the fraction is used as is; with DP the paper noises
- * it, which fedopt does not implement: the daemon refuses adaptive clipping
- * together with DP.)
+ * more do. Without DP the fraction is used as is; under DP the aggregator
+ * (server/aggregate.h) steps with the paper's private estimate instead,
+ * fl_clip_noised_within, whose noise server/dp.h accounts for.
  *
  * Not thread-safe; one instance per run. */
 #ifndef FL_SERVER_CLIP_H
@@ -67,6 +67,16 @@ void fl_clip_step(fl_clip_t *c, double within);
 
 /* The fraction of this round's observed norms within C (NaN when none). */
 double fl_clip_within(const fl_clip_t *c);
+
+/* The paper's private estimate of the fraction within C: the count of this
+ * round's observed norms within C, each record centred to +-1/2 (so one
+ * client moves the sum by at most 1/2), plus `noise` (the caller's draw of
+ * N(0, sigma_b^2)), over the fixed denominator (> 0), shifted back by 1/2 and
+ * clamped to [0, 1]:
+ *   b = clamp((within - seen/2 + noise) / denominator + 1/2, 0, 1).
+ * With noise 0 and denominator = seen it is fl_clip_within. NaN when no norm
+ * was observed (the round releases nothing). */
+double fl_clip_noised_within(const fl_clip_t *c, double noise, double denominator);
 
 /* The current bound (0 when clipping is off). */
 double fl_clip_bound(const fl_clip_t *c);

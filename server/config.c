@@ -84,7 +84,7 @@ static const fl__cfg_entry_t table[] = {
     {"initial_accumulator", "server", T_DBL, OFF(initial_accumulator), "0", 0, 1e6, F_RUN, "starting value of every element of v"},
     {"bias_correction", "server", T_BOOL, OFF(bias_correction), "false", 0, 1, F_RUN, "Adam-style bias correction (fedadam, fedyogi)"},
     {"weighting", "server", T_STR, OFF(weighting), "examples", 0, 0, F_RUN, "update weights: examples or uniform"},
-    {"max_client_examples", "server", T_INT, OFF(max_client_examples), "0", 0, BIG, 0, "under weighting = examples, an update claiming more examples than this (or than its client declared in Hello) is refused (0 = only the Hello cap)"},
+    {"max_client_examples", "server", T_INT, OFF(max_client_examples), "0", 0, BIG, 0, "the most examples one client's update (under weighting = examples) or evaluation answer may claim, besides what it declared in Hello; a client whose Hello declared 0 may claim up to this, or nothing when it is 0 (0 = only the Hello cap)"},
     {"update_codec", "client", T_STR, OFF(update_codec), "f32", 0, 0, F_RUN, "delta encoding asked of protocol 1.1 clients that offer it: f32, f16, int8 or topk"},
     {"topk_fraction", "client", T_DBL, OFF(topk_fraction), "0.01", 1e-9, 0.5, F_RUN, "update_codec = topk: fraction of the delta's values a client sends"},
     {"aggregator", "robust", T_STR, OFF(aggregator), "mean", 0, 0, F_RUN, "how updates combine: mean (weighted, streamed), median, trimmed_mean:BETA or krum:F,M (these keep the round's K updates in memory; each client counts the same)"},
@@ -92,7 +92,8 @@ static const fl__cfg_entry_t table[] = {
     {"clip_norm", "robust", T_STR, OFF(clip_norm), "none", 0, 0, F_RUN, "clip each update to this L2 norm: none, a number C, or adaptive[:C0] (moves C towards clip_quantile of the norms)"},
     {"clip_quantile", "robust", T_DBL, OFF(clip_quantile), "0.5", 0, 1, F_RUN, "adaptive clipping: fraction of update norms C aims to cover"},
     {"clip_lr", "robust", T_DBL, OFF(clip_lr), "0.2", 1e-6, 10, F_RUN, "adaptive clipping: C <- C*exp(-clip_lr*(fraction within C - clip_quantile)) per round"},
-    {"dp_noise_multiplier", "privacy", T_DBL, OFF(dp_noise_multiplier), "0", 0, 1e6, F_RUN, "DP-FedAvg: Gaussian noise of stddev z*clip_norm on each round's sum, divided by clients_per_round (0 = no DP; needs a fixed clip_norm and aggregator = mean)"},
+    {"dp_noise_multiplier", "privacy", T_DBL, OFF(dp_noise_multiplier), "0", 0, 1e6, F_RUN, "DP-FedAvg: Gaussian noise of stddev z*clip_norm on each round's sum, divided by clients_per_round (0 = no DP; needs a clip_norm, fixed or adaptive, and aggregator = mean)"},
+    {"dp_clip_count_stddev", "privacy", T_DBL, OFF(dp_clip_count_stddev), "0", 0, 1e9, F_RUN, "DP with adaptive clip_norm: stddev sigma_b of the noise on each round's count of updates within the bound (0 = clients_per_round / 20, as Andrew et al. 2021); must exceed dp_noise_multiplier / 2, and the update's noise multiplier becomes (z^-2 - (2 sigma_b)^-2)^-1/2 so that the round costs z"},
     {"dp_delta", "privacy", T_DBL, OFF(dp_delta), "1e-5", 1e-300, 0.5, 0, "delta at which the RDP accountant reports epsilon"},
     {"dp_target_epsilon", "privacy", T_DBL, OFF(dp_target_epsilon), "0", 0, 1e9, 0, "finish the run before a round would take epsilon past this (0 = no limit)"},
     {"log_level", "misc", T_STR, OFF(log_level), "info", 0, 0, 0, "error, warn, info or debug"},
@@ -430,7 +431,9 @@ int fl_server_config_finish(fl_server_config_t *cfg)
     fl_agg_config_t agg = {.capacity = (uint32_t)cfg->clients_per_round,
                            .clip = {.quantile = cfg->clip_quantile, .lr = cfg->clip_lr},
                            .dp_noise_multiplier = cfg->dp_noise_multiplier,
-                           .dp_denominator = (double)cfg->clients_per_round};
+                           .dp_denominator = (double)cfg->clients_per_round,
+                           .dp_count_stddev = cfg->dp_clip_count_stddev > 0 ? cfg->dp_clip_count_stddev
+                                                                            : cfg->clients_per_round / 20.0};
     if (fl_agg_parse(cfg->aggregator, &agg.spec)) {
         FL_LOG_E("config", "aggregator: want mean, median, trimmed_mean:BETA (0 <= BETA < 0.5) or krum:F[,M], not '%s'",
                  cfg->aggregator);

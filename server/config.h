@@ -92,6 +92,7 @@ typedef struct {
     double clip_quantile;      /* adaptive: target fraction of norms within C */
     double clip_lr;            /* adaptive: geometric step */
     double dp_noise_multiplier; /* z: noise stddev z*C on the round's sum (0 = no DP) */
+    double dp_clip_count_stddev; /* adaptive clipping under DP: sigma_b (0 = clients_per_round / 20) */
     double dp_delta;
     double dp_target_epsilon;  /* finish the run before epsilon would pass this (0 = no limit) */
     /* misc */

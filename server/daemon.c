@@ -357,9 +357,7 @@ static void on_update(fl__client_t *c, const Fedopt__Update *u)
      * selected and by the operator's cap; under uniform weighting the
      * claim carries no weight and is not checked. */
     if (d->cfg->opt.weighting == FL_WEIGHTING_EXAMPLES) {
-        double cap = (double)c->holds;
-        if (d->cfg->max_client_examples > 0 && (double)d->cfg->max_client_examples < cap)
-            cap = (double)d->cfg->max_client_examples;
+        double cap = (double)fl_round_example_cap(c->holds, d->cfg->max_client_examples);
         double claim = fmax(c->up_weight, (double)u->num_examples);
         if (claim > cap) {
             FL_LOG_W(WHO, "%s: update for round %lld claims %.0f examples, more than %.0f (Hello %llu, max_client_examples %lld)",
@@ -759,10 +757,12 @@ static void commit_work_cb(uv_work_t *w)
     double t0 = now_s();
     if (d->row_closed) {
         /* fl_round_finish_work's step, through the aggregator that formed D */
-        double clip = fl_agg_clip_bound(d->agg), within = fl_agg_clip_within(d->agg);
+        double clip = fl_agg_clip_bound(d->agg);
         if ((rc = fl_agg_finish(d->agg, d->opt, d->x, d->numel, &d->opt_res)) ||
             (rc = fl_round_state_save(d->opt, &state, &state_len)))
             goto out;
+        /* the fraction the bound moved with: under DP the noised one */
+        double within = fl_agg_clip_within(d->agg);
         fl_srvmetrics_seconds(d->metrics, "finish", now_s() - t0);
         if (clip > 0 || d->rdp) {
             d->priv = (fl_store_privacy_t){clip > 0 ? clip : NAN, clip > 0 ? within : NAN, NAN, NAN, NAN, NAN};
@@ -935,8 +935,13 @@ static void start_fedeval(fl__daemon_t *d, fl__client_t **conns, const char **na
     int rc = FL_ENOMEM;
     if (!holds)
         goto fail;
-    for (size_t i = 0; i < have; i++)
-        holds[i] = conns[i]->holds;
+    /* The same cap as an update's weight (a Hello of 0 declares nothing),
+     * and no more than the examples the request asks each client to use. */
+    for (size_t i = 0; i < have; i++) {
+        holds[i] = fl_round_example_cap(conns[i]->holds, d->cfg->max_client_examples);
+        if (d->cfg->fed_eval_max_examples > 0 && holds[i] > (uint64_t)d->cfg->fed_eval_max_examples)
+            holds[i] = (uint64_t)d->cfg->fed_eval_max_examples;
+    }
     rc = fl_fedeval_begin(d->fe, round, names, holds, have, now, fl_clock_wall_s());
     free(holds);
     if (rc)
@@ -1085,6 +1090,7 @@ static void on_eval_result(fl__client_t *c, const Fedopt__EvalResult *r)
                                : v == FL_FEDEVAL_STALE || v == FL_FEDEVAL_CLOSED     ? FEDOPT__RESULT_REASON__RESULT_STALE_ROUND
                                : v == FL_FEDEVAL_NOT_SELECTED                         ? FEDOPT__RESULT_REASON__RESULT_NOT_SAMPLED
                                : v == FL_FEDEVAL_DUPLICATE                            ? FEDOPT__RESULT_REASON__RESULT_DUPLICATE
+                               : v == FL_FEDEVAL_CLAIM                                ? FEDOPT__RESULT_REASON__RESULT_WEIGHT_CLAIM
                                                                                       : FEDOPT__RESULT_REASON__RESULT_BAD_EVAL;
     send_result(c, r->round_id, 1, why, v == FL_FEDEVAL_OK ? 0 : FL_ERANGE, fl_fedeval_verdict_text(v),
                 (double)r->num_examples);
@@ -1214,6 +1220,10 @@ static int setup_aggregation(fl__daemon_t *d)
     int rc = fl_agg_create(&cfg->agg, d->numel, &d->agg);
     if (rc == 0 && cfg->dp_noise_multiplier > 0)
         rc = fl_rdp_create(&d->rdp);
+    if (rc == 0 && cfg->dp_noise_multiplier > 0 && cfg->agg.clip.mode == FL_CLIP_ADAPTIVE)
+        FL_LOG_I(WHO, "DP with adaptive clipping: clipped-count noise sigma_b %g, update noise multiplier %.4f, "
+                      "accounted as z = %g",
+                 cfg->agg.dp_count_stddev, fl_agg_update_multiplier(d->agg), cfg->dp_noise_multiplier);
     return rc;
 }
 

@@ -92,3 +92,14 @@ int fl_dp_estimate(fl_dp_noise_t *g, double *sum, size_t n, double sigma, double
         out[i] = (float)(sum[i] / denominator);
     return 0;
 }
+
+int fl_dp_update_multiplier(double z, double count_stddev, double *sigma_update)
+{
+    if (!sigma_update || !(z > 0) || !isfinite(z) || !(count_stddev > 0) || !isfinite(count_stddev))
+        return FL_EINVAL;
+    double rest = 1 / (z * z) - 1 / (4 * count_stddev * count_stddev);
+    if (!(rest > 0))
+        return FL_EINVAL;
+    *sigma_update = 1 / sqrt(rest);
+    return 0;
+}

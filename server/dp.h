@@ -6,7 +6,7 @@
  * noise anyone can regenerate from the run's seed protects nothing. Normal
  * variates are drawn by the Box-Muller transform from 53-bit uniforms. (A
  * floating-point sampler is not an exact Gaussian in its far tails; see
- * docs/privacy.md for what that means.)
+ * docs/robustness.md for what that means.)
  *
  * Not thread-safe: one fl_dp_noise_t per thread. */
 #ifndef FL_SERVER_DP_H
@@ -34,5 +34,19 @@ int fl_dp_noise_add(fl_dp_noise_t *g, double *x, size_t n, double stddev);
  * clip negative) or FL_EIO. */
 int fl_dp_estimate(fl_dp_noise_t *g, double *sum, size_t n, double sigma, double clip, double denominator,
                    float *out);
+
+/* Adaptive clipping under DP (Andrew et al. 2021, "Differentially Private
+ * Learning with Adaptive Clipping", Theorem 1): a round releases two noised
+ * sums, the clipped updates (sensitivity C, noise sigma_update * C) and the
+ * count of updates within C with each record centred to +-1/2 (sensitivity
+ * 1/2, noise stddev count_stddev). Scaled to unit noise they are one Gaussian
+ * query of sensitivity sqrt(sigma_update^-2 + (2 count_stddev)^-2), so the
+ * pair is the Gaussian mechanism of noise multiplier z with
+ *   z^-2 = sigma_update^-2 + (2 count_stddev)^-2,
+ * and the accountant charges z. For a total z the update therefore gets
+ *   sigma_update = (z^-2 - (2 count_stddev)^-2)^(-1/2)   (> z).
+ * Returns 0, or FL_EINVAL unless z > 0, finite, and 2 * count_stddev > z
+ * (otherwise no finite update noise keeps the total at z). */
+int fl_dp_update_multiplier(double z, double count_stddev, double *sigma_update);
 
 #endif

@@ -39,14 +39,24 @@ static char *slurp(const char *path)
     return buf;
 }
 
+/* Shards on other machines write the same files into a shared DIR at once:
+ * each through a temporary name of its own. mkstemp's, not one made from the
+ * pid: every pod of a Kubernetes Job runs its command as pid 1. */
 static int put(const char *dir, const char *name, const char *text)
 {
     char p[4200], tmp[4300];
     snprintf(p, sizeof p, "%s/%s", dir, name);
-    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", p, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f)
+    if (snprintf(tmp, sizeof tmp, "%s.XXXXXX", p) >= (int)sizeof tmp)
+        return FL_ERANGE;
+    int fd = mkstemp(tmp);
+    if (fd < 0)
         return FL_EIO;
+    FILE *f = fchmod(fd, 0644) == 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        close(fd);
+        unlink(tmp);
+        return FL_EIO;
+    }
     int bad = fputs(text, f) < 0;
     bad |= fclose(f) != 0;
     if (bad || rename(tmp, p) != 0) {

@@ -26,6 +26,7 @@ struct fl_fedeval {
     double last_seconds; /* monotonic duration of the last closed evaluation */
     slot_t *slots; /* sorted by name */
     size_t nslots;
+    int capped; /* begin was given holds */
     slot_t extra[FL_FEDEVAL_MAX_EXTRA]; /* refusals from outside the sample, duplicates */
     size_t nextra;
     fl_store_fedeval_result_t *out; /* filled by close */
@@ -34,7 +35,7 @@ struct fl_fedeval {
 
 static const char *const verdict_text[FL_FEDEVAL__COUNT] = {
     "accepted", "stale round", "not selected", "duplicate", "bad loss", "bad accuracy", "bad example count",
-    "no evaluation open",
+    "examples beyond the Hello declaration or the cap", "no evaluation open",
 };
 
 const char *fl_fedeval_verdict_text(fl_fedeval_verdict_t v)
@@ -121,6 +122,7 @@ int fl_fedeval_begin(fl_fedeval_t *e, int64_t round, const char *const *names, c
             goto fail;
         }
     free(pick);
+    e->capped = holds != NULL;
     e->round = round;
     e->began = now;
     e->started_at = wall;
@@ -179,10 +181,12 @@ fl_fedeval_verdict_t fl_fedeval_answer(fl_fedeval_t *e, const char *client, int6
     else if (!isfinite(accuracy) || accuracy < 0 || accuracy > 1)
         v = FL_FEDEVAL_BAD_ACCURACY;
     /* A uint64 from the wire: anything beyond 2^53 (a negative count sent
-     * as unsigned) is not a count of examples, nor is more than the client
-     * said it holds. */
-    else if (num_examples == 0 || num_examples > (1ull << 53) || (sl->holds && num_examples > sl->holds))
+     * as unsigned) is not a count of examples. */
+    else if (num_examples == 0 || num_examples > (1ull << 53))
         v = FL_FEDEVAL_BAD_COUNT;
+    /* More than the client may claim would let it outweigh the others. */
+    else if (e->capped && num_examples > sl->holds)
+        v = FL_FEDEVAL_CLAIM;
     sl->state = v == FL_FEDEVAL_OK ? S_ACCEPTED : S_REFUSED;
     sl->reason = v == FL_FEDEVAL_OK ? NULL : fl_fedeval_verdict_text(v);
     sl->num_examples = (double)num_examples;

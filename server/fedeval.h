@@ -12,8 +12,9 @@
  *                      the same clients asks the same ones;
  *   fl_fedeval_answer  screens and records one EvalResult: stale round, not
  *                      sampled, duplicate, non-finite or negative loss,
- *                      accuracy outside [0, 1], no examples, or more examples
- *                      than the client said it holds are refused;
+ *                      accuracy outside [0, 1], no examples or an impossible
+ *                      count, or more examples than the client's cap (what it
+ *                      declared, the operator's limit) are refused;
  *   fl_fedeval_drop    a sampled client that disconnected, declined or let
  *                      the deadline pass;
  *   fl_fedeval_close   fills the fed_evals row (weighted means over the
@@ -51,7 +52,8 @@ typedef enum {
     FL_FEDEVAL_DUPLICATE,    /* the client already answered */
     FL_FEDEVAL_BAD_LOSS,     /* loss NaN, Inf or negative */
     FL_FEDEVAL_BAD_ACCURACY, /* accuracy NaN, Inf or outside [0, 1] */
-    FL_FEDEVAL_BAD_COUNT,    /* zero examples, or more than the client holds */
+    FL_FEDEVAL_BAD_COUNT,    /* zero examples, or not a count (beyond 2^53) */
+    FL_FEDEVAL_CLAIM,        /* more examples than the client's cap (begin's holds) */
     FL_FEDEVAL_CLOSED,       /* no evaluation is open */
     FL_FEDEVAL__COUNT
 } fl_fedeval_verdict_t;
@@ -69,8 +71,11 @@ void fl_fedeval_free(fl_fedeval_t *e);
 
 /* Opens the evaluation of round `round`'s global model over the n connected
  * client names (copied) at monotonic time now and wall time wall (the row's
- * started_at), sampling S = min(clients, n). holds[i] is what client i said
- * it holds (Hello.num_examples; 0 = unknown, no cap); may be NULL. Fails with
+ * started_at), sampling S = min(clients, n). holds[i] is the most examples
+ * client i's answer may count (the daemon passes fl_round_example_cap of its
+ * Hello and max_client_examples, lowered to fed_eval_max_examples); 0 allows
+ * none, so every answer of that client is refused. holds NULL: no cap (tests
+ * of the other rules). Fails with
  * FL_EEMPTY when n == 0, FL_ESTATE when one is open. */
 int fl_fedeval_begin(fl_fedeval_t *e, int64_t round, const char *const *names, const uint64_t *holds, size_t n,
                      double now, double wall);

@@ -13,9 +13,11 @@
  * tighter than Mironov 2017's rdp + log(1/delta)/(alpha-1).
  *
  * The server applies it to DP-FedAvg rounds with q = selected / connected
- * clients: the analysis is for Poisson sampling, which is how McMahan et al.
- * 2018 account DP-FedAvg; the server's fixed-size selection is accounted as
- * if it were Poisson at that rate (docs/privacy.md says so).
+ * clients: the analysis is for Poisson sampling under add/remove-one
+ * neighbours, which is how McMahan et al. 2018 account DP-FedAvg; the
+ * server's fixed-size selection is accounted as if it were Poisson at that
+ * rate, which is not a proven bound for it (docs/robustness.md, "What the
+ * epsilon does and does not cover").
  *
  * Pure computation, no allocation but the accountant's order table. */
 #ifndef FL_SERVER_RDP_H

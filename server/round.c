@@ -67,6 +67,14 @@ static const char *const refuse_text[FL_REFUSE__COUNT] = {
     [FL_REFUSE_CLAIM] = "examples beyond the client's claim or the operator's cap",
 };
 
+uint64_t fl_round_example_cap(uint64_t declared, int64_t op_max)
+{
+    uint64_t op = op_max > 0 ? (uint64_t)op_max : 0;
+    if (!declared)
+        return op;
+    return op && op < declared ? op : declared;
+}
+
 const char *fl_round_refuse_text(fl_refuse_t why)
 {
     return (unsigned)why < FL_REFUSE__COUNT ? refuse_text[why] : "unknown";

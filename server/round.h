@@ -115,6 +115,14 @@ const char *fl_round_selected_name(const fl_round_t *r, size_t i);
 /* 1 when `client` was selected in the open round. */
 int fl_round_is_selected(const fl_round_t *r, const char *client);
 
+/* The most examples one client may claim, in an update's weight or an
+ * evaluation answer: what it declared in Hello.num_examples, lowered to the
+ * operator's max_client_examples (op_max; 0 = no operator limit). A Hello of 0
+ * declares nothing: the operator's limit alone caps such a client, and
+ * without one the result is 0, so any claim of a positive count is refused
+ * (a client that said nothing can never outweigh the others). */
+uint64_t fl_round_example_cap(uint64_t declared, int64_t op_max);
+
 /* Screens an update announced by `client` for round `round_id` with numel
  * parameters and weight num_examples. Returns FL_REFUSE_NONE when it may be
  * received, else the reason (nothing is recorded: call fl_round_refuse). */

@@ -351,7 +351,7 @@ static void conv_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_m
      * backward pass (the layer contract: backward sees the x of the last
      * forward), which saves lowering it twice. */
     if (c->dnnl && fl__dnnl_conv_forward(c->dnnl, x, l->p[0], c->has_bias ? l->p[1] : NULL, y,
-                                         n) == 0) {
+                                         n, mode == FL_MODE_TRAIN) == 0) {
         c->col_n = 0;
         return;
     }

@@ -12,6 +12,32 @@ typedef struct {
     int has_bias;
 } dense_t;
 
+/* The backend of each product (fl__gemm_via). oneDNN's sgemm ran the dense
+ * shapes of mlp and charlstm faster than OpenBLAS held to AVX2 (bench_gemm's
+ * dense rows; bench_train's mlp and charlstm rows with
+ * FEDOPT_BENCH_GEMM=own against the default measure the whole step), with
+ * two exceptions, which stay on OpenBLAS:
+ * - the forward product of a narrow output (the 10-class heads: N = 10),
+ *   where oneDNN's 16-wide tiles are mostly empty and OpenBLAS was as fast
+ *   or faster; the heads' gradient products still gained;
+ * - every product of a layer with large weights (cnn's fc1, 4.5 MiB): in
+ *   the step its weight gradient (K = the batch, reading and writing the
+ *   whole gradient) was slower on oneDNN, and its other two products were
+ *   no faster (bench_train's cnn row, each product switched on its own).
+ *   mlp's largest layer (0.6 MiB) gained; the cut lies between the two. */
+#define DENSE_DNNL_MIN_OUT 16
+#define DENSE_DNNL_MAX_WEIGHT_BYTES (2u << 20)
+
+static int dense_backend(const dense_t *d, int forward)
+{
+    if (fl__gemm_dnnl_mode() == 2)
+        return FL_GEMM_DNNL;
+    if ((size_t)d->in_f * (size_t)d->out_f * sizeof(float) > DENSE_DNNL_MAX_WEIGHT_BYTES ||
+        (forward && d->out_f < DENSE_DNNL_MIN_OUT))
+        return FL_GEMM_OWN;
+    return FL_GEMM_DNNL;
+}
+
 /* Rows of the GEMM for a batch of n examples. */
 static int dense_rows(const fl_layer_t *l, size_t n)
 {
@@ -33,7 +59,8 @@ static void dense_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_
     const dense_t *d = l->priv;
     int rows = dense_rows(l, n);
     /* y[rows, out] = x[rows, in] * W^T, W stored [out, in]. */
-    fl_gemm(0, 1, rows, d->out_f, d->in_f, 1.0f, x, d->in_f, l->p[0], d->in_f, 0.0f, y, d->out_f);
+    fl__gemm_via(dense_backend(d, 1), 0, 1, rows, d->out_f, d->in_f, 1.0f, x, d->in_f, l->p[0],
+                 d->in_f, 0.0f, y, d->out_f);
     if (d->has_bias) {
         const float *b = l->p[1];
         for (int r = 0; r < rows; r++) {
@@ -50,7 +77,8 @@ static void dense_backward(fl_layer_t *l, const float *x, const float *y, const 
     const dense_t *d = l->priv;
     int rows = dense_rows(l, n);
     /* dW[out, in] += dy^T[out, rows] * x[rows, in] */
-    fl_gemm(1, 0, d->out_f, d->in_f, rows, 1.0f, dy, d->out_f, x, d->in_f, 1.0f, l->g[0], d->in_f);
+    fl__gemm_via(dense_backend(d, 0), 1, 0, d->out_f, d->in_f, rows, 1.0f, dy, d->out_f, x, d->in_f, 1.0f,
+                 l->g[0], d->in_f);
     if (d->has_bias) {
         float *gb = l->g[1];
         for (int r = 0; r < rows; r++) {
@@ -61,8 +89,8 @@ static void dense_backward(fl_layer_t *l, const float *x, const float *y, const 
     }
     /* dx[rows, in] = dy[rows, out] * W[out, in] */
     if (dx)
-        fl_gemm(0, 0, rows, d->in_f, d->out_f, 1.0f, dy, d->out_f, l->p[0], d->in_f, 0.0f, dx,
-                d->in_f);
+        fl__gemm_via(dense_backend(d, 0), 0, 0, rows, d->in_f, d->out_f, 1.0f, dy, d->out_f, l->p[0],
+                     d->in_f, 0.0f, dx, d->in_f);
 }
 
 static void dense_destroy(fl_layer_t *l) { free(l->priv); }

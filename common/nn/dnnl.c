@@ -37,6 +37,13 @@ typedef struct {
     dnnl_primitive_desc_t fwd_pd, bwd_d_pd, bwd_w_pd;
     dnnl_primitive_t fwd, bwd_d, bwd_w;
     tensor_t t[T_COUNT];
+    /* Where the backward pass may take a tensor the forward pass (or its
+     * own other product) already converted: the two primitives chose the
+     * same layout for it (see fl__dnnl_conv_backward). */
+    int share_x, share_w, share_dy;
+    /* The x and weight the last training forward converted (NULL: none,
+     * or an evaluation forward came after it). */
+    const float *kept_x, *kept_w;
 } entry_t;
 
 struct fl__dnnl_conv {
@@ -265,6 +272,12 @@ static entry_t *entry_for(fl__dnnl_conv_t *c, size_t n)
         tensor_setup(&e->t[T_WD], c->eng, &wmd, md_of(e->bwd_d_pd, dnnl_query_weights_md), 0) ||
         tensor_setup(&e->t[T_DXD], c->eng, &smd, md_of(e->bwd_d_pd, dnnl_query_diff_src_md), 1))
         goto fail;
+    e->share_x = dnnl_memory_desc_equal(md_of(e->fwd_pd, dnnl_query_src_md),
+                                        md_of(e->bwd_w_pd, dnnl_query_src_md));
+    e->share_w = dnnl_memory_desc_equal(md_of(e->fwd_pd, dnnl_query_weights_md),
+                                        md_of(e->bwd_d_pd, dnnl_query_weights_md));
+    e->share_dy = dnnl_memory_desc_equal(md_of(e->bwd_w_pd, dnnl_query_diff_dst_md),
+                                         md_of(e->bwd_d_pd, dnnl_query_diff_dst_md));
     const char *impl = NULL;
     if (dnnl_primitive_desc_query(e->fwd_pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
         impl)
@@ -279,14 +292,18 @@ fail:
 }
 
 int fl__dnnl_conv_forward(fl__dnnl_conv_t *c, const float *x, const float *weight,
-                          const float *bias, float *y, size_t n)
+                          const float *bias, float *y, size_t n, int train)
 {
     if (!c || !x || !weight || !y || !n || (c->bias && !bias))
         return FL_EINVAL;
+    /* Any forward pass ends what an earlier training forward kept, in every
+     * entry: an evaluation pass may have reused x's buffer. */
+    for (int i = 0; i < DNNL_CACHE; i++)
+        c->cache[i].kept_x = c->cache[i].kept_w = NULL;
     entry_t *e = entry_for(c, n);
     if (!e)
         return FL_EUNSUPPORTED;
-    uint64_t t0 = fl__gemm_clock();
+    uint64_t t0 = fl__gemm_clock(), c0 = fl__gemm_conv_clock();
     tensor_t *t = e->t;
     if (tensor_in(&t[T_XF], c->strm, x) || tensor_in(&t[T_WF], c->strm, weight) ||
         (c->bias && dnnl_memory_set_data_handle(c->bmem, (void *)bias)))
@@ -300,7 +317,12 @@ int fl__dnnl_conv_forward(fl__dnnl_conv_t *c, const float *x, const float *weigh
     if (dnnl_primitive_execute(e->fwd, c->strm, c->bias ? 4 : 3, args) ||
         tensor_out(&t[T_YF], c->strm, y) || dnnl_stream_wait(c->strm))
         return FL_EUNSUPPORTED;
+    if (train) {
+        e->kept_x = x;
+        e->kept_w = weight;
+    }
     fl__gemm_account(direct_flops(c, n), t0);
+    fl__gemm_conv_account(direct_flops(c, n), c0);
     return 0;
 }
 
@@ -312,14 +334,26 @@ int fl__dnnl_conv_backward(fl__dnnl_conv_t *c, const float *x, const float *weig
     entry_t *e = entry_for(c, n);
     if (!e)
         return FL_EUNSUPPORTED;
-    uint64_t t0 = fl__gemm_clock();
+    uint64_t t0 = fl__gemm_clock(), c0 = fl__gemm_conv_clock();
     tensor_t *t = e->t;
-    if (tensor_in(&t[T_XW], c->strm, x) || tensor_in(&t[T_DYW], c->strm, dy) ||
-        dnnl_memory_set_data_handle(c->dbmem, c->db))
+    /* Each conversion into a blocked layout is a pass over the tensor, and
+     * for cnn's conv2 those passes were a large share of the layer's time
+     * (ONEDNN_VERBOSE=1 on bench_train's cnn row lists each reorder's
+     * time). So x and the weights are taken as the training forward left
+     * them, when this is the x and weight it saw (the layer contract:
+     * backward sees the x of the last forward, and the weights do not
+     * change in between) and the layouts agree; dy is converted once for
+     * both products when they want the same layout. */
+    dnnl_memory_t xin = t[T_XW].inner, dyd = t[T_DYD].inner, wd = t[T_WD].inner;
+    if (e->share_x && e->kept_x == x)
+        xin = t[T_XF].inner;
+    else if (tensor_in(&t[T_XW], c->strm, x))
+        return FL_EUNSUPPORTED;
+    if (tensor_in(&t[T_DYW], c->strm, dy) || dnnl_memory_set_data_handle(c->dbmem, c->db))
         return FL_EUNSUPPORTED;
     if (!t[T_DWW].reorder && dnnl_memory_set_data_handle(t[T_DWW].user, c->dw))
         return FL_EUNSUPPORTED;
-    dnnl_exec_arg_t wargs[4] = {{DNNL_ARG_SRC, t[T_XW].inner},
+    dnnl_exec_arg_t wargs[4] = {{DNNL_ARG_SRC, xin},
                                 {DNNL_ARG_DIFF_DST, t[T_DYW].inner},
                                 {DNNL_ARG_DIFF_WEIGHTS, t[T_DWW].inner},
                                 {DNNL_ARG_DIFF_BIAS, c->dbmem}};
@@ -327,13 +361,18 @@ int fl__dnnl_conv_backward(fl__dnnl_conv_t *c, const float *x, const float *weig
         tensor_out(&t[T_DWW], c->strm, c->dw))
         return FL_EUNSUPPORTED;
     if (dx) {
-        if (tensor_in(&t[T_DYD], c->strm, dy) || tensor_in(&t[T_WD], c->strm, weight))
+        if (e->share_dy)
+            dyd = t[T_DYW].inner;
+        else if (tensor_in(&t[T_DYD], c->strm, dy))
+            return FL_EUNSUPPORTED;
+        if (e->share_w && e->kept_w == weight)
+            wd = t[T_WF].inner;
+        else if (tensor_in(&t[T_WD], c->strm, weight))
             return FL_EUNSUPPORTED;
         if (!t[T_DXD].reorder && dnnl_memory_set_data_handle(t[T_DXD].user, dx))
             return FL_EUNSUPPORTED;
-        dnnl_exec_arg_t dargs[3] = {{DNNL_ARG_DIFF_DST, t[T_DYD].inner},
-                                    {DNNL_ARG_WEIGHTS, t[T_WD].inner},
-                                    {DNNL_ARG_DIFF_SRC, t[T_DXD].inner}};
+        dnnl_exec_arg_t dargs[3] = {
+            {DNNL_ARG_DIFF_DST, dyd}, {DNNL_ARG_WEIGHTS, wd}, {DNNL_ARG_DIFF_SRC, t[T_DXD].inner}};
         if (dnnl_primitive_execute(e->bwd_d, c->strm, 3, dargs) ||
             tensor_out(&t[T_DXD], c->strm, dx))
             return FL_EUNSUPPORTED;
@@ -346,12 +385,28 @@ int fl__dnnl_conv_backward(fl__dnnl_conv_t *c, const float *x, const float *weig
     for (int o = 0; c->bias && o < c->cout; o++)
         gb[o] += c->db[o];
     fl__gemm_account(direct_flops(c, n) * (dx ? 2 : 1), t0);
+    fl__gemm_conv_account(direct_flops(c, n) * (dx ? 2 : 1), c0);
     return 0;
 }
 
 const char *fl__dnnl_conv_impl(const fl__dnnl_conv_t *c)
 {
     return c && c->impl[0] ? c->impl : "none";
+}
+
+int fl__dnnl_sgemm(int threads, int transa, int transb, int m, int n, int k, float alpha,
+                   const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                   int ldc)
+{
+    /* The team is the calling thread's setting; a worker thread starts
+     * with OpenMP's default (every core), so it is set on every call. */
+    threads = threads < 1 ? 1 : threads;
+    if (omp_get_max_threads() != threads)
+        omp_set_num_threads(threads);
+    return dnnl_sgemm(transa ? 'T' : 'N', transb ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta,
+                      c, ldc) == dnnl_success
+               ? 0
+               : FL_EUNSUPPORTED;
 }
 
 #else /* !FL_HAVE_DNNL */
@@ -367,7 +422,7 @@ int fl__dnnl_conv_create(int cin, int h, int w, int cout, int k, int stride, int
 }
 
 int fl__dnnl_conv_forward(fl__dnnl_conv_t *c, const float *x, const float *weight,
-                          const float *bias, float *y, size_t n)
+                          const float *bias, float *y, size_t n, int train)
 {
     return FL_EUNSUPPORTED;
 }
@@ -379,6 +434,13 @@ int fl__dnnl_conv_backward(fl__dnnl_conv_t *c, const float *x, const float *weig
 }
 
 const char *fl__dnnl_conv_impl(const fl__dnnl_conv_t *c) { return "none"; }
+
+int fl__dnnl_sgemm(int threads, int transa, int transb, int m, int n, int k, float alpha,
+                   const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                   int ldc)
+{
+    return FL_EUNSUPPORTED;
+}
 
 void fl__dnnl_conv_free(fl__dnnl_conv_t *c) { (void)c; }
 

@@ -1,8 +1,9 @@
 /* dnnl: oneDNN (Debian's libdnnl, the library PyTorch's CPU convolutions
- * run on) as a backend for conv2d's three products, picked inside common/nn/
- * (the layer interface and the models do not know it). oneDNN does its own
- * CPU dispatch (AVX-512 kernels where the CPU has them, whatever
- * OPENBLAS_CORETYPE says).
+ * run on) as a backend for conv2d's three products and, through its sgemm,
+ * for the dense and LSTM layers' products (fl__gemm_via in gemm.h), picked
+ * inside common/nn/ (the layer interface and the models do not know it).
+ * oneDNN does its own CPU dispatch (AVX-512 kernels where the CPU has them,
+ * whatever OPENBLAS_CORETYPE says).
  *
  * Built with FL_HAVE_DNNL=1 (`make DNNL=1`, the default on amd64 when the
  * library is installed); otherwise every call returns FL_EUNSUPPORTED and
@@ -32,11 +33,15 @@ int fl__dnnl_available(void);
 int fl__dnnl_conv_create(int cin, int h, int w, int cout, int k, int stride, int pad, int bias,
                          fl__dnnl_conv_t **out);
 
-/* y = conv(x, weight) + bias over n examples. Returns 0, or FL_EUNSUPPORTED
- * / FL_ENOMEM when oneDNN could not make or run the primitive (nothing
- * useful is then in y: the caller computes it another way). */
+/* y = conv(x, weight) + bias over n examples. With train nonzero, the
+ * converted x and weight are kept for the next fl__dnnl_conv_backward of
+ * the same x and weight, which must then come before x or the weights
+ * change (the layer contract of common/nn/layer.h); any forward call ends
+ * what an earlier one kept. Returns 0, or FL_EUNSUPPORTED / FL_ENOMEM when
+ * oneDNN could not make or run the primitive (nothing useful is then in y:
+ * the caller computes it another way). */
 int fl__dnnl_conv_forward(fl__dnnl_conv_t *c, const float *x, const float *weight,
-                          const float *bias, float *y, size_t n);
+                          const float *bias, float *y, size_t n, int train);
 
 /* The gradients of n examples: gw += dL/dweight, gb += dL/dbias (gb may be
  * NULL without a bias), and when dx is not NULL, dx = dL/dx (overwritten).
@@ -51,5 +56,15 @@ const char *fl__dnnl_conv_impl(const fl__dnnl_conv_t *c);
 
 /* Accepts NULL. */
 void fl__dnnl_conv_free(fl__dnnl_conv_t *c);
+
+/* oneDNN's own sgemm (its JIT kernels: AVX-512 where the CPU has it), with
+ * fl_gemm's meaning and row-major arguments (common/nn/gemm.h), on an
+ * OpenMP team of `threads` (the calling thread's team is set to it first;
+ * fl__gemm_via always asks for 1, bench_gemm for 2 as well). Layers reach
+ * it through fl__gemm_via, never directly. Returns 0, or FL_EUNSUPPORTED (not
+ * built in, or oneDNN refused the call; C is then untouched). */
+int fl__dnnl_sgemm(int threads, int transa, int transb, int m, int n, int k, float alpha,
+                   const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                   int ldc);
 
 #endif

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/base/log.h"
+#include "common/nn/dnnl.h"
 
 #if FL_HAVE_OPENBLAS
 #include <cblas.h>
@@ -75,6 +76,41 @@ void fl__gemm_account(uint64_t flops, uint64_t t0)
     atomic_fetch_add_explicit(&timed_flops, flops, memory_order_relaxed);
 }
 
+static _Atomic uint64_t conv_cpu_ns, conv_flops;
+
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t fl__gemm_conv_clock(void)
+{
+    if (!atomic_load_explicit(&timing_on, memory_order_relaxed))
+        return 0;
+    uint64_t t = thread_cpu_ns();
+    return t ? t : 1;
+}
+
+void fl__gemm_conv_account(uint64_t flops, uint64_t t0)
+{
+    if (!t0)
+        return;
+    atomic_fetch_add_explicit(&conv_cpu_ns, thread_cpu_ns() - t0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&conv_flops, flops, memory_order_relaxed);
+}
+
+double fl__gemm_conv_cpu_seconds(void)
+{
+    return 1e-9 * (double)atomic_load_explicit(&conv_cpu_ns, memory_order_relaxed);
+}
+
+uint64_t fl__gemm_conv_timed_flops(void)
+{
+    return atomic_load_explicit(&conv_flops, memory_order_relaxed);
+}
+
 void fl_gemm(int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,
              const float *b, int ldb, float beta, float *c, int ldc)
 {
@@ -90,6 +126,33 @@ void fl_gemm(int transa, int transb, int m, int n, int k, float alpha, const flo
     gemm_run(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     atomic_fetch_add_explicit(&timed_ns, now_ns() - t0, memory_order_relaxed);
     atomic_fetch_add_explicit(&timed_flops, flops, memory_order_relaxed);
+}
+
+static int dnnl_mode; /* fl__gemm_set_dnnl */
+
+void fl__gemm_set_dnnl(int mode) { dnnl_mode = mode; }
+
+int fl__gemm_dnnl_mode(void) { return dnnl_mode; }
+
+void fl__gemm_via(int backend, int transa, int transb, int m, int n, int k, float alpha,
+                  const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc)
+{
+    /* oneDNN only for what runs on one thread: its OpenMP team split over
+     * both cores of a shared machine spent much of its CPU time waiting on
+     * the smaller shapes (bench_gemm's oneDNN 2-thread column, per
+     * CPU-second), and the products big enough to split are rare in the
+     * models (the batch splits instead: fl_model_set_threads). */
+    if (backend != FL_GEMM_DNNL || dnnl_mode == 1 || !fl__dnnl_available() || m <= 0 || n <= 0 ||
+        k <= 0 || (set_threads > 1 && 2.0 * m * n * k >= FL_GEMM_MT_MIN_FLOPS)) {
+        fl_gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    uint64_t t0 = fl__gemm_clock();
+    if (fl__dnnl_sgemm(1, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) != 0) {
+        fl_gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    fl__gemm_account(2 * (uint64_t)m * (uint64_t)n * (uint64_t)k, t0);
 }
 
 #if FL_HAVE_OPENBLAS

@@ -83,6 +83,43 @@ uint64_t fl__gemm_timed_flops(void);
 uint64_t fl__gemm_clock(void);
 void fl__gemm_account(uint64_t flops, uint64_t t0);
 
+/* Internal, for benchmarks: the convolutions' own account while the timer
+ * is on. fl__gemm_conv_clock() is the calling thread's CPU time
+ * (CLOCK_THREAD_CPUTIME_ID, ns) when the timer is on, 0 when off;
+ * fl__gemm_conv_account(flops, t0) adds the thread CPU time since t0 and
+ * the flops to process-wide totals (nothing when t0 is 0). CPU time rather
+ * than wall time, so the time a shared machine's scheduler takes the
+ * thread away does not count against the kernels. Never reset: callers
+ * take differences. */
+uint64_t fl__gemm_conv_clock(void);
+void fl__gemm_conv_account(uint64_t flops, uint64_t t0);
+double fl__gemm_conv_cpu_seconds(void);
+uint64_t fl__gemm_conv_timed_flops(void);
+
+/* Internal: the backend a layer asks fl__gemm_via to run a product on.
+ * FL_GEMM_OWN is fl_gemm itself (OpenBLAS, or the portable kernel);
+ * FL_GEMM_DNNL is oneDNN's sgemm (common/nn/dnnl.h), which runs AVX-512
+ * kernels where the CPU has them while OpenBLAS may be held to AVX2 (this
+ * machine kind's OPENBLAS_CORETYPE=Haswell). Each layer says per product
+ * which one it wants and why (common/nn/dense.c, lstm.c). */
+enum { FL_GEMM_OWN = 0, FL_GEMM_DNNL = 1 };
+
+/* Internal: fl_gemm, run on oneDNN's sgemm when backend is FL_GEMM_DNNL,
+ * oneDNN is built in, fl__gemm_set_dnnl has not said "never", k > 0 and
+ * the product runs on one thread (one thread set, or a product under the
+ * multi-thread cut; see gemm.c); otherwise exactly fl_gemm. Counted by
+ * fl__gemm_flops and the timer like fl_gemm. The results agree with
+ * fl_gemm's within float rounding (the order of the sums differs). */
+void fl__gemm_via(int backend, int transa, int transb, int m, int n, int k, float alpha,
+                  const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+/* Internal, for benches and tests: 0 (default) every layer picks its
+ * products' backends; 1 every product runs on fl_gemm's path (the
+ * benches' "own"); 2 every product a layer could run on oneDNN does
+ * (layers read it with fl__gemm_dnnl_mode when they choose). */
+void fl__gemm_set_dnnl(int mode);
+int fl__gemm_dnnl_mode(void);
+
 /* Internal, for tests: the decision of fl_gemm_better_kernel for a loaded
  * kernel name, a CPU level (0 SSE, 1 AVX, 2 AVX2+FMA, 3 AVX-512) and vendor. */
 const char *fl__gemm_pick_kernel(const char *loaded, int cpu, int is_amd);

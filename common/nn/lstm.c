@@ -157,6 +157,12 @@ static void lstm_init(fl_layer_t *l, fl_rng_t *rng)
     fl_init_uniform(l->p[2], G, bound, rng);
 }
 
+/* Every product of the cell runs on oneDNN's sgemm where it is built in
+ * (fl__gemm_via): the input and recurrent products, the weight gradients
+ * and dx all ran faster there than on OpenBLAS held to AVX2, the per-step
+ * recurrent products (n rows against 4H x H weights) most (bench_gemm's
+ * lstm rows; bench_charlstm and bench_train's charlstm row with
+ * FEDOPT_BENCH_GEMM=own|dnnl measure the step). */
 static void lstm_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_mode_t mode)
 {
     (void)mode;
@@ -169,15 +175,15 @@ static void lstm_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_m
     /* Input contributions of every step at once, bias included. */
     for (size_t r = 0; r < T * n; r++)
         memcpy(s->gate + r * G, l->p[2], G * sizeof(float));
-    fl_gemm(0, 1, (int)(T * n), (int)G, (int)D, 1.0f, s->xt, (int)D, l->p[0], (int)D, 1.0f,
-            s->gate, (int)G);
+    fl__gemm_via(FL_GEMM_DNNL, 0, 1, (int)(T * n), (int)G, (int)D, 1.0f, s->xt, (int)D, l->p[0],
+                 (int)D, 1.0f, s->gate, (int)G);
     memset(s->hs, 0, n * H * sizeof(float));
     for (size_t t = 0; t < T; t++) {
         float *gt = s->gate + t * n * G;
         const float *hprev = s->hs + t * n * H;
         if (t > 0)
-            fl_gemm(0, 1, (int)n, (int)G, (int)H, 1.0f, hprev, (int)H, l->p[1], (int)H, 1.0f, gt,
-                    (int)G);
+            fl__gemm_via(FL_GEMM_DNNL, 0, 1, (int)n, (int)G, (int)H, 1.0f, hprev, (int)H, l->p[1],
+                         (int)H, 1.0f, gt, (int)G);
         for (size_t i = 0; i < n; i++) {
             float *restrict g = gt + i * G;
             const float *restrict cprev = t ? s->cell + ((t - 1) * n + i) * H : s->zero;
@@ -219,13 +225,15 @@ static void lstm_backward(fl_layer_t *l, const float *x, const float *y, const f
         }
         /* dL/dh_{t-1} = dG_t W_hh (nothing flows before the first step). */
         if (t > 0)
-            fl_gemm(0, 0, (int)n, (int)H, (int)G, 1.0f, s->dg + t * n * G, (int)G, l->p[1],
-                    (int)H, 0.0f, s->dh, (int)H);
+            fl__gemm_via(FL_GEMM_DNNL, 0, 0, (int)n, (int)H, (int)G, 1.0f, s->dg + t * n * G,
+                         (int)G, l->p[1], (int)H, 0.0f, s->dh, (int)H);
     }
     const int rows = (int)(T * n);
     /* dW_ih += dG^T xt; dW_hh += dG^T h_{t-1} (hs[0] is zero, so step 0 adds nothing). */
-    fl_gemm(1, 0, (int)G, (int)D, rows, 1.0f, s->dg, (int)G, s->xt, (int)D, 1.0f, l->g[0], (int)D);
-    fl_gemm(1, 0, (int)G, (int)H, rows, 1.0f, s->dg, (int)G, s->hs, (int)H, 1.0f, l->g[1], (int)H);
+    fl__gemm_via(FL_GEMM_DNNL, 1, 0, (int)G, (int)D, rows, 1.0f, s->dg, (int)G, s->xt, (int)D, 1.0f,
+                 l->g[0], (int)D);
+    fl__gemm_via(FL_GEMM_DNNL, 1, 0, (int)G, (int)H, rows, 1.0f, s->dg, (int)G, s->hs, (int)H, 1.0f,
+                 l->g[1], (int)H);
     float *gb = l->g[2];
     for (size_t r = 0; r < T * n; r++) {
         const float *d = s->dg + r * G;
@@ -234,8 +242,8 @@ static void lstm_backward(fl_layer_t *l, const float *x, const float *y, const f
     }
     if (dx) {
         /* dxt = dG W_ih, computed into xt (no longer needed) and transposed back. */
-        fl_gemm(0, 0, rows, (int)D, (int)G, 1.0f, s->dg, (int)G, l->p[0], (int)D, 0.0f, s->xt,
-                (int)D);
+        fl__gemm_via(FL_GEMM_DNNL, 0, 0, rows, (int)D, (int)G, 1.0f, s->dg, (int)G, l->p[0], (int)D,
+                     0.0f, s->xt, (int)D);
         for (size_t i = 0; i < n; i++)
             for (size_t t = 0; t < T; t++)
                 memcpy(dx + (i * T + t) * D, s->xt + (t * n + i) * D, D * sizeof(float));

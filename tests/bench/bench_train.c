@@ -4,7 +4,7 @@
  * ~1.5 s of steady-state training after one warm-up step.
  * FEDOPT_BENCH_MODELS=cnn,mlp restricts the models, FEDOPT_BENCH_SETTINGS=20x1,64x2
  * the settings (batch x threads; the others print "-"), and
- * FEDOPT_BENCH_SECONDS the seconds per figure (tests/bench/cnn_pairs.sh
+ * FEDOPT_BENCH_SECONDS the seconds per figure (tests/bench/torch_pairs.sh
  * uses these for its back-to-back runs against PyTorch).
  *
  * Under each model's row, the GEMMs as they run inside those steps (the
@@ -21,7 +21,10 @@
  * FEDOPT_BENCH_CONV=own keeps every conv2d layer on its own im2col/Winograd
  * path, =dnnl puts every one on oneDNN (where built in); unset, each layer
  * takes the default choice (common/nn/conv2d.h). The first model's conv
- * layers' oneDNN implementations are printed before the table. */
+ * layers' oneDNN implementations are printed before the table.
+ * FEDOPT_BENCH_GEMM=own runs the dense and LSTM layers' products on
+ * fl_gemm's own path (OpenBLAS), =dnnl every one of them that can on
+ * oneDNN's sgemm; unset, each layer's default (fl__gemm_via in gemm.h). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +33,7 @@
 
 #include "common/nn/clientopt.h"
 #include "common/nn/conv2d.h"
+#include "common/nn/dnnl.h"
 #include "common/nn/models.h"
 #include "common/nn/gemm.h"
 #include "common/base/rng.h"
@@ -40,6 +44,7 @@ typedef struct {
     double share;  /* fraction of the step wall time (per part) inside GEMM */
     double gflops; /* GFLOP/s inside GEMM, per calling thread */
     int blas;      /* OpenBLAS threads each call had */
+    double conv;   /* oneDNN convolutions' GFLOP per CPU-second of their threads (0: none) */
 } gemm_in_step_t;
 
 static double bench_seconds = 1.5;
@@ -74,8 +79,8 @@ static double bench(fl_model_t *m, size_t batch, int threads, double *per_cpu, g
      * the smallest step (logreg, B = 20), less elsewhere; docs/benchmarks.md
      * has the figures. */
     fl__gemm_timing(1);
-    double gs0 = fl__gemm_seconds();
-    uint64_t gf0 = fl__gemm_timed_flops();
+    double gs0 = fl__gemm_seconds(), cs0 = fl__gemm_conv_cpu_seconds();
+    uint64_t gf0 = fl__gemm_timed_flops(), cf0 = fl__gemm_conv_timed_flops();
     double t0 = fl_bench_wall(), c0 = fl_bench_cpu(), el;
     size_t steps = 0;
     do {
@@ -88,6 +93,8 @@ static double bench(fl_model_t *m, size_t batch, int threads, double *per_cpu, g
     fl__gemm_timing(0);
     double gs = fl__gemm_seconds() - gs0;
     uint64_t gf = fl__gemm_timed_flops() - gf0;
+    double cs = fl__gemm_conv_cpu_seconds() - cs0;
+    g->conv = cs > 0 ? (double)(fl__gemm_conv_timed_flops() - cf0) / cs / 1e9 : 0.0;
     /* fl_model_loss splits a batch into m->parts parts (B = 20 and 64
      * both give every part at least its minimum of 8 examples). */
     g->share = gs / ((double)m->parts * el);
@@ -97,6 +104,41 @@ static double bench(fl_model_t *m, size_t batch, int threads, double *per_cpu, g
     free(x);
     free(y);
     return (double)(steps * batch) / el;
+}
+
+/* The machine's measured peak for issue 20's conv figure: GFLOP per
+ * CPU-second of oneDNN's 1024^3 sgemm on one thread (its AVX-512 kernel,
+ * the fastest product this machine ran; bench_gemm's square rows), best of
+ * three 0.15 s windows; per CPU-second of the thread, like the conv
+ * figure, so neither counts the time the scheduler gives to others.
+ * 0 where oneDNN is not built in. */
+static double thread_cpu(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static float *sq_a, *sq_b, *sq_c;
+
+static double peak_rate(void)
+{
+    const int n = 1024;
+    double best = 0.0;
+    if (fl__dnnl_sgemm(1, 0, 0, n, n, n, 1.0f, sq_a, n, sq_b, n, 0.0f, sq_c, n))
+        return 0.0;
+    for (int w = 0; w < 3; w++) {
+        long reps = 0;
+        double t0 = fl_bench_wall(), c0 = thread_cpu();
+        do {
+            fl__dnnl_sgemm(1, 0, 0, n, n, n, 1.0f, sq_a, n, sq_b, n, 0.0f, sq_c, n);
+            reps++;
+        } while (fl_bench_wall() - t0 < 0.15);
+        double cpu = thread_cpu() - c0;
+        if (cpu > 0 && 2.0 * n * n * n * (double)reps / cpu / 1e9 > best)
+            best = 2.0 * n * n * n * (double)reps / cpu / 1e9;
+    }
+    return best;
 }
 
 /* Whether the comma-separated list holds this setting ("20x1"). */
@@ -111,7 +153,6 @@ static int setting_listed(const char *list, const char *name)
 
 /* The square product's operands, 1024 x 1024 each. */
 #define SQ_N 1024
-static float *sq_a, *sq_b, *sq_c;
 
 /* GFLOP/s of a square 1024^3 sgemm through fl_gemm with `threads` OpenBLAS
  * threads: the best of three 0.15 s windows, as the least disturbed by other
@@ -143,12 +184,17 @@ int main(void)
     const char *settings = getenv("FEDOPT_BENCH_SETTINGS");
     const char *secs = getenv("FEDOPT_BENCH_SECONDS");
     const char *conv = getenv("FEDOPT_BENCH_CONV");
+    const char *gemm = getenv("FEDOPT_BENCH_GEMM");
     if (secs && atof(secs) > 0)
         bench_seconds = atof(secs);
     if (conv && strcmp(conv, "own") == 0)
         fl__conv2d_set_dnnl(1);
     else if (conv && strcmp(conv, "dnnl") == 0)
         fl__conv2d_set_dnnl(2);
+    if (gemm && strcmp(gemm, "own") == 0)
+        fl__gemm_set_dnnl(1);
+    else if (gemm && strcmp(gemm, "dnnl") == 0)
+        fl__gemm_set_dnnl(2);
     printf("gemm backend: %s\n", fl_gemm_backend());
     sq_a = malloc(sizeof(float) * SQ_N * SQ_N);
     sq_b = malloc(sizeof(float) * SQ_N * SQ_N);
@@ -166,7 +212,9 @@ int main(void)
            "         rate as %% of the square sgemm below (a split model's 2-thread figures are\n"
            "         per part, each part on 1 OpenBLAS thread)\n"
            "  sgemm: GFLOP/s of a square 1024^3 sgemm measured after the model's runs, with\n"
-           "         the OpenBLAS threads each of their GEMM calls had (shown after the x)\n");
+           "         the OpenBLAS threads each of their GEMM calls had (shown after the x)\n"
+           "  conv:  oneDNN convolutions' GFLOP per CPU-second of the threads running them,\n"
+           "         and that as %% of the peak line (one core's measured peak)\n");
     printf("%-12s %18s %18s %18s %18s\n", "model", "B20 1 thread", "B20 2 threads",
            "B64 1 thread", "B64 2 threads");
     for (size_t i = 0; i < fl_models_count(); i++) {
@@ -201,7 +249,11 @@ int main(void)
                     continue;
                 }
                 double pc, w = bench(m, b ? 64 : 20, t, &pc, &g[2 * b + t - 1]);
-                printf(" %8.0f [%7.0f]", w, pc);
+                /* A decimal for the slow models (resnet18gn: a few samples/s). */
+                if (w < 100)
+                    printf(" %8.1f [%7.1f]", w, pc);
+                else
+                    printf(" %8.0f [%7.0f]", w, pc);
                 fflush(stdout);
             }
         /* The squares come after the model's four settings, not between
@@ -217,12 +269,28 @@ int main(void)
                        sq[s] > 0 ? 100.0 * g[s].gflops / sq[s] : 0.0);
             else
                 printf(" %18s", "-");
+        int any_conv = 0;
+        for (int s = 0; s < 4; s++)
+            any_conv |= g[s].conv > 0;
+        double peak = any_conv ? peak_rate() : 0.0;
+        if (any_conv) {
+            printf("\n%-12s", "  conv");
+            for (int s = 0; s < 4; s++)
+                if (g[s].conv > 0)
+                    printf(" %5.1f %4.0f%%      ", g[s].conv,
+                           peak > 0 ? 100.0 * g[s].conv / peak : 0.0);
+                else
+                    printf(" %18s", "-");
+        }
         printf("\n%-12s", "  sgemm");
         for (int s = 0; s < 4; s++)
             if (g[s].blas)
                 printf(" %11.1f x%d     ", sq[s], g[s].blas);
             else
                 printf(" %18s", "-");
+        if (any_conv)
+            printf("\n%-12s %11.1f (oneDNN 1024^3 sgemm, 1 thread, per CPU-second)", "  peak",
+                   peak);
         printf("\n");
         fl_model_free(m);
     }

@@ -2,7 +2,8 @@
 # The robustness and privacy table of docs/robustness.md: make demo's setting
 # (cnn, Fashion-MNIST, 100 clients dirichlet:0.3, 10 per round, FedAdam with
 # the demo's rates) run once per configuration, each on a fresh database, and
-# one line per run: final central accuracy and, for DP, epsilon at delta 1e-5.
+# one line per run: final central accuracy, for DP epsilon at delta 1e-5, and
+# the accepted updates' bytes on the wire per round (for --update_codec runs).
 #
 #   sh tests/bench/robust_dp.sh BUILD ROUNDS NAME [SERVER FLAGS...] [-- FLEET FLAGS...]
 #
@@ -48,5 +49,6 @@ rc=$?
 wait $fpid 2>/dev/null
 acc=$(sqlite3 "$dir/b.db" "SELECT printf('%.4f', eval_accuracy) FROM rounds WHERE eval_accuracy IS NOT NULL ORDER BY round DESC LIMIT 1")
 n=$(sqlite3 "$dir/b.db" "SELECT count(*) FROM rounds WHERE status = 'closed'")
+bpr=$(sqlite3 "$dir/b.db" "SELECT coalesce(sum(bytes), 0) / $rounds FROM updates WHERE status = 'accepted'")
 eps=$(sqlite3 "$dir/b.db" "SELECT printf('%.3f', dp_epsilon) FROM round_privacy WHERE dp_epsilon IS NOT NULL ORDER BY round DESC LIMIT 1" 2>/dev/null)
-echo "$name | rounds $n | accuracy $acc | epsilon ${eps:--} | server rc $rc | $(($(date +%s) - t0)) s | flags:$srv_flags | fleet: $*"
+echo "$name | rounds $n | accuracy $acc | epsilon ${eps:--} | update bytes/round $bpr | server rc $rc | $(($(date +%s) - t0)) s | flags:$srv_flags | fleet: $*"

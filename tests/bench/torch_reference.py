@@ -6,8 +6,9 @@ speed goals ("fedopt >= 1.5x PyTorch") are judged against PyTorch measured
 next to fedopt, not against figures from another machine. Each model is the
 PyTorch equivalent of fedopt's (same layers and shapes, see
 docs/models.md), trained with plain SGD on random
-data of its shapes for a few seconds after a warm-up; the figure is samples/s
-of wall time. One process measures one thread count, which must also be in
+data of its shapes for a few seconds after a warm-up; the figures are samples/s
+of wall time and, in brackets, per CPU-second of this process (bench_train
+prints both the same way; on a shared machine the second says more). One process measures one thread count, which must also be in
 OMP_NUM_THREADS before torch loads: with idle OpenMP threads around, torch
 1.13 spins them and runs slower on a 2-core machine (the Makefile does this).
 
@@ -117,11 +118,12 @@ def measure(name, batch, threads, seconds):
 
     for _ in range(3):
         step()
-    steps, t0 = 0, time.perf_counter()
+    steps, t0, c0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
         step()
         steps += 1
-    return steps * batch / (time.perf_counter() - t0)
+    cpu = time.process_time() - c0
+    return steps * batch / (time.perf_counter() - t0), steps * batch / cpu if cpu > 0 else 0.0
 
 
 def main():
@@ -139,8 +141,8 @@ def main():
         for b in batches:
             if batches_only and str(b) not in batches_only.split(","):
                 continue
-            print("  %-11s B=%-3d %9.1f" % (name, b, measure(name, b, threads, seconds)),
-                  flush=True)
+            wall, per_cpu = measure(name, b, threads, seconds)
+            print("  %-11s B=%-3d %9.1f [%9.1f]" % (name, b, wall, per_cpu), flush=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 # rounds and exit 0 with --once when the run finishes. Then the clear errors:
 # a server certificate from another CA (exit 1 at once, "does not verify"),
 # and a server training a model the client's data cannot fit (exit 1, the
-# server's refusal and the models the client can train are named).
+# server's refusal and the models the client can train are named). Last, the
+# shipped device service: its unit verifies and its client.ini serves a round.
 set -u
 . "$(dirname "$0")/fleet_lib.sh"
 
@@ -61,4 +62,39 @@ grep -q "the server refused this client: .*model" "$work/misfit.log" || fail "mi
 grep -q "can train: logreg, mlp, cnn" "$work/misfit.log" || fail "misfit model: the trainable models are not named"
 kill "$server_pid"
 wait "$server_pid" 2>/dev/null
-echo "ok: 3 devices x 2 rounds accepted; wrong CA and misfit model refused with clear errors"
+
+# The device service as shipped. deploy/fedopt-client.service passes
+# `systemd-analyze verify` without a word about it (where systemd-analyze is
+# here); deploy/fedopt-client.ini, with this server's address and this test's
+# PKI in place of the example's (the keys a user edits), the rest as shipped,
+# serves a round under the unit's environment (JSON logs).
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+if command -v systemd-analyze >/dev/null 2>&1; then
+    sed -e "s#@BINDIR@#$(cd "$build" && pwd)#g" -e "s#@SYSCONFDIR@#$work#g" -e "s#@PREFIX@#/usr#g" \
+        "$repo/deploy/fedopt-client.service" >"$work/fedopt-client.service"
+    out=$(systemd-analyze verify "$work/fedopt-client.service" 2>&1) || fail "systemd-analyze verify: $out"
+    case "$out" in *fedopt-client*) fail "systemd-analyze verify: $out" ;; esac
+    unit="the unit verifies, "
+else
+    unit="(no systemd-analyze: the unit not verified) "
+fi
+start_server server4.log --model logreg --rounds 1 --clients-per-round 1 --min-clients 1 --round-deadline 60 \
+    --server-opt fedavg --server-lr 1 --client-lr 0.1 --max-steps 5 --db "$work/run4.db"
+sed -e "s#^server = .*#server = 127.0.0.1:$port#" -e "s#^; server-name = .*#server-name = localhost#" \
+    -e "s#^ca = .*#ca = $work/fleet/ca.crt#" -e "s#^cert = .*#cert = $work/fleet/clients/dev-c.crt#" \
+    -e "s#^key = .*#key = $work/fleet/clients/dev-c.key#" "$repo/deploy/fedopt-client.ini" >"$work/client.ini"
+[ "$(grep -c "$work\|127.0.0.1:$port\|^server-name = localhost" "$work/client.ini")" -eq 5 ] ||
+    fail "the shipped client.ini no longer has the keys this test edits"
+FEDOPT_LOG_FORMAT=json "$cli" run --config "$work/client.ini" --once >"$work/service.log" 2>&1 &
+p=$!
+pids="$pids $p"
+wait_pid "$server_pid" 60
+[ "$rc" -eq 0 ] || fail "server 4 exit status $rc"
+wait_pid "$p" 20
+[ "$rc" -eq 0 ] || fail "the configured client exited with $rc"
+[ "$(sqlite3 "$work/run4.db" "SELECT client || ':' || status FROM updates")" = "dev-c:accepted" ] ||
+    fail "the configured client's update is not in the round log"
+grep -q '^{"time":".*"message":"dev-c: connected to .* as '"'"'dev-c'"'"'' "$work/service.log" ||
+    fail "the configured client did not log JSON lines: $(head -n 3 "$work/service.log")"
+echo "device service: ${unit}the shipped client.ini served a round (dev-c, JSON logs)"
+echo "ok: 3 devices x 2 rounds accepted; wrong CA and misfit model refused with clear errors; the shipped device unit and client.ini"

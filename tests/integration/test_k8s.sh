@@ -8,11 +8,14 @@
 #     for this build and loopback, a 20-client population for the manifest's
 #     100) against a real server: the shards together
 #     are the whole population, and the run finishes;
-#  3. the sweep Indexed Job's command per index (run for real only where this
-#     build has `experiment`);
+#  3. the sweep Indexed Job's ConfigMap grid (deploy/sweep-grid.ini) and its
+#     pod command run for real once per index, all at once into one
+#     directory, then `experiment report` over it;
 #  4. `podman kube play` of the server's StatefulSet pod with its ConfigMap,
 #     Secrets and claim, when podman and the image (make image) are here:
-#     /readyz answers 200 and a Prometheus scrape shows the waiting server.
+#     /readyz answers 200 and a Prometheus scrape shows the waiting server;
+#  5. with the image too: the sweep Job's index-0 command in a container
+#     with the pod's security settings (podman 4.3 cannot play a Job).
 # The npm packages are installed into BUILD/k8s-check once (skip, 77, where
 # node/npm or the registry cannot be reached).
 set -u
@@ -105,22 +108,59 @@ certs=$(ls "$work/fleet/clients/"*.crt | wc -l)
 [ "$certs" -eq "$clients" ] || fail "$certs client certificates issued, want $clients"
 echo "fleet Job: $completions indexes ran their shards of $clients clients against a real server; 2 rounds"
 
-# 3. The sweep Job's command per index.
+# 3. The sweep Job: its ConfigMap's grid is deploy/sweep-grid.ini; its pod
+# command runs once per index, all at once (parallelism = completions) into
+# one directory as into the Job's shared volume, each in a pid namespace of
+# its own where unshare allows (a pod's command is pid 1); then `experiment
+# report` over that directory.
+chk data "$k8s/sweep-job.yaml" fedopt-sweep-grid grid.ini >"$work/grid.ini" || fail "no grid.ini in the sweep's ConfigMap"
+cmp -s "$work/grid.ini" "$root/deploy/sweep-grid.ini" || fail "the sweep's ConfigMap grid is not deploy/sweep-grid.ini"
+ncells=$("$srv" experiment run "$work/grid.ini" --dry-run | grep -c '^ *[0-9]')
 scompl=$(sed -n '/^kind: Job/,$s/^  completions: \([0-9]*\)$/\1/p' "$k8s/sweep-job.yaml" | head -n 1)
+[ -n "$scompl" ] && [ "$scompl" -ge 2 ] && [ "$scompl" -le "$ncells" ] ||
+    fail "sweep completions '$scompl': want 2..$ncells (the grid's cells)"
+grep -q "^ *parallelism: $scompl$" "$k8s/sweep-job.yaml" || fail "sweep parallelism is not $scompl"
+pidns=""
+if unshare -pf --kill-child true 2>/dev/null; then pidns="unshare -pf --kill-child"; fi
 i=0
+sweep_pids=""
 while [ "$i" -lt "$scompl" ]; do
-    got=$(JOB_COMPLETION_INDEX=$i chk command "$k8s/sweep-job.yaml" fedopt-sweep | tr '\n' ' ')
-    case "$got" in
-    "fedopt-server --log-format json experiment run /etc/fedopt/grid/grid.ini --out /var/lib/fedopt/sweep --shard $i/$scompl ") ;;
-    *) fail "sweep index $i: '$got'" ;;
-    esac
+    JOB_COMPLETION_INDEX=$i chk command "$k8s/sweep-job.yaml" fedopt-sweep >"$work/scmd$i" || fail "sweep command $i"
+    got=$(tr '\n' ' ' <"$work/scmd$i")
+    [ "$got" = "fedopt-server --log-format json experiment run /etc/fedopt/grid/grid.ini --out /var/lib/fedopt/sweep --shard $i/$scompl " ] ||
+        fail "sweep index $i: '$got'"
+    # The pod's command with this build's binary and scratch paths for the mounts.
+    set --
+    while IFS= read -r a; do
+        case "$a" in
+        fedopt-server) a=$srv ;;
+        /etc/fedopt/grid/grid.ini) a=$work/grid.ini ;;
+        /var/lib/fedopt/sweep) a=$work/sweep ;;
+        esac
+        set -- "$@" "$a"
+    done <"$work/scmd$i"
+    $pidns "$@" >"$work/sweep$i.log" 2>&1 &
+    sweep_pids="$sweep_pids $!"
+    pids="$pids $!"
     i=$((i + 1))
 done
-if "$srv" experiment --help >/dev/null 2>&1; then
-    echo "sweep Job: $scompl index commands formed; this build has 'experiment' (its sharding is tested by its own tests)"
-else
-    echo "sweep Job: $scompl index commands formed ('experiment' is not in this build: not run)"
-fi
+for p in $sweep_pids; do wait_pid "$p" 300; [ "$rc" -eq 0 ] || fail "a sweep index exited with $rc"; done
+i=0
+while [ "$i" -lt "$scompl" ]; do
+    n=$(( (ncells - i + scompl - 1) / scompl ))
+    grep -q "$ncells cells, $n in this share" "$work/sweep$i.log" || fail "index $i did not run its $n cells: $(head -n 1 "$work/sweep$i.log")"
+    i=$((i + 1))
+done
+"$srv" experiment status "$work/sweep" >"$work/sweep-status.txt" || fail "experiment status"
+grep -q ": $ncells cells: $ncells done" "$work/sweep-status.txt" || fail "not every cell is done: $(tail -n 1 "$work/sweep-status.txt")"
+"$srv" experiment report "$work/sweep" --out "$work/sweep-report" >"$work/report.log" 2>&1 || fail "experiment report"
+[ -s "$work/sweep-report/report.md" ] || fail "no report.md"
+[ "$(($(wc -l <"$work/sweep-report/grid.csv") - 1))" -eq "$ncells" ] || fail "grid.csv does not have the $ncells cells"
+for opt in fedavg fedadam; do
+    grep -q "^custom,$opt,.*,done,3,3," "$work/sweep-report/best.csv" || fail "best.csv has no finished 3-round $opt setting"
+done
+echo "sweep Job: $scompl indexes${pidns:+ (each pid 1 in its own namespace)} ran the $ncells cells of the ConfigMap's grid into one directory; report's best settings:"
+cut -d, -f2-5,13,14 "$work/sweep-report/best.csv" | sed 's/^/  /'
 
 # 4. podman kube play of the server pod.
 image=${FEDOPT_IMAGE:-localhost/fedopt:latest}
@@ -166,6 +206,28 @@ else
         podman logs "$pod-server" 2>&1 | grep -q '"message":"listening on 127.0.0.1 port '"$fport"'"' ||
             fail "the pod's server did not log (JSON) its listening port"
         echo "podman kube play: the StatefulSet's pod (its ConfigMap, claim and probe endpoints) is ready and waiting, uid $uid"
+    fi
+fi
+
+# 5. The sweep Job's pod in the image: index 0's command as the pod runs it
+# (uid 10001, a read-only root file system, no capabilities, no privilege
+# escalation), the ConfigMap's grid and an empty volume mounted where the
+# Job mounts them: its cells end up done in the volume.
+if command -v podman >/dev/null 2>&1 && podman image exists "$image" 2>/dev/null && [ "$(id -u)" = 0 ]; then
+    if ! podman run --rm --network none "$image" fedopt-server experiment --help >/dev/null 2>&1; then
+        echo "NOTE: $image has no working 'fedopt-server experiment' (an image older than this tree? make image): the sweep pod not tried"
+    else
+        mkdir -p "$work/pod-sweep"
+        chown 10001:10001 "$work/pod-sweep"
+        set --
+        while IFS= read -r a; do set -- "$@" "$a"; done <"$work/scmd0"
+        podman run --rm --network none --read-only --user 10001:10001 --cap-drop ALL --security-opt no-new-privileges \
+            -v "$work/grid.ini:/etc/fedopt/grid/grid.ini:ro" -v "$work/pod-sweep:/var/lib/fedopt" "$image" "$@" \
+            >"$work/pod-sweep.log" 2>&1 || fail "the sweep pod's command failed in $image: $(tail -n 3 "$work/pod-sweep.log")"
+        n0=$(( (ncells + scompl - 1) / scompl ))
+        got=$(ls "$work"/pod-sweep/sweep/cells/*/done 2>/dev/null | wc -l)
+        [ "$got" -eq "$n0" ] || fail "the sweep pod finished $got cells in its volume, want index 0's $n0"
+        echo "sweep pod in $image: index 0's $n0 cell(s) done in the volume, as uid 10001 on a read-only root"
     fi
 fi
 echo "ok: deploy/k8s checked"

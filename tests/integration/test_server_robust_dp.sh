@@ -5,8 +5,9 @@
 # clip bound), then short runs with median, trimmed mean and Multi-Krum
 # (each must finish and learn), the median against 20% scaling attackers
 # where the plain mean fails, an adaptive clip bound that follows its rule
-# in the round log, and a DP-FedAdam run whose epsilon grows every round and
-# stops the run before dp_target_epsilon is passed.
+# in the round log, a DP-FedAdam run whose epsilon grows every round and
+# stops the run before dp_target_epsilon is passed, and adaptive clipping
+# under DP (noised count, the update's larger multiplier, the same epsilon).
 set -u
 . "$(dirname "$0")/fleet_lib.sh"
 
@@ -27,7 +28,10 @@ refused() {
 }
 refused budget "aggregator_memory_mb" --model mlp --aggregator median --clients_per_round 100 --min_reports 1 \
     --aggregator_memory_mb 1
-refused dp_clip "needs a fixed clip_norm" --dp_noise_multiplier 1
+refused dp_clip "needs a clip_norm C, fixed or adaptive" --dp_noise_multiplier 1
+# adaptive clipping under DP at the default sigma_b = K/20 = 0.5: z = 1 leaves no update noise
+refused dp_adaptive_sb "dp_clip_count_stddev (sigma_b = 0.5) must exceed dp_noise_multiplier / 2" \
+    --dp_noise_multiplier 1 --clip_norm adaptive:1
 refused dp_median "needs aggregator = mean" --dp_noise_multiplier 1 --clip_norm 1 --aggregator median
 refused krum_k "krum:8,1 needs clients_per_round" --aggregator krum:8
 refused bad_agg "aggregator: want" --aggregator mode
@@ -152,4 +156,33 @@ echo "dp: resumed, round 3 epsilon $e3"
 [ "$n" -eq 3 ] || fail "dp: $n accounted rounds after the resume, want 3"
 awk -v e="$e3" 'BEGIN { exit !(e > 38.08 && e < 38.10) }' || fail "dp: round 3's epsilon $e3 after the resume, want 38.09"
 grep -q "round 4 would take epsilon to .*past dp_target_epsilon 40" "$work/dp2.log" || fail "dp: no stop line after the resume"
-echo "ok: refusals, median/trimmed_mean/krum runs, adaptive clipping, DP-FedAdam with its accountant"
+
+# Adaptive clipping under DP (Andrew et al. 2021): z = 0.3 in all, sigma_b the
+# default K/20 = 0.5, so the update's noise multiplier is
+# (0.3^-2 - 1^-2)^-1/2 = 0.3145 and the accountant charges z: epsilon per round
+# is the fixed-clip run's above. The bound moves by the rule with the noised
+# fraction, which is what the log keeps (not the exact fraction of the norms).
+e_fixed=$(sql "SELECT group_concat(printf('%.6f', dp_epsilon), ' ') FROM (SELECT dp_epsilon FROM round_privacy WHERE round <= 2 ORDER BY round)")
+run dp_adaptive 2 --clip_norm adaptive:2.4 --clip_quantile 0.5 --clip_lr 0.2 --dp_noise_multiplier 0.3 \
+    --dp_delta 1e-5 --server_opt fedadam --server_lr 0.03
+grep -q "DP with adaptive clipping: clipped-count noise sigma_b 0.5, update noise multiplier 0.3145, accounted as z = 0.3" \
+    "$work/dp_adaptive.log" || fail "dp_adaptive: no start-up line with sigma_b and the update's multiplier"
+e_adapt=$(sql "SELECT group_concat(printf('%.6f', dp_epsilon), ' ') FROM (SELECT dp_epsilon FROM round_privacy ORDER BY round)")
+[ "$e_adapt" = "$e_fixed" ] || fail "dp_adaptive: epsilon per round $e_adapt, want the fixed-clip run's $e_fixed"
+n=$(sql "SELECT count(*) FROM round_privacy WHERE dp_q = 0.5 AND dp_noise_multiplier = 0.3 AND clip_within BETWEEN 0 AND 1")
+[ "$n" -eq 2 ] || fail "dp_adaptive: $n rounds with z, q and a fraction in [0, 1], want 2"
+bad=$(sql "SELECT count(*) FROM round_privacy a JOIN round_privacy b ON b.round = a.round + 1
+    WHERE abs(b.clip_norm - a.clip_norm * exp(-0.2 * (a.clip_within - 0.5))) > 1e-9 * a.clip_norm")
+[ "$bad" -eq 0 ] || fail "dp_adaptive: the bound did not follow the rule with the logged fraction"
+sql "SELECT p.round, p.clip_norm, p.clip_within, (SELECT avg(u.delta_norm <= p.clip_norm) FROM updates u
+    WHERE u.round = p.round AND u.status = 'accepted') FROM round_privacy p ORDER BY p.round" | tr '\n' ' '
+echo
+# The logged fraction is the noised one: (count - 5 + N(0, 0.5^2))/10 + 1/2.
+# It equals the exact fraction only where clamping to [0, 1] hid the noise:
+# round 1 starts at 2.4, where about 1 of the 10 norms fits (the adaptive run
+# above), so it is clamped only when the noise is below -1 (2 sigma: 2.3 %),
+# and both rounds would have to be.
+noised=$(sql "SELECT count(*) FROM round_privacy p WHERE abs(p.clip_within - (SELECT avg(u.delta_norm <= p.clip_norm)
+    FROM updates u WHERE u.round = p.round AND u.status = 'accepted')) > 1e-9")
+[ "$noised" -ge 1 ] || fail "dp_adaptive: the logged fraction is the exact one in every round (no noise on the count)"
+echo "ok: refusals, median/trimmed_mean/krum runs, adaptive clipping, DP-FedAdam with its accountant, adaptive clipping under DP"

@@ -7,7 +7,8 @@
 #  B. One round with a client killed mid-upload, a silent one, a stalled one
 #     (no heartbeats), and stale, duplicate, wrong-shape and NaN updates: the
 #     round closes at its deadline with the good updates, and every update is
-#     in the log with its reason.
+#     in the log with its reason; the 1.1 clients among them get an
+#     UpdateResult with the matching ResultReason, the 1.0 one none.
 #  C. No client ever comes: wait_timeout ends the server with a clear log.
 #  D. Over-selection: K = 2 with factor 1.5 selects all 3 clients; the round
 #     closes at 2 reports and the slow third is recorded as surplus.
@@ -68,14 +69,16 @@ echo "export / --init: the exported model reloads bit for bit"
 # --- B ------------------------------------------------------------------------
 start_server "$work/server-b.log" --db "$work/b.db" --rounds 1 --clients-per-round 9 --min-clients 9 \
     --min-reports 2 --round-deadline 3 --heartbeat 0.5
-client a --mode good
+# a, e, f, g, h speak protocol 1.1 and print the UpdateResult of each upload;
+# b is a 1.0 client (it fails if it is sent one).
+client a --mode good --minor 1
 client b --mode good
 client c --mode die
 client d --mode silent
-client e --mode stale
-client f --mode dup
-client g --mode shape
-client h --mode nan
+client e --mode stale --minor 1
+client f --mode dup --minor 1
+client g --mode shape --minor 1
+client h --mode nan --minor 1
 client i --mode mute
 wait_pid "$server_pid" 20 || fail "server B exited with $?"
 "$srv" updates "$work/b.db" 1 1 >"$work/updates.txt" || fail "updates command"
@@ -94,7 +97,16 @@ want i dropped stalled
 [ "$(grep -c accepted "$work/updates.txt")" -eq 3 ] || fail "exactly 3 accepted updates expected"
 "$srv" rounds "$work/b.db" 1 >"$work/rounds.txt"
 grep -Eq '^1 +closed +9 +3 +4 ' "$work/rounds.txt" || fail "round B: $(cat "$work/rounds.txt")"
-echo "B: refused and dropped updates recorded with their reasons; the round closed at its deadline"
+result() { wait_log "$work/$1.log" "^$1: result update round $2" 5 ||
+    fail "client $1: no 'result update round $2' ($(grep result "$work/$1.log"))"; }
+result a "1 accepted RESULT_ACCEPTED weight 1: added to the round's aggregate"
+result f "1 accepted RESULT_ACCEPTED weight 1"
+result f "1 refused RESULT_DUPLICATE weight 0: duplicate"
+result e "0 refused RESULT_STALE_ROUND weight 0: stale round"
+result g "1 refused RESULT_SHAPE weight 0: wrong shape"
+result h "1 refused RESULT_NONFINITE weight 0: non-finite value"
+grep -q "result " "$work/b.log" && fail "1.0 client b was sent an UpdateResult"
+echo "B: refused and dropped updates recorded with their reasons, and told to 1.1 clients in UpdateResult; the round closed at its deadline"
 
 # --- C: nobody comes: with wait_timeout the server gives up (exit 1), logging what it waits for.
 start_server "$work/server-c.log" --db "$work/c.db" --min-clients 2 --wait-timeout 1

@@ -5,9 +5,10 @@
 # with `sbatch --wait --array=0-1` against a real server; otherwise each
 # array task's command runs with the variables Slurm would set, and the test
 # says so. Checks: the server's run finished with the clients of both shards,
-# each task ran its shard. The sweep array runs the same way with a stand-in
-# for `fedopt-server experiment` unless this build has that command; the
-# stand-in records the command line each task was given.
+# each task ran its shard. The sweep array (3 tasks) runs the real
+# `fedopt-server experiment run` over deploy/sweep-grid.ini the same way, each
+# task its share of the cells into one directory; then every cell is done and
+# `experiment report` over the directory names a best setting per optimizer.
 set -u
 . "$(dirname "$0")/fleet_lib.sh"
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -129,28 +130,27 @@ grep -q "3 clients (sim-0000..0004, every 2-th)" "$work/fleet-0.out" || fail "ta
 grep -q "3 clients (sim-0001..0005, every 2-th)" "$work/fleet-1.out" || fail "task 1 is not shard 1/2"
 echo "fleet array ($mode): 2 tasks, 2 rounds, clients $names"
 
-# The sweep array: 3 tasks.
-if "$abs_srv" experiment --help >/dev/null 2>&1; then
-    echo "NOTE: this build has 'experiment': its sweep array is tested with its own grids (tests of issue 17)"
-    sweep_bin=$abs_srv
-    real_sweep=1
-else
-    cat >"$work/stand-in" <<EOF
-#!/bin/sh
-echo "\$@" >"$work/sweep-args-\$SLURM_ARRAY_TASK_ID"
-EOF
-    chmod +x "$work/stand-in"
-    sweep_bin=$work/stand-in
-    real_sweep=0
-fi
-if [ "$real_sweep" = 0 ]; then
-    printf '[experiment]\n' >"$work/grid.ini"
-    FEDOPT_GRID=$work/grid.ini FEDOPT_OUT=$work/sweep FEDOPT_SERVER_BIN=$sweep_bin \
-        run_array "$root/deploy/slurm/sweep.sbatch" 3
-    for i in 0 1 2; do
-        got=$(cat "$work/sweep-args-$i" 2>/dev/null)
-        [ "$got" = "experiment run $work/grid.ini --out $work/sweep --shard $i/3" ] || fail "sweep task $i ran '$got'"
-    done
-    echo "sweep array ($mode, stand-in for 'experiment'): task i ran 'experiment run GRID --out DIR --shard i/3'"
-fi
+# The sweep array: 3 tasks over deploy/sweep-grid.ini (4 cells) into one
+# directory, then `experiment report` over it.
+grid=$root/deploy/sweep-grid.ini
+ncells=$("$abs_srv" experiment run "$grid" --dry-run | grep -c '^ *[0-9]')
+[ "$ncells" -ge 3 ] || fail "deploy/sweep-grid.ini has $ncells cells, fewer than the 3 tasks"
+FEDOPT_GRID=$grid FEDOPT_OUT=$work/sweep FEDOPT_SERVER_BIN=$abs_srv \
+    run_array "$root/deploy/slurm/sweep.sbatch" 3
+i=0
+while [ "$i" -lt 3 ]; do
+    n=$(( (ncells - i + 2) / 3 ))
+    grep -q "$ncells cells, $n in this share" "$work/sweep-$i.out" || fail "sweep task $i did not run its $n cells: $(head -n 1 "$work/sweep-$i.out")"
+    i=$((i + 1))
+done
+"$abs_srv" experiment status "$work/sweep" >"$work/sweep-status.txt" || fail "experiment status"
+grep -q ": $ncells cells: $ncells done" "$work/sweep-status.txt" || fail "not every cell is done: $(tail -n 1 "$work/sweep-status.txt")"
+"$abs_srv" experiment report "$work/sweep" --out "$work/report" >"$work/report.log" 2>&1 || fail "experiment report"
+[ -s "$work/report/report.md" ] || fail "no report.md"
+[ "$(($(wc -l <"$work/report/grid.csv") - 1))" -eq "$ncells" ] || fail "grid.csv does not have the $ncells cells"
+for opt in fedavg fedadam; do
+    grep -q "^custom,$opt,.*,done,3,3," "$work/report/best.csv" || fail "best.csv has no finished 3-round $opt setting"
+done
+echo "sweep array ($mode): 3 tasks ran the $ncells cells of deploy/sweep-grid.ini into one directory; report's best settings:"
+cut -d, -f2-5,13,14 "$work/report/best.csv" | sed 's/^/  /'
 echo "ok: deploy/slurm arrays ($mode)"

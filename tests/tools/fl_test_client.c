@@ -26,6 +26,11 @@
  * unsigned), range (accuracy 1.5), dup (answers twice), decline (a TaskReply
  * declining it). Every answered request is printed as "evaluated round R".
  *
+ * Protocol: a 1.0 client unless --minor 1 (then it asks for 1.1 in Hello and
+ * prints every UpdateResult as "result KIND round R accepted|refused REASON
+ * weight W: MESSAGE"; a 1.0 client that receives one fails). --hello-examples N
+ * declares N examples in Hello (default: --weight).
+ *
  * Exit status: 0 after the server's Bye with every check passed, 1 on a
  * failed check or a timeout, 2 on usage errors. */
 #include <math.h>
@@ -52,7 +57,8 @@ static struct {
     const char *host, *ca, *cert, *key, *mode, *name, *eval;
     double eval_loss, eval_acc;
     int64_t eval_round;
-    int port, reconnect;
+    int port, reconnect, minor;
+    double hello_examples; /* < 0: --weight */
     double weight, mult, delay, timeout;
     expect_t expect[16];
     int nexpect;
@@ -243,7 +249,8 @@ static void on_open(fl_tls_conn_t *c, void *ud)
     h.protocol_version = FL_PROTOCOL_VERSION;
     h.client_name = (char *)T.name;
     h.software_version = FL_VERSION;
-    h.num_examples = (uint64_t)T.weight;
+    h.num_examples = (uint64_t)(T.hello_examples >= 0 ? T.hello_examples : T.weight);
+    h.protocol_minor = (uint32_t)T.minor;
     h.max_frame = FL_WIRE_DEFAULT_MAX_FRAME;
     Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
     env.msg_case = FEDOPT__ENVELOPE__MSG_HELLO;
@@ -342,6 +349,20 @@ static void on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
         fprintf(stderr, "%s: rejected: %s\n", T.name, m->reject->reason ? m->reject->reason : "");
         T.failures++;
         break;
+    case FEDOPT__ENVELOPE__MSG_UPDATE_RESULT: {
+        const Fedopt__UpdateResult *r = m->update_result;
+        const ProtobufCEnumValue *why =
+            protobuf_c_enum_descriptor_get_value(&fedopt__result_reason__descriptor, (int)r->reason);
+        printf("%s: result %s round %llu %s %s weight %g: %s\n", T.name,
+               r->kind == FEDOPT__RESULT_KIND__RESULT_EVAL ? "eval" : "update", (unsigned long long)r->round_id,
+               r->accepted ? "accepted" : "refused", why ? why->name : "?", r->weight, r->message ? r->message : "");
+        fflush(stdout);
+        if (T.minor < 1) {
+            fprintf(stderr, "%s: an UpdateResult sent to a 1.0 client\n", T.name);
+            T.failures++;
+        }
+        break;
+    }
     case FEDOPT__ENVELOPE__MSG_BYE:
         /* Only the end of the run ends a reconnecting client: a server
          * that stops (SIGTERM) will be back with --resume. */
@@ -416,6 +437,7 @@ int main(int argc, char **argv)
     T.mode = "good";
     T.name = "client";
     T.weight = 1;
+    T.hello_examples = -1;
     T.mult = 1.5;
     T.timeout = 60;
     T.eval = "none";
@@ -430,6 +452,7 @@ int main(int argc, char **argv)
         if (!v) {
             fprintf(stderr, "usage: fl_test_client --port P --ca F --cert F --key F [--mode M] [--weight W] [--mult M]"
                             " [--expect W:M,...] [--delay S] [--timeout S] [--reconnect]\n"
+                            "       [--minor 0|1] [--hello-examples N]\n"
                             "       [--eval none|good|nan|stale|count|range|dup|decline] [--eval-loss L] [--eval-acc A] [--echo N]\n");
             return 2;
         }
@@ -450,6 +473,10 @@ int main(int argc, char **argv)
             T.name = v;
         else if (strcmp(a, "--weight") == 0)
             T.weight = atof(v);
+        else if (strcmp(a, "--hello-examples") == 0)
+            T.hello_examples = atof(v);
+        else if (strcmp(a, "--minor") == 0)
+            T.minor = atoi(v);
         else if (strcmp(a, "--mult") == 0)
             T.mult = atof(v);
         else if (strcmp(a, "--eval") == 0)

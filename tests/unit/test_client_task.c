@@ -166,6 +166,8 @@ static void test_delta_is_trained_minus_global(void **state)
     assert_true(changed > numel / 2); /* training moved the model */
     assert_int_equal(res.st.examples, st.examples);
     assert_int_equal(res.st.examples, SHARD); /* the update's weight: examples, not visits */
+    assert_int_equal(res.samples, 2 * SHARD); /* the work: both epochs' visits */
+    assert_true(res.seconds >= res.st.seconds && res.seconds > 0);
     assert_int_equal(res.st.steps, st.steps);
     assert_true(res.st.loss == st.loss);
     assert_true(isfinite(res.st.loss) && res.st.loss > 0);
@@ -178,6 +180,23 @@ static void test_delta_is_trained_minus_global(void **state)
     fl_task_result_free(&res); /* twice is harmless */
     fl_task_result_free(NULL);
     free(before);
+}
+
+/* A step cap ends the second epoch early: samples count the batches trained
+ * (8 of 16 covering the 120 examples, then 2 more), the weight the distinct
+ * examples. */
+static void test_samples_under_step_cap(void **state)
+{
+    (void)state;
+    fl_train_config_t cfg;
+    settings(8, &cfg);
+    cfg.max_steps = 10;
+    fl_task_in_t in = input();
+    fl_task_result_t res;
+    assert_int_equal(fl_task_train(&in, &cfg, &res, NULL, 0), 0);
+    assert_int_equal(res.st.examples, SHARD);
+    assert_int_equal(res.samples, SHARD + 2 * 16);
+    fl_task_result_free(&res);
 }
 
 static void test_same_seed_ids_same_delta(void **state)
@@ -480,6 +499,7 @@ int main(void)
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_delta_is_trained_minus_global),
         cmocka_unit_test(test_same_seed_ids_same_delta),
+        cmocka_unit_test(test_samples_under_step_cap),
         cmocka_unit_test(test_encode_update),
         cmocka_unit_test(test_result_slim),
         cmocka_unit_test(test_eval),

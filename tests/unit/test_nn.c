@@ -104,6 +104,108 @@ static void test_gemm_matches_naive(void **state)
         }
 }
 
+/* fl__gemm_via on oneDNN's sgemm (where built in) against the naive
+ * product: every transpose, the dense and LSTM layers' shapes (a 10-wide
+ * head, wide K, one row), leading dimensions wider than the matrices,
+ * alpha and beta, NaN in C under beta = 0; with two threads set, a product
+ * big enough to split goes to OpenBLAS and is right too. FL_GEMM_OWN, and
+ * fl__gemm_set_dnnl(1), give fl_gemm's result bit for bit. */
+static void test_gemm_via_dnnl(void **state)
+{
+    (void)state;
+    static const struct {
+        int m, n, k;
+    } shapes[] = {{13, 17, 29}, {20, 10, 200}, {1, 64, 33}, {20, 200, 784}, {96, 40, 20}};
+    enum { PAD = 3 };
+    fl_rng_t r;
+    fl_rng_seed(&r, 21);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = 0; t < 8; t++) {
+            const int m = shapes[s].m, n = shapes[s].n, k = shapes[s].k;
+            const int ta = t & 1, tb = (t >> 1) & 1, zero = t >> 2;
+            const int lda = (ta ? m : k) + PAD, ldb = (tb ? k : n) + PAD, ldc = n + PAD;
+            const size_t na = (size_t)(ta ? k : m) * lda, nb = (size_t)(tb ? n : k) * ldb,
+                         nc = (size_t)m * ldc;
+            float *a = malloc(na * sizeof *a), *b = malloc(nb * sizeof *b);
+            float *c = malloc(nc * sizeof *c), *c2 = malloc(nc * sizeof *c2);
+            double *ref = malloc(nc * sizeof *ref);
+            assert_non_null(a);
+            assert_non_null(b);
+            assert_non_null(c);
+            assert_non_null(c2);
+            assert_non_null(ref);
+            for (size_t i = 0; i < na; i++)
+                a[i] = (float)fl_rng_normal(&r);
+            for (size_t i = 0; i < nb; i++)
+                b[i] = (float)fl_rng_normal(&r);
+            for (size_t i = 0; i < nc; i++) {
+                c[i] = (int)(i % ldc) >= n ? 7.0f : zero ? NAN : (float)fl_rng_normal(&r);
+                ref[i] = zero ? 0.0 : c[i];
+                c2[i] = c[i];
+            }
+            const float alpha = zero ? 1.0f : 0.5f, beta = zero ? 0.0f : 2.0f;
+            fl__gemm_via(FL_GEMM_DNNL, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+            naive(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, ref, ldc);
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < ldc; j++) {
+                    double want = ref[(size_t)i * ldc + j], got = c[(size_t)i * ldc + j];
+                    if (j >= n)
+                        assert_true(got == 7.0f);
+                    else if (!(fabs(got - want) < 1e-4 * (1 + fabs(want)) * sqrt((double)k)))
+                        fail_msg("shape %zu, case %d, [%d,%d]: %g, want %g", s, t, i, j, got,
+                                 want);
+                }
+            /* FL_GEMM_OWN and the "never" setting are fl_gemm itself. */
+            memcpy(c, c2, nc * sizeof *c);
+            fl_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+            fl__gemm_via(FL_GEMM_OWN, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c2, ldc);
+            assert_memory_equal(c, c2, nc * sizeof *c);
+            if (!zero) {
+                memcpy(c2, c, nc * sizeof *c);
+                fl_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+                fl__gemm_set_dnnl(1);
+                fl__gemm_via(FL_GEMM_DNNL, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c2, ldc);
+                fl__gemm_set_dnnl(0);
+                assert_memory_equal(c, c2, nc * sizeof *c);
+            }
+            free(a);
+            free(b);
+            free(c);
+            free(c2);
+            free(ref);
+        }
+    /* Two threads set: a 400x300x200 product (48 MFLOP) is split by
+     * OpenBLAS, not run on oneDNN; a small one still is. Both are right. */
+    fl_gemm_set_threads(2);
+    enum { M = 400, N = 300, K = 200 };
+    float *a = malloc(sizeof(float) * M * K), *b = malloc(sizeof(float) * K * N),
+          *c = malloc(sizeof(float) * M * N);
+    double *ref = malloc(sizeof(double) * M * N);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(c);
+    assert_non_null(ref);
+    for (int i = 0; i < M * K; i++)
+        a[i] = (float)fl_rng_normal(&r);
+    for (int i = 0; i < K * N; i++)
+        b[i] = (float)fl_rng_normal(&r);
+    for (int sz = 0; sz < 2; sz++) {
+        const int m = sz ? M : 8;
+        for (int i = 0; i < m * N; i++)
+            c[i] = NAN;
+        memset(ref, 0, sizeof(double) * M * N);
+        fl__gemm_via(FL_GEMM_DNNL, 0, 0, m, N, K, 1.0f, a, K, b, N, 0.0f, c, N);
+        naive(0, 0, m, N, K, 1.0f, a, K, b, N, 0.0f, ref, N);
+        for (int i = 0; i < m * N; i++)
+            assert_true(fabs(c[i] - ref[i]) < 1e-3 * (1 + fabs(ref[i])));
+    }
+    fl_gemm_set_threads(1);
+    free(a);
+    free(b);
+    free(c);
+    free(ref);
+}
+
 /* Rows longer than the portable kernel's eight dot-product lanes (gemm.c),
  * with a tail, for every transpose: several lane blocks are summed right. */
 static void test_gemm_long_rows(void **state)
@@ -229,9 +331,21 @@ static void check_layer(fl_layer_t *l, fl_params_t *layout, size_t n, const fl_g
     fl_params_free(layout);
 }
 
+/* Dense layers on both backends: every product on fl_gemm's own path
+ * (mode 1), and every one on oneDNN where it is built in (mode 2). */
+static void grad_dense(int mode);
+
 static void test_grad_dense(void **state)
 {
     (void)state;
+    grad_dense(1);
+    if (fl__dnnl_available())
+        grad_dense(2);
+}
+
+static void grad_dense(int mode)
+{
+    fl__gemm_set_dnnl(mode);
     fl_params_t p;
     fl_layer_t *l;
     fl_gc_opts_t o = fl_gc_defaults();
@@ -263,6 +377,7 @@ static void test_grad_dense(void **state)
     assert_int_equal(fl_dense_create(&p, "x", &in, 0, 1, &l), FL_EINVAL);
     assert_null(l);
     fl_params_free(&p);
+    fl__gemm_set_dnnl(0);
 }
 
 static void test_grad_activations(void **state)
@@ -993,6 +1108,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_matches_naive),
         cmocka_unit_test(test_gemm_long_rows),
+        cmocka_unit_test(test_gemm_via_dnnl),
         cmocka_unit_test(test_gemm_timer),
         cmocka_unit_test(test_kernel_pick),
         cmocka_unit_test(test_grad_dense),

@@ -16,6 +16,8 @@
 
 #include "common/base/error.h"
 #include "common/nn/models.h"
+#include "common/nn/dnnl.h"
+#include "common/nn/gemm.h"
 #include "common/nn/embedding.h"
 #include "common/nn/loss.h"
 #include "common/nn/lstm.h"
@@ -83,32 +85,38 @@ static void test_grad_embedding(void **state)
     fl_params_free(&p);
 }
 
+/* On both backends of the cell's products (common/nn/gemm.h): fl_gemm's
+ * own path (mode 1) and oneDNN's sgemm where it is built in (mode 2). */
 static void test_grad_lstm(void **state)
 {
     (void)state;
     /* T = 5 steps: the check sees gradients flow back through 4 recurrences. */
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 4; k++) {
+        if (k >= 2 && !fl__dnnl_available())
+            break;
+        fl__gemm_set_dnnl(k < 2 ? 1 : 2);
+        const int layer = k % 2;
         fl_params_t p;
         fl_params_init(&p);
         fl_layer_t *l = NULL;
         fl_shape_t in = {.ndim = 2, .d = {5, 3}};
-        assert_int_equal(fl_lstm_create(&p, "lstm", &in, 4, k, &l), 0);
+        assert_int_equal(fl_lstm_create(&p, "lstm", &in, 4, layer, &l), 0);
         assert_int_equal(l->out.d[0], 5);
         assert_int_equal(l->out.d[1], 4);
         assert_int_equal(p.nviews, 3);
         char want[32];
-        snprintf(want, sizeof want, "lstm.weight_ih_l%d", k);
+        snprintf(want, sizeof want, "lstm.weight_ih_l%d", layer);
         assert_string_equal(p.views[0].name, want);
         assert_int_equal(p.views[0].shape[0], 16);
         assert_int_equal(p.views[0].shape[1], 3);
-        snprintf(want, sizeof want, "lstm.weight_hh_l%d", k);
+        snprintf(want, sizeof want, "lstm.weight_hh_l%d", layer);
         assert_string_equal(p.views[1].name, want);
         assert_int_equal(p.views[1].shape[1], 4);
-        snprintf(want, sizeof want, "lstm.bias_ih_l%d", k);
+        snprintf(want, sizeof want, "lstm.bias_ih_l%d", layer);
         assert_string_equal(p.views[2].name, want);
         assert_int_equal(p.numel, 4 * (3 * 4 + 4 * 4 + 4));
         fl_gc_opts_t o = fl_gc_defaults();
-        o.seed = 40 + (uint64_t)k;
+        o.seed = 40 + (uint64_t)layer;
         o.eps = 3e-3; /* smooth everywhere: a wider step beats float32 rounding */
         o.atol = 3e-4;
         fl_gc_result_t res;
@@ -120,14 +128,25 @@ static void test_grad_lstm(void **state)
         fl_layer_free(l);
         fl_params_free(&p);
     }
+    fl__gemm_set_dnnl(0);
 }
 
 /* The LSTM against a direct step-by-step evaluation of PyTorch's equations,
  * one example at a time, in double. */
+static void lstm_matches_equations(int mode);
+
 static void test_lstm_matches_equations(void **state)
 {
     (void)state;
+    lstm_matches_equations(1);
+    if (fl__dnnl_available())
+        lstm_matches_equations(2);
+}
+
+static void lstm_matches_equations(int mode)
+{
     enum { T = 4, D = 3, H = 2, N = 2 };
+    fl__gemm_set_dnnl(mode);
     fl_params_t p;
     fl_params_init(&p);
     fl_layer_t *l = NULL;
@@ -170,6 +189,7 @@ static void test_lstm_matches_equations(void **state)
     }
     fl_layer_free(l);
     fl_params_free(&p);
+    fl__gemm_set_dnnl(0);
 }
 
 static void test_seq_loss_masks_padding(void **state)

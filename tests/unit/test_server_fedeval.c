@@ -90,28 +90,30 @@ static void test_answers(void **state)
     assert_int_equal(fl_fedeval_answer(e, "c5", 3, (uint64_t)-5, 1.0, 0.5, 102), FL_FEDEVAL_BAD_COUNT);
     assert_int_equal(fl_fedeval_answer(e, "zz", 3, 10, 1.0, 0.5, 102), FL_FEDEVAL_NOT_SELECTED);
     assert_false(fl_fedeval_is_complete(e));
-    /* More than the Hello said (c6 holds 100); c7 said nothing: no cap. */
-    assert_int_equal(fl_fedeval_answer(e, "c6", 3, 101, 1.0, 0.5, 103), FL_FEDEVAL_BAD_COUNT);
-    assert_int_equal(fl_fedeval_answer(e, "c7", 3, 1000, 0.25, 0.1, 103), FL_FEDEVAL_OK);
+    /* More than its cap (c6 may count 100); c7's cap is 0 (a Hello of 0
+     * without an operator limit: fl_round_example_cap): nothing counts. */
+    assert_int_equal(fl_fedeval_answer(e, "c6", 3, 101, 1.0, 0.5, 103), FL_FEDEVAL_CLAIM);
+    assert_int_equal(fl_fedeval_answer(e, "c7", 3, 1000, 0.25, 0.1, 103), FL_FEDEVAL_CLAIM);
     assert_true(fl_fedeval_is_complete(e));
     fl_store_fedeval_t row;
     const fl_store_fedeval_result_t *res;
     size_t nres;
     assert_int_equal(fl_fedeval_close(e, 104, 104, &row, &res, &nres), 0);
     assert_int_equal(row.clients_selected, 8);
-    assert_int_equal(row.clients_reported, 3);
-    assert_int_equal(row.clients_refused, 5);
+    assert_int_equal(row.clients_reported, 2);
+    assert_int_equal(row.clients_refused, 6);
     assert_int_equal(row.clients_dropped, 0);
-    assert_true(row.examples == 1040);
-    assert_true(fabs(row.accuracy - (10 * 0.5 + 30 * 0.9 + 1000 * 0.1) / 1040) < 1e-15);
-    assert_true(fabs(row.loss - (10 * 2.0 + 30 * 1.0 + 1000 * 0.25) / 1040) < 1e-15);
+    assert_true(row.examples == 40);
+    assert_true(fabs(row.accuracy - (10 * 0.5 + 30 * 0.9) / 40) < 1e-15);
+    assert_true(fabs(row.loss - (10 * 2.0 + 30 * 1.0) / 40) < 1e-15);
     assert_true(row.started_at == 100.0 && row.finished_at == 104.0);
     /* 8 sampled + the duplicate + the outsider. */
     assert_int_equal(nres, 10);
     const char *want[][3] = {{"c0", "accepted", NULL},       {"c1", "accepted", NULL},
                              {"c2", "refused", "stale round"}, {"c3", "refused", "bad loss"},
                              {"c4", "refused", "bad accuracy"}, {"c5", "refused", "bad example count"},
-                             {"c6", "refused", "bad example count"}, {"c7", "accepted", NULL},
+                             {"c6", "refused", "examples beyond the Hello declaration or the cap"},
+                             {"c7", "refused", "examples beyond the Hello declaration or the cap"},
                              {"c0", "refused", "duplicate"},  {"zz", "refused", "not selected"}};
     for (size_t i = 0; i < nres; i++) {
         assert_string_equal(res[i].client, want[i][0]);

@@ -417,6 +417,21 @@ static void test_refusal_cap(void **state)
  * started_at/finished_at follow `wall`. The wall clock here jumps an hour
  * forward during one round and a day back before the next: neither moves a
  * deadline, and every duration is the monotonic one. */
+/* One rule for what a client may claim (an update's weight, an evaluation
+ * answer's examples): its Hello, lowered to the operator's limit; a Hello of
+ * 0 declares nothing, so only the limit caps it, and without one nothing. */
+static void test_example_cap(void **state)
+{
+    (void)state;
+    assert_true(fl_round_example_cap(600, 0) == 600);   /* Hello only */
+    assert_true(fl_round_example_cap(600, 100) == 100); /* the operator's limit is lower */
+    assert_true(fl_round_example_cap(600, 1000) == 600);
+    assert_true(fl_round_example_cap(0, 250) == 250);   /* declared nothing: the limit */
+    assert_true(fl_round_example_cap(0, 0) == 0);       /* declared nothing, no limit: no claim */
+    assert_true(fl_round_example_cap(0, -1) == 0);
+    assert_true(fl_round_example_cap(UINT64_MAX, 7) == 7);
+}
+
 static void test_wall_clock_jump(void **state)
 {
     fl_serveropt_t *opt;
@@ -509,6 +524,7 @@ int main(void)
         cmocka_unit_test(test_refusals_and_deadline), cmocka_unit_test(test_over_selection),
         cmocka_unit_test(test_refusal_cap),    cmocka_unit_test(test_wall_clock_jump),
         cmocka_unit_test(test_restore),        cmocka_unit_test(test_train_accuracy),
+        cmocka_unit_test(test_example_cap),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -9,6 +9,7 @@
 //                                        POD_NAME renames the pod (and its claims)
 //   node check.mjs command FILE NAME     the first container's command and args, one per line, with
 //                                        $(VAR) expanded from the environment as the kubelet does
+//   node check.mjs data FILE NAME KEY    ConfigMap NAME's data[KEY], as a pod that mounts it reads it
 //
 // `validate` uses two offline renderings of the Kubernetes OpenAPI schema:
 // kubernetes-models (types, enums, required fields, formats) and
@@ -124,13 +125,21 @@ function command(file, name) {
   return 0;
 }
 
+function data(file, name, key) {
+  const d = docs(file).find((x) => x.kind === "ConfigMap" && x.metadata?.name === name);
+  if (!d || typeof d.data?.[key] !== "string") throw new Error(`${file}: no ConfigMap ${name} with data.${key}`);
+  process.stdout.write(d.data[key]);
+  return 0;
+}
+
 const [cmd, ...rest] = process.argv.slice(2);
 let rc = 2;
 try {
   if (cmd === "validate" && rest.length) rc = await validate(rest);
   else if (cmd === "pod" && (rest.length === 2 || rest.length === 3)) rc = pod(...rest);
   else if (cmd === "command" && rest.length === 2) rc = command(...rest);
-  else console.error("usage: check.mjs validate FILE... | pod FILE NAME [host] | command FILE NAME");
+  else if (cmd === "data" && rest.length === 3) rc = data(...rest);
+  else console.error("usage: check.mjs validate FILE... | pod FILE NAME [host] | command FILE NAME | data FILE NAME KEY");
 } catch (e) {
   console.error(e.message);
   rc = 1;
