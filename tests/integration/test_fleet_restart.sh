@@ -10,8 +10,9 @@ set -u
 . "$(dirname "$0")/fleet_lib.sh"
 
 # Rounds enough that the fleet still trains for a while after its clients
-# came back: its metrics (updated every second) are scraped then.
-R=16
+# came back: its metrics (updated every second) are scraped then. 16 were
+# not enough on a quiet machine (the fleet ended 2 s after the restart).
+R=40
 settings="--model logreg --rounds $R --clients-per-round 10 --min-clients 20 --eval-data fmnist
     --eval-max-examples 1000 --round-deadline 60 --server-opt fedadam --server-lr 0.01 --client-lr 0.1"
 # shellcheck disable=SC2086
@@ -55,7 +56,7 @@ start_server server2.log $settings --resume=yes
 grep -q "resumed run 1" "$work/server2.log" || { sleep 1; grep -q "resumed run 1" "$work/server2.log"; } ||
     fail "the restarted server did not resume run 1"
 
-wait_pid "$server_pid" 120
+wait_pid "$server_pid" 240
 [ "$rc" -eq 0 ] || fail "restarted server exit status $rc"
 wait_pid "$fleet_pid" 90
 [ "$rc" -eq 0 ] || fail "fleet exit status $rc"
