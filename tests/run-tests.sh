@@ -32,10 +32,12 @@ for t in "$build"/tests/test_*; do
     case "$t" in *.o|*.d) continue ;; esac
     name=$(basename "$t")
     echo "== $name"
+    t0=$(date +%s)
     # shellcheck disable=SC2086 # the wrapper is a command line
     timeout "$limit" $wrap "$t" >"$log" 2>&1
     rc=$?
     cat "$log"
+    echo "-- $name: $(($(date +%s) - t0)) s"
     p=$(count PASSED)
     f=$(count FAILED)
     k=$(count SKIPPED)
@@ -54,8 +56,10 @@ for s in "$script_dir"/test_*.sh; do
     [ -f "$s" ] || continue
     name=$(basename "$s" .sh)
     echo "== $name"
+    t0=$(date +%s)
     timeout "$limit" sh "$s" "$script_build"
     rc=$?
+    echo "-- $name: $(($(date +%s) - t0)) s"
     if [ "$rc" -eq 0 ]; then
         passed=$((passed + 1))
     elif [ "$rc" -eq 77 ]; then

@@ -27,6 +27,7 @@
 #include "common/nn/gemm.h"
 #include "common/nn/train.h"
 #include "common/nn/workers.h"
+#include "tests/support/emulation.h"
 
 static fl_dataset_t train_set, test_set;
 static int have_fmnist;
@@ -521,9 +522,13 @@ static void test_other_losses_learn(void **state)
 }
 
 /* Trains `model` on Fashion-MNIST (the first `limit` training images, 0 = all)
- * with the issue's settings and returns the test accuracy. */
-static double fmnist_accuracy(const char *model, int epochs, size_t limit)
+ * with the issue's settings and returns the accuracy on the first `tests`
+ * test images (0 = all 10,000). */
+static double fmnist_accuracy_on(const char *model, int epochs, size_t limit, size_t tests)
 {
+    fl_dataset_t te = test_set;
+    if (tests && tests < te.n)
+        te.n = tests;
     fl_dataset_t tr = train_set;
     if (limit && limit < tr.n)
         tr.n = limit;
@@ -535,13 +540,18 @@ static double fmnist_accuracy(const char *model, int epochs, size_t limit)
     fl_train_config_t cfg = {.epochs = epochs, .batch = 20, .sgd = {.lr = 0.05f}, .seed = 1};
     fl_train_stats_t st, ev;
     assert_int_equal(fl_train_run(m, &tr, &cfg, NULL, NULL, &st), 0);
-    assert_int_equal(fl_train_eval(m, &test_set, 500, &ev), 0);
-    assert_int_equal(ev.examples, 10000);
+    assert_int_equal(fl_train_eval(m, &te, 500, &ev), 0);
+    assert_int_equal(ev.examples, te.n);
     printf("fmnist %s: %d epoch(s) on %zu examples: train loss %.4f, test loss %.4f, test "
-           "accuracy %.4f (%.0f samples/s)\n",
-           model, epochs, tr.n, st.loss, ev.loss, ev.metric, (double)st.examples / st.seconds);
+           "accuracy %.4f on %zu (%.0f samples/s)\n",
+           model, epochs, tr.n, st.loss, ev.loss, ev.metric, te.n, (double)st.examples / st.seconds);
     fl_model_free(m);
     return ev.metric;
+}
+
+static double fmnist_accuracy(const char *model, int epochs, size_t limit)
+{
+    return fmnist_accuracy_on(model, epochs, limit, 0);
 }
 
 static void test_fmnist_cheap(void **state)
@@ -552,6 +562,20 @@ static void test_fmnist_cheap(void **state)
     fl_gemm_set_threads(1);
     /* The contract for logreg, in full: 3 epochs >= 83%. */
     assert_true(fmnist_accuracy("logreg", 3, 0) >= 0.83);
+    if (fl_emu_active()) {
+        /* Under qemu-user (make test-cross) a full mlp epoch and the cnn on
+         * 3,000 images take the better part of an hour. The same short mlp
+         * run as the portable-GEMM build's, and the cnn on 1,000 images: each
+         * bar well above chance (10%) and under what the native build
+         * reaches on the same data (docs/devices.md); the cnn's gradient
+         * checks (test_nn) run in full under emulation. */
+        fl_emu_note("fmnist: mlp 1 epoch on 5,000 images (>= 60%%) instead of 60,000 (>= 82%%); "
+                    "cnn 1 epoch on 1,000 images (>= 40%% of the first 1,000 test images) instead of 3,000 "
+                    "(>= 60%% of all 10,000)");
+        assert_true(fmnist_accuracy("mlp", 1, 5000) >= 0.60);
+        assert_true(fmnist_accuracy_on("cnn", 1, 1000, 1000) >= 0.40);
+        return;
+    }
 #if !FL_HAVE_OPENBLAS
     /* The portable GEMM (make BLAS=none) is far slower than OpenBLAS: a
      * full mlp epoch and the cnn would take many minutes. A short mlp run
