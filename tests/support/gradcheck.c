@@ -211,6 +211,8 @@ int fl_gc_model(fl_model_t *m, const float *x, const int32_t *y, size_t n,
     fl_rng_t sample;
     fl_rng_seed(&sample, o.seed + 99);
     for (size_t t = 0; t < m->params.nviews; t++) {
+        if (o.tensor_stride > 1 && t % o.tensor_stride != 0 && t + 1 != m->params.nviews)
+            continue;
         const fl_param_view_t *v = &m->params.views[t];
         num_grad_check(v->name, fl_params_at(&m->params, v), v->numel, g.data + v->offset,
                        model_loss_cb, &c, &o, &sample, &r);

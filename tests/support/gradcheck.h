@@ -25,6 +25,8 @@ typedef struct {
     void (*gen_input)(float *x, size_t count, uint64_t seed, void *ud);
     void *ud;
     int check_input;     /* also check dL/dx (default for layers: yes, set by fl_gc_defaults) */
+    size_t tensor_stride; /* fl_gc_model: check every tensor_stride-th parameter tensor,
+                             the last one always (0 or 1 = every tensor) */
 } fl_gc_opts_t;
 
 typedef struct {
