@@ -20,7 +20,9 @@
 #   make ARCH=A client        cross-build the client into build-A/ (or CROSS=aarch64-linux-gnu,
 #                             CROSS=arm-linux-gnueabihf, CROSS=riscv64-linux-gnu); docs/devices.md
 #   make test-cross ARCH=A    the engine's and client's unit tests under qemu-user, then the
-#                             mixed-architecture federation (slow; not part of make test)
+#                             mixed-architecture federation (slow; not part of make test;
+#                             heavy cases run smaller under the emulator, with an
+#                             "emulated:" line; FEDOPT_TEST_TIMEOUT, FEDOPT_TEST_TIME_FACTOR)
 #   make DNNL=0               the engine without oneDNN (the default on x86-64 is DNNL=1)
 #   make SANITIZE=address,undefined test
 #   make CC=clang CFLAGS='-O1 -g'
