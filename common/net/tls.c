@@ -1000,8 +1000,24 @@ static void hs_after(uv_work_t *w, int status)
             }
         }
         c->job_out_len = 0;
-        /* What the job left unread (application data behind the client's
-         * Finished) is read as ciphertext once open. */
+        /* What the job left unread and what arrived meanwhile (application
+         * data behind the client's Finished: a resumed handshake's client
+         * sends its first message right after) is read once open. */
+        unsigned char *joined = NULL;
+        if (c->job_ret == 0 && c->hs_in_len && c->state == ST_HANDSHAKE) {
+            joined = malloc(in_len + c->hs_in_len);
+            if (!joined) {
+                conn_fail(c, FL_ENOMEM);
+            } else {
+                memcpy(joined, unread, in_len);
+                memcpy(joined + in_len, c->hs_in, c->hs_in_len);
+                in_len += c->hs_in_len;
+                unread = joined;
+                free(c->hs_in);
+                c->hs_in = NULL;
+                c->hs_in_len = c->hs_in_cap = 0;
+            }
+        }
         c->in_ptr = unread;
         c->in_len = in_len;
         c->in_feed = 1;
@@ -1020,6 +1036,7 @@ static void hs_after(uv_work_t *w, int status)
             hs_closed_by_peer(c);
         else if (c->state == ST_OPEN && c->hs_eof) /* reading had stopped: it ends here */
             conn_fail(c, c->hs_eof == UV_EOF ? FL_ECLOSED : FL_ENET);
+        free(joined);
     }
     free(in);
     if (c->state != ST_HANDSHAKE) {

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include <malloc.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -410,6 +411,7 @@ static void client_free(client_t *k)
 
 static void refused(server_t *s, const char *ca, const char *cert, const char *key, const char *name,
                     const char *expect_srv, const char *expect_cli);
+static void connect_once(server_t *s, fl_tls_ctx_t *ctx, client_t *k);
 
 #define STORM_N 48
 #define STORM_JOBS 2
@@ -569,8 +571,85 @@ static void test_heartbeats_during_handshake_storm(void **state)
     server_stop(&s);
 }
 
-/* The same storm with handshakes on the loop (handshake_jobs -1): no job
- * ever runs, and everyone still gets in. */
+/* A fleet reconnecting with its tickets all at once, one handshake job at a
+ * time: a resumed client sends its Hello right behind its Finished, so the
+ * Hello often arrives while the job that reads the Finished runs, and must
+ * be read once the handshake is done. The clients run on a thread and loop
+ * of their own, so their bytes arrive while the server's loop and jobs run. */
+#define RESUME_N 32
+
+typedef struct {
+    fl_tls_ctx_t *ctx[RESUME_N];
+    client_t ks[RESUME_N];
+    int port;
+    atomic_int done;
+} resume_fleet_t;
+
+static void resume_fleet_main(void *arg)
+{
+    resume_fleet_t *f = arg;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    for (int i = 0; i < RESUME_N; i++) {
+        f->ks[i].bye_after = 1;
+        if (fl_tls_connect(&loop, f->ctx[i], "127.0.0.1", f->port, "localhost", &cli_cbs, &f->ks[i], &f->ks[i].conn))
+            f->ks[i].closed = 1;
+    }
+    uint64_t t0 = uv_now(&loop);
+    for (;;) {
+        int closed = 0;
+        for (int i = 0; i < RESUME_N; i++)
+            closed += f->ks[i].closed;
+        if (closed == RESUME_N || uv_now(&loop) - t0 > 20000)
+            break;
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    for (int i = 0; i < RESUME_N; i++)
+        if (f->ks[i].conn)
+            fl_tls_conn_close(f->ks[i].conn);
+    while (uv_run(&loop, UV_RUN_NOWAIT))
+        uv_sleep(1);
+    uv_loop_close(&loop);
+    atomic_store(&f->done, 1);
+}
+
+static void test_resumed_storm(void **state)
+{
+    server_t s;
+    fl_tls_opts_t o = {0};
+    o.handshake_jobs = 1;
+    server_start(&s, &o, NULL);
+    resume_fleet_t *f = calloc(1, sizeof *f);
+    for (int i = 0; i < RESUME_N; i++) {
+        f->ctx[i] = client_ctx("ca.crt", "clients/alice.crt", "clients/alice.key");
+        connect_once(&s, f->ctx[i], &f->ks[i]);
+        assert_true(f->ks[i].welcomed);
+    }
+    uint64_t resumed0 = fl_tls_ctx_resumed(s.ctx);
+    memset(f->ks, 0, sizeof f->ks);
+    f->port = fl_tls_server_port(s.srv);
+    uv_thread_t th;
+    assert_int_equal(uv_thread_create(&th, resume_fleet_main, f), 0);
+    while (!atomic_load(&f->done)) {
+        uv_run(&s.loop, UV_RUN_NOWAIT);
+        uv_sleep(1);
+    }
+    uv_thread_join(&th);
+    for (int i = 0; i < 200 && fl_tls_ctx_conns(s.ctx) > 0; i++)
+        uv_run(&s.loop, UV_RUN_NOWAIT), uv_sleep(2);
+    for (int i = 0; i < RESUME_N; i++) {
+        assert_true(f->ks[i].welcomed);
+        assert_int_equal(f->ks[i].reason, 0);
+    }
+    assert_int_equal(fl_tls_ctx_resumed(s.ctx) - resumed0, RESUME_N);
+    for (int i = 0; i < RESUME_N; i++)
+        fl_tls_ctx_free(f->ctx[i]);
+    free(f);
+    server_stop(&s);
+}
+
+/* Handshakes on the loop (handshake_jobs -1): no job ever runs, and
+ * everyone still gets in or is refused as before. */
 static void test_handshakes_on_loop_option(void **state)
 {
     server_t s;
@@ -1250,6 +1329,7 @@ int main(void)
         cmocka_unit_test(test_max_conns),
         cmocka_unit_test(test_bad_config),
         cmocka_unit_test(test_heartbeats_during_handshake_storm),
+        cmocka_unit_test(test_resumed_storm),
         cmocka_unit_test(test_handshakes_on_loop_option),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
