@@ -1066,6 +1066,14 @@ static void hs_dispatch(fl_tls_ctx_t *x)
             conn_release(c);
             continue;
         }
+        if (c->hs_eof && !c->hs_started) {
+            /* It gave up while waiting (its own timeout, under a storm): a
+             * ServerHello and a signature for nobody would only make the
+             * others wait longer. */
+            hs_closed_by_peer(c);
+            conn_release(c);
+            continue;
+        }
         c->job_in = c->hs_in;
         c->job_in_len = c->hs_in_len;
         c->job_in_off = 0;
