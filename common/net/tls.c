@@ -519,8 +519,8 @@ int fl_tls_ctx_new(fl_tls_side_t side, const fl_tls_opts_t *o, fl_tls_ctx_t **ou
     }
     if (side == FL_TLS_SERVER && o->handshake_jobs >= 0) {
         if (!shared_state_ready(x)) {
-            FL_LOG_W(WHO, "handshakes stay on the loop thread: an RSA key in the certificate chains and an mbedTLS "
-                          "built without MBEDTLS_THREADING_C");
+            FL_LOG_W(WHO, "handshakes stay on the loop thread: the keys cannot be shared by threads (an RSA key "
+                          "with an mbedTLS built without MBEDTLS_THREADING_C, or a failed curve precomputation)");
         } else {
             x->hs_max = o->handshake_jobs > 0 ? (unsigned)o->handshake_jobs : uv_available_parallelism();
             if (x->hs_max < 1)
