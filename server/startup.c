@@ -225,6 +225,22 @@ int fl_startup_tls(const fl_server_config_t *cfg, size_t numel, fl_tls_ctx_t **t
          * throughput (the kernel's socket buffers keep the network busy). */
         .max_inflight = 16 * 1024,
     };
+    /* Handshakes run in libuv's thread pool, one job per CPU at most (the
+     * default handshake_jobs, common/net/tls.h): the pool gets a thread for
+     * each and two more, so the round's aggregation and its commit do not
+     * wait behind a storm of handshakes. libuv reads the variable when the
+     * first work is queued, after this; a larger setting is kept. */
+    unsigned want = uv_available_parallelism() + 2;
+    if (want < 4)
+        want = 4;
+    if (want > 1024)
+        want = 1024;
+    const char *cur = getenv("UV_THREADPOOL_SIZE");
+    if (!cur || atoi(cur) < (int)want) {
+        char buf[16];
+        snprintf(buf, sizeof buf, "%u", want);
+        setenv("UV_THREADPOOL_SIZE", buf, 1);
+    }
     return fl_tls_ctx_new(FL_TLS_SERVER, &to, tls);
 }
 

@@ -5,6 +5,7 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include <time.h>
 
 #include <mbedtls/ctr_drbg.h>
+#include <mbedtls/ecp.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
 #include <mbedtls/hkdf.h>
@@ -33,6 +35,10 @@
 /* A TLS record header: type, version (2 bytes), length (2 bytes). */
 #define REC_HDR 5
 #define CLOSE_GRACE_MS 5000
+/* Handshake ciphertext a connection may have waiting for its next job: a
+ * client's flight is a few records (certificate chain, key exchange,
+ * verify, Finished); more is a peer flooding a handshake. */
+#define HS_IN_MAX (4 * (16384 + 512))
 
 /* Suite order, fastest first as bench_tls's raw AEAD lines measure them:
  * ChaCha20-Poly1305 is faster than AES-GCM in mbedTLS 2.28 on x86-64, so it
@@ -74,7 +80,18 @@ struct fl_tls_ctx {
     mbedtls_ssl_session session;
     int have_session;
     char session_addr[64];
-    uint64_t resumed;
+    /* Shared by handshakes on several threads (see shared_state_ready):
+     * rng_mu guards drbg (and the entropy source under it), ticket_mu the
+     * ticket context; ticket_mu is taken before rng_mu, never after. */
+    uv_mutex_t rng_mu, ticket_mu;
+    int have_mutexes;
+    atomic_uint_least64_t resumed;
+    /* server handshake jobs (loop thread only) */
+    unsigned hs_max;         /* jobs at once; 0 = handshakes on the loop */
+    unsigned hs_jobs;        /* queued or running */
+    fl_tls_conn_t *hs_cont_head, *hs_cont_tail; /* waiting, handshake under way */
+    fl_tls_conn_t *hs_new_head, *hs_new_tail;   /* waiting, first flight */
+    fl_tls_hs_stats_t hs_stats;
     int forced_suite[2];
     uint32_t max_frame;
     uint64_t max_tensor;
@@ -182,6 +199,22 @@ struct fl_tls_conn {
     fl_wire_stream_t st;
     uint64_t frame_bytes;  /* this connection's share of ctx->frame_bytes */
     int admitted;          /* server: the application admitted the peer */
+    /* Server handshake jobs. hs_in is ciphertext received and not yet
+     * given to a job (loop only); job_* belong to the job while hs_busy
+     * (the worker's) and to the loop otherwise. */
+    uv_work_t hs_work;
+    int hs_busy;           /* a job is queued or running */
+    int hs_queued;         /* on one of the context's waiting lists */
+    int hs_started;        /* a job ran: goes before first flights */
+    int hs_counted;        /* counted in hs_stats.in_progress */
+    int hs_eof;            /* the peer closed (a libuv error) while bytes wait for a job */
+    int in_job;            /* bio callbacks work on job_in/job_out (worker) */
+    int job_ret;
+    fl_tls_conn_t *hs_next;
+    unsigned char *hs_in;
+    size_t hs_in_len, hs_in_cap;
+    unsigned char *job_in, *job_out;
+    size_t job_in_len, job_in_off, job_out_len, job_out_cap;
     char host[256];
     char peer[FL_CERTS_NAME_MAX + 1];
     char addr[64];
@@ -212,6 +245,16 @@ static void log_mbed(fl_log_level_t lvl, const char *what, int ret)
 #define TICKET_LIFETIME_S 86400
 #define TICKET_SEED_BYTES (2 * (4 + 32))
 
+/* The context's random generator, for every connection of every thread. */
+static int rng_locked(void *p, unsigned char *out, size_t len)
+{
+    fl_tls_ctx_t *x = p;
+    uv_mutex_lock(&x->rng_mu);
+    int ret = mbedtls_ctr_drbg_random(&x->drbg, out, len);
+    uv_mutex_unlock(&x->rng_mu);
+    return ret;
+}
+
 static int ticket_rng(void *p, unsigned char *out, size_t len)
 {
     fl_tls_ctx_t *x = p;
@@ -223,7 +266,7 @@ static int ticket_rng(void *p, unsigned char *out, size_t len)
         x->ticket_seed_left -= len;
         return 0;
     }
-    return mbedtls_ctr_drbg_random(&x->drbg, out, len);
+    return rng_locked(x, out, len);
 }
 
 /* mbedTLS's parser; a ticket it accepts resumes the session, so it is counted.
@@ -233,13 +276,15 @@ static int ticket_rng(void *p, unsigned char *out, size_t len)
 static int ticket_parse(void *p, mbedtls_ssl_session *session, unsigned char *buf, size_t len)
 {
     fl_tls_ctx_t *x = p;
+    uv_mutex_lock(&x->ticket_mu);
     int ret = mbedtls_ssl_ticket_parse(&x->ticket, session, buf, len);
+    uv_mutex_unlock(&x->ticket_mu);
 #if defined(MBEDTLS_SSL_KEEP_PEER_CERTIFICATE) && defined(MBEDTLS_HAVE_TIME_DATE)
     if (ret == 0 && session->peer_cert && mbedtls_x509_time_is_past(&session->peer_cert->valid_to))
         ret = MBEDTLS_ERR_SSL_SESSION_TICKET_EXPIRED;
 #endif
     if (ret == 0)
-        x->resumed++;
+        atomic_fetch_add(&x->resumed, 1);
     return ret;
 }
 
@@ -247,7 +292,12 @@ static int ticket_write(void *p, const mbedtls_ssl_session *session, unsigned ch
                         const unsigned char *end, size_t *tlen, uint32_t *lifetime)
 {
     fl_tls_ctx_t *x = p;
-    return mbedtls_ssl_ticket_write(&x->ticket, session, start, end, tlen, lifetime);
+    /* The ticket module rotates its keys (drawing from the generator) and
+     * reads them here: one thread at a time. */
+    uv_mutex_lock(&x->ticket_mu);
+    int ret = mbedtls_ssl_ticket_write(&x->ticket, session, start, end, tlen, lifetime);
+    uv_mutex_unlock(&x->ticket_mu);
+    return ret;
 }
 
 static int ticket_setup(fl_tls_ctx_t *x)
@@ -294,6 +344,68 @@ static int ticket_setup(fl_tls_ctx_t *x)
     return ret;
 }
 
+/* 1 for an elliptic-curve key. */
+static int pk_is_ec(const mbedtls_pk_context *pk)
+{
+    mbedtls_pk_type_t t = mbedtls_pk_get_type(pk);
+    return t == MBEDTLS_PK_ECKEY || t == MBEDTLS_PK_ECKEY_DH || t == MBEDTLS_PK_ECDSA;
+}
+
+/* mbedTLS computes a curve's table of multiples of its base point on the
+ * first multiplication and keeps it in the key's group (ecp.c's
+ * ecp_mul_comb), unless the group came with a static table (NIST curves in
+ * 2.28). Made here, before any job runs, the table is only ever read after. */
+static int ec_table_ready(fl_tls_ctx_t *x, mbedtls_pk_context *pk)
+{
+    if (!pk_is_ec(pk))
+        return 0;
+    mbedtls_ecp_group *grp = &mbedtls_pk_ec(*pk)->grp;
+    if (grp->T != NULL || mbedtls_ecp_get_type(grp) != MBEDTLS_ECP_TYPE_SHORT_WEIERSTRASS)
+        return 0;
+    mbedtls_ecp_point r;
+    mbedtls_mpi one;
+    mbedtls_ecp_point_init(&r);
+    mbedtls_mpi_init(&one);
+    int ret = mbedtls_mpi_lset(&one, 1);
+    if (!ret)
+        ret = mbedtls_ecp_mul(grp, &r, &one, &grp->G, rng_locked, x);
+    mbedtls_mpi_free(&one);
+    mbedtls_ecp_point_free(&r);
+    return ret;
+}
+
+/* Whether server handshakes may run on several threads at once, and makes
+ * the state they share ready for it. A server handshake touches, besides
+ * its own ssl context:
+ *  - the configuration: read only once set up;
+ *  - its random generator (CTR_DRBG and the entropy source): rng_locked;
+ *  - the session-ticket context (ticket_parse, ticket_write): ticket_mu;
+ *  - our certificate chain and the CA chain (parsed certificates, read), our
+ *    private key (an ECDSA signature per full handshake) and the CA's public
+ *    key (the client certificate's signature): EC keys only write to their
+ *    group's table, made by ec_table_ready; an RSA key writes its blinding
+ *    values and a cached modulus on every use, guarded only by mbedTLS's own
+ *    mutex, which exists with MBEDTLS_THREADING_C: without it an RSA key in
+ *    either chain keeps handshakes on the loop.
+ * Everything else (allocation, gmtime_r) is thread-safe in the C library. */
+static int shared_state_ready(fl_tls_ctx_t *x)
+{
+    int all_ec = pk_is_ec(&x->key);
+    if (ec_table_ready(x, &x->key))
+        return 0;
+    for (mbedtls_x509_crt *c = &x->ca; c && c->raw.len; c = c->next) {
+        all_ec &= pk_is_ec(&c->pk);
+        if (ec_table_ready(x, &c->pk))
+            return 0;
+    }
+#if defined(MBEDTLS_THREADING_C)
+    (void)all_ec;
+    return 1;
+#else
+    return all_ec;
+#endif
+}
+
 int fl_tls_ctx_new(fl_tls_side_t side, const fl_tls_opts_t *o, fl_tls_ctx_t **out)
 {
     if (!o || !out || !o->ca_file || (side != FL_TLS_SERVER && side != FL_TLS_CLIENT))
@@ -319,6 +431,9 @@ int fl_tls_ctx_new(fl_tls_side_t side, const fl_tls_opts_t *o, fl_tls_ctx_t **ou
     mbedtls_x509_crt_init(&x->cert);
     mbedtls_pk_init(&x->key);
     mbedtls_ssl_session_init(&x->session);
+    uv_mutex_init(&x->rng_mu);
+    uv_mutex_init(&x->ticket_mu);
+    x->have_mutexes = 1;
     x->max_frame = o->max_frame ? o->max_frame : FL_WIRE_DEFAULT_MAX_FRAME;
     if (x->max_frame > FL_WIRE_HARD_MAX_FRAME)
         x->max_frame = FL_WIRE_HARD_MAX_FRAME;
@@ -383,7 +498,7 @@ int fl_tls_ctx_new(fl_tls_side_t side, const fl_tls_opts_t *o, fl_tls_ctx_t **ou
         mbedtls_ssl_conf_ciphersuites(&x->conf, g_suites);
     }
     mbedtls_ssl_conf_curves(&x->conf, g_curves);
-    mbedtls_ssl_conf_rng(&x->conf, mbedtls_ctr_drbg_random, &x->drbg);
+    mbedtls_ssl_conf_rng(&x->conf, rng_locked, x);
     mbedtls_ssl_conf_renegotiation(&x->conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
     mbedtls_ssl_conf_ca_chain(&x->conf, &x->ca, NULL);
     if (o->cert_file && (ret = mbedtls_ssl_conf_own_cert(&x->conf, &x->cert, &x->key)) != 0) {
@@ -401,6 +516,16 @@ int fl_tls_ctx_new(fl_tls_side_t side, const fl_tls_opts_t *o, fl_tls_ctx_t **ou
     if (side == FL_TLS_SERVER && (ret = ticket_setup(x)) != 0) {
         log_mbed(FL_LOG_ERROR, "setting up session tickets", ret);
         goto fail;
+    }
+    if (side == FL_TLS_SERVER && o->handshake_jobs >= 0) {
+        if (!shared_state_ready(x)) {
+            FL_LOG_W(WHO, "handshakes stay on the loop thread: the keys cannot be shared by threads (an RSA key "
+                          "with an mbedTLS built without MBEDTLS_THREADING_C, or a failed curve precomputation)");
+        } else {
+            x->hs_max = o->handshake_jobs > 0 ? (unsigned)o->handshake_jobs : uv_available_parallelism();
+            if (x->hs_max < 1)
+                x->hs_max = 1;
+        }
     }
     *out = x;
     return 0;
@@ -424,12 +549,30 @@ void fl_tls_ctx_free(fl_tls_ctx_t *x)
     mbedtls_x509_crt_free(&x->ca);
     mbedtls_ctr_drbg_free(&x->drbg);
     mbedtls_entropy_free(&x->entropy);
+    if (x->have_mutexes) {
+        uv_mutex_destroy(&x->rng_mu);
+        uv_mutex_destroy(&x->ticket_mu);
+    }
     free(x);
 }
 
 size_t fl_tls_ctx_conns(const fl_tls_ctx_t *x) { return x ? x->nconns : 0; }
 
-uint64_t fl_tls_ctx_resumed(const fl_tls_ctx_t *x) { return x ? x->resumed : 0; }
+uint64_t fl_tls_ctx_resumed(const fl_tls_ctx_t *x)
+{
+    return x ? atomic_load(&((fl_tls_ctx_t *)x)->resumed) : 0;
+}
+
+void fl_tls_ctx_hs_stats(const fl_tls_ctx_t *x, fl_tls_hs_stats_t *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (x && x->side == FL_TLS_SERVER) {
+        *out = x->hs_stats;
+        out->jobs_now = x->hs_jobs;
+    }
+}
 
 void fl_tls_ctx_forget_session(fl_tls_ctx_t *x)
 {
@@ -447,6 +590,14 @@ static void conn_read(fl_tls_conn_t *c);
 static void conn_fail(fl_tls_conn_t *c, int reason);
 static void timer_fired(uv_timer_t *t);
 static void finish_close(fl_tls_conn_t *c);
+
+static void hs_uncount(fl_tls_conn_t *c)
+{
+    if (c->hs_counted) {
+        c->hs_counted = 0;
+        c->ctx->hs_stats.in_progress--;
+    }
+}
 
 /* After a mass disconnect (at least TRIM_AFTER_CLOSES closed, and at most
  * half of the peak still open) the freed connection memory (TLS records,
@@ -482,6 +633,10 @@ static void conn_release(fl_tls_conn_t *c)
     } else if (c->is_server && !c->opened && !c->quiet && c->cbs.on_handshake_fail) {
         c->cbs.on_handshake_fail(c->reason ? c->reason : FL_ECLOSED, c->ud);
     }
+    hs_uncount(c);
+    free(c->hs_in);
+    free(c->job_in);
+    free(c->job_out);
     c->ctx->nconns--;
     c->ctx->frame_bytes -= c->frame_bytes;
     c->frame_bytes = 0;
@@ -566,6 +721,48 @@ static int send_failed(fl_tls_conn_t *c, int r)
     return MBEDTLS_ERR_NET_SEND_FAILED;
 }
 
+/* Sends bytes that are not kept anywhere: what the kernel does not take at
+ * once is copied and written by libuv. Returns 0 or a libuv error. */
+static int write_copy(fl_tls_conn_t *c, const unsigned char *buf, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)buf, (unsigned)len);
+    int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (r < 0 && r != UV_EAGAIN)
+        return r;
+    size_t n = r > 0 ? (size_t)r : 0;
+    if (n == len)
+        return 0;
+    wreq_t *w = malloc(sizeof *w + (len - n));
+    if (!w)
+        return UV_ENOMEM;
+    w->c = c;
+    memcpy(w->data, buf + n, len - n);
+    b = uv_buf_init((char *)w->data, (unsigned)(len - n));
+    r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, copy_done);
+    if (r < 0)
+        free(w);
+    return r < 0 ? r : 0;
+}
+
+/* A handshake job's send: the bytes wait in job_out until the loop sends
+ * them (hs_after). Runs on the worker. */
+static int job_send(fl_tls_conn_t *c, const unsigned char *buf, size_t len)
+{
+    if (c->job_out_len + len > c->job_out_cap) {
+        size_t cap = c->job_out_cap ? c->job_out_cap : 4096;
+        while (cap < c->job_out_len + len)
+            cap *= 2;
+        unsigned char *p = realloc(c->job_out, cap);
+        if (!p)
+            return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+        c->job_out = p;
+        c->job_out_cap = cap;
+    }
+    memcpy(c->job_out + c->job_out_len, buf, len);
+    c->job_out_len += len;
+    return (int)len;
+}
+
 /* mbedTLS's send callback. The kernel usually takes a record at once
  * (uv_try_write). What it does not take is written by libuv later:
  *  - records of application data (conn_pump) go straight from mbedTLS's own
@@ -582,6 +779,8 @@ static int send_failed(fl_tls_conn_t *c, int r)
 static int bio_send(void *ctx, const unsigned char *buf, size_t len)
 {
     fl_tls_conn_t *c = ctx;
+    if (c->in_job)
+        return job_send(c, buf, len);
     if (c->wr_done) {
         /* mbedTLS asks again for the bytes written on its behalf. */
         c->wr_done = 0;
@@ -605,17 +804,11 @@ static int bio_send(void *ctx, const unsigned char *buf, size_t len)
             return (int)len;
     }
     if (!c->in_pump) {
-        wreq_t *w = malloc(sizeof *w + (len - n));
-        if (!w)
+        int r = write_copy(c, buf + n, len - n);
+        if (r == UV_ENOMEM)
             return MBEDTLS_ERR_SSL_ALLOC_FAILED;
-        w->c = c;
-        memcpy(w->data, buf + n, len - n);
-        uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)(len - n));
-        int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, copy_done);
-        if (r < 0) {
-            free(w);
+        if (r < 0)
             return send_failed(c, r);
-        }
         return (int)len;
     }
     uv_buf_t b = uv_buf_init((char *)buf + n, (unsigned)(len - n));
@@ -635,6 +828,15 @@ static int bio_send(void *ctx, const unsigned char *buf, size_t len)
 static int bio_recv(void *ctx, unsigned char *buf, size_t len)
 {
     fl_tls_conn_t *c = ctx;
+    if (c->in_job) {
+        size_t left = c->job_in_len - c->job_in_off;
+        if (left == 0)
+            return MBEDTLS_ERR_SSL_WANT_READ;
+        size_t k = len < left ? len : left;
+        memcpy(buf, c->job_in + c->job_in_off, k);
+        c->job_in_off += k;
+        return (int)k;
+    }
     if (c->in_len == 0)
         return MBEDTLS_ERR_SSL_WANT_READ;
     size_t k = len < c->in_len ? len : c->in_len;
@@ -707,16 +909,16 @@ static void keep_session(fl_tls_conn_t *c)
     const mbedtls_ssl_session *now = mbedtls_ssl_get_session_pointer(&c->ssl);
     int same_addr = strcmp(x->session_addr, c->addr) == 0;
     if (now && x->have_session && same_addr && memcmp(now->master, x->session.master, sizeof now->master) == 0)
-        x->resumed++;
+        atomic_fetch_add(&x->resumed, 1);
     mbedtls_ssl_session_free(&x->session);
     mbedtls_ssl_session_init(&x->session);
     x->have_session = mbedtls_ssl_get_session(&c->ssl, &x->session) == 0;
     snprintf(x->session_addr, sizeof x->session_addr, "%s", c->addr);
 }
 
-static void conn_handshake(fl_tls_conn_t *c)
+/* What the handshake's last step returned (on the loop thread). */
+static void handshake_result(fl_tls_conn_t *c, int ret)
 {
-    int ret = mbedtls_ssl_handshake(&c->ssl);
     if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE)
         return;
     if (ret != 0) {
@@ -740,6 +942,7 @@ static void conn_handshake(fl_tls_conn_t *c)
     uv_timer_stop(&c->timer);
     c->state = ST_OPEN;
     c->opened = 1;
+    hs_uncount(c);
     if (!c->is_server)
         keep_session(c);
     if (c->is_server && !c->admitted && c->ctx->admit_timeout_ms)
@@ -752,6 +955,220 @@ static void conn_handshake(fl_tls_conn_t *c)
     conn_pump(c);
     if (c->state == ST_OPEN)
         conn_read(c); /* application data may have come with the last handshake flight */
+}
+
+static void conn_handshake(fl_tls_conn_t *c) { handshake_result(c, mbedtls_ssl_handshake(&c->ssl)); }
+
+/* ---- server handshakes in the thread pool ------------------------------- */
+
+static void hs_dispatch(fl_tls_ctx_t *x);
+static void hs_enqueue(fl_tls_conn_t *c);
+static int hs_unread(fl_tls_conn_t *c);
+static void hs_ready(fl_tls_conn_t *c);
+static void hs_closed_by_peer(fl_tls_conn_t *c);
+static int stash_rest(fl_tls_conn_t *c);
+
+/* Runs on a worker: the handshake over the job's bytes, as far as they go. */
+static void hs_work(uv_work_t *w)
+{
+    fl_tls_conn_t *c = w->data;
+    c->in_job = 1;
+    c->job_ret = mbedtls_ssl_handshake(&c->ssl);
+    c->in_job = 0;
+}
+
+/* The job is back on the loop: its answer goes out, then the handshake
+ * waits for more, fails, or is done. */
+static void hs_after(uv_work_t *w, int status)
+{
+    fl_tls_conn_t *c = w->data;
+    fl_tls_ctx_t *x = c->ctx;
+    x->hs_jobs--;
+    c->hs_busy = 0;
+    /* The job's input is done with here, before a next job may start. */
+    unsigned char *in = c->job_in;
+    size_t in_len = c->job_in_len - c->job_in_off;
+    const unsigned char *unread = in + c->job_in_off;
+    c->job_in = NULL;
+    c->job_in_len = c->job_in_off = 0;
+    if (c->state == ST_HANDSHAKE && status == 0) {
+        if (c->job_out_len) {
+            int r = write_copy(c, c->job_out, c->job_out_len);
+            if (r < 0) {
+                FL_LOG_W(WHO, "handshake with %s refused: write failed: %s", c->addr, uv_strerror(r));
+                conn_fail(c, FL_ENET);
+            }
+        }
+        c->job_out_len = 0;
+        /* What the job left unread and what arrived meanwhile (application
+         * data behind the client's Finished: a resumed handshake's client
+         * sends its first message right after) is read once open. */
+        unsigned char *joined = NULL;
+        if (c->job_ret == 0 && c->hs_in_len && c->state == ST_HANDSHAKE) {
+            joined = malloc(in_len + c->hs_in_len);
+            if (!joined) {
+                conn_fail(c, FL_ENOMEM);
+            } else {
+                memcpy(joined, unread, in_len);
+                memcpy(joined + in_len, c->hs_in, c->hs_in_len);
+                in_len += c->hs_in_len;
+                unread = joined;
+                free(c->hs_in);
+                c->hs_in = NULL;
+                c->hs_in_len = c->hs_in_cap = 0;
+            }
+        }
+        c->in_ptr = unread;
+        c->in_len = in_len;
+        c->in_feed = 1;
+        if (c->state == ST_HANDSHAKE)
+            handshake_result(c, c->job_ret);
+        if (c->state == ST_HANDSHAKE && c->in_len && hs_unread(c) != 0)
+            conn_fail(c, FL_ENOMEM);
+        if (c->paused && c->state == ST_OPEN && stash_rest(c) != 0)
+            conn_fail(c, FL_ENOMEM);
+        c->in_ptr = NULL;
+        c->in_len = 0;
+        c->in_feed = 0;
+        if (c->state == ST_HANDSHAKE)
+            hs_ready(c);
+        if (c->state == ST_HANDSHAKE && c->hs_eof && !c->hs_queued)
+            hs_closed_by_peer(c);
+        else if (c->state == ST_OPEN && c->hs_eof) /* reading had stopped: it ends here */
+            conn_fail(c, c->hs_eof == UV_EOF ? FL_ECLOSED : FL_ENET);
+        free(joined);
+    }
+    free(in);
+    if (c->state != ST_HANDSHAKE) {
+        free(c->job_out);
+        c->job_out = NULL;
+        c->job_out_cap = c->job_out_len = 0;
+    }
+    conn_release(c); /* the job's reference */
+    hs_dispatch(x);
+}
+
+/* Starts waiting connections' jobs while fewer than hs_max are out; those
+ * whose handshake is under way go first, so handshakes finish instead of
+ * all progressing together. Each waiting connection holds a reference. */
+static void hs_dispatch(fl_tls_ctx_t *x)
+{
+    while (x->hs_jobs < x->hs_max && (x->hs_cont_head || x->hs_new_head)) {
+        fl_tls_conn_t **head = x->hs_cont_head ? &x->hs_cont_head : &x->hs_new_head;
+        fl_tls_conn_t **tail = x->hs_cont_head ? &x->hs_cont_tail : &x->hs_new_tail;
+        fl_tls_conn_t *c = *head;
+        *head = c->hs_next;
+        if (!*head)
+            *tail = NULL;
+        c->hs_next = NULL;
+        c->hs_queued = 0;
+        if (c->state != ST_HANDSHAKE || !c->hs_in_len) {
+            conn_release(c);
+            continue;
+        }
+        if (c->hs_eof && !c->hs_started) {
+            /* It gave up while waiting (its own timeout, under a storm): a
+             * ServerHello and a signature for nobody would only make the
+             * others wait longer. */
+            hs_closed_by_peer(c);
+            conn_release(c);
+            continue;
+        }
+        c->job_in = c->hs_in;
+        c->job_in_len = c->hs_in_len;
+        c->job_in_off = 0;
+        c->hs_in = NULL;
+        c->hs_in_len = c->hs_in_cap = 0;
+        c->hs_busy = 1;
+        c->hs_started = 1;
+        c->hs_work.data = c;
+        x->hs_jobs++;
+        x->hs_stats.jobs++;
+        if (x->hs_jobs > x->hs_stats.peak_jobs)
+            x->hs_stats.peak_jobs = x->hs_jobs;
+        int r = uv_queue_work(c->tcp.loop, &c->hs_work, hs_work, hs_after);
+        if (r != 0) {
+            x->hs_jobs--;
+            c->hs_busy = 0;
+            FL_LOG_W(WHO, "handshake with %s refused: cannot queue it: %s", c->addr, uv_strerror(r));
+            conn_fail(c, FL_ENOMEM);
+            conn_release(c);
+        }
+    }
+}
+
+/* The connection has handshake bytes for a job: it waits for its turn. */
+static void hs_enqueue(fl_tls_conn_t *c)
+{
+    if (c->hs_busy || c->hs_queued)
+        return;
+    fl_tls_ctx_t *x = c->ctx;
+    c->hs_queued = 1;
+    c->handles++;
+    fl_tls_conn_t **head = c->hs_started ? &x->hs_cont_head : &x->hs_new_head;
+    fl_tls_conn_t **tail = c->hs_started ? &x->hs_cont_tail : &x->hs_new_tail;
+    if (*tail)
+        (*tail)->hs_next = c;
+    else
+        *head = c;
+    *tail = c;
+    hs_dispatch(x);
+}
+
+/* The peer closed during the handshake; reported once the bytes it sent
+ * before (an alert, often) have been through a job. */
+static void hs_closed_by_peer(fl_tls_conn_t *c)
+{
+    FL_LOG_W(WHO, "handshake with %s refused: connection closed by peer (%s)", c->addr, uv_strerror(c->hs_eof));
+    conn_fail(c, c->hs_eof == UV_EOF ? FL_ECLOSED : FL_ENET);
+}
+
+/* A job is worth it once the bytes waiting end with a whole record: mbedTLS
+ * reads records whole. */
+static void hs_ready(fl_tls_conn_t *c)
+{
+    if (c->hs_in_len && c->rec_left == 0 && c->rh_got == 0)
+        hs_enqueue(c);
+}
+
+/* mbedTLS answers WANT_READ only once it read everything, but should a job
+ * leave bytes unread, they go before what arrived meanwhile. */
+static int hs_unread(fl_tls_conn_t *c)
+{
+    unsigned char *p = malloc(c->in_len + c->hs_in_len);
+    if (!p)
+        return FL_ENOMEM;
+    memcpy(p, c->in_ptr, c->in_len);
+    if (c->hs_in_len)
+        memcpy(p + c->in_len, c->hs_in, c->hs_in_len);
+    free(c->hs_in);
+    c->hs_in = p;
+    c->hs_in_len = c->hs_in_cap = c->in_len + c->hs_in_len;
+    c->in_len = 0;
+    return 0;
+}
+
+/* Ciphertext of a handshake in the thread pool: kept for the next job. */
+static int hs_take(fl_tls_conn_t *c, const unsigned char *p, size_t n)
+{
+    if (c->hs_in_len + n > HS_IN_MAX) {
+        FL_LOG_W(WHO, "handshake with %s refused: more than %d bytes of handshake waiting", c->addr, HS_IN_MAX);
+        return FL_ETLS;
+    }
+    if (c->hs_in_len + n > c->hs_in_cap) {
+        size_t cap = c->hs_in_cap ? c->hs_in_cap : 2048;
+        while (cap < c->hs_in_len + n)
+            cap *= 2;
+        unsigned char *q = realloc(c->hs_in, cap);
+        if (!q)
+            return FL_ENOMEM;
+        c->hs_in = q;
+        c->hs_in_cap = cap;
+    }
+    memcpy(c->hs_in + c->hs_in_len, p, n);
+    c->hs_in_len += n;
+    hs_ready(c);
+    return 0;
 }
 
 /* Sends an Error message and closes gracefully: used for protocol violations
@@ -1076,6 +1493,11 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0 || c->state == ST_CLOSED)
         return;
     if (nread < 0) {
+        if (c->state == ST_HANDSHAKE && (c->hs_busy || c->hs_queued)) {
+            c->hs_eof = (int)nread;
+            uv_read_stop(s);
+            return;
+        }
         if (c->state == ST_HANDSHAKE)
             FL_LOG_W(WHO, "handshake with %s refused: connection closed by peer (%s)", c->addr,
                      uv_strerror((int)nread));
@@ -1094,6 +1516,12 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     track_records(c, (const unsigned char *)buf->base, (size_t)nread);
+    if (c->state == ST_HANDSHAKE && c->is_server && c->ctx->hs_max) {
+        int rc = hs_take(c, (const unsigned char *)buf->base, (size_t)nread);
+        if (rc)
+            conn_fail(c, rc);
+        return;
+    }
     c->in_ptr = (const unsigned char *)buf->base;
     c->in_len = (size_t)nread;
     feed(c);
@@ -1269,6 +1697,8 @@ static void accept_one(fl_tls_server_t *s)
         return;
     }
     c->state = ST_HANDSHAKE;
+    c->hs_counted = 1;
+    s->ctx->hs_stats.in_progress++;
     if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0) {
         conn_fail(c, FL_ENET);
         return;

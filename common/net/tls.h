@@ -1,10 +1,25 @@
 /* tls: fedopt connections — mutual TLS 1.2 (mbedTLS) driven non-blocking on
  * libuv streams, carrying the framed protocol of common/wire.
  *
- * One event loop, no threads: mbedTLS reads ciphertext from and writes it to
- * memory (custom bio callbacks over the uv stream's buffers), so a handshake
- * or a record never blocks. Only TLS 1.2 with ECDHE key exchange and AEAD
- * suites (ChaCha20-Poly1305, AES-GCM) is offered.
+ * One event loop: mbedTLS reads ciphertext from and writes it to memory
+ * (custom bio callbacks over the uv stream's buffers), so a handshake or a
+ * record never blocks. Only TLS 1.2 with ECDHE key exchange and AEAD suites
+ * (ChaCha20-Poly1305, AES-GCM) is offered.
+ *
+ * Server handshakes run in libuv's thread pool (uv_queue_work), so a storm of
+ * connecting clients uses every core and the loop keeps serving the
+ * connections already open: the loop copies a connection's handshake
+ * ciphertext into a job, a worker runs mbedTLS over those bytes in memory and
+ * collects its answer, and the loop sends the answer once the job is back. A
+ * connection's ssl context is touched by one thread at a time: by the worker
+ * while its job runs, otherwise by the loop; at most handshake_jobs jobs are
+ * queued at once (connections further along go first), the rest wait in
+ * order. What handshakes on several threads share is made safe here: the
+ * random generator and the session-ticket keys are behind mutexes of this
+ * module (whatever mbedTLS's threading option), and the certificates' and
+ * key's elliptic-curve tables are computed before the first job (see
+ * tls.c's shared_state_ready). Records (encryption and decryption of
+ * application data) stay on the loop.
  *
  * Mutual TLS is the default: a server requires a client certificate signed by
  * the fleet CA, a client verifies the server's certificate and its name. A
@@ -45,7 +60,8 @@
  * and a frame buffer exists only while a frame (or a tensor transfer) is
  * arriving.
  *
- * CPU: the loop thread encrypts and decrypts. A connection encrypts at most
+ * CPU: the loop thread encrypts and decrypts records; server handshakes run
+ * in the thread pool (above). A connection encrypts at most
  * max_inflight bytes per loop turn, so sending one model to many clients
  * interleaves the connections instead of stalling the loop for a whole model
  * per client; decryption happens as bytes arrive. */
@@ -89,6 +105,10 @@ typedef struct {
                               before it lets the others run (default 256 KiB);
                               costs no memory (nothing is staged) */
     uint32_t max_conns;    /* server: most simultaneous connections (default 10000) */
+    /* Server: handshake jobs queued in libuv's thread pool at once (0 = the
+     * number of CPUs, uv_available_parallelism; -1 = handshakes on the loop
+     * thread, as a client's always are). */
+    int handshake_jobs;
     /* Admission (server): until the application calls fl_tls_conn_admit (on
      * the peer's Hello), a connection's frames are capped at
      * preadmit_max_frame (0 = max_frame) and it is closed admit_timeout_ms
@@ -140,6 +160,17 @@ int fl_tls_ctx_new(fl_tls_side_t side, const fl_tls_opts_t *opts, fl_tls_ctx_t *
  * Resumed handshakes so far: on a server, tickets accepted; on a client,
  * connections that resumed. */
 uint64_t fl_tls_ctx_resumed(const fl_tls_ctx_t *ctx);
+
+/* Server handshakes: how they ran so far. */
+typedef struct {
+    uint64_t jobs;        /* handshake jobs run in the thread pool */
+    uint64_t peak_jobs;   /* most jobs queued or running at once */
+    uint64_t in_progress; /* connections accepted whose handshake is not done */
+    uint64_t jobs_now;    /* jobs queued or running now */
+} fl_tls_hs_stats_t;
+
+/* The context's handshake counters (zeros for NULL or a client context). */
+void fl_tls_ctx_hs_stats(const fl_tls_ctx_t *ctx, fl_tls_hs_stats_t *out);
 
 /* Client: drops the kept session (the next connection runs a full handshake). */
 void fl_tls_ctx_forget_session(fl_tls_ctx_t *ctx);

@@ -4,7 +4,9 @@
  * message exchange, a 50 MiB model crossing intact, frame violations over a
  * real connection, back-pressure and pause/resume (and what a held-up
  * transfer costs in memory: nothing). Each refusal must leave a
- * clear log line and the server must keep serving the next client. */
+ * clear log line and the server must keep serving the next client. Server
+ * handshakes run in the thread pool: a connected client's heartbeats are
+ * answered, in order, while a storm of handshakes is in progress there. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +14,7 @@
 #include <cmocka.h>
 
 #include <malloc.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -424,6 +427,271 @@ static void client_free(client_t *k)
     free(k->tensor);
     fl_buf_unref(k->upload);
     fl_buf_unref(k->raw);
+}
+
+/* ---- a handshake storm around a connected probe -------------------------- */
+
+static void refused(server_t *s, const char *ca, const char *cert, const char *key, const char *name,
+                    const char *expect_srv, const char *expect_cli);
+static void connect_once(server_t *s, fl_tls_ctx_t *ctx, client_t *k);
+
+#define STORM_N 48
+#define STORM_JOBS 2
+
+static struct {
+    server_t *s;
+    /* server side */
+    int echoed, echoed_during_jobs;
+    uint64_t next_seen; /* the sequence number the server expects next */
+    int out_of_order;
+    /* the probe */
+    fl_tls_conn_t *probe;
+    int probe_welcomed, probe_closed, probe_reason;
+    uint64_t sent, answered, bad_answer;
+    /* the storm */
+    int storm_started, welcomed, closed, failed;
+} G;
+
+static void send_heartbeat(fl_tls_conn_t *c, uint64_t seq)
+{
+    Fedopt__Heartbeat hb = FEDOPT__HEARTBEAT__INIT;
+    hb.unix_ms = seq; /* the test's sequence number */
+    hb.echo = 1;
+    Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
+    m.msg_case = FEDOPT__ENVELOPE__MSG_HEARTBEAT;
+    m.heartbeat = &hb;
+    assert_int_equal(fl_tls_conn_send_msg(c, &m), 0);
+}
+
+static void storm_srv_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
+{
+    if (ev->kind == FL_WIRE_EV_MESSAGE && ev->msg->msg_case == FEDOPT__ENVELOPE__MSG_HEARTBEAT) {
+        fl_tls_hs_stats_t st;
+        fl_tls_ctx_hs_stats(G.s->ctx, &st);
+        G.echoed++;
+        G.echoed_during_jobs += st.jobs_now > 0;
+        if (ev->msg->heartbeat->unix_ms != G.next_seen)
+            G.out_of_order++;
+        G.next_seen = ev->msg->heartbeat->unix_ms + 1;
+        send_heartbeat(c, ev->msg->heartbeat->unix_ms);
+        return;
+    }
+    srv_on_message(c, ev, ud);
+}
+
+static const fl_tls_cbs_t storm_srv_cbs = {.on_open = srv_on_open,
+                                           .on_message = storm_srv_message,
+                                           .on_close = srv_on_close,
+                                           .on_handshake_fail = srv_on_hs_fail};
+
+static void hello(fl_tls_conn_t *c, void *ud) { cli_on_open(c, ud); }
+
+/* The probe pings as fast as the answers come back, from its Welcome until
+ * the storm is over. */
+static void probe_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
+{
+    if (ev->kind != FL_WIRE_EV_MESSAGE)
+        return;
+    if (ev->msg->msg_case == FEDOPT__ENVELOPE__MSG_WELCOME) {
+        G.probe_welcomed = 1;
+        send_heartbeat(c, G.sent++);
+    } else if (ev->msg->msg_case == FEDOPT__ENVELOPE__MSG_HEARTBEAT) {
+        if (ev->msg->heartbeat->unix_ms != G.answered)
+            G.bad_answer++;
+        G.answered++;
+        if (G.welcomed + G.failed < STORM_N)
+            send_heartbeat(c, G.sent++);
+    }
+}
+
+static void probe_close(fl_tls_conn_t *c, int reason, void *ud)
+{
+    G.probe_closed = 1;
+    G.probe_reason = reason;
+    G.probe = NULL;
+}
+
+static void storm_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
+{
+    if (ev->kind == FL_WIRE_EV_MESSAGE && ev->msg->msg_case == FEDOPT__ENVELOPE__MSG_WELCOME) {
+        G.welcomed++;
+        fl_tls_conn_close(c);
+    }
+}
+
+static void storm_close(fl_tls_conn_t *c, int reason, void *ud)
+{
+    G.closed++;
+    if (reason)
+        G.failed++;
+}
+
+/* STORM_N clients start full mutual-TLS handshakes at once while a
+ * connected probe keeps asking for heartbeat echoes. The server answers
+ * every heartbeat, in order, and some of them while handshake jobs are
+ * queued or running in the thread pool: the loop is not the thread doing
+ * handshakes. At most STORM_JOBS jobs are out at once, and every client
+ * gets in. (How fast, and the worst answer time, is bench_server's storm.) */
+static void test_heartbeats_during_handshake_storm(void **state)
+{
+    server_t s;
+    fl_tls_opts_t o = {0};
+    o.handshake_jobs = STORM_JOBS;
+    server_start(&s, &o, &storm_srv_cbs);
+    memset(&G, 0, sizeof G);
+    G.s = &s;
+    fl_tls_ctx_t *pctx = client_ctx("ca.crt", "clients/alice.crt", "clients/alice.key");
+    fl_tls_ctx_t *sctx = client_ctx("ca.crt", "clients/bob.crt", "clients/bob.key");
+    client_t pk = {0};
+    fl_tls_cbs_t pcbs = {.on_open = hello, .on_message = probe_message, .on_close = probe_close};
+    int port = fl_tls_server_port(s.srv);
+    assert_int_equal(fl_tls_connect(&s.loop, pctx, "127.0.0.1", port, "localhost", &pcbs, &pk, &G.probe), 0);
+    while (!G.probe_welcomed && !G.probe_closed)
+        uv_run(&s.loop, UV_RUN_ONCE);
+    assert_true(G.probe_welcomed);
+    /* One client context for the storm, with no session yet: every
+     * handshake is a full one. */
+    client_t ks[STORM_N];
+    fl_tls_conn_t *conns[STORM_N];
+    fl_tls_cbs_t scbs = {.on_open = hello, .on_message = storm_message, .on_close = storm_close};
+    memset(ks, 0, sizeof ks);
+    for (int i = 0; i < STORM_N; i++)
+        assert_int_equal(fl_tls_connect(&s.loop, sctx, "127.0.0.1", port, "localhost", &scbs, &ks[i], &conns[i]), 0);
+    while (G.closed < STORM_N)
+        uv_run(&s.loop, UV_RUN_ONCE);
+    while (G.answered < G.sent && !G.probe_closed) /* the last answer */
+        uv_run(&s.loop, UV_RUN_ONCE);
+    fl_tls_hs_stats_t st;
+    fl_tls_ctx_hs_stats(s.ctx, &st);
+    fl_tls_conn_close(G.probe);
+    while (!G.probe_closed)
+        uv_run(&s.loop, UV_RUN_ONCE);
+    for (int i = 0; i < 200 && fl_tls_ctx_conns(s.ctx) > 0; i++)
+        uv_run(&s.loop, UV_RUN_NOWAIT), uv_sleep(2);
+
+    assert_int_equal(G.failed, 0);
+    assert_int_equal(G.welcomed, STORM_N);
+    assert_int_equal(s.hs_fails, 0);
+    assert_int_equal(s.opens, STORM_N + 1);
+    /* every heartbeat answered once, in order */
+    assert_true(G.answered >= 1);
+    assert_int_equal(G.bad_answer, 0);
+    assert_int_equal(G.out_of_order, 0);
+    assert_int_equal(G.answered, G.sent);
+    assert_int_equal((uint64_t)G.echoed, G.sent);
+    /* answered while handshakes ran elsewhere */
+    assert_true(G.echoed_during_jobs >= 1);
+    /* the jobs: a full handshake takes at least two (ClientHello; the
+     * client's second flight), never more than STORM_JOBS at once */
+    assert_true(st.jobs >= 2 * (STORM_N + 1));
+    assert_true(st.peak_jobs >= 1 && st.peak_jobs <= STORM_JOBS);
+    assert_int_equal(st.in_progress, 0);
+    assert_int_equal(st.jobs_now, 0);
+    assert_int_equal(G.probe_reason, 0);
+    fl_tls_ctx_free(pctx);
+    fl_tls_ctx_free(sctx);
+    server_stop(&s);
+}
+
+/* A fleet reconnecting with its tickets all at once, one handshake job at a
+ * time: a resumed client sends its Hello right behind its Finished, so the
+ * Hello often arrives while the job that reads the Finished runs, and must
+ * be read once the handshake is done. The clients run on a thread and loop
+ * of their own, so their bytes arrive while the server's loop and jobs run. */
+#define RESUME_N 32
+
+typedef struct {
+    fl_tls_ctx_t *ctx[RESUME_N];
+    client_t ks[RESUME_N];
+    int port;
+    atomic_int done;
+} resume_fleet_t;
+
+static void resume_fleet_main(void *arg)
+{
+    resume_fleet_t *f = arg;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    for (int i = 0; i < RESUME_N; i++) {
+        f->ks[i].bye_after = 1;
+        if (fl_tls_connect(&loop, f->ctx[i], "127.0.0.1", f->port, "localhost", &cli_cbs, &f->ks[i], &f->ks[i].conn))
+            f->ks[i].closed = 1;
+    }
+    uint64_t t0 = uv_now(&loop);
+    for (;;) {
+        int closed = 0;
+        for (int i = 0; i < RESUME_N; i++)
+            closed += f->ks[i].closed;
+        if (closed == RESUME_N || uv_now(&loop) - t0 > 20000)
+            break;
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    for (int i = 0; i < RESUME_N; i++)
+        if (f->ks[i].conn)
+            fl_tls_conn_close(f->ks[i].conn);
+    while (uv_run(&loop, UV_RUN_NOWAIT))
+        uv_sleep(1);
+    uv_loop_close(&loop);
+    atomic_store(&f->done, 1);
+}
+
+static void test_resumed_storm(void **state)
+{
+    server_t s;
+    fl_tls_opts_t o = {0};
+    o.handshake_jobs = 1;
+    server_start(&s, &o, NULL);
+    resume_fleet_t *f = calloc(1, sizeof *f);
+    for (int i = 0; i < RESUME_N; i++) {
+        f->ctx[i] = client_ctx("ca.crt", "clients/alice.crt", "clients/alice.key");
+        connect_once(&s, f->ctx[i], &f->ks[i]);
+        assert_true(f->ks[i].welcomed);
+    }
+    uint64_t resumed0 = fl_tls_ctx_resumed(s.ctx);
+    memset(f->ks, 0, sizeof f->ks);
+    f->port = fl_tls_server_port(s.srv);
+    uv_thread_t th;
+    assert_int_equal(uv_thread_create(&th, resume_fleet_main, f), 0);
+    while (!atomic_load(&f->done)) {
+        uv_run(&s.loop, UV_RUN_NOWAIT);
+        uv_sleep(1);
+    }
+    uv_thread_join(&th);
+    for (int i = 0; i < 200 && fl_tls_ctx_conns(s.ctx) > 0; i++)
+        uv_run(&s.loop, UV_RUN_NOWAIT), uv_sleep(2);
+    for (int i = 0; i < RESUME_N; i++) {
+        assert_true(f->ks[i].welcomed);
+        assert_int_equal(f->ks[i].reason, 0);
+    }
+    assert_int_equal(fl_tls_ctx_resumed(s.ctx) - resumed0, RESUME_N);
+    for (int i = 0; i < RESUME_N; i++)
+        fl_tls_ctx_free(f->ctx[i]);
+    free(f);
+    server_stop(&s);
+}
+
+/* Handshakes on the loop (handshake_jobs -1): no job ever runs, and
+ * everyone still gets in or is refused as before. */
+static void test_handshakes_on_loop_option(void **state)
+{
+    server_t s;
+    fl_tls_opts_t o = {0};
+    o.handshake_jobs = -1;
+    server_start(&s, &o, NULL);
+    for (int i = 0; i < 3; i++) {
+        client_t k = {0};
+        k.bye_after = 1;
+        client_run(&s, &k, "ca.crt", "clients/alice.crt", "clients/alice.key", "localhost");
+        assert_true(k.welcomed);
+        client_free(&k);
+    }
+    refused(&s, "ca.crt", "clients/old.crt", "clients/old.key", "localhost",
+            "client certificate rejected: The certificate validity has expired", NULL);
+    fl_tls_hs_stats_t st;
+    fl_tls_ctx_hs_stats(s.ctx, &st);
+    assert_int_equal(st.jobs, 0);
+    assert_int_equal(st.in_progress, 0);
+    server_stop(&s);
 }
 
 /* ---- tests -------------------------------------------------------------- */
@@ -1081,6 +1349,9 @@ int main(void)
         cmocka_unit_test(test_connect_by_name),
         cmocka_unit_test(test_max_conns),
         cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_heartbeats_during_handshake_storm),
+        cmocka_unit_test(test_resumed_storm),
+        cmocka_unit_test(test_handshakes_on_loop_option),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
