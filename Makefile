@@ -332,7 +332,7 @@ CROSS_OTHERS = $(foreach a,$(filter-out $(ARCH),arm64 armhf riscv64),$(if $(wild
 ifneq ($(CROSS),)
 test-cross: $(CLIENT) $(CROSS_TESTS)
 	$(MAKE) CROSS= ARCH= BUILD=$(NATIVE_BUILD) all $(NATIVE_BUILD)/tools/fl_delta_diff
-	@FEDOPT_TEST_WRAPPER="$(QEMU)" FEDOPT_TEST_TIMEOUT=$${FEDOPT_TEST_TIMEOUT:-1800} \
+	@FEDOPT_TEST_WRAPPER="$(QEMU)" FEDOPT_TEST_TIMEOUT=$${FEDOPT_TEST_TIMEOUT:-3600} \
 	    FEDOPT_CROSS_CLIENTS="$(ARCH):$(BUILD)/fedopt-client $(CROSS_OTHERS)" \
 	    sh tests/run-tests.sh $(BUILD) tests/cross $(NATIVE_BUILD)
 else
