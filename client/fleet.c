@@ -136,6 +136,19 @@ static double chaos_hold(void *ud, uint64_t client, uint64_t round)
     return f->o->chaos.straggle_delay;
 }
 
+/* Secure rounds: the last round(rate * clients) ids leave after their
+ * masked input, every round (the first ids are the attackers'), so a test
+ * knows exactly how many parties drop before unmasking. */
+static int chaos_unmask_drop(void *ud, uint64_t client, uint64_t round)
+{
+    fleet_t *f = ud;
+    size_t n = f->o->parts->clients;
+    if (!fl_attack_is_byzantine(n - 1 - client, n, f->o->chaos.unmask_drop_rate))
+        return 0;
+    f->drops++;
+    return 1;
+}
+
 /* A Byzantine client's attack: the first round(rate * clients) ids. */
 static const fl_attack_t *byzantine_attack(void *ud, uint64_t client)
 {
@@ -412,6 +425,7 @@ int fl_fleet_run(const fl_fleet_opts_t *o, fl_fleet_result_t *res)
                                     .tamper = chaos_tamper,
                                     .hold = chaos_hold,
                                     .attack = byzantine_attack,
+                                    .unmask_drop = chaos_unmask_drop,
                                     .ud = f};
     int rc = FL_ENOMEM, loop_ok = 0;
     char ca[4096], crt[4096], key[4096];

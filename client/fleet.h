@@ -41,6 +41,8 @@ typedef struct {
     double straggle_rate;   /* upload straggle_delay seconds late */
     double straggle_delay;  /* seconds */
     double corrupt_rate;    /* send a NaN or a wrong-shape delta */
+    double unmask_drop_rate; /* secure rounds: the last round(rate * partition clients) ids
+                                disconnect right after their masked input (before unmasking) */
 } fl_fleet_chaos_t;
 
 typedef struct {

@@ -726,7 +726,7 @@ static void try_start_round(fl__daemon_t *d)
         const char **sel = malloc((nsel ? nsel : 1) * sizeof *sel);
         for (size_t i = 0; sel && i < nsel; i++)
             sel[i] = fl_round_selected_name(d->round, i);
-        int src = sel ? fl_secround_begin(d->sec, d->round_no, sel, nsel, now, now + d->cfg->round_deadline)
+        int src = sel ? fl_secround_begin(d->sec, d->run_id, d->round_no, sel, nsel, now, now + d->cfg->round_deadline)
                       : FL_ENOMEM;
         free(sel);
         if (src) {
@@ -1462,7 +1462,6 @@ int fl_daemon_run(const fl_server_config_t *cfg)
                                    .max_weight = uniform ? 1 : (uint32_t)cfg->secagg_max_weight,
                                    .phase_timeout = cfg->secagg_phase_timeout,
                                    .seed = cfg->seed,
-                                   .run_id = plan.run_id,
                                    .numel = d->numel};
         fl_secround_cbs_t scb = {.send = sec_send, .exclude = sec_exclude};
         if ((rc = fl_secround_create(&sc, &scb, d, &d->sec)))

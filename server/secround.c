@@ -133,7 +133,7 @@ static void fail(fl_secround_t *s, int rc, const char *why)
     FL_LOG_W(WHO, "round %lld: abandoned: %s (%s)", (long long)s->round, why, fl_errname(rc));
 }
 
-int fl_secround_begin(fl_secround_t *s, int64_t round, const char *const *names, size_t n, double now,
+int fl_secround_begin(fl_secround_t *s, int64_t run_id, int64_t round, const char *const *names, size_t n, double now,
                       double masked_deadline)
 {
     if (!s || !names || n < 2 || n > FL_SAMSG_MAX_PARTIES)
@@ -148,9 +148,9 @@ int fl_secround_begin(fl_secround_t *s, int64_t round, const char *const *names,
     /* The graph seed is public (every party gets it); drawn from the run's
      * stream so a resumed run's round draws the same graph. */
     fl_rng_t r;
-    uint64_t ids[3] = {(uint64_t)s->cfg.run_id, (uint64_t)round, FL_RNG_SECAGG};
+    uint64_t ids[3] = {(uint64_t)run_id, (uint64_t)round, FL_RNG_SECAGG};
     fl_rng_stream(&r, s->cfg.seed, ids, 3);
-    s->setup = (fl_samsg_setup_t){.run_id = (uint64_t)s->cfg.run_id,
+    s->setup = (fl_samsg_setup_t){.run_id = (uint64_t)run_id,
                                   .round = (uint32_t)round,
                                   .n = (uint32_t)n,
                                   .k = s->plan.k,

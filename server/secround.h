@@ -38,7 +38,6 @@ typedef struct {
     uint32_t max_weight;  /* secagg_max_weight: weights capped here (1 under uniform weighting) */
     double phase_timeout; /* seconds for phases 1, 2 and 4 */
     uint64_t seed;        /* the graph seed's stream {seed, run, round, FL_RNG_SECAGG} */
-    int64_t run_id;
     size_t numel;         /* the model's parameters (a masked input has numel + 1 words) */
 } fl_secround_config_t;
 
@@ -75,10 +74,10 @@ int fl_secround_create(const fl_secround_config_t *cfg, const fl_secround_cbs_t 
                        fl_secround_t **out);
 void fl_secround_free(fl_secround_t *s);
 
-/* Opens round `round` over the selected names[0..n) (party i = names[i]),
+/* Opens round `round` of run `run_id` over the selected names[0..n) (party i = names[i]),
  * at monotonic time now; the masked inputs are due by masked_deadline.
  * FL_ESTATE when a round is open, fl_secround_plan's and saserver's codes. */
-int fl_secround_begin(fl_secround_t *s, int64_t round, const char *const *names, size_t n, double now,
+int fl_secround_begin(fl_secround_t *s, int64_t run_id, int64_t round, const char *const *names, size_t n, double now,
                       double masked_deadline);
 
 /* Party i's setup for its TaskOffer (points into s: valid until the next
