@@ -258,7 +258,7 @@ int fl_secure_ready(const fl_secure_t *s)
 }
 
 int fl_secure_upload(fl_secure_t *s, const float *delta, size_t numel, double w, uint32_t chunk,
-                     fl_buf_t **update, fl_buf_t **tensor)
+                     fl_buf_t **update, fl_buf_t **tensor, uint32_t *plain)
 {
     if (!s || !delta || !update || !tensor)
         return FL_EINVAL;
@@ -272,8 +272,11 @@ int fl_secure_upload(fl_secure_t *s, const float *delta, size_t numel, double w,
     int rc = FL_ENOMEM;
     if (!x || !bytes)
         goto out;
-    if ((rc = fl_saquant_encode(&s->q, delta, numel, w, x)) ||
-        (rc = fl_saclient_mask(s->c, s->in, s->nin, x, x)))
+    if ((rc = fl_saquant_encode(&s->q, delta, numel, w, x)))
+        goto out;
+    if (plain)
+        memcpy(plain, x, (size_t)s->setup.dim * sizeof *x);
+    if ((rc = fl_saclient_mask(s->c, s->in, s->nin, x, x)))
         goto out;
     for (size_t i = 0; i < s->setup.dim; i++)
         fl_put_u32le(bytes + 4 * i, x[i]);

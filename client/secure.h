@@ -69,10 +69,12 @@ int fl_secure_on_shares(fl_secure_t *s, const Fedopt__SecAggShares *m);
 int fl_secure_ready(const fl_secure_t *s);
 
 /* Phase 3: delta (numel floats) with weight w quantized and masked into
- * the Update and its transfer (chunks of chunk bytes). FL_ESHAPE when numel
- * is not the setup's, FL_ENONFINITE, FL_ESTATE before fl_secure_ready. */
+ * the Update and its transfer (chunks of chunk bytes). plain (may be NULL;
+ * numel + 1 words) gets the quantized words before masking, for a fleet's
+ * test of the exact sum. FL_ESHAPE when numel is not the setup's,
+ * FL_ENONFINITE, FL_ESTATE before fl_secure_ready. */
 int fl_secure_upload(fl_secure_t *s, const float *delta, size_t numel, double w, uint32_t chunk,
-                     fl_buf_t **update, fl_buf_t **tensor);
+                     fl_buf_t **update, fl_buf_t **tensor, uint32_t *plain);
 
 /* Phase 4: the reveal for the survivors' list. */
 int fl_secure_on_unmask(fl_secure_t *s, const Fedopt__SecAggUnmask *m, fl_buf_t **reply);

@@ -134,7 +134,24 @@ struct fl_session {
     uint64_t sec_round;      /* the latest offer that asked for secure aggregation */
     fl_secure_t *sec;        /* its protocol state (client/secure), NULL when we left it */
     fl__job_t *sec_job;      /* a trained secure job waiting for the neighbours' shares */
+    struct fl__secwork *sec_work; /* the key phase's crypto, running in the thread pool */
 };
+
+/* The key phase of a secure round (every neighbour's certificate and
+ * signature checked, the shares split and encrypted) runs in the thread
+ * pool, off the loop: a fleet's hundreds of parties would otherwise hold
+ * its heartbeats back for seconds. The session's fl_secure_t is the work's
+ * alone until the after-callback; a session that left the round meanwhile
+ * (orphan) lets the work free it. */
+typedef struct fl__secwork {
+    uv_work_t work;
+    fl_session_t *s;
+    fl_secure_t *sec;
+    Fedopt__Envelope *msg; /* the SecAggKeys (taken from the event) */
+    fl_buf_t *reply;
+    int rc, orphan;
+    char why[256];
+} fl__secwork_t;
 
 static const char *const state_names[FL_SESSION__NSTATES] = {
     "waiting", "connecting", "ready", "receiving", "queued", "training", "straggling", "uploading", "done",
@@ -439,8 +456,11 @@ static void secure_send(fl_session_t *s, fl__job_t *j)
 {
     fl_buf_t *up = NULL, *tensor = NULL;
     uint32_t chunk = fl_wire_chunk_for_frame(s->peer_max_frame);
-    int rc = fl_secure_upload(s->sec, j->sdelta, j->n, j->sweight, chunk, &up, &tensor);
+    const fl_session_hooks_t *h = s->o.hooks;
+    uint32_t *plain = h && h->secagg_plain ? malloc((j->n + 1) * sizeof *plain) : NULL;
+    int rc = fl_secure_upload(s->sec, j->sdelta, j->n, j->sweight, chunk, &up, &tensor, plain);
     if (rc || !s->conn || fl_tls_conn_send(s->conn, up) || fl_tls_conn_send(s->conn, tensor)) {
+        free(plain);
         if (rc)
             FL_LOG_W(WHO, "%s: round %llu: cannot mask the update: %s", s->name, (unsigned long long)j->round,
                      fl_strerror(rc));
@@ -451,6 +471,9 @@ static void secure_send(fl_session_t *s, fl__job_t *j)
     }
     fl_buf_unref(up);
     fl_buf_unref(tensor);
+    if (plain)
+        h->secagg_plain(h->ud, s->o.id, j->round, plain, j->n + 1);
+    free(plain);
     s->stats.uploads++;
     s->stats.last_upload_round = j->round;
     s->stats.last_train_loss = j->st.loss;
@@ -458,7 +481,6 @@ static void secure_send(fl_session_t *s, fl__job_t *j)
     s->state = FL_SESSION_UPLOADING;
     fl_log(s->o.log_rounds ? FL_LOG_INFO : FL_LOG_DEBUG, WHO, "%s: round %llu: %zu examples, loss %.4f, %.2f s; masked input sent",
            s->name, (unsigned long long)j->round, j->st.examples, j->st.loss, j->st.seconds);
-    const fl_session_hooks_t *h = s->o.hooks;
     if (h && h->unmask_drop && h->unmask_drop(h->ud, s->o.id, j->round)) {
         /* What is queued still goes out: the masked input arrives, then
          * the client is gone before unmasking. */
@@ -491,7 +513,10 @@ static void secure_trained(fl_session_t *s, fl__job_t *j)
 /* Leaves a secure round (a new offer, a lost connection, a refusal). */
 static void secure_leave(fl_session_t *s)
 {
-    fl_secure_free(s->sec);
+    if (s->sec_work)
+        s->sec_work->orphan = 1; /* the work frees s->sec when it is done */
+    else
+        fl_secure_free(s->sec);
     s->sec = NULL;
     job_free(s->sec_job);
     s->sec_job = NULL;
@@ -920,18 +945,65 @@ static void on_eval_model(fl_session_t *s, fl_wire_event_t *ev)
 
 /* A secure round's message from the server (client/secure checks it). A
  * refusal leaves the round: nothing more is revealed in it. */
-static void on_secagg(fl_session_t *s, const Fedopt__Envelope *m)
+static void secwork_run(uv_work_t *w)
 {
+    fl__secwork_t *x = w->data;
+    x->rc = fl_secure_on_keys(x->sec, x->msg->secagg_keys, &x->reply, x->why, sizeof x->why);
+}
+
+static void secwork_after(uv_work_t *w, int status)
+{
+    fl__secwork_t *x = w->data;
+    fl_session_t *s = x->s;
+    if (x->orphan) {
+        fl_secure_free(x->sec);
+    } else {
+        s->sec_work = NULL;
+        if (status && !x->rc)
+            x->rc = FL_ECANCELED;
+        if (x->rc) {
+            FL_LOG_W(WHO, "%s: round %llu: leaving the secure round: %s%s%s", s->name,
+                     (unsigned long long)fl_secure_round(s->sec), fl_strerror(x->rc), x->why[0] ? ": " : "", x->why);
+            secure_leave(s);
+        } else if (s->conn) {
+            fl_tls_conn_send(s->conn, x->reply);
+        }
+    }
+    if (x->orphan)
+        s->sec_work = NULL;
+    fl_buf_unref(x->reply);
+    fl_wire_msg_free(x->msg);
+    free(x);
+    maybe_done(s);
+}
+
+static void on_secagg(fl_session_t *s, fl_wire_event_t *ev)
+{
+    const Fedopt__Envelope *m = ev->msg;
     fl_buf_t *reply = NULL;
     char why[256] = "";
-    int rc;
-    if (!s->sec) {
+    int rc = 0;
+    if (!s->sec || s->sec_work) {
         FL_LOG_D(WHO, "%s: %s outside a secure round we take part in: ignored", s->name,
                  fl_wire_msg_name((int)m->msg_case));
         return;
     }
     if (m->msg_case == FEDOPT__ENVELOPE__MSG_SECAGG_KEYS) {
-        rc = fl_secure_on_keys(s->sec, m->secagg_keys, &reply, why, sizeof why);
+        fl__secwork_t *x = calloc(1, sizeof *x);
+        if (x) {
+            x->work.data = x;
+            x->s = s;
+            x->sec = s->sec;
+            x->msg = ev->msg;
+            ev->msg = NULL; /* the work's now */
+            s->sec_work = x;
+            if (uv_queue_work(s->pool->loop, &x->work, secwork_run, secwork_after) == 0)
+                return;
+            s->sec_work = NULL;
+            ev->msg = x->msg;
+            free(x);
+        }
+        rc = FL_ENOMEM;
     } else if (m->msg_case == FEDOPT__ENVELOPE__MSG_SECAGG_SHARES) {
         if ((rc = fl_secure_on_shares(s->sec, m->secagg_shares)) == 0 && s->sec_job) {
             fl__job_t *j = s->sec_job;
@@ -1013,7 +1085,7 @@ static void on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
     case FEDOPT__ENVELOPE__MSG_SECAGG_KEYS:
     case FEDOPT__ENVELOPE__MSG_SECAGG_SHARES:
     case FEDOPT__ENVELOPE__MSG_SECAGG_UNMASK:
-        on_secagg(s, m);
+        on_secagg(s, ev);
         break;
     case FEDOPT__ENVELOPE__MSG_UPDATE_RESULT: {
         const Fedopt__UpdateResult *r = m->update_result;
@@ -1174,7 +1246,7 @@ static void maybe_done(fl_session_t *s)
 {
     if (!s->stopping || s->done)
         return;
-    if (s->conn || s->job)
+    if (s->conn || s->job || s->sec_work)
         return;
     if (s->held) {
         job_free(s->held);

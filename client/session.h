@@ -94,6 +94,10 @@ typedef struct {
      * nonzero makes the session close its connection (gracefully: the
      * input still arrives), a party that drops before unmasking. */
     int (*unmask_drop)(void *ud, uint64_t client, uint64_t round);
+    /* On the loop, when a secure round's masked input is sent: the n
+     * quantized words before masking (a fleet's test sums them to compare
+     * with the server's unmasked sum). */
+    void (*secagg_plain)(void *ud, uint64_t client, uint64_t round, const uint32_t *words, size_t n);
     void *ud;
 } fl_session_hooks_t;
 

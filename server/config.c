@@ -103,6 +103,7 @@ static const fl__cfg_entry_t table[] = {
     {"secagg_clip", "secagg", T_DBL, OFF(secagg_clip), "1", 1e-9, 1e6, F_RUN, "secure aggregation: each delta coordinate is clamped to [-c, c] before fixed-point quantization"},
     {"secagg_max_weight", "secagg", T_INT, OFF(secagg_max_weight), "1000", 1, 2147483647.0, F_RUN, "secure aggregation: a client's weight (examples used) is capped here and rounded; the fixed-point scale follows from it, secagg_clip and the round's parties"},
     {"secagg_phase_timeout", "secagg", T_DBL, OFF(secagg_phase_timeout), "30", 0.01, 1e6, 0, "secure aggregation: seconds each key or unmasking phase waits for answers (the masked inputs wait for round_deadline)"},
+    {"secagg_dump_sums", "secagg", T_STR, OFF(secagg_dump_sums), "", 0, 0, 0, "testing: write each secure round's unmasked sum (numel + 1 little-endian words, what the server learns) to DIR/round-N.u32, for an exact comparison with the clients' plain sum"},
     {"log_level", "misc", T_STR, OFF(log_level), "info", 0, 0, 0, "error, warn, info or debug"},
 };
 #define NTABLE (sizeof table / sizeof table[0])

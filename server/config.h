@@ -102,6 +102,7 @@ typedef struct {
     double secagg_clip;        /* coordinates clamped to [-clip, clip] before quantization */
     int64_t secagg_max_weight; /* a client's weight is capped here (uniform weighting: 1) */
     double secagg_phase_timeout; /* seconds for the key and unmasking phases */
+    char *secagg_dump_sums;    /* tests: a directory for each round's unmasked word sum ("" = none) */
     /* misc */
     char *log_level;
 

@@ -3,10 +3,12 @@
 #include <ctype.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
+#include "common/base/bytes.h"
 #include "common/base/clock.h"
 #include "common/base/error.h"
 #include "common/base/log.h"
@@ -964,6 +966,26 @@ static void round_done(fl__daemon_t *d)
     try_start_round(d);
 }
 
+/* secagg_dump_sums: the unmasked word sum of the round, as the tests
+ * compare it with the clients' plain sum (it is what the server learns). */
+static void dump_sum(fl__daemon_t *d)
+{
+    const uint32_t *sum = fl_secround_sum(d->sec);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/round-%lld.u32", d->cfg->secagg_dump_sums, (long long)d->round_no);
+    FILE *f = sum ? fopen(path, "wb") : NULL;
+    int ok = f != NULL;
+    for (size_t i = 0; ok && i <= d->numel; i++) {
+        uint8_t b[4];
+        fl_put_u32le(b, sum[i]);
+        ok = fwrite(b, 1, 4, f) == 4;
+    }
+    if (f && fclose(f))
+        ok = 0;
+    if (!ok)
+        FL_LOG_W(WHO, "secagg_dump_sums: cannot write %s", path);
+}
+
 /* A secure round that is done (or stopped): its masked inputs' rows are
  * accepted when the sum was unmasked, else refused; the unmasked mean goes
  * into the aggregator as one update of the round's total weight. Returns 0
@@ -977,6 +999,8 @@ static int settle_secure(fl__daemon_t *d, double now, double *weight)
         return 0;
     const char *why = "stopped";
     int rc = fl_secround_done(d->sec) ? fl_secround_result(d->sec, d->sec_mean, weight, &why) : FL_ECANCELED;
+    if (rc == 0 && d->cfg->secagg_dump_sums && d->cfg->secagg_dump_sums[0])
+        dump_sum(d);
     if (rc == 0) {
         double norm;
         if ((rc = fl_agg_add(d->agg, d->opt, d->sec_mean, d->numel, *weight, &norm))) {

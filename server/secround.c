@@ -263,6 +263,7 @@ static void end_adverts(fl_secround_t *s, double now)
     }
     s->phase = PH_SHARE;
     s->phase_end = now + s->cfg.phase_timeout;
+    FL_LOG_D(WHO, "round %lld: keys advertised, forwarding them", (long long)s->round);
     for (uint32_t id = 0; id < s->n; id++) {
         if (!s->p[id].adv || s->p[id].gone)
             continue;
@@ -307,6 +308,7 @@ static void end_shares(fl_secround_t *s, double now)
         return;
     }
     s->phase = PH_MASKED;
+    FL_LOG_D(WHO, "round %lld: keys shared, forwarding the ciphertexts", (long long)s->round);
     /* Training happens now: the masked inputs are due at the round's
      * deadline, and never sooner than a phase's time from here. */
     s->phase_end = s->masked_deadline > now + s->cfg.phase_timeout ? s->masked_deadline : now + s->cfg.phase_timeout;
@@ -350,6 +352,7 @@ static void end_masked(fl_secround_t *s, double now)
         fl_put_u32le(bytes + 4 * i, s->ids[i]);
     s->phase = PH_UNMASK;
     s->phase_end = now + s->cfg.phase_timeout;
+    FL_LOG_D(WHO, "round %lld: %zu masked inputs in, unmasking", (long long)s->round, n3);
     Fedopt__SecAggUnmask um = FEDOPT__SEC_AGG_UNMASK__INIT;
     um.round_id = (uint64_t)s->round;
     um.survivors = (ProtobufCBinaryData){n3 * 4, bytes};
@@ -615,6 +618,11 @@ int fl_secround_result(fl_secround_t *s, float *mean, double *weight, const char
     if (rc)
         *why = "the unmasked total weight is not positive";
     return rc;
+}
+
+const uint32_t *fl_secround_sum(const fl_secround_t *s)
+{
+    return s && s->phase == PH_DONE && !s->rc ? s->sum : NULL;
 }
 
 void fl_secround_end(fl_secround_t *s)

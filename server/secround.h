@@ -114,6 +114,11 @@ int fl_secround_masked(const fl_secround_t *s, const char *name);
  * (FL_ECANCELED, FL_EAUTH, ...) with *why (static text). */
 int fl_secround_result(fl_secround_t *s, float *mean, double *weight, const char **why);
 
+/* After a successful fl_secround_result: the unmasked sum itself (numel + 1
+ * words: the weighted, scaled coordinates and the total weight; what the
+ * server learns), for a test's exact comparison. NULL otherwise. */
+const uint32_t *fl_secround_sum(const fl_secround_t *s);
+
 /* Closes the round (done or not: a stop abandons it); the next begin may
  * follow. */
 void fl_secround_end(fl_secround_t *s);
