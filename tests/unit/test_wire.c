@@ -206,7 +206,7 @@ static void test_decode_garbage_and_limits(void **state)
     assert_null(m);
     assert_non_null(strstr(why, "not a valid fedopt.Envelope"));
     /* Valid protobuf with no message in the envelope. */
-    const uint8_t unknown_only[] = {0x80, 0x01, 0x01}; /* field 16 (unknown), varint 1 */
+    const uint8_t unknown_only[] = {0x98, 0x06, 0x01}; /* field 99 (unknown), varint 1 */
     assert_int_equal(fl_wire_decode(unknown_only, sizeof unknown_only, &m, why, sizeof why),
                      FL_EPROTO);
     assert_non_null(strstr(why, "no message"));
