@@ -509,6 +509,7 @@ static void on_message(fl_tls_conn_t *conn, fl_wire_event_t *ev, void *ud)
             FL_LOG_I(WHO, "%s declined round %llu: %s", c->name, (unsigned long long)m->task_reply->round_id,
                      m->task_reply->reason ? m->task_reply->reason : "");
             fl_round_drop(c->d->round, c->name, "declined", c->last_seen);
+            fl_secround_drop(c->d->sec, c->name, c->last_seen); /* a party that will send nothing */
             maybe_close_round(c->d);
         }
         break;
@@ -589,7 +590,7 @@ static void on_close(fl_tls_conn_t *conn, int reason, void *ud)
         fl_fedeval_drop(d->fe, c->name, "disconnected", now_s());
         fl_secround_drop(d->sec, c->name, now_s());
     }
-    if (c->up == U_RECEIVING)
+    if (c->up == U_RECEIVING && !c->up_masked) /* a masked input holds no slot */
         fl_uploads_release(d->uploads);
     else if (c->up == U_WAIT_SLOT)
         fl_uploads_cancel(d->uploads, &c->wait);

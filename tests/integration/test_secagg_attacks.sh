@@ -11,7 +11,7 @@
 #                  check against its certificate fails, it is excluded, and
 #                  the round goes on without it (exact sum of the others);
 #   secagg-replay  its key advertisement sent twice: excluded as a replay.
-# And a server cannot be configured into rounds so small that the sum gives
+# A device (fedopt-client run) takes part beside the fleet. And a server cannot be configured into rounds so small that the sum gives
 # away one client's update: start-up refuses them.
 set -u
 . "$(dirname "$0")/fleet_lib.sh"
@@ -55,6 +55,28 @@ run_attack secagg-replay
 grep -q "sim-0000 excluded: a second key advertisement (a replay)" "$work/secagg-replay-server.log" ||
     fail "secagg-replay: the replayed advertisement was not caught"
 
+# A device (fedopt-client run, its own certificate) takes part beside 11
+# fleet clients: the round sums all 12.
+"$srv" certs issue "$work/fleet" dev-a >/dev/null || fail "certs issue"
+rm -f "$work/run.db"
+# shellcheck disable=SC2086
+start_server device-server.log $common
+start_fleet device-fleet.log --clients $K --count $((K - 1)) --data fmnist --partition iid --jobs 2 --give-up 3
+"$cli" run --server "127.0.0.1:$port" --server-name localhost --ca "$work/fleet/ca.crt" \
+    --cert "$work/fleet/clients/dev-a.crt" --key "$work/fleet/clients/dev-a.key" --data fmnist --partition iid \
+    --clients $K --client-index $((K - 1)) --threads 1 --once --backoff-max 1 >"$work/device.log" 2>&1 &
+dev_pid=$!
+pids="$pids $dev_pid"
+wait_pid "$server_pid" 120
+[ "$rc" -eq 0 ] || fail "device: server exit status $rc"
+wait_pid "$dev_pid" 30
+[ "$rc" -eq 0 ] || fail "device: fedopt-client run exit status $rc"
+rep=$(sql "SELECT clients_reported || ' ' || status FROM rounds WHERE round = 1")
+[ "$rep" = "$K closed" ] || fail "device: round 1: $rep, want $K closed"
+dev=$(sql "SELECT status FROM updates WHERE client = 'dev-a'")
+[ "$dev" = accepted ] || fail "device: dev-a's row is '$dev'"
+grep -q "masked input sent" "$work/device.log" || fail "device: no masked input in its log"
+
 # A "secure" round of 2 (or 4) parties would hand a colluding client the
 # other's update: the settings refuse it before anything runs.
 for k in 2 4; do
@@ -66,4 +88,4 @@ for k in 2 4; do
     grep -q "secure_aggregation: no graph and scale for $k parties" "$work/small.log" ||
         fail "no clear refusal of $k parties: $(cat "$work/small.log")"
 done
-echo "ok: a wrong share, a substituted key and a replayed advertisement caught; sums exact; tiny rounds refused"
+echo "ok: a wrong share, a substituted key and a replayed advertisement caught; sums exact; a device beside a fleet; tiny rounds refused"
