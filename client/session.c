@@ -137,18 +137,23 @@ struct fl_session {
     struct fl__secwork *sec_work; /* the key phase's crypto, running in the thread pool */
 };
 
-/* The key phase of a secure round (every neighbour's certificate and
- * signature checked, the shares split and encrypted) runs in the thread
- * pool, off the loop: a fleet's hundreds of parties would otherwise hold
- * its heartbeats back for seconds. The session's fl_secure_t is the work's
- * alone until the after-callback; a session that left the round meanwhile
- * (orphan) lets the work free it. */
+/* A secure round's crypto runs in the thread pool, off the loop: the key
+ * phase (every neighbour's certificate and signature checked, the shares
+ * split and encrypted) and the masking (an X25519 agreement and a mask per
+ * neighbour); a fleet's hundreds of parties would otherwise hold its
+ * heartbeats back for many seconds. The session's fl_secure_t is the
+ * work's alone until the after-callback; a session that left the round
+ * meanwhile (orphan) lets the work free it. */
 typedef struct fl__secwork {
     uv_work_t work;
     fl_session_t *s;
     fl_secure_t *sec;
-    Fedopt__Envelope *msg; /* the SecAggKeys (taken from the event) */
+    Fedopt__Envelope *msg; /* keys: the SecAggKeys (taken from the event) */
     fl_buf_t *reply;
+    struct fl__job *job;   /* masking: the trained job (its delta and weight) */
+    uint32_t chunk;
+    fl_buf_t *up, *tensor; /* masking: the Update and the masked transfer */
+    uint32_t *plain;       /* masking: the quantized words, for hooks.secagg_plain (or NULL) */
     int rc, orphan;
     char why[256];
 } fl__secwork_t;
@@ -450,35 +455,54 @@ static double hold_for(const fl_session_t *s, uint64_t round)
     return h && h->hold ? h->hold(h->ud, s->o.id, round) : 0;
 }
 
-/* Masks a trained secure job's delta and sends it (the neighbours' shares
- * are in). */
+static void secwork_run(uv_work_t *w);
+static void secwork_after(uv_work_t *w, int status);
+
+/* Masks a trained secure job's delta in the thread pool (the neighbours'
+ * shares are in); secure_sent sends it. */
 static void secure_send(fl_session_t *s, fl__job_t *j)
 {
-    fl_buf_t *up = NULL, *tensor = NULL;
-    uint32_t chunk = fl_wire_chunk_for_frame(s->peer_max_frame);
     const fl_session_hooks_t *h = s->o.hooks;
-    uint32_t *plain = h && h->secagg_plain ? malloc((j->n + 1) * sizeof *plain) : NULL;
-    int rc = fl_secure_upload(s->sec, j->sdelta, j->n, j->sweight, chunk, &up, &tensor, plain);
-    if (rc || !s->conn || fl_tls_conn_send(s->conn, up) || fl_tls_conn_send(s->conn, tensor)) {
-        free(plain);
-        if (rc)
-            FL_LOG_W(WHO, "%s: round %llu: cannot mask the update: %s", s->name, (unsigned long long)j->round,
-                     fl_strerror(rc));
-        fl_buf_unref(up);
-        fl_buf_unref(tensor);
+    fl__secwork_t *x = calloc(1, sizeof *x);
+    if (!x || (h && h->secagg_plain && !(x->plain = malloc((j->n + 1) * sizeof *x->plain)))) {
+        FL_LOG_W(WHO, "%s: round %llu: out of memory to mask the update", s->name, (unsigned long long)j->round);
+        free(x);
         job_free(j);
         return;
     }
-    fl_buf_unref(up);
-    fl_buf_unref(tensor);
-    if (plain)
-        h->secagg_plain(h->ud, s->o.id, j->round, plain, j->n + 1);
-    free(plain);
+    x->work.data = x;
+    x->s = s;
+    x->sec = s->sec;
+    x->job = j;
+    x->chunk = fl_wire_chunk_for_frame(s->peer_max_frame);
+    s->sec_work = x;
+    s->state = FL_SESSION_UPLOADING;
+    if (uv_queue_work(s->pool->loop, &x->work, secwork_run, secwork_after)) {
+        s->sec_work = NULL;
+        free(x->plain);
+        free(x);
+        job_free(j);
+    }
+}
+
+/* The masked input is ready: to the connection. */
+static void secure_sent(fl_session_t *s, fl__secwork_t *x)
+{
+    fl__job_t *j = x->job;
+    const fl_session_hooks_t *h = s->o.hooks;
+    if (x->rc) {
+        FL_LOG_W(WHO, "%s: round %llu: cannot mask the update: %s", s->name, (unsigned long long)j->round,
+                 fl_strerror(x->rc));
+        return;
+    }
+    if (!s->conn || fl_tls_conn_send(s->conn, x->up) || fl_tls_conn_send(s->conn, x->tensor))
+        return;
+    if (x->plain && h && h->secagg_plain)
+        h->secagg_plain(h->ud, s->o.id, j->round, x->plain, j->n + 1);
     s->stats.uploads++;
     s->stats.last_upload_round = j->round;
     s->stats.last_train_loss = j->st.loss;
     s->stats.last_train_seconds = j->st.seconds;
-    s->state = FL_SESSION_UPLOADING;
     fl_log(s->o.log_rounds ? FL_LOG_INFO : FL_LOG_DEBUG, WHO, "%s: round %llu: %zu examples, loss %.4f, %.2f s; masked input sent",
            s->name, (unsigned long long)j->round, j->st.examples, j->st.loss, j->st.seconds);
     if (h && h->unmask_drop && h->unmask_drop(h->ud, s->o.id, j->round)) {
@@ -487,7 +511,6 @@ static void secure_send(fl_session_t *s, fl__job_t *j)
         FL_LOG_D(WHO, "%s: round %llu: leaving after the masked input (a hook)", s->name, (unsigned long long)j->round);
         fl_tls_conn_close(s->conn);
     }
-    job_free(j);
 }
 
 /* A secure job finished training: masked and sent now, or when the
@@ -948,7 +971,11 @@ static void on_eval_model(fl_session_t *s, fl_wire_event_t *ev)
 static void secwork_run(uv_work_t *w)
 {
     fl__secwork_t *x = w->data;
-    x->rc = fl_secure_on_keys(x->sec, x->msg->secagg_keys, &x->reply, x->why, sizeof x->why);
+    if (x->job)
+        x->rc = fl_secure_upload(x->sec, x->job->sdelta, x->job->n, x->job->sweight, x->chunk, &x->up, &x->tensor,
+                                 x->plain);
+    else
+        x->rc = fl_secure_on_keys(x->sec, x->msg->secagg_keys, &x->reply, x->why, sizeof x->why);
 }
 
 static void secwork_after(uv_work_t *w, int status)
@@ -961,7 +988,9 @@ static void secwork_after(uv_work_t *w, int status)
         s->sec_work = NULL;
         if (status && !x->rc)
             x->rc = FL_ECANCELED;
-        if (x->rc) {
+        if (x->job) {
+            secure_sent(s, x);
+        } else if (x->rc) {
             FL_LOG_W(WHO, "%s: round %llu: leaving the secure round: %s%s%s", s->name,
                      (unsigned long long)fl_secure_round(s->sec), fl_strerror(x->rc), x->why[0] ? ": " : "", x->why);
             secure_leave(s);
@@ -972,6 +1001,10 @@ static void secwork_after(uv_work_t *w, int status)
     if (x->orphan)
         s->sec_work = NULL;
     fl_buf_unref(x->reply);
+    fl_buf_unref(x->up);
+    fl_buf_unref(x->tensor);
+    free(x->plain);
+    job_free(x->job);
     fl_wire_msg_free(x->msg);
     free(x);
     maybe_done(s);

@@ -1,10 +1,10 @@
 #!/bin/sh
 # Secure aggregation with SecAgg+'s sparse graph on the wire: K = 150 fleet
 # clients over real mutual TLS, one round, every client selected; at the
-# default tolerances (10 % dropout, 5 % corrupt) the graph has degree 80 <
-# K - 1, and 15 clients (10 %) leave right after their masked input. The
+# default tolerances (10 % dropout, 5 % corrupt) the graph has degree 78 <
+# K - 1 (threshold 52), and 15 clients (10 %) leave right after their masked input. The
 # unmasked sum must equal the fleet's plain sum of the quantized updates
-# word for word. Slow on a small machine (each client checks 80
+# word for word. Slow on a small machine (each client checks 78
 # certificates and signatures): only with FEDOPT_TEST_LONG=1 (make
 # test-long).
 set -u
