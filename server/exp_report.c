@@ -279,6 +279,12 @@ static int collect(const char *dir, cells_t *cs, FILE *log)
     return rc;
 }
 
+static int dbl_cmp(const void *pa, const void *pb)
+{
+    double a = *(const double *)pa, b = *(const double *)pb;
+    return a < b ? -1 : a > b;
+}
+
 /* Cells in a stable order: task, optimizer (the paper's order), axis values, seed. */
 static int cell_cmp(const void *pa, const void *pb)
 {
@@ -645,7 +651,7 @@ static void fmt_metric(char *buf, size_t len, double v, int mse)
         snprintf(buf, len, "%.2f", 100 * v);
 }
 
-int fl_exp_report_write(const char *const *dirs, size_t ndirs, const char *out, FILE *log)
+int fl_exp_report_write(const char *const *dirs, size_t ndirs, const char *out, unsigned flags, FILE *log)
 {
     cells_t cs = {0};
     setting_t *sets = NULL;
@@ -655,8 +661,22 @@ int fl_exp_report_write(const char *const *dirs, size_t ndirs, const char *out, 
         rc = collect(dirs[i], &cs, log);
     if (rc)
         goto out;
+    /* After collect(): a shard's finished copy of a cell has already won over an unfinished one. */
+    size_t nleft = 0;
+    if (flags & FL_EXP_REPORT_FINISHED_ONLY) {
+        size_t k = 0;
+        for (size_t i = 0; i < cs.n; i++) {
+            if (cs.c[i].done)
+                cs.c[k++] = cs.c[i];
+            else
+                free(cs.c[i].r);
+        }
+        nleft = cs.n - k;
+        cs.n = k;
+    }
     if (!cs.n) {
-        fprintf(log, "report: no cells in the given directories\n");
+        fprintf(log, "report: no %scells in the given directories\n",
+                flags & FL_EXP_REPORT_FINISHED_ONLY ? "finished " : "");
         rc = FL_ENOTFOUND;
         goto out;
     }
@@ -703,8 +723,11 @@ int fl_exp_report_write(const char *const *dirs, size_t ndirs, const char *out, 
     size_t ndone = 0;
     for (size_t i = 0; i < cs.n; i++)
         ndone += cs.c[i].done;
-    fprintf(md, "# Experiment report\n\n%zu cells from %zu director%s: %zu finished, %zu partial or not started.\n\n",
+    fprintf(md, "# Experiment report\n\n%zu cells from %zu director%s: %zu finished, %zu partial or not started",
             cs.n, ndirs, ndirs == 1 ? "y" : "ies", ndone, cs.n - ndone);
+    if (flags & FL_EXP_REPORT_FINISHED_ONLY)
+        fprintf(md, "; %zu unfinished cell%s left out (--finished-only)", nleft, nleft == 1 ? "" : "s");
+    fprintf(md, ".\n\n");
     fprintf(md, "Selection (the paper's rule): a cell scores its example-weighted client training accuracy averaged "
                 "over its last %d closed rounds (all of them when it has fewer; training MSE for an MSE task, "
                 "lower is better); a setting scores the mean over its seeds; the best setting per task and "
@@ -765,12 +788,16 @@ int fl_exp_report_write(const char *const *dirs, size_t ndirs, const char *out, 
             csv_num(bc, s->hi, "%.6f");
             fprintf(bc, ",\"%s\"\n", b->setting);
         }
-        /* What a round costs, per optimizer (all its cells). */
+        /* What a round costs, per optimizer (all its cells). The median as well as the mean: a resumed
+         * cell's first round counts from the round before the interruption, which a mean would spread. */
         fprintf(md, "\nWall time per round (from the previous round's end: evaluation and a resumed run's "
-                    "restart included) and bytes in + out per round, all cells of the optimizer: ");
+                    "restart included; median, then mean) and bytes in + out per round, all cells of the "
+                    "optimizer: ");
+        const char *sep = "";
         for (int o = 0; o < FL_EXP_NOPTS; o++) {
             double secs = 0, bytes = 0;
             long rounds = 0;
+            size_t nsec = 0;
             for (size_t si = ti; si < tj; si++)
                 for (size_t i = sets[si].first; i < sets[si].first + sets[si].n; i++)
                     if (strcmp(cs.c[i].opt, fl_exp_opt_names[o]) == 0) {
@@ -778,11 +805,27 @@ int fl_exp_report_write(const char *const *dirs, size_t ndirs, const char *out, 
                         bytes += cs.c[i].total_bytes;
                         rounds += (long)cs.c[i].nr;
                     }
-            if (rounds)
-                fprintf(md, "%s %.2f s and %.1f MiB over %ld rounds; ", fl_exp_opt_names[o], secs / rounds,
-                        bytes / rounds / 1048576.0, rounds);
+            if (!rounds)
+                continue;
+            double *v = malloc((size_t)rounds * sizeof *v);
+            if (!v) {
+                rc = FL_ENOMEM;
+                goto out;
+            }
+            for (size_t si = ti; si < tj; si++)
+                for (size_t i = sets[si].first; i < sets[si].first + sets[si].n; i++)
+                    if (strcmp(cs.c[i].opt, fl_exp_opt_names[o]) == 0)
+                        for (size_t r = 0; r < cs.c[i].nr; r++)
+                            if (!isnan(cs.c[i].r[r].seconds))
+                                v[nsec++] = cs.c[i].r[r].seconds;
+            qsort(v, nsec, sizeof *v, dbl_cmp);
+            double med = !nsec ? NAN : nsec % 2 ? v[nsec / 2] : (v[nsec / 2 - 1] + v[nsec / 2]) / 2;
+            free(v);
+            fprintf(md, "%s%s %.2f s (mean %.2f s) and %.1f MiB over %ld rounds", sep, fl_exp_opt_names[o], med,
+                    secs / rounds, bytes / rounds / 1048576.0, rounds);
+            sep = "; ";
         }
-        fprintf(md, "\n");
+        fprintf(md, ".\n");
         rep_t R = {out, gp, md, cs.c};
         if ((rc = task_plots(&R, task, best, sets + ti, tj - ti)))
             goto out;
