@@ -28,8 +28,8 @@ run() {
         --tls_cert "$dir/fleet/server.crt" --tls_key "$dir/fleet/server.key" --tls_ca "$dir/fleet/ca.crt" \
         --db "$dir/b.db" --model logreg --server_opt fedavg --server_lr 1 --client_lr 0.1 --batch_size 20 \
         --max_steps 10 --rounds "$rounds" --clients_per_round "$K" --min_clients "$K" --wait_timeout 600 \
-        --round_deadline 600 --eval_data fmnist --eval_max_examples 1000 --heartbeat 5 --seed 1 \
-        --secagg_phase_timeout 120 "$@" >"$dir/server.log" 2>&1 &
+        --round_deadline 3600 --eval_data fmnist --eval_max_examples 1000 --heartbeat 5 --seed 1 \
+        --secagg_phase_timeout 1800 "$@" >"$dir/server.log" 2>&1 &
     spid=$!
     until grep -q "listening on" "$dir/server.log" 2>/dev/null; do
         kill -0 $spid 2>/dev/null || { tail "$dir/server.log"; exit 1; }

@@ -17,12 +17,12 @@ fi
 K=150
 mkdir -p "$work/srv" "$work/cli"
 start_server server.log --model logreg --rounds 1 --clients-per-round $K --min-clients $K --eval-data fmnist \
-    --eval-max-examples 1000 --round-deadline 600 --server-opt fedavg --server-lr 1 --client-lr 0.1 \
-    --batch-size 20 --max-steps 5 --heartbeat 5 --secure-aggregation true --secagg-phase-timeout 300 \
+    --eval-max-examples 1000 --round-deadline 3600 --server-opt fedavg --server-lr 1 --client-lr 0.1 \
+    --batch-size 20 --max-steps 5 --heartbeat 5 --secure-aggregation true --secagg-phase-timeout 1800 \
     --secagg-dump-sums "$work/srv"
 start_fleet fleet.log --clients $K --data fmnist --partition iid --jobs 2 --give-up 10 \
     --unmask-drop-rate 0.1 --secagg-dump-sums "$work/cli"
-wait_pid "$server_pid" 900
+wait_pid "$server_pid" 3600
 [ "$rc" -eq 0 ] || fail "server exit status $rc"
 wait_pid "$fleet_pid" 60
 [ "$rc" -eq 0 ] || fail "fleet exit status $rc"
