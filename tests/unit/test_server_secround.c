@@ -351,6 +351,41 @@ static void test_plan_refuses_tiny_rounds(void **state)
     assert_false(p.complete);
 }
 
+/* The certificate check a client runs on its neighbours' certificates. */
+static void test_check_cert(void **state)
+{
+    world_t w;
+    setup_world(&w);
+    char cn[80];
+    mbedtls_x509_crt c;
+    mbedtls_x509_crt_init(&c);
+    assert_int_equal(fl_tls_ctx_check_cert(w.tls, w.crt.raw.p, w.crt.raw.len, &c, cn), 0);
+    assert_string_equal(cn, "alice");
+    mbedtls_x509_crt_free(&c);
+    /* another CA's client */
+    mbedtls_x509_crt m;
+    mbedtls_x509_crt_init(&m);
+    assert_int_equal(mbedtls_x509_crt_parse_file(&m, fl_testcerts_path(&w.certs, 0, "other/clients/mallory.crt")), 0);
+    mbedtls_x509_crt_init(&c);
+    assert_int_equal(fl_tls_ctx_check_cert(w.tls, m.raw.p, m.raw.len, &c, cn), FL_EAUTH);
+    mbedtls_x509_crt_free(&c);
+    mbedtls_x509_crt_free(&m);
+    /* an expired one */
+    mbedtls_x509_crt_init(&m);
+    assert_int_equal(mbedtls_x509_crt_parse_file(&m, fl_testcerts_path(&w.certs, 0, "clients/old.crt")), 0);
+    mbedtls_x509_crt_init(&c);
+    assert_int_equal(fl_tls_ctx_check_cert(w.tls, m.raw.p, m.raw.len, &c, cn), FL_EAUTH);
+    mbedtls_x509_crt_free(&c);
+    mbedtls_x509_crt_free(&m);
+    /* not a certificate */
+    const uint8_t junk[] = {0x30, 0x03, 0x02, 0x01, 0x00};
+    mbedtls_x509_crt_init(&c);
+    assert_int_equal(fl_tls_ctx_check_cert(w.tls, junk, sizeof junk, &c, cn), FL_EFORMAT);
+    mbedtls_x509_crt_free(&c);
+    assert_non_null(fl_tls_ctx_key(w.tls));
+    teardown_world(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -359,6 +394,7 @@ int main(void)
         cmocka_unit_test(test_substituted_key_excluded),
         cmocka_unit_test(test_too_many_leave_abandoned),
         cmocka_unit_test(test_plan_refuses_tiny_rounds),
+        cmocka_unit_test(test_check_cert),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
