@@ -30,11 +30,11 @@ run_attack() {
     rm -f "$work/run.db"
     # shellcheck disable=SC2086
     start_server "$1-server.log" $common --secagg-dump-sums "$work/$1/srv"
-    start_fleet "$1-fleet.log" --clients $K --data fmnist --partition iid --jobs 2 --give-up 3 \
+    start_fleet "$1-fleet.log" --clients $K --data fmnist --partition iid --jobs 2 --give-up 8 \
         --byzantine-rate 0.05 --attack "$1" --secagg-dump-sums "$work/$1/cli"
     wait_pid "$server_pid" 400
     [ "$rc" -eq 0 ] || fail "$1: server exit status $rc"
-    wait_pid "$fleet_pid" 30
+    wait_pid "$fleet_pid" 60
     [ "$rc" -eq 0 ] || fail "$1: fleet exit status $rc"
     st=$(sql "SELECT status FROM rounds WHERE round = 1")
     [ "$st" = closed ] || fail "$1: round 1 is '$st', want closed"
@@ -64,7 +64,7 @@ grep -q "sim-0000 excluded: a second key advertisement (a replay)" "$work/secagg
 rm -f "$work/run.db"
 # shellcheck disable=SC2086
 start_server device-server.log $common
-start_fleet device-fleet.log --clients $K --count $((K - 1)) --data fmnist --partition iid --jobs 2 --give-up 3
+start_fleet device-fleet.log --clients $K --count $((K - 1)) --data fmnist --partition iid --jobs 2 --give-up 8
 "$cli" run --server "127.0.0.1:$port" --server-name localhost --ca "$work/fleet/ca.crt" \
     --cert "$work/fleet/clients/dev-a.crt" --key "$work/fleet/clients/dev-a.key" --data fmnist --partition iid \
     --clients $K --client-index $((K - 1)) --threads 1 --once --backoff-max 1 >"$work/device.log" 2>&1 &

@@ -31,11 +31,11 @@ run_case() {
     rm -f "$work/run.db"
     # shellcheck disable=SC2086
     start_server "$name-server.log" $common --rounds "$2" --secagg-dump-sums "$work/$name/srv"
-    start_fleet "$name-fleet.log" --clients $K --data fmnist --partition iid --jobs 2 --give-up 3 \
+    start_fleet "$name-fleet.log" --clients $K --data fmnist --partition iid --jobs 2 --give-up 8 \
         --unmask-drop-rate "$3" --secagg-dump-sums "$work/$name/cli"
     wait_pid "$server_pid" 400
     [ "$rc" -eq 0 ] || fail "$name: server exit status $rc"
-    wait_pid "$fleet_pid" 30
+    wait_pid "$fleet_pid" 60
     [ "$rc" -eq 0 ] || fail "$name: fleet exit status $rc"
     cp "$work/run.db" "$work/$name/run.db"
 }
