@@ -36,6 +36,12 @@ int fl_attack_parse(const char *s, fl_attack_t *out)
             return FL_EINVAL;
     } else if (strcmp(s, "labelflip") == 0) {
         a.kind = FL_ATTACK_LABELFLIP;
+    } else if (strcmp(s, "secagg-key") == 0) {
+        a.kind = FL_ATTACK_SECAGG_KEY;
+    } else if (strcmp(s, "secagg-share") == 0) {
+        a.kind = FL_ATTACK_SECAGG_SHARE;
+    } else if (strcmp(s, "secagg-replay") == 0) {
+        a.kind = FL_ATTACK_SECAGG_REPLAY;
     } else {
         return FL_EINVAL;
     }

@@ -5,7 +5,12 @@
  *   signflip     upload the negated honest delta;
  *   gaussian:SD  upload N(0, SD^2) noise in place of the delta;
  *   labelflip    train on flipped labels (label -> classes - 1 - label) and
- *                upload that honest-looking delta.
+ *                upload that honest-looking delta;
+ *   secagg-key, secagg-share, secagg-replay
+ *                in a secure-aggregation round, lie in the protocol rather
+ *                than in the delta (client/secure.h): advertise a mask key
+ *                other than the signed one, reveal a wrong share, or send
+ *                the key advertisement twice.
  * An attacker still reports its true example count. Which clients attack is
  * fixed for the fleet: the first round(R * clients) client ids of the
  * partition, so a run's attackers are the same whatever the seed and the
@@ -26,6 +31,9 @@ typedef enum {
     FL_ATTACK_SIGNFLIP,
     FL_ATTACK_GAUSSIAN,
     FL_ATTACK_LABELFLIP,
+    FL_ATTACK_SECAGG_KEY,    /* secure rounds: advertise a key other than the signed one */
+    FL_ATTACK_SECAGG_SHARE,  /* secure rounds: reveal a wrong share at unmasking */
+    FL_ATTACK_SECAGG_REPLAY, /* secure rounds: send the key advertisement twice */
 } fl_attack_kind_t;
 
 typedef struct {
@@ -33,7 +41,8 @@ typedef struct {
     double param; /* S (scale) or SD (gaussian) */
 } fl_attack_t;
 
-/* Parses "scale:S", "signflip", "gaussian:SD" (SD >= 0) or "labelflip".
+/* Parses "scale:S", "signflip", "gaussian:SD" (SD >= 0), "labelflip",
+ * "secagg-key", "secagg-share" or "secagg-replay".
  * Returns 0 or FL_EINVAL. */
 int fl_attack_parse(const char *s, fl_attack_t *out);
 

@@ -38,6 +38,7 @@ void fl_client_cmd_fleet_usage(FILE *out)
             "         [--cert FILE --key FILE] [--jobs J] [--first I] [--count C] [--shard I/N] [--prefix NAME]\n"
             "         [--server-name NAME] [--ca FILE]\n"
             "         [--drop-rate p] [--straggle-rate p --straggle-delay s] [--corrupt-rate p]\n"
+            "         [--unmask-drop-rate R] [--byzantine-rate R --attack SPEC]\n"
             "         [--give-up S] [--backoff-max S] [--connect-spread S] [--seed S]\n"
             "         [--progress auto|tty|plain|none] [--log-level L] [--metrics-listen HOST:PORT]\n"
             "  --server HOST:PORT   the fedopt-server\n"
@@ -57,8 +58,13 @@ void fl_client_cmd_fleet_usage(FILE *out)
             "  --drop-rate p        per task: vanish after receiving the model\n"
             "  --straggle-rate p    per task: upload --straggle-delay seconds late (default 30)\n"
             "  --corrupt-rate p     per task: send a NaN or a wrong-shape delta\n"
+            "  --unmask-drop-rate R secure rounds: the last round(R * clients) clients disconnect right\n"
+            "                       after their masked input, before unmasking\n"
+            "  --secagg-dump-sums D testing: DIR/round-N.u32 gets the sum of the quantized words the\n"
+            "                       fleet masked in secure round N (compare the server's secagg_dump_sums)\n"
             "  --byzantine-rate R   the first round(R * clients) clients attack (needs --attack)\n"
-            "  --attack SPEC        scale:S, signflip, gaussian:SD or labelflip (client/attack.h)\n"
+            "  --attack SPEC        scale:S, signflip, gaussian:SD, labelflip, or in secure rounds\n"
+            "                       secagg-key, secagg-share, secagg-replay (client/attack.h)\n"
             "  --give-up S          a client stops after S seconds without a server (default 0: never)\n"
             "  --backoff-max S      longest wait between reconnects (default 30)\n"
             "  --connect-spread S   spread the first connections over S seconds (default: 32\n"
@@ -85,7 +91,7 @@ int fl_client_cmd_fleet(int argc, char **argv)
     long shard_i = 0, shard_n = 0;
     enum {
         O_SERVER = 1, O_CERTS, O_CERT, O_KEY, O_CA, O_SNAME, O_JOBS, O_FIRST, O_COUNT, O_PREFIX, O_DROP, O_STR, O_STRD, O_CORR,
-        O_GIVEUP, O_BACKOFF, O_SPREAD, O_SEED, O_PROGRESS, O_LOG, O_SHARD, O_METRICS, O_BYZ, O_ATTACK
+        O_GIVEUP, O_BACKOFF, O_SPREAD, O_SEED, O_PROGRESS, O_LOG, O_SHARD, O_METRICS, O_BYZ, O_ATTACK, O_UDROP, O_DUMP
     };
     static const fl_cli_opt_t opts[] = {
         {"server", 1, O_SERVER},
@@ -102,6 +108,8 @@ int fl_client_cmd_fleet(int argc, char **argv)
         {"straggle-rate", 1, O_STR},
         {"straggle-delay", 1, O_STRD},
         {"corrupt-rate", 1, O_CORR},
+        {"unmask-drop-rate", 1, O_UDROP},
+        {"secagg-dump-sums", 1, O_DUMP},
         {"byzantine-rate", 1, O_BYZ},
         {"attack", 1, O_ATTACK},
         {"give-up", 1, O_GIVEUP},
@@ -138,10 +146,12 @@ int fl_client_cmd_fleet(int argc, char **argv)
         case O_STR: bad = fl_cli_get_double(&cli, 0, 1, &o.chaos.straggle_rate); break;
         case O_STRD: bad = fl_cli_get_double(&cli, 0, 1e7, &o.chaos.straggle_delay); break;
         case O_CORR: bad = fl_cli_get_double(&cli, 0, 1, &o.chaos.corrupt_rate); break;
+        case O_DUMP: o.secagg_dump_sums = cli.val; break;
+        case O_UDROP: bad = fl_cli_get_double(&cli, 0, 1, &o.chaos.unmask_drop_rate); break;
         case O_BYZ: bad = fl_cli_get_double(&cli, 0, 1, &o.byzantine_rate); break;
         case O_ATTACK:
             if (fl_attack_parse(cli.val, &o.attack))
-                return fl_cli_bad_value(&cli, "is not scale:S, signflip, gaussian:SD or labelflip");
+                return fl_cli_bad_value(&cli, "is not scale:S, signflip, gaussian:SD, labelflip, secagg-key, secagg-share or secagg-replay");
             break;
         case O_GIVEUP: bad = fl_cli_get_double(&cli, 0, 1e7, &o.give_up); break;
         case O_BACKOFF: bad = fl_cli_get_double(&cli, 0.001, 1e7, &o.backoff_max); break;

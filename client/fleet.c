@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "client/task.h"
+#include "common/base/bytes.h"
 #include "common/net/certs.h"
 #include "common/base/clock.h"
 #include "common/base/error.h"
@@ -134,6 +135,49 @@ static double chaos_hold(void *ud, uint64_t client, uint64_t round)
         return 0;
     f->straggles++;
     return f->o->chaos.straggle_delay;
+}
+
+/* Secure rounds: the last round(rate * clients) ids leave after their
+ * masked input, every round (the first ids are the attackers'), so a test
+ * knows exactly how many parties drop before unmasking. */
+static int chaos_unmask_drop(void *ud, uint64_t client, uint64_t round)
+{
+    fleet_t *f = ud;
+    size_t n = f->o->parts->clients;
+    if (!fl_attack_is_byzantine(n - 1 - client, n, f->o->chaos.unmask_drop_rate))
+        return 0;
+    f->drops++;
+    return 1;
+}
+
+/* --secagg-dump-sums: adds a client's quantized words into DIR/round-N.u32
+ * (little-endian, read, added modulo 2^32 and written back: a test's
+ * ground truth for the server's unmasked sum, never a secret of a real
+ * client). */
+static void secagg_plain(void *ud, uint64_t client, uint64_t round, const uint32_t *words, size_t n)
+{
+    fleet_t *f = ud;
+    const char *dir = f->o->secagg_dump_sums;
+    if (!dir || !dir[0])
+        return;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/round-%llu.u32", dir, (unsigned long long)round);
+    uint8_t *b = calloc(n, 4);
+    if (!b)
+        return;
+    FILE *fp = fopen(path, "rb");
+    if (fp) {
+        if (fread(b, 4, n, fp) != n)
+            memset(b, 0, n * 4);
+        fclose(fp);
+    }
+    for (size_t i = 0; i < n; i++)
+        fl_put_u32le(b + 4 * i, fl_get_u32le(b + 4 * i) + words[i]);
+    if (!(fp = fopen(path, "wb")) || fwrite(b, 4, n, fp) != n || fclose(fp)) {
+        FL_LOG_W(WHO, "--secagg-dump-sums: cannot write %s (client %llu)", path, (unsigned long long)client);
+        fp = NULL;
+    }
+    free(b);
 }
 
 /* A Byzantine client's attack: the first round(rate * clients) ids. */
@@ -412,6 +456,8 @@ int fl_fleet_run(const fl_fleet_opts_t *o, fl_fleet_result_t *res)
                                     .tamper = chaos_tamper,
                                     .hold = chaos_hold,
                                     .attack = byzantine_attack,
+                                    .unmask_drop = chaos_unmask_drop,
+                                    .secagg_plain = secagg_plain,
                                     .ud = f};
     int rc = FL_ENOMEM, loop_ok = 0;
     char ca[4096], crt[4096], key[4096];

@@ -41,6 +41,8 @@ typedef struct {
     double straggle_rate;   /* upload straggle_delay seconds late */
     double straggle_delay;  /* seconds */
     double corrupt_rate;    /* send a NaN or a wrong-shape delta */
+    double unmask_drop_rate; /* secure rounds: the last round(rate * partition clients) ids
+                                disconnect right after their masked input (before unmasking) */
 } fl_fleet_chaos_t;
 
 typedef struct {
@@ -70,6 +72,9 @@ typedef struct {
     uint64_t seed;
     int tty;                  /* 1: redraw one progress line; 0: plain lines */
     FILE *progress;           /* where progress goes (NULL = none) */
+    const char *secagg_dump_sums; /* tests: DIR/round-N.u32 gets the sum (mod 2^32) of the
+                                 quantized words this fleet's clients masked and sent in
+                                 secure round N, to compare with the server's unmasked sum */
     fl_metrics_t *metrics;    /* the fleet's Prometheus metrics are kept here (NULL = none;
                                  families from fl_fleet_metrics_define) */
 } fl_fleet_opts_t;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "client/secure.h"
 #include "client/task.h"
 #include "common/base/clock.h"
 #include "common/base/error.h"
@@ -76,6 +77,9 @@ typedef struct fl__job {
     fl_wire_tensor_t *table; /* the offer's tensor table (owned), NULL from a 1.0 server */
     size_t ntable;
     fl_task_codec_t codec;   /* how the delta travels; ef is the session's */
+    int secure;              /* a secure round: keep the delta (sdelta) for masking on the loop */
+    float *sdelta;
+    double sweight;          /* its weight: the examples used */
 } fl__job_t;
 
 struct fl_session_pool {
@@ -126,7 +130,33 @@ struct fl_session {
     uv_timer_t timer;        /* reconnect back-off and straggling */
     uv_timer_t hb;           /* heartbeats and the silence watchdog */
     int handles_open;
+    char *identity;          /* Welcome.peer_identity: the name a secure round's advert signs */
+    uint64_t sec_round;      /* the latest offer that asked for secure aggregation */
+    fl_secure_t *sec;        /* its protocol state (client/secure), NULL when we left it */
+    fl__job_t *sec_job;      /* a trained secure job waiting for the neighbours' shares */
+    struct fl__secwork *sec_work; /* the key phase's crypto, running in the thread pool */
 };
+
+/* A secure round's crypto runs in the thread pool, off the loop: the key
+ * phase (every neighbour's certificate and signature checked, the shares
+ * split and encrypted) and the masking (an X25519 agreement and a mask per
+ * neighbour); a fleet's hundreds of parties would otherwise hold its
+ * heartbeats back for many seconds. The session's fl_secure_t is the
+ * work's alone until the after-callback; a session that left the round
+ * meanwhile (orphan) lets the work free it. */
+typedef struct fl__secwork {
+    uv_work_t work;
+    fl_session_t *s;
+    fl_secure_t *sec;
+    Fedopt__Envelope *msg; /* keys: the SecAggKeys (taken from the event) */
+    fl_buf_t *reply;
+    struct fl__job *job;   /* masking: the trained job (its delta and weight) */
+    uint32_t chunk;
+    fl_buf_t *up, *tensor; /* masking: the Update and the masked transfer */
+    uint32_t *plain;       /* masking: the quantized words, for hooks.secagg_plain (or NULL) */
+    int rc, orphan;
+    char why[256];
+} fl__secwork_t;
 
 static const char *const state_names[FL_SESSION__NSTATES] = {
     "waiting", "connecting", "ready", "receiving", "queued", "training", "straggling", "uploading", "done",
@@ -284,6 +314,7 @@ static void job_free(fl__job_t *j)
     shared_unref(j->sh);
     fl_buf_unref(j->update);
     fl_buf_unref(j->delta);
+    free(j->sdelta);
     free(j);
 }
 
@@ -343,8 +374,18 @@ static void job_train(fl__job_t *j)
         }
         fl_task_result_slim(&res);
         uint32_t chunk = fl_wire_chunk_for_frame(j->s->peer_max_frame);
-        rc = fl_task_encode_update_codec(j->round, &res, &j->codec, chunk, &j->update, &j->delta, j->why,
-                                         sizeof j->why);
+        if (j->secure) {
+            /* Quantized and masked on the loop, once the neighbours'
+             * shares are in (client/secure). */
+            j->sweight = (double)res.st.examples;
+            if ((j->sdelta = malloc(res.n * sizeof *j->sdelta)))
+                memcpy(j->sdelta, res.delta, res.n * sizeof *j->sdelta);
+            else
+                rc = FL_ENOMEM;
+            j->n = res.n;
+        } else
+            rc = fl_task_encode_update_codec(j->round, &res, &j->codec, chunk, &j->update, &j->delta, j->why,
+                                             sizeof j->why);
     }
     /* Memory: the received model and the trained model go as soon as the
      * delta is encoded; only the frames travel on. */
@@ -414,6 +455,96 @@ static double hold_for(const fl_session_t *s, uint64_t round)
     return h && h->hold ? h->hold(h->ud, s->o.id, round) : 0;
 }
 
+static void secwork_run(uv_work_t *w);
+static void secwork_after(uv_work_t *w, int status);
+
+/* Masks a trained secure job's delta in the thread pool (the neighbours'
+ * shares are in); secure_sent sends it. */
+static void secure_send(fl_session_t *s, fl__job_t *j)
+{
+    const fl_session_hooks_t *h = s->o.hooks;
+    fl__secwork_t *x = calloc(1, sizeof *x);
+    if (!x || (h && h->secagg_plain && !(x->plain = malloc((j->n + 1) * sizeof *x->plain)))) {
+        FL_LOG_W(WHO, "%s: round %llu: out of memory to mask the update", s->name, (unsigned long long)j->round);
+        free(x);
+        job_free(j);
+        return;
+    }
+    x->work.data = x;
+    x->s = s;
+    x->sec = s->sec;
+    x->job = j;
+    x->chunk = fl_wire_chunk_for_frame(s->peer_max_frame);
+    s->sec_work = x;
+    s->state = FL_SESSION_UPLOADING;
+    if (uv_queue_work(s->pool->loop, &x->work, secwork_run, secwork_after)) {
+        s->sec_work = NULL;
+        free(x->plain);
+        free(x);
+        job_free(j);
+    }
+}
+
+/* The masked input is ready: to the connection. */
+static void secure_sent(fl_session_t *s, fl__secwork_t *x)
+{
+    fl__job_t *j = x->job;
+    const fl_session_hooks_t *h = s->o.hooks;
+    if (x->rc) {
+        FL_LOG_W(WHO, "%s: round %llu: cannot mask the update: %s", s->name, (unsigned long long)j->round,
+                 fl_strerror(x->rc));
+        return;
+    }
+    if (!s->conn || fl_tls_conn_send(s->conn, x->up) || fl_tls_conn_send(s->conn, x->tensor))
+        return;
+    if (x->plain && h && h->secagg_plain)
+        h->secagg_plain(h->ud, s->o.id, j->round, x->plain, j->n + 1);
+    s->stats.uploads++;
+    s->stats.last_upload_round = j->round;
+    s->stats.last_train_loss = j->st.loss;
+    s->stats.last_train_seconds = j->st.seconds;
+    fl_log(s->o.log_rounds ? FL_LOG_INFO : FL_LOG_DEBUG, WHO, "%s: round %llu: %zu examples, loss %.4f, %.2f s; masked input sent",
+           s->name, (unsigned long long)j->round, j->st.examples, j->st.loss, j->st.seconds);
+    if (h && h->unmask_drop && h->unmask_drop(h->ud, s->o.id, j->round)) {
+        /* What is queued still goes out: the masked input arrives, then
+         * the client is gone before unmasking. */
+        FL_LOG_D(WHO, "%s: round %llu: leaving after the masked input (a hook)", s->name, (unsigned long long)j->round);
+        fl_tls_conn_close(s->conn);
+    }
+}
+
+/* A secure job finished training: masked and sent now, or when the
+ * neighbours' shares arrive. */
+static void secure_trained(fl_session_t *s, fl__job_t *j)
+{
+    if (!s->sec || fl_secure_round(s->sec) != j->round || !s->conn || !s->welcomed) {
+        FL_LOG_D(WHO, "%s: round %llu: the secure round went on without us", s->name, (unsigned long long)j->round);
+        if (s->conn && s->welcomed)
+            s->state = FL_SESSION_READY;
+        job_free(j);
+        return;
+    }
+    if (fl_secure_ready(s->sec)) {
+        secure_send(s, j);
+        return;
+    }
+    job_free(s->sec_job);
+    s->sec_job = j;
+    s->state = FL_SESSION_STRAGGLING;
+}
+
+/* Leaves a secure round (a new offer, a lost connection, a refusal). */
+static void secure_leave(fl_session_t *s)
+{
+    if (s->sec_work)
+        s->sec_work->orphan = 1; /* the work frees s->sec when it is done */
+    else
+        fl_secure_free(s->sec);
+    s->sec = NULL;
+    job_free(s->sec_job);
+    s->sec_job = NULL;
+}
+
 static void job_after(uv_work_t *w, int status)
 {
     double hold;
@@ -455,6 +586,8 @@ static void job_after(uv_work_t *w, int status)
         if (s->conn && s->welcomed)
             s->state = FL_SESSION_READY;
         job_free(j);
+    } else if (j->secure) {
+        secure_trained(s, j);
     } else if (!s->stopping && s->conn && s->welcomed && (hold = hold_for(s, j->round)) > 0) {
         /* Holding back is decided after training, so the delay adds to the
          * real training time as a slow device's would. */
@@ -550,6 +683,8 @@ static void on_welcome(fl_session_t *s, const Fedopt__Welcome *w)
     }
     s->welcomed = 1;
     s->minor = w->protocol_minor < FL_PROTOCOL_MINOR ? w->protocol_minor : FL_PROTOCOL_MINOR;
+    free(s->identity);
+    s->identity = strdup(w->peer_identity ? w->peer_identity : "");
     s->attempt = 0;
     s->stats.connects++;
     s->peer_max_frame = w->max_frame ? w->max_frame : FL_WIRE_DEFAULT_MAX_FRAME;
@@ -601,6 +736,27 @@ static void on_offer(fl_session_t *s, const Fedopt__TaskOffer *o)
         /* The server moved on while we were still busy: the old result will
          * be stale, so it is dropped when it comes back. */
         FL_LOG_D(WHO, "%s: offer for round %llu while busy", s->name, (unsigned long long)o->round_id);
+    }
+    secure_leave(s);
+    s->sec_round = 0;
+    if (o->secagg && s->minor >= 1) {
+        /* Secure aggregation: advertise the round's keys now, while the
+         * model arrives and trains. */
+        const fl_session_hooks_t *h = s->o.hooks;
+        const fl_attack_t *a = h && h->attack ? h->attack(h->ud, s->o.id) : NULL;
+        fl_secure_lie_t lie = !a ? FL_SECURE_HONEST
+                              : a->kind == FL_ATTACK_SECAGG_KEY ? FL_SECURE_LIE_KEY
+                              : a->kind == FL_ATTACK_SECAGG_SHARE ? FL_SECURE_LIE_SHARE
+                              : a->kind == FL_ATTACK_SECAGG_REPLAY ? FL_SECURE_LIE_REPLAY
+                                                                    : FL_SECURE_HONEST;
+        fl_buf_t *adv = NULL;
+        s->sec_round = o->round_id;
+        int rc = fl_secure_create(o->secagg, o->run_id, o->round_id, s->identity ? s->identity : "", s->o.tls, lie,
+                                  &adv, &s->sec);
+        if (rc || fl_tls_conn_send(s->conn, adv))
+            FL_LOG_W(WHO, "%s: round %llu: cannot take part in secure aggregation: %s", s->name,
+                     (unsigned long long)o->round_id, fl_strerror(rc ? rc : FL_ECLOSED));
+        fl_buf_unref(adv);
     }
     s->state = FL_SESSION_RECEIVING;
     fl_tls_conn_set_max_tensor(s->conn, (uint64_t)s->task_params * sizeof(float));
@@ -675,6 +831,7 @@ static void start_training(fl_session_t *s, fl__shared_t *e, float *buf)
     j->codec.codec = s->task_codec;
     j->codec.topk = s->task_topk;
     j->codec.ef = &s->ef; /* one job per session at a time: the job may use it */
+    j->secure = s->sec_round == s->round && s->sec_round != 0;
     if (h && h->tamper_code)
         j->tamper = h->tamper_code(h->ud, s->o.id, s->round);
     if (h && h->attack)
@@ -809,6 +966,98 @@ static void on_eval_model(fl_session_t *s, fl_wire_event_t *ev)
     pool_submit(s->pool, j);
 }
 
+/* A secure round's message from the server (client/secure checks it). A
+ * refusal leaves the round: nothing more is revealed in it. */
+static void secwork_run(uv_work_t *w)
+{
+    fl__secwork_t *x = w->data;
+    if (x->job)
+        x->rc = fl_secure_upload(x->sec, x->job->sdelta, x->job->n, x->job->sweight, x->chunk, &x->up, &x->tensor,
+                                 x->plain);
+    else
+        x->rc = fl_secure_on_keys(x->sec, x->msg->secagg_keys, &x->reply, x->why, sizeof x->why);
+}
+
+static void secwork_after(uv_work_t *w, int status)
+{
+    fl__secwork_t *x = w->data;
+    fl_session_t *s = x->s;
+    if (x->orphan) {
+        fl_secure_free(x->sec);
+    } else {
+        s->sec_work = NULL;
+        if (status && !x->rc)
+            x->rc = FL_ECANCELED;
+        if (x->job) {
+            secure_sent(s, x);
+        } else if (x->rc) {
+            FL_LOG_W(WHO, "%s: round %llu: leaving the secure round: %s%s%s", s->name,
+                     (unsigned long long)fl_secure_round(s->sec), fl_strerror(x->rc), x->why[0] ? ": " : "", x->why);
+            secure_leave(s);
+        } else if (s->conn) {
+            fl_tls_conn_send(s->conn, x->reply);
+        }
+    }
+    if (x->orphan)
+        s->sec_work = NULL;
+    fl_buf_unref(x->reply);
+    fl_buf_unref(x->up);
+    fl_buf_unref(x->tensor);
+    free(x->plain);
+    job_free(x->job);
+    fl_wire_msg_free(x->msg);
+    free(x);
+    maybe_done(s);
+}
+
+static void on_secagg(fl_session_t *s, fl_wire_event_t *ev)
+{
+    const Fedopt__Envelope *m = ev->msg;
+    fl_buf_t *reply = NULL;
+    char why[256] = "";
+    int rc = 0;
+    if (!s->sec || s->sec_work) {
+        FL_LOG_D(WHO, "%s: %s outside a secure round we take part in: ignored", s->name,
+                 fl_wire_msg_name((int)m->msg_case));
+        return;
+    }
+    if (m->msg_case == FEDOPT__ENVELOPE__MSG_SECAGG_KEYS) {
+        fl__secwork_t *x = calloc(1, sizeof *x);
+        if (x) {
+            x->work.data = x;
+            x->s = s;
+            x->sec = s->sec;
+            x->msg = ev->msg;
+            ev->msg = NULL; /* the work's now */
+            s->sec_work = x;
+            if (uv_queue_work(s->pool->loop, &x->work, secwork_run, secwork_after) == 0)
+                return;
+            s->sec_work = NULL;
+            ev->msg = x->msg;
+            free(x);
+        }
+        rc = FL_ENOMEM;
+    } else if (m->msg_case == FEDOPT__ENVELOPE__MSG_SECAGG_SHARES) {
+        if ((rc = fl_secure_on_shares(s->sec, m->secagg_shares)) == 0 && s->sec_job) {
+            fl__job_t *j = s->sec_job;
+            s->sec_job = NULL;
+            secure_send(s, j);
+            return;
+        }
+    } else {
+        rc = fl_secure_on_unmask(s->sec, m->secagg_unmask, &reply);
+    }
+    if (rc) {
+        FL_LOG_W(WHO, "%s: round %llu: leaving the secure round: %s%s%s", s->name,
+                 (unsigned long long)fl_secure_round(s->sec), fl_strerror(rc), why[0] ? ": " : "", why);
+        secure_leave(s);
+        return;
+    }
+    if (reply && s->conn)
+        fl_tls_conn_send(s->conn, reply);
+    fl_buf_unref(reply);
+}
+
 static void on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
 {
     fl_session_t *s = ud;
@@ -865,6 +1114,11 @@ static void on_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
         break;
     }
     case FEDOPT__ENVELOPE__MSG_HEARTBEAT:
+        break;
+    case FEDOPT__ENVELOPE__MSG_SECAGG_KEYS:
+    case FEDOPT__ENVELOPE__MSG_SECAGG_SHARES:
+    case FEDOPT__ENVELOPE__MSG_SECAGG_UNMASK:
+        on_secagg(s, ev);
         break;
     case FEDOPT__ENVELOPE__MSG_UPDATE_RESULT: {
         const Fedopt__UpdateResult *r = m->update_result;
@@ -923,6 +1177,7 @@ static void on_close(fl_tls_conn_t *c, int reason, void *ud)
     s->welcomed = 0;
     s->eval_pending = 0;
     release_shared(s);
+    secure_leave(s); /* a secure round does not survive the connection */
     if (s->held) {
         /* A straggler whose connection went: its result has nowhere to go. */
         uv_timer_stop(&s->timer);
@@ -1024,12 +1279,13 @@ static void maybe_done(fl_session_t *s)
 {
     if (!s->stopping || s->done)
         return;
-    if (s->conn || s->job)
+    if (s->conn || s->job || s->sec_work)
         return;
     if (s->held) {
         job_free(s->held);
         s->held = NULL;
     }
+    secure_leave(s);
     if (s->handles_open == 2 && !uv_is_closing((uv_handle_t *)&s->timer)) {
         uv_close((uv_handle_t *)&s->timer, handle_closed);
         uv_close((uv_handle_t *)&s->hb, handle_closed);
@@ -1092,6 +1348,7 @@ void fl_session_free(fl_session_t *s)
     else {
         fl_codec_ef_free(&s->ef);
         free(s->task_table);
+        free(s->identity);
         free(s->name);
         free(s);
     }

@@ -90,6 +90,14 @@ typedef struct {
      * client's share before training, the others to the delta. The attack
      * must outlive the session. */
     const fl_attack_t *(*attack)(void *ud, uint64_t client);
+    /* On the loop, right after a secure round's masked input was queued:
+     * nonzero makes the session close its connection (gracefully: the
+     * input still arrives), a party that drops before unmasking. */
+    int (*unmask_drop)(void *ud, uint64_t client, uint64_t round);
+    /* On the loop, when a secure round's masked input is sent: the n
+     * quantized words before masking (a fleet's test sums them to compare
+     * with the server's unmasked sum). */
+    void (*secagg_plain)(void *ud, uint64_t client, uint64_t round, const uint32_t *words, size_t n);
     void *ud;
 } fl_session_hooks_t;
 

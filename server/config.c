@@ -11,6 +11,7 @@
 #include "common/base/cli.h"
 #include "common/base/error.h"
 #include "common/base/json.h"
+#include "server/secround.h"
 #include "common/base/log.h"
 #include "common/net/codec.h"
 
@@ -96,6 +97,13 @@ static const fl__cfg_entry_t table[] = {
     {"dp_clip_count_stddev", "privacy", T_DBL, OFF(dp_clip_count_stddev), "0", 0, 1e9, F_RUN, "DP with adaptive clip_norm: stddev sigma_b of the noise on each round's count of updates within the bound (0 = clients_per_round / 20, as Andrew et al. 2021); must exceed dp_noise_multiplier / 2, and the update's noise multiplier becomes (z^-2 - (2 sigma_b)^-2)^-1/2 so that the round costs z"},
     {"dp_delta", "privacy", T_DBL, OFF(dp_delta), "1e-5", 1e-300, 0.5, 0, "delta at which the RDP accountant reports epsilon"},
     {"dp_target_epsilon", "privacy", T_DBL, OFF(dp_target_epsilon), "0", 0, 1e9, 0, "finish the run before a round would take epsilon past this (0 = no limit)"},
+    {"secure_aggregation", "secagg", T_BOOL, OFF(secure_aggregation), "false", 0, 1, F_RUN, "secure aggregation (Bonawitz et al. 2017, SecAgg+ graph): the server learns each round's sum of quantized updates, never one client's; needs aggregator = mean, clip_norm = none, no DP, and protocol 1.1 clients with their own certificates"},
+    {"secagg_dropout", "secagg", T_DBL, OFF(secagg_dropout), "0.1", 0, 0.45, F_RUN, "secure aggregation: fraction of a round's parties that may drop out at any phase (sets the graph degree k and threshold t)"},
+    {"secagg_corrupt", "secagg", T_DBL, OFF(secagg_corrupt), "0.05", 0, 0.45, F_RUN, "secure aggregation: fraction of parties that may collude with the server (with secagg_dropout < 0.5)"},
+    {"secagg_clip", "secagg", T_DBL, OFF(secagg_clip), "1", 1e-9, 1e6, F_RUN, "secure aggregation: each delta coordinate is clamped to [-c, c] before fixed-point quantization"},
+    {"secagg_max_weight", "secagg", T_INT, OFF(secagg_max_weight), "1000", 1, 2147483647.0, F_RUN, "secure aggregation: a client's weight (examples used) is capped here and rounded; the fixed-point scale follows from it, secagg_clip and the round's parties"},
+    {"secagg_phase_timeout", "secagg", T_DBL, OFF(secagg_phase_timeout), "30", 0.01, 1e6, 0, "secure aggregation: seconds each key or unmasking phase waits for answers (the masked inputs wait for round_deadline)"},
+    {"secagg_dump_sums", "secagg", T_STR, OFF(secagg_dump_sums), "", 0, 0, 0, "testing: write each secure round's unmasked sum (numel + 1 little-endian words, what the server learns) to DIR/round-N.u32, for an exact comparison with the clients' plain sum"},
     {"log_level", "misc", T_STR, OFF(log_level), "info", 0, 0, 0, "error, warn, info or debug"},
 };
 #define NTABLE (sizeof table / sizeof table[0])
@@ -455,6 +463,29 @@ int fl_server_config_finish(fl_server_config_t *cfg)
         return FL_ECONFIG;
     }
     cfg->agg = agg;
+    if (cfg->secure_aggregation) {
+        fl_secround_plan_t plan;
+        uint32_t n = (uint32_t)ceil((double)cfg->clients_per_round * cfg->over_selection - 1e-9);
+        if (agg.spec.rule != FL_AGG_MEAN || agg.clip.mode != FL_CLIP_NONE || cfg->dp_noise_multiplier > 0) {
+            FL_LOG_E("config", "secure_aggregation needs aggregator = mean, clip_norm = none and no DP: the server "
+                               "sees only the round's sum");
+            return FL_ECONFIG;
+        }
+        if (cfg->secagg_dropout + cfg->secagg_corrupt >= 0.5) {
+            FL_LOG_E("config", "secagg_dropout + secagg_corrupt must stay below 0.5");
+            return FL_ECONFIG;
+        }
+        int rc = fl_secround_plan(n, cfg->secagg_dropout, cfg->secagg_corrupt, cfg->secagg_clip,
+                                  (uint32_t)cfg->secagg_max_weight, &plan);
+        if (rc) {
+            FL_LOG_E("config", "secure_aggregation: no graph and scale for %u parties at secagg_dropout %g, "
+                               "secagg_corrupt %g, secagg_clip %g, secagg_max_weight %lld (%s): select more clients "
+                               "or tolerate less",
+                     n, cfg->secagg_dropout, cfg->secagg_corrupt, cfg->secagg_clip,
+                     (long long)cfg->secagg_max_weight, fl_strerror(rc));
+            return FL_ECONFIG;
+        }
+    }
     if (cfg->min_reports > cfg->clients_per_round) {
         FL_LOG_E("config", "min_reports (%lld) exceeds clients_per_round (%lld): no round could close",
                  (long long)cfg->min_reports, (long long)cfg->clients_per_round);
@@ -545,6 +576,31 @@ int fl_server_config_to_json(const fl_server_config_t *cfg, char **json)
             fl_json_str(&j, v); /* u64 as text: JSON numbers lose bits above 2^53 */
         else
             fl_json_raw(&j, v);
+    }
+    if (cfg->secure_aggregation) {
+        /* What the settings give a round of ceil(K * over_selection)
+         * parties (a round with fewer connected clients gets its own, in
+         * the log): the graph, the threshold and the fixed-point scale. */
+        fl_secround_plan_t p;
+        uint32_t n = (uint32_t)ceil((double)cfg->clients_per_round * cfg->over_selection - 1e-9);
+        uint32_t w = cfg->weighting && strcmp(cfg->weighting, "uniform") == 0 ? 1 : (uint32_t)cfg->secagg_max_weight;
+        if (fl_secround_plan(n, cfg->secagg_dropout, cfg->secagg_corrupt, cfg->secagg_clip, w, &p) == 0) {
+            fl_json_key(&j, "secagg_plan");
+            fl_json_obj_begin(&j);
+            fl_json_key(&j, "parties");
+            fl_json_u64(&j, p.n);
+            fl_json_key(&j, "degree");
+            fl_json_u64(&j, p.k);
+            fl_json_key(&j, "threshold");
+            fl_json_u64(&j, p.t);
+            fl_json_key(&j, "complete");
+            fl_json_bool(&j, p.complete);
+            fl_json_key(&j, "scale");
+            fl_json_double(&j, p.scale, 0);
+            fl_json_key(&j, "max_weight");
+            fl_json_u64(&j, w);
+            fl_json_obj_end(&j);
+        }
     }
     fl_json_obj_end(&j);
     return fl_json_finish(&j, json, NULL);

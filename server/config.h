@@ -95,6 +95,14 @@ typedef struct {
     double dp_clip_count_stddev; /* adaptive clipping under DP: sigma_b (0 = clients_per_round / 20) */
     double dp_delta;
     double dp_target_epsilon;  /* finish the run before epsilon would pass this (0 = no limit) */
+    /* secure aggregation (server/secround, docs/secure-aggregation.md) */
+    int secure_aggregation;
+    double secagg_dropout;     /* fraction of a round's parties that may vanish */
+    double secagg_corrupt;     /* fraction that may collude with the server */
+    double secagg_clip;        /* coordinates clamped to [-clip, clip] before quantization */
+    int64_t secagg_max_weight; /* a client's weight is capped here (uniform weighting: 1) */
+    double secagg_phase_timeout; /* seconds for the key and unmasking phases */
+    char *secagg_dump_sums;    /* tests: a directory for each round's unmasked word sum ("" = none) */
     /* misc */
     char *log_level;
 

@@ -3,10 +3,12 @@
 #include <ctype.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
+#include "common/base/bytes.h"
 #include "common/base/clock.h"
 #include "common/base/error.h"
 #include "common/base/log.h"
@@ -20,6 +22,7 @@
 #include "server/fedeval.h"
 #include "server/rdp.h"
 #include "server/round.h"
+#include "server/secround.h"
 #include "server/srvmetrics.h"
 #include "server/startup.h"
 #include "server/store.h"
@@ -51,6 +54,7 @@ struct fl__client {
     int64_t up_round;
     double up_weight, up_loss;
     int up_refuse; /* fl_refuse_t decided at the Update (its delta is read and dropped) */
+    int up_masked; /* the upload is a secure round's masked input (server/secround) */
 };
 
 /* PH_FEDEVAL: a federated evaluation is open (after a round's commit, before
@@ -113,6 +117,8 @@ struct fl__daemon {
     int line_pending;
     fl_metrics_t *metrics; /* metrics_listen: the registry (server/srvmetrics) and its listener */
     fl_metrics_http_t *metrics_http;
+    fl_secround_t *sec;    /* secure_aggregation: the rounds' protocol (server/secround) */
+    float *sec_mean;       /* the unmasked, dequantized mean of a secure round */
 };
 
 /* Every duration, deadline and silence is measured on the monotonic clock;
@@ -289,6 +295,14 @@ static void on_hello(fl__client_t *c, const Fedopt__Hello *h)
             return;
         }
     }
+    if (d->sec && (h->protocol_minor < 1 || !fl_tls_conn_peer_cert(c->conn))) {
+        /* The masked phases are 1.1 messages, and every party signs its
+         * keys with its certificate's key. */
+        FL_LOG_W(WHO, "%s (%s): secure aggregation needs protocol 1.1 and a client certificate: rejected", name,
+                 fl_tls_conn_addr(c->conn));
+        send_reject(c, FL_EUNSUPPORTED, "this run uses secure aggregation: protocol 1.1 and a client certificate needed");
+        return;
+    }
     if (find_client(d, name)) {
         FL_LOG_W(WHO, "%s (%s): already connected under this name: rejected", name, fl_tls_conn_addr(c->conn));
         send_reject(c, FL_EEXIST, "a client with this identity is already connected");
@@ -320,7 +334,7 @@ static void on_hello(fl__client_t *c, const Fedopt__Hello *h)
     fl_tls_conn_send_msg(c->conn, &env);
     /* Deltas are the model's size; anything larger is refused by the
      * transport before it is buffered. */
-    fl_tls_conn_set_max_tensor(c->conn, (uint64_t)d->numel * sizeof(float));
+    fl_tls_conn_set_max_tensor(c->conn, (uint64_t)(d->numel + (d->sec ? 1 : 0)) * sizeof(float));
     FL_LOG_I(WHO, "%s connected from %s (%s, %llu examples)", c->name, fl_tls_conn_addr(c->conn),
              fl_tls_conn_suite(c->conn), (unsigned long long)h->num_examples);
     if (d->phase == PH_WAITING)
@@ -348,6 +362,16 @@ static void on_update(fl__client_t *c, const Fedopt__Update *u)
         return;
     }
     c->up_round = (int64_t)u->round_id;
+    if (d->sec) {
+        /* A masked input: its weight and metrics stay with the client (the
+         * weight is inside the masked words); it is summed as it arrives,
+         * so it needs no upload slot. */
+        c->up_masked = 1;
+        c->up_weight = c->up_loss = NAN;
+        c->up = U_RECEIVING;
+        return;
+    }
+    c->up_masked = 0;
     c->up_weight = u->weight > 0 ? u->weight : (double)u->num_examples;
     c->up_loss = u->train_loss;
     fl_round_note_accuracy(d->round, c->name, c->up_round,
@@ -388,6 +412,14 @@ static void on_delta(fl__client_t *c, fl_wire_event_t *ev)
         return;
     }
     c->up = U_NONE;
+    if (c->up_masked) {
+        c->up_masked = 0;
+        if (fl_secround_on_masked(d->sec, c->name, (uint64_t)c->up_round, ev->data, ev->nbytes, now) == 0 &&
+            (int64_t)ev->round_id == c->up_round)
+            fl_round_add_start(d->round, c->name);
+        maybe_close_round(d);
+        return; /* the event frees the buffer: only the running sum keeps it */
+    }
     size_t n = ev->nbytes / sizeof(float);
     fl_refuse_t why = ev->nbytes % sizeof(float) ? FL_REFUSE_SHAPE
                                                  : fl_round_check(d->round, c->name, c->up_round, n, c->up_weight);
@@ -413,6 +445,25 @@ static void on_delta(fl__client_t *c, fl_wire_event_t *ev)
     ev->data = NULL;
     fl_round_add_start(d->round, c->name);
     fl_uploads_kick(d->uploads);
+}
+
+/* A secure round's message from client c (server/secround checks it). */
+static void on_secagg(fl__client_t *c, const Fedopt__Envelope *m)
+{
+    fl__daemon_t *d = c->d;
+    if (!d->sec) {
+        FL_LOG_W(WHO, "%s: %s in a run without secure aggregation: closing", c->name, fl_wire_msg_name((int)m->msg_case));
+        fl_tls_conn_close(c->conn);
+        return;
+    }
+    double now = now_s();
+    if (m->msg_case == FEDOPT__ENVELOPE__MSG_SECAGG_ADVERT)
+        fl_secround_on_advert(d->sec, c->name, m->secagg_advert, fl_tls_conn_peer_cert(c->conn), now);
+    else if (m->msg_case == FEDOPT__ENVELOPE__MSG_SECAGG_SHARES)
+        fl_secround_on_shares(d->sec, c->name, m->secagg_shares, now);
+    else
+        fl_secround_on_reveal(d->sec, c->name, m->secagg_reveal, now);
+    maybe_close_round(d);
 }
 
 static void on_message(fl_tls_conn_t *conn, fl_wire_event_t *ev, void *ud)
@@ -458,11 +509,17 @@ static void on_message(fl_tls_conn_t *conn, fl_wire_event_t *ev, void *ud)
             FL_LOG_I(WHO, "%s declined round %llu: %s", c->name, (unsigned long long)m->task_reply->round_id,
                      m->task_reply->reason ? m->task_reply->reason : "");
             fl_round_drop(c->d->round, c->name, "declined", c->last_seen);
+            fl_secround_drop(c->d->sec, c->name, c->last_seen); /* a party that will send nothing */
             maybe_close_round(c->d);
         }
         break;
     case FEDOPT__ENVELOPE__MSG_EVAL_RESULT:
         on_eval_result(c, m->eval_result);
+        break;
+    case FEDOPT__ENVELOPE__MSG_SECAGG_ADVERT:
+    case FEDOPT__ENVELOPE__MSG_SECAGG_SHARES:
+    case FEDOPT__ENVELOPE__MSG_SECAGG_REVEAL:
+        on_secagg(c, m);
         break;
     case FEDOPT__ENVELOPE__MSG_HEARTBEAT:
         /* Answered at once when asked: the round trip measures how long a
@@ -531,8 +588,9 @@ static void on_close(fl_tls_conn_t *conn, int reason, void *ud)
             FL_LOG_D(WHO, "%s disconnected", c->name);
         fl_round_drop(d->round, c->name, why, now_s());
         fl_fedeval_drop(d->fe, c->name, "disconnected", now_s());
+        fl_secround_drop(d->sec, c->name, now_s());
     }
-    if (c->up == U_RECEIVING)
+    if (c->up == U_RECEIVING && !c->up_masked) /* a masked input holds no slot */
         fl_uploads_release(d->uploads);
     else if (c->up == U_WAIT_SLOT)
         fl_uploads_cancel(d->uploads, &c->wait);
@@ -665,6 +723,30 @@ static void try_start_round(fl__daemon_t *d)
     fl_agg_begin(d->agg);
     d->round_q = (double)fl_round_selected_count(d->round) / (double)have;
     size_t nsel = fl_round_selected_count(d->round);
+    int secure = 0;
+    if (d->sec) {
+        /* Party i is the selection's i-th client. */
+        const char **sel = malloc((nsel ? nsel : 1) * sizeof *sel);
+        for (size_t i = 0; sel && i < nsel; i++)
+            sel[i] = fl_round_selected_name(d->round, i);
+        int src = sel ? fl_secround_begin(d->sec, d->run_id, d->round_no, sel, nsel, now, now + d->cfg->round_deadline)
+                      : FL_ENOMEM;
+        free(sel);
+        if (src) {
+            /* Too few clients for the tolerances: the round is recorded as
+             * abandoned, nothing is sent. */
+            FL_LOG_W(WHO, "round %lld: no secure round for %zu parties: %s", (long long)d->round_no, nsel,
+                     fl_strerror(src));
+            for (size_t i = 0; i < nsel; i++)
+                fl_round_drop(d->round, fl_round_selected_name(d->round, i), "secure aggregation impossible with this many parties", now);
+            d->phase = PH_ROUND;
+            free(names);
+            free(conns);
+            maybe_close_round(d);
+            return;
+        }
+        secure = 1;
+    }
     uint32_t chunk = FL_WIRE_MAX_CHUNK; /* see admit_chunk */
     for (size_t i = 0; i < nsel; i++)
         chunk = admit_chunk(find_client(d, fl_round_selected_name(d->round, i)), chunk);
@@ -696,6 +778,9 @@ static void try_start_round(fl__daemon_t *d)
         offer.client_index = (uint32_t)i;
         /* The configured encoding where the client offered it, else float32. */
         offer.codec = c && (c->codecs >> d->codec & 1u) ? (Fedopt__Codec)d->codec : FEDOPT__CODEC__CODEC_F32;
+        offer.secagg = secure ? (Fedopt__SecAggSetup *)fl_secround_setup(d->sec, i) : NULL;
+        if (secure)
+            offer.codec = FEDOPT__CODEC__CODEC_F32; /* the masked words travel as they are */
         offer.topk = 0;
         if (offer.codec == FEDOPT__CODEC__CODEC_TOPK) {
             double k = ceil(d->cfg->topk_fraction * (double)d->numel);
@@ -882,11 +967,76 @@ static void round_done(fl__daemon_t *d)
     try_start_round(d);
 }
 
+/* secagg_dump_sums: the unmasked word sum of the round, as the tests
+ * compare it with the clients' plain sum (it is what the server learns). */
+static void dump_sum(fl__daemon_t *d)
+{
+    const uint32_t *sum = fl_secround_sum(d->sec);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/round-%lld.u32", d->cfg->secagg_dump_sums, (long long)d->round_no);
+    FILE *f = sum ? fopen(path, "wb") : NULL;
+    int ok = f != NULL;
+    for (size_t i = 0; ok && i <= d->numel; i++) {
+        uint8_t b[4];
+        fl_put_u32le(b, sum[i]);
+        ok = fwrite(b, 1, 4, f) == 4;
+    }
+    if (f && fclose(f))
+        ok = 0;
+    if (!ok)
+        FL_LOG_W(WHO, "secagg_dump_sums: cannot write %s", path);
+}
+
+/* A secure round that is done (or stopped): its masked inputs' rows are
+ * accepted when the sum was unmasked, else refused; the unmasked mean goes
+ * into the aggregator as one update of the round's total weight. Returns 0
+ * while the protocol still runs. */
+static int settle_secure(fl__daemon_t *d, double now, double *weight)
+{
+    *weight = NAN;
+    if (!d->sec || !fl_secround_round(d->sec))
+        return 1;
+    if (!fl_secround_done(d->sec) && !d->stopping)
+        return 0;
+    const char *why = "stopped";
+    int rc = fl_secround_done(d->sec) ? fl_secround_result(d->sec, d->sec_mean, weight, &why) : FL_ECANCELED;
+    if (rc == 0 && d->cfg->secagg_dump_sums && d->cfg->secagg_dump_sums[0])
+        dump_sum(d);
+    if (rc == 0) {
+        double norm;
+        if ((rc = fl_agg_add(d->agg, d->opt, d->sec_mean, d->numel, *weight, &norm))) {
+            FL_LOG_E(WHO, "round %lld: the unmasked mean was refused: %s", (long long)d->round_no, fl_strerror(rc));
+            why = "the unmasked mean was refused";
+        }
+    }
+    int64_t bytes = (int64_t)(d->numel + 1) * 4;
+    size_t nsel = fl_round_selected_count(d->round);
+    for (size_t i = 0; i < nsel; i++) {
+        const char *name = fl_round_selected_name(d->round, i);
+        if (!fl_secround_masked(d->sec, name))
+            continue;
+        /* Nothing of one client but its participation is recorded. */
+        fl_round_add_end(d->round, name, rc ? FL_ECANCELED : 0, NAN, NAN, NAN, bytes, now);
+        send_result(find_client(d, name), (uint64_t)d->round_no, 0,
+                    rc ? FEDOPT__RESULT_REASON__RESULT_SERVER_ERROR : FEDOPT__RESULT_REASON__RESULT_ACCEPTED, rc,
+                    rc ? why : "in the round's unmasked sum", 0);
+    }
+    if (rc) {
+        FL_LOG_W(WHO, "round %lld: secure aggregation failed: %s", (long long)d->round_no, why ? why : fl_strerror(rc));
+        *weight = NAN;
+    }
+    fl_secround_end(d->sec);
+    return 1;
+}
+
 static void maybe_close_round(fl__daemon_t *d)
 {
     if (d->phase != PH_ROUND || fl_uploads_busy(d->uploads))
         return;
     double now = now_s();
+    double sec_weight = NAN;
+    if (!settle_secure(d, now, &sec_weight))
+        return;
     if (d->stopping) {
         /* Abandon the open round: nothing of it is committed, so --resume
          * redoes it from the last checkpoint. */
@@ -900,10 +1050,12 @@ static void maybe_close_round(fl__daemon_t *d)
         stop_all(d);
         return;
     }
-    if (!fl_round_is_complete(d->round) && !fl_round_deadline_passed(d->round, now))
+    if (!d->sec && !fl_round_is_complete(d->round) && !fl_round_deadline_passed(d->round, now))
         return;
     if (fl_round_close(d->round, now, fl_clock_wall_s(), &d->row, &d->ups, &d->nups, &d->row_closed))
         return;
+    if (d->sec)
+        d->row.examples = isfinite(sec_weight) ? sec_weight : 0; /* the unmasked total weight */
     if (!d->row_closed)
         FL_LOG_W(WHO, "round %lld abandoned: %lld accepted updates, %lld needed", (long long)d->row.round,
                  (long long)d->row.clients_reported, (long long)d->cfg->min_reports);
@@ -1144,9 +1296,10 @@ static void on_tick(uv_timer_t *t)
     }
     if (d->phase == PH_WAITING)
         try_start_round(d);
-    else if (d->phase == PH_ROUND)
+    else if (d->phase == PH_ROUND) {
+        fl_secround_tick(d->sec, now);
         maybe_close_round(d);
-    else if (d->phase == PH_FEDEVAL)
+    } else if (d->phase == PH_FEDEVAL)
         maybe_close_fedeval(d);
 }
 
@@ -1203,6 +1356,33 @@ static void stop_all(fl__daemon_t *d)
     }
 }
 
+
+/* server/secround's callbacks: its messages to a party, and a party it
+ * refuses (recorded in the round, told why, and closed). */
+static int sec_send(void *ud, const char *name, const Fedopt__Envelope *env)
+{
+    fl__client_t *c = find_client(ud, name);
+    return c ? fl_tls_conn_send_msg(c->conn, env) : FL_ECLOSED;
+}
+
+static void sec_exclude(void *ud, const char *name, const char *why)
+{
+    fl__daemon_t *d = ud;
+    fl__client_t *c = find_client(d, name);
+    char reason[160];
+    snprintf(reason, sizeof reason, "secagg: %s", why);
+    fl_round_drop(d->round, name, reason, now_s());
+    if (!c)
+        return;
+    Fedopt__Error e = FEDOPT__ERROR__INIT;
+    e.code = (Fedopt__Code)FL_EPROTO;
+    e.message = reason;
+    Fedopt__Envelope env = FEDOPT__ENVELOPE__INIT;
+    env.msg_case = FEDOPT__ENVELOPE__MSG_ERROR;
+    env.error = &e;
+    fl_tls_conn_send_msg(c->conn, &env);
+    fl_tls_conn_close(c->conn);
+}
 
 /* The aggregator (and the accountant with DP) for a model of d->numel
  * parameters, refusing a robust rule whose buffers exceed the budget. */
@@ -1299,6 +1479,23 @@ int fl_daemon_run(const fl_server_config_t *cfg)
     if ((rc = fl_uploads_create(&d->loop, (size_t)cfg->max_buffered_uploads, d->opt, &ucbs, d, &d->uploads)))
         goto out;
     fl_uploads_set_agg(d->uploads, d->agg);
+    if (cfg->secure_aggregation) {
+        int uniform = cfg->opt.weighting == FL_WEIGHTING_UNIFORM;
+        fl_secround_config_t sc = {.dropout = cfg->secagg_dropout,
+                                   .corrupt = cfg->secagg_corrupt,
+                                   .clip = cfg->secagg_clip,
+                                   .max_weight = uniform ? 1 : (uint32_t)cfg->secagg_max_weight,
+                                   .phase_timeout = cfg->secagg_phase_timeout,
+                                   .seed = cfg->seed,
+                                   .numel = d->numel};
+        fl_secround_cbs_t scb = {.send = sec_send, .exclude = sec_exclude};
+        if ((rc = fl_secround_create(&sc, &scb, d, &d->sec)))
+            goto out;
+        if (!(d->sec_mean = malloc(d->numel * sizeof *d->sec_mean))) {
+            rc = FL_ENOMEM;
+            goto out;
+        }
+    }
     fl_tls_cbs_t cbs = {
         .on_open = on_open, .on_message = on_message, .on_close = on_close, .on_handshake_fail = on_handshake_fail};
     if ((rc = fl_startup_listen(cfg, &d->loop, d->tls, host, port, &cbs, d, &d->server)))
@@ -1348,6 +1545,8 @@ out:
     fl_wire_table_free(d->table, d->ntable);
     fl_agg_free(d->agg);
     fl_rdp_free(d->rdp);
+    fl_secround_free(d->sec);
+    free(d->sec_mean);
     fl_model_free(d->model);
     fl_eval_free(d->eval);
     free(d->x);

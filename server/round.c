@@ -65,6 +65,7 @@ static const char *const refuse_text[FL_REFUSE__COUNT] = {
     [FL_REFUSE_CLOSED] = "no round open",
     [FL_REFUSE_MALFORMED] = "malformed upload",
     [FL_REFUSE_CLAIM] = "examples beyond the client's claim or the operator's cap",
+    [FL_REFUSE_SECAGG] = "secure round abandoned: the sum was never unmasked",
 };
 
 uint64_t fl_round_example_cap(uint64_t declared, int64_t op_max)
@@ -314,6 +315,8 @@ static fl_refuse_t refuse_from_rc(int rc)
         return FL_REFUSE_SHAPE;
     case FL_EINVAL:
         return FL_REFUSE_WEIGHT;
+    case FL_ECANCELED:
+        return FL_REFUSE_SECAGG;
     default:
         return FL_REFUSE_MALFORMED;
     }

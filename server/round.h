@@ -70,6 +70,7 @@ typedef enum {
     FL_REFUSE_CLOSED,       /* no round is open (between rounds) */
     FL_REFUSE_MALFORMED,    /* the upload failed to decode or its checksum failed */
     FL_REFUSE_CLAIM,        /* more examples than declared in Hello or than max_client_examples */
+    FL_REFUSE_SECAGG,       /* a masked input whose secure round was abandoned (add_end rc FL_ECANCELED) */
     FL_REFUSE__COUNT
 } fl_refuse_t;
 

@@ -28,6 +28,7 @@ enum {
     FL_RNG_CHAOS = 6,     /* fleet fault injection */
     FL_RNG_AUGMENT = 7,   /* data augmentation (crops, flips) */
     FL_RNG_FEDEVAL = 8,   /* server: choosing a federated evaluation's clients */
+    FL_RNG_SECAGG = 9,    /* server: a secure round's (public) graph seed */
 };
 
 /* Seeds *r from `seed` alone. */

@@ -877,6 +877,27 @@ static void describe_failure(fl_tls_conn_t *c, int ret, char *out, size_t n)
     snprintf(out, n, "%s (-0x%04x)", buf, (unsigned)-ret);
 }
 
+/* The first CN of crt's subject into out (FL_CERTS_NAME_MAX + 1 bytes):
+ * 0, or FL_EAUTH when there is none or it is not a valid name. */
+static int cert_cn(const mbedtls_x509_crt *crt, char *out)
+{
+    out[0] = '\0';
+    for (const mbedtls_x509_name *n = &crt->subject; n; n = n->next) {
+        if (MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &n->oid) != 0)
+            continue;
+        if (n->val.len == 0 || n->val.len > FL_CERTS_NAME_MAX)
+            break;
+        memcpy(out, n->val.p, n->val.len);
+        out[n->val.len] = '\0';
+        if (!fl_certs_valid_name(out)) {
+            out[0] = '\0';
+            break;
+        }
+        return 0;
+    }
+    return FL_EAUTH;
+}
+
 /* Copies the CN of the peer certificate into c->peer. */
 static int take_identity(fl_tls_conn_t *c)
 {
@@ -884,20 +905,7 @@ static int take_identity(fl_tls_conn_t *c)
     const mbedtls_x509_crt *crt = mbedtls_ssl_get_peer_cert(&c->ssl);
     if (!crt)
         return c->is_server && c->ctx->no_client_cert ? 0 : FL_EAUTH;
-    for (const mbedtls_x509_name *n = &crt->subject; n; n = n->next) {
-        if (MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &n->oid) != 0)
-            continue;
-        if (n->val.len == 0 || n->val.len > FL_CERTS_NAME_MAX)
-            break;
-        memcpy(c->peer, n->val.p, n->val.len);
-        c->peer[n->val.len] = '\0';
-        if (!fl_certs_valid_name(c->peer)) {
-            c->peer[0] = '\0';
-            break;
-        }
-        return 0;
-    }
-    return FL_EAUTH;
+    return cert_cn(crt, c->peer);
 }
 
 /* Client: counts a resumed handshake (the session's master secret is the
@@ -2024,6 +2032,31 @@ void fl_tls_conn_set_tensor_dst(fl_tls_conn_t *c, void *dst, size_t cap)
 }
 
 const char *fl_tls_conn_peer(const fl_tls_conn_t *c) { return c ? c->peer : ""; }
+
+const mbedtls_x509_crt *fl_tls_conn_peer_cert(const fl_tls_conn_t *c)
+{
+    return c && c->peer[0] ? mbedtls_ssl_get_peer_cert(&c->ssl) : NULL;
+}
+
+mbedtls_pk_context *fl_tls_ctx_key(fl_tls_ctx_t *ctx)
+{
+    return ctx && mbedtls_pk_get_type(&ctx->key) != MBEDTLS_PK_NONE ? &ctx->key : NULL;
+}
+
+int fl_tls_ctx_check_cert(fl_tls_ctx_t *ctx, const uint8_t *der, size_t len, mbedtls_x509_crt *crt, char *cn)
+{
+    if (!ctx || !der || !len || !crt || !cn)
+        return FL_EINVAL;
+    cn[0] = '\0';
+    if (mbedtls_x509_crt_parse_der(crt, der, len) != 0)
+        return FL_EFORMAT;
+    uint32_t flags = 0;
+    /* The same chain and profile the handshakes use: only a certificate the
+     * fleet CA signed, valid now, names a peer. */
+    if (!ctx->ca.raw.len || mbedtls_x509_crt_verify(crt, &ctx->ca, NULL, NULL, &flags, NULL, NULL) != 0)
+        return FL_EAUTH;
+    return cert_cn(crt, cn);
+}
 
 const char *fl_tls_conn_addr(const fl_tls_conn_t *c) { return c ? c->addr : ""; }
 

@@ -70,6 +70,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/x509_crt.h>
 #include <uv.h>
 
 #include "common/net/wire.h"
@@ -262,6 +264,24 @@ void fl_tls_conn_set_tensor_dst(fl_tls_conn_t *c, void *dst, size_t cap);
  * client without a certificate; "" before on_open). Valid until on_close
  * returns. */
 const char *fl_tls_conn_peer(const fl_tls_conn_t *c);
+
+/* The peer's certificate (the one whose CN is fl_tls_conn_peer), or NULL
+ * when the peer has no identity. Borrowed: valid until on_close returns.
+ * Secure aggregation forwards it (raw.p, raw.len: DER) so that other
+ * clients can check a peer's signature with its key (pk). */
+const mbedtls_x509_crt *fl_tls_conn_peer_cert(const fl_tls_conn_t *c);
+
+/* The context's own private key (its certificate's), or NULL when it has
+ * none. Borrowed: valid until fl_tls_ctx_free. Secure aggregation signs a
+ * client's key advertisement with it. Use it on the loop thread only. */
+mbedtls_pk_context *fl_tls_ctx_key(fl_tls_ctx_t *ctx);
+
+/* Parses a DER certificate into crt (initialized by the caller, who frees
+ * it) and checks it against the context's CA, as a handshake would; cn
+ * (FL_CERTS_NAME_MAX + 1 bytes) gets its common name. Returns 0,
+ * FL_EINVAL, FL_EFORMAT (not a certificate), or FL_EAUTH (not signed by
+ * the CA, expired, or without a valid CN). */
+int fl_tls_ctx_check_cert(fl_tls_ctx_t *ctx, const uint8_t *der, size_t len, mbedtls_x509_crt *crt, char *cn);
 
 /* The peer's address as "ip:port". */
 const char *fl_tls_conn_addr(const fl_tls_conn_t *c);

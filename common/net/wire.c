@@ -492,7 +492,9 @@ const char *fl_wire_msg_name(int msg_case)
     static const char *const names[] = {"none",      "Hello",       "Welcome",     "Reject",
                                         "TaskOffer", "TaskReply",   "TensorBegin", "TensorChunk",
                                         "TensorEnd", "Update",      "EvalRequest", "EvalResult",
-                                        "Heartbeat", "Error",       "Bye",         "UpdateResult"};
+                                        "Heartbeat", "Error",       "Bye",         "UpdateResult",
+                                        "SecAggAdvert", "SecAggKeys", "SecAggShares", "SecAggUnmask",
+                                        "SecAggReveal"};
     if (msg_case < 0 || (size_t)msg_case >= sizeof names / sizeof names[0])
         return "unknown";
     return names[msg_case];
@@ -693,12 +695,16 @@ static int from_right_side(const fl_wire_stream_t *s, int c)
     case FEDOPT__ENVELOPE__MSG_TASK_REPLY:
     case FEDOPT__ENVELOPE__MSG_UPDATE:
     case FEDOPT__ENVELOPE__MSG_EVAL_RESULT:
+    case FEDOPT__ENVELOPE__MSG_SECAGG_ADVERT:
+    case FEDOPT__ENVELOPE__MSG_SECAGG_REVEAL:
         return s->role == FL_WIRE_SERVER;
     case FEDOPT__ENVELOPE__MSG_WELCOME:
     case FEDOPT__ENVELOPE__MSG_REJECT:
     case FEDOPT__ENVELOPE__MSG_TASK_OFFER:
     case FEDOPT__ENVELOPE__MSG_EVAL_REQUEST:
     case FEDOPT__ENVELOPE__MSG_UPDATE_RESULT:
+    case FEDOPT__ENVELOPE__MSG_SECAGG_KEYS:
+    case FEDOPT__ENVELOPE__MSG_SECAGG_UNMASK:
         return s->role == FL_WIRE_CLIENT;
     default:
         return 1; /* tensors, heartbeat, error, bye: either side */

@@ -206,7 +206,7 @@ static void test_decode_garbage_and_limits(void **state)
     assert_null(m);
     assert_non_null(strstr(why, "not a valid fedopt.Envelope"));
     /* Valid protobuf with no message in the envelope. */
-    const uint8_t unknown_only[] = {0x80, 0x01, 0x01}; /* field 16 (unknown), varint 1 */
+    const uint8_t unknown_only[] = {0x98, 0x06, 0x01}; /* field 99 (unknown), varint 1 */
     assert_int_equal(fl_wire_decode(unknown_only, sizeof unknown_only, &m, why, sizeof why),
                      FL_EPROTO);
     assert_non_null(strstr(why, "no message"));
@@ -311,6 +311,27 @@ static void test_sequence_server_side(void **state)
     e.msg_case = FEDOPT__ENVELOPE__MSG_HEARTBEAT;
     e.heartbeat = &hb;
     feed_ok(&s, enc(&e));
+    /* Secure aggregation (1.1): keys and the survivors come from the server
+     * only; a client's advert is fine after Hello. */
+    fl_wire_stream_init(&s, FL_WIRE_SERVER, 0);
+    feed_ok(&s, hello());
+    Fedopt__SecAggKeys keys = FEDOPT__SEC_AGG_KEYS__INIT;
+    e.msg_case = FEDOPT__ENVELOPE__MSG_SECAGG_KEYS;
+    e.secagg_keys = &keys;
+    feed_bad(&s, enc(&e), FL_EPROTO, "a client never sends SecAggKeys");
+    fl_wire_stream_init(&s, FL_WIRE_SERVER, 0);
+    feed_ok(&s, hello());
+    Fedopt__SecAggUnmask um = FEDOPT__SEC_AGG_UNMASK__INIT;
+    e.msg_case = FEDOPT__ENVELOPE__MSG_SECAGG_UNMASK;
+    e.secagg_unmask = &um;
+    feed_bad(&s, enc(&e), FL_EPROTO, "a client never sends SecAggUnmask");
+    fl_wire_stream_init(&s, FL_WIRE_SERVER, 0);
+    feed_ok(&s, hello());
+    Fedopt__SecAggAdvert adv = FEDOPT__SEC_AGG_ADVERT__INIT;
+    adv.round_id = 1;
+    e.msg_case = FEDOPT__ENVELOPE__MSG_SECAGG_ADVERT;
+    e.secagg_advert = &adv;
+    feed_ok(&s, enc(&e));
     /* Nothing after Bye. */
     fl_wire_stream_init(&s, FL_WIRE_SERVER, 0);
     feed_ok(&s, hello());
@@ -328,6 +349,19 @@ static void test_sequence_client_side(void **state)
     fl_wire_stream_t s;
     fl_wire_stream_init(&s, FL_WIRE_CLIENT, 0);
     feed_bad(&s, hello(), FL_EPROTO, "a server never sends Hello");
+    fl_wire_stream_init(&s, FL_WIRE_CLIENT, 0);
+    {
+        /* ... nor a secure round's client messages */
+        Fedopt__Welcome w = FEDOPT__WELCOME__INIT;
+        Fedopt__Envelope we = FEDOPT__ENVELOPE__INIT;
+        we.msg_case = FEDOPT__ENVELOPE__MSG_WELCOME;
+        we.welcome = &w;
+        feed_ok(&s, enc(&we));
+        Fedopt__SecAggReveal rv = FEDOPT__SEC_AGG_REVEAL__INIT;
+        we.msg_case = FEDOPT__ENVELOPE__MSG_SECAGG_REVEAL;
+        we.secagg_reveal = &rv;
+        feed_bad(&s, enc(&we), FL_EPROTO, "a server never sends SecAggReveal");
+    }
     fl_wire_stream_init(&s, FL_WIRE_CLIENT, 0);
     Fedopt__TaskOffer t = FEDOPT__TASK_OFFER__INIT;
     t.round_id = 2;
