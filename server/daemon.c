@@ -780,6 +780,7 @@ static void commit_work_cb(uv_work_t *w)
         int frc = 0;
         if (fl_uploads_take_finish(d->uploads, &frc, &d->opt_res)) {
             /* the round's last batch ran the finish already */
+            FL_LOG_D(WHO, "round %lld: the finish ran in the last batch's pass", (long long)d->row.round);
             if ((rc = frc) || (rc = fl_round_state_save(d->opt, &state, &state_len)))
                 goto out;
         } else if ((rc = fl_agg_finish(d->agg, d->opt, d->x, d->numel, &d->opt_res)) ||
