@@ -20,7 +20,7 @@ void fl_server_cmd_experiment_usage(FILE *out)
             "usage: fedopt-server experiment run GRID.ini --out DIR [--parallel N] [--shard I/N] [--dry-run]\n"
             "                                   [--extend]\n"
             "       fedopt-server experiment status DIR\n"
-            "       fedopt-server experiment report DIR... --out REPORT_DIR\n"
+            "       fedopt-server experiment report DIR... --out REPORT_DIR [--finished-only]\n"
             "       fedopt-server experiment presets\n\n"
             "run     runs every cell of the grid (a fedopt-server and a fedopt-client fleet over mutual TLS on\n"
             "        loopback per cell, N cells at once) into DIR; again, it skips finished cells and resumes\n"
@@ -29,7 +29,8 @@ void fl_server_cmd_experiment_usage(FILE *out)
             "status  each cell of DIR: done, rounds committed, or not started\n"
             "report  report.md, grid.csv, best.csv and plots (gnuplot, PNG and SVG) from one or more DIRs\n"
             "        (shards); the best cell per task and optimizer has the highest training accuracy\n"
-            "        averaged over its last 100 rounds (fewer when shorter), averaged over seeds\n\n"
+            "        averaged over its last 100 rounds (fewer when shorter), averaged over seeds;\n"
+            "        unfinished cells count with the rounds they have, or not at all with --finished-only\n\n"
             "GRID.ini:\n"
             "  [experiment]  preset = fmnist_cr   rounds = 100   seeds = 1,2,3   eval_every = 1\n"
             "                eval_max_examples = 2000   jobs = 2   (and model, data, eval_data, partition,\n"
@@ -59,7 +60,7 @@ static int find_binaries(char *srv, char *cli, size_t len)
     return 0;
 }
 
-enum { O_OUT = 1, O_PARALLEL, O_SHARD, O_DRY_RUN, O_EXTEND };
+enum { O_OUT = 1, O_PARALLEL, O_SHARD, O_DRY_RUN, O_EXTEND, O_FINISHED_ONLY };
 
 static int cmd_run(int argc, char **argv)
 {
@@ -112,8 +113,9 @@ static int cmd_run(int argc, char **argv)
 
 static int cmd_report(int argc, char **argv)
 {
-    static const fl_cli_opt_t opts[] = {{"out", 1, O_OUT}, {NULL, 0, 0}};
+    static const fl_cli_opt_t opts[] = {{"out", 1, O_OUT}, {"finished-only", 0, O_FINISHED_ONLY}, {NULL, 0, 0}};
     const char *out = NULL;
+    unsigned flags = 0;
     const char **dirs = calloc((size_t)argc, sizeof *dirs);
     size_t n = 0;
     if (!dirs)
@@ -126,6 +128,8 @@ static int cmd_report(int argc, char **argv)
             rc = FL_CLI_USAGE;
         else if (id == O_OUT)
             out = cli.val;
+        else if (id == O_FINISHED_ONLY)
+            flags |= FL_EXP_REPORT_FINISHED_ONLY;
         else if (id == FL_CLI_ARG)
             dirs[n++] = cli.val;
     }
@@ -134,7 +138,7 @@ static int cmd_report(int argc, char **argv)
     if (!rc && !out)
         rc = fl_cli_error(&cli, "--out REPORT_DIR is required");
     if (!rc)
-        rc = fl_exp_report_write(dirs, n, out, stdout) ? 1 : 0;
+        rc = fl_exp_report_write(dirs, n, out, flags, stdout) ? 1 : 0;
     free(dirs);
     return rc;
 }

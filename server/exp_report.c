@@ -645,7 +645,7 @@ static void fmt_metric(char *buf, size_t len, double v, int mse)
         snprintf(buf, len, "%.2f", 100 * v);
 }
 
-int fl_exp_report_write(const char *const *dirs, size_t ndirs, const char *out, FILE *log)
+int fl_exp_report_write(const char *const *dirs, size_t ndirs, const char *out, unsigned flags, FILE *log)
 {
     cells_t cs = {0};
     setting_t *sets = NULL;
@@ -655,8 +655,22 @@ int fl_exp_report_write(const char *const *dirs, size_t ndirs, const char *out, 
         rc = collect(dirs[i], &cs, log);
     if (rc)
         goto out;
+    /* After collect(): a shard's finished copy of a cell has already won over an unfinished one. */
+    size_t nleft = 0;
+    if (flags & FL_EXP_REPORT_FINISHED_ONLY) {
+        size_t k = 0;
+        for (size_t i = 0; i < cs.n; i++) {
+            if (cs.c[i].done)
+                cs.c[k++] = cs.c[i];
+            else
+                free(cs.c[i].r);
+        }
+        nleft = cs.n - k;
+        cs.n = k;
+    }
     if (!cs.n) {
-        fprintf(log, "report: no cells in the given directories\n");
+        fprintf(log, "report: no %scells in the given directories\n",
+                flags & FL_EXP_REPORT_FINISHED_ONLY ? "finished " : "");
         rc = FL_ENOTFOUND;
         goto out;
     }
@@ -703,8 +717,11 @@ int fl_exp_report_write(const char *const *dirs, size_t ndirs, const char *out, 
     size_t ndone = 0;
     for (size_t i = 0; i < cs.n; i++)
         ndone += cs.c[i].done;
-    fprintf(md, "# Experiment report\n\n%zu cells from %zu director%s: %zu finished, %zu partial or not started.\n\n",
+    fprintf(md, "# Experiment report\n\n%zu cells from %zu director%s: %zu finished, %zu partial or not started",
             cs.n, ndirs, ndirs == 1 ? "y" : "ies", ndone, cs.n - ndone);
+    if (flags & FL_EXP_REPORT_FINISHED_ONLY)
+        fprintf(md, "; %zu unfinished cell%s left out (--finished-only)", nleft, nleft == 1 ? "" : "s");
+    fprintf(md, ".\n\n");
     fprintf(md, "Selection (the paper's rule): a cell scores its example-weighted client training accuracy averaged "
                 "over its last %d closed rounds (all of them when it has fewer; training MSE for an MSE task, "
                 "lower is better); a setting scores the mean over its seeds; the best setting per task and "

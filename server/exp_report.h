@@ -12,7 +12,9 @@
  * without training accuracy (a server or clients from before it) is ranked
  * by test accuracy over the same window instead, and report.md says so.
  * Cells still running are reported with the rounds they have (marked
- * partial), so a report of a sweep in progress is honest about it.
+ * partial), so a report of a sweep in progress is honest about it; with
+ * FL_EXP_REPORT_FINISHED_ONLY they are left out instead (and counted), so a
+ * setting's seed mean is never drawn from a cell cut short.
  *
  * Cells are found as DIR/cells/KEY/cell.ini; a key present in several DIRs
  * is taken once (a finished copy first, else the one with most rounds). */
@@ -25,10 +27,14 @@
 /* The selection window: the last this-many closed rounds. */
 #define FL_EXP_REPORT_WINDOW 100
 
+/* Flags of fl_exp_report_write. */
+#define FL_EXP_REPORT_FINISHED_ONLY 1u
+
 /* Writes the report into outdir (created). Plots need `gnuplot` on PATH
  * (deploy/install-deps.sh installs gnuplot-nox). Returns 0, FL_ENOTFOUND
  * (no cells in dirs), FL_EIO (a file, or gnuplot failed: the text report is
- * still written) or FL_ENOMEM; progress and problems on log. */
-int fl_exp_report_write(const char *const *dirs, size_t ndirs, const char *outdir, FILE *log);
+ * still written) or FL_ENOMEM; progress and problems on log. flags: 0 or
+ * FL_EXP_REPORT_FINISHED_ONLY (FL_ENOTFOUND when no cell has finished). */
+int fl_exp_report_write(const char *const *dirs, size_t ndirs, const char *outdir, unsigned flags, FILE *log);
 
 #endif

@@ -166,7 +166,7 @@ static void test_report(void **state)
     make_cell(b, &dup);
     const char *dirs[] = {a, b};
     FILE *log = fopen("/dev/null", "w");
-    assert_int_equal(fl_exp_report_write(dirs, 2, out, log), 0);
+    assert_int_equal(fl_exp_report_write(dirs, 2, out, 0, log), 0);
     fclose(log);
 
     char p[256];
@@ -224,6 +224,43 @@ static void test_report(void **state)
         assert_int_equal(stat(p, &sb), 0);
         assert_true(sb.st_size > 1000);
     }
+
+    /* --finished-only: the unfinished FedAdam cell (both copies) is left out and counted; the rest is as
+     * before. Only the unfinished cells' shard alone has nothing to report. */
+    char out2[200];
+    snprintf(out2, sizeof out2, "%s/F", root);
+    log = fopen("/dev/null", "w");
+    assert_int_equal(fl_exp_report_write(dirs, 2, out2, FL_EXP_REPORT_FINISHED_ONLY, log), 0);
+    snprintf(p, sizeof p, "%s/best.csv", out2);
+    best = slurp(p);
+    assert_null(best_line(best, "t1", "fedadam"));
+    l = best_line(best, "t1", "fedavg");
+    assert_non_null(l);
+    assert_true(fabs(field(l, 12) - 0.61) < 1e-9);
+    assert_non_null(strstr(l, ",done,"));
+    free(l);
+    free(best);
+    snprintf(p, sizeof p, "%s/grid.csv", out2);
+    grid = slurp(p);
+    lines = 0;
+    for (const char *q = grid; *q; q++)
+        lines += *q == '\n';
+    assert_int_equal(lines, 1 + 8);
+    free(grid);
+    snprintf(p, sizeof p, "%s/report.md", out2);
+    md = slurp(p);
+    assert_non_null(strstr(md, "8 finished, 0 partial or not started; 1 unfinished cell left out (--finished-only)"));
+    assert_null(strstr(md, "(partial)"));
+    free(md);
+    char only[200];
+    snprintf(only, sizeof only, "%s/only", root);
+    mkdir(only, 0755);
+    make_cell(only, &dup);
+    const char *odirs[] = {only};
+    assert_int_equal(fl_exp_report_write(odirs, 1, out2, FL_EXP_REPORT_FINISHED_ONLY, log), FL_ENOTFOUND);
+    assert_int_equal(fl_exp_report_write(odirs, 1, out2, 0, log), 0);
+    fclose(log);
+
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
     assert_int_equal(system(cmd), 0);
@@ -236,12 +273,12 @@ static void test_no_cells(void **state)
     snprintf(out, sizeof out, "%s/R", d);
     const char *dirs[] = {d};
     FILE *log = fopen("/dev/null", "w");
-    assert_int_equal(fl_exp_report_write(dirs, 1, out, log), FL_ENOTFOUND); /* no such directory */
+    assert_int_equal(fl_exp_report_write(dirs, 1, out, 0, log), FL_ENOTFOUND); /* no such directory */
     char cells[200];
     snprintf(cells, sizeof cells, "%s/cells", d);
     mkdir(d, 0755);
     mkdir(cells, 0755);
-    assert_int_equal(fl_exp_report_write(dirs, 1, out, log), FL_ENOTFOUND); /* no cells */
+    assert_int_equal(fl_exp_report_write(dirs, 1, out, 0, log), FL_ENOTFOUND); /* no cells */
     fclose(log);
     rmdir(cells);
     rmdir(d);
