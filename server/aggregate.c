@@ -263,6 +263,36 @@ int fl_agg_add_batch(fl_agg_t *a, fl_serveropt_t *opt, const float *const *delta
     return 0;
 }
 
+int fl_agg_can_fuse(const fl_agg_t *a)
+{
+    const fl_agg_config_t *c = &a->cfg;
+    return !buffered(c) && c->dp_noise_multiplier == 0 && c->clip.mode == FL_CLIP_NONE;
+}
+
+int fl_agg_add_batch_finish(fl_agg_t *a, fl_serveropt_t *opt, const float *const *deltas,
+                            const double *num_examples, size_t count, size_t n, int *rc, double *norm,
+                            float *x, fl_serveropt_round_t *res)
+{
+    if (!fl_agg_can_fuse(a))
+        return FL_EUNSUPPORTED;
+    if (n != a->n)
+        return FL_ESHAPE;
+    int r = fl_serveropt_add_batch_finish(opt, deltas, num_examples, count, n, rc, norm, x, res);
+    if (r != 0 && r != FL_ENONFINITE)
+        return r; /* nothing done: the round is still open */
+    for (size_t i = 0; i < count; i++)
+        a->count += rc[i] == 0;
+    /* fl_agg_finish's tail for the plain mean: no clip bound to move. */
+    if (res) {
+        res->accepted = a->count;
+        res->rejected += a->rejected;
+    }
+    a->last_within = fl_clip_within(&a->clip);
+    fl_clip_step(&a->clip, a->last_within);
+    a->clip.seen = a->clip.within = 0;
+    return r;
+}
+
 int fl_agg_finish(fl_agg_t *a, fl_serveropt_t *opt, float *x, size_t n, fl_serveropt_round_t *res)
 {
     const fl_agg_config_t *c = &a->cfg;

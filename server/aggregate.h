@@ -105,6 +105,23 @@ int fl_agg_add_batch(fl_agg_t *a, fl_serveropt_t *opt, const float *const *delta
  * rule. Then the adaptive clip bound moves. Returns 0 or an FL_E* code. */
 int fl_agg_finish(fl_agg_t *a, fl_serveropt_t *opt, float *x, size_t n, fl_serveropt_round_t *res);
 
+/* Whether the rule lets the round's last batch and the finish run as one
+ * pass (fl_agg_add_batch_finish): the plain mean, without clipping or DP. */
+int fl_agg_can_fuse(const fl_agg_t *a);
+
+/* fl_agg_add_batch for the round's last `count` deltas, then fl_agg_finish,
+ * in one pass over the model (fl_serveropt_add_batch_finish): x, the
+ * optimizer state and res as the two calls would leave them, bit for bit.
+ * Every delta must already be known finite (the server checks each as it
+ * arrives: fl_wire_event_t.finite); should one not be, FL_ENONFINITE is
+ * returned with the round closed and x stepped in part, as
+ * fl_serveropt_add_batch_finish says. Returns 0, FL_EUNSUPPORTED (the rule
+ * cannot fuse: fl_agg_can_fuse), FL_ENONFINITE, or FL_EINVAL, FL_ESHAPE,
+ * FL_ESTATE, FL_ENOMEM with the round still open and untouched. */
+int fl_agg_add_batch_finish(fl_agg_t *a, fl_serveropt_t *opt, const float *const *deltas,
+                            const double *num_examples, size_t count, size_t n, int *rc, double *norm,
+                            float *x, fl_serveropt_round_t *res);
+
 /* The current clip bound (0 when clipping is off): read it before
  * fl_agg_finish moves it. */
 double fl_agg_clip_bound(const fl_agg_t *a);

@@ -437,7 +437,8 @@ static void on_delta(fl__client_t *c, fl_wire_event_t *ev)
         return;
     }
     /* The slot (and the delta's buffer) now belong to the queued upload. */
-    if (fl_uploads_submit(d->uploads, c->name, (float *)ev->data, n, c->up_weight, c->up_loss, bytes, now)) {
+    if (fl_uploads_submit(d->uploads, c->name, (float *)ev->data, n, c->up_weight, c->up_loss, bytes, now,
+                          ev->finite)) {
         fl_round_refuse(d->round, c->name, FL_REFUSE_MALFORMED, bytes, now);
         fl_uploads_release(d->uploads);
         return;
@@ -631,10 +632,28 @@ static void on_uploads_idle(void *ud)
     fl__daemon_t *d = ud;
     size_t count;
     double secs;
+    int frc = 0;
     fl_uploads_last_batch(d->uploads, &count, &secs);
     if (count)
         fl_srvmetrics_seconds(d->metrics, "aggregation", secs / (double)count);
+    if (fl_uploads_finished(d->uploads, &frc) && frc) {
+        /* An upload the wire layer had checked finite was not by the time
+         * it was added (memory corruption): the model moved in part, so the
+         * round cannot be committed; --resume redoes it. */
+        FL_LOG_E(WHO, "round %lld: the fused finish failed: %s", (long long)d->round_no, fl_strerror(frc));
+        d->failed = 1;
+        d->stopping = 1;
+        stop_all(d);
+    }
     maybe_close_round(d);
+}
+
+/* The uploads pipeline asks whether the batch it starts ends the round: it
+ * then runs the finish in the same pass (server/uploads.h). */
+static int on_uploads_completes(size_t count, void *ud)
+{
+    fl__daemon_t *d = ud;
+    return d->phase == PH_ROUND && !d->stopping && fl_round_completed_by(d->round, count);
 }
 
 /* ---- rounds ------------------------------------------------------------- */
@@ -843,8 +862,14 @@ static void commit_work_cb(uv_work_t *w)
     if (d->row_closed) {
         /* fl_round_finish_work's step, through the aggregator that formed D */
         double clip = fl_agg_clip_bound(d->agg);
-        if ((rc = fl_agg_finish(d->agg, d->opt, d->x, d->numel, &d->opt_res)) ||
-            (rc = fl_round_state_save(d->opt, &state, &state_len)))
+        int frc = 0;
+        if (fl_uploads_take_finish(d->uploads, &frc, &d->opt_res)) {
+            /* the round's last batch ran the finish already */
+            FL_LOG_D(WHO, "round %lld: the finish ran in the last batch's pass", (long long)d->row.round);
+            if ((rc = frc) || (rc = fl_round_state_save(d->opt, &state, &state_len)))
+                goto out;
+        } else if ((rc = fl_agg_finish(d->agg, d->opt, d->x, d->numel, &d->opt_res)) ||
+                   (rc = fl_round_state_save(d->opt, &state, &state_len)))
             goto out;
         /* the fraction the bound moved with: under DP the noised one */
         double within = fl_agg_clip_within(d->agg);
@@ -1475,10 +1500,14 @@ int fl_daemon_run(const fl_server_config_t *cfg)
         goto out;
     }
     loop_ok = 1;
-    fl_uploads_cbs_t ucbs = {.granted = on_slot_granted, .added = on_upload_added, .idle = on_uploads_idle};
+    fl_uploads_cbs_t ucbs = {.granted = on_slot_granted,
+                             .added = on_upload_added,
+                             .idle = on_uploads_idle,
+                             .completes = on_uploads_completes};
     if ((rc = fl_uploads_create(&d->loop, (size_t)cfg->max_buffered_uploads, d->opt, &ucbs, d, &d->uploads)))
         goto out;
     fl_uploads_set_agg(d->uploads, d->agg);
+    fl_uploads_set_finish(d->uploads, d->x);
     if (cfg->secure_aggregation) {
         int uniform = cfg->opt.weighting == FL_WEIGHTING_UNIFORM;
         fl_secround_config_t sc = {.dropout = cfg->secagg_dropout,

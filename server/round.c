@@ -406,6 +406,13 @@ int fl_round_drop(fl_round_t *r, const char *client, const char *reason, double 
     return 0;
 }
 
+int fl_round_completed_by(const fl_round_t *r, size_t count)
+{
+    return r->round && count && r->aggregating == count &&
+           (size_t)r->accepted + count >= (size_t)r->cfg.clients_per_round &&
+           (size_t)r->accepted + count >= (size_t)r->cfg.min_reports;
+}
+
 int fl_round_is_complete(const fl_round_t *r)
 {
     if (!r->round)

@@ -168,6 +168,12 @@ int fl_round_refuse(fl_round_t *r, const char *client, fl_refuse_t why, int64_t 
  * selected. Returns 0 or FL_ENOTFOUND. */
 int fl_round_drop(fl_round_t *r, const char *client, const char *reason, double now);
 
+/* 1 when the `count` updates being aggregated are all there are, and with
+ * them accepted the round has its K: then it closes (closed, not abandoned)
+ * as soon as they are in, so their batch may run the finish too
+ * (server/uploads.h). */
+int fl_round_completed_by(const fl_round_t *r, size_t count);
+
 /* 1 when K updates were accepted, or every selected client has been
  * resolved (accepted, refused or dropped) and none is being aggregated. */
 int fl_round_is_complete(const fl_round_t *r);

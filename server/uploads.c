@@ -17,6 +17,7 @@ typedef struct job {
     double weight, loss, norm, received_at;
     int64_t bytes;
     int rc;
+    int finite; /* every value known finite (fl_wire_event_t.finite) */
 } job_t;
 
 struct fl_uploads {
@@ -32,6 +33,11 @@ struct fl_uploads {
     uv_work_t work;
     size_t batch_n;   /* the last batch's uploads and seconds (written by the */
     double batch_s;   /* worker, read on the loop after it: no race) */
+    float *x;         /* fl_uploads_set_finish: the model the finish steps */
+    int fuse;         /* the running batch ends the round: fused with the finish */
+    int finished;     /* the finish ran in a batch; finish_rc, finish_res its outcome */
+    int finish_rc;
+    fl_serveropt_round_t finish_res;
 };
 
 int fl_uploads_create(uv_loop_t *loop, size_t slots, fl_serveropt_t *opt, const fl_uploads_cbs_t *cbs, void *ud,
@@ -115,7 +121,7 @@ void fl_uploads_release(fl_uploads_t *u)
 }
 
 int fl_uploads_submit(fl_uploads_t *u, const char *name, float *delta, size_t n, double weight, double loss,
-                      int64_t bytes, double received_at)
+                      int64_t bytes, double received_at, int finite)
 {
     job_t *j = calloc(1, sizeof *j);
     if (!j || !(j->name = strdup(name ? name : "?"))) {
@@ -128,6 +134,7 @@ int fl_uploads_submit(fl_uploads_t *u, const char *name, float *delta, size_t n,
     j->loss = loss;
     j->bytes = bytes;
     j->received_at = received_at;
+    j->finite = finite != 0;
     if (u->jobs_tail)
         u->jobs_tail->next = j;
     else
@@ -152,7 +159,21 @@ static void work_cb(uv_work_t *w)
     /* Every job of a batch has the model's size: wrong-shape uploads are
      * refused by fl_round_check before they are submitted. */
     double t0 = fl_clock_mono_s();
-    int brc = u->agg ? fl_agg_add_batch(u->agg, u->opt, deltas, weight, count, n, rc, norm)
+    int brc = -1;
+    if (u->fuse) {
+        /* The round's last batch: the finish in the same pass. Anything but
+         * 0 or FL_ENONFINITE left the round untouched: add it plainly, and
+         * the daemon runs the finish as usual. */
+        int frc = fl_agg_add_batch_finish(u->agg, u->opt, deltas, weight, count, n, rc, norm, u->x,
+                                          &u->finish_res);
+        if (frc == 0 || frc == FL_ENONFINITE) {
+            u->finished = 1;
+            u->finish_rc = frc;
+            brc = 0;
+        }
+    }
+    if (brc)
+        brc = u->agg ? fl_agg_add_batch(u->agg, u->opt, deltas, weight, count, n, rc, norm)
                      : fl_round_add_work_batch(u->opt, deltas, weight, count, n, rc, norm);
     u->batch_s = fl_clock_mono_s() - t0;
     u->batch_n = count;
@@ -198,6 +219,15 @@ void fl_uploads_kick(fl_uploads_t *u)
     }
     if (!u->jobs_head)
         u->jobs_tail = NULL;
+    /* Fused with the finish when this batch is all that is left of the
+     * round (the caller's `completes` says so) and every delta in it is
+     * known finite, so none can be refused after the model has moved. */
+    size_t count = 0;
+    int finite = 1;
+    for (job_t *j = batch; j; j = j->next, count++)
+        finite &= j->finite;
+    u->fuse = finite && u->x && u->agg && fl_agg_can_fuse(u->agg) && !u->jobs_head && u->cbs.completes &&
+              u->cbs.completes(count, u->ud);
     u->running = batch;
     u->work.data = u;
     if (uv_queue_work(u->loop, &u->work, work_cb, after_cb)) {
@@ -220,6 +250,32 @@ size_t fl_uploads_in_use(const fl_uploads_t *u)
 void fl_uploads_set_agg(fl_uploads_t *u, fl_agg_t *agg)
 {
     u->agg = agg;
+}
+
+void fl_uploads_set_finish(fl_uploads_t *u, float *x)
+{
+    u->x = x;
+}
+
+int fl_uploads_take_finish(fl_uploads_t *u, int *rc, fl_serveropt_round_t *res)
+{
+    if (!u || !u->finished)
+        return 0;
+    if (rc)
+        *rc = u->finish_rc;
+    if (res)
+        *res = u->finish_res;
+    u->finished = 0;
+    return 1;
+}
+
+int fl_uploads_finished(const fl_uploads_t *u, int *rc)
+{
+    if (!u || !u->finished)
+        return 0;
+    if (rc)
+        *rc = u->finish_rc;
+    return 1;
 }
 
 void fl_uploads_last_batch(const fl_uploads_t *u, size_t *count, double *seconds)

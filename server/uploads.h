@@ -43,6 +43,11 @@ typedef struct {
                   double received_at, void *ud);
     /* A batch is done: every `added` of it was called. */
     void (*idle)(void *ud);
+    /* May be NULL. Asked on the loop as a batch of `count` uploads starts:
+     * 1 when those uploads are all the round is waiting for and, accepted,
+     * complete it (fl_round_completed_by), so the round closes right after
+     * them. The batch then runs the finish too (fl_uploads_set_finish). */
+    int (*completes)(size_t count, void *ud);
 } fl_uploads_cbs_t;
 
 typedef struct fl_uploads fl_uploads_t;
@@ -56,6 +61,23 @@ int fl_uploads_create(uv_loop_t *loop, size_t slots, fl_serveropt_t *opt, const 
  * clipping, the robust rules, DP) instead of straight into opt. Set before
  * the first upload; agg must outlive u. */
 void fl_uploads_set_agg(fl_uploads_t *u, fl_agg_t *agg);
+
+/* Lets the batch that completes a round (cbs.completes) run the round's
+ * finish in the same pass over the model (fl_agg_add_batch_finish), where
+ * the aggregator's rule allows it (fl_agg_can_fuse) and every upload in it
+ * was submitted known finite. x (the model, the daemon's, n floats) is
+ * stepped by the worker; the caller does not touch it while fl_uploads_busy.
+ * NULL turns it off (the default). */
+void fl_uploads_set_finish(fl_uploads_t *u, float *x);
+
+/* After a batch, on the loop: 1 when it ran the round's finish, with *rc
+ * its outcome (0, or FL_ENONFINITE: an upload submitted as finite was not,
+ * and x was stepped in part), and res (may be NULL) the round's
+ * fl_serveropt_round_t; it is then forgotten. 0 when no finish ran. */
+int fl_uploads_take_finish(fl_uploads_t *u, int *rc, fl_serveropt_round_t *res);
+
+/* As fl_uploads_take_finish, without forgetting it or filling res. */
+int fl_uploads_finished(const fl_uploads_t *u, int *rc);
 
 /* Frees it and every queued upload (call once the loop has ended: no batch
  * in the worker). Accepts NULL. */
@@ -73,10 +95,11 @@ void fl_uploads_cancel(fl_uploads_t *u, fl_uploads_waiter_t *w);
 void fl_uploads_release(fl_uploads_t *u);
 
 /* Queues a received upload in its slot: delta (n floats, malloc'ed) becomes
- * the pipeline's on success. Returns 0 or FL_ENOMEM (nothing taken: the
+ * the pipeline's on success. finite: every value is known finite (checked
+ * as it arrived); 0 when not known (it is checked in the add as before). Returns 0 or FL_ENOMEM (nothing taken: the
  * caller still owns delta and the slot). Call fl_uploads_kick after. */
 int fl_uploads_submit(fl_uploads_t *u, const char *name, float *delta, size_t n, double weight, double loss,
-                      int64_t bytes, double received_at);
+                      int64_t bytes, double received_at, int finite);
 
 /* Starts the worker on the queued uploads unless a batch is running. */
 void fl_uploads_kick(fl_uploads_t *u);

@@ -9,6 +9,7 @@
 
 #include "common/base/bytes.h"
 #include "common/base/error.h"
+#include "common/base/params.h"
 
 /* Tensors travel as their in-memory float32 bytes, which is the wire's
  * little-endian layout only on little-endian hosts: refuse to build elsewhere
@@ -801,6 +802,8 @@ static int on_begin(fl_wire_stream_t *s, const Fedopt__TensorBegin *b, char *why
     s->t_got = 0;
     s->t_chunk = b->chunk_bytes;
     s->t_crc = 0;
+    s->t_fin_at = 0;
+    s->t_finite = 1;
     s->announced = 0;
     return 0;
 }
@@ -842,6 +845,14 @@ static int on_chunk(fl_wire_stream_t *s, const Fedopt__TensorChunk *c, char *why
         size_t k = n - off < 65536 ? n - off : 65536;
         memcpy(dst + off, c->data.data + off, k);
         s->t_crc = fl_crc32(s->t_crc, dst + off, k);
+        /* The whole floats received so far (one may straddle two chunks),
+         * checked while the copy has them in cache: the server's fused
+         * aggregation needs its deltas known finite (server/uploads.h). */
+        uint64_t end = (s->t_got + off + k) & ~(uint64_t)3;
+        if (s->t_finite && end > s->t_fin_at &&
+            !fl_f32_all_finite((const float *)(s->t_data + s->t_fin_at), (size_t)(end - s->t_fin_at) / 4))
+            s->t_finite = 0;
+        s->t_fin_at = end;
     }
     s->t_got += n;
     return 0;
@@ -868,6 +879,7 @@ static int on_end(fl_wire_stream_t *s, const Fedopt__TensorEnd *e, fl_wire_event
     ev->borrowed = s->t_borrowed;
     ev->crc32 = s->t_crc;
     ev->wire_bytes = (size_t)s->t_total;
+    ev->finite = s->t_coded || s->t_finite;
     s->t_data = NULL;
     s->t_borrowed = 0;
     s->t_coded = 0;

@@ -227,6 +227,10 @@ typedef struct {
                        receiver can tell identical transfers apart by it) */
     size_t wire_bytes; /* tensor events: the bytes that travelled (the encoded size
                           of a coded delta; nbytes otherwise) */
+    int finite; /* tensor events: 1 when every float32 value is finite (checked
+                   slice by slice as the data arrived, while it was in cache; a
+                   coded delta always: its decoder refuses non-finite values),
+                   0 when some value is NaN or Inf */
 } fl_wire_event_t;
 
 /* Frees what the handler did not take and zeroes *ev. Accepts NULL. */
@@ -255,6 +259,8 @@ typedef struct {
     int t_borrowed;           /* t_data is user_dst */
     int t_coded;              /* an encoded delta: chunks go through t_dec into t_data */
     uint64_t t_values;        /* coded: float32 values decoded into t_data */
+    uint64_t t_fin_at;        /* plain: bytes of t_data checked finite so far */
+    int t_finite;             /* plain: no NaN or Inf among them */
     fl_codec_decoder_t t_dec;
     void *user_dst;           /* where the next tensor goes, when it fits */
     size_t user_cap;

@@ -48,6 +48,7 @@ typedef struct {
 
 struct fl__dnnl_conv {
     int cin, h, w, cout, k, stride, pad, bias;
+    int wino; /* try Winograd first (use_winograd), direct where oneDNN refuses it */
     int ho, wo;
     dnnl_engine_t eng;
     dnnl_stream_t strm;
@@ -59,6 +60,26 @@ struct fl__dnnl_conv {
 };
 
 int fl__dnnl_available(void) { return 1; }
+
+static int wino_mode; /* fl__dnnl_set_winograd */
+
+void fl__dnnl_set_winograd(int mode) { wino_mode = mode; }
+
+/* Winograd F(4x4, 3x3) (oneDNN's jit_wino_4x3 kernels, forward and both
+ * backward products) does a quarter of the direct multiplies on 3x3
+ * stride-1 layers. With 16 or more channels each side, on cnn's conv2 and
+ * resnet18gn's 3x3 layers, the whole training step ran faster per
+ * CPU-second than on the direct kernels (bench_train with
+ * FEDOPT_BENCH_CONV=dnnl-direct against the default; docs/benchmarks.md);
+ * with one input channel (cnn's conv1) it ran slower, the input padded to
+ * 16 channels. Its results differ from the direct ones by float rounding
+ * (test_conv2d_dnnl_matches, test_grad_conv2d). */
+static int use_winograd(int cin, int cout, int k, int stride)
+{
+    if (wino_mode == 1 || k != 3 || stride != 1)
+        return 0;
+    return wino_mode == 2 || (cin >= 16 && cout >= 16);
+}
 
 static void tensor_clear(tensor_t *t)
 {
@@ -160,6 +181,7 @@ int fl__dnnl_conv_create(int cin, int h, int w, int cout, int k, int stride, int
     int rc = FL_EUNSUPPORTED;
     *c = (fl__dnnl_conv_t){.cin = cin, .h = h, .w = w, .cout = cout, .k = k, .stride = stride,
                            .pad = pad, .bias = bias != 0};
+    c->wino = use_winograd(cin, cout, k, stride);
     c->ho = (h + 2 * pad - k) / stride + 1;
     c->wo = (w + 2 * pad - k) / stride + 1;
     /* The default engine uses every core; the team size is set per call
@@ -207,6 +229,8 @@ static const dnnl_memory_desc_t *md_of(const_dnnl_primitive_desc_t pd, dnnl_quer
     return dnnl_primitive_desc_query_md(pd, what, 0);
 }
 
+static entry_t *entry_make(fl__dnnl_conv_t *c, entry_t *e, size_t n, dnnl_alg_kind_t alg);
+
 /* The primitives for batch size n: from the cache, or made now in the
  * least recently used slot. Each primitive picks its own layouts (format
  * "any"), the way oneDNN reaches its fastest kernels; the reorders to and
@@ -231,6 +255,18 @@ static entry_t *entry_for(fl__dnnl_conv_t *c, size_t n)
     entry_clear(e);
     if (n > (size_t)INT32_MAX)
         return NULL;
+    entry_t *made = c->wino ? entry_make(c, e, n, dnnl_convolution_winograd) : NULL;
+    if (!made)
+        made = entry_make(c, e, n, dnnl_convolution_direct);
+    if (made)
+        made->team = team;
+    return made;
+}
+
+/* Makes slot e's primitives for batch size n with algorithm alg (e is
+ * clear). Returns e, or NULL with e clear again. */
+static entry_t *entry_make(fl__dnnl_conv_t *c, entry_t *e, size_t n, dnnl_alg_kind_t alg)
+{
     dnnl_memory_desc_t smd, dmd, wmd, bmd, sany, dany, wany;
     dnnl_dims_t sd = {(dnnl_dim_t)n, c->cin, c->h, c->w}, dd = {(dnnl_dim_t)n, c->cout, c->ho, c->wo};
     dnnl_dims_t wd = {c->cout, c->cin, c->k, c->k}, bd = {c->cout};
@@ -244,18 +280,18 @@ static entry_t *entry_for(fl__dnnl_conv_t *c, size_t n)
         dnnl_memory_desc_init_by_tag(&dany, 4, dd, dnnl_f32, dnnl_format_tag_any) ||
         dnnl_memory_desc_init_by_tag(&wany, 4, wd, dnnl_f32, dnnl_format_tag_any))
         goto fail;
-    if (dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct,
+    if (dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, alg,
                                            &sany, &wany, c->bias ? &bmd : NULL, &dany, strides,
                                            pads, pads) ||
         dnnl_primitive_desc_create(&e->fwd_pd, &fd, NULL, c->eng, NULL) ||
         dnnl_primitive_create(&e->fwd, e->fwd_pd))
         goto fail;
-    if (dnnl_convolution_backward_data_desc_init(&bdd, dnnl_convolution_direct, &sany, &wany,
+    if (dnnl_convolution_backward_data_desc_init(&bdd, alg, &sany, &wany,
                                                  &dany, strides, pads, pads) ||
         dnnl_primitive_desc_create(&e->bwd_d_pd, &bdd, NULL, c->eng, e->fwd_pd) ||
         dnnl_primitive_create(&e->bwd_d, e->bwd_d_pd))
         goto fail;
-    if (dnnl_convolution_backward_weights_desc_init(&bwd, dnnl_convolution_direct, &sany, &wany,
+    if (dnnl_convolution_backward_weights_desc_init(&bwd, alg, &sany, &wany,
                                                     c->bias ? &bmd : NULL, &dany, strides, pads,
                                                     pads) ||
         dnnl_primitive_desc_create(&e->bwd_w_pd, &bwd, NULL, c->eng, e->fwd_pd) ||
@@ -283,7 +319,6 @@ static entry_t *entry_for(fl__dnnl_conv_t *c, size_t n)
         impl)
         snprintf(c->impl, sizeof c->impl, "%s", impl);
     e->n = n;
-    e->team = team;
     e->used = ++c->tick;
     return e;
 fail:
@@ -434,6 +469,8 @@ int fl__dnnl_conv_backward(fl__dnnl_conv_t *c, const float *x, const float *weig
 }
 
 const char *fl__dnnl_conv_impl(const fl__dnnl_conv_t *c) { return "none"; }
+
+void fl__dnnl_set_winograd(int mode) { (void)mode; }
 
 int fl__dnnl_sgemm(int threads, int transa, int transb, int m, int n, int k, float alpha,
                    const float *a, int lda, const float *b, int ldb, float beta, float *c,

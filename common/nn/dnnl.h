@@ -50,6 +50,13 @@ int fl__dnnl_conv_forward(fl__dnnl_conv_t *c, const float *x, const float *weigh
 int fl__dnnl_conv_backward(fl__dnnl_conv_t *c, const float *x, const float *weight,
                            const float *dy, float *gw, float *gb, float *dx, size_t n);
 
+/* Which algorithm convolutions made from now on use: 0, the default
+ * (Winograd F(4x4,3x3) for 3x3 stride-1 layers with at least 16 channels in
+ * and out, direct otherwise); 1, direct always; 2, Winograd wherever the
+ * shape allows it (tests). oneDNN may refuse Winograd for a shape: the
+ * convolution is then direct. Not thread-safe: for tests and benches. */
+void fl__dnnl_set_winograd(int mode);
+
 /* The oneDNN implementation chosen for the forward pass at the last batch
  * size ("jit:avx512_core", "gemm:jit", ...), or "none". For benches and logs. */
 const char *fl__dnnl_conv_impl(const fl__dnnl_conv_t *c);

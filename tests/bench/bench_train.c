@@ -20,7 +20,8 @@
  * 1-thread square.
  * FEDOPT_BENCH_CONV=own keeps every conv2d layer on its own im2col/Winograd
  * path, =dnnl puts every one on oneDNN (where built in); unset, each layer
- * takes the default choice (common/nn/conv2d.h). The first model's conv
+ * takes the default choice (common/nn/conv2d.h); =dnnl-direct keeps the
+ * default choice but no oneDNN Winograd (fl__dnnl_set_winograd). The first model's conv
  * layers' oneDNN implementations are printed before the table.
  * FEDOPT_BENCH_GEMM=own runs the dense and LSTM layers' products on
  * fl_gemm's own path (OpenBLAS), =dnnl every one of them that can on
@@ -191,6 +192,8 @@ int main(void)
         fl__conv2d_set_dnnl(1);
     else if (conv && strcmp(conv, "dnnl") == 0)
         fl__conv2d_set_dnnl(2);
+    else if (conv && strcmp(conv, "dnnl-direct") == 0)
+        fl__dnnl_set_winograd(1);
     if (gemm && strcmp(gemm, "own") == 0)
         fl__gemm_set_dnnl(1);
     else if (gemm && strcmp(gemm, "dnnl") == 0)

@@ -50,6 +50,9 @@ done
 evals=$(awk 'NR > 2 && $8 != "-" && $9 >= 0 && $9 <= 1 {printf "%s ", $1}' "$work/rounds.txt")
 [ "$evals" = "2 4 " ] || fail "evaluated rounds: '$evals' ($(cat "$work/rounds.txt"))"
 grep -q 'round 2/4 closed: .* eval_loss [0-9.]* eval_acc 0\.[0-9]*' "$work/server.log" || fail "progress line without eval"
+# Each round's last upload completes it: its batch runs the finish in the same pass.
+[ "$(grep -c "the finish ran in the last batch's pass" "$work/server.log")" -eq 4 ] ||
+    fail "fused finishes: $(grep -c "the finish ran in the last batch's pass" "$work/server.log") of 4 rounds"
 echo "A: 4 FedAvg rounds, each model the exact weighted mean of the client models" \
     "($(grep -c 'waits for a buffer' "$work/server.log") uploads waited for the single buffer)"
 

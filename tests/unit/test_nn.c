@@ -570,8 +570,14 @@ static void test_grad_conv2d(void **state)
 {
     (void)state;
     grad_conv2d(0);
-    if (fl__dnnl_available())
+    if (fl__dnnl_available()) {
         grad_conv2d(1);
+        /* oneDNN's Winograd on every 3x3 stride-1 case (the default takes
+         * it only with 16+ channels each side). */
+        fl__dnnl_set_winograd(2);
+        grad_conv2d(1);
+        fl__dnnl_set_winograd(0);
+    }
 }
 
 /* Winograd layers (forced on small shapes, and the size the cnn uses) pass
@@ -641,6 +647,9 @@ static void conv_run(int mode, const fl_shape_t *in, int cout, int pad, size_t n
     out[3] = malloc((size_t)cout * sizeof(float));
     l->ops->forward(l, x, out[0], n, FL_MODE_TRAIN);
     l->ops->backward(l, x, out[0], dy, out[1], n);
+    if (mode == 3)
+        print_message("conv %d->%d on %dx%d: oneDNN %s\n", (int)in->d[0], cout, (int)in->d[1],
+                      (int)in->d[2], fl__conv2d_dnnl_impl(l));
     memcpy(out[2], l->g[0], p.views[0].numel * sizeof(float));
     memcpy(out[3], l->g[1], (size_t)cout * sizeof(float));
     fl_layer_free(l);
@@ -750,22 +759,29 @@ static void test_conv2d_dnnl_matches(void **state)
         float *a[4], *b[4];
         int wa, wb;
         conv_run(0, &in, cases[t].cout, cases[t].pad, n, x, dy, a, &wa);
-        conv_run(3, &in, cases[t].cout, cases[t].pad, n, x, dy, b, &wb);
         size_t len[4] = {ny, nx, (size_t)cases[t].cout * cases[t].cin * 9,
                          (size_t)cases[t].cout};
-        for (int k = 0; k < 4; k++) {
-            double big = 0, err = 0;
-            for (size_t i = 0; i < len[k]; i++) {
-                big = fmax(big, fabs(a[k][i]));
-                err = fmax(err, fabs((double)a[k][i] - b[k][i]));
+        /* oneDNN's default (Winograd on the wide 3x3 layers), then direct
+         * only (fl__dnnl_set_winograd). */
+        for (int direct = 0; direct < 2; direct++) {
+            fl__dnnl_set_winograd(direct);
+            conv_run(3, &in, cases[t].cout, cases[t].pad, n, x, dy, b, &wb);
+            fl__dnnl_set_winograd(0);
+            for (int k = 0; k < 4; k++) {
+                double big = 0, err = 0;
+                for (size_t i = 0; i < len[k]; i++) {
+                    big = fmax(big, fabs(a[k][i]));
+                    err = fmax(err, fabs((double)a[k][i] - b[k][i]));
+                }
+                assert_true(big > 0);
+                if (err > 1e-5 * big)
+                    fail_msg("case %zu, %s, result %d: max difference %g against max %g", t,
+                             direct ? "direct" : "default", k, err, big);
+                free(b[k]);
             }
-            assert_true(big > 0);
-            if (err > 1e-5 * big)
-                fail_msg("case %zu, result %d: max difference %g against max %g", t, k, err,
-                         big);
-            free(a[k]);
-            free(b[k]);
         }
+        for (int k = 0; k < 4; k++)
+            free(a[k]);
         free(x);
         free(dy);
     }

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "common/base/error.h"
+#include "server/aggregate.h"
 #include "server/serveropt.h"
 #include "server/uploads.h"
 
@@ -99,8 +100,8 @@ static void test_slots_and_batch(void **state)
 
     /* Two uploads queued before the kick: one batch, in submission order. */
     assert_false(fl_uploads_busy(u));
-    assert_int_equal(fl_uploads_submit(u, "a", delta_of(1.0f), P, 1, 0.5, 4 * P, 10.0), 0);
-    assert_int_equal(fl_uploads_submit(u, "b", delta_of(2.0f), P, 3, 0.5, 4 * P, 11.0), 0);
+    assert_int_equal(fl_uploads_submit(u, "a", delta_of(1.0f), P, 1, 0.5, 4 * P, 10.0, 0), 0);
+    assert_int_equal(fl_uploads_submit(u, "b", delta_of(2.0f), P, 3, 0.5, 4 * P, 11.0, 0), 0);
     assert_true(fl_uploads_busy(u));
     fl_uploads_kick(u);
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -119,7 +120,7 @@ static void test_slots_and_batch(void **state)
     assert_int_equal(fl_uploads_acquire(u, &w[0]), 1);
     float *bad = delta_of(1.0f);
     bad[3] = NAN;
-    assert_int_equal(fl_uploads_submit(u, "c", bad, P, 5, 0.5, 4 * P, 12.0), 0);
+    assert_int_equal(fl_uploads_submit(u, "c", bad, P, 5, 0.5, 4 * P, 12.0, 0), 0);
     fl_uploads_kick(u);
     uv_run(&loop, UV_RUN_DEFAULT);
     assert_int_equal(r.nadded, 3);
@@ -139,16 +140,155 @@ static void test_slots_and_batch(void **state)
 
     /* Freed with an upload still queued (never kicked): no leak. */
     assert_int_equal(fl_uploads_acquire(u, &w[0]), 1);
-    assert_int_equal(fl_uploads_submit(u, "d", delta_of(1.0f), P, 1, 0.5, 4 * P, 13.0), 0);
+    assert_int_equal(fl_uploads_submit(u, "d", delta_of(1.0f), P, 1, 0.5, 4 * P, 13.0, 0), 0);
     fl_uploads_free(u);
     fl_serveropt_free(opt);
     assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* ---- the round's last batch fused with the finish ---------------------- */
+
+#define PF ((size_t)1 << 18) /* large enough for the optimizer's two parts */
+
+typedef struct {
+    int completes; /* what the `completes` callback answers */
+    size_t asked;  /* the count it was last asked about (0: never) */
+    int idle, nadded, refused;
+} frec_t;
+
+static void f_granted(fl_uploads_waiter_t *w, void *ud) { (void)w, (void)ud; }
+
+static void f_added(const char *name, int rc, double weight, double loss, double norm, int64_t bytes,
+                    double received_at, void *ud)
+{
+    frec_t *r = ud;
+    r->nadded++;
+    r->refused += rc != 0;
+}
+
+static void f_idle(void *ud) { ((frec_t *)ud)->idle++; }
+
+static int f_completes(size_t count, void *ud)
+{
+    frec_t *r = ud;
+    r->asked = count;
+    return r->completes;
+}
+
+static float *delta_rand(unsigned seed)
+{
+    float *d = malloc(PF * sizeof *d);
+    assert_non_null(d);
+    uint32_t s = seed * 2654435761u + 1;
+    for (size_t j = 0; j < PF; j++) {
+        s = s * 1664525u + 1013904223u;
+        d[j] = (float)((int32_t)s >> 8) * 1e-9f;
+    }
+    return d;
+}
+
+/* Runs two FedAdam rounds of `sizes[0]` then `sizes[1]` uploads (each
+ * batch submitted together, then kicked) through the pipeline into x, the
+ * last batch of each round marked finite as `finite` says and `completes`
+ * answering `completes`, with the finish fused where the pipeline may
+ * (fuse) or never; the daemon's finish (fl_agg_finish) runs where the batch
+ * did not. Returns how many rounds were fused; x, m and v are copied out. */
+static int fused_rounds(int fuse, int completes, int finite, const size_t sizes[2], float *x, float *m, float *v)
+{
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    fl_serveropt_config_t oc;
+    fl_serveropt_config_defaults(&oc, FL_SERVEROPT_FEDADAM);
+    fl_serveropt_t *opt;
+    assert_int_equal(fl_serveropt_create(&oc, PF, &opt), 0);
+    fl_agg_config_t ac = {.spec = {.rule = FL_AGG_MEAN}, .capacity = 16};
+    fl_agg_t *agg;
+    assert_int_equal(fl_agg_create(&ac, PF, &agg), 0);
+    frec_t r = {.completes = completes};
+    fl_uploads_cbs_t cbs = {.granted = f_granted, .added = f_added, .idle = f_idle, .completes = f_completes};
+    fl_uploads_t *u;
+    assert_int_equal(fl_uploads_create(&loop, 16, opt, &cbs, &r, &u), 0);
+    fl_uploads_set_agg(u, agg);
+    fl_uploads_set_finish(u, fuse ? x : NULL);
+    for (size_t i = 0; i < PF; i++)
+        x[i] = 0.25f;
+    int fused = 0;
+    unsigned seed = 1;
+    for (int round = 0; round < 2; round++) {
+        fl_serveropt_begin(opt);
+        fl_agg_begin(agg);
+        for (int b = 0; b < 2; b++) {
+            fl_uploads_waiter_t w;
+            for (size_t k = 0; k < sizes[b]; k++) {
+                assert_int_equal(fl_uploads_acquire(u, &w), 1);
+                char name[32];
+                snprintf(name, sizeof name, "c%zu", k);
+                assert_int_equal(fl_uploads_submit(u, name, delta_rand(seed), PF, 1.0 + seed % 7, 0.5, 4 * PF, 1.0,
+                                                   b == 1 ? finite : 1),
+                                 0);
+                seed++;
+            }
+            /* Only the last batch may complete the round. */
+            r.completes = b == 1 ? completes : 0;
+            fl_uploads_kick(u);
+            assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+            assert_false(fl_uploads_busy(u));
+        }
+        int frc = -1;
+        fl_serveropt_round_t res;
+        if (fl_uploads_take_finish(u, &frc, &res)) {
+            assert_int_equal(frc, 0);
+            fused++;
+        } else
+            assert_int_equal(fl_agg_finish(agg, opt, x, PF, &res), 0);
+        assert_int_equal(res.accepted, sizes[0] + sizes[1]);
+        assert_true(res.applied);
+        assert_int_equal(fl_uploads_take_finish(u, &frc, &res), 0); /* forgotten once taken */
+    }
+    assert_int_equal(r.refused, 0);
+    assert_int_equal(r.nadded, 2 * (int)(sizes[0] + sizes[1]));
+    memcpy(m, fl_serveropt_m(opt), PF * sizeof(float));
+    memcpy(v, fl_serveropt_v(opt), PF * sizeof(float));
+    fl_uploads_free(u);
+    fl_agg_free(agg);
+    fl_serveropt_free(opt);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    return fused;
+}
+
+/* The last batch with the finish in its pass leaves x, m and v bit for bit
+ * as the separate batch add and finish do (a last batch of several uploads
+ * and of one, whose separate path is the exact single add); a batch with an
+ * upload not known finite, or one that does not complete the round, is not
+ * fused. */
+static void test_fused_finish_matches(void **state)
+{
+    (void)state;
+    float *x0 = malloc(PF * sizeof(float)), *m0 = malloc(PF * sizeof(float)), *v0 = malloc(PF * sizeof(float));
+    float *x1 = malloc(PF * sizeof(float)), *m1 = malloc(PF * sizeof(float)), *v1 = malloc(PF * sizeof(float));
+    assert_true(x0 && m0 && v0 && x1 && m1 && v1);
+    static const size_t shapes[2][2] = {{3, 4}, {2, 1}};
+    for (int t = 0; t < 2; t++) {
+        assert_int_equal(fused_rounds(0, 1, 1, shapes[t], x0, m0, v0), 0);
+        assert_int_equal(fused_rounds(1, 1, 1, shapes[t], x1, m1, v1), 2);
+        assert_memory_equal(x0, x1, PF * sizeof(float));
+        assert_memory_equal(m0, m1, PF * sizeof(float));
+        assert_memory_equal(v0, v1, PF * sizeof(float));
+        /* the model did move */
+        assert_true(x1[0] != 0.25f || x1[PF - 1] != 0.25f);
+        assert_int_equal(fused_rounds(1, 1, 0, shapes[t], x1, m1, v1), 0); /* not known finite */
+        assert_memory_equal(x0, x1, PF * sizeof(float));
+        assert_int_equal(fused_rounds(1, 0, 1, shapes[t], x1, m1, v1), 0); /* not the round's end */
+        assert_memory_equal(x0, x1, PF * sizeof(float));
+    }
+    free(x0), free(m0), free(v0), free(x1), free(m1), free(v1);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_slots_and_batch),
+        cmocka_unit_test(test_fused_finish_matches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -560,6 +560,61 @@ static void test_encode_tensor_chunking(void **state)
     assert_int_equal(fl_wire_chunk_for_frame(64), 0);
 }
 
+/* Receives the float32 tensor x[n] sent in chunks of `chunk` bytes and
+ * returns the event's finite flag. */
+static int received_finite(const float *x, size_t n, uint32_t chunk)
+{
+    fl_buf_t *b;
+    assert_int_equal(fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 9, x, n * 4, chunk, &b), 0);
+    fl_wire_reader_t r;
+    fl_wire_reader_init(&r, 0);
+    fl_wire_stream_t s;
+    open_with_update(&s, 0);
+    s.announced_round = 9;
+    size_t pos = 0, used;
+    int finite = -1;
+    while (pos < b->len) {
+        uint8_t *f;
+        uint32_t len;
+        assert_int_equal(fl_wire_reader_feed(&r, b->data + pos, b->len - pos, &used, &f, &len), 1);
+        pos += used;
+        fl_wire_event_t ev;
+        char why[256];
+        assert_int_equal(fl_wire_stream_frame(&s, f, len, &ev, why, sizeof why), 0);
+        free(f);
+        if (ev.kind == FL_WIRE_EV_TENSOR) {
+            assert_memory_equal(ev.data, x, n * 4);
+            finite = ev.finite;
+        }
+        fl_wire_event_clear(&ev);
+    }
+    fl_buf_unref(b);
+    assert_true(finite == 0 || finite == 1);
+    return finite;
+}
+
+/* The tensor event says whether every value is finite: checked as the
+ * chunks arrive, with floats split across chunks (6-byte chunks), a NaN or
+ * an Inf anywhere (first, straddling, last) found. */
+static void test_tensor_finite_flag(void **state)
+{
+    (void)state;
+    float x[41];
+    for (int i = 0; i < 41; i++)
+        x[i] = (float)i - 20.5f;
+    assert_int_equal(received_finite(x, 41, 6), 1);
+    assert_int_equal(received_finite(x, 41, 0), 1);
+    static const int at[] = {0, 1, 3, 20, 40};
+    for (size_t k = 0; k < sizeof at / sizeof at[0]; k++) {
+        float keep = x[at[k]];
+        x[at[k]] = k % 2 ? INFINITY : NAN;
+        assert_int_equal(received_finite(x, 41, 6), 0);
+        assert_int_equal(received_finite(x, 41, 0), 0);
+        x[at[k]] = keep;
+    }
+    assert_int_equal(received_finite(x, 41, 6), 1);
+}
+
 /* A tensor received into the application's buffer: no allocation, the event
  * says borrowed, clearing it leaves the buffer alone; one transfer only; a
  * buffer too small is ignored. */
@@ -813,6 +868,7 @@ int main(void)
         cmocka_unit_test(test_sequence_client_side),
         cmocka_unit_test(test_tensor_chunks),
         cmocka_unit_test(test_encode_tensor_chunking),
+        cmocka_unit_test(test_tensor_finite_flag),
         cmocka_unit_test(test_tensor_into_dst),
         cmocka_unit_test(test_coded_delta),
         cmocka_unit_test(test_tensor_table),
