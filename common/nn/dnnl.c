@@ -74,6 +74,12 @@ void fl__dnnl_set_winograd(int mode) { wino_mode = mode; }
  * with one input channel (cnn's conv1) it ran slower, the input padded to
  * 16 channels. Its results differ from the direct ones by float rounding
  * (test_conv2d_dnnl_matches, test_grad_conv2d). */
+/* Below this batch size the direct kernel: Winograd transforms the weights
+ * on every call, which a batch of a few examples does not pay back (the
+ * resnet gradient check, batch 2, took twice the CPU time on Winograd;
+ * test_nn_resnet). Forcing (fl__dnnl_set_winograd(2)) ignores it. */
+#define WINO_MIN_BATCH 8
+
 static int use_winograd(int cin, int cout, int k, int stride)
 {
     if (wino_mode == 1 || k != 3 || stride != 1)
@@ -255,7 +261,8 @@ static entry_t *entry_for(fl__dnnl_conv_t *c, size_t n)
     entry_clear(e);
     if (n > (size_t)INT32_MAX)
         return NULL;
-    entry_t *made = c->wino ? entry_make(c, e, n, dnnl_convolution_winograd) : NULL;
+    int wino = c->wino && (wino_mode == 2 || n >= WINO_MIN_BATCH);
+    entry_t *made = wino ? entry_make(c, e, n, dnnl_convolution_winograd) : NULL;
     if (!made)
         made = entry_make(c, e, n, dnnl_convolution_direct);
     if (made)
