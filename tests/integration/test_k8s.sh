@@ -199,8 +199,15 @@ else
             [ "$n" -gt 300 ] && { podman logs "$pod-server" 2>&1 | tail -n 20; fail "the kube-played server never became ready"; }
             sleep 0.1
         done
-        curl -sf "http://127.0.0.1:$mport/metrics" >"$work/pod.metrics" || fail "scrape of the pod"
-        grep -q '^fedopt_phase{phase="waiting"} 1$' "$work/pod.metrics" || fail "the pod's server is not waiting for clients"
+        # Ready (listening) can come a moment before the phase gauge reads
+        # waiting on a loaded machine: scrape until it does, within 30 s.
+        n=0
+        until curl -sf "http://127.0.0.1:$mport/metrics" >"$work/pod.metrics" &&
+            grep -q '^fedopt_phase{phase="waiting"} 1$' "$work/pod.metrics"; do
+            n=$((n + 1))
+            [ "$n" -gt 300 ] && { grep '^fedopt_phase' "$work/pod.metrics"; fail "the pod's server is not waiting for clients"; }
+            sleep 0.1
+        done
         uid=$(podman exec "$pod-server" id -u 2>/dev/null)
         [ "$uid" = 10001 ] || fail "the pod runs as uid '$uid', not 10001"
         podman logs "$pod-server" 2>&1 | grep -q '"message":"listening on 127.0.0.1 port '"$fport"'"' ||
