@@ -809,6 +809,7 @@ static void try_start_round(fl__daemon_t *d)
         }
         if (!c || fl_tls_conn_send_msg(c->conn, &env) || fl_tls_conn_send(c->conn, model)) {
             fl_round_drop(d->round, fl_round_selected_name(d->round, i), "send failed", now);
+            fl_secround_drop(d->sec, fl_round_selected_name(d->round, i), now); /* a party that never got its setup */
             continue;
         }
         c->task_sent_at = now;
@@ -1021,6 +1022,8 @@ static int settle_secure(fl__daemon_t *d, double now, double *weight)
     *weight = NAN;
     if (!d->sec || !fl_secround_round(d->sec))
         return 1;
+    if (fl_secround_busy(d->sec))
+        return 0; /* unmasking in the thread pool: sec_done closes the round when it is back */
     if (!fl_secround_done(d->sec) && !d->stopping)
         return 0;
     const char *why = "stopped";
@@ -1048,6 +1051,11 @@ static int settle_secure(fl__daemon_t *d, double now, double *weight)
     }
     if (rc) {
         FL_LOG_W(WHO, "round %lld: secure aggregation failed: %s", (long long)d->round_no, why ? why : fl_strerror(rc));
+        /* The parties still waiting get the round's reason in their rows. */
+        char reason[200];
+        snprintf(reason, sizeof reason, "secagg: round abandoned: %s", why ? why : fl_strerror(rc));
+        for (size_t i = 0; i < nsel; i++)
+            fl_round_drop(d->round, fl_round_selected_name(d->round, i), reason, now);
         *weight = NAN;
     }
     fl_secround_end(d->sec);
@@ -1390,6 +1398,12 @@ static int sec_send(void *ud, const char *name, const Fedopt__Envelope *env)
     return c ? fl_tls_conn_send_msg(c->conn, env) : FL_ECLOSED;
 }
 
+/* The unmasking job is back on the loop: the round can close. */
+static void sec_done(void *ud)
+{
+    maybe_close_round(ud);
+}
+
 static void sec_exclude(void *ud, const char *name, const char *why)
 {
     fl__daemon_t *d = ud;
@@ -1516,8 +1530,9 @@ int fl_daemon_run(const fl_server_config_t *cfg)
                                    .max_weight = uniform ? 1 : (uint32_t)cfg->secagg_max_weight,
                                    .phase_timeout = cfg->secagg_phase_timeout,
                                    .seed = cfg->seed,
-                                   .numel = d->numel};
-        fl_secround_cbs_t scb = {.send = sec_send, .exclude = sec_exclude};
+                                   .numel = d->numel,
+                                   .loop = &d->loop};
+        fl_secround_cbs_t scb = {.send = sec_send, .exclude = sec_exclude, .done = sec_done};
         if ((rc = fl_secround_create(&sc, &scb, d, &d->sec)))
             goto out;
         if (!(d->sec_mean = malloc(d->numel * sizeof *d->sec_mean))) {

@@ -12,7 +12,8 @@
 
 #define WHO "secagg"
 
-enum { PH_NONE = 0, PH_ADVERT, PH_SHARE, PH_MASKED, PH_UNMASK, PH_DONE };
+/* PH_FINISH: the unmasking job runs in the thread pool. */
+enum { PH_NONE = 0, PH_ADVERT, PH_SHARE, PH_MASKED, PH_UNMASK, PH_FINISH, PH_DONE };
 
 typedef struct {
     char *name;
@@ -42,6 +43,10 @@ struct fl_secround {
     fl_samsg_reveal_t *rvbuf;
     int rc;
     const char *why;
+    uv_work_t job;   /* the unmasking in the thread pool (PH_FINISH) */
+    int job_rc;      /* fl_saserver_finish's code, written by the job */
+    int end_pending; /* fl_secround_end came while busy */
+    char whybuf[160];
 };
 
 int fl_secround_plan(uint32_t n, double dropout, double corrupt, double clip, uint32_t max_weight,
@@ -364,9 +369,9 @@ static void end_masked(fl_secround_t *s, double now)
     free(bytes);
 }
 
-static void end_unmask(fl_secround_t *s)
+/* The unmasking's result, on the loop thread. */
+static void finished(fl_secround_t *s, int rc)
 {
-    int rc = fl_saserver_finish(s->sv, s->sum);
     fl_saserver_stats_t st;
     fl_saserver_stats(s->sv, &st);
     if (rc) {
@@ -381,12 +386,73 @@ static void end_unmask(fl_secround_t *s)
              st.bad_reveals, st.liars);
 }
 
+/* The job: only the saserver, its rng and s->sum, which nothing on the
+ * loop touches while the phase is PH_FINISH. */
+static void finish_work(uv_work_t *w)
+{
+    fl_secround_t *s = w->data;
+    s->job_rc = fl_saserver_finish(s->sv, s->sum);
+}
+
+static void finish_after(uv_work_t *w, int status)
+{
+    fl_secround_t *s = w->data;
+    finished(s, status ? FL_ECANCELED : s->job_rc);
+    if (s->end_pending) {
+        s->end_pending = 0;
+        s->phase = PH_NONE;
+    }
+    if (s->cbs.done)
+        s->cbs.done(s->ud);
+}
+
+static void end_unmask(fl_secround_t *s)
+{
+    s->phase = PH_FINISH;
+    s->job.data = s;
+    if (s->cfg.loop && uv_queue_work(s->cfg.loop, &s->job, finish_work, finish_after) == 0) {
+        FL_LOG_D(WHO, "round %lld: unmasking in the thread pool", (long long)s->round);
+        return;
+    }
+    finished(s, fl_saserver_finish(s->sv, s->sum));
+}
+
+/* Abandons at once a round that can no longer reach the threshold: fewer
+ * parties are left (answered, or still connected and eligible) than U2
+ * (t + 1) or U3 (t) need. A party that is gone never comes back into the
+ * round, so waiting for the phase's deadline could only end the same way. */
+static int hopeless(fl_secround_t *s)
+{
+    uint32_t can2 = 0, can3 = 0;
+    if (s->phase < PH_ADVERT || s->phase > PH_MASKED)
+        return 0;
+    for (size_t i = 0; i < s->n; i++) {
+        const party_t *p = &s->p[i];
+        int alive = !p->gone;
+        /* still able to share keys / send a masked input */
+        can2 += p->shr || (alive && (s->phase == PH_ADVERT || (s->phase == PH_SHARE && p->adv)));
+        can3 += p->msk || (alive && (s->phase == PH_ADVERT || (s->phase == PH_SHARE && p->adv) ||
+                                     (s->phase == PH_MASKED && p->shr)));
+    }
+    if (s->phase <= PH_SHARE && can2 < s->plan.t + 1)
+        snprintf(s->whybuf, sizeof s->whybuf,
+                 "too few parties left: %u can still share keys, t + 1 = %u needed", can2, s->plan.t + 1);
+    else if (can3 < s->plan.t)
+        snprintf(s->whybuf, sizeof s->whybuf,
+                 "too few parties left: %u can still send a masked input, t = %u needed", can3, s->plan.t);
+    else
+        return 0;
+    fail(s, FL_ECANCELED, s->whybuf);
+    return 1;
+}
+
 /* Ends every phase that is complete or past its deadline. */
 static void advance(fl_secround_t *s, double now)
 {
     if (s->busy)
         return; /* a send's close re-entered: the outer loop goes on */
     s->busy = 1;
+    hopeless(s);
     while (s->phase >= PH_ADVERT && s->phase <= PH_UNMASK && (phase_complete(s) || now >= s->phase_end)) {
         switch (s->phase) {
         case PH_ADVERT:
@@ -402,6 +468,7 @@ static void advance(fl_secround_t *s, double now)
             end_unmask(s);
             break;
         }
+        hopeless(s);
     }
     s->busy = 0;
 }
@@ -600,6 +667,11 @@ int fl_secround_done(const fl_secround_t *s)
     return s && s->phase == PH_DONE;
 }
 
+int fl_secround_busy(const fl_secround_t *s)
+{
+    return s && s->phase == PH_FINISH;
+}
+
 int fl_secround_masked(const fl_secround_t *s, const char *name)
 {
     uint32_t id;
@@ -627,7 +699,9 @@ const uint32_t *fl_secround_sum(const fl_secround_t *s)
 
 void fl_secround_end(fl_secround_t *s)
 {
-    if (s)
+    if (s && s->phase == PH_FINISH)
+        s->end_pending = 1;
+    else if (s)
         s->phase = PH_NONE;
 }
 
@@ -635,7 +709,7 @@ void fl_secround_stats(const fl_secround_t *s, fl_saserver_stats_t *out, uint32_
 {
     memset(out, 0, sizeof *out);
     *k = *t = 0;
-    if (!s || !s->sv)
+    if (!s || !s->sv || s->phase == PH_FINISH)
         return;
     fl_saserver_stats(s->sv, out);
     *k = s->plan.k;

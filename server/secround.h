@@ -19,6 +19,15 @@
  * or the reason the round was abandoned: nothing is unmasked unless every
  * secret needed was rebuilt and checked.
  *
+ * The unmasking itself (rebuilding the secrets from their shares and
+ * regenerating every mask to remove, numel + 1 words each) grows with the
+ * model and the dropouts (bench_secagg measures it): with a loop in the
+ * config it runs in libuv's thread pool, and the round is busy
+ * (fl_secround_busy) until the job's result is back on the loop, where the
+ * `done` callback says so. While busy, messages, drops and deadlines leave
+ * the round as it is (the survivors are fixed when the reveals end); the
+ * job touches only the unmasking's own state, never a party's.
+ *
  * One round at a time; every call on the loop thread. */
 #ifndef FL_SERVER_SECROUND_H
 #define FL_SERVER_SECROUND_H
@@ -27,6 +36,7 @@
 #include <stdint.h>
 
 #include <mbedtls/x509_crt.h>
+#include <uv.h>
 
 #include "common/net/wire.h"
 #include "common/secagg/saserver.h"
@@ -39,6 +49,7 @@ typedef struct {
     double phase_timeout; /* seconds for phases 1, 2 and 4 */
     uint64_t seed;        /* the graph seed's stream {seed, run, round, FL_RNG_SECAGG} */
     size_t numel;         /* the model's parameters (a masked input has numel + 1 words) */
+    uv_loop_t *loop;      /* the unmasking runs in this loop's thread pool; NULL: inline */
 } fl_secround_config_t;
 
 /* Security parameters (bits): privacy and correctness of sagraph's bounds. */
@@ -66,6 +77,9 @@ typedef struct {
     /* The protocol refuses party `name` (why: one line); the daemon records
      * it and closes its connection. */
     void (*exclude)(void *ud, const char *name, const char *why);
+    /* Optional: the unmasking job of the round is back (done, or closed by
+     * fl_secround_end while busy); on the loop thread. */
+    void (*done)(void *ud);
 } fl_secround_cbs_t;
 
 typedef struct fl_secround fl_secround_t;
@@ -96,7 +110,10 @@ int fl_secround_on_masked(fl_secround_t *s, const char *name, uint64_t round, co
                           size_t nbytes, double now);
 int fl_secround_on_reveal(fl_secround_t *s, const char *name, const Fedopt__SecAggReveal *m, double now);
 
-/* A party's connection is gone. */
+/* A party's connection is gone (or it was never reached, or declined).
+ * When too few parties are left for the round to reach its threshold, it
+ * is abandoned at once (done, FL_ECANCELED, the counts in *why) instead of
+ * waiting out its phase. */
 void fl_secround_drop(fl_secround_t *s, const char *name, double now);
 
 /* Ends phases whose deadline passed (call it from the daemon's tick). */
@@ -106,12 +123,17 @@ void fl_secround_tick(fl_secround_t *s, double now);
 int64_t fl_secround_round(const fl_secround_t *s);
 int fl_secround_done(const fl_secround_t *s);
 
+/* 1 while the unmasking job runs in the thread pool (not done yet; the
+ * secround must not be freed until it is back: the loop runs it home). */
+int fl_secround_busy(const fl_secround_t *s);
+
 /* 1 when party `name`'s masked input is in the sum. */
 int fl_secround_masked(const fl_secround_t *s, const char *name);
 
 /* After done: 0 with the weighted mean of the survivors' updates in mean
  * (numel floats) and their total weight, or the round's failure
- * (FL_ECANCELED, FL_EAUTH, ...) with *why (static text). */
+ * (FL_ECANCELED, FL_EAUTH, ...) with *why (one line, valid until the next
+ * begin). */
 int fl_secround_result(fl_secround_t *s, float *mean, double *weight, const char **why);
 
 /* After a successful fl_secround_result: the unmasked sum itself (numel + 1
@@ -120,10 +142,12 @@ int fl_secround_result(fl_secround_t *s, float *mean, double *weight, const char
 const uint32_t *fl_secround_sum(const fl_secround_t *s);
 
 /* Closes the round (done or not: a stop abandons it); the next begin may
- * follow. */
+ * follow. While busy, the round closes when the job is back (its result
+ * discarded, `done` called). */
 void fl_secround_end(fl_secround_t *s);
 
-/* The saserver counters of the round last opened, its k and t. */
+/* The saserver counters of the round last opened, its k and t (zeros
+ * while busy). */
 void fl_secround_stats(const fl_secround_t *s, fl_saserver_stats_t *out, uint32_t *k, uint32_t *t);
 
 #endif

@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 #include <mbedtls/x509_crt.h>
+#include <uv.h>
 
 #include "client/secure.h"
 #include "common/base/error.h"
@@ -41,6 +42,10 @@ typedef struct {
     float delta[N][P];
     double weight[N];
     fl_buf_t *inbox[N];       /* the latest frame the server sent each party */
+    uv_loop_t *loop;          /* the unmasking's thread pool, or NULL: inline */
+    int done_calls;           /* the `done` callback's calls */
+    int ticks;                /* the loop's timer callbacks so far */
+    int ticks_at_done;        /* ticks when `done` came */
 } world_t;
 
 static int party_of(world_t *w, const char *name)
@@ -76,6 +81,13 @@ static int srv_send(void *ud, const char *name, const Fedopt__Envelope *env)
     return 0;
 }
 
+static void srv_done(void *ud)
+{
+    world_t *w = ud;
+    w->done_calls++;
+    w->ticks_at_done = w->ticks;
+}
+
 static void srv_exclude(void *ud, const char *name, const char *why)
 {
     world_t *w = ud;
@@ -100,9 +112,10 @@ static void to_server(world_t *w, int i, fl_buf_t *b, double now)
     }
 }
 
-static void setup_world(world_t *w)
+static void setup_world_loop(world_t *w, uv_loop_t *loop)
 {
     memset(w, 0, sizeof *w);
+    w->loop = loop;
     assert_int_equal(fl_testcerts_make(&w->certs), 0);
     fl_tls_opts_t to = {.ca_file = fl_testcerts_path(&w->certs, 0, "ca.crt"),
                         .cert_file = fl_testcerts_path(&w->certs, 1, "clients/alice.crt"),
@@ -111,8 +124,8 @@ static void setup_world(world_t *w)
     mbedtls_x509_crt_init(&w->crt);
     assert_int_equal(mbedtls_x509_crt_parse_file(&w->crt, fl_testcerts_path(&w->certs, 3, "clients/alice.crt")), 0);
     fl_secround_config_t cfg = {.dropout = 0.1, .corrupt = 0.05, .clip = 1, .max_weight = 100,
-                                .phase_timeout = 10, .seed = 7, .numel = P};
-    fl_secround_cbs_t cbs = {.send = srv_send, .exclude = srv_exclude};
+                                .phase_timeout = 10, .seed = 7, .numel = P, .loop = loop};
+    fl_secround_cbs_t cbs = {.send = srv_send, .exclude = srv_exclude, .done = srv_done};
     assert_int_equal(fl_secround_create(&cfg, &cbs, w, &w->sr), 0);
     fl_rng_t r;
     fl_rng_seed(&r, 42);
@@ -124,6 +137,11 @@ static void setup_world(world_t *w)
             w->delta[i][j] = (float)(fl_rng_uniform(&r) * 2.4 - 1.2); /* some beyond the clip */
         w->weight[i] = 10 + 10 * i;
     }
+}
+
+static void setup_world(world_t *w)
+{
+    setup_world_loop(w, NULL);
 }
 
 static void teardown_world(world_t *w)
@@ -221,12 +239,22 @@ static int run_round(world_t *w, const int *silent, fl_secure_lie_t *lie, const 
         now += 11;
         fl_secround_tick(w->sr, now);
     }
-    for (int phase = 0; phase < 3 && !fl_secround_done(w->sr); phase++)
+    for (int phase = 0; phase < 3 && !fl_secround_done(w->sr) && !fl_secround_busy(w->sr); phase++)
         deliver(w, now, leave);
+    if (w->loop)
+        return 0; /* the caller runs the loop */
     assert_true(fl_secround_done(w->sr));
     const char *why = NULL;
     int rc = fl_secround_result(w->sr, mean, weight, &why);
     return rc;
+}
+
+/* The result of a round run with a loop, once the loop ran the job home. */
+static int loop_result(world_t *w, float *mean, double *weight)
+{
+    const char *why = NULL;
+    assert_true(fl_secround_done(w->sr));
+    return fl_secround_result(w->sr, mean, weight, &why);
 }
 
 /* The plain sum of the quantized inputs of parties in[] (scale from setup). */
@@ -351,6 +379,133 @@ static void test_plan_refuses_tiny_rounds(void **state)
     assert_false(p.complete);
 }
 
+static void on_tick(uv_timer_t *t)
+{
+    world_t *w = t->data;
+    w->ticks++;
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+/* With a loop, the unmasking runs in the thread pool: the last reveal
+ * returns with the round busy (not done), the loop's own callbacks run
+ * before the job's result is back, and a party leaving, a deadline
+ * passing and a late message while it runs change nothing: the sum is
+ * still exact. (Unmasking on the loop thread would be done at the last
+ * reveal, before the timer.) */
+static void test_unmask_off_the_loop(void **state)
+{
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    world_t w;
+    setup_world_loop(&w, &loop);
+    int leave[N] = {0, 0, 1, 0, 0, 0, 0, 0}; /* one leaves after its masked input */
+    float mean[P];
+    double weight;
+    assert_int_equal(run_round(&w, NULL, NULL, leave, mean, &weight), 0);
+    assert_true(fl_secround_busy(w.sr));
+    assert_false(fl_secround_done(w.sr));
+    assert_int_equal(w.done_calls, 0);
+    /* the round is held while the job runs */
+    const char *why = NULL;
+    assert_int_equal(fl_secround_result(w.sr, mean, &weight, &why), FL_ESTATE);
+    assert_null(fl_secround_sum(w.sr));
+    /* a survivor leaves, every deadline passes: the survivors stay fixed */
+    fl_secround_drop(w.sr, w.name[5], 1e9);
+    fl_secround_tick(w.sr, 1e9);
+    assert_true(fl_secround_busy(w.sr));
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    t.data = &w;
+    uv_timer_start(&t, on_tick, 0, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(w.done_calls, 1);
+    assert_int_equal(w.ticks_at_done, 1); /* the loop ran its timer while the job was out */
+    assert_false(fl_secround_busy(w.sr));
+    assert_int_equal(loop_result(&w, mean, &weight), 0);
+    int in[N] = {1, 1, 1, 1, 1, 1, 1, 1};
+    uint32_t want[P + 1];
+    plain_sum(&w, in, want);
+    assert_memory_equal(fl_secround_sum(w.sr), want, sizeof want);
+    fl_saserver_stats_t st;
+    uint32_t k, tt;
+    fl_secround_stats(w.sr, &st, &k, &tt);
+    assert_int_equal(st.rebuilt_s, 0);
+    assert_int_equal(st.rebuilt_b, 8);
+    fl_secround_end(w.sr);
+    teardown_world(&w);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* A stop while the job runs: the round closes when the job is back, with
+ * nothing unmasked, and the next round may begin. */
+static void test_end_while_busy(void **state)
+{
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    world_t w;
+    setup_world_loop(&w, &loop);
+    float mean[P];
+    double weight;
+    assert_int_equal(run_round(&w, NULL, NULL, NULL, mean, &weight), 0);
+    assert_true(fl_secround_busy(w.sr));
+    fl_secround_end(w.sr);
+    assert_int_equal(fl_secround_round(w.sr), 1); /* still held */
+    const char *names[N];
+    for (int i = 0; i < N; i++)
+        names[i] = w.name[i];
+    assert_int_equal(fl_secround_begin(w.sr, 5, 2, names, N, 200, 260), FL_ESTATE);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(w.done_calls, 1);
+    assert_int_equal(fl_secround_round(w.sr), 0);
+    assert_null(fl_secround_sum(w.sr));
+    assert_int_equal(fl_secround_begin(w.sr, 5, 2, names, N, 200, 260), 0);
+    fl_secround_end(w.sr);
+    teardown_world(&w);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* A round that loses so many parties before it gets going that it can no
+ * longer reach its threshold is abandoned at the drop that makes it
+ * hopeless, not at its phase's deadline; one party fewer gone and it waits. */
+static void test_hopeless_round_abandoned_at_once(void **state)
+{
+    world_t w;
+    setup_world(&w);
+    fl_secround_plan_t plan;
+    assert_int_equal(fl_secround_plan(N, 0.1, 0.05, 1, 100, &plan), 0);
+    const char *names[N];
+    for (int i = 0; i < N; i++)
+        names[i] = w.name[i];
+    double now = 100;
+    assert_int_equal(fl_secround_begin(w.sr, 5, 1, names, N, now, now + 60), 0);
+    /* t + 1 parties are needed to share keys: N - (t + 1) may go */
+    uint32_t may_go = N - (plan.t + 1);
+    for (uint32_t i = 0; i < may_go; i++)
+        fl_secround_drop(w.sr, w.name[i], now);
+    assert_false(fl_secround_done(w.sr));
+    /* one advert in, then one more party gone: no deadline passed */
+    fl_buf_t *adv = NULL;
+    assert_int_equal(fl_secure_create(fl_secround_setup(w.sr, N - 1), 5, 1, w.name[N - 1], w.tls, FL_SECURE_HONEST,
+                                      &adv, &w.party[N - 1]),
+                     0);
+    to_server(&w, N - 1, adv, now);
+    fl_buf_unref(adv);
+    assert_false(fl_secround_done(w.sr));
+    fl_secround_drop(w.sr, w.name[may_go], now + 0.5);
+    assert_true(fl_secround_done(w.sr));
+    float mean[P];
+    double weight;
+    const char *why = NULL;
+    assert_int_equal(fl_secround_result(w.sr, mean, &weight, &why), FL_ECANCELED);
+    assert_non_null(why);
+    assert_non_null(strstr(why, "too few parties left"));
+    assert_null(fl_secround_sum(w.sr));
+    for (int i = 0; i < N; i++)
+        assert_null(w.inbox[i]); /* nothing was forwarded */
+    fl_secround_end(w.sr);
+    teardown_world(&w);
+}
+
 /* The certificate check a client runs on its neighbours' certificates. */
 static void test_check_cert(void **state)
 {
@@ -395,6 +550,9 @@ int main(void)
         cmocka_unit_test(test_too_many_leave_abandoned),
         cmocka_unit_test(test_plan_refuses_tiny_rounds),
         cmocka_unit_test(test_check_cert),
+        cmocka_unit_test(test_unmask_off_the_loop),
+        cmocka_unit_test(test_end_while_busy),
+        cmocka_unit_test(test_hopeless_round_abandoned_at_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
