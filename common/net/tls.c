@@ -24,6 +24,7 @@
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_ticket.h>
 #include <mbedtls/platform_util.h>
+#include <mbedtls/sha256.h>
 #include <mbedtls/x509_crt.h>
 
 #include "common/net/certs.h"
@@ -85,6 +86,13 @@ struct fl_tls_ctx {
      * ticket context; ticket_mu is taken before rng_mu, never after. */
     uv_mutex_t rng_mu, ticket_mu;
     int have_mutexes;
+    /* fl_tls_ctx_check_cert: the SHA-256 of certificates that verified
+     * against the CA (a ring of CERT_OK_MAX), so a neighbour met again is
+     * not verified again (its dates are); cert_mu guards them (secure
+     * aggregation checks certificates on worker threads). */
+    uint8_t (*cert_ok)[32];
+    size_t ncert_ok, cert_ok_next;
+    uv_mutex_t cert_mu;
     atomic_uint_least64_t resumed;
     /* server handshake jobs (loop thread only) */
     unsigned hs_max;         /* jobs at once; 0 = handshakes on the loop */
@@ -433,6 +441,7 @@ int fl_tls_ctx_new(fl_tls_side_t side, const fl_tls_opts_t *o, fl_tls_ctx_t **ou
     mbedtls_ssl_session_init(&x->session);
     uv_mutex_init(&x->rng_mu);
     uv_mutex_init(&x->ticket_mu);
+    uv_mutex_init(&x->cert_mu);
     x->have_mutexes = 1;
     x->max_frame = o->max_frame ? o->max_frame : FL_WIRE_DEFAULT_MAX_FRAME;
     if (x->max_frame > FL_WIRE_HARD_MAX_FRAME)
@@ -552,7 +561,9 @@ void fl_tls_ctx_free(fl_tls_ctx_t *x)
     if (x->have_mutexes) {
         uv_mutex_destroy(&x->rng_mu);
         uv_mutex_destroy(&x->ticket_mu);
+        uv_mutex_destroy(&x->cert_mu);
     }
+    free(x->cert_ok);
     free(x);
 }
 
@@ -2043,6 +2054,34 @@ mbedtls_pk_context *fl_tls_ctx_key(fl_tls_ctx_t *ctx)
     return ctx && mbedtls_pk_get_type(&ctx->key) != MBEDTLS_PK_NONE ? &ctx->key : NULL;
 }
 
+/* Certificates remembered as verified, per context. Enough for every
+ * neighbour a client meets over many SecAgg+ rounds. */
+#define CERT_OK_MAX 1024
+
+static int cert_known(fl_tls_ctx_t *ctx, const uint8_t h[32])
+{
+    int known = 0;
+    uv_mutex_lock(&ctx->cert_mu);
+    for (size_t i = 0; i < ctx->ncert_ok && !known; i++)
+        known = memcmp(ctx->cert_ok[i], h, 32) == 0;
+    uv_mutex_unlock(&ctx->cert_mu);
+    return known;
+}
+
+static void cert_remember(fl_tls_ctx_t *ctx, const uint8_t h[32])
+{
+    uv_mutex_lock(&ctx->cert_mu);
+    if (!ctx->cert_ok)
+        ctx->cert_ok = malloc(CERT_OK_MAX * sizeof *ctx->cert_ok);
+    if (ctx->cert_ok) {
+        memcpy(ctx->cert_ok[ctx->cert_ok_next], h, 32);
+        ctx->cert_ok_next = (ctx->cert_ok_next + 1) % CERT_OK_MAX;
+        if (ctx->ncert_ok < CERT_OK_MAX)
+            ctx->ncert_ok++;
+    }
+    uv_mutex_unlock(&ctx->cert_mu);
+}
+
 int fl_tls_ctx_check_cert(fl_tls_ctx_t *ctx, const uint8_t *der, size_t len, mbedtls_x509_crt *crt, char *cn)
 {
     if (!ctx || !der || !len || !crt || !cn)
@@ -2050,12 +2089,25 @@ int fl_tls_ctx_check_cert(fl_tls_ctx_t *ctx, const uint8_t *der, size_t len, mbe
     cn[0] = '\0';
     if (mbedtls_x509_crt_parse_der(crt, der, len) != 0)
         return FL_EFORMAT;
+    uint8_t h[32];
+    if (mbedtls_sha256_ret(der, len, h, 0) != 0)
+        return FL_EAUTH;
+    if (cert_known(ctx, h)) {
+        /* The same bytes verified against this CA before (the chain, the
+         * profile, the signature cannot have changed): only time can. */
+        if (mbedtls_x509_time_is_past(&crt->valid_to) || mbedtls_x509_time_is_future(&crt->valid_from))
+            return FL_EAUTH;
+        return cert_cn(crt, cn);
+    }
     uint32_t flags = 0;
     /* The same chain and profile the handshakes use: only a certificate the
      * fleet CA signed, valid now, names a peer. */
     if (!ctx->ca.raw.len || mbedtls_x509_crt_verify(crt, &ctx->ca, NULL, NULL, &flags, NULL, NULL) != 0)
         return FL_EAUTH;
-    return cert_cn(crt, cn);
+    int rc = cert_cn(crt, cn);
+    if (rc == 0)
+        cert_remember(ctx, h);
+    return rc;
 }
 
 const char *fl_tls_conn_addr(const fl_tls_conn_t *c) { return c ? c->addr : ""; }

@@ -280,7 +280,11 @@ mbedtls_pk_context *fl_tls_ctx_key(fl_tls_ctx_t *ctx);
  * it) and checks it against the context's CA, as a handshake would; cn
  * (FL_CERTS_NAME_MAX + 1 bytes) gets its common name. Returns 0,
  * FL_EINVAL, FL_EFORMAT (not a certificate), or FL_EAUTH (not signed by
- * the CA, expired, or without a valid CN). */
+ * the CA, expired, or without a valid CN). The context remembers the
+ * certificates that verified (their digests, the last 1,024): the same
+ * bytes again get only their dates checked, which is what can change
+ * (secure aggregation meets the same neighbours round after round). Safe
+ * on any thread. */
 int fl_tls_ctx_check_cert(fl_tls_ctx_t *ctx, const uint8_t *der, size_t len, mbedtls_x509_crt *crt, char *cn);
 
 /* The peer's address as "ip:port". */

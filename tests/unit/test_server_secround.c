@@ -517,6 +517,24 @@ static void test_check_cert(void **state)
     assert_int_equal(fl_tls_ctx_check_cert(w.tls, w.crt.raw.p, w.crt.raw.len, &c, cn), 0);
     assert_string_equal(cn, "alice");
     mbedtls_x509_crt_free(&c);
+    /* again: remembered, the same answer */
+    mbedtls_x509_crt_init(&c);
+    assert_int_equal(fl_tls_ctx_check_cert(w.tls, w.crt.raw.p, w.crt.raw.len, &c, cn), 0);
+    assert_string_equal(cn, "alice");
+    mbedtls_x509_crt_free(&c);
+    /* the same certificate with one bit of its signature flipped is not the
+     * one remembered: verified, and refused */
+    uint8_t *bad = malloc(w.crt.raw.len);
+    assert_non_null(bad);
+    memcpy(bad, w.crt.raw.p, w.crt.raw.len);
+    bad[w.crt.raw.len - 3] ^= 1;
+    mbedtls_x509_crt_init(&c);
+    assert_int_equal(fl_tls_ctx_check_cert(w.tls, bad, w.crt.raw.len, &c, cn), FL_EAUTH);
+    mbedtls_x509_crt_free(&c);
+    mbedtls_x509_crt_init(&c);
+    assert_int_equal(fl_tls_ctx_check_cert(w.tls, bad, w.crt.raw.len, &c, cn), FL_EAUTH);
+    mbedtls_x509_crt_free(&c);
+    free(bad);
     /* another CA's client */
     mbedtls_x509_crt m;
     mbedtls_x509_crt_init(&m);
