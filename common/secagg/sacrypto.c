@@ -1,11 +1,14 @@
 /* crypto: see crypto.h. */
 #include "common/secagg/sacrypto.h"
 
+#include <pthread.h>
 #include <string.h>
 
+#include <mbedtls/asn1.h>
 #include <mbedtls/chacha20.h>
 #include <mbedtls/chachapoly.h>
 #include <mbedtls/ecdh.h>
+#include <mbedtls/ecdsa.h>
 #include <mbedtls/hkdf.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/sha256.h>
@@ -256,10 +259,64 @@ int fl_sacrypto_sign(mbedtls_pk_context *key, const uint8_t digest[32], uint8_t 
     return 0;
 }
 
+/* P-256 with its base point's comb table computed once per process: a
+ * freshly parsed key (each neighbour's certificate) has its own group
+ * without the table, and mbedTLS would rebuild it for every signature
+ * checked. With the table in place the group is only read, so threads
+ * share it (as common/net/tls does for the CA's key). */
+static mbedtls_ecp_group p256;
+static int p256_ok;
+static pthread_once_t p256_once = PTHREAD_ONCE_INIT;
+
+static void p256_init(void)
+{
+    mbedtls_ecp_group_init(&p256);
+    mbedtls_ecp_point r;
+    mbedtls_mpi one;
+    mbedtls_ecp_point_init(&r);
+    mbedtls_mpi_init(&one);
+    /* 1 * G builds and keeps the table (no blinding is needed for a public
+     * scalar, so no random generator) */
+    p256_ok = mbedtls_ecp_group_load(&p256, MBEDTLS_ECP_DP_SECP256R1) == 0 && mbedtls_mpi_lset(&one, 1) == 0 &&
+              mbedtls_ecp_mul(&p256, &r, &one, &p256.G, NULL, NULL) == 0 && p256.T != NULL;
+    mbedtls_mpi_free(&one);
+    mbedtls_ecp_point_free(&r);
+}
+
+/* An ECDSA P-256 verification through the shared group; -1: not such a key
+ * (the caller falls back to mbedtls_pk_verify). The signature is DER
+ * (SEQUENCE of r, s), nothing after it, as mbedtls_ecdsa_read_signature
+ * requires. */
+static int verify_p256(mbedtls_pk_context *key, const uint8_t digest[32], const uint8_t *sig, size_t sig_len)
+{
+    if (!mbedtls_pk_can_do(key, MBEDTLS_PK_ECDSA) || pthread_once(&p256_once, p256_init) != 0 || !p256_ok)
+        return -1;
+    const mbedtls_ecp_keypair *kp = mbedtls_pk_ec(*key);
+    if (kp->grp.id != MBEDTLS_ECP_DP_SECP256R1)
+        return -1;
+    unsigned char *p = (unsigned char *)sig;
+    const unsigned char *end = sig + sig_len;
+    size_t len;
+    mbedtls_mpi r, s;
+    mbedtls_mpi_init(&r);
+    mbedtls_mpi_init(&s);
+    int rc = FL_EAUTH;
+    if (mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) == 0 &&
+        p + len == end && mbedtls_asn1_get_mpi(&p, end, &r) == 0 && mbedtls_asn1_get_mpi(&p, end, &s) == 0 &&
+        p == end && mbedtls_ecdsa_verify(&p256, digest, 32, &kp->Q, &r, &s) == 0)
+        rc = 0;
+    mbedtls_mpi_free(&r);
+    mbedtls_mpi_free(&s);
+    return rc;
+}
+
 int fl_sacrypto_verify(mbedtls_pk_context *key, const uint8_t digest[32], const uint8_t *sig,
                        size_t sig_len)
 {
     if (!key || !digest || !sig || sig_len == 0 || sig_len > FL_SACRYPTO_SIG_MAX)
         return FL_EINVAL;
+    int rc = verify_p256(key, digest, sig, sig_len);
+    if (rc >= 0)
+        return rc ? FL_EAUTH : 0;
     return mbedtls_pk_verify(key, MBEDTLS_MD_SHA256, digest, 32, sig, sig_len) == 0 ? 0 : FL_EAUTH;
 }

@@ -11,10 +11,15 @@
 #
 #   sh tests/bench/secagg_rounds.sh BUILD K ROUNDS [PAIRS]
 #
-# BENCH_JOBS sets the fleet's training jobs (default 2). Figures go in
-# docs/benchmarks.md with the command, commit, machine, date and load.
+# BENCH_JOBS sets the fleet's training jobs (default 2), BENCH_DROP the
+# fraction vanishing each round (default 0.1; 0 for none), BENCH_MODES
+# which runs alternate (default "plain secagg"), BENCH_CLIENT another
+# fedopt-client to run the fleet with (a before/after comparison). Figures
+# go in docs/benchmarks.md with the command, commit, machine, date and load.
 set -u
 build=$1 K=$2 rounds=$3 pairs=${4:-1}
+client=${BENCH_CLIENT:-$build/fedopt-client}
+modes=${BENCH_MODES:-plain secagg}
 dir=$(mktemp -d /tmp/fedopt-bench.XXXXXX)
 spid="" fpid=""
 trap '[ -n "$spid$fpid" ] && kill $spid $fpid 2>/dev/null; rm -rf "$dir"' EXIT
@@ -36,9 +41,9 @@ run() {
         sleep 0.2
     done
     port=$(sed -n 's/.*listening on .* port \([0-9][0-9]*\).*/\1/p' "$dir/server.log" | head -n 1)
-    /usr/bin/time -f "%U %S" -o "$dir/fleet.time" "$build/fedopt-client" fleet --server "127.0.0.1:$port" \
+    /usr/bin/time -f "%U %S" -o "$dir/fleet.time" "$client" fleet --server "127.0.0.1:$port" \
         --server-name localhost --certs "$dir/fleet" --clients "$K" --data fmnist --partition iid \
-        --jobs "${BENCH_JOBS:-2}" --give-up 10 --backoff-max 1 --drop-rate 0.1 --progress none \
+        --jobs "${BENCH_JOBS:-2}" --give-up 10 --backoff-max 1 --drop-rate "${BENCH_DROP:-0.1}" --progress none \
         >"$dir/fleet.log" 2>&1 &
     fpid=$!
     wait $spid
@@ -57,7 +62,12 @@ run() {
 
 i=0
 while [ $i -lt "$pairs" ]; do
-    run plain
-    run secagg --secure_aggregation true --secagg_max_weight 10000
+    for m in $modes; do
+        if [ "$m" = plain ]; then
+            run plain
+        else
+            run secagg --secure_aggregation true --secagg_max_weight 10000
+        fi
+    done
     i=$((i + 1))
 done

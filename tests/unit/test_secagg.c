@@ -291,6 +291,21 @@ static void test_sign(void **state)
     assert_int_equal(fl_sacrypto_sign(&k1, dg, sig, &len, &g_rng), 0);
     assert_int_equal(fl_sacrypto_verify(&k1, dg, sig, len), 0);
     assert_int_equal(fl_sacrypto_verify(&k2, dg, sig, len), FL_EAUTH);
+    /* the shared-table path agrees with mbedTLS's own: trailing bytes, a
+     * cut signature, a flipped bit of r or s, a broken DER header */
+    uint8_t bad[FL_SACRYPTO_SIG_MAX + 1];
+    memcpy(bad, sig, len);
+    bad[len] = 0;
+    assert_true(len + 1 <= FL_SACRYPTO_SIG_MAX);
+    assert_int_equal(fl_sacrypto_verify(&k1, dg, bad, len + 1), FL_EAUTH);
+    assert_int_equal(fl_sacrypto_verify(&k1, dg, sig, len - 1), FL_EAUTH);
+    for (size_t i = 0; i < len; i++) {
+        memcpy(bad, sig, len);
+        bad[i] ^= 0x10;
+        int want_ok = mbedtls_pk_verify(&k1, MBEDTLS_MD_SHA256, dg, 32, bad, len) == 0;
+        assert_int_equal(fl_sacrypto_verify(&k1, dg, bad, len), want_ok ? 0 : FL_EAUTH);
+        assert_false(want_ok);
+    }
     dg[0] ^= 1;
     assert_int_equal(fl_sacrypto_verify(&k1, dg, sig, len), FL_EAUTH);
     mbedtls_pk_free(&k1);
