@@ -46,20 +46,9 @@ run() {
         --jobs "${BENCH_JOBS:-2}" --give-up 10 --backoff-max 1 --drop-rate "${BENCH_DROP:-0.1}" --progress none \
         >"$dir/fleet.log" 2>&1 &
     fpid=$!
-    # The fleet's bytes through read(2)/write(2) (its sockets' TLS records,
-    # plus the dataset files it reads at start: the same in both runs), the
-    # last reading before it exits (fpid is /usr/bin/time, the fleet its child).
-    rm -f "$dir/fleet.io"
-    (while kill -0 $fpid 2>/dev/null; do
-        c=$(pgrep -P $fpid | head -n 1)
-        [ -n "$c" ] && cat "/proc/$c/io" >"$dir/fleet.io.new" 2>/dev/null && mv "$dir/fleet.io.new" "$dir/fleet.io"
-        sleep 0.2
-    done) &
-    iopid=$!
     wait $spid
     rc=$?
     wait $fpid 2>/dev/null
-    wait $iopid 2>/dev/null
     spid="" fpid=""
     secs=$(sed -n 's/.*server: round [0-9]*\/[0-9]* [a-z]*: .*, \([0-9.]*\) s$/\1/p' "$dir/server.log" |
         awk '{ s += $1; n++ } END { if (n) printf "%.2f", s / n; else print "-" }')
@@ -68,9 +57,7 @@ run() {
     scpu=$(awk -v r="$rounds" '{ printf "%.2f", ($1 + $2) / r }' "$dir/server.time")
     fcpu=$(awk -v r="$rounds" '{ printf "%.2f", ($1 + $2) / r }' "$dir/fleet.time")
     acc=$(sqlite3 "$dir/b.db" "SELECT printf('%.4f', eval_accuracy) FROM rounds ORDER BY round DESC LIMIT 1")
-    io=$(awk -v r="$rounds" -v k="$K" '/^rchar/ { rd = $2 } /^wchar/ { wr = $2 }
-        END { printf "fleet read %.0f B, written %.0f B per client and round", rd / k / r, wr / k / r }' "$dir/fleet.io")
-    echo "$name | K $K | rounds closed $closed/$rounds | reported $rep | round $secs s | server CPU $scpu s/round | fleet CPU $fcpu s/round | $io | accuracy $acc | server rc $rc"
+    echo "$name | K $K | rounds closed $closed/$rounds | reported $rep | round $secs s | server CPU $scpu s/round | fleet CPU $fcpu s/round | accuracy $acc | server rc $rc"
 }
 
 i=0
