@@ -266,7 +266,6 @@ static FL__INLINE void accumulate_k(double *restrict acc, const float *restrict 
     }
 }
 
-
 static size_t nblocks(size_t n) { return (n + FL__BLOCK - 1) / FL__BLOCK; }
 
 /* Part j's blocks are [part_blk(j), part_blk(j + 1)). */
