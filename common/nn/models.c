@@ -384,6 +384,7 @@ int fl_model_create(const char *name, const fl_model_spec_t *spec, fl_model_t **
 {
     if (!out)
         return FL_EINVAL;
+    *out = NULL;
     fl_model_t *m;
     int rc = model_build(name, spec, &m);
     if (rc)
