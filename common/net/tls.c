@@ -27,6 +27,7 @@
 #include <mbedtls/x509_crt.h>
 
 #include "common/net/certs.h"
+#include "common/base/bytes.h"
 #include "common/base/error.h"
 #include "common/base/log.h"
 
@@ -211,10 +212,9 @@ struct fl_tls_conn {
     int in_job;            /* bio callbacks work on job_in/job_out (worker) */
     int job_ret;
     fl_tls_conn_t *hs_next;
-    unsigned char *hs_in;
-    size_t hs_in_len, hs_in_cap;
-    unsigned char *job_in, *job_out;
-    size_t job_in_len, job_in_off, job_out_len, job_out_cap;
+    fl_bytes_t hs_in;
+    fl_bytes_t job_in, job_out;
+    size_t job_in_off;
     char host[256];
     char peer[FL_CERTS_NAME_MAX + 1];
     char addr[64];
@@ -634,9 +634,9 @@ static void conn_release(fl_tls_conn_t *c)
         c->cbs.on_handshake_fail(c->reason ? c->reason : FL_ECLOSED, c->ud);
     }
     hs_uncount(c);
-    free(c->hs_in);
-    free(c->job_in);
-    free(c->job_out);
+    fl_bytes_free(&c->hs_in);
+    fl_bytes_free(&c->job_in);
+    fl_bytes_free(&c->job_out);
     c->ctx->nconns--;
     c->ctx->frame_bytes -= c->frame_bytes;
     c->frame_bytes = 0;
@@ -748,18 +748,8 @@ static int write_copy(fl_tls_conn_t *c, const unsigned char *buf, size_t len)
  * them (hs_after). Runs on the worker. */
 static int job_send(fl_tls_conn_t *c, const unsigned char *buf, size_t len)
 {
-    if (c->job_out_len + len > c->job_out_cap) {
-        size_t cap = c->job_out_cap ? c->job_out_cap : 4096;
-        while (cap < c->job_out_len + len)
-            cap *= 2;
-        unsigned char *p = realloc(c->job_out, cap);
-        if (!p)
-            return MBEDTLS_ERR_SSL_ALLOC_FAILED;
-        c->job_out = p;
-        c->job_out_cap = cap;
-    }
-    memcpy(c->job_out + c->job_out_len, buf, len);
-    c->job_out_len += len;
+    if (fl_bytes_append(&c->job_out, buf, len) != 0)
+        return MBEDTLS_ERR_SSL_ALLOC_FAILED;
     return (int)len;
 }
 
@@ -829,11 +819,11 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
 {
     fl_tls_conn_t *c = ctx;
     if (c->in_job) {
-        size_t left = c->job_in_len - c->job_in_off;
+        size_t left = c->job_in.len - c->job_in_off;
         if (left == 0)
             return MBEDTLS_ERR_SSL_WANT_READ;
         size_t k = len < left ? len : left;
-        memcpy(buf, c->job_in + c->job_in_off, k);
+        memcpy(buf, c->job_in.data + c->job_in_off, k);
         c->job_in_off += k;
         return (int)k;
     }
@@ -993,41 +983,32 @@ static void hs_after(uv_work_t *w, int status)
     fl_tls_ctx_t *x = c->ctx;
     x->hs_jobs--;
     c->hs_busy = 0;
-    /* The job's input is done with here, before a next job may start. */
-    unsigned char *in = c->job_in;
-    size_t in_len = c->job_in_len - c->job_in_off;
-    const unsigned char *unread = in + c->job_in_off;
-    c->job_in = NULL;
-    c->job_in_len = c->job_in_off = 0;
+    /* The job's input is done with here, before a next job may start: what
+     * it left unread is moved to the front of in. */
+    fl_bytes_t in = c->job_in;
+    memset(&c->job_in, 0, sizeof c->job_in);
+    fl_bytes_consume(&in, c->job_in_off);
+    c->job_in_off = 0;
     if (c->state == ST_HANDSHAKE && status == 0) {
-        if (c->job_out_len) {
-            int r = write_copy(c, c->job_out, c->job_out_len);
+        if (c->job_out.len) {
+            int r = write_copy(c, c->job_out.data, c->job_out.len);
             if (r < 0) {
                 FL_LOG_W(WHO, "handshake with %s refused: write failed: %s", c->addr, uv_strerror(r));
                 conn_fail(c, FL_ENET);
             }
         }
-        c->job_out_len = 0;
+        c->job_out.len = 0;
         /* What the job left unread and what arrived meanwhile (application
          * data behind the client's Finished: a resumed handshake's client
          * sends its first message right after) is read once open. */
-        unsigned char *joined = NULL;
-        if (c->job_ret == 0 && c->hs_in_len && c->state == ST_HANDSHAKE) {
-            joined = malloc(in_len + c->hs_in_len);
-            if (!joined) {
+        if (c->job_ret == 0 && c->hs_in.len && c->state == ST_HANDSHAKE) {
+            if (fl_bytes_append(&in, c->hs_in.data, c->hs_in.len) != 0)
                 conn_fail(c, FL_ENOMEM);
-            } else {
-                memcpy(joined, unread, in_len);
-                memcpy(joined + in_len, c->hs_in, c->hs_in_len);
-                in_len += c->hs_in_len;
-                unread = joined;
-                free(c->hs_in);
-                c->hs_in = NULL;
-                c->hs_in_len = c->hs_in_cap = 0;
-            }
+            else
+                fl_bytes_free(&c->hs_in);
         }
-        c->in_ptr = unread;
-        c->in_len = in_len;
+        c->in_ptr = in.data;
+        c->in_len = in.len;
         c->in_feed = 1;
         if (c->state == ST_HANDSHAKE)
             handshake_result(c, c->job_ret);
@@ -1044,14 +1025,10 @@ static void hs_after(uv_work_t *w, int status)
             hs_closed_by_peer(c);
         else if (c->state == ST_OPEN && c->hs_eof) /* reading had stopped: it ends here */
             conn_fail(c, c->hs_eof == UV_EOF ? FL_ECLOSED : FL_ENET);
-        free(joined);
     }
-    free(in);
-    if (c->state != ST_HANDSHAKE) {
-        free(c->job_out);
-        c->job_out = NULL;
-        c->job_out_cap = c->job_out_len = 0;
-    }
+    fl_bytes_free(&in);
+    if (c->state != ST_HANDSHAKE)
+        fl_bytes_free(&c->job_out);
     conn_release(c); /* the job's reference */
     hs_dispatch(x);
 }
@@ -1070,7 +1047,7 @@ static void hs_dispatch(fl_tls_ctx_t *x)
             *tail = NULL;
         c->hs_next = NULL;
         c->hs_queued = 0;
-        if (c->state != ST_HANDSHAKE || !c->hs_in_len) {
+        if (c->state != ST_HANDSHAKE || !c->hs_in.len) {
             conn_release(c);
             continue;
         }
@@ -1082,11 +1059,9 @@ static void hs_dispatch(fl_tls_ctx_t *x)
             conn_release(c);
             continue;
         }
-        c->job_in = c->hs_in;
-        c->job_in_len = c->hs_in_len;
+        c->job_in = c->hs_in; /* moved: the job's now */
         c->job_in_off = 0;
-        c->hs_in = NULL;
-        c->hs_in_len = c->hs_in_cap = 0;
+        memset(&c->hs_in, 0, sizeof c->hs_in);
         c->hs_busy = 1;
         c->hs_started = 1;
         c->hs_work.data = c;
@@ -1135,7 +1110,7 @@ static void hs_closed_by_peer(fl_tls_conn_t *c)
  * reads records whole. */
 static void hs_ready(fl_tls_conn_t *c)
 {
-    if (c->hs_in_len && c->rec_left == 0 && c->rh_got == 0)
+    if (c->hs_in.len && c->rec_left == 0 && c->rh_got == 0)
         hs_enqueue(c);
 }
 
@@ -1143,15 +1118,8 @@ static void hs_ready(fl_tls_conn_t *c)
  * leave bytes unread, they go before what arrived meanwhile. */
 static int hs_unread(fl_tls_conn_t *c)
 {
-    unsigned char *p = malloc(c->in_len + c->hs_in_len);
-    if (!p)
+    if (fl_bytes_prepend(&c->hs_in, c->in_ptr, c->in_len) != 0)
         return FL_ENOMEM;
-    memcpy(p, c->in_ptr, c->in_len);
-    if (c->hs_in_len)
-        memcpy(p + c->in_len, c->hs_in, c->hs_in_len);
-    free(c->hs_in);
-    c->hs_in = p;
-    c->hs_in_len = c->hs_in_cap = c->in_len + c->hs_in_len;
     c->in_len = 0;
     return 0;
 }
@@ -1159,22 +1127,12 @@ static int hs_unread(fl_tls_conn_t *c)
 /* Ciphertext of a handshake in the thread pool: kept for the next job. */
 static int hs_take(fl_tls_conn_t *c, const unsigned char *p, size_t n)
 {
-    if (c->hs_in_len + n > HS_IN_MAX) {
+    if (c->hs_in.len + n > HS_IN_MAX) {
         FL_LOG_W(WHO, "handshake with %s refused: more than %d bytes of handshake waiting", c->addr, HS_IN_MAX);
         return FL_ETLS;
     }
-    if (c->hs_in_len + n > c->hs_in_cap) {
-        size_t cap = c->hs_in_cap ? c->hs_in_cap : 2048;
-        while (cap < c->hs_in_len + n)
-            cap *= 2;
-        unsigned char *q = realloc(c->hs_in, cap);
-        if (!q)
-            return FL_ENOMEM;
-        c->hs_in = q;
-        c->hs_in_cap = cap;
-    }
-    memcpy(c->hs_in + c->hs_in_len, p, n);
-    c->hs_in_len += n;
+    if (fl_bytes_append(&c->hs_in, p, n) != 0)
+        return FL_ENOMEM;
     hs_ready(c);
     return 0;
 }
