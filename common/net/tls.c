@@ -40,6 +40,17 @@
  * client's flight is a few records (certificate chain, key exchange,
  * verify, Finished); more is a peer flooding a handshake. */
 #define HS_IN_MAX (4 * (16384 + 512))
+/* Record jobs (server, see rec_take): a record body of at most this many
+ * bytes is decrypted on the loop, where it costs less than a job's trip
+ * through the thread pool (a heartbeat, a Hello, an Update). */
+#define REC_INLINE_MAX 1024
+/* Ciphertext read ahead while a connection's record job runs. */
+#define REC_AHEAD (64 * 1024)
+/* A record job stops after starting a frame buffer larger than this, so the
+ * loop charges it to the frame budget (charge_frames) before it fills. */
+#define REC_CHARGE_MIN (16 * 1024)
+/* rec_work's job_ret when it stopped for a frame (job_rc says which). */
+#define REC_DATA 1
 
 /* Suite order, fastest first as bench_tls's raw AEAD lines measure them:
  * ChaCha20-Poly1305 is faster than AES-GCM in mbedTLS 2.28 on x86-64, so it
@@ -93,6 +104,8 @@ struct fl_tls_ctx {
     fl_tls_conn_t *hs_cont_head, *hs_cont_tail; /* waiting, handshake under way */
     fl_tls_conn_t *hs_new_head, *hs_new_tail;   /* waiting, first flight */
     fl_tls_hs_stats_t hs_stats;
+    int rec_jobs;            /* server: records decrypted in the thread pool */
+    fl_tls_rec_stats_t rec_stats;
     int forced_suite[2];
     uint32_t max_frame;
     uint64_t max_tensor;
@@ -211,6 +224,21 @@ struct fl_tls_conn {
     int hs_eof;            /* the peer closed (a libuv error) while bytes wait for a job */
     int in_job;            /* bio callbacks work on job_in/job_out (worker) */
     int job_ret;
+    /* Record jobs (server, ctx->rec_jobs): rx is ciphertext read and not yet
+     * given to a job (loop only); rx_recs counts the records it completes.
+     * While rec_busy the job owns ssl, rd, job_in and job_out. */
+    int rec_busy;
+    int rec_pump;          /* conn_pump waits for the job */
+    int rx_stopped;        /* reading stopped by rec_flow or a pause */
+    int rx_eof;            /* the peer closed (a libuv error) while records wait */
+    fl_bytes_t rx;
+    size_t rx_recs;
+    size_t job_bytes;      /* ciphertext given to the running job */
+    size_t job_frame_left; /* bytes the frame under way still needed at dispatch */
+    int job_wr_pending;    /* a record of ours was in flight at dispatch */
+    int job_rc;            /* the frame reader's result (job_ret REC_DATA) */
+    uint8_t *job_frame;
+    uint32_t job_frame_len;
     fl_tls_conn_t *hs_next;
     fl_bytes_t hs_in;
     fl_bytes_t job_in, job_out;
@@ -517,6 +545,7 @@ int fl_tls_ctx_new(fl_tls_side_t side, const fl_tls_opts_t *o, fl_tls_ctx_t **ou
         log_mbed(FL_LOG_ERROR, "setting up session tickets", ret);
         goto fail;
     }
+    x->rec_jobs = side == FL_TLS_SERVER && o->record_jobs >= 0;
     if (side == FL_TLS_SERVER && o->handshake_jobs >= 0) {
         if (!shared_state_ready(x)) {
             FL_LOG_W(WHO, "handshakes stay on the loop thread: the keys cannot be shared by threads (an RSA key "
@@ -574,6 +603,15 @@ void fl_tls_ctx_hs_stats(const fl_tls_ctx_t *x, fl_tls_hs_stats_t *out)
     }
 }
 
+void fl_tls_ctx_rec_stats(const fl_tls_ctx_t *x, fl_tls_rec_stats_t *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (x && x->side == FL_TLS_SERVER)
+        *out = x->rec_stats;
+}
+
 void fl_tls_ctx_forget_session(fl_tls_ctx_t *x)
 {
     if (!x)
@@ -590,6 +628,8 @@ static void conn_read(fl_tls_conn_t *c);
 static void conn_fail(fl_tls_conn_t *c, int reason);
 static void timer_fired(uv_timer_t *t);
 static void finish_close(fl_tls_conn_t *c);
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 static void hs_uncount(fl_tls_conn_t *c)
 {
@@ -637,6 +677,8 @@ static void conn_release(fl_tls_conn_t *c)
     fl_bytes_free(&c->hs_in);
     fl_bytes_free(&c->job_in);
     fl_bytes_free(&c->job_out);
+    fl_bytes_free(&c->rx);
+    free(c->job_frame);
     c->ctx->nconns--;
     c->ctx->frame_bytes -= c->frame_bytes;
     c->frame_bytes = 0;
@@ -1190,6 +1232,79 @@ void fl_tls_conn_admit(fl_tls_conn_t *c)
 
 uint64_t fl_tls_ctx_frame_bytes(const fl_tls_ctx_t *ctx) { return ctx ? ctx->frame_bytes : 0; }
 
+/* mbedtls_ssl_read ended the stream or failed (ret is neither data nor
+ * WANT_READ): the connection ends, saying why. */
+static void read_end(fl_tls_conn_t *c, int ret)
+{
+    if (ret == MBEDTLS_ERR_SSL_WANT_WRITE) {
+        /* mbedTLS wanted to answer the peer (an alert: renegotiation is
+         * refused) while a record of ours was still in flight; the
+         * ciphertext it left unread would be lost, so the connection ends. */
+        FL_LOG_W(WHO, "%s ('%s'): peer sent a TLS message that needs an answer in the middle of a "
+                      "transfer (renegotiation?); closing", c->addr, c->peer);
+        conn_fail(c, FL_ETLS);
+        return;
+    }
+    if (ret == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || ret == 0) {
+        if (!fl_wire_reader_idle(&c->rd) || c->st.in_tensor) {
+            FL_LOG_W(WHO, "%s ('%s'): peer closed in the middle of a %s", c->addr, c->peer,
+                     c->st.in_tensor ? "tensor transfer" : "frame");
+            conn_fail(c, FL_ETRUNCATED);
+        } else {
+            FL_LOG_D(WHO, "%s: peer closed", c->addr);
+            conn_fail(c, 0);
+        }
+        return;
+    }
+    char buf[160];
+    mbedtls_strerror(ret, buf, sizeof buf);
+    FL_LOG_W(WHO, "%s ('%s'): TLS read failed: %s", c->addr, c->peer, buf);
+    conn_fail(c, FL_ETLS);
+}
+
+/* Acts on what fl_wire_reader_advance returned (rc, and the frame when it is
+ * 1, which this takes): a complete frame goes to the application. Returns 1
+ * when reading must stop (the connection is closing), else 0. */
+static int deliver(fl_tls_conn_t *c, int rc, uint8_t *frame, uint32_t len)
+{
+    if (rc < 0) {
+        char why[128];
+        const uint8_t *h = c->rd.hdr;
+        uint32_t claimed = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+        if (rc == FL_ETOOBIG)
+            snprintf(why, sizeof why, "frame of %u bytes exceeds the limit of %u bytes", claimed,
+                     c->rd.max_frame);
+        else if (rc == FL_EPROTO)
+            snprintf(why, sizeof why, "zero-length frame");
+        else
+            snprintf(why, sizeof why, "cannot read frame: %s", fl_strerror(rc));
+        conn_protocol_error(c, rc, why);
+        return 1;
+    }
+    if (rc == 0)
+        return charge_frames(c);
+    fl_wire_event_t ev;
+    char why[256] = "";
+    rc = fl_wire_stream_frame(&c->st, frame, len, &ev, why, sizeof why);
+    /* Keep the buffer for the next chunk while a tensor is arriving;
+     * otherwise an idle connection holds no frame memory. */
+    if (c->st.in_tensor) {
+        fl_wire_reader_recycle(&c->rd, frame, len);
+    } else {
+        free(frame);
+        fl_wire_reader_trim(&c->rd);
+    }
+    if (rc) {
+        conn_protocol_error(c, rc, why);
+        return 1;
+    }
+    charge_frames(c); /* only ever lower here: a complete frame was handed over */
+    if (ev.kind != FL_WIRE_EV_NONE && c->cbs.on_message)
+        c->cbs.on_message(c, &ev, c->ud);
+    fl_wire_event_clear(&ev);
+    return 0;
+}
+
 /* Decrypts what is available straight into the frame reader and delivers
  * complete frames, until mbedTLS needs more ciphertext. */
 static void conn_read(fl_tls_conn_t *c)
@@ -1201,75 +1316,230 @@ static void conn_read(fl_tls_conn_t *c)
         int ret = mbedtls_ssl_read(&c->ssl, dst, want);
         if (ret == MBEDTLS_ERR_SSL_WANT_READ)
             break;
-        if (ret == MBEDTLS_ERR_SSL_WANT_WRITE) {
-            /* mbedTLS wanted to answer the peer (an alert: renegotiation is
-             * refused) while a record of ours was still in flight; the
-             * ciphertext it left unread would be lost, so the connection ends. */
-            FL_LOG_W(WHO, "%s ('%s'): peer sent a TLS message that needs an answer in the middle of a "
-                          "transfer (renegotiation?); closing", c->addr, c->peer);
-            conn_fail(c, FL_ETLS);
-            return;
-        }
-        if (ret == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || ret == 0) {
-            if (!fl_wire_reader_idle(&c->rd) || c->st.in_tensor) {
-                FL_LOG_W(WHO, "%s ('%s'): peer closed in the middle of a %s", c->addr, c->peer,
-                         c->st.in_tensor ? "tensor transfer" : "frame");
-                conn_fail(c, FL_ETRUNCATED);
-            } else {
-                FL_LOG_D(WHO, "%s: peer closed", c->addr);
-                conn_fail(c, 0);
-            }
-            return;
-        }
-        if (ret < 0) {
-            char buf[160];
-            mbedtls_strerror(ret, buf, sizeof buf);
-            FL_LOG_W(WHO, "%s ('%s'): TLS read failed: %s", c->addr, c->peer, buf);
-            conn_fail(c, FL_ETLS);
+        if (ret <= 0) {
+            read_end(c, ret);
             return;
         }
         uint8_t *frame = NULL;
         uint32_t len = 0;
         int rc = fl_wire_reader_advance(&c->rd, (size_t)ret, &frame, &len);
-        if (rc < 0) {
-            char why[128];
-            const uint8_t *h = c->rd.hdr;
-            uint32_t claimed = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-            if (rc == FL_ETOOBIG)
-                snprintf(why, sizeof why, "frame of %u bytes exceeds the limit of %u bytes", claimed,
-                         c->rd.max_frame);
-            else if (rc == FL_EPROTO)
-                snprintf(why, sizeof why, "zero-length frame");
-            else
-                snprintf(why, sizeof why, "cannot read frame: %s", fl_strerror(rc));
-            conn_protocol_error(c, rc, why);
+        if (deliver(c, rc, frame, len))
             return;
-        }
-        if (rc == 0) {
-            if (charge_frames(c))
-                return;
-            continue;
-        }
-        fl_wire_event_t ev;
-        char why[256] = "";
-        rc = fl_wire_stream_frame(&c->st, frame, len, &ev, why, sizeof why);
-        /* Keep the buffer for the next chunk while a tensor is arriving;
-         * otherwise an idle connection holds no frame memory. */
-        if (c->st.in_tensor) {
-            fl_wire_reader_recycle(&c->rd, frame, len);
-        } else {
-            free(frame);
-            fl_wire_reader_trim(&c->rd);
-        }
-        if (rc) {
-            conn_protocol_error(c, rc, why);
-            return;
-        }
-        charge_frames(c); /* only ever lower here: a complete frame was handed over */
-        if (ev.kind != FL_WIRE_EV_NONE && c->cbs.on_message)
-            c->cbs.on_message(c, &ev, c->ud);
-        fl_wire_event_clear(&ev);
     }
+}
+
+/* ---- server records in the thread pool ----------------------------------- */
+
+/* A server connection's records are decrypted by jobs in libuv's thread
+ * pool, one job per connection at a time, in order: the loop reads the
+ * ciphertext (rx), a job runs mbedtls_ssl_read over it straight into the
+ * frame reader and stops at the end of the input or of a frame, and the
+ * loop then hands the frame to the application and starts the next job.
+ * The loop never touches the ssl context or the frame reader while a job
+ * runs; sending waits for the job (rec_pump). Small records stay on the
+ * loop (REC_INLINE_MAX), as does plaintext mbedTLS already decrypted when a
+ * job stopped at a frame's end (copying it costs no crypto).
+ *
+ * Reading ahead while a job runs is bounded by REC_AHEAD and by the frame
+ * under way: only bytes that belong to it are read ahead, so no frame can
+ * end (and the application pause reading) with ciphertext read beyond it;
+ * a paused connection keeps holding at most a record header, as on the
+ * loop. */
+
+static void rec_after(uv_work_t *w, int status);
+static void rec_continue(fl_tls_conn_t *c);
+static void read_failed(fl_tls_conn_t *c, int nread);
+
+/* Runs on a worker: decrypts the job's ciphertext into the frame reader
+ * until it runs out, a frame completes, or a large frame buffer starts. */
+static void rec_work(uv_work_t *w)
+{
+    fl_tls_conn_t *c = w->data;
+    c->in_job = 1;
+    c->job_ret = MBEDTLS_ERR_SSL_WANT_READ;
+    c->job_rc = 0;
+    for (;;) {
+        unsigned char *dst;
+        size_t want;
+        fl_wire_reader_next(&c->rd, &dst, &want);
+        int had_payload = c->rd.payload != NULL;
+        int ret = mbedtls_ssl_read(&c->ssl, dst, want);
+        if (ret <= 0) {
+            c->job_ret = ret;
+            break;
+        }
+        int rc = fl_wire_reader_advance(&c->rd, (size_t)ret, &c->job_frame, &c->job_frame_len);
+        if (rc != 0 || (!had_payload && c->rd.payload && c->rd.need > REC_CHARGE_MIN)) {
+            c->job_ret = REC_DATA;
+            c->job_rc = rc;
+            break;
+        }
+    }
+    c->in_job = 0;
+}
+
+/* Reading on or off: off while paused, and while a job runs unless the
+ * bytes to read ahead belong to the frame under way (see above). */
+static void rec_flow(fl_tls_conn_t *c)
+{
+    if (c->state != ST_OPEN || c->rx_eof)
+        return;
+    int want = !c->paused && (!c->rec_busy || (c->rx.len < REC_AHEAD && c->rx.len + c->job_bytes < c->job_frame_left));
+    if (want && c->rx_stopped) {
+        c->rx_stopped = 0;
+        if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0)
+            conn_fail(c, FL_ENET);
+    } else if (!want && !c->rx_stopped) {
+        c->rx_stopped = 1;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
+/* Gives the connection's waiting ciphertext to a job, when it holds a whole
+ * record and no job runs. */
+static void rec_dispatch(fl_tls_conn_t *c)
+{
+    if (c->rec_busy || c->state != ST_OPEN || c->paused || !c->rx_recs)
+        return;
+    fl_tls_ctx_t *x = c->ctx;
+    c->job_in = c->rx; /* moved: the job's now */
+    memset(&c->rx, 0, sizeof c->rx);
+    c->rx_recs = 0;
+    c->job_in_off = 0;
+    c->job_bytes = c->job_in.len;
+    c->job_frame_left = c->rd.payload ? c->rd.need - c->rd.got : 0;
+    c->job_wr_pending = c->wr_busy || c->wr_done;
+    c->rd.max_frame = c->admitted ? x->max_frame : x->preadmit_max_frame;
+    c->rec_busy = 1;
+    c->handles++; /* the job's reference */
+    x->rec_stats.jobs++;
+    if (++x->rec_stats.jobs_now > x->rec_stats.peak_jobs)
+        x->rec_stats.peak_jobs = x->rec_stats.jobs_now;
+    c->hs_work.data = c;
+    int r = uv_queue_work(c->tcp.loop, &c->hs_work, rec_work, rec_after);
+    if (r != 0) {
+        c->rec_busy = 0;
+        x->rec_stats.jobs_now--;
+        FL_LOG_W(WHO, "%s ('%s'): cannot queue a record job: %s; closing", c->addr, c->peer, uv_strerror(r));
+        conn_fail(c, FL_ENOMEM);
+        conn_release(c);
+    }
+}
+
+/* The job is back: its alerts go out, what it left unread goes back before
+ * what arrived meanwhile, its frame to the application; then the next. */
+static void rec_after(uv_work_t *w, int status)
+{
+    fl_tls_conn_t *c = w->data;
+    fl_tls_ctx_t *x = c->ctx;
+    c->rec_busy = 0;
+    x->rec_stats.jobs_now--;
+    fl_bytes_t in = c->job_in;
+    memset(&c->job_in, 0, sizeof c->job_in);
+    fl_bytes_consume(&in, c->job_in_off);
+    c->job_in_off = 0;
+    c->job_bytes = 0;
+    uint8_t *frame = c->job_frame;
+    c->job_frame = NULL;
+    if (c->state == ST_OPEN && in.len) {
+        if (fl_bytes_append(&in, c->rx.data, c->rx.len) != 0) {
+            conn_fail(c, FL_ENOMEM);
+        } else {
+            fl_bytes_free(&c->rx);
+            c->rx = in;
+            memset(&in, 0, sizeof in);
+            c->rx_recs++; /* it may hold whole records: a job finds out */
+        }
+    }
+    fl_bytes_free(&in);
+    if (c->state == ST_OPEN && status == 0) {
+        if (c->job_out.len) {
+            int r = write_copy(c, c->job_out.data, c->job_out.len);
+            if (r < 0) {
+                FL_LOG_W(WHO, "%s: write failed: %s", c->addr, uv_strerror(r));
+                conn_fail(c, FL_ENET);
+            }
+            c->job_out.len = 0;
+        }
+        c->in_feed = 1;
+        if (c->state != ST_OPEN)
+            ;
+        else if (c->job_ret == REC_DATA)
+            deliver(c, c->job_rc, frame, c->job_frame_len);
+        else if (c->job_ret == MBEDTLS_ERR_SSL_WANT_READ)
+            charge_frames(c);
+        else
+            read_end(c, c->job_ret);
+        frame = NULL; /* deliver took it, or there was none */
+        c->in_feed = 0;
+    } else if (status != 0 && c->state == ST_OPEN) {
+        conn_fail(c, FL_ECANCELED);
+    }
+    free(frame);
+    if (c->state != ST_OPEN)
+        fl_bytes_free(&c->job_out);
+    if (c->rec_pump && (c->state == ST_OPEN || c->state == ST_CLOSING)) {
+        c->rec_pump = 0;
+        conn_pump(c);
+    }
+    rec_continue(c);
+    conn_release(c); /* the job's reference */
+}
+
+/* Carries on after a job, a small record or a resume: plaintext already
+ * decrypted is delivered here, the next job starts, reading follows, and a
+ * peer gone meanwhile is reported once nothing it sent is left. */
+static void rec_continue(fl_tls_conn_t *c)
+{
+    if (c->rec_busy || c->state != ST_OPEN || c->paused)
+        return;
+    if (mbedtls_ssl_get_bytes_avail(&c->ssl) > 0) {
+        c->in_ptr = NULL;
+        c->in_len = 0;
+        c->in_feed = 1;
+        conn_read(c); /* bio_recv has nothing: no record is decrypted here */
+        c->in_feed = 0;
+        if (c->state != ST_OPEN || c->paused)
+            return;
+    }
+    rec_dispatch(c);
+    if (!c->rec_busy && c->rx_eof && c->state == ST_OPEN) {
+        read_failed(c, c->rx_eof);
+        return;
+    }
+    rec_flow(c);
+}
+
+/* Ciphertext of an open server connection with record jobs. */
+static void rec_take(fl_tls_conn_t *c, const unsigned char *p, size_t n, size_t body, size_t recs)
+{
+    if (!c->rec_busy && !c->rx.len && body <= REC_INLINE_MAX) {
+        /* A small record: decrypted here (see REC_INLINE_MAX). */
+        c->ctx->rec_stats.inline_reads++;
+        c->in_ptr = p;
+        c->in_len = n;
+        c->in_feed = 1;
+        conn_read(c);
+        /* A pause leaves the rest (at most this record and a header) for
+         * a job after the resume. */
+        if (c->in_len && c->state == ST_OPEN) {
+            if (fl_bytes_append(&c->rx, c->in_ptr, c->in_len) != 0)
+                conn_fail(c, FL_ENOMEM);
+            c->rx_recs++;
+        }
+        c->in_ptr = NULL;
+        c->in_len = 0;
+        c->in_feed = 0;
+        rec_flow(c);
+        return;
+    }
+    if (fl_bytes_append(&c->rx, p, n) != 0) {
+        conn_fail(c, FL_ENOMEM);
+        return;
+    }
+    c->rx_recs += recs;
+    rec_dispatch(c);
+    rec_flow(c);
 }
 
 /* Encrypts queued plaintext record by record while the kernel takes it;
@@ -1280,6 +1550,10 @@ static void conn_pump(fl_tls_conn_t *c)
         return;
     if (c->wr_busy)
         return; /* write_done calls again */
+    if (c->rec_busy) {
+        c->rec_pump = 1; /* a record job has the ssl context: rec_after calls again */
+        return;
+    }
     c->burst = 0;
     while (c->q_head) {
         sendq_t *q = c->q_head;
@@ -1367,15 +1641,18 @@ static size_t read_want(const fl_tls_conn_t *c)
     return want < READ_BUF ? want : READ_BUF;
 }
 
-/* Follows the record boundaries through ciphertext as it is read. */
-static void track_records(fl_tls_conn_t *c, const unsigned char *p, size_t n)
+/* Follows the record boundaries through ciphertext as it is read; returns
+ * how many records these bytes completed. */
+static size_t track_records(fl_tls_conn_t *c, const unsigned char *p, size_t n)
 {
+    size_t done = 0;
     while (n > 0) {
         if (c->rec_left > 0) {
             size_t k = n < c->rec_left ? n : c->rec_left;
             c->rec_left -= k;
             p += k;
             n -= k;
+            done += c->rec_left == 0;
             continue;
         }
         c->rh[c->rh_got++] = *p++;
@@ -1383,8 +1660,10 @@ static void track_records(fl_tls_conn_t *c, const unsigned char *p, size_t n)
         if (c->rh_got == REC_HDR) {
             c->rec_left = (size_t)c->rh[3] << 8 | c->rh[4];
             c->rh_got = 0;
+            done += c->rec_left == 0;
         }
     }
+    return done;
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -1451,6 +1730,16 @@ static void feed(fl_tls_conn_t *c)
     c->in_feed = 0;
 }
 
+/* The socket reported an error or the peer's close (nread < 0). */
+static void read_failed(fl_tls_conn_t *c, int nread)
+{
+    if (c->state == ST_HANDSHAKE)
+        FL_LOG_W(WHO, "handshake with %s refused: connection closed by peer (%s)", c->addr, uv_strerror(nread));
+    else if (c->state == ST_OPEN && (!fl_wire_reader_idle(&c->rd) || c->st.in_tensor))
+        FL_LOG_W(WHO, "%s ('%s'): connection lost mid-transfer (%s)", c->addr, c->peer, uv_strerror(nread));
+    conn_fail(c, nread == UV_EOF ? FL_ECLOSED : FL_ENET);
+}
+
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     fl_tls_conn_t *c = s->data;
@@ -1464,13 +1753,14 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             uv_read_stop(s);
             return;
         }
-        if (c->state == ST_HANDSHAKE)
-            FL_LOG_W(WHO, "handshake with %s refused: connection closed by peer (%s)", c->addr,
-                     uv_strerror((int)nread));
-        else if (c->state == ST_OPEN && (!fl_wire_reader_idle(&c->rd) || c->st.in_tensor))
-            FL_LOG_W(WHO, "%s ('%s'): connection lost mid-transfer (%s)", c->addr, c->peer,
-                     uv_strerror((int)nread));
-        conn_fail(c, nread == UV_EOF ? FL_ECLOSED : FL_ENET);
+        if (c->state == ST_OPEN && c->ctx->rec_jobs && (c->rec_busy || c->rx.len)) {
+            /* What it sent before goes through the jobs first. */
+            c->rx_eof = (int)nread;
+            c->rx_stopped = 1;
+            uv_read_stop(s);
+            return;
+        }
+        read_failed(c, (int)nread);
         return;
     }
     int first = !c->rx_any;
@@ -1481,7 +1771,12 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_fail(c, FL_ETLS);
         return;
     }
-    track_records(c, (const unsigned char *)buf->base, (size_t)nread);
+    size_t body = c->rec_left; /* of the record these bytes continue */
+    size_t recs = track_records(c, (const unsigned char *)buf->base, (size_t)nread);
+    if (c->state == ST_OPEN && c->ctx->rec_jobs) {
+        rec_take(c, (const unsigned char *)buf->base, (size_t)nread, body, recs);
+        return;
+    }
     if (c->state == ST_HANDSHAKE && c->is_server && c->ctx->hs_max) {
         int rc = hs_take(c, (const unsigned char *)buf->base, (size_t)nread);
         if (rc)
@@ -1949,6 +2244,7 @@ void fl_tls_conn_pause_read(fl_tls_conn_t *c)
     if (!c || c->paused || c->state != ST_OPEN)
         return;
     c->paused = 1;
+    c->rx_stopped = 1;
     uv_read_stop((uv_stream_t *)&c->tcp);
 }
 
@@ -1957,6 +2253,28 @@ void fl_tls_conn_resume_read(fl_tls_conn_t *c)
     if (!c || !c->paused || c->state != ST_OPEN)
         return;
     c->paused = 0;
+    if (c->ctx->rec_jobs) {
+        /* Records in jobs: what waits (decrypted plaintext, ciphertext in
+         * rx) goes first, then reading resumes; from inside a callback of
+         * this connection the reading or the job's completion carries on. */
+        if (c->stash_len) {
+            /* kept at a pause right after the handshake (hs_after) */
+            if (fl_bytes_prepend(&c->rx, c->stash, c->stash_len) != 0) {
+                conn_fail(c, FL_ENOMEM);
+                return;
+            }
+            c->rx_recs++;
+            if (c->stash != c->stash_small)
+                free(c->stash);
+            c->stash = NULL;
+            c->stash_len = 0;
+        }
+        if (c->in_feed || c->rec_busy)
+            rec_flow(c);
+        else
+            rec_continue(c);
+        return;
+    }
     if (c->in_feed) {
         /* Called from a callback of this connection: the read loop that
          * called it simply carries on. */

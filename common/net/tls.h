@@ -111,6 +111,10 @@ typedef struct {
      * number of CPUs, uv_available_parallelism; -1 = handshakes on the loop
      * thread, as a client's always are). */
     int handshake_jobs;
+    /* Server: 0 = application records are decrypted in libuv's thread pool,
+     * one job per connection at a time (small records on the loop); -1 =
+     * every record on the loop thread. */
+    int record_jobs;
     /* Admission (server): until the application calls fl_tls_conn_admit (on
      * the peer's Hello), a connection's frames are capped at
      * preadmit_max_frame (0 = max_frame) and it is closed admit_timeout_ms
@@ -173,6 +177,17 @@ typedef struct {
 
 /* The context's handshake counters (zeros for NULL or a client context). */
 void fl_tls_ctx_hs_stats(const fl_tls_ctx_t *ctx, fl_tls_hs_stats_t *out);
+
+/* Server record jobs (fl_tls_opts_t.record_jobs): how they ran so far. */
+typedef struct {
+    uint64_t jobs;         /* record jobs run in the thread pool */
+    uint64_t peak_jobs;    /* most jobs queued or running at once (all connections) */
+    uint64_t jobs_now;     /* jobs queued or running now */
+    uint64_t inline_reads; /* reads of small records decrypted on the loop */
+} fl_tls_rec_stats_t;
+
+/* The context's record-job counters (zeros for NULL or a client context). */
+void fl_tls_ctx_rec_stats(const fl_tls_ctx_t *ctx, fl_tls_rec_stats_t *out);
 
 /* Client: drops the kept session (the next connection runs a full handshake). */
 void fl_tls_ctx_forget_session(fl_tls_ctx_t *ctx);
