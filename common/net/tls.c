@@ -112,6 +112,7 @@ struct fl_tls_ctx {
     uint32_t handshake_timeout_ms;
     size_t max_inflight;
     uint32_t max_conns;
+    uint32_t max_handshakes;
     uint32_t preadmit_max_frame;
     uint32_t admit_timeout_ms;
     uint64_t frame_budget;
@@ -145,6 +146,8 @@ struct fl_tls_server {
     uint32_t backoff_ms;
     double paused_at, last_log;
     uint64_t unlogged; /* refusals and failures since the last log line */
+    double hs_last_log;
+    uint64_t hs_unlogged; /* max_handshakes refusals since the last line about them */
     fl_tls_server_stats_t stats;
 };
 
@@ -474,6 +477,7 @@ int fl_tls_ctx_new(fl_tls_side_t side, const fl_tls_opts_t *o, fl_tls_ctx_t **ou
     x->frame_budget = o->frame_budget;
     x->max_inflight = o->max_inflight ? o->max_inflight : 256 * 1024;
     x->max_conns = o->max_conns ? o->max_conns : 10000;
+    x->max_handshakes = o->max_handshakes ? o->max_handshakes : 1024;
     x->no_client_cert = side == FL_TLS_SERVER && o->no_client_cert;
 
     static const char pers[] = "fedopt-tls";
@@ -1971,6 +1975,23 @@ static void accept_one(fl_tls_server_t *s)
     if (s->ctx->nconns > s->ctx->max_conns) {
         FL_LOG_W(WHO, "refusing %s: %u connections already open", c->addr, s->ctx->max_conns);
         conn_fail(c, FL_ETOOBIG);
+        return;
+    }
+    if (s->ctx->hs_stats.in_progress > s->ctx->max_handshakes) {
+        /* A storm or a slowloris of half-open connections: the newest goes
+         * at once, before it costs a job or a buffer. */
+        s->stats.hs_refused++;
+        s->hs_unlogged++;
+        double now = mono_s();
+        if (s->hs_last_log <= 0 || now - s->hs_last_log >= ACCEPT_LOG_EVERY_S) {
+            s->hs_last_log = now;
+            FL_LOG_W(WHO, "refusing %s: %u handshakes already under way (max_handshakes; %llu refused in all, %llu "
+                          "since the last line)",
+                     c->addr, s->ctx->max_handshakes, (unsigned long long)s->stats.hs_refused,
+                     (unsigned long long)s->hs_unlogged);
+            s->hs_unlogged = 0;
+        }
+        conn_fail(c, FL_EAGAIN);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);

@@ -107,6 +107,14 @@ typedef struct {
                               before it lets the others run (default 256 KiB);
                               costs no memory (nothing is staged) */
     uint32_t max_conns;    /* server: most simultaneous connections (default 10000) */
+    /* Server: most accepted connections whose handshake is not done
+     * (default 1024). Each holds mbedTLS's record buffers and up to a
+     * client flight of ciphertext, about 100 KiB at worst, so a storm or a
+     * slowloris of half-open connections stays within a bound; one more is
+     * closed at once, logged (at most a line per 10 s, with counts) and
+     * counted (fl_tls_server_stats_t.hs_refused, and on_handshake_fail with
+     * FL_EAGAIN). */
+    uint32_t max_handshakes;
     /* Server: handshake jobs queued in libuv's thread pool at once (0 = the
      * number of CPUs, uv_available_parallelism; -1 = handshakes on the loop
      * thread, as a client's always are). */
@@ -224,6 +232,7 @@ typedef struct {
     uint64_t accept_errors; /* accept(2) failures libuv reported */
     uint64_t pauses;        /* times accepting paused at the open-file limit */
     double paused_s;        /* seconds spent paused */
+    uint64_t hs_refused;    /* closed at once: max_handshakes were under way */
 } fl_tls_server_stats_t;
 
 /* The server's counters (zeros for NULL). */

@@ -1258,6 +1258,86 @@ static void test_handshake_timeout(void **state)
     server_stop(&s);
 }
 
+/* A slowloris of half-open connections: peers that connect and never
+ * finish a handshake. Beyond max_handshakes of them under way, the server
+ * closes each new connection at once, with a log line and a count (and
+ * on_handshake_fail with FL_EAGAIN), so they cannot grow its memory without
+ * bound; a real client is refused too while the cap is full, and gets in
+ * once the half-open ones are gone. */
+static void test_max_handshakes(void **state)
+{
+    enum { CAP = 4, PEERS = 10 };
+    server_t s;
+    fl_tls_opts_t o = {0};
+    o.max_handshakes = CAP;
+    server_start(&s, &o, NULL);
+    long mark = log_mark();
+    plain_t p[PEERS];
+    memset(p, 0, sizeof p);
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", fl_tls_server_port(s.srv), &sa);
+    for (int i = 0; i < PEERS; i++) {
+        uv_tcp_init(&s.loop, &p[i].tcp);
+        p[i].tcp.data = &p[i];
+        p[i].creq.data = &p[i];
+        assert_int_equal(uv_tcp_connect(&p[i].creq, &p[i].tcp, (struct sockaddr *)&sa, idle_connected), 0);
+    }
+    fl_tls_server_stats_t st;
+    uint64_t end = uv_now(&s.loop) + fl_emu_ms(10000);
+    for (;;) {
+        int done = 0;
+        for (int i = 0; i < PEERS; i++)
+            done += p[i].done;
+        fl_tls_server_stats(s.srv, &st);
+        if ((st.accepted == PEERS && done == PEERS - CAP) || uv_now(&s.loop) > end)
+            break;
+        uv_run(&s.loop, UV_RUN_ONCE);
+    }
+    fl_tls_hs_stats_t hs;
+    fl_tls_ctx_hs_stats(s.ctx, &hs);
+    assert_int_equal(st.accepted, PEERS);
+    assert_int_equal(st.hs_refused, PEERS - CAP);
+    assert_int_equal(hs.in_progress, CAP);
+    assert_int_equal(s.hs_fails, PEERS - CAP);
+    assert_int_equal(s.hs_reason, FL_EAGAIN);
+    assert_true(log_has(mark, "refusing 127.0.0.1:", "4 handshakes already under way (max_handshakes"));
+
+    /* A real client while the cap is full: refused as well. */
+    fl_tls_ctx_t *ctx = client_ctx("ca.crt", "clients/alice.crt", "clients/alice.key");
+    client_t a = {0};
+    assert_int_equal(fl_tls_connect(&s.loop, ctx, "127.0.0.1", fl_tls_server_port(s.srv), "localhost", &cli_cbs,
+                                    &a, &a.conn), 0);
+    while (!a.closed)
+        uv_run(&s.loop, UV_RUN_ONCE);
+    assert_false(a.opened);
+    fl_tls_server_stats(s.srv, &st);
+    assert_int_equal(st.hs_refused, PEERS - CAP + 1);
+
+    /* The half-open ones go: the next client gets in. */
+    for (int i = 0; i < PEERS; i++)
+        if (!p[i].done && !uv_is_closing((uv_handle_t *)&p[i].tcp))
+            uv_close((uv_handle_t *)&p[i].tcp, plain_closed);
+    for (int i = 0; i < spins(2000); i++) {
+        fl_tls_ctx_hs_stats(s.ctx, &hs);
+        if (hs.in_progress == 0)
+            break;
+        uv_run(&s.loop, UV_RUN_NOWAIT);
+        uv_sleep(1);
+    }
+    assert_int_equal(hs.in_progress, 0);
+    client_t b = {0};
+    b.bye_after = 1;
+    assert_int_equal(fl_tls_connect(&s.loop, ctx, "127.0.0.1", fl_tls_server_port(s.srv), "localhost", &cli_cbs,
+                                    &b, &b.conn), 0);
+    while (!b.closed)
+        uv_run(&s.loop, UV_RUN_ONCE);
+    assert_true(b.welcomed);
+    assert_int_equal(b.reason, 0);
+    server_settle(&s.loop, s.ctx);
+    fl_tls_ctx_free(ctx);
+    server_stop(&s);
+}
+
 /* Reading paused inside on_message while the rest of the read buffer holds
  * the delta: it must arrive intact after the resume. */
 static void test_pause_mid_buffer(void **state)
@@ -1549,6 +1629,7 @@ int main(void)
         cmocka_unit_test(test_connect_failures),
         cmocka_unit_test(test_connect_by_name),
         cmocka_unit_test(test_max_conns),
+        cmocka_unit_test(test_max_handshakes),
         cmocka_unit_test(test_bad_config),
         cmocka_unit_test(test_heartbeats_during_handshake_storm),
         cmocka_unit_test(test_resumed_storm),
