@@ -1,6 +1,7 @@
 #include "common/net/tls.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <mbedtls/ctr_drbg.h>
@@ -22,6 +24,8 @@
 #include <mbedtls/oid.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
+#include <mbedtls/ssl_internal.h>
+#include <mbedtls/version.h>
 #include <mbedtls/ssl_ticket.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/x509_crt.h>
@@ -44,8 +48,9 @@
  * bytes is decrypted on the loop, where it costs less than a job's trip
  * through the thread pool (a heartbeat, a Hello, an Update). */
 #define REC_INLINE_MAX 1024
-/* Ciphertext read ahead while a connection's record job runs. */
-#define REC_AHEAD (64 * 1024)
+/* Ciphertext one record job reads at most before it lets the loop (and
+ * the pool's other jobs) have a turn. */
+#define REC_JOB_MAX (1024 * 1024)
 /* A record job stops after starting a frame buffer larger than this, so the
  * loop charges it to the frame budget (charge_frames) before it fills. */
 #define REC_CHARGE_MIN (16 * 1024)
@@ -227,17 +232,15 @@ struct fl_tls_conn {
     int hs_eof;            /* the peer closed (a libuv error) while bytes wait for a job */
     int in_job;            /* bio callbacks work on job_in/job_out (worker) */
     int job_ret;
-    /* Record jobs (server, ctx->rec_jobs): rx is ciphertext read and not yet
-     * given to a job (loop only); rx_recs counts the records it completes.
-     * While rec_busy the job owns ssl, rd, job_in and job_out. */
+    /* Record jobs (server, ctx->rec_jobs; see rec_work). While rec_busy the
+     * job owns ssl, rd, in_ptr/in_len, job_in and job_out, and reads the
+     * socket (job_fd) itself. */
     int rec_busy;
     int rec_pump;          /* conn_pump waits for the job */
-    int rx_stopped;        /* reading stopped by rec_flow or a pause */
-    int rx_eof;            /* the peer closed (a libuv error) while records wait */
-    fl_bytes_t rx;
-    size_t rx_recs;
-    size_t job_bytes;      /* ciphertext given to the running job */
-    size_t job_frame_left; /* bytes the frame under way still needed at dispatch */
+    int reading;           /* libuv reads the socket (uv_read_start) */
+    int job_fd;
+    int job_sock;          /* the job's socket result: 0, UV_EOF or -errno */
+    size_t job_bytes;      /* ciphertext the running job read from the socket */
     int job_wr_pending;    /* a record of ours was in flight at dispatch */
     int job_rc;            /* the frame reader's result (job_ret REC_DATA) */
     uint8_t *job_frame;
@@ -681,7 +684,6 @@ static void conn_release(fl_tls_conn_t *c)
     fl_bytes_free(&c->hs_in);
     fl_bytes_free(&c->job_in);
     fl_bytes_free(&c->job_out);
-    fl_bytes_free(&c->rx);
     free(c->job_frame);
     c->ctx->nconns--;
     c->ctx->frame_bytes -= c->frame_bytes;
@@ -860,10 +862,15 @@ static int bio_send(void *ctx, const unsigned char *buf, size_t len)
     return n ? (int)n : MBEDTLS_ERR_SSL_WANT_WRITE;
 }
 
+static int rec_recv(fl_tls_conn_t *c, unsigned char *buf, size_t len);
+static void read_failed(fl_tls_conn_t *c, int nread);
+
 /* mbedTLS's receive callback: ciphertext from the current read buffer. */
 static int bio_recv(void *ctx, unsigned char *buf, size_t len)
 {
     fl_tls_conn_t *c = ctx;
+    if (c->in_job == 2)
+        return rec_recv(c, buf, len);
     if (c->in_job) {
         size_t left = c->job_in.len - c->job_in_off;
         if (left == 0)
@@ -876,7 +883,10 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
     if (c->in_len == 0)
         return MBEDTLS_ERR_SSL_WANT_READ;
     size_t k = len < c->in_len ? len : c->in_len;
-    memcpy(buf, c->in_ptr, k);
+    /* Bytes read straight into mbedTLS's input buffer (alloc_cb) are
+     * already where it wants them. */
+    if (buf != c->in_ptr)
+        memmove(buf, c->in_ptr, k);
     c->in_ptr += k;
     c->in_len -= k;
     return (int)k;
@@ -1335,31 +1345,60 @@ static void conn_read(fl_tls_conn_t *c)
 /* ---- server records in the thread pool ----------------------------------- */
 
 /* A server connection's records are decrypted by jobs in libuv's thread
- * pool, one job per connection at a time, in order: the loop reads the
- * ciphertext (rx), a job runs mbedtls_ssl_read over it straight into the
- * frame reader and stops at the end of the input or of a frame, and the
- * loop then hands the frame to the application and starts the next job.
- * The loop never touches the ssl context or the frame reader while a job
- * runs; sending waits for the job (rec_pump). Small records stay on the
- * loop (REC_INLINE_MAX), as does plaintext mbedTLS already decrypted when a
- * job stopped at a frame's end (copying it costs no crypto).
+ * pool, one job per connection at a time, in order. The loop polls the
+ * socket: libuv reads the first bytes (at most the rest of a record and the
+ * next header, read_want) straight into mbedTLS's record buffer; a small
+ * record is decrypted there and then on the loop (REC_INLINE_MAX), anything
+ * larger goes to a job with reading stopped. The job runs mbedtls_ssl_read
+ * straight into the frame reader, and its receive callback (rec_recv) takes
+ * the rest from the socket itself, exactly as much as mbedTLS asks for,
+ * until the kernel has no more (EAGAIN), REC_JOB_MAX bytes, the end of a
+ * frame, or a large frame buffer to be charged (REC_CHARGE_MIN). The loop
+ * then hands the frame to the application and starts the next job or
+ * polls again. The loop never touches the ssl context or the frame reader
+ * while a job runs; sending waits for the job (rec_pump), and bytes written
+ * meanwhile by libuv are in the kernel's hands (a socket is safe to read
+ * and write from two threads).
  *
- * Reading ahead while a job runs is bounded by REC_AHEAD and by the frame
- * under way: only bytes that belong to it are read ahead, so no frame can
- * end (and the application pause reading) with ciphertext read beyond it;
- * a paused connection keeps holding at most a record header, as on the
- * loop. */
+ * No ciphertext is staged: what a job does not read stays in the kernel,
+ * so reading stops at record boundaries and a paused connection holds no
+ * more than on the loop. */
 
 static void rec_after(uv_work_t *w, int status);
-static void rec_continue(fl_tls_conn_t *c);
-static void read_failed(fl_tls_conn_t *c, int nread);
 
-/* Runs on a worker: decrypts the job's ciphertext into the frame reader
- * until it runs out, a frame completes, or a large frame buffer starts. */
+/* A job's receive: first what libuv had read (in_ptr), then the socket. */
+static int rec_recv(fl_tls_conn_t *c, unsigned char *buf, size_t len)
+{
+    if (c->in_len) {
+        size_t k = len < c->in_len ? len : c->in_len;
+        if (buf != c->in_ptr)
+            memmove(buf, c->in_ptr, k);
+        c->in_ptr += k;
+        c->in_len -= k;
+        return (int)k;
+    }
+    if (c->job_bytes >= REC_JOB_MAX)
+        return MBEDTLS_ERR_SSL_WANT_READ; /* the loop polls again */
+    ssize_t n;
+    do
+        n = recv(c->job_fd, buf, len, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n > 0) {
+        c->job_bytes += (size_t)n;
+        return (int)n;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return MBEDTLS_ERR_SSL_WANT_READ;
+    c->job_sock = n == 0 ? UV_EOF : -errno;
+    return MBEDTLS_ERR_NET_RECV_FAILED;
+}
+
+/* Runs on a worker: decrypts into the frame reader until the socket runs
+ * dry, a frame completes, or a large frame buffer starts. */
 static void rec_work(uv_work_t *w)
 {
     fl_tls_conn_t *c = w->data;
-    c->in_job = 1;
+    c->in_job = 2;
     c->job_ret = MBEDTLS_ERR_SSL_WANT_READ;
     c->job_rc = 0;
     for (;;) {
@@ -1382,39 +1421,41 @@ static void rec_work(uv_work_t *w)
     c->in_job = 0;
 }
 
-/* Reading on or off: off while paused, and while a job runs unless the
- * bytes to read ahead belong to the frame under way (see above). */
+/* libuv polls the socket exactly when nothing else reads it: the
+ * connection is open, not paused, no job runs, and mbedTLS has taken
+ * everything read so far (alloc_cb reads into its record buffer). */
 static void rec_flow(fl_tls_conn_t *c)
 {
-    if (c->state != ST_OPEN || c->rx_eof)
-        return;
-    int want = !c->paused && (!c->rec_busy || (c->rx.len < REC_AHEAD && c->rx.len + c->job_bytes < c->job_frame_left));
-    if (want && c->rx_stopped) {
-        c->rx_stopped = 0;
+    int want = c->state == ST_OPEN && !c->paused && !c->rec_busy && !c->in_len &&
+               mbedtls_ssl_get_bytes_avail(&c->ssl) == 0;
+    if (want && !c->reading) {
+        c->reading = 1;
         if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0)
             conn_fail(c, FL_ENET);
-    } else if (!want && !c->rx_stopped) {
-        c->rx_stopped = 1;
+    } else if (!want && c->reading) {
+        c->reading = 0;
         uv_read_stop((uv_stream_t *)&c->tcp);
     }
 }
 
-/* Gives the connection's waiting ciphertext to a job, when it holds a whole
- * record and no job runs. */
+/* Starts a job for the connection. */
 static void rec_dispatch(fl_tls_conn_t *c)
 {
-    if (c->rec_busy || c->state != ST_OPEN || c->paused || !c->rx_recs)
+    if (c->rec_busy || c->state != ST_OPEN || c->paused)
         return;
     fl_tls_ctx_t *x = c->ctx;
-    c->job_in = c->rx; /* moved: the job's now */
-    memset(&c->rx, 0, sizeof c->rx);
-    c->rx_recs = 0;
-    c->job_in_off = 0;
-    c->job_bytes = c->job_in.len;
-    c->job_frame_left = c->rd.payload ? c->rd.need - c->rd.got : 0;
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) {
+        conn_fail(c, FL_ENET);
+        return;
+    }
+    c->job_fd = fd;
+    c->job_sock = 0;
+    c->job_bytes = 0;
     c->job_wr_pending = c->wr_busy || c->wr_done;
     c->rd.max_frame = c->admitted ? x->max_frame : x->preadmit_max_frame;
     c->rec_busy = 1;
+    rec_flow(c); /* stops libuv's reading: the job reads */
     c->handles++; /* the job's reference */
     x->rec_stats.jobs++;
     if (++x->rec_stats.jobs_now > x->rec_stats.peak_jobs)
@@ -1430,32 +1471,31 @@ static void rec_dispatch(fl_tls_conn_t *c)
     }
 }
 
-/* The job is back: its alerts go out, what it left unread goes back before
- * what arrived meanwhile, its frame to the application; then the next. */
+/* Carries on when neither a job nor libuv reads: bytes or plaintext left
+ * over (a frame ended, or the application paused, in their middle) go to
+ * a job, otherwise libuv polls. */
+static void rec_continue(fl_tls_conn_t *c)
+{
+    if (c->rec_busy || c->state != ST_OPEN || c->paused)
+        return;
+    if (c->in_len || mbedtls_ssl_get_bytes_avail(&c->ssl) > 0)
+        rec_dispatch(c);
+    else
+        rec_flow(c);
+}
+
+/* The job is back: its alerts go out, its frame to the application; then
+ * the next job, or libuv polls again. */
 static void rec_after(uv_work_t *w, int status)
 {
     fl_tls_conn_t *c = w->data;
     fl_tls_ctx_t *x = c->ctx;
     c->rec_busy = 0;
     x->rec_stats.jobs_now--;
-    fl_bytes_t in = c->job_in;
-    memset(&c->job_in, 0, sizeof c->job_in);
-    fl_bytes_consume(&in, c->job_in_off);
-    c->job_in_off = 0;
-    c->job_bytes = 0;
+    if (!c->in_len)
+        fl_bytes_free(&c->job_in); /* a copy of bytes libuv read into the shared buffer */
     uint8_t *frame = c->job_frame;
     c->job_frame = NULL;
-    if (c->state == ST_OPEN && in.len) {
-        if (fl_bytes_append(&in, c->rx.data, c->rx.len) != 0) {
-            conn_fail(c, FL_ENOMEM);
-        } else {
-            fl_bytes_free(&c->rx);
-            c->rx = in;
-            memset(&in, 0, sizeof in);
-            c->rx_recs++; /* it may hold whole records: a job finds out */
-        }
-    }
-    fl_bytes_free(&in);
     if (c->state == ST_OPEN && status == 0) {
         if (c->job_out.len) {
             int r = write_copy(c, c->job_out.data, c->job_out.len);
@@ -1472,6 +1512,8 @@ static void rec_after(uv_work_t *w, int status)
             deliver(c, c->job_rc, frame, c->job_frame_len);
         else if (c->job_ret == MBEDTLS_ERR_SSL_WANT_READ)
             charge_frames(c);
+        else if (c->job_sock)
+            read_failed(c, c->job_sock);
         else
             read_end(c, c->job_ret);
         frame = NULL; /* deliver took it, or there was none */
@@ -1480,8 +1522,11 @@ static void rec_after(uv_work_t *w, int status)
         conn_fail(c, FL_ECANCELED);
     }
     free(frame);
-    if (c->state != ST_OPEN)
+    if (c->state != ST_OPEN) {
         fl_bytes_free(&c->job_out);
+        c->in_ptr = NULL;
+        c->in_len = 0;
+    }
     if (c->rec_pump && (c->state == ST_OPEN || c->state == ST_CLOSING)) {
         c->rec_pump = 0;
         conn_pump(c);
@@ -1490,60 +1535,41 @@ static void rec_after(uv_work_t *w, int status)
     conn_release(c); /* the job's reference */
 }
 
-/* Carries on after a job, a small record or a resume: plaintext already
- * decrypted is delivered here, the next job starts, reading follows, and a
- * peer gone meanwhile is reported once nothing it sent is left. */
-static void rec_continue(fl_tls_conn_t *c)
+/* Ciphertext libuv read for an open server connection with record jobs
+ * (p: in mbedTLS's record buffer, or the context's shared one). */
+static void rec_take(fl_tls_conn_t *c, const unsigned char *p, size_t n, size_t body)
 {
-    if (c->rec_busy || c->state != ST_OPEN || c->paused)
-        return;
-    if (mbedtls_ssl_get_bytes_avail(&c->ssl) > 0) {
-        c->in_ptr = NULL;
-        c->in_len = 0;
-        c->in_feed = 1;
-        conn_read(c); /* bio_recv has nothing: no record is decrypted here */
-        c->in_feed = 0;
-        if (c->state != ST_OPEN || c->paused)
+    if (p == c->ctx->rbuf) {
+        /* The shared buffer is the next read's: a job gets a copy. */
+        fl_bytes_free(&c->job_in);
+        if (fl_bytes_append(&c->job_in, p, n) != 0) {
+            conn_fail(c, FL_ENOMEM);
             return;
+        }
+        p = c->job_in.data;
     }
-    rec_dispatch(c);
-    if (!c->rec_busy && c->rx_eof && c->state == ST_OPEN) {
-        read_failed(c, c->rx_eof);
-        return;
-    }
-    rec_flow(c);
-}
-
-/* Ciphertext of an open server connection with record jobs. */
-static void rec_take(fl_tls_conn_t *c, const unsigned char *p, size_t n, size_t body, size_t recs)
-{
-    if (!c->rec_busy && !c->rx.len && body <= REC_INLINE_MAX) {
+    c->in_ptr = p;
+    c->in_len = n;
+    if (body <= REC_INLINE_MAX) {
         /* A small record: decrypted here (see REC_INLINE_MAX). */
         c->ctx->rec_stats.inline_reads++;
-        c->in_ptr = p;
-        c->in_len = n;
         c->in_feed = 1;
         conn_read(c);
-        /* A pause leaves the rest (at most this record and a header) for
-         * a job after the resume. */
-        if (c->in_len && c->state == ST_OPEN) {
-            if (fl_bytes_append(&c->rx, c->in_ptr, c->in_len) != 0)
-                conn_fail(c, FL_ENOMEM);
-            c->rx_recs++;
-        }
-        c->in_ptr = NULL;
-        c->in_len = 0;
         c->in_feed = 0;
-        rec_flow(c);
+        if (c->state != ST_OPEN) {
+            c->in_ptr = NULL;
+            c->in_len = 0;
+        }
+        /* A pause leaves the rest (in_ptr) for a job after the resume. */
+        if (!c->in_len && !c->rec_busy)
+            fl_bytes_free(&c->job_in);
+        if (c->in_len && !c->paused)
+            rec_dispatch(c);
+        else
+            rec_flow(c);
         return;
     }
-    if (fl_bytes_append(&c->rx, p, n) != 0) {
-        conn_fail(c, FL_ENOMEM);
-        return;
-    }
-    c->rx_recs += recs;
     rec_dispatch(c);
-    rec_flow(c);
 }
 
 /* Encrypts queued plaintext record by record while the kernel takes it;
@@ -1670,10 +1696,43 @@ static size_t track_records(fl_tls_conn_t *c, const unsigned char *p, size_t n)
     return done;
 }
 
+/* Where mbedTLS will ask for the next ciphertext of an open connection
+ * whose input it has taken whole (conn_read ran to WANT_READ): its record
+ * buffer at in_hdr + in_left (mbedtls_ssl_fetch_input in mbedTLS 2.x reads
+ * there, and only there), with *room bytes to the buffer's end. NULL when
+ * this mbedTLS keeps the fields private. */
+static unsigned char *ssl_in_tail(fl_tls_conn_t *c, size_t *room)
+{
+#if MBEDTLS_VERSION_MAJOR == 2 && !defined(MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH)
+    mbedtls_ssl_context *ssl = &c->ssl;
+    if (!ssl->in_buf || !ssl->in_hdr)
+        return NULL;
+    unsigned char *at = ssl->in_hdr + ssl->in_left, *end = ssl->in_buf + MBEDTLS_SSL_IN_BUFFER_LEN;
+    if (at >= end)
+        return NULL;
+    *room = (size_t)(end - at);
+    return at;
+#else
+    (void)c;
+    (void)room;
+    return NULL;
+#endif
+}
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     fl_tls_conn_t *c = h->data;
     (void)suggested;
+    size_t want = read_want(c), room = 0;
+    if (c->state == ST_OPEN && !c->in_len && !c->rec_busy && mbedtls_ssl_get_bytes_avail(&c->ssl) == 0) {
+        /* Straight into mbedTLS's record buffer, where bio_recv (or a
+         * record job's rec_recv) then finds the bytes in place. */
+        unsigned char *at = ssl_in_tail(c, &room);
+        if (at) {
+            *buf = uv_buf_init((char *)at, (unsigned)(want < room ? want : room));
+            return;
+        }
+    }
     /* One read buffer per context: a read callback consumes it entirely
      * (or stashes the rest) before the loop reads into it again. */
     if (c->ctx->read_busy) {
@@ -1681,7 +1740,7 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         return;
     }
     c->ctx->read_busy = 1;
-    *buf = uv_buf_init((char *)c->ctx->rbuf, (unsigned)read_want(c));
+    *buf = uv_buf_init((char *)c->ctx->rbuf, (unsigned)want);
 }
 
 /* Keeps unconsumed ciphertext when reading pauses mid-buffer. */
@@ -1755,13 +1814,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (c->state == ST_HANDSHAKE && (c->hs_busy || c->hs_queued)) {
             c->hs_eof = (int)nread;
             uv_read_stop(s);
-            return;
-        }
-        if (c->state == ST_OPEN && c->ctx->rec_jobs && (c->rec_busy || c->rx.len)) {
-            /* What it sent before goes through the jobs first. */
-            c->rx_eof = (int)nread;
-            c->rx_stopped = 1;
-            uv_read_stop(s);
+            c->reading = 0;
             return;
         }
         read_failed(c, (int)nread);
@@ -1776,9 +1829,9 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     size_t body = c->rec_left; /* of the record these bytes continue */
-    size_t recs = track_records(c, (const unsigned char *)buf->base, (size_t)nread);
+    track_records(c, (const unsigned char *)buf->base, (size_t)nread);
     if (c->state == ST_OPEN && c->ctx->rec_jobs) {
-        rec_take(c, (const unsigned char *)buf->base, (size_t)nread, body, recs);
+        rec_take(c, (const unsigned char *)buf->base, (size_t)nread, body);
         return;
     }
     if (c->state == ST_HANDSHAKE && c->is_server && c->ctx->hs_max) {
@@ -1997,6 +2050,7 @@ static void accept_one(fl_tls_server_t *s)
     uv_tcp_nodelay(&c->tcp, 1);
     uv_timer_start(&c->timer, timer_fired, s->ctx->handshake_timeout_ms, 0);
     int r = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+    c->reading = r == 0;
     if (r != 0)
         conn_fail(c, FL_ENET);
 }
@@ -2098,6 +2152,7 @@ static void connected(uv_connect_t *req, int status)
     uv_tcp_nodelay(&c->tcp, 1);
     c->state = ST_HANDSHAKE;
     int r = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+    c->reading = r == 0;
     if (r != 0) {
         conn_fail(c, FL_ENET);
         return;
@@ -2256,6 +2311,7 @@ void fl_tls_conn_close(fl_tls_conn_t *c)
     }
     c->state = ST_CLOSING;
     uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
     uv_timer_start(&c->timer, timer_fired, CLOSE_GRACE_MS, 0);
     conn_pump(c); /* finishes the close when nothing is queued */
 }
@@ -2265,7 +2321,7 @@ void fl_tls_conn_pause_read(fl_tls_conn_t *c)
     if (!c || c->paused || c->state != ST_OPEN)
         return;
     c->paused = 1;
-    c->rx_stopped = 1;
+    c->reading = 0;
     uv_read_stop((uv_stream_t *)&c->tcp);
 }
 
@@ -2278,17 +2334,20 @@ void fl_tls_conn_resume_read(fl_tls_conn_t *c)
         /* Records in jobs: what waits (decrypted plaintext, ciphertext in
          * rx) goes first, then reading resumes; from inside a callback of
          * this connection the reading or the job's completion carries on. */
-        if (c->stash_len) {
-            /* kept at a pause right after the handshake (hs_after) */
-            if (fl_bytes_prepend(&c->rx, c->stash, c->stash_len) != 0) {
+        if (c->stash_len && !c->in_len && !c->rec_busy) {
+            /* kept at a pause right after the handshake (hs_after): the
+             * next job reads it first */
+            fl_bytes_free(&c->job_in);
+            if (fl_bytes_append(&c->job_in, c->stash, c->stash_len) != 0) {
                 conn_fail(c, FL_ENOMEM);
                 return;
             }
-            c->rx_recs++;
             if (c->stash != c->stash_small)
                 free(c->stash);
             c->stash = NULL;
             c->stash_len = 0;
+            c->in_ptr = c->job_in.data;
+            c->in_len = c->job_in.len;
         }
         if (c->in_feed || c->rec_busy)
             rec_flow(c);

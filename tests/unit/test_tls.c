@@ -832,12 +832,12 @@ static void test_heartbeats_during_uploads(void **state)
     uv_close((uv_handle_t *)&tick, NULL);
     while (U.answered < U.sent && !U.probe_closed) /* the last answer */
         uv_run(&s.loop, UV_RUN_ONCE);
-    fl_tls_rec_stats_t st;
-    fl_tls_ctx_rec_stats(s.ctx, &st);
     fl_tls_conn_close(U.probe);
     while (!U.probe_closed)
         uv_run(&s.loop, UV_RUN_ONCE);
     server_settle(&s.loop, s.ctx);
+    fl_tls_rec_stats_t st;
+    fl_tls_ctx_rec_stats(s.ctx, &st);
     print_message("%llu heartbeats answered during %d uploads of %zu MiB, %d while record jobs were out "
                   "(worst answer %.1f ms); %llu record jobs, at most %llu at once, %llu small records on the loop\n",
                   (unsigned long long)U.answered, UPLOAD_N, n * 4 >> 20, U.echoed_during_jobs, U.worst_ms,
