@@ -864,6 +864,7 @@ static int bio_send(void *ctx, const unsigned char *buf, size_t len)
 
 static int rec_recv(fl_tls_conn_t *c, unsigned char *buf, size_t len);
 static void read_failed(fl_tls_conn_t *c, int nread);
+static unsigned char *ssl_in_tail(fl_tls_conn_t *c, size_t *room);
 
 /* mbedTLS's receive callback: ciphertext from the current read buffer. */
 static int bio_recv(void *ctx, unsigned char *buf, size_t len)
@@ -1379,12 +1380,26 @@ static int rec_recv(fl_tls_conn_t *c, unsigned char *buf, size_t len)
     }
     if (c->job_bytes >= REC_JOB_MAX)
         return MBEDTLS_ERR_SSL_WANT_READ; /* the loop polls again */
+    /* One read per record where the kernel has them: asked for a header,
+     * read on into the record buffer (the body lands where mbedTLS will ask
+     * for it); asked for a body, take the next header along (moved into
+     * place when asked for). What is read beyond the request waits in
+     * in_ptr, in mbedTLS's buffer beyond the current record. */
+    size_t ask = len, room = 0;
+    unsigned char *tail = ssl_in_tail(c, &room);
+    if (tail == buf && room > len)
+        ask = c->ssl.in_left == 0 ? room : (len + REC_HDR < room ? len + REC_HDR : room);
     ssize_t n;
     do
-        n = recv(c->job_fd, buf, len, MSG_DONTWAIT);
+        n = recv(c->job_fd, buf, ask, MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
     if (n > 0) {
         c->job_bytes += (size_t)n;
+        if ((size_t)n > len) {
+            c->in_ptr = buf + len;
+            c->in_len = (size_t)n - len;
+            return (int)len;
+        }
         return (int)n;
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
