@@ -1474,9 +1474,13 @@ int fl_daemon_run(const fl_server_config_t *cfg)
         }
         FL_LOG_I(WHO, "metrics served on %s, port %d (/metrics, /healthz, /readyz)", cfg->metrics_listen, mport);
     }
-    if ((rc = fl_store_open(cfg->db, 0, &d->store)))
-        goto out;
     if ((rc = fl_startup_model(cfg, &d->eval, &d->model, &d->x, &d->numel, &d->opt)))
+        goto out;
+    /* The TLS material before the database: a server that cannot start
+     * leaves no run behind (see startup.h), nor a new, empty database. */
+    if ((rc = fl_startup_tls(cfg, d->numel, &d->tls)))
+        goto out;
+    if ((rc = fl_store_open(cfg->db, 0, &d->store)))
         goto out;
     if ((rc = fl_wire_table_make(&d->model->params, &d->table, &d->ntable)) ||
         (rc = fl_codec_parse(cfg->update_codec, &d->codec)) ||
@@ -1491,10 +1495,7 @@ int fl_daemon_run(const fl_server_config_t *cfg)
         rc = fl_startup_open_run(cfg, d->store, d->opt, d->x, d->numel, &plan, &d->round, &d->fe);
         goto out;
     }
-    /* The TLS material and the listening socket before the run is written:
-     * a server that cannot start leaves no run behind (see startup.h). */
-    if ((rc = fl_startup_tls(cfg, d->numel, &d->tls)))
-        goto out;
+    /* The listening socket before the run is written (see startup.h). */
     if (uv_loop_init(&d->loop)) {
         rc = FL_ENOMEM;
         goto out;

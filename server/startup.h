@@ -5,15 +5,15 @@
  *
  * The order is the contract (server/daemon.c follows it):
  *   fl_startup_parse_listen, fl_startup_raise_nofile, fl_startup_model;
+ *   fl_startup_tls       loads the CA, certificate and key: a missing or bad
+ *                        file fails here, before the database is opened
+ *                        (so it is not even created);
  *   fl_startup_plan      reads the database only: picks the run to resume
  *                        and restores its model and optimizer state (proved
  *                        by the checkpoint's checksum), or prepares a new
  *                        run's initial model;
- *   fl_startup_tls, fl_startup_listen
- *                        load the CA, certificate and key and bind: every
- *                        way a server commonly fails to start (a missing
- *                        file, a port in use) fails here, before anything is
- *                        written;
+ *   fl_startup_listen    binds: a port in use fails here, before anything
+ *                        is written;
  *   fl_startup_open_run  the only writer: creates the new run (status
  *                        'running' and its round-0 checkpoint) or marks the
  *                        resumed run 'running' again, then creates the round

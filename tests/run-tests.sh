@@ -15,9 +15,6 @@ build=${1:-build}
 script_dir=${2:-tests/integration}
 script_build=${3:-$build}
 wrap=${FEDOPT_TEST_WRAPPER:-}
-# A sanitizer build's leak check skips what libdnnl keeps for itself (see the file).
-LSAN_OPTIONS="suppressions=$(cd "$(dirname "$0")" && pwd)/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
-export LSAN_OPTIONS
 limit=${FEDOPT_TEST_TIMEOUT:-600}
 passed=0
 failed=0

@@ -36,6 +36,9 @@ typedef struct {
     unsigned long used;
     dnnl_primitive_desc_t fwd_pd, bwd_d_pd, bwd_w_pd;
     dnnl_primitive_t fwd, bwd_d, bwd_w;
+    /* Each primitive's scratchpad: a view of the layer's one buffer (see
+     * scratch_grow). */
+    dnnl_memory_t sfwd, sbwd_d, sbwd_w;
     tensor_t t[T_COUNT];
     /* Where the backward pass may take a tensor the forward pass (or its
      * own other product) already converted: the two primitives chose the
@@ -54,6 +57,15 @@ struct fl__dnnl_conv {
     dnnl_stream_t strm;
     dnnl_memory_t bmem, dbmem; /* bias and its gradient: always plain [cout] */
     float *dw, *db; /* scratch gradients, added to the caller's afterwards */
+    /* The primitives' scratchpads, in oneDNN's user mode: the layer owns
+     * the buffer, so its lifetime is the layer's. In the default library
+     * mode oneDNN keeps per-thread scratchpads of its own that outlive the
+     * primitives (LeakSanitizer reported them after test_nn once Winograd,
+     * whose kernels need large ones, came in). The primitives of one layer
+     * run one after another on its stream, so one buffer, as large as the
+     * largest of them, serves all. */
+    void *scratch;
+    size_t scratch_size;
     entry_t cache[DNNL_CACHE];
     unsigned long tick;
     char impl[64]; /* copied: the string belongs to a primitive descriptor */
@@ -147,6 +159,9 @@ static void entry_clear(entry_t *e)
     dnnl_primitive_destroy(e->fwd);
     dnnl_primitive_destroy(e->bwd_d);
     dnnl_primitive_destroy(e->bwd_w);
+    dnnl_memory_destroy(e->sfwd);
+    dnnl_memory_destroy(e->sbwd_d);
+    dnnl_memory_destroy(e->sbwd_w);
     dnnl_primitive_desc_destroy(e->fwd_pd);
     dnnl_primitive_desc_destroy(e->bwd_d_pd);
     dnnl_primitive_desc_destroy(e->bwd_w_pd);
@@ -169,6 +184,7 @@ void fl__dnnl_conv_free(fl__dnnl_conv_t *c)
         dnnl_engine_destroy(c->eng);
     free(c->dw);
     free(c->db);
+    free(c->scratch);
     free(c);
 }
 
@@ -237,6 +253,35 @@ static const dnnl_memory_desc_t *md_of(const_dnnl_primitive_desc_t pd, dnnl_quer
 
 static entry_t *entry_make(fl__dnnl_conv_t *c, entry_t *e, size_t n, dnnl_alg_kind_t alg);
 
+/* Makes *m a memory object of pd's scratchpad, without a buffer (set to the
+ * layer's before each execution, scratch_set), and grows the layer's buffer
+ * to hold it. Returns 0 or -1. */
+static int scratch_view(fl__dnnl_conv_t *c, const_dnnl_primitive_desc_t pd, dnnl_memory_t *m)
+{
+    const dnnl_memory_desc_t *md = md_of(pd, dnnl_query_scratchpad_md);
+    if (!md || dnnl_memory_create(m, md, c->eng, DNNL_MEMORY_NONE))
+        return -1;
+    size_t need = dnnl_memory_desc_get_size(md);
+    if (need <= c->scratch_size)
+        return 0;
+    /* oneDNN's kernels want their buffers aligned to a cache line or more. */
+    need = (need + 4095) & ~(size_t)4095;
+    void *p = aligned_alloc(4096, need);
+    if (!p)
+        return -1;
+    free(c->scratch);
+    c->scratch = p;
+    c->scratch_size = need;
+    return 0;
+}
+
+/* Points a scratchpad view at the layer's buffer (which may have moved
+ * since the view was made). Returns 0 or -1. */
+static int scratch_set(fl__dnnl_conv_t *c, dnnl_memory_t m)
+{
+    return dnnl_memory_set_data_handle(m, c->scratch) ? -1 : 0;
+}
+
 /* The primitives for batch size n: from the cache, or made now in the
  * least recently used slot. Each primitive picks its own layouts (format
  * "any"), the way oneDNN reaches its fastest kernels; the reorders to and
@@ -279,6 +324,10 @@ static entry_t *entry_make(fl__dnnl_conv_t *c, entry_t *e, size_t n, dnnl_alg_ki
     dnnl_dims_t wd = {c->cout, c->cin, c->k, c->k}, bd = {c->cout};
     dnnl_dims_t strides = {c->stride, c->stride}, pads = {c->pad, c->pad};
     dnnl_convolution_desc_t fd, bdd, bwd;
+    dnnl_primitive_attr_t attr = NULL;
+    if (dnnl_primitive_attr_create(&attr) ||
+        dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user))
+        goto fail;
     if (dnnl_memory_desc_init_by_tag(&smd, 4, sd, dnnl_f32, dnnl_nchw) ||
         dnnl_memory_desc_init_by_tag(&dmd, 4, dd, dnnl_f32, dnnl_nchw) ||
         dnnl_memory_desc_init_by_tag(&wmd, 4, wd, dnnl_f32, dnnl_oihw) ||
@@ -290,18 +339,18 @@ static entry_t *entry_make(fl__dnnl_conv_t *c, entry_t *e, size_t n, dnnl_alg_ki
     if (dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, alg,
                                            &sany, &wany, c->bias ? &bmd : NULL, &dany, strides,
                                            pads, pads) ||
-        dnnl_primitive_desc_create(&e->fwd_pd, &fd, NULL, c->eng, NULL) ||
+        dnnl_primitive_desc_create(&e->fwd_pd, &fd, attr, c->eng, NULL) ||
         dnnl_primitive_create(&e->fwd, e->fwd_pd))
         goto fail;
     if (dnnl_convolution_backward_data_desc_init(&bdd, alg, &sany, &wany,
                                                  &dany, strides, pads, pads) ||
-        dnnl_primitive_desc_create(&e->bwd_d_pd, &bdd, NULL, c->eng, e->fwd_pd) ||
+        dnnl_primitive_desc_create(&e->bwd_d_pd, &bdd, attr, c->eng, e->fwd_pd) ||
         dnnl_primitive_create(&e->bwd_d, e->bwd_d_pd))
         goto fail;
     if (dnnl_convolution_backward_weights_desc_init(&bwd, alg, &sany, &wany,
                                                     c->bias ? &bmd : NULL, &dany, strides, pads,
                                                     pads) ||
-        dnnl_primitive_desc_create(&e->bwd_w_pd, &bwd, NULL, c->eng, e->fwd_pd) ||
+        dnnl_primitive_desc_create(&e->bwd_w_pd, &bwd, attr, c->eng, e->fwd_pd) ||
         dnnl_primitive_create(&e->bwd_w, e->bwd_w_pd))
         goto fail;
     if (tensor_setup(&e->t[T_XF], c->eng, &smd, md_of(e->fwd_pd, dnnl_query_src_md), 0) ||
@@ -315,6 +364,9 @@ static entry_t *entry_make(fl__dnnl_conv_t *c, entry_t *e, size_t n, dnnl_alg_ki
         tensor_setup(&e->t[T_WD], c->eng, &wmd, md_of(e->bwd_d_pd, dnnl_query_weights_md), 0) ||
         tensor_setup(&e->t[T_DXD], c->eng, &smd, md_of(e->bwd_d_pd, dnnl_query_diff_src_md), 1))
         goto fail;
+    if (scratch_view(c, e->fwd_pd, &e->sfwd) || scratch_view(c, e->bwd_d_pd, &e->sbwd_d) ||
+        scratch_view(c, e->bwd_w_pd, &e->sbwd_w))
+        goto fail;
     e->share_x = dnnl_memory_desc_equal(md_of(e->fwd_pd, dnnl_query_src_md),
                                         md_of(e->bwd_w_pd, dnnl_query_src_md));
     e->share_w = dnnl_memory_desc_equal(md_of(e->fwd_pd, dnnl_query_weights_md),
@@ -327,8 +379,10 @@ static entry_t *entry_make(fl__dnnl_conv_t *c, entry_t *e, size_t n, dnnl_alg_ki
         snprintf(c->impl, sizeof c->impl, "%s", impl);
     e->n = n;
     e->used = ++c->tick;
+    dnnl_primitive_attr_destroy(attr);
     return e;
 fail:
+    dnnl_primitive_attr_destroy(attr);
     entry_clear(e);
     return NULL;
 }
@@ -352,11 +406,14 @@ int fl__dnnl_conv_forward(fl__dnnl_conv_t *c, const float *x, const float *weigh
         return FL_EUNSUPPORTED;
     if (!t[T_YF].reorder && dnnl_memory_set_data_handle(t[T_YF].user, y))
         return FL_EUNSUPPORTED;
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, t[T_XF].inner},
+    if (scratch_set(c, e->sfwd))
+        return FL_EUNSUPPORTED;
+    dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, t[T_XF].inner},
                                {DNNL_ARG_WEIGHTS, t[T_WF].inner},
                                {DNNL_ARG_DST, t[T_YF].inner},
+                               {DNNL_ARG_SCRATCHPAD, e->sfwd},
                                {DNNL_ARG_BIAS, c->bmem}};
-    if (dnnl_primitive_execute(e->fwd, c->strm, c->bias ? 4 : 3, args) ||
+    if (dnnl_primitive_execute(e->fwd, c->strm, c->bias ? 5 : 4, args) ||
         tensor_out(&t[T_YF], c->strm, y) || dnnl_stream_wait(c->strm))
         return FL_EUNSUPPORTED;
     if (train) {
@@ -395,11 +452,14 @@ int fl__dnnl_conv_backward(fl__dnnl_conv_t *c, const float *x, const float *weig
         return FL_EUNSUPPORTED;
     if (!t[T_DWW].reorder && dnnl_memory_set_data_handle(t[T_DWW].user, c->dw))
         return FL_EUNSUPPORTED;
-    dnnl_exec_arg_t wargs[4] = {{DNNL_ARG_SRC, xin},
+    if (scratch_set(c, e->sbwd_w) || scratch_set(c, e->sbwd_d))
+        return FL_EUNSUPPORTED;
+    dnnl_exec_arg_t wargs[5] = {{DNNL_ARG_SRC, xin},
                                 {DNNL_ARG_DIFF_DST, t[T_DYW].inner},
                                 {DNNL_ARG_DIFF_WEIGHTS, t[T_DWW].inner},
+                                {DNNL_ARG_SCRATCHPAD, e->sbwd_w},
                                 {DNNL_ARG_DIFF_BIAS, c->dbmem}};
-    if (dnnl_primitive_execute(e->bwd_w, c->strm, c->bias ? 4 : 3, wargs) ||
+    if (dnnl_primitive_execute(e->bwd_w, c->strm, c->bias ? 5 : 4, wargs) ||
         tensor_out(&t[T_DWW], c->strm, c->dw))
         return FL_EUNSUPPORTED;
     if (dx) {
@@ -413,9 +473,11 @@ int fl__dnnl_conv_backward(fl__dnnl_conv_t *c, const float *x, const float *weig
             return FL_EUNSUPPORTED;
         if (!t[T_DXD].reorder && dnnl_memory_set_data_handle(t[T_DXD].user, dx))
             return FL_EUNSUPPORTED;
-        dnnl_exec_arg_t dargs[3] = {
-            {DNNL_ARG_DIFF_DST, dyd}, {DNNL_ARG_WEIGHTS, wd}, {DNNL_ARG_DIFF_SRC, t[T_DXD].inner}};
-        if (dnnl_primitive_execute(e->bwd_d, c->strm, 3, dargs) ||
+        dnnl_exec_arg_t dargs[4] = {{DNNL_ARG_DIFF_DST, dyd},
+                                    {DNNL_ARG_WEIGHTS, wd},
+                                    {DNNL_ARG_DIFF_SRC, t[T_DXD].inner},
+                                    {DNNL_ARG_SCRATCHPAD, e->sbwd_d}};
+        if (dnnl_primitive_execute(e->bwd_d, c->strm, 4, dargs) ||
             tensor_out(&t[T_DXD], c->strm, dx))
             return FL_EUNSUPPORTED;
     }
