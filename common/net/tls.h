@@ -18,8 +18,16 @@
  * random generator and the session-ticket keys are behind mutexes of this
  * module (whatever mbedTLS's threading option), and the certificates' and
  * key's elliptic-curve tables are computed before the first job (see
- * tls.c's shared_state_ready). Records (encryption and decryption of
- * application data) stay on the loop.
+ * tls.c's shared_state_ready).
+ *
+ * A server connection's records are decrypted in the thread pool too
+ * (record_jobs): one job per connection at a time, in order. The job reads
+ * the socket itself, as much as mbedTLS asks for (a record at a time, up to
+ * 1 MiB per job), decrypts straight into the frame reader and stops at the
+ * end of a frame, which the loop then hands to the application; records of
+ * at most 1 KiB (a heartbeat, a Hello) are decrypted on the loop, where
+ * that costs less than a trip through the pool. Encryption (sending) stays
+ * on the loop, waiting while a job has the connection.
  *
  * Mutual TLS is the default: a server requires a client certificate signed by
  * the fleet CA, a client verifies the server's certificate and its name. A
@@ -56,15 +64,17 @@
  * A transfer held up by back-pressure in either direction adds nothing to
  * that (test_tls: tens of bytes per connection): there is no staging buffer
  * for ciphertext and no copy of what a paused connection had read beyond a
- * record header. Ciphertext reads go through one 64 KiB buffer per context,
- * and a frame buffer exists only while a frame (or a tensor transfer) is
- * arriving.
+ * record header. Ciphertext is read straight into mbedTLS's record buffer
+ * (one 64 KiB buffer per context serves handshakes), and a frame buffer
+ * exists only while a frame (or a tensor transfer) is arriving.
  *
- * CPU: the loop thread encrypts and decrypts records; server handshakes run
- * in the thread pool (above). A connection encrypts at most
+ * CPU: the loop thread encrypts records, and decrypts a client's; server
+ * handshakes and record decryption run in the thread pool (above). A
+ * connection encrypts at most
  * max_inflight bytes per loop turn, so sending one model to many clients
  * interleaves the connections instead of stalling the loop for a whole model
- * per client; decryption happens as bytes arrive. */
+ * per client; decryption happens as bytes arrive. Half-open connections are
+ * capped (max_handshakes). */
 #ifndef FL_TLS_H
 #define FL_TLS_H
 
