@@ -715,7 +715,10 @@ static void close_handles(fl_tls_conn_t *c)
         return;
     c->state = ST_CLOSED;
     uv_timer_stop(&c->timer);
-    if (!uv_is_closing((uv_handle_t *)&c->tcp))
+    /* A record job may be reading the socket: closing it now would free
+     * its descriptor for the next accept, and the job could read another
+     * connection's bytes. rec_after closes it. */
+    if (!c->rec_busy && !uv_is_closing((uv_handle_t *)&c->tcp))
         uv_close((uv_handle_t *)&c->tcp, handle_closed);
     if (!uv_is_closing((uv_handle_t *)&c->timer))
         uv_close((uv_handle_t *)&c->timer, handle_closed);
@@ -1547,6 +1550,8 @@ static void rec_after(uv_work_t *w, int status)
         conn_pump(c);
     }
     rec_continue(c);
+    if (c->state == ST_CLOSED && !uv_is_closing((uv_handle_t *)&c->tcp))
+        uv_close((uv_handle_t *)&c->tcp, handle_closed); /* deferred by close_handles */
     conn_release(c); /* the job's reference */
 }
 
@@ -1739,7 +1744,7 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     fl_tls_conn_t *c = h->data;
     (void)suggested;
     size_t want = read_want(c), room = 0;
-    if (c->state == ST_OPEN && !c->in_len && !c->rec_busy && mbedtls_ssl_get_bytes_avail(&c->ssl) == 0) {
+    if (c->state == ST_OPEN && !c->rec_busy && !c->in_len && mbedtls_ssl_get_bytes_avail(&c->ssl) == 0) {
         /* Straight into mbedTLS's record buffer, where bio_recv (or a
          * record job's rec_recv) then finds the bytes in place. */
         unsigned char *at = ssl_in_tail(c, &room);
@@ -2349,7 +2354,7 @@ void fl_tls_conn_resume_read(fl_tls_conn_t *c)
         /* Records in jobs: what waits (decrypted plaintext, ciphertext in
          * rx) goes first, then reading resumes; from inside a callback of
          * this connection the reading or the job's completion carries on. */
-        if (c->stash_len && !c->in_len && !c->rec_busy) {
+        if (c->stash_len && !c->rec_busy && !c->in_len) {
             /* kept at a pause right after the handshake (hs_after): the
              * next job reads it first */
             fl_bytes_free(&c->job_in);
