@@ -230,7 +230,7 @@ struct fl_tls_conn {
     int hs_started;        /* a job ran: goes before first flights */
     int hs_counted;        /* counted in hs_stats.in_progress */
     int hs_eof;            /* the peer closed (a libuv error) while bytes wait for a job */
-    int in_job;            /* bio callbacks work on job_in/job_out (worker) */
+    int in_job;            /* bio callbacks work for a job (worker): 1 handshake (job_in/job_out), 2 records (rec_recv) */
     int job_ret;
     /* Record jobs (server, ctx->rec_jobs; see rec_work). While rec_busy the
      * job owns ssl, rd, in_ptr/in_len, job_in and job_out, and reads the
@@ -820,6 +820,8 @@ static int job_send(fl_tls_conn_t *c, const unsigned char *buf, size_t len)
 static int bio_send(void *ctx, const unsigned char *buf, size_t len)
 {
     fl_tls_conn_t *c = ctx;
+    if (c->in_job == 2 && c->job_wr_pending)
+        return MBEDTLS_ERR_SSL_WANT_WRITE; /* a record job's alert behind a record of ours in flight: read_end */
     if (c->in_job)
         return job_send(c, buf, len);
     if (c->wr_done) {
