@@ -45,8 +45,8 @@
  * verify, Finished); more is a peer flooding a handshake. */
 #define HS_IN_MAX (4 * (16384 + 512))
 /* Record jobs (server, see rec_take): a record body of at most this many
- * bytes is decrypted on the loop (a heartbeat, a Hello, an Update), where
- * it costs about a microsecond against a job's two thread wake-ups through
+ * bytes is decrypted on the loop (a heartbeat, a Hello, an Update): so
+ * little crypto should cost less than a job's two thread wake-ups through
  * the pool. Not measured yet: bench_server's storm probe (its median round
  * trip) built with -DFL_TLS_REC_INLINE_MAX=0 against the default would
  * settle it. */
