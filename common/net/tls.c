@@ -251,6 +251,7 @@ struct fl_tls_conn {
     int job_rc;            /* the frame reader's result (job_ret REC_DATA) */
     uint8_t *job_frame;
     uint32_t job_frame_len;
+    int job_held;          /* job_frame is complete, held while reading is paused */
     fl_tls_conn_t *hs_next;
     fl_bytes_t hs_in;
     fl_bytes_t job_in, job_out;
@@ -1452,7 +1453,7 @@ static void rec_work(uv_work_t *w)
  * everything read so far (alloc_cb reads into its record buffer). */
 static void rec_flow(fl_tls_conn_t *c)
 {
-    int want = c->state == ST_OPEN && !c->paused && !c->rec_busy && !c->in_len &&
+    int want = c->state == ST_OPEN && !c->paused && !c->rec_busy && !c->job_held && !c->in_len &&
                mbedtls_ssl_get_bytes_avail(&c->ssl) == 0;
     if (want && !c->reading) {
         c->reading = 1;
@@ -1504,6 +1505,16 @@ static void rec_continue(fl_tls_conn_t *c)
 {
     if (c->rec_busy || c->state != ST_OPEN || c->paused)
         return;
+    if (c->job_held) {
+        uint8_t *frame = c->job_frame;
+        c->job_frame = NULL;
+        c->job_held = 0;
+        c->in_feed = 1;
+        deliver(c, 1, frame, c->job_frame_len);
+        c->in_feed = 0;
+        if (c->state != ST_OPEN || c->paused)
+            return;
+    }
     if (c->in_len || mbedtls_ssl_get_bytes_avail(&c->ssl) > 0)
         rec_dispatch(c);
     else
@@ -1533,8 +1544,13 @@ static void rec_after(uv_work_t *w, int status)
         }
         c->in_feed = 1;
         if (c->state != ST_OPEN)
-            ;
-        else if (c->job_ret == REC_DATA)
+            free(frame); /* the write above failed */
+        else if (c->job_ret == REC_DATA && c->job_rc == 1 && c->paused) {
+            /* paused meanwhile (from another connection's callback): no
+             * message until the resume (rec_continue) */
+            c->job_frame = frame;
+            c->job_held = 1;
+        } else if (c->job_ret == REC_DATA)
             deliver(c, c->job_rc, frame, c->job_frame_len);
         else if (c->job_ret == MBEDTLS_ERR_SSL_WANT_READ)
             charge_frames(c);
@@ -1542,7 +1558,7 @@ static void rec_after(uv_work_t *w, int status)
             read_failed(c, c->job_sock);
         else
             read_end(c, c->job_ret);
-        frame = NULL; /* deliver took it, or there was none */
+        frame = NULL; /* freed, held, delivered, or there was none */
         c->in_feed = 0;
     } else if (status != 0 && c->state == ST_OPEN) {
         conn_fail(c, FL_ECANCELED);

@@ -871,6 +871,118 @@ static void test_heartbeats_during_uploads(void **state)
     server_stop(&s);
 }
 
+/* Pausing a connection from outside its callbacks (a timer, here; in the
+ * daemon, another connection's upload filling the buffers) while a record
+ * job of it is out: no message is delivered until the resume, and none is
+ * lost or reordered. The client sends a burst of small frames in full-size
+ * records, so nearly every frame ends inside a record job. */
+#define PAUSE_FRAMES 3000
+
+static struct {
+    fl_tls_conn_t *conn;
+    int paused;
+    uint64_t got, next, out_of_order, while_paused, paused_during_job, toggles;
+} PZ;
+
+static void pz_open(fl_tls_conn_t *c, void *ud)
+{
+    srv_on_open(c, ud);
+    PZ.conn = c;
+}
+
+static void pz_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
+{
+    if (ev->kind == FL_WIRE_EV_MESSAGE && ev->msg->msg_case == FEDOPT__ENVELOPE__MSG_HEARTBEAT) {
+        PZ.got++;
+        PZ.while_paused += PZ.paused;
+        PZ.out_of_order += ev->msg->heartbeat->unix_ms != PZ.next;
+        PZ.next = ev->msg->heartbeat->unix_ms + 1;
+        return;
+    }
+    srv_on_message(c, ev, ud);
+}
+
+static void pz_close(fl_tls_conn_t *c, int reason, void *ud)
+{
+    srv_on_close(c, reason, ud);
+    if (PZ.conn == c)
+        PZ.conn = NULL;
+}
+
+static void pz_toggle(uv_timer_t *t)
+{
+    server_t *s = t->data;
+    if (!PZ.conn)
+        return;
+    if (PZ.paused) {
+        PZ.paused = 0;
+        fl_tls_conn_resume_read(PZ.conn);
+    } else {
+        fl_tls_rec_stats_t st;
+        fl_tls_ctx_rec_stats(s->ctx, &st);
+        PZ.paused_during_job += st.jobs_now > 0;
+        PZ.paused = 1;
+        fl_tls_conn_pause_read(PZ.conn);
+    }
+    PZ.toggles++;
+}
+
+static void test_pause_during_record_jobs(void **state)
+{
+    server_t s;
+    fl_tls_cbs_t cbs = {.on_open = pz_open, .on_message = pz_message, .on_close = pz_close};
+    server_start(&s, NULL, &cbs);
+    memset(&PZ, 0, sizeof PZ);
+    client_t k = {0};
+    fl_buf_t *one[PAUSE_FRAMES + 1];
+    Fedopt__Hello hm = FEDOPT__HELLO__INIT;
+    hm.protocol_version = FL_PROTOCOL_VERSION;
+    Fedopt__Envelope he = FEDOPT__ENVELOPE__INIT;
+    he.msg_case = FEDOPT__ENVELOPE__MSG_HELLO;
+    he.hello = &hm;
+    assert_int_equal(fl_wire_encode(&he, &one[PAUSE_FRAMES]), 0);
+    size_t total = one[PAUSE_FRAMES]->len;
+    for (int i = 0; i < PAUSE_FRAMES; i++) {
+        Fedopt__Heartbeat hb = FEDOPT__HEARTBEAT__INIT;
+        hb.unix_ms = (uint64_t)i;
+        Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
+        m.msg_case = FEDOPT__ENVELOPE__MSG_HEARTBEAT;
+        m.heartbeat = &hb;
+        assert_int_equal(fl_wire_encode(&m, &one[i]), 0);
+        total += one[i]->len;
+    }
+    assert_int_equal(fl_buf_new(total, &k.raw), 0);
+    memcpy(k.raw->data, one[PAUSE_FRAMES]->data, one[PAUSE_FRAMES]->len); /* Hello first */
+    size_t off = one[PAUSE_FRAMES]->len;
+    fl_buf_unref(one[PAUSE_FRAMES]);
+    for (int i = 0; i < PAUSE_FRAMES; i++) {
+        memcpy(k.raw->data + off, one[i]->data, one[i]->len);
+        off += one[i]->len;
+        fl_buf_unref(one[i]);
+    }
+    k.close_after_raw = 1;
+    uv_timer_t t;
+    uv_timer_init(&s.loop, &t);
+    t.data = &s;
+    uv_timer_start(&t, pz_toggle, 1, 1);
+    client_run(&s, &k, "ca.crt", "clients/alice.crt", "clients/alice.key", "localhost");
+    uv_close((uv_handle_t *)&t, NULL);
+    fl_tls_rec_stats_t st;
+    fl_tls_ctx_rec_stats(s.ctx, &st);
+    print_message("%llu frames, %llu pauses and resumes, %llu pauses while a record job was out; %llu record jobs\n",
+                  (unsigned long long)PZ.got, (unsigned long long)PZ.toggles,
+                  (unsigned long long)PZ.paused_during_job, (unsigned long long)st.jobs);
+    assert_int_equal(k.reason, 0);
+    assert_int_equal(PZ.got, PAUSE_FRAMES);
+    assert_int_equal(PZ.out_of_order, 0);
+    assert_int_equal(PZ.while_paused, 0);
+    assert_true(PZ.paused_during_job >= 1);
+    assert_true(st.jobs >= 2);
+    assert_int_equal(s.last_close_reason, 0);
+    client_free(&k);
+    server_stop(&s);
+}
+
 /* Handshakes on the loop (handshake_jobs -1): no job ever runs, and
  * everyone still gets in or is refused as before. */
 static void test_handshakes_on_loop_option(void **state)
@@ -1635,6 +1747,7 @@ int main(void)
         cmocka_unit_test(test_resumed_storm),
         cmocka_unit_test(test_handshakes_on_loop_option),
         cmocka_unit_test(test_heartbeats_during_uploads),
+        cmocka_unit_test(test_pause_during_record_jobs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
