@@ -180,6 +180,10 @@ $(BUILD)/config-$(BLAS).mk: deploy/install-deps.sh Makefile
 ALL_CFLAGS = $(FL_CFLAGS) $(PKG_CFLAGS) $(CFLAGS)
 HOT_OBJS = $(BUILD)/server/serveropt.o $(BUILD)/common/base/params.o $(BUILD)/common/nn/%.o
 $(HOT_OBJS): ALL_CFLAGS += $(HOT_CFLAGS)
+# ServerOpt's adaptive steps take a square root per element; with errno set
+# by sqrt (C's default) GCC keeps a scalar call path and does not vectorize
+# the loop. Its arguments are never negative, so no errno is lost.
+$(BUILD)/server/serveropt.o: ALL_CFLAGS += -fno-math-errno
 # Loops with a float compare (ReLU's x > 0 ? dy : 0, max pooling, the
 # LSTM's clamped exp) only vectorize when the compiler may if-convert FP
 # compares, which -ftrapping-math forbids because a compare could raise an

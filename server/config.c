@@ -45,6 +45,7 @@ static const fl__cfg_entry_t table[] = {
     {"shared_certs", "network", T_STR, OFF(shared_certs), "", 0, 0, 0, "comma-separated certificate names that may carry several clients (a simulated fleet): such a client is identified as NAME/hello-name"},
     {"metrics_listen", "network", T_STR, OFF(metrics_listen), "", 0, 0, 0, "Prometheus metrics, /healthz and /readyz over HTTP on HOST:PORT (empty = off; port 0 picks one)"},
     {"max_connections", "network", T_INT, OFF(max_connections), "4096", 1, 1000000, 0, "most simultaneous client connections"},
+    {"max_handshakes", "network", T_INT, OFF(max_handshakes), "1024", 1, 1000000, 0, "most accepted connections still in their TLS handshake (each may hold up to about 100 KiB); more are closed at once, logged, and counted in fedopt_tls_handshake_failures_total{reason=\"FL_EAGAIN\"}"},
     {"hello_timeout", "network", T_DBL, OFF(hello_timeout), "10", 0.05, 3600, 0, "seconds after the TLS handshake within which a client must send Hello; until then its frames are capped at 64 KiB"},
     {"frame_budget_mb", "network", T_INT, OFF(frame_budget_mb), "256", 1, 1048576, 0, "MiB that partial frames of all connections may hold together; a connection going beyond is closed"},
     {"heartbeat", "network", T_DBL, OFF(heartbeat), "10", 0.05, 3600, 0, "seconds between heartbeats; a client silent for 3 of them is dropped"},

@@ -37,6 +37,7 @@ typedef struct {
     char *metrics_listen;  /* HOST:PORT of the Prometheus endpoint ("" = none) */
     int require_client_cert;
     int64_t max_connections;
+    int64_t max_handshakes;
     double hello_timeout;  /* seconds from the handshake to Hello */
     int64_t frame_budget_mb; /* partial frames of all connections, MiB */
     double heartbeat;      /* seconds between heartbeats */

@@ -10,13 +10,23 @@
 #include "common/base/params.h"
 #include "common/nn/workers.h"
 
-/* Hot loops are compiled twice, for AVX2 and for the baseline, and the right
- * one is picked at load time (GCC's target_clones); float64 arithmetic at
- * SSE2 width is otherwise the bottleneck, not memory (bench_serveropt). */
+/* The hot loops (the batch pass, the optimizer step, the single add) are
+ * built three times on x86-64 under GCC: for x86-64-v4 (AVX-512), for
+ * x86-64-v3 (AVX2 and FMA) and for the baseline; fl_serveropt_create picks
+ * the best this CPU runs. float64 arithmetic at SSE2 width is otherwise the
+ * bottleneck, not memory (bench_serveropt). FMA is used only where it gives
+ * the bits of a separate multiply and add, i.e. where the product is exact:
+ * a float's square in float64 (two 24-bit significands make at most 48 bits)
+ * and a float times a weight whose significand fits in 29 bits (example
+ * counts, 1): at most 53. So every build gives the same x, m and v
+ * (test_serveropt runs each one this CPU has). */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define FL__MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#define FL__DISPATCH 1
+#define FL__TARGET_V3 __attribute__((target("arch=x86-64-v3")))
+#define FL__TARGET_V4 __attribute__((target("arch=x86-64-v4")))
+#include <immintrin.h>
 #else
-#define FL__MULTIVERSION
+#define FL__DISPATCH 0
 #endif
 
 struct fl_serveropt {
@@ -29,11 +39,25 @@ struct fl_serveropt {
     uint32_t accepted, rejected;
     uint64_t step;
     int open;
+    int isa;                /* the kernels' build: 0 baseline, 3 x86-64-v3, 4 x86-64-v4 */
     size_t parts;           /* the passes' split (by model size; see make_parts) */
     fl_workers_t *workers;  /* parts - 1 threads, or NULL */
 };
 
 static int make_parts(fl_serveropt_t *o, size_t parts);
+
+/* The kernels' builds (see FL__DISPATCH), indexed by fl_serveropt_t.isa.
+ * fw: the weights' products may be fused (weight_exact); only the FMA builds
+ * read it. */
+typedef struct {
+    void (*acc)(double *restrict acc, const float *restrict d, size_t n, double w, int first, int fw);
+    void (*group)(double *restrict tmp, const float *const *xs, const double *wg, size_t len, double *ss,
+                  size_t G, int first, int fw);
+    void (*step)(const fl_serveropt_config_t *c, float *restrict x, float *restrict m, float *restrict v,
+                 const double *restrict src, size_t n, double inv, double lr, double *lanes);
+} kernels_t;
+static const kernels_t kernels[5];
+static int detect_isa(void);
 
 
 static const char *const kind_names[] = {"fedavg", "fedavgm", "fedadagrad", "fedadam", "fedyogi"};
@@ -158,6 +182,7 @@ int fl_serveropt_create(const fl_serveropt_config_t *cfg, size_t n, fl_serveropt
     if (is_adaptive(cfg->kind) && !(o->v = alloc_f32(n)))
         goto fail;
     reset_state(o);
+    o->isa = detect_isa();
     if ((rc = make_parts(o, (size_t)fl__serveropt_default_parts(n))))
         goto fail;
     *out = o;
@@ -187,18 +212,6 @@ void fl_serveropt_begin(fl_serveropt_t *o)
     o->open = 1;
 }
 
-FL__MULTIVERSION
-static void accumulate(double *restrict acc, const float *restrict d, size_t n, double w, int first)
-{
-    if (first) {
-        for (size_t i = 0; i < n; i++)
-            acc[i] = w * (double)d[i];
-    } else {
-        for (size_t i = 0; i < n; i++)
-            acc[i] += w * (double)d[i];
-    }
-}
-
 /* Large models are worked on in a fixed number of parts, chosen by the
  * model's size and never by the core count: each part a contiguous range of
  * blocks, run on the optimizer's own worker threads (common/nn/workers; on a
@@ -217,6 +230,41 @@ static void accumulate(double *restrict acc, const float *restrict d, size_t n, 
 #else
 #define FL__INLINE inline
 #endif
+
+/* c + a * b, as one FMA when `fused` (a build with FMA, and a * b known
+ * exact: then both give the same bits). */
+static FL__INLINE double madd(double a, double b, double c, const int fused)
+{
+#if FL__DISPATCH
+    if (fused)
+        return __builtin_fma(a, b, c);
+#endif
+    return c + a * b;
+}
+
+/* 1 when w * (double)f is exact for every float f: w's significand fits in
+ * 29 bits and the product stays clear of overflow and of float64's subnormal
+ * range. */
+static int weight_exact(double w)
+{
+    if (!isfinite(w) || w == 0)
+        return 0;
+    int e;
+    double m = ldexp(frexp(fabs(w), &e), 29);
+    return m == floor(m) && e > -800 && e < 800;
+}
+
+static FL__INLINE void accumulate_k(double *restrict acc, const float *restrict d, size_t n, double w, int first,
+                                    const int fw)
+{
+    if (first) {
+        for (size_t i = 0; i < n; i++)
+            acc[i] = w * (double)d[i];
+    } else {
+        for (size_t i = 0; i < n; i++)
+            acc[i] = madd(w, (double)d[i], acc[i], fw);
+    }
+}
 
 static size_t nblocks(size_t n) { return (n + FL__BLOCK - 1) / FL__BLOCK; }
 
@@ -247,6 +295,29 @@ int fl__serveropt_set_parts(fl_serveropt_t *o, size_t parts)
 
 int fl__serveropt_default_parts(size_t n) { return n >= FL__PAR_MIN_N ? FL__PARTS_LARGE : 1; }
 
+/* The best build of the kernels this CPU runs (see FL__DISPATCH). */
+static int detect_isa(void)
+{
+#if FL__DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4"))
+        return 4;
+    if (__builtin_cpu_supports("x86-64-v3"))
+        return 3;
+#endif
+    return 0;
+}
+
+int fl__serveropt_set_isa(fl_serveropt_t *o, int isa)
+{
+    if (!o || (isa != 0 && isa != 3 && isa != 4))
+        return FL_EINVAL;
+    if (isa > detect_isa())
+        return FL_EUNSUPPORTED;
+    o->isa = isa;
+    return 0;
+}
+
 /* One delta, fl_serveropt_add's two passes in parts. */
 typedef struct {
     fl_serveropt_t *o;
@@ -269,7 +340,8 @@ static void add1_acc(void *arg, size_t j)
     add1_t *a = arg;
     size_t n = a->o->n, parts = a->o->parts;
     size_t lo = blk_elem(n, part_blk(n, parts, j)), hi = blk_elem(n, part_blk(n, parts, j + 1));
-    accumulate(a->o->acc + lo, a->d + lo, hi - lo, a->w, a->first);
+    const kernels_t *k = &kernels[a->o->isa];
+    k->acc(a->o->acc + lo, a->d + lo, hi - lo, a->w, a->first, a->o->isa && weight_exact(a->w));
 }
 
 int fl_serveropt_add(fl_serveropt_t *o, const float *delta, size_t n, double num_examples)
@@ -392,6 +464,7 @@ typedef struct {
     const double *w;
     size_t count;
     int first;
+    int wexact; /* every live weight's products exact (weight_exact) */
     float *x; /* non-NULL: the round's last batch, the step fused in */
     double inv, lr;
     size_t pre[FL_SERVEROPT_MAX_BATCH];
@@ -411,61 +484,259 @@ typedef struct {
  * step, so the accumulator is neither written nor read again. Built for AVX2
  * as well as the baseline, chosen at run time, since the float64 arithmetic
  * is otherwise the bottleneck. */
-/* Sums G deltas' slices (d[idx[g]] + lo, len floats, weights w[idx[g]])
- * into the block buffer, each element's deltas added in order (first: the
- * buffer starts with the first delta's term), and each slice's sum of
- * squares in eight lanes into ss[g]. */
-#define FL__GROUP(G)                                                                                             \
-    static FL__INLINE void group##G(double *restrict tmp, const float *const *d, const double *w,              \
-                                    const size_t *idx, size_t lo, size_t len, int first, double *ss)            \
-    {                                                                                                           \
-        const float *restrict x[G];                                                                             \
-        double wg[G], lane[G][8];                                                                               \
-        for (size_t g = 0; g < G; g++) {                                                                        \
-            x[g] = d[idx[g]] + lo;                                                                              \
-            wg[g] = w[idx[g]];                                                                                  \
-            for (size_t j = 0; j < 8; j++)                                                                      \
-                lane[g][j] = 0;                                                                                 \
-        }                                                                                                       \
-        size_t i = 0;                                                                                           \
-        for (; i + 8 <= len; i += 8)                                                                            \
-            for (size_t j = 0; j < 8; j++) {                                                                    \
-                const double x0 = (double)x[0][i + j];                                                          \
-                double t = first ? wg[0] * x0 : tmp[i + j] + wg[0] * x0;                                        \
-                lane[0][j] += x0 * x0;                                                                          \
-                for (size_t g = 1; g < G; g++) {                                                                \
-                    const double xv = (double)x[g][i + j];                                                      \
-                    t += wg[g] * xv;                                                                            \
-                    lane[g][j] += xv * xv;                                                                      \
-                }                                                                                               \
-                tmp[i + j] = t;                                                                                 \
-            }                                                                                                   \
-        for (; i < len; i++) {                                                                                  \
-            const double x0 = (double)x[0][i];                                                                  \
-            double t = first ? wg[0] * x0 : tmp[i] + wg[0] * x0;                                                \
-            lane[0][0] += x0 * x0;                                                                              \
-            for (size_t g = 1; g < G; g++) {                                                                    \
-                const double xv = (double)x[g][i];                                                              \
-                t += wg[g] * xv;                                                                                \
-                lane[g][0] += xv * xv;                                                                          \
-            }                                                                                                   \
-            tmp[i] = t;                                                                                         \
-        }                                                                                                       \
-        for (size_t g = 0; g < G; g++)                                                                          \
-            ss[g] = lane[g][0] + lane[g][1] + lane[g][2] + lane[g][3] + lane[g][4] + lane[g][5] + lane[g][6] +  \
-                    lane[g][7];                                                                                 \
+/* Sums G deltas' slices (x[g], len floats, weights wg[g]) into the block
+ * buffer, each element's deltas added in order (first: the buffer starts
+ * with the first delta's term), and each slice's sum of squares in eight
+ * lanes into ss[g]. G, first and the FMA switches (fw: the weights' products,
+ * fn: the squares) are constants where it is inlined, so each combination is
+ * its own straight loop. */
+static FL__INLINE void group_k(double *restrict tmp, const float *const *xs, const double *wg, size_t len,
+                               double *ss, const size_t G, const int first, const int fw, const int fn)
+{
+    const float *restrict x0 = xs[0];
+    const float *restrict x1 = G > 1 ? xs[1] : NULL;
+    const float *restrict x2 = G > 2 ? xs[2] : NULL;
+    const float *restrict x3 = G > 3 ? xs[3] : NULL;
+    const double w0 = wg[0], w1 = G > 1 ? wg[1] : 0, w2 = G > 2 ? wg[2] : 0, w3 = G > 3 ? wg[3] : 0;
+    double l0[8] = {0}, l1[8] = {0}, l2[8] = {0}, l3[8] = {0};
+    size_t i = 0;
+    /* Eight elements at a time, one delta after the other: each inner loop
+     * is eight independent lanes, which the compiler turns into vector
+     * operations for every G. */
+    for (; i + 8 <= len; i += 8) {
+        double t[8];
+        for (size_t j = 0; j < 8; j++) {
+            const double a = (double)x0[i + j];
+            t[j] = first ? w0 * a : madd(w0, a, tmp[i + j], fw);
+            l0[j] = madd(a, a, l0[j], fn);
+        }
+        if (G > 1)
+            for (size_t j = 0; j < 8; j++) {
+                const double a = (double)x1[i + j];
+                t[j] = madd(w1, a, t[j], fw);
+                l1[j] = madd(a, a, l1[j], fn);
+            }
+        if (G > 2)
+            for (size_t j = 0; j < 8; j++) {
+                const double a = (double)x2[i + j];
+                t[j] = madd(w2, a, t[j], fw);
+                l2[j] = madd(a, a, l2[j], fn);
+            }
+        if (G > 3)
+            for (size_t j = 0; j < 8; j++) {
+                const double a = (double)x3[i + j];
+                t[j] = madd(w3, a, t[j], fw);
+                l3[j] = madd(a, a, l3[j], fn);
+            }
+        for (size_t j = 0; j < 8; j++)
+            tmp[i + j] = t[j];
     }
-FL__GROUP(1)
-FL__GROUP(2)
-FL__GROUP(3)
-FL__GROUP(4)
+    for (; i < len; i++) {
+        const double a0 = (double)x0[i];
+        double t = first ? w0 * a0 : madd(w0, a0, tmp[i], fw);
+        l0[0] = madd(a0, a0, l0[0], fn);
+        if (G > 1) {
+            const double a1 = (double)x1[i];
+            t = madd(w1, a1, t, fw);
+            l1[0] = madd(a1, a1, l1[0], fn);
+        }
+        if (G > 2) {
+            const double a2 = (double)x2[i];
+            t = madd(w2, a2, t, fw);
+            l2[0] = madd(a2, a2, l2[0], fn);
+        }
+        if (G > 3) {
+            const double a3 = (double)x3[i];
+            t = madd(w3, a3, t, fw);
+            l3[0] = madd(a3, a3, l3[0], fn);
+        }
+        tmp[i] = t;
+    }
+    double *const l[4] = {l0, l1, l2, l3};
+    for (size_t g = 0; g < G; g++)
+        ss[g] = l[g][0] + l[g][1] + l[g][2] + l[g][3] + l[g][4] + l[g][5] + l[g][6] + l[g][7];
+}
 
-FL__MULTIVERSION
+#if FL__DISPATCH
+/* group_k for the x86-64-v3 and -v4 builds, written with AVX2/FMA
+ * intrinsics: the compiler's own vectorization of group_k spilled the lanes
+ * and reloaded the floats one by one for the squares. Same operations per
+ * element and lane, in the same order, so the same bits: element i's square
+ * goes into lane i % 8 (lo: lanes 0-3, hi: 4-7). */
+FL__TARGET_V3 static FL__INLINE void group_avx_k(double *restrict tmp, const float *const *xs, const double *wg,
+                                                 size_t len, double *ss, const size_t G, const int first,
+                                                 const int fw)
+{
+    __m256d llo[4], lhi[4], w[4];
+    for (size_t g = 0; g < G; g++) {
+        llo[g] = lhi[g] = _mm256_setzero_pd();
+        w[g] = _mm256_set1_pd(wg[g]);
+    }
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        __m256d tlo, thi;
+        for (size_t g = 0; g < G; g++) {
+            const __m256d alo = _mm256_cvtps_pd(_mm_loadu_ps(xs[g] + i));
+            const __m256d ahi = _mm256_cvtps_pd(_mm_loadu_ps(xs[g] + i + 4));
+            if (g == 0 && first) {
+                tlo = _mm256_mul_pd(w[0], alo);
+                thi = _mm256_mul_pd(w[0], ahi);
+            } else {
+                const __m256d clo = g == 0 ? _mm256_loadu_pd(tmp + i) : tlo;
+                const __m256d chi = g == 0 ? _mm256_loadu_pd(tmp + i + 4) : thi;
+                if (fw) {
+                    tlo = _mm256_fmadd_pd(w[g], alo, clo);
+                    thi = _mm256_fmadd_pd(w[g], ahi, chi);
+                } else {
+                    tlo = _mm256_add_pd(clo, _mm256_mul_pd(w[g], alo));
+                    thi = _mm256_add_pd(chi, _mm256_mul_pd(w[g], ahi));
+                }
+            }
+            llo[g] = _mm256_fmadd_pd(alo, alo, llo[g]);
+            lhi[g] = _mm256_fmadd_pd(ahi, ahi, lhi[g]);
+        }
+        _mm256_storeu_pd(tmp + i, tlo);
+        _mm256_storeu_pd(tmp + i + 4, thi);
+    }
+    double l[4][8];
+    for (size_t g = 0; g < G; g++) {
+        _mm256_storeu_pd(l[g], llo[g]);
+        _mm256_storeu_pd(l[g] + 4, lhi[g]);
+    }
+    for (; i < len; i++) {
+        double t = 0;
+        for (size_t g = 0; g < G; g++) {
+            const double a = (double)xs[g][i];
+            if (g == 0)
+                t = first ? wg[0] * a : madd(wg[0], a, tmp[i], fw);
+            else
+                t = madd(wg[g], a, t, fw);
+            l[g][0] = madd(a, a, l[g][0], 1);
+        }
+        tmp[i] = t;
+    }
+    for (size_t g = 0; g < G; g++)
+        ss[g] = l[g][0] + l[g][1] + l[g][2] + l[g][3] + l[g][4] + l[g][5] + l[g][6] + l[g][7];
+}
+
+FL__TARGET_V3 static FL__INLINE void group_avx(double *restrict tmp, const float *const *xs, const double *wg,
+                                               size_t len, double *ss, size_t G, int first, const int fw)
+{
+#define FL__G(N)                                                                                                \
+    do {                                                                                                        \
+        if (first)                                                                                              \
+            group_avx_k(tmp, xs, wg, len, ss, N, 1, fw);                                                        \
+        else                                                                                                    \
+            group_avx_k(tmp, xs, wg, len, ss, N, 0, fw);                                                        \
+    } while (0)
+    switch (G) {
+    case 4:
+        FL__G(4);
+        break;
+    case 3:
+        FL__G(3);
+        break;
+    case 2:
+        FL__G(2);
+        break;
+    default:
+        FL__G(1);
+        break;
+    }
+#undef FL__G
+}
+#endif
+
+/* group_k with its constants: G live deltas (1..4) from the block's slices. */
+static FL__INLINE void group(double *restrict tmp, const float *const *xs, const double *wg, size_t len,
+                             double *ss, size_t G, int first, const int fw, const int fn)
+{
+#define FL__G(N)                                                                                                \
+    do {                                                                                                        \
+        if (first)                                                                                              \
+            group_k(tmp, xs, wg, len, ss, N, 1, fw, fn);                                                        \
+        else                                                                                                    \
+            group_k(tmp, xs, wg, len, ss, N, 0, fw, fn);                                                        \
+    } while (0)
+    switch (G) {
+    case 4:
+        FL__G(4);
+        break;
+    case 3:
+        FL__G(3);
+        break;
+    case 2:
+        FL__G(2);
+        break;
+    default:
+        FL__G(1);
+        break;
+    }
+#undef FL__G
+}
+
+
+static void acc_base(double *restrict acc, const float *restrict d, size_t n, double w, int first, int fw)
+{
+    accumulate_k(acc, d, n, w, first, 0);
+}
+
+static void group_base(double *restrict tmp, const float *const *xs, const double *wg, size_t len, double *ss,
+                       size_t G, int first, int fw)
+{
+    group(tmp, xs, wg, len, ss, G, first, 0, 0);
+}
+
+static void step_base(const fl_serveropt_config_t *c, float *restrict x, float *restrict m, float *restrict v,
+                      const double *restrict src, size_t n, double inv, double lr, double *lanes)
+{
+    step_range(c, x, m, v, src, n, inv, lr, lanes);
+}
+
+#if FL__DISPATCH
+#define FL__BUILD(SUFFIX, TARGET)                                                                               \
+    TARGET static void acc_##SUFFIX(double *restrict acc, const float *restrict d, size_t n, double w, int first, \
+                                    int fw)                                                                     \
+    {                                                                                                           \
+        if (fw)                                                                                                 \
+            accumulate_k(acc, d, n, w, first, 1);                                                               \
+        else                                                                                                    \
+            accumulate_k(acc, d, n, w, first, 0);                                                               \
+    }                                                                                                           \
+    TARGET static void group_##SUFFIX(double *restrict tmp, const float *const *xs, const double *wg, size_t len, \
+                                      double *ss, size_t G, int first, int fw)                                  \
+    {                                                                                                           \
+        if (fw)                                                                                                 \
+            group_avx(tmp, xs, wg, len, ss, G, first, 1);                                                       \
+        else                                                                                                    \
+            group_avx(tmp, xs, wg, len, ss, G, first, 0);                                                       \
+    }                                                                                                           \
+    TARGET static void step_##SUFFIX(const fl_serveropt_config_t *c, float *restrict x, float *restrict m,       \
+                                     float *restrict v, const double *restrict src, size_t n, double inv,       \
+                                     double lr, double *lanes)                                                  \
+    {                                                                                                           \
+        step_range(c, x, m, v, src, n, inv, lr, lanes);                                                         \
+    }
+FL__BUILD(v3, FL__TARGET_V3)
+FL__BUILD(v4, FL__TARGET_V4)
+#undef FL__BUILD
+#endif
+
+static const kernels_t kernels[5] = {
+    [0] = {acc_base, group_base, step_base},
+#if FL__DISPATCH
+    [3] = {acc_v3, group_v3, step_v3},
+    [4] = {acc_v4, group_v4, step_v4},
+#endif
+};
+
 static void batch_blocks(batch_t *a, size_t blo, size_t bhi, size_t *bad, double *sumsq, double *lanes)
 {
     fl_serveropt_t *o = a->o;
+    const kernels_t *k = &kernels[o->isa];
+    const int fw = o->isa && a->wexact;
     const size_t n = o->n;
-    double tmp[FL__BLOCK];
+    _Alignas(64) double tmp[FL__BLOCK];
     size_t used_idx[FL_SERVEROPT_MAX_BATCH];
     for (size_t blk = blo; blk < bhi; blk++) {
         const size_t lo = blk * FL__BLOCK;
@@ -481,20 +752,13 @@ static void batch_blocks(batch_t *a, size_t blo, size_t bhi, size_t *bad, double
         for (size_t g0 = 0; g0 < nlive; g0 += 4) {
             const size_t G = nlive - g0 < 4 ? nlive - g0 : 4;
             double ss[4];
-            switch (G) {
-            case 4:
-                group4(tmp, a->d, a->w, live + g0, lo, len, used == 0, ss);
-                break;
-            case 3:
-                group3(tmp, a->d, a->w, live + g0, lo, len, used == 0, ss);
-                break;
-            case 2:
-                group2(tmp, a->d, a->w, live + g0, lo, len, used == 0, ss);
-                break;
-            default:
-                group1(tmp, a->d, a->w, live + g0, lo, len, used == 0, ss);
-                break;
+            const float *xs[4];
+            double wg[4];
+            for (size_t g = 0; g < G; g++) {
+                xs[g] = a->d[live[g0 + g]] + lo;
+                wg[g] = a->w[live[g0 + g]];
             }
+            k->group(tmp, xs, wg, len, ss, G, used == 0, fw);
             int any_bad = 0;
             for (size_t g = 0; g < G; g++) {
                 const size_t b = live[g0 + g];
@@ -543,8 +807,8 @@ static void batch_blocks(batch_t *a, size_t blo, size_t bhi, size_t *bad, double
             for (size_t i = 0; i < len; i++)
                 tmp[i] = acc[i] + tmp[i];
         }
-        step_range(&o->cfg, a->x + lo, o->m ? o->m + lo : NULL, o->v ? o->v + lo : NULL, tmp, len, a->inv, a->lr,
-                   lanes);
+        k->step(&o->cfg, a->x + lo, o->m ? o->m + lo : NULL, o->v ? o->v + lo : NULL, tmp, len, a->inv, a->lr,
+                lanes);
     }
 }
 
@@ -586,6 +850,10 @@ static int batch_setup(fl_serveropt_t *o, batch_t *a, const float *const *deltas
     a->w = w;
     a->count = count;
     a->first = o->accepted == 0;
+    a->wexact = 1;
+    for (size_t b = 0; b < count; b++)
+        if (!results[b] && !weight_exact(w[b]))
+            a->wexact = 0;
     return live;
 }
 
@@ -669,13 +937,12 @@ static double lanes_norm(batch_t *a, size_t parts)
     return sqrt(norm2);
 }
 
-FL__MULTIVERSION
 static void step_blocks(batch_t *a, size_t blo, size_t bhi, double *lanes)
 {
     fl_serveropt_t *o = a->o;
     size_t lo = blk_elem(o->n, blo), hi = blk_elem(o->n, bhi);
-    step_range(&o->cfg, a->x + lo, o->m ? o->m + lo : NULL, o->v ? o->v + lo : NULL, o->acc + lo, hi - lo, a->inv,
-               a->lr, lanes);
+    kernels[o->isa].step(&o->cfg, a->x + lo, o->m ? o->m + lo : NULL, o->v ? o->v + lo : NULL, o->acc + lo,
+                         hi - lo, a->inv, a->lr, lanes);
 }
 
 static void step_part(void *arg, size_t j)

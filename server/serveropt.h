@@ -156,4 +156,10 @@ int fl_serveropt_state_load(fl_serveropt_t *opt, const uint8_t *buf, size_t len)
 int fl__serveropt_set_parts(fl_serveropt_t *opt, size_t parts);
 int fl__serveropt_default_parts(size_t n);
 
+/* Internal, for tests: run the kernels' build `isa` (0 the baseline, 3
+ * x86-64-v3, 4 x86-64-v4; the best this CPU runs by default). Returns 0,
+ * FL_EINVAL, or FL_EUNSUPPORTED where this CPU or build lacks it. Every build
+ * gives the same bits. */
+int fl__serveropt_set_isa(fl_serveropt_t *o, int isa);
+
 #endif

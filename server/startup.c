@@ -210,6 +210,7 @@ int fl_startup_tls(const fl_server_config_t *cfg, size_t numel, fl_tls_ctx_t **t
         .key_file = cfg->tls_key,
         .no_client_cert = !cfg->require_client_cert,
         .max_conns = (uint32_t)cfg->max_connections,
+        .max_handshakes = (uint32_t)cfg->max_handshakes,
         .max_tensor = (uint64_t)numel * sizeof(float),
         /* Before Hello a connection is nobody: small frames (a Hello is well
          * under 64 KiB: common/net/wire caps its strings and lists), a

@@ -1,6 +1,7 @@
 #include "common/net/tls.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <mbedtls/ctr_drbg.h>
@@ -22,12 +24,15 @@
 #include <mbedtls/oid.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
+#include <mbedtls/ssl_internal.h>
+#include <mbedtls/version.h>
 #include <mbedtls/ssl_ticket.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/sha256.h>
 #include <mbedtls/x509_crt.h>
 
 #include "common/net/certs.h"
+#include "common/base/bytes.h"
 #include "common/base/error.h"
 #include "common/base/log.h"
 
@@ -40,6 +45,24 @@
  * client's flight is a few records (certificate chain, key exchange,
  * verify, Finished); more is a peer flooding a handshake. */
 #define HS_IN_MAX (4 * (16384 + 512))
+/* Record jobs (server, see rec_take): a record body of at most this many
+ * bytes is decrypted on the loop (a heartbeat, a Hello, an Update): so
+ * little crypto should cost less than a job's two thread wake-ups through
+ * the pool. Not measured yet: bench_server's storm probe (its median round
+ * trip) built with -DFL_TLS_REC_INLINE_MAX=0 against the default would
+ * settle it. */
+#ifndef FL_TLS_REC_INLINE_MAX
+#define FL_TLS_REC_INLINE_MAX 1024
+#endif
+#define REC_INLINE_MAX FL_TLS_REC_INLINE_MAX
+/* Ciphertext one record job reads at most before it lets the loop (and
+ * the pool's other jobs) have a turn. */
+#define REC_JOB_MAX (1024 * 1024)
+/* A record job stops after starting a frame buffer larger than this, so the
+ * loop charges it to the frame budget (charge_frames) before it fills. */
+#define REC_CHARGE_MIN (16 * 1024)
+/* rec_work's job_ret when it stopped for a frame (job_rc says which). */
+#define REC_DATA 1
 
 /* Suite order, fastest first as bench_tls's raw AEAD lines measure them:
  * ChaCha20-Poly1305 is faster than AES-GCM in mbedTLS 2.28 on x86-64, so it
@@ -100,12 +123,15 @@ struct fl_tls_ctx {
     fl_tls_conn_t *hs_cont_head, *hs_cont_tail; /* waiting, handshake under way */
     fl_tls_conn_t *hs_new_head, *hs_new_tail;   /* waiting, first flight */
     fl_tls_hs_stats_t hs_stats;
+    int rec_jobs;            /* server: records decrypted in the thread pool */
+    fl_tls_rec_stats_t rec_stats;
     int forced_suite[2];
     uint32_t max_frame;
     uint64_t max_tensor;
     uint32_t handshake_timeout_ms;
     size_t max_inflight;
     uint32_t max_conns;
+    uint32_t max_handshakes;
     uint32_t preadmit_max_frame;
     uint32_t admit_timeout_ms;
     uint64_t frame_budget;
@@ -139,6 +165,8 @@ struct fl_tls_server {
     uint32_t backoff_ms;
     double paused_at, last_log;
     uint64_t unlogged; /* refusals and failures since the last log line */
+    double hs_last_log;
+    uint64_t hs_unlogged; /* max_handshakes refusals since the last line about them */
     fl_tls_server_stats_t stats;
 };
 
@@ -216,13 +244,26 @@ struct fl_tls_conn {
     int hs_started;        /* a job ran: goes before first flights */
     int hs_counted;        /* counted in hs_stats.in_progress */
     int hs_eof;            /* the peer closed (a libuv error) while bytes wait for a job */
-    int in_job;            /* bio callbacks work on job_in/job_out (worker) */
+    int in_job;            /* bio callbacks work for a job (worker): 1 handshake (job_in/job_out), 2 records (rec_recv) */
     int job_ret;
+    /* Record jobs (server, ctx->rec_jobs; see rec_work). While rec_busy the
+     * job owns ssl, rd, in_ptr/in_len, job_in and job_out, and reads the
+     * socket (job_fd) itself. */
+    int rec_busy;
+    int rec_pump;          /* conn_pump waits for the job */
+    int reading;           /* libuv reads the socket (uv_read_start) */
+    int job_fd;
+    int job_sock;          /* the job's socket result: 0, UV_EOF or -errno */
+    size_t job_bytes;      /* ciphertext the running job read from the socket */
+    int job_wr_pending;    /* a record of ours was in flight at dispatch */
+    int job_rc;            /* the frame reader's result (job_ret REC_DATA) */
+    uint8_t *job_frame;
+    uint32_t job_frame_len;
+    int job_held;          /* job_frame is complete, held while reading is paused */
     fl_tls_conn_t *hs_next;
-    unsigned char *hs_in;
-    size_t hs_in_len, hs_in_cap;
-    unsigned char *job_in, *job_out;
-    size_t job_in_len, job_in_off, job_out_len, job_out_cap;
+    fl_bytes_t hs_in;
+    fl_bytes_t job_in, job_out;
+    size_t job_in_off;
     char host[256];
     char peer[FL_CERTS_NAME_MAX + 1];
     char addr[64];
@@ -455,6 +496,7 @@ int fl_tls_ctx_new(fl_tls_side_t side, const fl_tls_opts_t *o, fl_tls_ctx_t **ou
     x->frame_budget = o->frame_budget;
     x->max_inflight = o->max_inflight ? o->max_inflight : 256 * 1024;
     x->max_conns = o->max_conns ? o->max_conns : 10000;
+    x->max_handshakes = o->max_handshakes ? o->max_handshakes : 1024;
     x->no_client_cert = side == FL_TLS_SERVER && o->no_client_cert;
 
     static const char pers[] = "fedopt-tls";
@@ -526,6 +568,7 @@ int fl_tls_ctx_new(fl_tls_side_t side, const fl_tls_opts_t *o, fl_tls_ctx_t **ou
         log_mbed(FL_LOG_ERROR, "setting up session tickets", ret);
         goto fail;
     }
+    x->rec_jobs = side == FL_TLS_SERVER && o->record_jobs >= 0;
     if (side == FL_TLS_SERVER && o->handshake_jobs >= 0) {
         if (!shared_state_ready(x)) {
             FL_LOG_W(WHO, "handshakes stay on the loop thread: the keys cannot be shared by threads (an RSA key "
@@ -585,6 +628,15 @@ void fl_tls_ctx_hs_stats(const fl_tls_ctx_t *x, fl_tls_hs_stats_t *out)
     }
 }
 
+void fl_tls_ctx_rec_stats(const fl_tls_ctx_t *x, fl_tls_rec_stats_t *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (x && x->side == FL_TLS_SERVER)
+        *out = x->rec_stats;
+}
+
 void fl_tls_ctx_forget_session(fl_tls_ctx_t *x)
 {
     if (!x)
@@ -601,6 +653,8 @@ static void conn_read(fl_tls_conn_t *c);
 static void conn_fail(fl_tls_conn_t *c, int reason);
 static void timer_fired(uv_timer_t *t);
 static void finish_close(fl_tls_conn_t *c);
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 static void hs_uncount(fl_tls_conn_t *c)
 {
@@ -645,9 +699,10 @@ static void conn_release(fl_tls_conn_t *c)
         c->cbs.on_handshake_fail(c->reason ? c->reason : FL_ECLOSED, c->ud);
     }
     hs_uncount(c);
-    free(c->hs_in);
-    free(c->job_in);
-    free(c->job_out);
+    fl_bytes_free(&c->hs_in);
+    fl_bytes_free(&c->job_in);
+    fl_bytes_free(&c->job_out);
+    free(c->job_frame);
     c->ctx->nconns--;
     c->ctx->frame_bytes -= c->frame_bytes;
     c->frame_bytes = 0;
@@ -678,7 +733,10 @@ static void close_handles(fl_tls_conn_t *c)
         return;
     c->state = ST_CLOSED;
     uv_timer_stop(&c->timer);
-    if (!uv_is_closing((uv_handle_t *)&c->tcp))
+    /* A record job may be reading the socket: closing it now would free
+     * its descriptor for the next accept, and the job could read another
+     * connection's bytes. rec_after closes it. */
+    if (!c->rec_busy && !uv_is_closing((uv_handle_t *)&c->tcp))
         uv_close((uv_handle_t *)&c->tcp, handle_closed);
     if (!uv_is_closing((uv_handle_t *)&c->timer))
         uv_close((uv_handle_t *)&c->timer, handle_closed);
@@ -759,18 +817,8 @@ static int write_copy(fl_tls_conn_t *c, const unsigned char *buf, size_t len)
  * them (hs_after). Runs on the worker. */
 static int job_send(fl_tls_conn_t *c, const unsigned char *buf, size_t len)
 {
-    if (c->job_out_len + len > c->job_out_cap) {
-        size_t cap = c->job_out_cap ? c->job_out_cap : 4096;
-        while (cap < c->job_out_len + len)
-            cap *= 2;
-        unsigned char *p = realloc(c->job_out, cap);
-        if (!p)
-            return MBEDTLS_ERR_SSL_ALLOC_FAILED;
-        c->job_out = p;
-        c->job_out_cap = cap;
-    }
-    memcpy(c->job_out + c->job_out_len, buf, len);
-    c->job_out_len += len;
+    if (fl_bytes_append(&c->job_out, buf, len) != 0)
+        return MBEDTLS_ERR_SSL_ALLOC_FAILED;
     return (int)len;
 }
 
@@ -790,6 +838,8 @@ static int job_send(fl_tls_conn_t *c, const unsigned char *buf, size_t len)
 static int bio_send(void *ctx, const unsigned char *buf, size_t len)
 {
     fl_tls_conn_t *c = ctx;
+    if (c->in_job == 2 && c->job_wr_pending)
+        return MBEDTLS_ERR_SSL_WANT_WRITE; /* a record job's alert behind a record of ours in flight: read_end */
     if (c->in_job)
         return job_send(c, buf, len);
     if (c->wr_done) {
@@ -835,23 +885,32 @@ static int bio_send(void *ctx, const unsigned char *buf, size_t len)
     return n ? (int)n : MBEDTLS_ERR_SSL_WANT_WRITE;
 }
 
+static int rec_recv(fl_tls_conn_t *c, unsigned char *buf, size_t len);
+static void read_failed(fl_tls_conn_t *c, int nread);
+static unsigned char *ssl_in_tail(fl_tls_conn_t *c, size_t *room);
+
 /* mbedTLS's receive callback: ciphertext from the current read buffer. */
 static int bio_recv(void *ctx, unsigned char *buf, size_t len)
 {
     fl_tls_conn_t *c = ctx;
+    if (c->in_job == 2)
+        return rec_recv(c, buf, len);
     if (c->in_job) {
-        size_t left = c->job_in_len - c->job_in_off;
+        size_t left = c->job_in.len - c->job_in_off;
         if (left == 0)
             return MBEDTLS_ERR_SSL_WANT_READ;
         size_t k = len < left ? len : left;
-        memcpy(buf, c->job_in + c->job_in_off, k);
+        memcpy(buf, c->job_in.data + c->job_in_off, k);
         c->job_in_off += k;
         return (int)k;
     }
     if (c->in_len == 0)
         return MBEDTLS_ERR_SSL_WANT_READ;
     size_t k = len < c->in_len ? len : c->in_len;
-    memcpy(buf, c->in_ptr, k);
+    /* Bytes read straight into mbedTLS's input buffer (alloc_cb) are
+     * already where it wants them. */
+    if (buf != c->in_ptr)
+        memmove(buf, c->in_ptr, k);
     c->in_ptr += k;
     c->in_len -= k;
     return (int)k;
@@ -1004,41 +1063,32 @@ static void hs_after(uv_work_t *w, int status)
     fl_tls_ctx_t *x = c->ctx;
     x->hs_jobs--;
     c->hs_busy = 0;
-    /* The job's input is done with here, before a next job may start. */
-    unsigned char *in = c->job_in;
-    size_t in_len = c->job_in_len - c->job_in_off;
-    const unsigned char *unread = in + c->job_in_off;
-    c->job_in = NULL;
-    c->job_in_len = c->job_in_off = 0;
+    /* The job's input is done with here, before a next job may start: what
+     * it left unread is moved to the front of in. */
+    fl_bytes_t in = c->job_in;
+    memset(&c->job_in, 0, sizeof c->job_in);
+    fl_bytes_consume(&in, c->job_in_off);
+    c->job_in_off = 0;
     if (c->state == ST_HANDSHAKE && status == 0) {
-        if (c->job_out_len) {
-            int r = write_copy(c, c->job_out, c->job_out_len);
+        if (c->job_out.len) {
+            int r = write_copy(c, c->job_out.data, c->job_out.len);
             if (r < 0) {
                 FL_LOG_W(WHO, "handshake with %s refused: write failed: %s", c->addr, uv_strerror(r));
                 conn_fail(c, FL_ENET);
             }
         }
-        c->job_out_len = 0;
+        c->job_out.len = 0;
         /* What the job left unread and what arrived meanwhile (application
          * data behind the client's Finished: a resumed handshake's client
          * sends its first message right after) is read once open. */
-        unsigned char *joined = NULL;
-        if (c->job_ret == 0 && c->hs_in_len && c->state == ST_HANDSHAKE) {
-            joined = malloc(in_len + c->hs_in_len);
-            if (!joined) {
+        if (c->job_ret == 0 && c->hs_in.len && c->state == ST_HANDSHAKE) {
+            if (fl_bytes_append(&in, c->hs_in.data, c->hs_in.len) != 0)
                 conn_fail(c, FL_ENOMEM);
-            } else {
-                memcpy(joined, unread, in_len);
-                memcpy(joined + in_len, c->hs_in, c->hs_in_len);
-                in_len += c->hs_in_len;
-                unread = joined;
-                free(c->hs_in);
-                c->hs_in = NULL;
-                c->hs_in_len = c->hs_in_cap = 0;
-            }
+            else
+                fl_bytes_free(&c->hs_in);
         }
-        c->in_ptr = unread;
-        c->in_len = in_len;
+        c->in_ptr = in.data;
+        c->in_len = in.len;
         c->in_feed = 1;
         if (c->state == ST_HANDSHAKE)
             handshake_result(c, c->job_ret);
@@ -1055,14 +1105,10 @@ static void hs_after(uv_work_t *w, int status)
             hs_closed_by_peer(c);
         else if (c->state == ST_OPEN && c->hs_eof) /* reading had stopped: it ends here */
             conn_fail(c, c->hs_eof == UV_EOF ? FL_ECLOSED : FL_ENET);
-        free(joined);
     }
-    free(in);
-    if (c->state != ST_HANDSHAKE) {
-        free(c->job_out);
-        c->job_out = NULL;
-        c->job_out_cap = c->job_out_len = 0;
-    }
+    fl_bytes_free(&in);
+    if (c->state != ST_HANDSHAKE)
+        fl_bytes_free(&c->job_out);
     conn_release(c); /* the job's reference */
     hs_dispatch(x);
 }
@@ -1081,7 +1127,7 @@ static void hs_dispatch(fl_tls_ctx_t *x)
             *tail = NULL;
         c->hs_next = NULL;
         c->hs_queued = 0;
-        if (c->state != ST_HANDSHAKE || !c->hs_in_len) {
+        if (c->state != ST_HANDSHAKE || !c->hs_in.len) {
             conn_release(c);
             continue;
         }
@@ -1093,11 +1139,9 @@ static void hs_dispatch(fl_tls_ctx_t *x)
             conn_release(c);
             continue;
         }
-        c->job_in = c->hs_in;
-        c->job_in_len = c->hs_in_len;
+        c->job_in = c->hs_in; /* moved: the job's now */
         c->job_in_off = 0;
-        c->hs_in = NULL;
-        c->hs_in_len = c->hs_in_cap = 0;
+        memset(&c->hs_in, 0, sizeof c->hs_in);
         c->hs_busy = 1;
         c->hs_started = 1;
         c->hs_work.data = c;
@@ -1146,7 +1190,7 @@ static void hs_closed_by_peer(fl_tls_conn_t *c)
  * reads records whole. */
 static void hs_ready(fl_tls_conn_t *c)
 {
-    if (c->hs_in_len && c->rec_left == 0 && c->rh_got == 0)
+    if (c->hs_in.len && c->rec_left == 0 && c->rh_got == 0)
         hs_enqueue(c);
 }
 
@@ -1154,15 +1198,8 @@ static void hs_ready(fl_tls_conn_t *c)
  * leave bytes unread, they go before what arrived meanwhile. */
 static int hs_unread(fl_tls_conn_t *c)
 {
-    unsigned char *p = malloc(c->in_len + c->hs_in_len);
-    if (!p)
+    if (fl_bytes_prepend(&c->hs_in, c->in_ptr, c->in_len) != 0)
         return FL_ENOMEM;
-    memcpy(p, c->in_ptr, c->in_len);
-    if (c->hs_in_len)
-        memcpy(p + c->in_len, c->hs_in, c->hs_in_len);
-    free(c->hs_in);
-    c->hs_in = p;
-    c->hs_in_len = c->hs_in_cap = c->in_len + c->hs_in_len;
     c->in_len = 0;
     return 0;
 }
@@ -1170,22 +1207,12 @@ static int hs_unread(fl_tls_conn_t *c)
 /* Ciphertext of a handshake in the thread pool: kept for the next job. */
 static int hs_take(fl_tls_conn_t *c, const unsigned char *p, size_t n)
 {
-    if (c->hs_in_len + n > HS_IN_MAX) {
+    if (c->hs_in.len + n > HS_IN_MAX) {
         FL_LOG_W(WHO, "handshake with %s refused: more than %d bytes of handshake waiting", c->addr, HS_IN_MAX);
         return FL_ETLS;
     }
-    if (c->hs_in_len + n > c->hs_in_cap) {
-        size_t cap = c->hs_in_cap ? c->hs_in_cap : 2048;
-        while (cap < c->hs_in_len + n)
-            cap *= 2;
-        unsigned char *q = realloc(c->hs_in, cap);
-        if (!q)
-            return FL_ENOMEM;
-        c->hs_in = q;
-        c->hs_in_cap = cap;
-    }
-    memcpy(c->hs_in + c->hs_in_len, p, n);
-    c->hs_in_len += n;
+    if (fl_bytes_append(&c->hs_in, p, n) != 0)
+        return FL_ENOMEM;
     hs_ready(c);
     return 0;
 }
@@ -1243,6 +1270,79 @@ void fl_tls_conn_admit(fl_tls_conn_t *c)
 
 uint64_t fl_tls_ctx_frame_bytes(const fl_tls_ctx_t *ctx) { return ctx ? ctx->frame_bytes : 0; }
 
+/* mbedtls_ssl_read ended the stream or failed (ret is neither data nor
+ * WANT_READ): the connection ends, saying why. */
+static void read_end(fl_tls_conn_t *c, int ret)
+{
+    if (ret == MBEDTLS_ERR_SSL_WANT_WRITE) {
+        /* mbedTLS wanted to answer the peer (an alert: renegotiation is
+         * refused) while a record of ours was still in flight; the
+         * ciphertext it left unread would be lost, so the connection ends. */
+        FL_LOG_W(WHO, "%s ('%s'): peer sent a TLS message that needs an answer in the middle of a "
+                      "transfer (renegotiation?); closing", c->addr, c->peer);
+        conn_fail(c, FL_ETLS);
+        return;
+    }
+    if (ret == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || ret == 0) {
+        if (!fl_wire_reader_idle(&c->rd) || c->st.in_tensor) {
+            FL_LOG_W(WHO, "%s ('%s'): peer closed in the middle of a %s", c->addr, c->peer,
+                     c->st.in_tensor ? "tensor transfer" : "frame");
+            conn_fail(c, FL_ETRUNCATED);
+        } else {
+            FL_LOG_D(WHO, "%s: peer closed", c->addr);
+            conn_fail(c, 0);
+        }
+        return;
+    }
+    char buf[160];
+    mbedtls_strerror(ret, buf, sizeof buf);
+    FL_LOG_W(WHO, "%s ('%s'): TLS read failed: %s", c->addr, c->peer, buf);
+    conn_fail(c, FL_ETLS);
+}
+
+/* Acts on what fl_wire_reader_advance returned (rc, and the frame when it is
+ * 1, which this takes): a complete frame goes to the application. Returns 1
+ * when reading must stop (the connection is closing), else 0. */
+static int deliver(fl_tls_conn_t *c, int rc, uint8_t *frame, uint32_t len)
+{
+    if (rc < 0) {
+        char why[128];
+        const uint8_t *h = c->rd.hdr;
+        uint32_t claimed = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+        if (rc == FL_ETOOBIG)
+            snprintf(why, sizeof why, "frame of %u bytes exceeds the limit of %u bytes", claimed,
+                     c->rd.max_frame);
+        else if (rc == FL_EPROTO)
+            snprintf(why, sizeof why, "zero-length frame");
+        else
+            snprintf(why, sizeof why, "cannot read frame: %s", fl_strerror(rc));
+        conn_protocol_error(c, rc, why);
+        return 1;
+    }
+    if (rc == 0)
+        return charge_frames(c);
+    fl_wire_event_t ev;
+    char why[256] = "";
+    rc = fl_wire_stream_frame(&c->st, frame, len, &ev, why, sizeof why);
+    /* Keep the buffer for the next chunk while a tensor is arriving;
+     * otherwise an idle connection holds no frame memory. */
+    if (c->st.in_tensor) {
+        fl_wire_reader_recycle(&c->rd, frame, len);
+    } else {
+        free(frame);
+        fl_wire_reader_trim(&c->rd);
+    }
+    if (rc) {
+        conn_protocol_error(c, rc, why);
+        return 1;
+    }
+    charge_frames(c); /* only ever lower here: a complete frame was handed over */
+    if (ev.kind != FL_WIRE_EV_NONE && c->cbs.on_message)
+        c->cbs.on_message(c, &ev, c->ud);
+    fl_wire_event_clear(&ev);
+    return 0;
+}
+
 /* Decrypts what is available straight into the frame reader and delivers
  * complete frames, until mbedTLS needs more ciphertext. */
 static void conn_read(fl_tls_conn_t *c)
@@ -1254,75 +1354,277 @@ static void conn_read(fl_tls_conn_t *c)
         int ret = mbedtls_ssl_read(&c->ssl, dst, want);
         if (ret == MBEDTLS_ERR_SSL_WANT_READ)
             break;
-        if (ret == MBEDTLS_ERR_SSL_WANT_WRITE) {
-            /* mbedTLS wanted to answer the peer (an alert: renegotiation is
-             * refused) while a record of ours was still in flight; the
-             * ciphertext it left unread would be lost, so the connection ends. */
-            FL_LOG_W(WHO, "%s ('%s'): peer sent a TLS message that needs an answer in the middle of a "
-                          "transfer (renegotiation?); closing", c->addr, c->peer);
-            conn_fail(c, FL_ETLS);
-            return;
-        }
-        if (ret == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || ret == 0) {
-            if (!fl_wire_reader_idle(&c->rd) || c->st.in_tensor) {
-                FL_LOG_W(WHO, "%s ('%s'): peer closed in the middle of a %s", c->addr, c->peer,
-                         c->st.in_tensor ? "tensor transfer" : "frame");
-                conn_fail(c, FL_ETRUNCATED);
-            } else {
-                FL_LOG_D(WHO, "%s: peer closed", c->addr);
-                conn_fail(c, 0);
-            }
-            return;
-        }
-        if (ret < 0) {
-            char buf[160];
-            mbedtls_strerror(ret, buf, sizeof buf);
-            FL_LOG_W(WHO, "%s ('%s'): TLS read failed: %s", c->addr, c->peer, buf);
-            conn_fail(c, FL_ETLS);
+        if (ret <= 0) {
+            read_end(c, ret);
             return;
         }
         uint8_t *frame = NULL;
         uint32_t len = 0;
         int rc = fl_wire_reader_advance(&c->rd, (size_t)ret, &frame, &len);
-        if (rc < 0) {
-            char why[128];
-            const uint8_t *h = c->rd.hdr;
-            uint32_t claimed = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-            if (rc == FL_ETOOBIG)
-                snprintf(why, sizeof why, "frame of %u bytes exceeds the limit of %u bytes", claimed,
-                         c->rd.max_frame);
-            else if (rc == FL_EPROTO)
-                snprintf(why, sizeof why, "zero-length frame");
-            else
-                snprintf(why, sizeof why, "cannot read frame: %s", fl_strerror(rc));
-            conn_protocol_error(c, rc, why);
+        if (deliver(c, rc, frame, len))
             return;
-        }
-        if (rc == 0) {
-            if (charge_frames(c))
-                return;
-            continue;
-        }
-        fl_wire_event_t ev;
-        char why[256] = "";
-        rc = fl_wire_stream_frame(&c->st, frame, len, &ev, why, sizeof why);
-        /* Keep the buffer for the next chunk while a tensor is arriving;
-         * otherwise an idle connection holds no frame memory. */
-        if (c->st.in_tensor) {
-            fl_wire_reader_recycle(&c->rd, frame, len);
-        } else {
-            free(frame);
-            fl_wire_reader_trim(&c->rd);
-        }
-        if (rc) {
-            conn_protocol_error(c, rc, why);
-            return;
-        }
-        charge_frames(c); /* only ever lower here: a complete frame was handed over */
-        if (ev.kind != FL_WIRE_EV_NONE && c->cbs.on_message)
-            c->cbs.on_message(c, &ev, c->ud);
-        fl_wire_event_clear(&ev);
     }
+}
+
+/* ---- server records in the thread pool ----------------------------------- */
+
+/* A server connection's records are decrypted by jobs in libuv's thread
+ * pool, one job per connection at a time, in order. The loop polls the
+ * socket: libuv reads the first bytes (at most the rest of a record and the
+ * next header, read_want) straight into mbedTLS's record buffer; a small
+ * record is decrypted there and then on the loop (REC_INLINE_MAX), anything
+ * larger goes to a job with reading stopped. The job runs mbedtls_ssl_read
+ * straight into the frame reader, and its receive callback (rec_recv) takes
+ * the rest from the socket itself, exactly as much as mbedTLS asks for,
+ * until the kernel has no more (EAGAIN), REC_JOB_MAX bytes, the end of a
+ * frame, or a large frame buffer to be charged (REC_CHARGE_MIN). The loop
+ * then hands the frame to the application and starts the next job or
+ * polls again. The loop never touches the ssl context or the frame reader
+ * while a job runs; sending waits for the job (rec_pump), and bytes written
+ * meanwhile by libuv are in the kernel's hands (a socket is safe to read
+ * and write from two threads).
+ *
+ * No ciphertext is staged: what a job does not read stays in the kernel,
+ * so reading stops at record boundaries and a paused connection holds no
+ * more than on the loop. */
+
+static void rec_after(uv_work_t *w, int status);
+
+/* A job's receive: first what libuv had read (in_ptr), then the socket. */
+static int rec_recv(fl_tls_conn_t *c, unsigned char *buf, size_t len)
+{
+    if (c->in_len) {
+        size_t k = len < c->in_len ? len : c->in_len;
+        if (buf != c->in_ptr)
+            memmove(buf, c->in_ptr, k);
+        c->in_ptr += k;
+        c->in_len -= k;
+        return (int)k;
+    }
+    if (c->job_bytes >= REC_JOB_MAX)
+        return MBEDTLS_ERR_SSL_WANT_READ; /* the loop polls again */
+    /* One read per record where the kernel has them: asked for a header,
+     * read on into the record buffer (the body lands where mbedTLS will ask
+     * for it); asked for a body, take the next header along (moved into
+     * place when asked for). What is read beyond the request waits in
+     * in_ptr, in mbedTLS's buffer beyond the current record. */
+    size_t ask = len, room = 0;
+    unsigned char *tail = ssl_in_tail(c, &room);
+    if (tail == buf && room > len)
+        ask = c->ssl.in_left == 0 ? room : (len + REC_HDR < room ? len + REC_HDR : room);
+    ssize_t n;
+    do
+        n = recv(c->job_fd, buf, ask, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n > 0) {
+        c->job_bytes += (size_t)n;
+        if ((size_t)n > len) {
+            c->in_ptr = buf + len;
+            c->in_len = (size_t)n - len;
+            return (int)len;
+        }
+        return (int)n;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return MBEDTLS_ERR_SSL_WANT_READ;
+    c->job_sock = n == 0 ? UV_EOF : -errno;
+    return MBEDTLS_ERR_NET_RECV_FAILED;
+}
+
+/* Runs on a worker: decrypts into the frame reader until the socket runs
+ * dry, a frame completes, or a large frame buffer starts. */
+static void rec_work(uv_work_t *w)
+{
+    fl_tls_conn_t *c = w->data;
+    c->in_job = 2;
+    c->job_ret = MBEDTLS_ERR_SSL_WANT_READ;
+    c->job_rc = 0;
+    for (;;) {
+        unsigned char *dst;
+        size_t want;
+        fl_wire_reader_next(&c->rd, &dst, &want);
+        int had_payload = c->rd.payload != NULL;
+        int ret = mbedtls_ssl_read(&c->ssl, dst, want);
+        if (ret <= 0) {
+            c->job_ret = ret;
+            break;
+        }
+        int rc = fl_wire_reader_advance(&c->rd, (size_t)ret, &c->job_frame, &c->job_frame_len);
+        if (rc != 0 || (!had_payload && c->rd.payload && c->rd.need > REC_CHARGE_MIN)) {
+            c->job_ret = REC_DATA;
+            c->job_rc = rc;
+            break;
+        }
+    }
+    c->in_job = 0;
+}
+
+/* libuv polls the socket exactly when nothing else reads it: the
+ * connection is open, not paused, no job runs, and mbedTLS has taken
+ * everything read so far (alloc_cb reads into its record buffer). */
+static void rec_flow(fl_tls_conn_t *c)
+{
+    int want = c->state == ST_OPEN && !c->paused && !c->rec_busy && !c->job_held && !c->in_len &&
+               mbedtls_ssl_get_bytes_avail(&c->ssl) == 0;
+    if (want && !c->reading) {
+        c->reading = 1;
+        if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0)
+            conn_fail(c, FL_ENET);
+    } else if (!want && c->reading) {
+        c->reading = 0;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
+/* Starts a job for the connection. */
+static void rec_dispatch(fl_tls_conn_t *c)
+{
+    if (c->rec_busy || c->state != ST_OPEN || c->paused)
+        return;
+    fl_tls_ctx_t *x = c->ctx;
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) {
+        conn_fail(c, FL_ENET);
+        return;
+    }
+    c->job_fd = fd;
+    c->job_sock = 0;
+    c->job_bytes = 0;
+    c->job_wr_pending = c->wr_busy || c->wr_done;
+    c->rd.max_frame = c->admitted ? x->max_frame : x->preadmit_max_frame;
+    c->rec_busy = 1;
+    rec_flow(c); /* stops libuv's reading: the job reads */
+    c->handles++; /* the job's reference */
+    x->rec_stats.jobs++;
+    if (++x->rec_stats.jobs_now > x->rec_stats.peak_jobs)
+        x->rec_stats.peak_jobs = x->rec_stats.jobs_now;
+    c->hs_work.data = c;
+    int r = uv_queue_work(c->tcp.loop, &c->hs_work, rec_work, rec_after);
+    if (r != 0) {
+        c->rec_busy = 0;
+        x->rec_stats.jobs_now--;
+        FL_LOG_W(WHO, "%s ('%s'): cannot queue a record job: %s; closing", c->addr, c->peer, uv_strerror(r));
+        conn_fail(c, FL_ENOMEM);
+        conn_release(c);
+    }
+}
+
+/* Carries on when neither a job nor libuv reads: bytes or plaintext left
+ * over (a frame ended, or the application paused, in their middle) go to
+ * a job, otherwise libuv polls. */
+static void rec_continue(fl_tls_conn_t *c)
+{
+    if (c->rec_busy || c->state != ST_OPEN || c->paused)
+        return;
+    if (c->job_held) {
+        uint8_t *frame = c->job_frame;
+        c->job_frame = NULL;
+        c->job_held = 0;
+        c->in_feed = 1;
+        deliver(c, 1, frame, c->job_frame_len);
+        c->in_feed = 0;
+        if (c->state != ST_OPEN || c->paused)
+            return;
+    }
+    if (c->in_len || mbedtls_ssl_get_bytes_avail(&c->ssl) > 0)
+        rec_dispatch(c);
+    else
+        rec_flow(c);
+}
+
+/* The job is back: its alerts go out, its frame to the application; then
+ * the next job, or libuv polls again. */
+static void rec_after(uv_work_t *w, int status)
+{
+    fl_tls_conn_t *c = w->data;
+    fl_tls_ctx_t *x = c->ctx;
+    c->rec_busy = 0;
+    x->rec_stats.jobs_now--;
+    if (!c->in_len)
+        fl_bytes_free(&c->job_in); /* a copy of bytes libuv read into the shared buffer */
+    uint8_t *frame = c->job_frame;
+    c->job_frame = NULL;
+    if (c->state == ST_OPEN && status == 0) {
+        if (c->job_out.len) {
+            int r = write_copy(c, c->job_out.data, c->job_out.len);
+            if (r < 0) {
+                FL_LOG_W(WHO, "%s: write failed: %s", c->addr, uv_strerror(r));
+                conn_fail(c, FL_ENET);
+            }
+            c->job_out.len = 0;
+        }
+        c->in_feed = 1;
+        if (c->state != ST_OPEN)
+            free(frame); /* the write above failed */
+        else if (c->job_ret == REC_DATA && c->job_rc == 1 && c->paused) {
+            /* paused meanwhile (from another connection's callback): no
+             * message until the resume (rec_continue) */
+            c->job_frame = frame;
+            c->job_held = 1;
+        } else if (c->job_ret == REC_DATA)
+            deliver(c, c->job_rc, frame, c->job_frame_len);
+        else if (c->job_ret == MBEDTLS_ERR_SSL_WANT_READ)
+            charge_frames(c);
+        else if (c->job_sock)
+            read_failed(c, c->job_sock);
+        else
+            read_end(c, c->job_ret);
+        frame = NULL; /* freed, held, delivered, or there was none */
+        c->in_feed = 0;
+    } else if (status != 0 && c->state == ST_OPEN) {
+        conn_fail(c, FL_ECANCELED);
+    }
+    free(frame);
+    if (c->state != ST_OPEN) {
+        fl_bytes_free(&c->job_out);
+        c->in_ptr = NULL;
+        c->in_len = 0;
+    }
+    if (c->rec_pump && (c->state == ST_OPEN || c->state == ST_CLOSING)) {
+        c->rec_pump = 0;
+        conn_pump(c);
+    }
+    rec_continue(c);
+    if (c->state == ST_CLOSED && !uv_is_closing((uv_handle_t *)&c->tcp))
+        uv_close((uv_handle_t *)&c->tcp, handle_closed); /* deferred by close_handles */
+    conn_release(c); /* the job's reference */
+}
+
+/* Ciphertext libuv read for an open server connection with record jobs
+ * (p: in mbedTLS's record buffer, or the context's shared one). */
+static void rec_take(fl_tls_conn_t *c, const unsigned char *p, size_t n, size_t body)
+{
+    if (p == c->ctx->rbuf) {
+        /* The shared buffer is the next read's: a job gets a copy. */
+        fl_bytes_free(&c->job_in);
+        if (fl_bytes_append(&c->job_in, p, n) != 0) {
+            conn_fail(c, FL_ENOMEM);
+            return;
+        }
+        p = c->job_in.data;
+    }
+    c->in_ptr = p;
+    c->in_len = n;
+    if (body <= REC_INLINE_MAX) {
+        /* A small record: decrypted here (see REC_INLINE_MAX). */
+        c->ctx->rec_stats.inline_reads++;
+        c->in_feed = 1;
+        conn_read(c);
+        c->in_feed = 0;
+        if (c->state != ST_OPEN) {
+            c->in_ptr = NULL;
+            c->in_len = 0;
+        }
+        /* A pause leaves the rest (in_ptr) for a job after the resume. */
+        if (!c->in_len && !c->rec_busy)
+            fl_bytes_free(&c->job_in);
+        if (c->in_len && !c->paused)
+            rec_dispatch(c);
+        else
+            rec_flow(c);
+        return;
+    }
+    rec_dispatch(c);
 }
 
 /* Encrypts queued plaintext record by record while the kernel takes it;
@@ -1333,6 +1635,10 @@ static void conn_pump(fl_tls_conn_t *c)
         return;
     if (c->wr_busy)
         return; /* write_done calls again */
+    if (c->rec_busy) {
+        c->rec_pump = 1; /* a record job has the ssl context: rec_after calls again */
+        return;
+    }
     c->burst = 0;
     while (c->q_head) {
         sendq_t *q = c->q_head;
@@ -1420,15 +1726,18 @@ static size_t read_want(const fl_tls_conn_t *c)
     return want < READ_BUF ? want : READ_BUF;
 }
 
-/* Follows the record boundaries through ciphertext as it is read. */
-static void track_records(fl_tls_conn_t *c, const unsigned char *p, size_t n)
+/* Follows the record boundaries through ciphertext as it is read; returns
+ * how many records these bytes completed. */
+static size_t track_records(fl_tls_conn_t *c, const unsigned char *p, size_t n)
 {
+    size_t done = 0;
     while (n > 0) {
         if (c->rec_left > 0) {
             size_t k = n < c->rec_left ? n : c->rec_left;
             c->rec_left -= k;
             p += k;
             n -= k;
+            done += c->rec_left == 0;
             continue;
         }
         c->rh[c->rh_got++] = *p++;
@@ -1436,14 +1745,49 @@ static void track_records(fl_tls_conn_t *c, const unsigned char *p, size_t n)
         if (c->rh_got == REC_HDR) {
             c->rec_left = (size_t)c->rh[3] << 8 | c->rh[4];
             c->rh_got = 0;
+            done += c->rec_left == 0;
         }
     }
+    return done;
+}
+
+/* Where mbedTLS will ask for the next ciphertext of an open connection
+ * whose input it has taken whole (conn_read ran to WANT_READ): its record
+ * buffer at in_hdr + in_left (mbedtls_ssl_fetch_input in mbedTLS 2.x reads
+ * there, and only there), with *room bytes to the buffer's end. NULL when
+ * this mbedTLS keeps the fields private. */
+static unsigned char *ssl_in_tail(fl_tls_conn_t *c, size_t *room)
+{
+#if MBEDTLS_VERSION_MAJOR == 2 && !defined(MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH)
+    mbedtls_ssl_context *ssl = &c->ssl;
+    if (!ssl->in_buf || !ssl->in_hdr)
+        return NULL;
+    unsigned char *at = ssl->in_hdr + ssl->in_left, *end = ssl->in_buf + MBEDTLS_SSL_IN_BUFFER_LEN;
+    if (at >= end)
+        return NULL;
+    *room = (size_t)(end - at);
+    return at;
+#else
+    (void)c;
+    (void)room;
+    return NULL;
+#endif
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     fl_tls_conn_t *c = h->data;
     (void)suggested;
+    size_t want = read_want(c), room = 0;
+    if (c->state == ST_OPEN && !c->rec_busy && !c->in_len && mbedtls_ssl_get_bytes_avail(&c->ssl) == 0) {
+        /* Straight into mbedTLS's record buffer, where bio_recv (or a
+         * record job's rec_recv) then finds the bytes in place. */
+        unsigned char *at = ssl_in_tail(c, &room);
+        if (at) {
+            *buf = uv_buf_init((char *)at, (unsigned)(want < room ? want : room));
+            return;
+        }
+    }
     /* One read buffer per context: a read callback consumes it entirely
      * (or stashes the rest) before the loop reads into it again. */
     if (c->ctx->read_busy) {
@@ -1451,7 +1795,7 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         return;
     }
     c->ctx->read_busy = 1;
-    *buf = uv_buf_init((char *)c->ctx->rbuf, (unsigned)read_want(c));
+    *buf = uv_buf_init((char *)c->ctx->rbuf, (unsigned)want);
 }
 
 /* Keeps unconsumed ciphertext when reading pauses mid-buffer. */
@@ -1504,6 +1848,16 @@ static void feed(fl_tls_conn_t *c)
     c->in_feed = 0;
 }
 
+/* The socket reported an error or the peer's close (nread < 0). */
+static void read_failed(fl_tls_conn_t *c, int nread)
+{
+    if (c->state == ST_HANDSHAKE)
+        FL_LOG_W(WHO, "handshake with %s refused: connection closed by peer (%s)", c->addr, uv_strerror(nread));
+    else if (c->state == ST_OPEN && (!fl_wire_reader_idle(&c->rd) || c->st.in_tensor))
+        FL_LOG_W(WHO, "%s ('%s'): connection lost mid-transfer (%s)", c->addr, c->peer, uv_strerror(nread));
+    conn_fail(c, nread == UV_EOF ? FL_ECLOSED : FL_ENET);
+}
+
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     fl_tls_conn_t *c = s->data;
@@ -1515,15 +1869,10 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (c->state == ST_HANDSHAKE && (c->hs_busy || c->hs_queued)) {
             c->hs_eof = (int)nread;
             uv_read_stop(s);
+            c->reading = 0;
             return;
         }
-        if (c->state == ST_HANDSHAKE)
-            FL_LOG_W(WHO, "handshake with %s refused: connection closed by peer (%s)", c->addr,
-                     uv_strerror((int)nread));
-        else if (c->state == ST_OPEN && (!fl_wire_reader_idle(&c->rd) || c->st.in_tensor))
-            FL_LOG_W(WHO, "%s ('%s'): connection lost mid-transfer (%s)", c->addr, c->peer,
-                     uv_strerror((int)nread));
-        conn_fail(c, nread == UV_EOF ? FL_ECLOSED : FL_ENET);
+        read_failed(c, (int)nread);
         return;
     }
     int first = !c->rx_any;
@@ -1534,7 +1883,12 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_fail(c, FL_ETLS);
         return;
     }
+    size_t body = c->rec_left; /* of the record these bytes continue */
     track_records(c, (const unsigned char *)buf->base, (size_t)nread);
+    if (c->state == ST_OPEN && c->ctx->rec_jobs) {
+        rec_take(c, (const unsigned char *)buf->base, (size_t)nread, body);
+        return;
+    }
     if (c->state == ST_HANDSHAKE && c->is_server && c->ctx->hs_max) {
         int rc = hs_take(c, (const unsigned char *)buf->base, (size_t)nread);
         if (rc)
@@ -1731,9 +2085,27 @@ static void accept_one(fl_tls_server_t *s)
         conn_fail(c, FL_ETOOBIG);
         return;
     }
+    if (s->ctx->hs_stats.in_progress > s->ctx->max_handshakes) {
+        /* A storm or a slowloris of half-open connections: the newest goes
+         * at once, before it costs a job or a buffer. */
+        s->stats.hs_refused++;
+        s->hs_unlogged++;
+        double now = mono_s();
+        if (s->hs_last_log <= 0 || now - s->hs_last_log >= ACCEPT_LOG_EVERY_S) {
+            s->hs_last_log = now;
+            FL_LOG_W(WHO, "refusing %s: %u handshakes already under way (max_handshakes; %llu refused in all, %llu "
+                          "since the last line)",
+                     c->addr, s->ctx->max_handshakes, (unsigned long long)s->stats.hs_refused,
+                     (unsigned long long)s->hs_unlogged);
+            s->hs_unlogged = 0;
+        }
+        conn_fail(c, FL_EAGAIN);
+        return;
+    }
     uv_tcp_nodelay(&c->tcp, 1);
     uv_timer_start(&c->timer, timer_fired, s->ctx->handshake_timeout_ms, 0);
     int r = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+    c->reading = r == 0;
     if (r != 0)
         conn_fail(c, FL_ENET);
 }
@@ -1835,6 +2207,7 @@ static void connected(uv_connect_t *req, int status)
     uv_tcp_nodelay(&c->tcp, 1);
     c->state = ST_HANDSHAKE;
     int r = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+    c->reading = r == 0;
     if (r != 0) {
         conn_fail(c, FL_ENET);
         return;
@@ -1993,6 +2366,7 @@ void fl_tls_conn_close(fl_tls_conn_t *c)
     }
     c->state = ST_CLOSING;
     uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
     uv_timer_start(&c->timer, timer_fired, CLOSE_GRACE_MS, 0);
     conn_pump(c); /* finishes the close when nothing is queued */
 }
@@ -2002,6 +2376,7 @@ void fl_tls_conn_pause_read(fl_tls_conn_t *c)
     if (!c || c->paused || c->state != ST_OPEN)
         return;
     c->paused = 1;
+    c->reading = 0;
     uv_read_stop((uv_stream_t *)&c->tcp);
 }
 
@@ -2010,6 +2385,31 @@ void fl_tls_conn_resume_read(fl_tls_conn_t *c)
     if (!c || !c->paused || c->state != ST_OPEN)
         return;
     c->paused = 0;
+    if (c->ctx->rec_jobs) {
+        /* Records in jobs: what waits (decrypted plaintext, ciphertext in
+         * rx) goes first, then reading resumes; from inside a callback of
+         * this connection the reading or the job's completion carries on. */
+        if (c->stash_len && !c->rec_busy && !c->in_len) {
+            /* kept at a pause right after the handshake (hs_after): the
+             * next job reads it first */
+            fl_bytes_free(&c->job_in);
+            if (fl_bytes_append(&c->job_in, c->stash, c->stash_len) != 0) {
+                conn_fail(c, FL_ENOMEM);
+                return;
+            }
+            if (c->stash != c->stash_small)
+                free(c->stash);
+            c->stash = NULL;
+            c->stash_len = 0;
+            c->in_ptr = c->job_in.data;
+            c->in_len = c->job_in.len;
+        }
+        if (c->in_feed || c->rec_busy)
+            rec_flow(c);
+        else
+            rec_continue(c);
+        return;
+    }
     if (c->in_feed) {
         /* Called from a callback of this connection: the read loop that
          * called it simply carries on. */

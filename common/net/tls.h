@@ -18,8 +18,16 @@
  * random generator and the session-ticket keys are behind mutexes of this
  * module (whatever mbedTLS's threading option), and the certificates' and
  * key's elliptic-curve tables are computed before the first job (see
- * tls.c's shared_state_ready). Records (encryption and decryption of
- * application data) stay on the loop.
+ * tls.c's shared_state_ready).
+ *
+ * A server connection's records are decrypted in the thread pool too
+ * (record_jobs): one job per connection at a time, in order. The job reads
+ * the socket itself, as much as mbedTLS asks for (a record at a time, up to
+ * 1 MiB per job), decrypts straight into the frame reader and stops at the
+ * end of a frame, which the loop then hands to the application; records of
+ * at most 1 KiB (a heartbeat, a Hello) are decrypted on the loop, where
+ * that costs less than a trip through the pool. Encryption (sending) stays
+ * on the loop, waiting while a job has the connection.
  *
  * Mutual TLS is the default: a server requires a client certificate signed by
  * the fleet CA, a client verifies the server's certificate and its name. A
@@ -56,15 +64,17 @@
  * A transfer held up by back-pressure in either direction adds nothing to
  * that (test_tls: tens of bytes per connection): there is no staging buffer
  * for ciphertext and no copy of what a paused connection had read beyond a
- * record header. Ciphertext reads go through one 64 KiB buffer per context,
- * and a frame buffer exists only while a frame (or a tensor transfer) is
- * arriving.
+ * record header. Ciphertext is read straight into mbedTLS's record buffer
+ * (one 64 KiB buffer per context serves handshakes), and a frame buffer
+ * exists only while a frame (or a tensor transfer) is arriving.
  *
- * CPU: the loop thread encrypts and decrypts records; server handshakes run
- * in the thread pool (above). A connection encrypts at most
+ * CPU: the loop thread encrypts records, and decrypts a client's; server
+ * handshakes and record decryption run in the thread pool (above). A
+ * connection encrypts at most
  * max_inflight bytes per loop turn, so sending one model to many clients
  * interleaves the connections instead of stalling the loop for a whole model
- * per client; decryption happens as bytes arrive. */
+ * per client; decryption happens as bytes arrive. Half-open connections are
+ * capped (max_handshakes). */
 #ifndef FL_TLS_H
 #define FL_TLS_H
 
@@ -107,10 +117,22 @@ typedef struct {
                               before it lets the others run (default 256 KiB);
                               costs no memory (nothing is staged) */
     uint32_t max_conns;    /* server: most simultaneous connections (default 10000) */
+    /* Server: most accepted connections whose handshake is not done
+     * (default 1024). Each holds mbedTLS's record buffers and up to a
+     * client flight of ciphertext, about 100 KiB at worst, so a storm or a
+     * slowloris of half-open connections stays within a bound; one more is
+     * closed at once, logged (at most a line per 10 s, with counts) and
+     * counted (fl_tls_server_stats_t.hs_refused, and on_handshake_fail with
+     * FL_EAGAIN). */
+    uint32_t max_handshakes;
     /* Server: handshake jobs queued in libuv's thread pool at once (0 = the
      * number of CPUs, uv_available_parallelism; -1 = handshakes on the loop
      * thread, as a client's always are). */
     int handshake_jobs;
+    /* Server: 0 = application records are decrypted in libuv's thread pool,
+     * one job per connection at a time (small records on the loop); -1 =
+     * every record on the loop thread. */
+    int record_jobs;
     /* Admission (server): until the application calls fl_tls_conn_admit (on
      * the peer's Hello), a connection's frames are capped at
      * preadmit_max_frame (0 = max_frame) and it is closed admit_timeout_ms
@@ -174,6 +196,17 @@ typedef struct {
 /* The context's handshake counters (zeros for NULL or a client context). */
 void fl_tls_ctx_hs_stats(const fl_tls_ctx_t *ctx, fl_tls_hs_stats_t *out);
 
+/* Server record jobs (fl_tls_opts_t.record_jobs): how they ran so far. */
+typedef struct {
+    uint64_t jobs;         /* record jobs run in the thread pool */
+    uint64_t peak_jobs;    /* most jobs queued or running at once (all connections) */
+    uint64_t jobs_now;     /* jobs queued or running now */
+    uint64_t inline_reads; /* reads of small records decrypted on the loop */
+} fl_tls_rec_stats_t;
+
+/* The context's record-job counters (zeros for NULL or a client context). */
+void fl_tls_ctx_rec_stats(const fl_tls_ctx_t *ctx, fl_tls_rec_stats_t *out);
+
 /* Client: drops the kept session (the next connection runs a full handshake). */
 void fl_tls_ctx_forget_session(fl_tls_ctx_t *ctx);
 
@@ -209,6 +242,7 @@ typedef struct {
     uint64_t accept_errors; /* accept(2) failures libuv reported */
     uint64_t pauses;        /* times accepting paused at the open-file limit */
     double paused_s;        /* seconds spent paused */
+    uint64_t hs_refused;    /* closed at once: max_handshakes were under way */
 } fl_tls_server_stats_t;
 
 /* The server's counters (zeros for NULL). */

@@ -314,11 +314,11 @@ nomem:
     return FL_ENOMEM;
 }
 
-int fl_model_create(const char *name, const fl_model_spec_t *spec, fl_model_t **out)
+/* Builds the layers of model `name` for *spec and checks that its output
+ * fits the labels; no parameter buffers yet. */
+static int model_build(const char *name, const fl_model_spec_t *spec, fl_model_t **out)
 {
     char sbuf[64];
-    if (!out)
-        return FL_EINVAL;
     *out = NULL;
     const fl_model_info_t *info = fl_models_find(name);
     if (!info) {
@@ -365,6 +365,30 @@ int fl_model_create(const char *name, const fl_model_spec_t *spec, fl_model_t **
         rc = FL_ESHAPE;
         goto fail;
     }
+    *out = m;
+    return 0;
+fail:
+    fl_model_free(m);
+    return rc;
+}
+
+int fl_model_fits(const char *name, const fl_model_spec_t *spec)
+{
+    fl_model_t *m;
+    int rc = model_build(name, spec, &m);
+    fl_model_free(m);
+    return rc;
+}
+
+int fl_model_create(const char *name, const fl_model_spec_t *spec, fl_model_t **out)
+{
+    if (!out)
+        return FL_EINVAL;
+    *out = NULL;
+    fl_model_t *m;
+    int rc = model_build(name, spec, &m);
+    if (rc)
+        return rc;
     if ((rc = fl_params_alloc(&m->params)) || (rc = fl_params_clone_layout(&m->grads, &m->params)))
         goto fail;
     m->first_param_layer = m->nlayers;

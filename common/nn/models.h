@@ -101,6 +101,12 @@ int fl_model_spec_from_dataset(const fl_dataset_t *d, fl_model_spec_t *spec);
  * label_dim the loss cannot use; logged), FL_EINVAL or FL_ENOMEM. */
 int fl_model_create(const char *name, const fl_model_spec_t *spec, fl_model_t **out);
 
+/* Whether model `name` can be built for *spec: fl_model_create's checks and
+ * return codes (logged the same way), without allocating the parameters and
+ * gradients (a client lists the models its data fits at start-up; building
+ * resnet18gn's buffers just to ask cost more than all the rest). */
+int fl_model_fits(const char *name, const fl_model_spec_t *spec);
+
 /* Frees the model, its layers and buffers. Accepts NULL. */
 void fl_model_free(fl_model_t *m);
 

@@ -5,17 +5,23 @@
  *      whole-tensor checksums (zlib CRC-32, mbedTLS SHA-256);
  *   2. model transfer over loopback TLS, server process -> client process
  *      (a 50 MiB model to 1 and to 8 concurrent connections sharing one
- *      encoded buffer), per suite, beside the raw speed from (1);
+ *      encoded buffer), per suite, beside the raw speed from (1); and the
+ *      other way, the model uploaded by 1 and 8 clients to the server, whose
+ *      records are decrypted in record jobs (common/net/tls.h), the
+ *      server's CPU per byte beside the raw decryption speed;
  *   3. heap per idle open TLS connection, server side and client side.
  *
  * Figures only (no assertions). Options: BENCH_TLS_MIB (model size, default
  * 50), BENCH_TLS_IDLE (idle connections, default 200), BENCH_TLS_SUITE (run
- * only the suites whose name contains it, e.g. CHACHA20). */
+ * only the suites whose name contains it, e.g. CHACHA20), BENCH_TLS_RECORDS_ON_LOOP=1
+ * (the server decrypts uploads on its loop thread instead of in record jobs),
+ * BENCH_TLS_NO_DOWNLOAD=1 (only the uploads of part 2). */
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +38,8 @@
 #include "tests/support/benchclock.h"
 
 static fl_testcerts_t g_certs;
+static int g_upload;     /* the clients send a delta of the model's size, the server receives it */
+static fl_buf_t *g_delta; /* that delta, encoded */
 
 static size_t heap_used(void)
 {
@@ -122,6 +130,10 @@ typedef struct {
     uint64_t last_hello;   /* loop time of the last Hello */
     pid_t child;
     int child_done;
+    uint8_t *dst[512];     /* upload mode: each connection's receive buffer, reused */
+    size_t dst_cap;
+    size_t bytes;          /* upload mode: bytes received */
+    int done;
 } srv_t;
 
 static void s_open(fl_tls_conn_t *c, void *ud)
@@ -153,6 +165,18 @@ static void check(uv_timer_t *t)
 static void s_msg(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
 {
     srv_t *s = ud;
+    if (g_upload && ev->kind == FL_WIRE_EV_TENSOR) {
+        s->bytes += ev->nbytes;
+        s->done++;
+        fl_tls_conn_close(c);
+        return;
+    }
+    if (g_upload && ev->kind == FL_WIRE_EV_MESSAGE && ev->msg->msg_case == FEDOPT__ENVELOPE__MSG_UPDATE) {
+        for (int i = 0; i < s->nconns; i++)
+            if (s->conns[i] == c && s->dst[i])
+                fl_tls_conn_set_tensor_dst(c, s->dst[i], s->dst_cap);
+        return;
+    }
     if (ev->kind != FL_WIRE_EV_MESSAGE || ev->msg->msg_case != FEDOPT__ENVELOPE__MSG_HELLO)
         return;
     Fedopt__Welcome w = FEDOPT__WELCOME__INIT;
@@ -166,6 +190,8 @@ static void s_msg(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
         s->last_hello = uv_now(s->idle_timer.loop);
         return;
     }
+    if (g_upload)
+        return;
     Fedopt__TaskOffer t = FEDOPT__TASK_OFFER__INIT;
     t.round_id = 1;
     t.num_params = s->params;
@@ -185,6 +211,7 @@ static void s_close(fl_tls_conn_t *c, int reason, void *ud)
 }
 
 typedef struct {
+    fl_buf_t *model;       /* upload mode: sent after Welcome */
     int n, opened, done, closed, welcomed;
     double t_first_open, t_last_done;
     size_t bytes;
@@ -230,6 +257,16 @@ static void c_msg(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
         for (int i = 0; i < k->n; i++)
             if (k->conns[i] == c && k->dst[i])
                 fl_tls_conn_set_tensor_dst(c, k->dst[i], k->dst_cap);
+    } else if (k->model && ev->msg->msg_case == FEDOPT__ENVELOPE__MSG_WELCOME) {
+        Fedopt__Update u = FEDOPT__UPDATE__INIT;
+        u.round_id = 1;
+        u.weight = 1;
+        Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
+        m.msg_case = FEDOPT__ENVELOPE__MSG_UPDATE;
+        m.update = &u;
+        fl_tls_conn_send_msg(c, &m);
+        fl_tls_conn_send(c, k->model);
+        k->t_first_open = k->opened == 1 ? fl_bench_wall() : k->t_first_open;
     } else if (k->idle_mode && ev->msg->msg_case == FEDOPT__ENVELOPE__MSG_WELCOME) {
         if (++k->welcomed + k->closed == k->n)
             uv_timer_start(&k->idle_timer, c_idle_measured, 200, 0);
@@ -248,14 +285,16 @@ static void c_close(fl_tls_conn_t *c, int reason, void *ud)
 }
 
 /* Child process: n clients against port; writes its figures to fd. */
-static void run_clients(int port, int n, int idle_mode, int fd, size_t model_bytes)
+static void run_clients(int port, int n, int idle_mode, int fd, size_t model_bytes, fl_buf_t *model)
 {
     static cli_t k;
     memset(&k, 0, sizeof k);
+    if (g_upload && !idle_mode)
+        k.model = g_delta;
     /* A client keeps its model buffer from round to round: give each
      * connection one, already in memory, and receive into it (the pages
      * are then not faulted in and zeroed again for every transfer). */
-    if (!idle_mode && !getenv("BENCH_TLS_FRESH")) {
+    if (!idle_mode && !g_upload && !getenv("BENCH_TLS_FRESH")) {
         k.dst_cap = model_bytes;
         for (int i = 0; i < n; i++) {
             k.dst[i] = aligned_alloc(64, (model_bytes + 63) & ~(size_t)63);
@@ -292,7 +331,7 @@ static void run_clients(int port, int n, int idle_mode, int fd, size_t model_byt
     r[3] -= cpu0;
     if (write(fd, r, sizeof r) != (ssize_t)sizeof r)
         _exit(1);
-    _exit(k.done == n || (idle_mode && k.welcomed) ? 0 : 1);
+    _exit(k.done == n || (idle_mode && k.welcomed) || (k.model && k.closed == n) ? 0 : 1);
 }
 
 /* Runs one scenario: the server here, the clients in a child process. */
@@ -307,6 +346,8 @@ static int scenario(const char *suite, int n, fl_buf_t *model, uint64_t params, 
     o.key_file = fl_testcerts_path(&g_certs, 2, "server.key");
     o.ciphersuite = suite;
     o.max_tensor = params * 4 + 4;
+    if (getenv("BENCH_TLS_RECORDS_ON_LOOP"))
+        o.record_jobs = -1; /* the server decrypts on its loop thread, as clients do */
     fl_tls_ctx_t *ctx;
     if (fl_tls_ctx_new(FL_TLS_SERVER, &o, &ctx) != 0)
         return -1;
@@ -321,6 +362,22 @@ static int scenario(const char *suite, int n, fl_buf_t *model, uint64_t params, 
     fl_tls_server_t *srv;
     if (fl_tls_server_start(&loop, ctx, "127.0.0.1", 0, &cbs, &s, &srv) != 0)
         return -1;
+    if (g_upload && !idle_mode && !getenv("BENCH_TLS_FRESH")) {
+        /* The server keeps its upload buffers from round to round
+         * (server/uploads). Not shared with the forked clients: their
+         * pages would be copied on the server's first write (a fork's
+         * copy-on-write), a cost of this bench, not of receiving. */
+        s.dst_cap = params * 4;
+        size_t cap = (s.dst_cap + 4095) & ~(size_t)4095;
+        for (int i = 0; i < n && i < 512; i++) {
+            void *p = NULL;
+            if (posix_memalign(&p, 4096, cap) != 0)
+                continue;
+            madvise(p, cap, MADV_DONTFORK);
+            memset(p, 0, cap);
+            s.dst[i] = p;
+        }
+    }
     s.heap0 = heap_used();
     uv_timer_start(&s.idle_timer, check, 100, 100);
     int fds[2];
@@ -332,7 +389,7 @@ static int scenario(const char *suite, int n, fl_buf_t *model, uint64_t params, 
     pid_t pid = fork();
     if (pid == 0) {
         close(fds[0]);
-        run_clients(fl_tls_server_port(srv), n, idle_mode, fds[1], params * 4);
+        run_clients(fl_tls_server_port(srv), n, idle_mode, fds[1], params * 4, model);
     }
     close(fds[1]);
     s.child = pid;
@@ -356,6 +413,10 @@ static int scenario(const char *suite, int n, fl_buf_t *model, uint64_t params, 
         *srv_per_conn = s.per_conn;
     if (srv_cpu && idle_mode)
         *srv_cpu = s.hs_cpu_ms;
+    for (int i = 0; i < 512; i++)
+        free(s.dst[i]);
+    if (g_upload && !idle_mode && s.done != n)
+        ok = 0;
     return got == 5 * sizeof(double) && ok ? 0 : -1;
 }
 
@@ -392,7 +453,8 @@ int main(void)
     for (uint64_t i = 0; i < params; i++)
         x[i] = (float)(i % 1000) * 1e-3f;
     fl_buf_t *model;
-    if (fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_MODEL, 1, x, params * 4, 0, &model) != 0)
+    if (fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_MODEL, 1, x, params * 4, 0, &model) != 0 ||
+        fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 1, x, params * 4, 0, &g_delta) != 0)
         return 1;
     free(x);
 
@@ -405,7 +467,7 @@ int main(void)
         double rawd = aead_mbs(suites[i].cipher, suites[i].bits, 1);
         printf("%s: raw AEAD %.0f MB per CPU-second encrypting, %.0f decrypting (16 KiB records)\n",
                suites[i].suite, raw, rawd);
-        for (int n = 1; n <= 8; n += 7) {
+        for (int n = 1; n <= 8 && !getenv("BENCH_TLS_NO_DOWNLOAD"); n += 7) {
             double r[5], scpu = 0;
             if (scenario(suites[i].suite, n, model, params, 0, r, &scpu, NULL) != 0) {
                 printf("  transfer to %d connection(s): FAILED\n", n);
@@ -420,6 +482,21 @@ int main(void)
                    mib, n, mbs, r[0], 100.0 * mbs / raw, snd, 100.0 * snd / raw, rcv,
                    100.0 * rcv / rawd);
         }
+        g_upload = 1;
+        for (int n = 1; n <= 8; n += 7) {
+            double r[5], scpu = 0;
+            if (scenario(suites[i].suite, n, model, params, 0, r, &scpu, NULL) != 0) {
+                printf("  upload from %d connection(s): FAILED\n", n);
+                rc = 1;
+                continue;
+            }
+            double bytes = (double)n * params * 4;
+            double rcv = bytes / scpu / 1e6, snd = bytes / r[3] / 1e6;
+            printf("  %zu MiB model uploaded by %d connection(s) over loopback TLS: per CPU-second: "
+                   "server receiving %.0f MB (%.0f%% of raw decryption), clients sending %.0f MB\n",
+                   mib, n, rcv, 100.0 * rcv / rawd, snd);
+        }
+        g_upload = 0;
     }
     double r[5], spc = 0, hs = 0;
     if (scenario(NULL, idle, model, params, 1, r, &hs, &spc) == 0)
@@ -432,6 +509,7 @@ int main(void)
         rc = 1;
     }
     fl_buf_unref(model);
+    fl_buf_unref(g_delta);
     fl_testcerts_remove(&g_certs);
     return rc;
 }

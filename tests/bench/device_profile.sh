@@ -6,8 +6,9 @@
 # `ulimit -v` (virtual memory, which OpenBLAS's reserved buffers inflate; say
 # so when quoting). A run the limit kills prints "killed".
 # Usage: tests/bench/device_profile.sh [LIMIT_MB] [MODELS...]
-#   (from the repository root; builds: build/, build-arm64/, build-armhf/)
-#   PROFILE_ARCHS: which of native, arm64, armhf (default all three)
+#   (from the repository root; builds: build/, build-arm64/, build-armhf/,
+#   build-riscv64/)
+#   PROFILE_ARCHS: which of native, arm64, armhf, riscv64 (default all)
 #   BENCH_ARGS: more bench options (e.g. --examples 40 to shorten emulated runs)
 set -u
 limit=${1:-512}
@@ -31,7 +32,7 @@ limited() { # CMD...: runs CMD under the limit
 }
 
 echo "# limit ${limit} MB via ${cg:+memory cgroup}${cg:-ulimit -v}; $(date -u +%Y-%m-%dT%H:%MZ); load $(cut -d' ' -f1-3 /proc/loadavg)"
-for a in ${PROFILE_ARCHS:-native arm64 armhf}; do
+for a in ${PROFILE_ARCHS:-native arm64 armhf riscv64}; do
     c=build-$a/fedopt-client
     [ "$a" = native ] && c=build/fedopt-client
     [ -x "$c" ] || continue
@@ -39,6 +40,8 @@ for a in ${PROFILE_ARCHS:-native arm64 armhf}; do
         native) run="" ;;
         arm64) run=qemu-aarch64 ;;
         armhf) run=qemu-arm ;;
+        # No multiarch libc for riscv64: the cross toolchain's (docs/devices.md).
+        riscv64) run="qemu-riscv64 -L /usr/riscv64-linux-gnu" ;;
     esac
     for m in $models; do
         # shellcheck disable=SC2086

@@ -12,7 +12,12 @@
  *   directory and an unreadable file are FL_EIO; more than max bytes is
  *   FL_ETOOBIG (exactly max is accepted); a pipe reads to its end;
  * - CRC-32: the standard check value of "123456789", continuation in pieces
- *   equals one pass, and an empty continuation leaves the CRC as it was. */
+ *   equals one pass, and an empty continuation leaves the CRC as it was;
+ * - growable bytes (fl_bytes_*): appends and prepends keep every byte in
+ *   order across many reallocations, consume drops from the front (all of
+ *   it past the end), a size that would overflow is FL_ENOMEM and leaves
+ *   the buffer as it was, bad arguments are FL_EINVAL, free accepts NULL and
+ *   an empty buffer holds no memory. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -322,12 +327,75 @@ static void test_crc32(void **state)
     assert_int_equal(fl_crc32(0, NULL, 0), 0);
 }
 
+static void test_bytes(void **state)
+{
+    (void)state;
+    fl_bytes_t b = {0};
+    /* 10,000 appends of 1..7 bytes: the content is the running counter. */
+    size_t total = 0;
+    uint8_t next = 0;
+    for (int i = 0; i < 10000; i++) {
+        uint8_t piece[7];
+        size_t n = 1 + (size_t)(i % 7);
+        for (size_t k = 0; k < n; k++)
+            piece[k] = next++;
+        assert_int_equal(fl_bytes_append(&b, piece, n), 0);
+        total += n;
+    }
+    assert_int_equal(b.len, total);
+    assert_true(b.cap >= b.len);
+    for (size_t k = 0; k < total; k++)
+        assert_int_equal(b.data[k], (uint8_t)k);
+    /* consume from the front, then put the bytes back with prepend */
+    uint8_t head[100];
+    memcpy(head, b.data, sizeof head);
+    fl_bytes_consume(&b, 100);
+    assert_int_equal(b.len, total - 100);
+    assert_int_equal(b.data[0], 100);
+    assert_int_equal(fl_bytes_prepend(&b, head, sizeof head), 0);
+    assert_int_equal(b.len, total);
+    for (size_t k = 0; k < total; k++)
+        assert_int_equal(b.data[k], (uint8_t)k);
+    /* overflow: refused, nothing changed */
+    uint8_t *data = b.data;
+    size_t cap = b.cap;
+    assert_int_equal(fl_bytes_reserve(&b, SIZE_MAX), FL_ENOMEM);
+    assert_int_equal(fl_bytes_reserve(&b, SIZE_MAX - b.len + 1), FL_ENOMEM);
+    assert_ptr_equal(b.data, data);
+    assert_int_equal(b.cap, cap);
+    assert_int_equal(b.len, total);
+    /* nothing to add, bad arguments */
+    assert_int_equal(fl_bytes_append(&b, NULL, 0), 0);
+    assert_int_equal(fl_bytes_prepend(&b, NULL, 0), 0);
+    assert_int_equal(b.len, total);
+    assert_int_equal(fl_bytes_append(&b, NULL, 1), FL_EINVAL);
+    assert_int_equal(fl_bytes_append(NULL, "x", 1), FL_EINVAL);
+    assert_int_equal(fl_bytes_reserve(NULL, 1), FL_EINVAL);
+    /* consume past the end empties it; the memory stays for reuse */
+    fl_bytes_consume(&b, total + 5);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(b.cap, cap);
+    fl_bytes_free(&b);
+    assert_null(b.data);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(b.cap, 0);
+    fl_bytes_free(NULL);
+    fl_bytes_consume(NULL, 3);
+    /* prepend into an empty buffer */
+    assert_int_equal(fl_bytes_prepend(&b, "abc", 3), 0);
+    assert_int_equal(fl_bytes_prepend(&b, "xy", 2), 0);
+    assert_int_equal(b.len, 5);
+    assert_memory_equal(b.data, "xyabc", 5);
+    fl_bytes_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_json_strings),         cmocka_unit_test(test_json_structure),
         cmocka_unit_test(test_json_numbers),         cmocka_unit_test(test_json_file_and_errors),
         cmocka_unit_test(test_file_read_all),        cmocka_unit_test(test_crc32),
+        cmocka_unit_test(test_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

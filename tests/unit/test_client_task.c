@@ -20,6 +20,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -493,6 +494,45 @@ static void test_fitting_models(void **state)
     assert_int_equal(fl_task_fitting_models(NULL, &names, &n), FL_EINVAL);
 }
 
+/* fl_model_fits (what the client lists in Hello) says what fl_model_create
+ * says, for every registered model and several data shapes, without
+ * building the parameters. */
+static void test_model_fits_agrees_with_create(void **state)
+{
+    (void)state;
+    const int64_t img[3] = {1, 28, 28}, rgb[3] = {3, 32, 32}, flat[1] = {80};
+    const struct {
+        int ndim;
+        const int64_t *d;
+        int classes;
+        size_t label_dim;
+    } cases[] = {{3, img, 10, 1}, {3, rgb, 100, 1}, {1, flat, 80, 80}, {1, flat, 10, 1}, {3, img, 10, 7}};
+    int fits = 0, misfits = 0;
+    FILE *devnull = fopen("/dev/null", "w"); /* the misfits' log lines */
+    assert_non_null(devnull);
+    fl_log_set_sink(devnull);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        fl_model_spec_t spec = {.input = fl_shape_make(cases[c].ndim, cases[c].d),
+                                .num_classes = cases[c].classes,
+                                .label_dim = cases[c].label_dim};
+        for (size_t i = 0; i < fl_models_count(); i++) {
+            const char *name = fl_models_at(i)->name;
+            fl_model_t *m = NULL;
+            int want = fl_model_create(name, &spec, &m);
+            fl_model_free(m);
+            assert_int_equal(fl_model_fits(name, &spec), want);
+            fits += want == 0;
+            misfits += want != 0;
+        }
+    }
+    fl_log_set_sink(NULL);
+    fclose(devnull);
+    assert_true(fits > 0 && misfits > 0); /* both answers were exercised */
+    fl_model_spec_t spec = {.input = fl_shape_make(3, img), .num_classes = 10, .label_dim = 1};
+    assert_int_equal(fl_model_fits("no-such-model", &spec), FL_ENOTFOUND);
+    assert_int_equal(fl_model_fits("cnn", NULL), FL_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -505,6 +545,7 @@ int main(void)
         cmocka_unit_test(test_eval),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_fitting_models),
+        cmocka_unit_test(test_model_fits_agrees_with_create),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -344,9 +345,9 @@ static void test_add_batch(void **s)
  * of single adds, a round of two batches (one delta non-finite in a late
  * block, one with a bad weight), and a round whose last batch is fused into
  * the finish when `fused`. */
-static void three_rounds(fl_serveropt_t *o, float *x, float *const *d, size_t n, int fused)
+static void three_rounds_w(fl_serveropt_t *o, float *x, float *const *d, size_t n, int fused, double scale)
 {
-    double w[6] = {3, 5, 7, 0, 11, 2};
+    double w[6] = {3 * scale, 5 * scale, 7 * scale, 0, 11 * scale, 2 * scale};
     int res[6];
     double norms[6];
     fl_serveropt_begin(o);
@@ -381,6 +382,11 @@ static void three_rounds(fl_serveropt_t *o, float *x, float *const *d, size_t n,
     assert_int_equal(r.accepted, 4);
     assert_int_equal(r.rejected, 1);
     assert_int_equal(r.step, 3);
+}
+
+static void three_rounds(fl_serveropt_t *o, float *x, float *const *d, size_t n, int fused)
+{
+    three_rounds_w(o, x, d, n, fused, 1.0);
 }
 
 /* A pass split into parts (as on a large model) and the finish fused into
@@ -431,6 +437,73 @@ static void test_parts_and_fused_finish_bit_identical(void **s)
         free(xref);
         fl_serveropt_free(ref);
     }
+    for (int k = 0; k < 6; k++)
+        free(d[k]);
+}
+
+/* Every build of the kernels this CPU runs (baseline, x86-64-v3, -v4) gives
+ * x, m and v bit for bit as the baseline, for every optimizer, split or not,
+ * fused or not, with weights whose products are exact (integers: the FMA
+ * path) and with weights whose products are not (scaled by 0.1: multiply
+ * and add kept apart). Where the CPU or build has no other build, the
+ * baseline is compared with itself and the case says so. */
+static void test_isa_builds_bit_identical(void **s)
+{
+    const size_t n = 5 * 2048 + 13;
+    fl_rng_t r;
+    fl_rng_seed(&r, 2021);
+    float *d[6];
+    for (int k = 0; k < 6; k++) {
+        d[k] = malloc(n * sizeof(float));
+        fill_normal(&r, d[k], n, k == 4 ? 1.0 : 0.05);
+    }
+    d[5][4 * 2048 + 7] = NAN;
+    float *x0 = malloc(n * sizeof(float));
+    fill_normal(&r, x0, n, 1.0);
+    int others = 0;
+    for (int kind = FL_SERVEROPT_FEDAVG; kind <= FL_SERVEROPT_FEDYOGI; kind++) {
+        for (int sc = 0; sc < 2; sc++) {
+            const double scale = sc ? 0.1 : 1.0;
+            fl_serveropt_t *ref = make((fl_serveropt_kind_t)kind, n);
+            assert_int_equal(fl__serveropt_set_isa(ref, 0), 0);
+            float *xref = malloc(n * sizeof(float));
+            memcpy(xref, x0, n * sizeof(float));
+            three_rounds_w(ref, xref, d, n, 0, scale);
+            const int isas[] = {0, 3, 4};
+            for (size_t ii = 0; ii < 3; ii++) {
+                for (int split = 0; split < 2; split++) {
+                    fl_serveropt_t *o = make((fl_serveropt_kind_t)kind, n);
+                    int rc = fl__serveropt_set_isa(o, isas[ii]);
+                    if (rc == FL_EUNSUPPORTED) {
+                        fl_serveropt_free(o);
+                        continue;
+                    }
+                    assert_int_equal(rc, 0);
+                    others += isas[ii] != 0;
+                    assert_int_equal(fl__serveropt_set_parts(o, split ? 3 : 1), 0);
+                    float *x = malloc(n * sizeof(float));
+                    memcpy(x, x0, n * sizeof(float));
+                    three_rounds_w(o, x, d, n, split, scale);
+                    assert_memory_equal(x, xref, n * sizeof(float));
+                    if (fl_serveropt_m(ref))
+                        assert_memory_equal(fl_serveropt_m(o), fl_serveropt_m(ref), n * sizeof(float));
+                    if (fl_serveropt_v(ref))
+                        assert_memory_equal(fl_serveropt_v(o), fl_serveropt_v(ref), n * sizeof(float));
+                    free(x);
+                    fl_serveropt_free(o);
+                }
+            }
+            free(xref);
+            fl_serveropt_free(ref);
+        }
+    }
+    if (!others)
+        printf("    (this CPU or build has only the baseline kernels: compared with itself)\n");
+    fl_serveropt_t *o = make(FL_SERVEROPT_FEDAVG, 16);
+    assert_int_equal(fl__serveropt_set_isa(o, 1), FL_EINVAL);
+    assert_int_equal(fl__serveropt_set_isa(NULL, 0), FL_EINVAL);
+    fl_serveropt_free(o);
+    free(x0);
     for (int k = 0; k < 6; k++)
         free(d[k]);
 }
@@ -512,6 +585,7 @@ int main(void)
         cmocka_unit_test(test_add_batch),
         cmocka_unit_test(test_parts_and_fused_finish_bit_identical),
         cmocka_unit_test(test_fused_finish_edges),
+        cmocka_unit_test(test_isa_builds_bit_identical),
         cmocka_unit_test(test_config),
     };
     return cmocka_run_group_tests_name("serveropt", tests, NULL, NULL);

@@ -6,7 +6,9 @@
  * transfer costs in memory: nothing). Each refusal must leave a
  * clear log line and the server must keep serving the next client. Server
  * handshakes run in the thread pool: a connected client's heartbeats are
- * answered, in order, while a storm of handshakes is in progress there. */
+ * answered, in order, while a storm of handshakes is in progress there, and
+ * records are decrypted there too: heartbeats are answered while several
+ * large uploads are being decrypted. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -668,6 +670,319 @@ static void test_resumed_storm(void **state)
     server_stop(&s);
 }
 
+/* Several model-sized uploads at once while a connected probe keeps asking
+ * for heartbeat echoes. The uploads' records are decrypted in record jobs
+ * (one per connection at a time), so the loop answers every heartbeat, in
+ * order, and some while record jobs are queued or running; with the records
+ * decrypted on the loop (record_jobs -1) no answer ever finds a job out and
+ * the test fails. Every upload arrives intact. The uploaders run on a
+ * thread and loop of their own, so their encryption is not the server
+ * loop's work. (The answer times are printed, not judged: bench_server's
+ * storm measures them.) */
+#define UPLOAD_N 4
+
+static struct {
+    server_t *s;
+    int echoed, echoed_during_jobs;
+    uint64_t next_seen;
+    int out_of_order;
+    fl_tls_conn_t *probe;
+    int probe_welcomed, probe_closed, probe_reason;
+    uint64_t sent, answered, bad_answer;
+    double sent_at, worst_ms;
+    atomic_int uploads_done;
+} U;
+
+typedef struct {
+    fl_tls_ctx_t *ctx;
+    client_t ks[UPLOAD_N];
+    fl_buf_t *upload;
+    int port;
+    atomic_int done;
+} upload_fleet_t;
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void upload_fleet_main(void *arg)
+{
+    upload_fleet_t *f = arg;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    for (int i = 0; i < UPLOAD_N; i++) {
+        f->ks[i].upload = f->upload;
+        f->ks[i].bye_after = 1;
+        if (fl_tls_connect(&loop, f->ctx, "127.0.0.1", f->port, "localhost", &cli_cbs, &f->ks[i], &f->ks[i].conn))
+            f->ks[i].closed = 1;
+    }
+    uint64_t t0 = uv_now(&loop);
+    for (;;) {
+        int closed = 0;
+        for (int i = 0; i < UPLOAD_N; i++)
+            closed += f->ks[i].closed;
+        if (closed == UPLOAD_N || uv_now(&loop) - t0 > fl_emu_ms(40000))
+            break;
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    for (int i = 0; i < UPLOAD_N; i++)
+        if (!f->ks[i].closed && f->ks[i].conn)
+            fl_tls_conn_close(f->ks[i].conn);
+    while (uv_run(&loop, UV_RUN_NOWAIT))
+        uv_sleep(1);
+    uv_loop_close(&loop);
+    atomic_store(&f->done, 1);
+}
+
+static void tick_noop(uv_timer_t *t) { (void)t; }
+
+static void upload_srv_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
+{
+    if (ev->kind == FL_WIRE_EV_MESSAGE && ev->msg->msg_case == FEDOPT__ENVELOPE__MSG_HEARTBEAT) {
+        fl_tls_rec_stats_t st;
+        fl_tls_ctx_rec_stats(U.s->ctx, &st);
+        U.echoed++;
+        U.echoed_during_jobs += st.jobs_now > 0;
+        if (ev->msg->heartbeat->unix_ms != U.next_seen)
+            U.out_of_order++;
+        U.next_seen = ev->msg->heartbeat->unix_ms + 1;
+        send_heartbeat(c, ev->msg->heartbeat->unix_ms);
+        return;
+    }
+    srv_on_message(c, ev, ud);
+}
+
+static void upload_probe_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
+{
+    if (ev->kind != FL_WIRE_EV_MESSAGE)
+        return;
+    if (ev->msg->msg_case == FEDOPT__ENVELOPE__MSG_WELCOME) {
+        U.probe_welcomed = 1;
+        return;
+    } else if (ev->msg->msg_case == FEDOPT__ENVELOPE__MSG_HEARTBEAT) {
+        if (ev->msg->heartbeat->unix_ms != U.answered)
+            U.bad_answer++;
+        U.answered++;
+        double ms = now_ms() - U.sent_at;
+        if (ms > U.worst_ms)
+            U.worst_ms = ms;
+    } else {
+        return;
+    }
+    if (!atomic_load(&U.uploads_done)) {
+        U.sent_at = now_ms();
+        send_heartbeat(c, U.sent++);
+    }
+}
+
+static void upload_probe_close(fl_tls_conn_t *c, int reason, void *ud)
+{
+    U.probe_closed = 1;
+    U.probe_reason = reason;
+    U.probe = NULL;
+}
+
+static void test_heartbeats_during_uploads(void **state)
+{
+    server_t s;
+    fl_tls_cbs_t scbs = {.on_open = srv_on_open,
+                         .on_message = upload_srv_message,
+                         .on_close = srv_on_close,
+                         .on_handshake_fail = srv_on_hs_fail};
+    server_start(&s, NULL, &scbs);
+    memset(&U, 0, sizeof U);
+    U.s = &s;
+    size_t n = fl_emu_size("upload floats", (8u << 20) / 4, (1u << 20) / 4);
+    float *d = malloc(n * sizeof *d);
+    assert_non_null(d);
+    for (size_t i = 0; i < n; i++)
+        d[i] = (float)(i % 977) * 0.25f;
+    upload_fleet_t *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    assert_int_equal(fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 7, d, n * 4, 0, &f->upload), 0);
+    f->ctx = client_ctx("ca.crt", "clients/bob.crt", "clients/bob.key");
+    f->port = fl_tls_server_port(s.srv);
+    fl_tls_ctx_t *pctx = client_ctx("ca.crt", "clients/alice.crt", "clients/alice.key");
+    client_t pk = {0};
+    fl_tls_cbs_t pcbs = {.on_open = hello, .on_message = upload_probe_message, .on_close = upload_probe_close};
+    assert_int_equal(fl_tls_connect(&s.loop, pctx, "127.0.0.1", f->port, "localhost", &pcbs, &pk, &U.probe), 0);
+    while (!U.probe_welcomed && !U.probe_closed)
+        uv_run(&s.loop, UV_RUN_ONCE);
+    assert_true(U.probe_welcomed);
+
+    /* The probe starts pinging; a tick wakes the loop to look at the fleet. */
+    U.sent_at = now_ms();
+    send_heartbeat(U.probe, U.sent++);
+    uv_timer_t tick;
+    uv_timer_init(&s.loop, &tick);
+    uv_timer_start(&tick, tick_noop, 5, 5);
+    uv_thread_t th;
+    assert_int_equal(uv_thread_create(&th, upload_fleet_main, f), 0);
+    while (!atomic_load(&f->done))
+        uv_run(&s.loop, UV_RUN_ONCE);
+    uv_thread_join(&th);
+    /* the server may still be reading what the kernel holds */
+    uint64_t end = uv_now(&s.loop) + fl_emu_ms(30000);
+    while (s.tensors < UPLOAD_N && uv_now(&s.loop) < end)
+        uv_run(&s.loop, UV_RUN_ONCE);
+    atomic_store(&U.uploads_done, 1);
+    uv_close((uv_handle_t *)&tick, NULL);
+    while (U.answered < U.sent && !U.probe_closed) /* the last answer */
+        uv_run(&s.loop, UV_RUN_ONCE);
+    fl_tls_conn_close(U.probe);
+    while (!U.probe_closed)
+        uv_run(&s.loop, UV_RUN_ONCE);
+    server_settle(&s.loop, s.ctx);
+    fl_tls_rec_stats_t st;
+    fl_tls_ctx_rec_stats(s.ctx, &st);
+    print_message("%llu heartbeats answered during %d uploads of %zu MiB, %d while record jobs were out "
+                  "(worst answer %.1f ms); %llu record jobs, at most %llu at once, %llu small records on the loop\n",
+                  (unsigned long long)U.answered, UPLOAD_N, n * 4 >> 20, U.echoed_during_jobs, U.worst_ms,
+                  (unsigned long long)st.jobs, (unsigned long long)st.peak_jobs,
+                  (unsigned long long)st.inline_reads);
+
+    for (int i = 0; i < UPLOAD_N; i++) {
+        assert_true(f->ks[i].welcomed);
+        assert_int_equal(f->ks[i].reason, 0);
+    }
+    assert_int_equal(s.tensors, UPLOAD_N);
+    assert_int_equal(s.tensor_bytes, n * 4);
+    assert_memory_equal(s.tensor, d, n * 4);
+    /* every heartbeat answered once, in order, some while jobs were out */
+    assert_true(U.answered >= 1);
+    assert_int_equal(U.answered, U.sent);
+    assert_int_equal(U.bad_answer, 0);
+    assert_int_equal(U.out_of_order, 0);
+    assert_int_equal((uint64_t)U.echoed, U.sent);
+    assert_true(U.echoed_during_jobs >= 1);
+    /* the uploads went through jobs, at most one per connection at once */
+    assert_true(st.jobs >= UPLOAD_N);
+    assert_true(st.peak_jobs >= 1 && st.peak_jobs <= UPLOAD_N);
+    assert_int_equal(st.jobs_now, 0);
+    assert_int_equal(U.probe_reason, 0);
+    fl_buf_unref(f->upload);
+    fl_tls_ctx_free(f->ctx);
+    fl_tls_ctx_free(pctx);
+    free(f);
+    free(d);
+    server_stop(&s);
+}
+
+/* Pausing a connection from outside its callbacks (a timer, here; in the
+ * daemon, another connection's upload filling the buffers) while a record
+ * job of it is out: no message is delivered until the resume, and none is
+ * lost or reordered. The client sends a burst of small frames in full-size
+ * records, so nearly every frame ends inside a record job. */
+#define PAUSE_FRAMES 3000
+
+static struct {
+    fl_tls_conn_t *conn;
+    int paused;
+    uint64_t got, next, out_of_order, while_paused, paused_during_job, toggles;
+} PZ;
+
+static void pz_open(fl_tls_conn_t *c, void *ud)
+{
+    srv_on_open(c, ud);
+    PZ.conn = c;
+}
+
+static void pz_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
+{
+    if (ev->kind == FL_WIRE_EV_MESSAGE && ev->msg->msg_case == FEDOPT__ENVELOPE__MSG_HEARTBEAT) {
+        PZ.got++;
+        PZ.while_paused += PZ.paused;
+        PZ.out_of_order += ev->msg->heartbeat->unix_ms != PZ.next;
+        PZ.next = ev->msg->heartbeat->unix_ms + 1;
+        return;
+    }
+    srv_on_message(c, ev, ud);
+}
+
+static void pz_close(fl_tls_conn_t *c, int reason, void *ud)
+{
+    srv_on_close(c, reason, ud);
+    if (PZ.conn == c)
+        PZ.conn = NULL;
+}
+
+static void pz_toggle(uv_timer_t *t)
+{
+    server_t *s = t->data;
+    if (!PZ.conn)
+        return;
+    if (PZ.paused) {
+        PZ.paused = 0;
+        fl_tls_conn_resume_read(PZ.conn);
+    } else {
+        fl_tls_rec_stats_t st;
+        fl_tls_ctx_rec_stats(s->ctx, &st);
+        PZ.paused_during_job += st.jobs_now > 0;
+        PZ.paused = 1;
+        fl_tls_conn_pause_read(PZ.conn);
+    }
+    PZ.toggles++;
+}
+
+static void test_pause_during_record_jobs(void **state)
+{
+    server_t s;
+    fl_tls_cbs_t cbs = {.on_open = pz_open, .on_message = pz_message, .on_close = pz_close};
+    server_start(&s, NULL, &cbs);
+    memset(&PZ, 0, sizeof PZ);
+    client_t k = {0};
+    fl_buf_t *one[PAUSE_FRAMES + 1];
+    Fedopt__Hello hm = FEDOPT__HELLO__INIT;
+    hm.protocol_version = FL_PROTOCOL_VERSION;
+    Fedopt__Envelope he = FEDOPT__ENVELOPE__INIT;
+    he.msg_case = FEDOPT__ENVELOPE__MSG_HELLO;
+    he.hello = &hm;
+    assert_int_equal(fl_wire_encode(&he, &one[PAUSE_FRAMES]), 0);
+    size_t total = one[PAUSE_FRAMES]->len;
+    for (int i = 0; i < PAUSE_FRAMES; i++) {
+        Fedopt__Heartbeat hb = FEDOPT__HEARTBEAT__INIT;
+        hb.unix_ms = (uint64_t)i;
+        Fedopt__Envelope m = FEDOPT__ENVELOPE__INIT;
+        m.msg_case = FEDOPT__ENVELOPE__MSG_HEARTBEAT;
+        m.heartbeat = &hb;
+        assert_int_equal(fl_wire_encode(&m, &one[i]), 0);
+        total += one[i]->len;
+    }
+    assert_int_equal(fl_buf_new(total, &k.raw), 0);
+    memcpy(k.raw->data, one[PAUSE_FRAMES]->data, one[PAUSE_FRAMES]->len); /* Hello first */
+    size_t off = one[PAUSE_FRAMES]->len;
+    fl_buf_unref(one[PAUSE_FRAMES]);
+    for (int i = 0; i < PAUSE_FRAMES; i++) {
+        memcpy(k.raw->data + off, one[i]->data, one[i]->len);
+        off += one[i]->len;
+        fl_buf_unref(one[i]);
+    }
+    k.close_after_raw = 1;
+    uv_timer_t t;
+    uv_timer_init(&s.loop, &t);
+    t.data = &s;
+    uv_timer_start(&t, pz_toggle, 1, 1);
+    client_run(&s, &k, "ca.crt", "clients/alice.crt", "clients/alice.key", "localhost");
+    uv_close((uv_handle_t *)&t, NULL);
+    fl_tls_rec_stats_t st;
+    fl_tls_ctx_rec_stats(s.ctx, &st);
+    print_message("%llu frames, %llu pauses and resumes, %llu pauses while a record job was out; %llu record jobs\n",
+                  (unsigned long long)PZ.got, (unsigned long long)PZ.toggles,
+                  (unsigned long long)PZ.paused_during_job, (unsigned long long)st.jobs);
+    assert_int_equal(k.reason, 0);
+    assert_int_equal(PZ.got, PAUSE_FRAMES);
+    assert_int_equal(PZ.out_of_order, 0);
+    assert_int_equal(PZ.while_paused, 0);
+    assert_true(PZ.paused_during_job >= 1);
+    assert_true(st.jobs >= 2);
+    assert_int_equal(s.last_close_reason, 0);
+    client_free(&k);
+    server_stop(&s);
+}
+
 /* Handshakes on the loop (handshake_jobs -1): no job ever runs, and
  * everyone still gets in or is refused as before. */
 static void test_handshakes_on_loop_option(void **state)
@@ -1055,6 +1370,86 @@ static void test_handshake_timeout(void **state)
     server_stop(&s);
 }
 
+/* A slowloris of half-open connections: peers that connect and never
+ * finish a handshake. Beyond max_handshakes of them under way, the server
+ * closes each new connection at once, with a log line and a count (and
+ * on_handshake_fail with FL_EAGAIN), so they cannot grow its memory without
+ * bound; a real client is refused too while the cap is full, and gets in
+ * once the half-open ones are gone. */
+static void test_max_handshakes(void **state)
+{
+    enum { CAP = 4, PEERS = 10 };
+    server_t s;
+    fl_tls_opts_t o = {0};
+    o.max_handshakes = CAP;
+    server_start(&s, &o, NULL);
+    long mark = log_mark();
+    plain_t p[PEERS];
+    memset(p, 0, sizeof p);
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", fl_tls_server_port(s.srv), &sa);
+    for (int i = 0; i < PEERS; i++) {
+        uv_tcp_init(&s.loop, &p[i].tcp);
+        p[i].tcp.data = &p[i];
+        p[i].creq.data = &p[i];
+        assert_int_equal(uv_tcp_connect(&p[i].creq, &p[i].tcp, (struct sockaddr *)&sa, idle_connected), 0);
+    }
+    fl_tls_server_stats_t st;
+    uint64_t end = uv_now(&s.loop) + fl_emu_ms(10000);
+    for (;;) {
+        int done = 0;
+        for (int i = 0; i < PEERS; i++)
+            done += p[i].done;
+        fl_tls_server_stats(s.srv, &st);
+        if ((st.accepted == PEERS && done == PEERS - CAP) || uv_now(&s.loop) > end)
+            break;
+        uv_run(&s.loop, UV_RUN_ONCE);
+    }
+    fl_tls_hs_stats_t hs;
+    fl_tls_ctx_hs_stats(s.ctx, &hs);
+    assert_int_equal(st.accepted, PEERS);
+    assert_int_equal(st.hs_refused, PEERS - CAP);
+    assert_int_equal(hs.in_progress, CAP);
+    assert_int_equal(s.hs_fails, PEERS - CAP);
+    assert_int_equal(s.hs_reason, FL_EAGAIN);
+    assert_true(log_has(mark, "refusing 127.0.0.1:", "4 handshakes already under way (max_handshakes"));
+
+    /* A real client while the cap is full: refused as well. */
+    fl_tls_ctx_t *ctx = client_ctx("ca.crt", "clients/alice.crt", "clients/alice.key");
+    client_t a = {0};
+    assert_int_equal(fl_tls_connect(&s.loop, ctx, "127.0.0.1", fl_tls_server_port(s.srv), "localhost", &cli_cbs,
+                                    &a, &a.conn), 0);
+    while (!a.closed)
+        uv_run(&s.loop, UV_RUN_ONCE);
+    assert_false(a.opened);
+    fl_tls_server_stats(s.srv, &st);
+    assert_int_equal(st.hs_refused, PEERS - CAP + 1);
+
+    /* The half-open ones go: the next client gets in. */
+    for (int i = 0; i < PEERS; i++)
+        if (!p[i].done && !uv_is_closing((uv_handle_t *)&p[i].tcp))
+            uv_close((uv_handle_t *)&p[i].tcp, plain_closed);
+    for (int i = 0; i < spins(2000); i++) {
+        fl_tls_ctx_hs_stats(s.ctx, &hs);
+        if (hs.in_progress == 0)
+            break;
+        uv_run(&s.loop, UV_RUN_NOWAIT);
+        uv_sleep(1);
+    }
+    assert_int_equal(hs.in_progress, 0);
+    client_t b = {0};
+    b.bye_after = 1;
+    assert_int_equal(fl_tls_connect(&s.loop, ctx, "127.0.0.1", fl_tls_server_port(s.srv), "localhost", &cli_cbs,
+                                    &b, &b.conn), 0);
+    while (!b.closed)
+        uv_run(&s.loop, UV_RUN_ONCE);
+    assert_true(b.welcomed);
+    assert_int_equal(b.reason, 0);
+    server_settle(&s.loop, s.ctx);
+    fl_tls_ctx_free(ctx);
+    server_stop(&s);
+}
+
 /* Reading paused inside on_message while the rest of the read buffer holds
  * the delta: it must arrive intact after the resume. */
 static void test_pause_mid_buffer(void **state)
@@ -1346,10 +1741,13 @@ int main(void)
         cmocka_unit_test(test_connect_failures),
         cmocka_unit_test(test_connect_by_name),
         cmocka_unit_test(test_max_conns),
+        cmocka_unit_test(test_max_handshakes),
         cmocka_unit_test(test_bad_config),
         cmocka_unit_test(test_heartbeats_during_handshake_storm),
         cmocka_unit_test(test_resumed_storm),
         cmocka_unit_test(test_handshakes_on_loop_option),
+        cmocka_unit_test(test_heartbeats_during_uploads),
+        cmocka_unit_test(test_pause_during_record_jobs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
