@@ -313,8 +313,14 @@ int fl_fleet_metrics_define(fl_metrics_t *m)
          FL_METRIC_COUNTER},
     };
     int rc = 0;
-    for (size_t i = 0; i < sizeof fam / sizeof fam[0] && rc == 0; i++)
+    for (size_t i = 0; i < sizeof fam / sizeof fam[0] && rc == 0; i++) {
         rc = fl_metrics_define(m, fam[i].name, fam[i].type, fam[i].help, fam[i].label, NULL, 0);
+        /* Counters are served from 0, before anything happened: a series
+         * that first appears at its value after a burst shorter than the
+         * scrape interval shows Prometheus no increase (rate() 0). */
+        if (rc == 0 && fam[i].type == FL_METRIC_COUNTER && !fam[i].label)
+            rc = fl_metrics_add(m, fam[i].name, NULL, 0);
+    }
     return rc;
 }
 

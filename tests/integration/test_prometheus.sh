@@ -95,6 +95,10 @@ until [ "$(q 'up{job="fleet"}')" = 1 ]; do
     [ "$n" -gt 300 ] && fail "Prometheus did not scrape fleet A in 30 s"
     sleep 0.1
 done
+# ... and that scrape has the counters at 0 (a counter first served at its
+# value after a burst shorter than the scrape interval has no rise to rate()).
+[ "$(q fedopt_fleet_samples_total)" = 0 ] ||
+    fail "fleet A's fedopt_fleet_samples_total before any training: '$(q fedopt_fleet_samples_total)', want 0"
 start_fleet fleet-b.log $fleet_args --shard 1/2
 fleet_b=$fleet_pid
 n=0
