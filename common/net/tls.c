@@ -813,6 +813,21 @@ static int write_copy(fl_tls_conn_t *c, const unsigned char *buf, size_t len)
     return r < 0 ? r : 0;
 }
 
+/* Back on the loop after a job: sends what the job's mbedTLS wrote (a
+ * handshake flight, an alert); a failed write fails the connection, logged
+ * with `fmt` (the peer's address, then libuv's error). */
+static void flush_job_out(fl_tls_conn_t *c, const char *fmt)
+{
+    if (c->job_out.len) {
+        int r = write_copy(c, c->job_out.data, c->job_out.len);
+        if (r < 0) {
+            FL_LOG_W(WHO, fmt, c->addr, uv_strerror(r));
+            conn_fail(c, FL_ENET);
+        }
+    }
+    c->job_out.len = 0;
+}
+
 /* A handshake job's send: the bytes wait in job_out until the loop sends
  * them (hs_after). Runs on the worker. */
 static int job_send(fl_tls_conn_t *c, const unsigned char *buf, size_t len)
@@ -1070,14 +1085,7 @@ static void hs_after(uv_work_t *w, int status)
     fl_bytes_consume(&in, c->job_in_off);
     c->job_in_off = 0;
     if (c->state == ST_HANDSHAKE && status == 0) {
-        if (c->job_out.len) {
-            int r = write_copy(c, c->job_out.data, c->job_out.len);
-            if (r < 0) {
-                FL_LOG_W(WHO, "handshake with %s refused: write failed: %s", c->addr, uv_strerror(r));
-                conn_fail(c, FL_ENET);
-            }
-        }
-        c->job_out.len = 0;
+        flush_job_out(c, "handshake with %s refused: write failed: %s");
         /* What the job left unread and what arrived meanwhile (application
          * data behind the client's Finished: a resumed handshake's client
          * sends its first message right after) is read once open. */
@@ -1545,14 +1553,7 @@ static void rec_after(uv_work_t *w, int status)
     uint8_t *frame = c->job_frame;
     c->job_frame = NULL;
     if (c->state == ST_OPEN && status == 0) {
-        if (c->job_out.len) {
-            int r = write_copy(c, c->job_out.data, c->job_out.len);
-            if (r < 0) {
-                FL_LOG_W(WHO, "%s: write failed: %s", c->addr, uv_strerror(r));
-                conn_fail(c, FL_ENET);
-            }
-            c->job_out.len = 0;
-        }
+        flush_job_out(c, "%s: write failed: %s");
         c->in_feed = 1;
         if (c->state != ST_OPEN)
             free(frame); /* the write above failed */
