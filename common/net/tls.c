@@ -904,6 +904,19 @@ static int rec_recv(fl_tls_conn_t *c, unsigned char *buf, size_t len);
 static void read_failed(fl_tls_conn_t *c, int nread);
 static unsigned char *ssl_in_tail(fl_tls_conn_t *c, size_t *room);
 
+/* Gives mbedTLS up to len of the bytes libuv (or a job's read beyond its
+ * request) left in in_ptr; c->in_len must be nonzero. Bytes read straight
+ * into mbedTLS's input buffer (alloc_cb) are already where it wants them. */
+static int take_in(fl_tls_conn_t *c, unsigned char *buf, size_t len)
+{
+    size_t k = len < c->in_len ? len : c->in_len;
+    if (buf != c->in_ptr)
+        memmove(buf, c->in_ptr, k);
+    c->in_ptr += k;
+    c->in_len -= k;
+    return (int)k;
+}
+
 /* mbedTLS's receive callback: ciphertext from the current read buffer. */
 static int bio_recv(void *ctx, unsigned char *buf, size_t len)
 {
@@ -921,14 +934,7 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
     }
     if (c->in_len == 0)
         return MBEDTLS_ERR_SSL_WANT_READ;
-    size_t k = len < c->in_len ? len : c->in_len;
-    /* Bytes read straight into mbedTLS's input buffer (alloc_cb) are
-     * already where it wants them. */
-    if (buf != c->in_ptr)
-        memmove(buf, c->in_ptr, k);
-    c->in_ptr += k;
-    c->in_len -= k;
-    return (int)k;
+    return take_in(c, buf, len);
 }
 
 static void describe_failure(fl_tls_conn_t *c, int ret, char *out, size_t n)
@@ -1401,14 +1407,8 @@ static void rec_after(uv_work_t *w, int status);
 /* A job's receive: first what libuv had read (in_ptr), then the socket. */
 static int rec_recv(fl_tls_conn_t *c, unsigned char *buf, size_t len)
 {
-    if (c->in_len) {
-        size_t k = len < c->in_len ? len : c->in_len;
-        if (buf != c->in_ptr)
-            memmove(buf, c->in_ptr, k);
-        c->in_ptr += k;
-        c->in_len -= k;
-        return (int)k;
-    }
+    if (c->in_len)
+        return take_in(c, buf, len);
     if (c->job_bytes >= REC_JOB_MAX)
         return MBEDTLS_ERR_SSL_WANT_READ; /* the loop polls again */
     /* One read per record where the kernel has them: asked for a header,
