@@ -34,6 +34,12 @@ static atomic_ulong started_total;
 
 unsigned long fl__workers_started(void) { return atomic_load(&started_total); }
 
+static _Thread_local fl_workers_t *current;
+
+void fl__workers_set_current(fl_workers_t *w) { current = w; }
+
+fl_workers_t *fl__workers_current(void) { return current; }
+
 static void worker_main(void *p)
 {
     worker_t *me = p;
