@@ -12,9 +12,12 @@
  *
  * Threads: a call runs on as many threads as fl_gemm_get_threads() says
  * (oneDNN's OpenMP team is sized per calling thread), so a model that
- * splits its batches runs each part's convolutions on its own thread only.
- * A fl_dnnl_conv_t is used by one thread at a time (a layer belongs to one
- * model or replica). Results are deterministic for a fixed thread count. */
+ * splits its batches runs each part's convolutions on its own thread only,
+ * and a model that splits its layers runs each slice (see
+ * fl__dnnl_conv_create_slice) on one of its workers. A fl__dnnl_conv_t is
+ * used by one thread at a time (a layer or slice belongs to one model or
+ * replica, and its slices are separate objects). Results are deterministic
+ * for a fixed thread count. */
 #ifndef FL_DNNL_H
 #define FL_DNNL_H
 
