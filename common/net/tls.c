@@ -272,7 +272,6 @@ struct fl_tls_conn {
      * behind it meanwhile), moves q->off only, and counts job_plain; the
      * record it did not write (the kernel was full or its share was used)
      * is job_wr_ptr/job_wr_len, which the loop hands to libuv. */
-    int snd_job;           /* the running job sends (rec_busy is set too) */
     sendq_t *job_q_last;
     size_t job_plain;
     const unsigned char *job_wr_ptr;
@@ -1506,37 +1505,49 @@ static void rec_flow(fl_tls_conn_t *c)
     }
 }
 
-/* Starts a job for the connection. */
+/* Queues a job that works the connection's socket itself (a record job or
+ * a send job): it takes the connection's one job slot (rec_busy), so libuv
+ * stops reading and nothing else touches the ssl context, and keeps the
+ * connection alive until its after-callback. Returns 0, or -1 with the
+ * connection failed. */
+static int job_queue(fl_tls_conn_t *c, uv_work_cb work, uv_after_work_cb after, const char *what)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) {
+        conn_fail(c, FL_ENET);
+        return -1;
+    }
+    c->job_fd = fd;
+    c->job_sock = 0;
+    c->job_bytes = 0;
+    c->rec_busy = 1;
+    rec_flow(c); /* stops libuv's reading */
+    c->handles++; /* the job's reference */
+    c->hs_work.data = c;
+    int r = uv_queue_work(c->tcp.loop, &c->hs_work, work, after);
+    if (r != 0) {
+        c->rec_busy = 0;
+        FL_LOG_W(WHO, "%s ('%s'): cannot queue a %s job: %s; closing", c->addr, c->peer, what, uv_strerror(r));
+        conn_fail(c, FL_ENOMEM);
+        conn_release(c);
+        return -1;
+    }
+    return 0;
+}
+
+/* Starts a record job for the connection. */
 static void rec_dispatch(fl_tls_conn_t *c)
 {
     if (c->rec_busy || c->state != ST_OPEN || c->paused)
         return;
     fl_tls_ctx_t *x = c->ctx;
-    uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) {
-        conn_fail(c, FL_ENET);
-        return;
-    }
-    c->job_fd = fd;
-    c->job_sock = 0;
-    c->job_bytes = 0;
     c->job_wr_pending = c->wr_busy || c->wr_done;
     c->rd.max_frame = c->admitted ? x->max_frame : x->preadmit_max_frame;
-    c->rec_busy = 1;
-    rec_flow(c); /* stops libuv's reading: the job reads */
-    c->handles++; /* the job's reference */
+    if (job_queue(c, rec_work, rec_after, "record"))
+        return;
     x->rec_stats.jobs++;
     if (++x->rec_stats.jobs_now > x->rec_stats.peak_jobs)
         x->rec_stats.peak_jobs = x->rec_stats.jobs_now;
-    c->hs_work.data = c;
-    int r = uv_queue_work(c->tcp.loop, &c->hs_work, rec_work, rec_after);
-    if (r != 0) {
-        c->rec_busy = 0;
-        x->rec_stats.jobs_now--;
-        FL_LOG_W(WHO, "%s ('%s'): cannot queue a record job: %s; closing", c->addr, c->peer, uv_strerror(r));
-        conn_fail(c, FL_ENOMEM);
-        conn_release(c);
-    }
 }
 
 /* Carries on when neither a job nor libuv reads: bytes or plaintext left
@@ -1729,35 +1740,14 @@ static void snd_after(uv_work_t *w, int status);
 
 static void snd_dispatch(fl_tls_conn_t *c)
 {
-    fl_tls_ctx_t *x = c->ctx;
-    uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) {
-        conn_fail(c, FL_ENET);
-        return;
-    }
-    c->job_fd = fd;
-    c->job_sock = 0;
-    c->job_bytes = 0;
     c->job_q_last = c->q_tail;
     c->job_plain = 0;
     c->job_wr_ptr = NULL;
     c->job_wr_len = 0;
-    c->rec_busy = 1;
-    c->snd_job = 1;
-    rec_flow(c); /* no reading while the job has the ssl context */
-    c->handles++; /* the job's reference */
-    x->rec_stats.send_jobs++;
-    x->rec_stats.send_jobs_now++;
-    c->hs_work.data = c;
-    int r = uv_queue_work(c->tcp.loop, &c->hs_work, snd_work, snd_after);
-    if (r != 0) {
-        c->rec_busy = 0;
-        c->snd_job = 0;
-        x->rec_stats.send_jobs_now--;
-        FL_LOG_W(WHO, "%s ('%s'): cannot queue a send job: %s; closing", c->addr, c->peer, uv_strerror(r));
-        conn_fail(c, FL_ENOMEM);
-        conn_release(c);
-    }
+    if (job_queue(c, snd_work, snd_after, "send"))
+        return;
+    c->ctx->rec_stats.send_jobs++;
+    c->ctx->rec_stats.send_jobs_now++;
 }
 
 /* The job is back: the queue gives up what was sent; the record the job
@@ -1767,7 +1757,6 @@ static void snd_after(uv_work_t *w, int status)
     fl_tls_conn_t *c = w->data;
     fl_tls_ctx_t *x = c->ctx;
     c->rec_busy = 0;
-    c->snd_job = 0;
     c->rec_pump = 0; /* pumped below, or by write_done */
     x->rec_stats.send_jobs_now--;
     c->q_bytes -= c->job_plain;
