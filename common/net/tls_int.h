@@ -261,6 +261,10 @@ int fl__tls_deliver(fl_tls_conn_t *c, int rc, uint8_t *frame, uint32_t len);
 int fl__tls_charge_frames(fl_tls_conn_t *c);
 void fl__tls_read_end(fl_tls_conn_t *c, int ret);
 void fl__tls_read_failed(fl_tls_conn_t *c, int nread);
+/* A certificate's common name into out (FL_CERTS_NAME_MAX + 1 bytes)
+ * (out): 0, or FL_EAUTH when it has none, too long or not a valid name (tlsctx.c's
+ * certificate check uses it too). */
+int fl__tls_cert_cn(const mbedtls_x509_crt *crt, char *out);
 /* The handshake's result, on the loop (after a job or a loop step). */
 void fl__tls_handshake_result(fl_tls_conn_t *c, int ret);
 
