@@ -17,6 +17,7 @@
 #include "common/nn/lstm.h"
 #include "common/nn/pool.h"
 #include "common/nn/resblock.h"
+#include "common/nn/dnnl.h"
 #include "common/nn/workers.h"
 
 /* ---- builders: one per model, layers in PyTorch module order ---- */
@@ -610,7 +611,9 @@ int fl_model_set_threads(fl_model_t *m, int threads)
         m->threads = threads; /* GEMM threads; one part */
         return 0;
     }
-    if (m->params.numel >= layer_split_params) {
+    /* Only oneDNN's convolutions run in slices (conv2d's own path would run
+     * whole, on one thread): elsewhere such a model splits its batches. */
+    if (m->params.numel >= layer_split_params && fl__dnnl_available()) {
         /* One part; the threads are conv2d's slices. */
         fl_workers_t *workers = NULL;
         int rc = fl_workers_create(threads - 1, &workers);

@@ -176,7 +176,7 @@ int fl_model_loss(fl_model_t *m, const float *x, const int32_t *y, size_t n, fl_
  *   not split): thinner parts would repeat the weight packing of their
  *   GEMMs for little work.
  * - layers: a split model with many parameters (4M or more: resnet18gn's
- *   11M) keeps one part and runs each oneDNN convolution in output-channel
+ *   11M), where oneDNN is built in, keeps one part and runs each oneDNN convolution in output-channel
  *   slices on its threads (conv2d), the rest of the step on the calling
  *   thread. A batch split would repeat the convolutions' weight-sized work
  *   (conversions, Winograd transforms, gradient passes) on every thread,
