@@ -66,6 +66,7 @@ typedef struct fl__job {
     size_t eval_batch, eval_max;
     int tamper; /* the hooks' tamper code (0 = none) */
     const fl_attack_t *attack; /* the hooks' attack (NULL = honest) */
+    fl_task_ws_t *ws; /* the pool's workspace lent to the running job (NULL = none) */
     /* outputs */
     int rc;
     char why[200];
@@ -87,6 +88,8 @@ struct fl_session_pool {
     unsigned jobs, running, waiting;
     fl__job_t *head, *tail;
     fl__shared_t *shared; /* models of the rounds in progress */
+    fl_task_ws_t **ws;    /* fl_session_pool_keep_models: one workspace per job slot */
+    unsigned char *ws_busy; /* ws[i] is lent to a running job */
 };
 
 struct fl_session {
@@ -207,7 +210,47 @@ int fl_session_pool_create(uv_loop_t *loop, unsigned jobs, fl_session_pool_t **o
     return 0;
 }
 
-void fl_session_pool_free(fl_session_pool_t *p) { free(p); }
+int fl_session_pool_keep_models(fl_session_pool_t *p)
+{
+    if (!p)
+        return FL_EINVAL;
+    if (p->ws)
+        return 0;
+    fl_task_ws_t **ws = calloc(p->jobs, sizeof *ws);
+    unsigned char *busy = calloc(p->jobs, 1);
+    int rc = ws && busy ? 0 : FL_ENOMEM;
+    for (unsigned i = 0; !rc && i < p->jobs; i++)
+        rc = fl_task_ws_new(&ws[i]);
+    if (rc) {
+        for (unsigned i = 0; ws && i < p->jobs; i++)
+            fl_task_ws_free(ws[i]);
+        free(ws);
+        free(busy);
+        return rc;
+    }
+    p->ws = ws;
+    p->ws_busy = busy;
+    return 0;
+}
+
+size_t fl_session_pool_builds(const fl_session_pool_t *p)
+{
+    size_t n = 0;
+    for (unsigned i = 0; p && p->ws && i < p->jobs; i++)
+        n += fl_task_ws_builds(p->ws[i]);
+    return n;
+}
+
+void fl_session_pool_free(fl_session_pool_t *p)
+{
+    if (!p)
+        return;
+    for (unsigned i = 0; p->ws && i < p->jobs; i++)
+        fl_task_ws_free(p->ws[i]);
+    free(p->ws);
+    free(p->ws_busy);
+    free(p);
+}
 unsigned fl_session_pool_running(const fl_session_pool_t *p) { return p->running; }
 unsigned fl_session_pool_waiting(const fl_session_pool_t *p) { return p->waiting; }
 
@@ -234,6 +277,12 @@ static void pool_kick(fl_session_pool_t *p)
         p->waiting--;
         p->running++;
         j->work.data = j;
+        /* running <= jobs: a workspace is free */
+        for (unsigned i = 0; p->ws && !j->ws && i < p->jobs; i++)
+            if (!p->ws_busy[i]) {
+                p->ws_busy[i] = 1;
+                j->ws = p->ws[i];
+            }
         if (j->s->state == FL_SESSION_QUEUED)
             j->s->state = FL_SESSION_TRAINING;
         if (uv_queue_work(p->loop, &j->work, job_work, job_after)) {
@@ -330,7 +379,8 @@ static fl_task_in_t job_input(const fl__job_t *j)
                        .n = j->n,
                        .gemm_threads = s->o.gemm_threads,
                        .table = j->table,
-                       .ntable = j->ntable};
+                       .ntable = j->ntable,
+                       .ws = j->ws};
     return in;
 }
 
@@ -553,6 +603,12 @@ static void job_after(uv_work_t *w, int status)
     fl_session_pool_t *p = s->pool;
     p->running--;
     s->job = NULL;
+    /* The job's outputs are its own (frames, sdelta): the model can go on
+     * to the next job. */
+    for (unsigned i = 0; j->ws && i < p->jobs; i++)
+        if (p->ws[i] == j->ws)
+            p->ws_busy[i] = 0;
+    j->ws = NULL;
     if (status == UV_ECANCELED && !j->rc) {
         j->rc = FL_ECANCELED;
         snprintf(j->why, sizeof j->why, "canceled");

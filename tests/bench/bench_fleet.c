@@ -30,6 +30,7 @@
 
 #include "client/fleet.h"
 #include "client/session.h"
+#include "client/task.h"
 #include "common/net/certs.h"
 #include "common/data/spec.h"
 #include "common/base/error.h"
@@ -69,43 +70,38 @@ typedef struct {
     int rc;
 } local_t;
 
+/* The same task code the fleet's jobs run (client/task), with a workspace
+ * per thread as each of the fleet's job slots keeps one: a model built
+ * once and reused, so both sides pay the same for building and faulting in
+ * models, and the ratio shows only the protocol. */
 static void *local_worker(void *arg)
 {
     local_t *L = arg;
     fl_gemm_set_threads(1);
-    float *delta = malloc(L->numel * sizeof(float));
+    fl_task_ws_t *ws = NULL;
+    if (fl_task_ws_new(&ws)) {
+        L->rc = FL_ENOMEM;
+        return NULL;
+    }
     for (;;) {
         pthread_mutex_lock(&L->mu);
         size_t c = L->next++;
         pthread_mutex_unlock(&L->mu);
-        if (c >= L->count || !delta)
+        if (c >= L->count)
             break;
         size_t n;
         const uint32_t *idx = fl_partition_client(L->parts, c, &n);
-        fl_dataset_t d;
-        fl_dataset_init(&d);
-        fl_model_t *m = NULL;
-        fl_model_spec_t spec;
+        fl_task_in_t in = {.model = "cnn", .data = L->all, .index = idx, .nindex = n, .global = L->global,
+                           .n = L->numel, .gemm_threads = 1, .ws = ws};
         fl_train_config_t cfg = {.epochs = 1, .batch = 20, .sgd = {.lr = 0.031623f}, .seed = 1,
                                  .ids = {1, 1, c}, .nids = 3};
-        int rc = fl_dataset_subset(L->all, idx, n, &d);
-        if (!rc)
-            rc = fl_model_spec_from_dataset(&d, &spec);
-        if (!rc)
-            rc = fl_model_create("cnn", &spec, &m);
-        if (!rc)
-            rc = fl_model_set_params(m, L->global, L->numel);
-        if (!rc)
-            rc = fl_train_run(m, &d, &cfg, NULL, NULL, NULL);
-        if (!rc)
-            for (size_t i = 0; i < L->numel; i++)
-                delta[i] = m->params.data[i] - L->global[i];
+        fl_task_result_t res;
+        int rc = fl_task_train(&in, &cfg, &res, NULL, 0);
+        fl_task_result_free(&res);
         if (rc)
             L->rc = rc;
-        fl_model_free(m);
-        fl_dataset_free(&d);
     }
-    free(delta);
+    fl_task_ws_free(ws);
     return NULL;
 }
 
