@@ -90,6 +90,10 @@ struct fl_session_pool {
     fl__shared_t *shared; /* models of the rounds in progress */
     fl_task_ws_t **ws;    /* fl_session_pool_keep_models: one workspace per job slot */
     unsigned char *ws_busy; /* ws[i] is lent to a running job */
+    /* fl_session_pool_keep_models: the last round's receive buffers, for
+     * the next round's (already faulted in); spare_n floats each */
+    float *spare[2];
+    size_t spare_n;
 };
 
 struct fl_session {
@@ -249,6 +253,8 @@ void fl_session_pool_free(fl_session_pool_t *p)
         fl_task_ws_free(p->ws[i]);
     free(p->ws);
     free(p->ws_busy);
+    free(p->spare[0]);
+    free(p->spare[1]);
     free(p);
 }
 unsigned fl_session_pool_running(const fl_session_pool_t *p) { return p->running; }
@@ -307,6 +313,42 @@ static void pool_submit(fl_session_pool_t *p, fl__job_t *j)
 
 /* ---- the shared model of a round ------------------------------------------ */
 
+/* A model-sized receive buffer: a spare one of n floats when the pool keeps
+ * them, else a new one. */
+static float *buf_take(fl_session_pool_t *p, size_t n)
+{
+    for (int i = 0; i < 2; i++)
+        if (p->spare[i] && p->spare_n == n) {
+            float *b = p->spare[i];
+            p->spare[i] = NULL;
+            return b;
+        }
+    return fl_task_alloc_params(n);
+}
+
+/* Gives a receive buffer back: a pool that keeps models keeps it for the
+ * next round (a fleet receives a model of the same size every round, and a
+ * new buffer would be faulted in and zeroed again), else it is freed. */
+static void buf_give(fl_session_pool_t *p, float *b, size_t n)
+{
+    if (!b)
+        return;
+    if (p->ws) {
+        if (p->spare_n != n) {
+            free(p->spare[0]);
+            free(p->spare[1]);
+            p->spare[0] = p->spare[1] = NULL;
+            p->spare_n = n;
+        }
+        for (int i = 0; i < 2; i++)
+            if (!p->spare[i]) {
+                p->spare[i] = b;
+                return;
+            }
+    }
+    free(b);
+}
+
 static void shared_unref(fl__shared_t *e)
 {
     if (!e || --e->refs)
@@ -316,8 +358,8 @@ static void shared_unref(fl__shared_t *e)
             *p = e->next;
             break;
         }
-    free(e->data);
-    free(e->scratch);
+    buf_give(e->pool, e->data, e->n);
+    buf_give(e->pool, (float *)e->scratch, e->n);
     free(e);
 }
 
@@ -330,14 +372,14 @@ static fl__shared_t *shared_for_offer(fl_session_t *s, uint64_t run, uint64_t ro
     fl_session_pool_t *p = s->pool;
     for (fl__shared_t *e = p->shared; e; e = e->next)
         if (e->run == run && e->round == round && e->n == n && e->state != SH_FAILED) {
-            if (!e->scratch && !(e->scratch = (uint8_t *)fl_task_alloc_params(n)))
+            if (!e->scratch && !(e->scratch = (uint8_t *)buf_take(p, n)))
                 return NULL;
             e->refs++;
             *owner = 0;
             return e;
         }
     fl__shared_t *e = calloc(1, sizeof *e);
-    if (!e || !(e->data = fl_task_alloc_params(n))) {
+    if (!e || !(e->data = buf_take(p, n))) {
         free(e);
         return NULL;
     }

@@ -166,9 +166,11 @@ int fl_session_pool_create(uv_loop_t *loop, unsigned jobs, fl_session_pool_t **o
 /* Makes the pool keep a model per job slot between jobs (client/task's
  * workspaces): a job reuses the model the previous job in its slot built
  * when the model and data shapes are the same, instead of building, faulting
- * in and freeing one per task. For a simulated fleet, which trains task
- * after task; the pool then holds `jobs` models for its lifetime, also while
- * idle, so a device client does not call it. Call before any job runs.
+ * in and freeing one per task; likewise the pool keeps a finished round's
+ * shared model and scratch buffers for the next round's. For a simulated
+ * fleet, which trains task after task; the pool then holds `jobs` models and
+ * two received ones for its lifetime, also while idle, so a device client
+ * does not call it. Call before any job runs.
  * Returns 0, FL_EINVAL or FL_ENOMEM (the pool then builds a model per task). */
 int fl_session_pool_keep_models(fl_session_pool_t *p);
 
