@@ -24,8 +24,8 @@
  * CRC-32, and use the first one's copy when the CRCs are equal (else they
  * decline the task). A queued job holds a reference; the worker's model is
  * the working copy. So a fleet holds the shared model and the scratch per
- * round plus one model per running job, not one per client waiting for a
- * slot.
+ * round plus one model per running job (kept between jobs by each job slot
+ * with fl_session_pool_keep_models), not one per client waiting for a slot.
  *
  * Sessions share a pool (fl_session_pool_t) that caps how many jobs run at
  * once: one for a device, J for a simulated fleet whose N sessions live on one

@@ -119,7 +119,8 @@ static int build(const fl_task_in_t *in, fl_dataset_t *local, const fl_dataset_t
         return FL_EEMPTY;
     }
     fl_model_spec_t spec;
-    if (!(rc = fl_model_spec_from_dataset(*data, &spec)) && !(*m = ws_model(in->ws, in->model, &spec, in->gemm_threads))) {
+    if (!(rc = fl_model_spec_from_dataset(*data, &spec)) &&
+        !(*m = ws_model(in->ws, in->model, &spec, in->gemm_threads))) {
         if (in->ws) {
             /* A model of another shape: this one goes, the new one stays. */
             fl_model_free(in->ws->model);
