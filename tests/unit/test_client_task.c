@@ -545,6 +545,7 @@ static float *train_copy(const char *name, fl_task_ws_t *ws, uint64_t client, fl
 {
     fl_train_config_t cfg;
     settings(client, &cfg);
+    cfg.epochs = 1; /* 8 steps: enough for momentum to matter, light under emulation */
     cfg.sgd.momentum = momentum;
     fl_task_in_t in = input();
     in.model = name;
