@@ -512,6 +512,10 @@ int fl_fleet_run(const fl_fleet_opts_t *o, fl_fleet_result_t *res)
     loop_ok = 1;
     if ((rc = fl_session_pool_create(&f->loop, o->jobs, &f->pool)))
         goto out;
+    /* A fleet trains task after task: each job slot keeps its model rather
+     * than building and faulting in a fresh one per task (bench_fleet). */
+    if (fl_session_pool_keep_models(f->pool))
+        FL_LOG_W(WHO, "out of memory for the job slots' models: every task builds its own");
     uv_timer_init(&f->loop, &f->tick);
     uv_timer_init(&f->loop, &f->starter);
     uv_timer_init(&f->loop, &f->mtick);

@@ -5,7 +5,8 @@
  * all on one libuv loop. Training runs on a pool of J jobs, and the pool keeps
  * one shared copy of a round's model (client/session.h), so memory holds that
  * copy and one scratch buffer per round plus one model per training job, never
- * one per connected or waiting client; the data is loaded once and each client indexes its share
+ * one per connected or waiting client (each job slot keeps its model between
+ * tasks: fl_session_pool_keep_models); the data is loaded once and each client indexes its share
  * of it (common/data/partition).
  *
  * Identities: the server identifies a client by its certificate's common name

@@ -66,6 +66,7 @@ typedef struct fl__job {
     size_t eval_batch, eval_max;
     int tamper; /* the hooks' tamper code (0 = none) */
     const fl_attack_t *attack; /* the hooks' attack (NULL = honest) */
+    fl_task_ws_t *ws; /* the pool's workspace lent to the running job (NULL = none) */
     /* outputs */
     int rc;
     char why[200];
@@ -87,6 +88,12 @@ struct fl_session_pool {
     unsigned jobs, running, waiting;
     fl__job_t *head, *tail;
     fl__shared_t *shared; /* models of the rounds in progress */
+    fl_task_ws_t **ws;    /* fl_session_pool_keep_models: one workspace per job slot */
+    unsigned char *ws_busy; /* ws[i] is lent to a running job */
+    /* fl_session_pool_keep_models: the last round's receive buffers, for
+     * the next round's (already faulted in); spare_n floats each */
+    float *spare[2];
+    size_t spare_n;
 };
 
 struct fl_session {
@@ -207,7 +214,49 @@ int fl_session_pool_create(uv_loop_t *loop, unsigned jobs, fl_session_pool_t **o
     return 0;
 }
 
-void fl_session_pool_free(fl_session_pool_t *p) { free(p); }
+int fl_session_pool_keep_models(fl_session_pool_t *p)
+{
+    if (!p)
+        return FL_EINVAL;
+    if (p->ws)
+        return 0;
+    fl_task_ws_t **ws = calloc(p->jobs, sizeof *ws);
+    unsigned char *busy = calloc(p->jobs, 1);
+    int rc = ws && busy ? 0 : FL_ENOMEM;
+    for (unsigned i = 0; !rc && i < p->jobs; i++)
+        rc = fl_task_ws_new(&ws[i]);
+    if (rc) {
+        for (unsigned i = 0; ws && i < p->jobs; i++)
+            fl_task_ws_free(ws[i]);
+        free(ws);
+        free(busy);
+        return rc;
+    }
+    p->ws = ws;
+    p->ws_busy = busy;
+    return 0;
+}
+
+size_t fl_session_pool_builds(const fl_session_pool_t *p)
+{
+    size_t n = 0;
+    for (unsigned i = 0; p && p->ws && i < p->jobs; i++)
+        n += fl_task_ws_builds(p->ws[i]);
+    return n;
+}
+
+void fl_session_pool_free(fl_session_pool_t *p)
+{
+    if (!p)
+        return;
+    for (unsigned i = 0; p->ws && i < p->jobs; i++)
+        fl_task_ws_free(p->ws[i]);
+    free(p->ws);
+    free(p->ws_busy);
+    free(p->spare[0]);
+    free(p->spare[1]);
+    free(p);
+}
 unsigned fl_session_pool_running(const fl_session_pool_t *p) { return p->running; }
 unsigned fl_session_pool_waiting(const fl_session_pool_t *p) { return p->waiting; }
 
@@ -234,6 +283,12 @@ static void pool_kick(fl_session_pool_t *p)
         p->waiting--;
         p->running++;
         j->work.data = j;
+        /* running <= jobs: a workspace is free */
+        for (unsigned i = 0; p->ws && !j->ws && i < p->jobs; i++)
+            if (!p->ws_busy[i]) {
+                p->ws_busy[i] = 1;
+                j->ws = p->ws[i];
+            }
         if (j->s->state == FL_SESSION_QUEUED)
             j->s->state = FL_SESSION_TRAINING;
         if (uv_queue_work(p->loop, &j->work, job_work, job_after)) {
@@ -258,6 +313,42 @@ static void pool_submit(fl_session_pool_t *p, fl__job_t *j)
 
 /* ---- the shared model of a round ------------------------------------------ */
 
+/* A model-sized receive buffer: a spare one of n floats when the pool keeps
+ * them, else a new one. */
+static float *buf_take(fl_session_pool_t *p, size_t n)
+{
+    for (int i = 0; i < 2; i++)
+        if (p->spare[i] && p->spare_n == n) {
+            float *b = p->spare[i];
+            p->spare[i] = NULL;
+            return b;
+        }
+    return fl_task_alloc_params(n);
+}
+
+/* Gives a receive buffer back: a pool that keeps models keeps it for the
+ * next round (a fleet receives a model of the same size every round, and a
+ * new buffer would be faulted in and zeroed again), else it is freed. */
+static void buf_give(fl_session_pool_t *p, float *b, size_t n)
+{
+    if (!b)
+        return;
+    if (p->ws) {
+        if (p->spare_n != n) {
+            free(p->spare[0]);
+            free(p->spare[1]);
+            p->spare[0] = p->spare[1] = NULL;
+            p->spare_n = n;
+        }
+        for (int i = 0; i < 2; i++)
+            if (!p->spare[i]) {
+                p->spare[i] = b;
+                return;
+            }
+    }
+    free(b);
+}
+
 static void shared_unref(fl__shared_t *e)
 {
     if (!e || --e->refs)
@@ -267,8 +358,8 @@ static void shared_unref(fl__shared_t *e)
             *p = e->next;
             break;
         }
-    free(e->data);
-    free(e->scratch);
+    buf_give(e->pool, e->data, e->n);
+    buf_give(e->pool, (float *)e->scratch, e->n);
     free(e);
 }
 
@@ -281,14 +372,14 @@ static fl__shared_t *shared_for_offer(fl_session_t *s, uint64_t run, uint64_t ro
     fl_session_pool_t *p = s->pool;
     for (fl__shared_t *e = p->shared; e; e = e->next)
         if (e->run == run && e->round == round && e->n == n && e->state != SH_FAILED) {
-            if (!e->scratch && !(e->scratch = (uint8_t *)fl_task_alloc_params(n)))
+            if (!e->scratch && !(e->scratch = (uint8_t *)buf_take(p, n)))
                 return NULL;
             e->refs++;
             *owner = 0;
             return e;
         }
     fl__shared_t *e = calloc(1, sizeof *e);
-    if (!e || !(e->data = fl_task_alloc_params(n))) {
+    if (!e || !(e->data = buf_take(p, n))) {
         free(e);
         return NULL;
     }
@@ -330,7 +421,8 @@ static fl_task_in_t job_input(const fl__job_t *j)
                        .n = j->n,
                        .gemm_threads = s->o.gemm_threads,
                        .table = j->table,
-                       .ntable = j->ntable};
+                       .ntable = j->ntable,
+                       .ws = j->ws};
     return in;
 }
 
@@ -553,6 +645,12 @@ static void job_after(uv_work_t *w, int status)
     fl_session_pool_t *p = s->pool;
     p->running--;
     s->job = NULL;
+    /* The job's outputs are its own (frames, sdelta): the model can go on
+     * to the next job. */
+    for (unsigned i = 0; j->ws && i < p->jobs; i++)
+        if (p->ws[i] == j->ws)
+            p->ws_busy[i] = 0;
+    j->ws = NULL;
     if (status == UV_ECANCELED && !j->rc) {
         j->rc = FL_ECANCELED;
         snprintf(j->why, sizeof j->why, "canceled");

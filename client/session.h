@@ -24,8 +24,8 @@
  * CRC-32, and use the first one's copy when the CRCs are equal (else they
  * decline the task). A queued job holds a reference; the worker's model is
  * the working copy. So a fleet holds the shared model and the scratch per
- * round plus one model per running job, not one per client waiting for a
- * slot.
+ * round plus one model per running job (kept between jobs by each job slot
+ * with fl_session_pool_keep_models), not one per client waiting for a slot.
  *
  * Sessions share a pool (fl_session_pool_t) that caps how many jobs run at
  * once: one for a device, J for a simulated fleet whose N sessions live on one
@@ -163,7 +163,22 @@ typedef struct {
  * Returns 0, FL_EINVAL or FL_ENOMEM. */
 int fl_session_pool_create(uv_loop_t *loop, unsigned jobs, fl_session_pool_t **out);
 
-/* Frees a pool with no sessions left. Accepts NULL. */
+/* Makes the pool keep a model per job slot between jobs (client/task's
+ * workspaces): a job reuses the model the previous job in its slot built
+ * when the model and data shapes are the same, instead of building, faulting
+ * in and freeing one per task; likewise the pool keeps a finished round's
+ * shared model and scratch buffers for the next round's. For a simulated
+ * fleet, which trains task after task; the pool then holds `jobs` models and
+ * two received ones for its lifetime, also while idle, so a device client
+ * does not call it. Call before any job runs.
+ * Returns 0, FL_EINVAL or FL_ENOMEM (the pool then builds a model per task). */
+int fl_session_pool_keep_models(fl_session_pool_t *p);
+
+/* Models built by the pool's kept workspaces so far (0 without
+ * fl_session_pool_keep_models): for tests. */
+size_t fl_session_pool_builds(const fl_session_pool_t *p);
+
+/* Frees a pool with no sessions left, and its kept models. Accepts NULL. */
 void fl_session_pool_free(fl_session_pool_t *p);
 
 /* Jobs running and jobs waiting for a slot. */

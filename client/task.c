@@ -42,6 +42,58 @@ void fl_task_config(const Fedopt__ClientOptSettings *os, uint64_t run, uint64_t 
     c->max_steps = os ? os->max_steps : 0;
 }
 
+struct fl_task_ws {
+    fl_model_t *model;    /* kept between tasks (NULL before the first) */
+    fl_model_spec_t spec; /* what it was built for */
+    int threads;          /* the gemm_threads it was built with */
+    size_t builds;
+};
+
+int fl_task_ws_new(fl_task_ws_t **out)
+{
+    if (!out)
+        return FL_EINVAL;
+    *out = calloc(1, sizeof **out);
+    return *out ? 0 : FL_ENOMEM;
+}
+
+void fl_task_ws_free(fl_task_ws_t *ws)
+{
+    if (!ws)
+        return;
+    fl_model_free(ws->model);
+    free(ws);
+}
+
+size_t fl_task_ws_builds(const fl_task_ws_t *ws) { return ws ? ws->builds : 0; }
+
+static int same_spec(const fl_model_spec_t *a, const fl_model_spec_t *b)
+{
+    if (a->input.ndim != b->input.ndim || a->num_classes != b->num_classes || a->label_dim != b->label_dim)
+        return 0;
+    for (int i = 0; i < a->input.ndim && i < FL_SHAPE_MAX_DIMS; i++)
+        if (a->input.d[i] != b->input.d[i])
+            return 0;
+    return 1;
+}
+
+/* The workspace's model when it was built for the same name, shapes and
+ * threads, else NULL. */
+static fl_model_t *ws_model(const fl_task_ws_t *ws, const char *name, const fl_model_spec_t *spec, int threads)
+{
+    if (!ws || !ws->model || strcmp(ws->model->info->name, name) != 0 || ws->threads != threads ||
+        !same_spec(&ws->spec, spec))
+        return NULL;
+    return ws->model;
+}
+
+/* Frees a model the task built for itself; a workspace's stays. */
+static void drop_model(const fl_task_in_t *in, fl_model_t *m)
+{
+    if (m && !(in && in->ws && in->ws->model == m))
+        fl_model_free(m);
+}
+
 /* Builds the named model for the client's data with the global parameters.
  * *local holds the client's share when the data is indexed; *data is what to
  * train or evaluate on. */
@@ -67,8 +119,26 @@ static int build(const fl_task_in_t *in, fl_dataset_t *local, const fl_dataset_t
         return FL_EEMPTY;
     }
     fl_model_spec_t spec;
-    if ((rc = fl_model_spec_from_dataset(*data, &spec)) || (rc = fl_model_create(in->model, &spec, m)) ||
-        (in->gemm_threads > 0 && (rc = fl_model_set_threads(*m, in->gemm_threads)))) {
+    if (!(rc = fl_model_spec_from_dataset(*data, &spec)) &&
+        !(*m = ws_model(in->ws, in->model, &spec, in->gemm_threads))) {
+        if (in->ws) {
+            /* A model of another shape: this one goes, the new one stays. */
+            fl_model_free(in->ws->model);
+            in->ws->model = NULL;
+        }
+        if (!(rc = fl_model_create(in->model, &spec, m)) && in->gemm_threads > 0 &&
+            (rc = fl_model_set_threads(*m, in->gemm_threads))) {
+            fl_model_free(*m);
+            *m = NULL;
+        }
+        if (!rc && in->ws) {
+            in->ws->model = *m;
+            in->ws->spec = spec;
+            in->ws->threads = in->gemm_threads;
+            in->ws->builds++;
+        }
+    }
+    if (rc) {
         say(why, why_len, "model %s cannot be built for the local data (%zu features, %d classes): %s", in->model,
             (*data)->dim, (*data)->num_classes, fl_strerror(rc));
         return rc;
@@ -132,12 +202,15 @@ int fl_task_train(const fl_task_in_t *in, const fl_train_config_t *cfg, fl_task_
         x[i] -= g[i];
     res->delta = x;
     res->n = in->n;
-    res->model = m;
+    if (in->ws)
+        res->ws = in->ws;
+    else
+        res->model = m;
     m = NULL;
 out:
     if (rc)
         memset(res, 0, sizeof *res);
-    fl_model_free(m);
+    drop_model(in, m);
     fl_dataset_free(&local);
     return rc;
 }
@@ -161,7 +234,7 @@ int fl_task_eval(const fl_task_in_t *in, size_t batch, size_t max, fl_train_stat
     if ((rc = fl_train_eval(m, &view, batch ? batch : 64, st)))
         say(why, why_len, "evaluation failed: %s", fl_strerror(rc));
 out:
-    fl_model_free(m);
+    drop_model(in, m);
     fl_dataset_free(&local);
     return rc;
 }
@@ -246,6 +319,7 @@ int fl_task_encode_eval(uint64_t round, const fl_train_stats_t *st, fl_buf_t **o
 
 void fl_task_result_slim(fl_task_result_t *res)
 {
+    /* A workspace's model stays: its owner chose to keep it. */
     if (!res || !res->model)
         return;
     res->model->params.data = NULL; /* the delta's storage: ours now */
@@ -257,7 +331,7 @@ void fl_task_result_free(fl_task_result_t *res)
 {
     if (!res)
         return;
-    if (!res->model)
+    if (!res->model && !res->ws)
         free(res->delta);
     fl_model_free(res->model);
     memset(res, 0, sizeof *res);

@@ -16,6 +16,16 @@
  * clients may run on different threads at once over one shared dataset and
  * one shared global buffer (both only read).
  *
+ * A workspace (fl_task_ws_t) lets a worker that runs task after task keep the
+ * model it built: the next task for the same model, data shapes and thread
+ * count loads the new global parameters into it instead of building a fresh
+ * model, whose parameter, gradient and activation buffers the kernel would
+ * fault in and zero again on every training (bench_fleet measures both
+ * sides with workspaces). A reused model trains bit for bit as a fresh one:
+ * the parameters are overwritten, the gradients and activations are written
+ * before they are read, the optimizer state and the dropout stream are made
+ * afresh by fl_train_run. A workspace serves one task at a time.
+ *
  * Errors: functions return 0 or a negative FL_E* code, and fill `why` (when
  * not NULL) with one line for the log and the server's TaskReply. */
 #ifndef FL_CLIENT_TASK_H
@@ -28,6 +38,8 @@
 #include "common/net/wire.h"
 #include "common/nn/models.h"
 #include "common/nn/train.h"
+
+typedef struct fl_task_ws fl_task_ws_t;
 
 /* What a task works on. Everything is borrowed and only read. */
 typedef struct {
@@ -42,6 +54,8 @@ typedef struct {
     const fl_wire_tensor_t *table; /* the offer's tensor table (protocol 1.1): the built
                                       model must match its names and shapes (NULL = unchecked) */
     size_t ntable;
+    fl_task_ws_t *ws;         /* the worker's workspace: its model is reused when it fits, else
+                                 replaced (NULL = a fresh model, freed with the result) */
 } fl_task_in_t;
 
 /* How the delta travels (protocol 1.1's TaskOffer.codec/topk). */
@@ -55,7 +69,10 @@ typedef struct {
 /* What a training produced. delta points into the trained model's own
  * parameter buffer (overwritten with trained - global: no third copy of the
  * model), or after fl_task_result_slim is the result's own buffer (model is
- * then NULL); it lives until fl_task_result_free. */
+ * then NULL); it lives until fl_task_result_free. With a workspace the model
+ * is the workspace's (model NULL, ws set): delta lives until the
+ * workspace's next task or fl_task_ws_free, and neither fl_task_result_slim
+ * nor fl_task_result_free touches it. */
 typedef struct {
     float *delta;          /* n floats */
     size_t n;
@@ -64,8 +81,19 @@ typedef struct {
                               counts each distinct example once): the work behind a
                               samples-per-second figure */
     double seconds;        /* wall time of every epoch (st.seconds is the last epoch's) */
-    fl_model_t *model;     /* owns delta's storage */
+    fl_model_t *model;     /* owns delta's storage (NULL with ws) */
+    fl_task_ws_t *ws;      /* the workspace whose model holds delta (borrowed), or NULL */
 } fl_task_result_t;
+
+/* A new, empty workspace. Returns 0, FL_EINVAL or FL_ENOMEM. */
+int fl_task_ws_new(fl_task_ws_t **out);
+
+/* Frees the workspace and the model it keeps. Accepts NULL. */
+void fl_task_ws_free(fl_task_ws_t *ws);
+
+/* Models the workspace has built (a task that reused one builds none): for
+ * tests and benchmarks. 0 for NULL. */
+size_t fl_task_ws_builds(const fl_task_ws_t *ws);
 
 /* The training settings of an offer: ClientOpt settings `os` (NULL = the
  * defaults: 1 epoch, batch 20, lr 0) and the stream tuple {run, round,

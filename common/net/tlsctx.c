@@ -174,9 +174,13 @@ static int pk_is_ec(const mbedtls_pk_context *pk)
 }
 
 /* mbedTLS computes a curve's table of multiples of its base point on the
- * first multiplication and keeps it in the key's group (ecp.c's
- * ecp_mul_comb), unless the group came with a static table (NIST curves in
- * 2.28). Made here, before any job runs, the table is only ever read after. */
+ * first multiplication by the base point and keeps it in the group the
+ * multiplication ran on (ecp.c's ecp_mul_comb; Debian's 2.28 loads no static
+ * tables). Signatures and certificate checks through the pk layer run on a
+ * copy of the key's group made per operation (mbedtls_ecdsa_from_keypair),
+ * so there the key's own group is never written; made here anyway, before
+ * any job runs, a table in the key's group could only ever be read after,
+ * whatever path a later mbedTLS takes. */
 static int ec_table_ready(fl_tls_ctx_t *x, mbedtls_pk_context *pk)
 {
     if (!pk_is_ec(pk))

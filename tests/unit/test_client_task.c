@@ -14,7 +14,12 @@
  *   or out-of-range shard and missing inputs are refused with their codes
  *   and a reason;
  * - the fitting models of 28x28 images include logreg and cnn, and nothing
- *   fits labels the models cannot take. */
+ *   fits labels the models cannot take;
+ * - a workspace reuses its model (one build for many tasks) and every task
+ *   on it, trainings with dropout or momentum and evaluations alike, gives
+ *   bit for bit what a fresh model gives; another model or shape replaces
+ *   it; a failed task leaves it usable; its result's delta is the
+ *   workspace's, untouched by slim and free. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -533,6 +538,140 @@ static void test_model_fits_agrees_with_create(void **state)
     assert_int_equal(fl_model_fits("cnn", NULL), FL_EINVAL);
 }
 
+/* Trains `name` for client `client` with or without a workspace and
+ * returns a copy of the delta. */
+static float *train_copy(const char *name, fl_task_ws_t *ws, uint64_t client, float momentum, const float *g,
+                         size_t n, double *loss)
+{
+    fl_train_config_t cfg;
+    settings(client, &cfg);
+    cfg.epochs = 1; /* 8 steps: enough for momentum to matter, light under emulation */
+    cfg.sgd.momentum = momentum;
+    fl_task_in_t in = input();
+    in.model = name;
+    in.global = g;
+    in.n = n;
+    in.ws = ws;
+    fl_task_result_t res;
+    char why[200] = "";
+    if (fl_task_train(&in, &cfg, &res, why, sizeof why) != 0)
+        fail_msg("training %s: %s", name, why);
+    assert_int_equal(res.n, n);
+    if (ws) {
+        assert_null(res.model);
+        assert_ptr_equal(res.ws, ws);
+        float *keep = res.delta;
+        fl_task_result_slim(&res); /* a workspace's delta stays where it is */
+        assert_ptr_equal(res.delta, keep);
+    }
+    float *copy = malloc(n * sizeof(float));
+    assert_non_null(copy);
+    memcpy(copy, res.delta, n * sizeof(float));
+    *loss = res.st.loss;
+    fl_task_result_free(&res); /* must not free the workspace's parameters (ASan) */
+    return copy;
+}
+
+static void test_workspace(void **state)
+{
+    (void)state;
+    /* cnn's global parameters: it has dropout, convolutions and pooling. */
+    fl_model_spec_t spec;
+    fl_model_t *cm = NULL;
+    assert_int_equal(fl_model_spec_from_dataset(&data, &spec), 0);
+    assert_int_equal(fl_model_create("cnn", &spec, &cm), 0);
+    fl_model_init_params(cm, 4);
+    size_t cn = cm->params.numel;
+    const float *cg = cm->params.data;
+
+    /* Fresh models: the reference. */
+    double l8, l9, l8m, lr, l;
+    float *f8 = train_copy("cnn", NULL, 8, 0, cg, cn, &l8);
+    float *f9 = train_copy("cnn", NULL, 9, 0, cg, cn, &l9);
+    float *f8m = train_copy("cnn", NULL, 8, 0.9f, cg, cn, &l8m);
+    float *fr = train_copy("logreg", NULL, 8, 0, global, numel, &lr);
+    assert_true(memcmp(f8, f9, cn * sizeof(float)) != 0);
+    assert_true(memcmp(f8, f8m, cn * sizeof(float)) != 0);
+
+    fl_task_ws_t *ws = NULL;
+    assert_int_equal(fl_task_ws_new(&ws), 0);
+    assert_int_equal(fl_task_ws_builds(ws), 0);
+    /* Client 9 first, then 8, 8 with momentum, 9 again: one build, and each
+     * delta is the fresh model's bit for bit. */
+    float *w9 = train_copy("cnn", ws, 9, 0, cg, cn, &l);
+    assert_memory_equal(w9, f9, cn * sizeof(float));
+    assert_true(l == l9);
+    float *w8 = train_copy("cnn", ws, 8, 0, cg, cn, &l);
+    assert_memory_equal(w8, f8, cn * sizeof(float));
+    assert_true(l == l8);
+    float *w8m = train_copy("cnn", ws, 8, 0.9f, cg, cn, &l);
+    assert_memory_equal(w8m, f8m, cn * sizeof(float));
+    assert_true(l == l8m);
+    assert_int_equal(fl_task_ws_builds(ws), 1);
+
+    /* An evaluation on the workspace's model (other batch size) equals a
+     * fresh one's, and the training after it is still the same. */
+    fl_task_in_t in = input();
+    in.model = "cnn";
+    in.global = cg;
+    in.n = cn;
+    fl_train_stats_t ef, ew;
+    assert_int_equal(fl_task_eval(&in, 32, 0, &ef, NULL, 0), 0);
+    in.ws = ws;
+    assert_int_equal(fl_task_eval(&in, 32, 0, &ew, NULL, 0), 0);
+    assert_true(ef.loss == ew.loss && ef.metric == ew.metric && ef.examples == ew.examples);
+    assert_int_equal(fl_task_ws_builds(ws), 1);
+    float *w9b = train_copy("cnn", ws, 9, 0, cg, cn, &l);
+    assert_memory_equal(w9b, f9, cn * sizeof(float));
+    assert_int_equal(fl_task_ws_builds(ws), 1);
+
+    /* A task that fails after the model is there (a parameter count that
+     * is not the model's) leaves it usable. */
+    in.n = cn - 1;
+    fl_train_config_t cfg;
+    settings(8, &cfg);
+    fl_task_result_t res;
+    assert_int_equal(fl_task_train(&in, &cfg, &res, NULL, 0), FL_ESHAPE);
+    assert_null(res.delta);
+    float *w8b = train_copy("cnn", ws, 8, 0, cg, cn, &l);
+    assert_memory_equal(w8b, f8, cn * sizeof(float));
+    assert_int_equal(fl_task_ws_builds(ws), 1);
+
+    /* Another model replaces it; back to cnn builds again. */
+    float *wr = train_copy("logreg", ws, 8, 0, global, numel, &l);
+    assert_memory_equal(wr, fr, numel * sizeof(float));
+    assert_int_equal(fl_task_ws_builds(ws), 2);
+    float *w8c = train_copy("cnn", ws, 8, 0, cg, cn, &l);
+    assert_memory_equal(w8c, f8, cn * sizeof(float));
+    assert_int_equal(fl_task_ws_builds(ws), 3);
+
+    /* Another data shape (a client whose images are smaller) builds anew. */
+    fl_dataset_t small;
+    fl_dataset_init(&small);
+    int64_t shape[3] = {1, 14, 14};
+    assert_int_equal(fl_dataset_alloc(&small, 40, 3, shape, 10), 0);
+    fl_task_in_t si = {.model = "logreg", .data = &small, .gemm_threads = 1, .ws = ws};
+    fl_model_t *sm = NULL;
+    fl_model_spec_t ss;
+    assert_int_equal(fl_model_spec_from_dataset(&small, &ss), 0);
+    assert_int_equal(fl_model_create("logreg", &ss, &sm), 0);
+    si.global = sm->params.data;
+    si.n = sm->params.numel;
+    assert_int_equal(fl_task_train(&si, &cfg, &res, NULL, 0), 0);
+    assert_int_equal(fl_task_ws_builds(ws), 4);
+    fl_task_result_free(&res);
+
+    fl_task_ws_free(ws);
+    fl_task_ws_free(NULL);
+    assert_int_equal(fl_task_ws_builds(NULL), 0);
+    assert_int_equal(fl_task_ws_new(NULL), FL_EINVAL);
+    fl_model_free(sm);
+    fl_dataset_free(&small);
+    free(f8), free(f9), free(f8m), free(fr), free(w9), free(w8), free(w8m), free(w9b), free(w8b), free(wr),
+        free(w8c);
+    fl_model_free(cm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -546,6 +685,7 @@ int main(void)
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_fitting_models),
         cmocka_unit_test(test_model_fits_agrees_with_create),
+        cmocka_unit_test(test_workspace),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

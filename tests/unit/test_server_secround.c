@@ -6,12 +6,15 @@
  * of the parties' quantized updates exactly, with parties that never
  * advertise (a phase ended by its deadline), that leave after their masked
  * input, that lie (a substituted key: excluded), and a round that loses
- * too many (abandoned: no sum). */
+ * too many (abandoned: no sum). And the certificate check a fleet's
+ * sessions run on worker threads over one shared client context, from
+ * several threads at once on a fresh context. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -559,6 +562,86 @@ static void test_check_cert(void **state)
     teardown_world(&w);
 }
 
+/* A fleet sharing one certificate checks its neighbours' certificates in
+ * libuv's thread pool, on one client context: several threads at once on a
+ * context fresh from fl_tls_ctx_new (nothing verified, nothing remembered
+ * yet), each checking both clients' certificates and a forged one. Every
+ * answer must be the single-threaded one; a context that built shared
+ * state lazily on first use (mbedTLS's EC tables, the ring of verified
+ * digests) would leak or corrupt it here, which the sanitizer builds
+ * report (helgrind on this test reports only mbedTLS's own self-test
+ * counters in its BSS). */
+#define CHECKERS 4
+typedef struct {
+    fl_tls_ctx_t *tls;
+    const mbedtls_x509_crt *alice, *bob;
+    const uint8_t *forged;
+    pthread_barrier_t *go;
+    int ok;
+} checker_t;
+
+static void *checker(void *arg)
+{
+    checker_t *c = arg;
+    pthread_barrier_wait(c->go);
+    int ok = 1;
+    for (int rep = 0; rep < 3; rep++) {
+        char cn[80];
+        mbedtls_x509_crt x;
+        mbedtls_x509_crt_init(&x);
+        ok &= fl_tls_ctx_check_cert(c->tls, c->alice->raw.p, c->alice->raw.len, &x, cn) == 0 &&
+              strcmp(cn, "alice") == 0;
+        mbedtls_x509_crt_free(&x);
+        mbedtls_x509_crt_init(&x);
+        ok &= fl_tls_ctx_check_cert(c->tls, c->forged, c->bob->raw.len, &x, cn) == FL_EAUTH;
+        mbedtls_x509_crt_free(&x);
+        mbedtls_x509_crt_init(&x);
+        ok &= fl_tls_ctx_check_cert(c->tls, c->bob->raw.p, c->bob->raw.len, &x, cn) == 0 && strcmp(cn, "bob") == 0;
+        mbedtls_x509_crt_free(&x);
+    }
+    c->ok = ok;
+    return NULL;
+}
+
+static void test_check_cert_threads(void **state)
+{
+    (void)state;
+    fl_testcerts_t certs;
+    assert_int_equal(fl_testcerts_make(&certs), 0);
+    fl_tls_opts_t to = {.ca_file = fl_testcerts_path(&certs, 0, "ca.crt"),
+                        .cert_file = fl_testcerts_path(&certs, 1, "clients/alice.crt"),
+                        .key_file = fl_testcerts_path(&certs, 2, "clients/alice.key")};
+    fl_tls_ctx_t *tls = NULL;
+    assert_int_equal(fl_tls_ctx_new(FL_TLS_CLIENT, &to, &tls), 0);
+    mbedtls_x509_crt alice, bob;
+    mbedtls_x509_crt_init(&alice);
+    mbedtls_x509_crt_init(&bob);
+    assert_int_equal(mbedtls_x509_crt_parse_file(&alice, fl_testcerts_path(&certs, 3, "clients/alice.crt")), 0);
+    assert_int_equal(mbedtls_x509_crt_parse_file(&bob, fl_testcerts_path(&certs, 4, "clients/bob.crt")), 0);
+    uint8_t *forged = malloc(bob.raw.len);
+    assert_non_null(forged);
+    memcpy(forged, bob.raw.p, bob.raw.len);
+    forged[bob.raw.len - 3] ^= 1; /* the signature */
+    pthread_barrier_t go;
+    assert_int_equal(pthread_barrier_init(&go, NULL, CHECKERS), 0);
+    pthread_t th[CHECKERS];
+    checker_t c[CHECKERS];
+    for (int i = 0; i < CHECKERS; i++) {
+        c[i] = (checker_t){.tls = tls, .alice = &alice, .bob = &bob, .forged = forged, .go = &go};
+        assert_int_equal(pthread_create(&th[i], NULL, checker, &c[i]), 0);
+    }
+    for (int i = 0; i < CHECKERS; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_true(c[i].ok);
+    }
+    pthread_barrier_destroy(&go);
+    free(forged);
+    mbedtls_x509_crt_free(&alice);
+    mbedtls_x509_crt_free(&bob);
+    fl_tls_ctx_free(tls);
+    fl_testcerts_remove(&certs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -568,6 +651,7 @@ int main(void)
         cmocka_unit_test(test_too_many_leave_abandoned),
         cmocka_unit_test(test_plan_refuses_tiny_rounds),
         cmocka_unit_test(test_check_cert),
+        cmocka_unit_test(test_check_cert_threads),
         cmocka_unit_test(test_unmask_off_the_loop),
         cmocka_unit_test(test_end_while_busy),
         cmocka_unit_test(test_hopeless_round_abandoned_at_once),

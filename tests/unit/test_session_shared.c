@@ -10,7 +10,10 @@
  * locally on their data, bit for bit (training from B lands 1e-3 or more
  * away: the worker's copy came from the shared model);
  * session 3, whose transfer's CRC differs from the shared copy's, declines
- * the task instead of training on the wrong model. */
+ * the task instead of training on the wrong model. The pool keeps its job
+ * slot's model (fl_session_pool_keep_models, as a fleet's does): the three
+ * trainings build one model between them, and the bit-for-bit comparison
+ * with fresh models shows the reuse changes nothing. */
 #include <math.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -245,6 +248,9 @@ static void test_shared_model(void **state)
                         .key_file = fl_testcerts_path(&T.certs, 2, "clients/alice.key")};
     assert_int_equal(fl_tls_ctx_new(FL_TLS_CLIENT, &co, &T.cctx), 0);
     assert_int_equal(fl_session_pool_create(&T.loop, 1, &T.pool), 0);
+    assert_int_equal(fl_session_pool_keep_models(T.pool), 0);
+    assert_int_equal(fl_session_pool_keep_models(T.pool), 0); /* twice is harmless */
+    assert_int_equal(fl_session_pool_builds(T.pool), 0);
     uv_timer_init(&T.loop, &T.watchdog);
     uv_timer_start(&T.watchdog, on_watchdog, watchdog_ms(), 0);
     uv_prepare_init(&T.loop, &T.sampler);
@@ -278,13 +284,14 @@ static void test_shared_model(void **state)
     assert_int_equal(T.max_models, 1);
     assert_true(T.max_waiting >= 2);
     assert_int_equal(fl_session_pool_models(T.pool), 0);
+    assert_int_equal(fl_session_pool_builds(T.pool), 1); /* one model for the slot's three trainings */
     /* Each upload is what training model A on that client's data gives. */
     for (int i = 0; i < NS - 1; i++) {
         assert_non_null(T.delta[i]);
         fl_dataset_t mine;
         fl_dataset_init(&mine);
         assert_int_equal(fl_dataset_subset(&T.data, T.index[i], PER, &mine), 0);
-        /* A fresh model per client, as the worker builds one per job. */
+        /* A fresh model per client, against the slot's reused one. */
         fl_model_free(m);
         assert_int_equal(fl_model_create("cnn", &spec, &m), 0);
         assert_int_equal(fl_model_set_params(m, T.a, T.numel), 0);
