@@ -156,9 +156,11 @@ static int write_cell_ini(const fl_exp_run_t *r)
 
 /* fork + exec with stdout/stderr appended to log; only async-signal-safe
  * calls between the two (the parent may have OpenBLAS threads). The child
- * keeps the cell's lock descriptor (cleared close-on-exec) and is stopped
- * with SIGTERM if the sweep dies. */
-static pid_t spawn(char *const argv[], const char *log, int lockfd)
+ * keeps the cell's lock descriptor (cleared close-on-exec), gets deathsig
+ * if the sweep dies, and runs in its own process group, so a terminal's
+ * Ctrl-C reaches the sweep alone and the children stop by deathsig, in
+ * the order the server needs (see start_server). */
+static pid_t spawn(char *const argv[], const char *log, int lockfd, int deathsig)
 {
     pid_t parent = getpid();
     int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -172,7 +174,8 @@ static pid_t spawn(char *const argv[], const char *log, int lockfd)
     }
     pid_t pid = fork();
     if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, deathsig);
         if (getppid() != parent)
             _exit(127);
         dup2(nul, 0);
@@ -260,7 +263,14 @@ static int start_server(fl_exp_run_t *r)
         fail(r, "the server's command line is too long");
         return FL_ERANGE;
     }
-    r->server = spawn(a.v, log, r->lockfd);
+    /* SIGKILL, not SIGTERM: a stopping server still closes a round whose
+     * clients all left, and the fleet, stopped by the same death, leaves at
+     * that moment; the round would be committed as abandoned and the
+     * resumed cell would differ from an uninterrupted one. Killed at once,
+     * the server commits nothing more, and --resume redoes the open round
+     * from the last checkpoint. The server was forked before its fleet, so
+     * the kernel signals it first. */
+    r->server = spawn(a.v, log, r->lockfd, SIGKILL);
     if (r->server < 0) {
         fail(r, "cannot start %s: %s", r->env->server_bin, strerror(errno));
         return FL_EIO;
@@ -299,7 +309,7 @@ static int start_fleet(fl_exp_run_t *r, int port)
         fail(r, "the fleet's command line is too long");
         return FL_ERANGE;
     }
-    r->fleet = spawn(a.v, log, r->lockfd);
+    r->fleet = spawn(a.v, log, r->lockfd, SIGTERM);
     if (r->fleet < 0) {
         fail(r, "cannot start %s: %s", r->env->client_bin, strerror(errno));
         return FL_EIO;

@@ -63,6 +63,13 @@
 #define REC_CHARGE_MIN (16 * 1024)
 /* rec_work's job_ret when it stopped for a frame (job_rc says which). */
 #define REC_DATA 1
+/* Send jobs (server, see snd_work): plaintext queued beyond this many bytes
+ * is encrypted in the thread pool, less (a Welcome, a result, a heartbeat's
+ * echo) on the loop, where it costs less than the trip through the pool. */
+#define SND_INLINE_MAX (16 * 1024)
+/* Ciphertext one send job writes at most before it hands its last record
+ * to libuv, so the loop polls the connection (and reads) between jobs. */
+#define SND_JOB_MAX (512 * 1024)
 
 /* Suite order, fastest first as bench_tls's raw AEAD lines measure them:
  * ChaCha20-Poly1305 is faster than AES-GCM in mbedTLS 2.28 on x86-64, so it
@@ -244,7 +251,7 @@ struct fl_tls_conn {
     int hs_started;        /* a job ran: goes before first flights */
     int hs_counted;        /* counted in hs_stats.in_progress */
     int hs_eof;            /* the peer closed (a libuv error) while bytes wait for a job */
-    int in_job;            /* bio callbacks work for a job (worker): 1 handshake (job_in/job_out), 2 records (rec_recv) */
+    int in_job;            /* bio callbacks work for a job (worker): 1 handshake (job_in/job_out), 2 records (rec_recv), 3 sending (snd_send) */
     int job_ret;
     /* Record jobs (server, ctx->rec_jobs; see rec_work). While rec_busy the
      * job owns ssl, rd, in_ptr/in_len, job_in and job_out, and reads the
@@ -260,6 +267,15 @@ struct fl_tls_conn {
     uint8_t *job_frame;
     uint32_t job_frame_len;
     int job_held;          /* job_frame is complete, held while reading is paused */
+    /* Send jobs (see snd_work): the job encrypts the queue from q_head up
+     * to and including job_q_last (the tail at dispatch: the loop may append
+     * behind it meanwhile), moves q->off only, and counts job_plain; the
+     * record it did not write (the kernel was full or its share was used)
+     * is job_wr_ptr/job_wr_len, which the loop hands to libuv. */
+    sendq_t *job_q_last;
+    size_t job_plain;
+    const unsigned char *job_wr_ptr;
+    size_t job_wr_len;
     fl_tls_conn_t *hs_next;
     fl_bytes_t hs_in;
     fl_bytes_t job_in, job_out;
@@ -649,6 +665,7 @@ void fl_tls_ctx_forget_session(fl_tls_ctx_t *x)
 /* ---- connection plumbing ------------------------------------------------ */
 
 static void conn_pump(fl_tls_conn_t *c);
+static void snd_dispatch(fl_tls_conn_t *c);
 static void conn_read(fl_tls_conn_t *c);
 static void conn_fail(fl_tls_conn_t *c, int reason);
 static void timer_fired(uv_timer_t *t);
@@ -850,9 +867,13 @@ static int job_send(fl_tls_conn_t *c, const unsigned char *buf, size_t len)
  * Per loop turn a connection writes at most max_inflight bytes synchronously;
  * after that the next record goes by uv_write, whose completion resumes the
  * pump in a later turn, so one fast connection cannot hold the loop. */
+static int snd_send(fl_tls_conn_t *c, const unsigned char *buf, size_t len);
+
 static int bio_send(void *ctx, const unsigned char *buf, size_t len)
 {
     fl_tls_conn_t *c = ctx;
+    if (c->in_job == 3)
+        return snd_send(c, buf, len);
     if (c->in_job == 2 && c->job_wr_pending)
         return MBEDTLS_ERR_SSL_WANT_WRITE; /* a record job's alert behind a record of ours in flight: read_end */
     if (c->in_job)
@@ -1511,37 +1532,49 @@ static void rec_flow(fl_tls_conn_t *c)
     }
 }
 
-/* Starts a job for the connection. */
+/* Queues a job that works the connection's socket itself (a record job or
+ * a send job): it takes the connection's one job slot (rec_busy), so libuv
+ * stops reading and nothing else touches the ssl context, and keeps the
+ * connection alive until its after-callback. Returns 0, or -1 with the
+ * connection failed. */
+static int job_queue(fl_tls_conn_t *c, uv_work_cb work, uv_after_work_cb after, const char *what)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) {
+        conn_fail(c, FL_ENET);
+        return -1;
+    }
+    c->job_fd = fd;
+    c->job_sock = 0;
+    c->job_bytes = 0;
+    c->rec_busy = 1;
+    rec_flow(c); /* stops libuv's reading */
+    c->handles++; /* the job's reference */
+    c->hs_work.data = c;
+    int r = uv_queue_work(c->tcp.loop, &c->hs_work, work, after);
+    if (r != 0) {
+        c->rec_busy = 0;
+        FL_LOG_W(WHO, "%s ('%s'): cannot queue a %s job: %s; closing", c->addr, c->peer, what, uv_strerror(r));
+        conn_fail(c, FL_ENOMEM);
+        conn_release(c);
+        return -1;
+    }
+    return 0;
+}
+
+/* Starts a record job for the connection. */
 static void rec_dispatch(fl_tls_conn_t *c)
 {
     if (c->rec_busy || c->state != ST_OPEN || c->paused)
         return;
     fl_tls_ctx_t *x = c->ctx;
-    uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) {
-        conn_fail(c, FL_ENET);
-        return;
-    }
-    c->job_fd = fd;
-    c->job_sock = 0;
-    c->job_bytes = 0;
     c->job_wr_pending = c->wr_busy || c->wr_done;
     c->rd.max_frame = c->admitted ? x->max_frame : x->preadmit_max_frame;
-    c->rec_busy = 1;
-    rec_flow(c); /* stops libuv's reading: the job reads */
-    c->handles++; /* the job's reference */
+    if (job_queue(c, rec_work, rec_after, "record"))
+        return;
     x->rec_stats.jobs++;
     if (++x->rec_stats.jobs_now > x->rec_stats.peak_jobs)
         x->rec_stats.peak_jobs = x->rec_stats.jobs_now;
-    c->hs_work.data = c;
-    int r = uv_queue_work(c->tcp.loop, &c->hs_work, rec_work, rec_after);
-    if (r != 0) {
-        c->rec_busy = 0;
-        x->rec_stats.jobs_now--;
-        FL_LOG_W(WHO, "%s ('%s'): cannot queue a record job: %s; closing", c->addr, c->peer, uv_strerror(r));
-        conn_fail(c, FL_ENOMEM);
-        conn_release(c);
-    }
 }
 
 /* Carries on when neither a job nor libuv reads: bytes or plaintext left
@@ -1655,6 +1688,143 @@ static void rec_take(fl_tls_conn_t *c, const unsigned char *p, size_t n, size_t 
     rec_dispatch(c);
 }
 
+/* ---- server sending in the thread pool ------------------------------------ */
+
+/* A server connection's queued plaintext beyond SND_INLINE_MAX (a model's
+ * offer to a client) is encrypted by a job in libuv's thread pool, sharing
+ * the connection's one job slot (rec_busy) with the record jobs, so the
+ * ssl context has one user at a time. The job runs mbedtls_ssl_write over
+ * the queue as it stood at dispatch and its send callback (snd_send) writes
+ * each record to the socket itself while the kernel takes it, up to
+ * SND_JOB_MAX bytes. The record it could not write stays in mbedTLS's
+ * output buffer, exactly as bio_send leaves one on the loop: snd_after hands
+ * it to libuv (wr_busy), whose write_done pumps again, so between two jobs
+ * the loop polls the connection, reads what the peer sent, and other
+ * connections' jobs get the pool. Reading is stopped while the job runs.
+ * bench_tls's download lines measure the cost per byte; test_tls's
+ * heartbeats-during-downloads test shows the loop answering meanwhile. */
+
+/* A send job's send callback: the socket directly, never blocking. */
+static int snd_send(fl_tls_conn_t *c, const unsigned char *buf, size_t len)
+{
+    if (c->wr_done) {
+        /* mbedTLS asks again for the bytes libuv wrote after the last job. */
+        c->wr_done = 0;
+        if (buf != c->wr_ptr || len < c->wr_len)
+            return MBEDTLS_ERR_SSL_INTERNAL_ERROR;
+        return (int)c->wr_len;
+    }
+    if (c->job_bytes < SND_JOB_MAX) {
+        ssize_t n;
+        do
+            n = send(c->job_fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        while (n < 0 && errno == EINTR);
+        if (n > 0) {
+            c->job_bytes += (size_t)n;
+            return (int)n; /* mbedTLS calls again for the rest of a partial write */
+        }
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            c->job_sock = -errno; /* libuv's error codes are negated errnos here */
+            return MBEDTLS_ERR_NET_SEND_FAILED;
+        }
+    }
+    c->job_wr_ptr = buf;
+    c->job_wr_len = len;
+    return MBEDTLS_ERR_SSL_WANT_WRITE;
+}
+
+/* Runs on a worker: encrypts and writes the queue from q_head up to
+ * job_q_last until the kernel is full or the job's share is written. Only
+ * q->off moves; the loop frees what was sent (snd_after). */
+static void snd_work(uv_work_t *w)
+{
+    fl_tls_conn_t *c = w->data;
+    c->in_job = 3;
+    c->job_ret = 0;
+    c->job_plain = 0;
+    for (sendq_t *q = c->q_head;;) {
+        size_t left = q->buf->len - q->off;
+        if (left == 0) {
+            if (q == c->job_q_last)
+                break;
+            q = q->next;
+            continue;
+        }
+        /* the same arguments after WANT_WRITE as conn_pump would give */
+        size_t n = left < 16384 ? left : 16384;
+        int ret = mbedtls_ssl_write(&c->ssl, q->buf->data + q->off, n);
+        if (ret < 0) {
+            c->job_ret = ret;
+            break;
+        }
+        q->off += (size_t)ret;
+        c->job_plain += (size_t)ret;
+    }
+    c->in_job = 0;
+}
+
+static void snd_after(uv_work_t *w, int status);
+
+static void snd_dispatch(fl_tls_conn_t *c)
+{
+    c->job_q_last = c->q_tail;
+    c->job_plain = 0;
+    c->job_wr_ptr = NULL;
+    c->job_wr_len = 0;
+    if (job_queue(c, snd_work, snd_after, "send"))
+        return;
+    c->ctx->rec_stats.send_jobs++;
+    c->ctx->rec_stats.send_jobs_now++;
+}
+
+/* The job is back: the queue gives up what was sent; the record the job
+ * left goes to libuv, or the pump carries on; then reading resumes. */
+static void snd_after(uv_work_t *w, int status)
+{
+    fl_tls_conn_t *c = w->data;
+    fl_tls_ctx_t *x = c->ctx;
+    c->rec_busy = 0;
+    c->rec_pump = 0; /* pumped below, or by write_done */
+    x->rec_stats.send_jobs_now--;
+    c->q_bytes -= c->job_plain;
+    while (c->q_head && c->q_head->off == c->q_head->buf->len) {
+        sendq_t *q = c->q_head;
+        c->q_head = q->next;
+        if (!c->q_head)
+            c->q_tail = NULL;
+        fl_buf_unref(q->buf);
+        free(q);
+    }
+    if (c->state == ST_OPEN || c->state == ST_CLOSING) {
+        if (status != 0) {
+            conn_fail(c, FL_ECANCELED);
+        } else if (c->job_ret == MBEDTLS_ERR_SSL_WANT_WRITE && c->job_wr_len) {
+            uv_buf_t b = uv_buf_init((char *)c->job_wr_ptr, (unsigned)c->job_wr_len);
+            c->wreq.data = c;
+            int r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, write_done);
+            if (r < 0) {
+                send_failed(c, r);
+            } else {
+                c->wr_busy = 1;
+                c->wr_ptr = c->job_wr_ptr;
+                c->wr_len = c->job_wr_len;
+            }
+        } else if (c->job_ret < 0 && c->job_sock) {
+            FL_LOG_W(WHO, "%s: write failed: %s", c->addr, uv_strerror(c->job_sock));
+            conn_fail(c, FL_ENET);
+        } else if (c->job_ret < 0) {
+            log_mbed(FL_LOG_WARN, "TLS write failed", c->job_ret);
+            conn_fail(c, FL_ETLS);
+        } else {
+            conn_pump(c); /* what was queued meanwhile, the close, or on_drain */
+        }
+    }
+    rec_continue(c);
+    if (c->state == ST_CLOSED && !uv_is_closing((uv_handle_t *)&c->tcp))
+        uv_close((uv_handle_t *)&c->tcp, handle_closed); /* deferred by close_handles */
+    conn_release(c); /* the job's reference */
+}
+
 /* Encrypts queued plaintext record by record while the kernel takes it;
  * a record it does not take waits in mbedTLS's buffer for write_done. */
 static void conn_pump(fl_tls_conn_t *c)
@@ -1664,7 +1834,14 @@ static void conn_pump(fl_tls_conn_t *c)
     if (c->wr_busy)
         return; /* write_done calls again */
     if (c->rec_busy) {
-        c->rec_pump = 1; /* a record job has the ssl context: rec_after calls again */
+        c->rec_pump = 1; /* a job has the ssl context: its after-callback calls again */
+        return;
+    }
+    /* Much to send, and nothing of ours queued in libuv (the job writes the
+     * socket itself, and must not overtake those bytes): a send job. */
+    if (c->ctx->rec_jobs && c->q_bytes > SND_INLINE_MAX && !c->shutting &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
+        snd_dispatch(c);
         return;
     }
     c->burst = 0;

@@ -29,8 +29,12 @@
  * tensor and checksummed in the job, without stopping:
  * fl_wire_reader_expect); records of
  * at most 1 KiB (a heartbeat, a Hello) are decrypted on the loop, where
- * that costs less than a trip through the pool. Encryption (sending) stays
- * on the loop, waiting while a job has the connection.
+ * that costs less than a trip through the pool. Sending is the same: more
+ * than 16 KiB of queued plaintext (a model) is encrypted and written by a
+ * job, which shares the connection's one job slot with the decrypting ones
+ * and writes as much as the kernel takes (up to 512 KiB per job); less (a
+ * Welcome, a result) is encrypted on the loop. Clients do all of it on
+ * their loop.
  *
  * Mutual TLS is the default: a server requires a client certificate signed by
  * the fleet CA, a client verifies the server's certificate and its name. A
@@ -132,9 +136,9 @@ typedef struct {
      * number of CPUs, uv_available_parallelism; -1 = handshakes on the loop
      * thread, as a client's always are). */
     int handshake_jobs;
-    /* Server: 0 = application records are decrypted in libuv's thread pool,
-     * one job per connection at a time (small records on the loop); -1 =
-     * every record on the loop thread. */
+    /* Server: 0 = application records are decrypted, and large sends
+     * encrypted, in libuv's thread pool, one job per connection at a time
+     * (small records on the loop); -1 = every record on the loop thread. */
     int record_jobs;
     /* Admission (server): until the application calls fl_tls_conn_admit (on
      * the peer's Hello), a connection's frames are capped at
@@ -205,6 +209,8 @@ typedef struct {
     uint64_t peak_jobs;    /* most jobs queued or running at once (all connections) */
     uint64_t jobs_now;     /* jobs queued or running now */
     uint64_t inline_reads; /* reads of small records decrypted on the loop */
+    uint64_t send_jobs;     /* send jobs run in the thread pool (encryption) */
+    uint64_t send_jobs_now; /* send jobs queued or running now */
 } fl_tls_rec_stats_t;
 
 /* The context's record-job counters (zeros for NULL or a client context). */

@@ -683,6 +683,7 @@ static void test_resumed_storm(void **state)
 
 static struct {
     server_t *s;
+    int downloads; /* count the send jobs out at an echo, not the record jobs */
     int echoed, echoed_during_jobs;
     uint64_t next_seen;
     int out_of_order;
@@ -696,7 +697,7 @@ static struct {
 typedef struct {
     fl_tls_ctx_t *ctx;
     client_t ks[UPLOAD_N];
-    fl_buf_t *upload;
+    fl_buf_t *upload; /* sent after Welcome; NULL: the clients download the server's model */
     int port;
     atomic_int done;
 } upload_fleet_t;
@@ -715,7 +716,7 @@ static void upload_fleet_main(void *arg)
     uv_loop_init(&loop);
     for (int i = 0; i < UPLOAD_N; i++) {
         f->ks[i].upload = f->upload;
-        f->ks[i].bye_after = 1;
+        f->ks[i].bye_after = f->upload ? 1 : 2; /* after Welcome, or after the model */
         if (fl_tls_connect(&loop, f->ctx, "127.0.0.1", f->port, "localhost", &cli_cbs, &f->ks[i], &f->ks[i].conn))
             f->ks[i].closed = 1;
     }
@@ -745,7 +746,7 @@ static void upload_srv_message(fl_tls_conn_t *c, fl_wire_event_t *ev, void *ud)
         fl_tls_rec_stats_t st;
         fl_tls_ctx_rec_stats(U.s->ctx, &st);
         U.echoed++;
-        U.echoed_during_jobs += st.jobs_now > 0;
+        U.echoed_during_jobs += (U.downloads ? st.send_jobs_now : st.jobs_now) > 0;
         if (ev->msg->heartbeat->unix_ms != U.next_seen)
             U.out_of_order++;
         U.next_seen = ev->msg->heartbeat->unix_ms + 1;
@@ -785,14 +786,67 @@ static void upload_probe_close(fl_tls_conn_t *c, int reason, void *ud)
     U.probe = NULL;
 }
 
+/* The server side of both tests: a probe connects and pings while the
+ * fleet (f: uploads, or downloads of s->model) runs on its own thread;
+ * returns once the fleet is done, every ping answered and the probe gone,
+ * with the context's job counters in st. */
+static void probe_during_fleet(server_t *s, upload_fleet_t *f, fl_tls_rec_stats_t *st)
+{
+    f->port = fl_tls_server_port(s->srv);
+    fl_tls_ctx_t *pctx = client_ctx("ca.crt", "clients/alice.crt", "clients/alice.key");
+    client_t pk = {0};
+    fl_tls_cbs_t pcbs = {.on_open = hello, .on_message = upload_probe_message, .on_close = upload_probe_close};
+    assert_int_equal(fl_tls_connect(&s->loop, pctx, "127.0.0.1", f->port, "localhost", &pcbs, &pk, &U.probe), 0);
+    while (!U.probe_welcomed && !U.probe_closed)
+        uv_run(&s->loop, UV_RUN_ONCE);
+    assert_true(U.probe_welcomed);
+
+    /* The probe starts pinging; a tick wakes the loop to look at the fleet. */
+    U.sent_at = now_ms();
+    send_heartbeat(U.probe, U.sent++);
+    uv_timer_t tick;
+    uv_timer_init(&s->loop, &tick);
+    uv_timer_start(&tick, tick_noop, 5, 5);
+    uv_thread_t th;
+    assert_int_equal(uv_thread_create(&th, upload_fleet_main, f), 0);
+    while (!atomic_load(&f->done))
+        uv_run(&s->loop, UV_RUN_ONCE);
+    uv_thread_join(&th);
+    if (f->upload) {
+        /* the server may still be reading what the kernel holds */
+        uint64_t end = uv_now(&s->loop) + fl_emu_ms(30000);
+        while (s->tensors < UPLOAD_N && uv_now(&s->loop) < end)
+            uv_run(&s->loop, UV_RUN_ONCE);
+    }
+    atomic_store(&U.uploads_done, 1);
+    uv_close((uv_handle_t *)&tick, NULL);
+    while (U.answered < U.sent && !U.probe_closed) /* the last answer */
+        uv_run(&s->loop, UV_RUN_ONCE);
+    fl_tls_conn_close(U.probe);
+    while (!U.probe_closed)
+        uv_run(&s->loop, UV_RUN_ONCE);
+    server_settle(&s->loop, s->ctx);
+    fl_tls_ctx_rec_stats(s->ctx, st);
+    fl_tls_ctx_free(pctx);
+    /* every heartbeat answered once, in order, some while jobs were out */
+    assert_true(U.answered >= 1);
+    assert_int_equal(U.answered, U.sent);
+    assert_int_equal(U.bad_answer, 0);
+    assert_int_equal(U.out_of_order, 0);
+    assert_int_equal((uint64_t)U.echoed, U.sent);
+    assert_true(U.echoed_during_jobs >= 1);
+    assert_int_equal(U.probe_reason, 0);
+}
+
+static const fl_tls_cbs_t probe_srv_cbs = {.on_open = srv_on_open,
+                                           .on_message = upload_srv_message,
+                                           .on_close = srv_on_close,
+                                           .on_handshake_fail = srv_on_hs_fail};
+
 static void test_heartbeats_during_uploads(void **state)
 {
     server_t s;
-    fl_tls_cbs_t scbs = {.on_open = srv_on_open,
-                         .on_message = upload_srv_message,
-                         .on_close = srv_on_close,
-                         .on_handshake_fail = srv_on_hs_fail};
-    server_start(&s, NULL, &scbs);
+    server_start(&s, NULL, &probe_srv_cbs);
     memset(&U, 0, sizeof U);
     U.s = &s;
     size_t n = fl_emu_size("upload floats", (8u << 20) / 4, (1u << 20) / 4);
@@ -804,40 +858,8 @@ static void test_heartbeats_during_uploads(void **state)
     assert_non_null(f);
     assert_int_equal(fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 7, d, n * 4, 0, &f->upload), 0);
     f->ctx = client_ctx("ca.crt", "clients/bob.crt", "clients/bob.key");
-    f->port = fl_tls_server_port(s.srv);
-    fl_tls_ctx_t *pctx = client_ctx("ca.crt", "clients/alice.crt", "clients/alice.key");
-    client_t pk = {0};
-    fl_tls_cbs_t pcbs = {.on_open = hello, .on_message = upload_probe_message, .on_close = upload_probe_close};
-    assert_int_equal(fl_tls_connect(&s.loop, pctx, "127.0.0.1", f->port, "localhost", &pcbs, &pk, &U.probe), 0);
-    while (!U.probe_welcomed && !U.probe_closed)
-        uv_run(&s.loop, UV_RUN_ONCE);
-    assert_true(U.probe_welcomed);
-
-    /* The probe starts pinging; a tick wakes the loop to look at the fleet. */
-    U.sent_at = now_ms();
-    send_heartbeat(U.probe, U.sent++);
-    uv_timer_t tick;
-    uv_timer_init(&s.loop, &tick);
-    uv_timer_start(&tick, tick_noop, 5, 5);
-    uv_thread_t th;
-    assert_int_equal(uv_thread_create(&th, upload_fleet_main, f), 0);
-    while (!atomic_load(&f->done))
-        uv_run(&s.loop, UV_RUN_ONCE);
-    uv_thread_join(&th);
-    /* the server may still be reading what the kernel holds */
-    uint64_t end = uv_now(&s.loop) + fl_emu_ms(30000);
-    while (s.tensors < UPLOAD_N && uv_now(&s.loop) < end)
-        uv_run(&s.loop, UV_RUN_ONCE);
-    atomic_store(&U.uploads_done, 1);
-    uv_close((uv_handle_t *)&tick, NULL);
-    while (U.answered < U.sent && !U.probe_closed) /* the last answer */
-        uv_run(&s.loop, UV_RUN_ONCE);
-    fl_tls_conn_close(U.probe);
-    while (!U.probe_closed)
-        uv_run(&s.loop, UV_RUN_ONCE);
-    server_settle(&s.loop, s.ctx);
     fl_tls_rec_stats_t st;
-    fl_tls_ctx_rec_stats(s.ctx, &st);
+    probe_during_fleet(&s, f, &st);
     print_message("%llu heartbeats answered during %d uploads of %zu MiB, %d while record jobs were out "
                   "(worst answer %.1f ms); %llu record jobs, at most %llu at once, %llu small records on the loop\n",
                   (unsigned long long)U.answered, UPLOAD_N, n * 4 >> 20, U.echoed_during_jobs, U.worst_ms,
@@ -851,21 +873,57 @@ static void test_heartbeats_during_uploads(void **state)
     assert_int_equal(s.tensors, UPLOAD_N);
     assert_int_equal(s.tensor_bytes, n * 4);
     assert_memory_equal(s.tensor, d, n * 4);
-    /* every heartbeat answered once, in order, some while jobs were out */
-    assert_true(U.answered >= 1);
-    assert_int_equal(U.answered, U.sent);
-    assert_int_equal(U.bad_answer, 0);
-    assert_int_equal(U.out_of_order, 0);
-    assert_int_equal((uint64_t)U.echoed, U.sent);
-    assert_true(U.echoed_during_jobs >= 1);
     /* the uploads went through jobs, at most one per connection at once */
     assert_true(st.jobs >= UPLOAD_N);
     assert_true(st.peak_jobs >= 1 && st.peak_jobs <= UPLOAD_N);
     assert_int_equal(st.jobs_now, 0);
-    assert_int_equal(U.probe_reason, 0);
     fl_buf_unref(f->upload);
     fl_tls_ctx_free(f->ctx);
-    fl_tls_ctx_free(pctx);
+    free(f);
+    free(d);
+    server_stop(&s);
+}
+
+/* The same with the bytes going the other way: the server sends a
+ * model-sized tensor to each of several clients while the probe pings.
+ * The sends are encrypted in send jobs (one per connection at a time), so
+ * the loop answers every heartbeat, in order, some while send jobs are
+ * out; with every record on the loop (record_jobs -1) none is, and the
+ * test fails. Every client gets the model intact. */
+static float *pattern(size_t n, uint32_t seed);
+
+static void test_heartbeats_during_downloads(void **state)
+{
+    server_t s;
+    server_start(&s, NULL, &probe_srv_cbs);
+    memset(&U, 0, sizeof U);
+    U.s = &s;
+    U.downloads = 1;
+    size_t n = fl_emu_size("download floats", (8u << 20) / 4, (1u << 20) / 4);
+    float *d = pattern(n, 3);
+    assert_int_equal(fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_MODEL, 7, d, n * 4, 0, &s.model), 0);
+    s.model_params = n;
+    upload_fleet_t *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    f->ctx = client_ctx("ca.crt", "clients/bob.crt", "clients/bob.key");
+    fl_tls_rec_stats_t st;
+    probe_during_fleet(&s, f, &st);
+    print_message("%llu heartbeats answered during %d downloads of %zu MiB, %d while send jobs were out "
+                  "(worst answer %.1f ms); %llu send jobs\n",
+                  (unsigned long long)U.answered, UPLOAD_N, n * 4 >> 20, U.echoed_during_jobs, U.worst_ms,
+                  (unsigned long long)st.send_jobs);
+
+    for (int i = 0; i < UPLOAD_N; i++) {
+        assert_true(f->ks[i].welcomed);
+        assert_int_equal(f->ks[i].reason, 0);
+        assert_int_equal(f->ks[i].tensor_bytes, n * 4);
+        assert_memory_equal(f->ks[i].tensor, d, n * 4);
+        free(f->ks[i].tensor);
+    }
+    /* each model took several jobs (SND_JOB_MAX), none is left out */
+    assert_true(st.send_jobs >= UPLOAD_N);
+    assert_int_equal(st.send_jobs_now, 0);
+    fl_tls_ctx_free(f->ctx);
     free(f);
     free(d);
     server_stop(&s);
@@ -1747,6 +1805,7 @@ int main(void)
         cmocka_unit_test(test_resumed_storm),
         cmocka_unit_test(test_handshakes_on_loop_option),
         cmocka_unit_test(test_heartbeats_during_uploads),
+        cmocka_unit_test(test_heartbeats_during_downloads),
         cmocka_unit_test(test_pause_during_record_jobs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
