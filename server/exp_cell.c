@@ -49,6 +49,22 @@ int fl_exp_cell_is_done(const char *celldir)
     return path(p, sizeof p, celldir, "done") == 0 && access(p, F_OK) == 0;
 }
 
+/* 1 when a sweep (or the processes it started) holds the cell's lock. A
+ * shared lock is tried and given back at once: it fails only against the
+ * exclusive one a running cell holds. */
+static int lock_held(const char *celldir)
+{
+    char p[4200];
+    if (path(p, sizeof p, celldir, "lock"))
+        return 0;
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    int held = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    close(fd); /* gives a shared lock back */
+    return held;
+}
+
 int fl_exp_cell_progress(const char *celldir, long *rounds, char *status, size_t len)
 {
     char p[4200];
@@ -76,6 +92,8 @@ int fl_exp_cell_progress(const char *celldir, long *rounds, char *status, size_t
         const unsigned char *st = sqlite3_column_text(s, 0);
         if (len)
             snprintf(status, len, "%s", st ? (const char *)st : "");
+        if (len && strcmp(status, "running") == 0 && !lock_held(celldir))
+            snprintf(status, len, "interrupted");
         *rounds = (long)sqlite3_column_int64(s, 1);
         rc = 0;
     } else if (step == SQLITE_DONE)

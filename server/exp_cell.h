@@ -57,7 +57,10 @@ int fl_exp_cell_dir(const char *outdir, const fl_exp_cell_t *c, char *buf, size_
 int fl_exp_cell_is_done(const char *celldir);
 
 /* Rounds committed so far in the cell's database (0 when none) and its
- * newest run's status ("" when none). Read-only; 0 or FL_EDB. */
+ * newest run's status ("" when none; "interrupted" for a run the database
+ * says is running while no process holds the cell's lock: its server died
+ * without a word, as with a sweep killed by SIGKILL). Read-only; 0 or
+ * FL_EDB. */
 int fl_exp_cell_progress(const char *celldir, long *rounds, char *status, size_t len);
 
 /* Starts a cell: creates its directory, cell.ini and certificates, takes its

@@ -82,6 +82,15 @@ wait "$sweep" 2>/dev/null
 done_before=$(ls "$work"/A/cells/*/done 2>/dev/null | wc -l)
 echo "killed the sweep with $(basename "$victim") mid-run, $done_before cells finished"
 [ -f "$victim/done" ] && fail "the interrupted cell is marked done"
+# Its server died with the sweep (SIGKILL, nothing more committed); once the
+# fleet has let go of the cell's lock too, status calls the cell interrupted,
+# not running.
+t=0
+until "$srv" experiment status "$work/A" | grep -F "$(basename "$victim") (interrupted)" >/dev/null; do
+    t=$((t + 1))
+    [ "$t" -gt 300 ] && fail "status never says the killed cell is interrupted: $("$srv" experiment status "$work/A")"
+    sleep 0.1
+done
 
 # 2. The same command again finishes the sweep.
 "$srv" experiment run "$work/grid.ini" --out "$work/A" --parallel 2 >"$work/sweep2.log" 2>&1 ||
