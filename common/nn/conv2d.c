@@ -9,6 +9,10 @@
 #include "common/nn/dnnl.h"
 #include "common/nn/gemm.h"
 #include "common/nn/winograd.h"
+#include "common/nn/workers.h"
+
+/* At most this many output-channel slices of one layer (one per thread). */
+#define CONV_MAX_SLICES 8
 
 typedef struct {
     int cin, h, w, cout, ho, wo, k, stride, pad;
@@ -33,6 +37,14 @@ typedef struct {
     /* oneDNN's convolution (common/nn/dnnl.h) when this layer runs on it;
      * should a call fail there, the layer's own path above computes it. */
     fl__dnnl_conv_t *dnnl;
+    /* The same convolution in output-channel slices, one per thread of the
+     * model's set (fl__workers_current), made on first use: see
+     * conv_slices_usable. */
+    int nslices;      /* 0: not made; -1: unavailable (made and failed) */
+    int s0[CONV_MAX_SLICES + 1]; /* slice i has channels [s0[i], s0[i+1]) */
+    fl__dnnl_conv_t *slice[CONV_MAX_SLICES];
+    float *dxs;       /* slices 1..'s shares of dx, (nslices - 1) x dxs_n examples */
+    size_t dxs_n;
 } conv_t;
 
 /* Caps the lowered matrix of a chunk (floats). Wider GEMMs amortize
@@ -93,6 +105,11 @@ static int conv_use_dnnl(const conv_t *c)
     if (conv_dnnl_mode == 1 || !fl__dnnl_available())
         return 0;
     return 1;
+}
+
+int fl__conv2d_slices(const fl_layer_t *l)
+{
+    return l && l->priv ? ((const conv_t *)l->priv)->nslices : 0;
 }
 
 int fl__conv2d_uses_winograd(const fl_layer_t *l)
@@ -338,6 +355,165 @@ static void conv_init(fl_layer_t *l, fl_rng_t *rng)
         fl_init_uniform(l->p[1], (size_t)c->cout, bound, rng);
 }
 
+/* Output-channel slices. A model whose weights outweigh its activations
+ * (resnet18gn: 11M parameters, images of 6x6 in every wide layer) runs its
+ * whole batch on one model and splits each convolution across its threads
+ * by output channels (fl_model_set_threads): each thread then converts,
+ * transforms and differentiates only its share of the weights, where a
+ * batch split repeats all of that weight-sized work on every thread and
+ * the threads contend for the memory it streams (bench_train's resnet18gn
+ * 2-thread column; docs/benchmarks.md has the profile). Slices start at
+ * multiples of 16 channels, oneDNN's block. */
+#define CONV_SLICE_ALIGN 16
+
+/* How many slices this layer runs in on the workers w (0: not split). */
+static int conv_slices_wanted(const conv_t *c, const fl_workers_t *w)
+{
+    if (!c->dnnl || !w || c->nslices < 0)
+        return 0;
+    int s = fl_workers_count(w) + 1;
+    if (s > CONV_MAX_SLICES)
+        s = CONV_MAX_SLICES;
+    if (s > c->cout / CONV_SLICE_ALIGN)
+        s = c->cout / CONV_SLICE_ALIGN;
+    return s >= 2 ? s : 0;
+}
+
+/* Makes the slices (once; a layer's thread count is its model's). Returns
+ * the count, or 0 when they cannot be made (the layer then runs whole). */
+static int conv_slices_make(conv_t *c, int s)
+{
+    if (c->nslices > 0)
+        return c->nslices == s ? s : 0;
+    for (int i = 0; i <= s; i++) {
+        int b = (int)((long)c->cout * i / s);
+        c->s0[i] = i == s ? c->cout : b - b % CONV_SLICE_ALIGN;
+    }
+    for (int i = 0; i < s; i++)
+        if (fl__dnnl_conv_create_slice(c->cin, c->h, c->w, c->s0[i + 1] - c->s0[i], c->cout, c->k,
+                                       c->stride, c->pad, c->has_bias, &c->slice[i])) {
+            for (int j = 0; j < i; j++) {
+                fl__dnnl_conv_free(c->slice[j]);
+                c->slice[j] = NULL;
+            }
+            c->nslices = -1;
+            return 0;
+        }
+    c->nslices = s;
+    return s;
+}
+
+typedef struct {
+    conv_t *c;
+    const fl_layer_t *l;
+    const float *x, *dy;
+    float *y, *dx;
+    size_t n;
+    int train;
+    int rc[CONV_MAX_SLICES];
+} slice_job_t;
+
+static void slice_forward(void *arg, size_t i)
+{
+    slice_job_t *j = arg;
+    const conv_t *c = j->c;
+    const int o = c->s0[i];
+    const size_t hw = (size_t)c->ho * c->wo, per_o = (size_t)c->cin * c->k * c->k;
+    j->rc[i] = fl__dnnl_conv_forward(c->slice[i], j->x, j->l->p[0] + o * per_o,
+                                     c->has_bias ? j->l->p[1] + o : NULL, j->y + o * hw, j->n,
+                                     j->train);
+}
+
+/* Slice i's share of dx: dx itself for slice 0, c->dxs for the others. */
+static float *slice_dx(const slice_job_t *j, size_t i)
+{
+    if (!j->dx)
+        return NULL;
+    const size_t in = (size_t)j->c->cin * j->c->h * j->c->w;
+    return i ? j->c->dxs + (i - 1) * j->n * in : j->dx;
+}
+
+static void slice_backward(void *arg, size_t i)
+{
+    slice_job_t *j = arg;
+    const conv_t *c = j->c;
+    const int o = c->s0[i];
+    const size_t hw = (size_t)c->ho * c->wo, per_o = (size_t)c->cin * c->k * c->k;
+    j->rc[i] = fl__dnnl_conv_backward_run(c->slice[i], j->x, j->l->p[0] + o * per_o,
+                                          j->dy + o * hw, slice_dx(j, i), j->n);
+}
+
+/* After every slice's backward succeeded: slice i adds its gradients (its
+ * own channels) and sums the slices' shares of dx over its i-th of dx, in
+ * slice order, so the result never depends on which thread ran what. */
+static void slice_commit(void *arg, size_t i)
+{
+    slice_job_t *j = arg;
+    const conv_t *c = j->c;
+    const int o = c->s0[i];
+    const size_t per_o = (size_t)c->cin * c->k * c->k;
+    fl__dnnl_conv_backward_add(c->slice[i], j->l->g[0] + o * per_o,
+                               c->has_bias ? j->l->g[1] + o : NULL);
+    if (!j->dx)
+        return;
+    const size_t total = j->n * (size_t)c->cin * c->h * c->w, s = (size_t)c->nslices;
+    const size_t a = total * i / s, b = total * (i + 1) / s;
+    for (size_t k = 1; k < s; k++) {
+        const float *p = slice_dx(j, k);
+        for (size_t e = a; e < b; e++)
+            j->dx[e] += p[e];
+    }
+}
+
+/* The forward pass in slices on the current workers: 1 when done, 0 when
+ * the layer must run whole (not split, or a slice failed). */
+static int conv_forward_slices(fl_layer_t *l, const float *x, float *y, size_t n, int train)
+{
+    conv_t *c = l->priv;
+    fl_workers_t *w = fl__workers_current();
+    int s = conv_slices_wanted(c, w);
+    if (!s || !conv_slices_make(c, s))
+        return 0;
+    slice_job_t j = {.c = c, .l = l, .x = x, .y = y, .n = n, .train = train};
+    fl_workers_run(w, (size_t)s, slice_forward, &j);
+    for (int i = 0; i < s; i++)
+        if (j.rc[i]) {
+            c->nslices = -1; /* made, but it failed: the whole layer from now on */
+            return 0;
+        }
+    /* The whole-layer primitives' kept x and weights are stale now. */
+    fl__dnnl_conv_forget(c->dnnl);
+    return 1;
+}
+
+static int conv_backward_slices(fl_layer_t *l, const float *x, const float *dy, float *dx,
+                                size_t n)
+{
+    conv_t *c = l->priv;
+    fl_workers_t *w = fl__workers_current();
+    int s = conv_slices_wanted(c, w);
+    if (!s || c->nslices != s)
+        return 0;
+    const size_t in = (size_t)c->cin * c->h * c->w;
+    if (dx && n > c->dxs_n) {
+        float *p = malloc((size_t)(s - 1) * n * in * sizeof(float));
+        if (!p)
+            return 0;
+        free(c->dxs);
+        c->dxs = p;
+        c->dxs_n = n;
+    }
+    slice_job_t j = {.c = c, .l = l, .x = x, .dy = dy, .dx = dx, .n = n};
+    fl_workers_run(w, (size_t)s, slice_backward, &j);
+    for (int i = 0; i < s; i++)
+        if (j.rc[i]) {
+            c->nslices = -1;
+            return 0;
+        }
+    fl_workers_run(w, (size_t)s, slice_commit, &j);
+    return 1;
+}
+
 /* Forward and backward work in chunks of examples: the chunk's examples are
  * lowered side by side into col[K, nc*HW] (K = cin*k*k), so each pass is one
  * wide GEMM instead of one small GEMM per example. The GEMM output is
@@ -350,6 +526,13 @@ static void conv_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_m
     /* When the batch fits one chunk, the lowered input stays in col for the
      * backward pass (the layer contract: backward sees the x of the last
      * forward), which saves lowering it twice. */
+    if (conv_forward_slices(l, x, y, n, mode == FL_MODE_TRAIN)) {
+        c->col_n = 0;
+        return;
+    }
+    /* Whatever runs now, what the slices kept is stale. */
+    for (int i = 0; i < c->nslices; i++)
+        fl__dnnl_conv_forget(c->slice[i]);
     if (c->dnnl && fl__dnnl_conv_forward(c->dnnl, x, l->p[0], c->has_bias ? l->p[1] : NULL, y,
                                          n, mode == FL_MODE_TRAIN) == 0) {
         c->col_n = 0;
@@ -457,6 +640,8 @@ static void conv_backward(fl_layer_t *l, const float *x, const float *y, const f
     conv_t *c = l->priv;
     const int kk = c->cin * c->k * c->k;
     const size_t hw = (size_t)c->ho * c->wo;
+    if (conv_backward_slices(l, x, dy, dx, n))
+        return;
     if (c->dnnl && fl__dnnl_conv_backward(c->dnnl, x, l->p[0], dy, l->g[0],
                                           c->has_bias ? l->g[1] : NULL, dx, n) == 0)
         return;
@@ -529,6 +714,9 @@ static void conv_destroy(fl_layer_t *l)
         free(c->wplane_f);
         free(c->wplane_b);
         fl__dnnl_conv_free(c->dnnl);
+        for (int i = 0; i < c->nslices; i++)
+            fl__dnnl_conv_free(c->slice[i]);
+        free(c->dxs);
     }
     free(c);
 }

@@ -49,4 +49,9 @@ const char *fl__conv2d_dnnl_impl(const fl_layer_t *l);
 /* Internal, for tests: whether conv2d layer l runs Winograd. */
 int fl__conv2d_uses_winograd(const fl_layer_t *l);
 
+/* Internal, for tests: the output-channel slices the layer's oneDNN
+ * convolution ran in (0: never sliced; -1: slicing failed and the layer
+ * runs whole). */
+int fl__conv2d_slices(const fl_layer_t *l);
+
 #endif

@@ -51,6 +51,7 @@ typedef struct {
 
 struct fl__dnnl_conv {
     int cin, h, w, cout, k, stride, pad, bias;
+    int ldc; /* channels of the caller's y and dy: cout, or more for a slice */
     int wino; /* try Winograd first (use_winograd), direct where oneDNN refuses it */
     int ho, wo;
     dnnl_engine_t eng;
@@ -191,18 +192,24 @@ void fl__dnnl_conv_free(fl__dnnl_conv_t *c)
 int fl__dnnl_conv_create(int cin, int h, int w, int cout, int k, int stride, int pad, int bias,
                          fl__dnnl_conv_t **out)
 {
+    return fl__dnnl_conv_create_slice(cin, h, w, cout, cout, k, stride, pad, bias, out);
+}
+
+int fl__dnnl_conv_create_slice(int cin, int h, int w, int cout, int ldc, int k, int stride,
+                               int pad, int bias, fl__dnnl_conv_t **out)
+{
     if (!out)
         return FL_EINVAL;
     *out = NULL;
-    if (cin < 1 || h < 1 || w < 1 || cout < 1 || k < 1 || stride < 1 || pad < 0 ||
+    if (cin < 1 || h < 1 || w < 1 || cout < 1 || ldc < cout || k < 1 || stride < 1 || pad < 0 ||
         h + 2 * pad < k || w + 2 * pad < k)
         return FL_EINVAL;
     fl__dnnl_conv_t *c = calloc(1, sizeof *c);
     if (!c)
         return FL_ENOMEM;
     int rc = FL_EUNSUPPORTED;
-    *c = (fl__dnnl_conv_t){.cin = cin, .h = h, .w = w, .cout = cout, .k = k, .stride = stride,
-                           .pad = pad, .bias = bias != 0};
+    *c = (fl__dnnl_conv_t){.cin = cin, .h = h, .w = w, .cout = cout, .ldc = ldc, .k = k,
+                           .stride = stride, .pad = pad, .bias = bias != 0};
     c->wino = use_winograd(cin, cout, k, stride);
     c->ho = (h + 2 * pad - k) / stride + 1;
     c->wo = (w + 2 * pad - k) / stride + 1;
@@ -323,13 +330,16 @@ static entry_t *entry_make(fl__dnnl_conv_t *c, entry_t *e, size_t n, dnnl_alg_ki
     dnnl_dims_t sd = {(dnnl_dim_t)n, c->cin, c->h, c->w}, dd = {(dnnl_dim_t)n, c->cout, c->ho, c->wo};
     dnnl_dims_t wd = {c->cout, c->cin, c->k, c->k}, bd = {c->cout};
     dnnl_dims_t strides = {c->stride, c->stride}, pads = {c->pad, c->pad};
+    /* y and dy as the caller holds them: NCHW with ldc channels per example
+     * (a slice's channels are a window of a wider tensor). */
+    dnnl_dims_t ystr = {(dnnl_dim_t)c->ldc * c->ho * c->wo, (dnnl_dim_t)c->ho * c->wo, c->wo, 1};
     dnnl_convolution_desc_t fd, bdd, bwd;
     dnnl_primitive_attr_t attr = NULL;
     if (dnnl_primitive_attr_create(&attr) ||
         dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user))
         goto fail;
     if (dnnl_memory_desc_init_by_tag(&smd, 4, sd, dnnl_f32, dnnl_nchw) ||
-        dnnl_memory_desc_init_by_tag(&dmd, 4, dd, dnnl_f32, dnnl_nchw) ||
+        dnnl_memory_desc_init_by_strides(&dmd, 4, dd, dnnl_f32, ystr) ||
         dnnl_memory_desc_init_by_tag(&wmd, 4, wd, dnnl_f32, dnnl_oihw) ||
         dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_x) ||
         dnnl_memory_desc_init_by_tag(&sany, 4, sd, dnnl_f32, dnnl_format_tag_any) ||
@@ -425,10 +435,38 @@ int fl__dnnl_conv_forward(fl__dnnl_conv_t *c, const float *x, const float *weigh
     return 0;
 }
 
+void fl__dnnl_conv_forget(fl__dnnl_conv_t *c)
+{
+    for (int i = 0; c && i < DNNL_CACHE; i++)
+        c->cache[i].kept_x = c->cache[i].kept_w = NULL;
+}
+
 int fl__dnnl_conv_backward(fl__dnnl_conv_t *c, const float *x, const float *weight,
                            const float *dy, float *gw, float *gb, float *dx, size_t n)
 {
-    if (!c || !x || !weight || !dy || !gw || !n || (c->bias && !gb))
+    if (!gw || (c && c->bias && !gb))
+        return FL_EINVAL;
+    int rc = fl__dnnl_conv_backward_run(c, x, weight, dy, dx, n);
+    if (rc == 0)
+        fl__dnnl_conv_backward_add(c, gw, gb);
+    return rc;
+}
+
+void fl__dnnl_conv_backward_add(const fl__dnnl_conv_t *c, float *gw, float *gb)
+{
+    if (!c || !gw)
+        return;
+    const size_t nw = (size_t)c->cout * c->cin * c->k * c->k;
+    for (size_t i = 0; i < nw; i++)
+        gw[i] += c->dw[i];
+    for (int o = 0; c->bias && gb && o < c->cout; o++)
+        gb[o] += c->db[o];
+}
+
+int fl__dnnl_conv_backward_run(fl__dnnl_conv_t *c, const float *x, const float *weight,
+                               const float *dy, float *dx, size_t n)
+{
+    if (!c || !x || !weight || !dy || !n)
         return FL_EINVAL;
     entry_t *e = entry_for(c, n);
     if (!e)
@@ -483,11 +521,6 @@ int fl__dnnl_conv_backward(fl__dnnl_conv_t *c, const float *x, const float *weig
     }
     if (dnnl_stream_wait(c->strm))
         return FL_EUNSUPPORTED;
-    const size_t nw = (size_t)c->cout * c->cin * c->k * c->k;
-    for (size_t i = 0; i < nw; i++)
-        gw[i] += c->dw[i];
-    for (int o = 0; c->bias && o < c->cout; o++)
-        gb[o] += c->db[o];
     fl__gemm_account(direct_flops(c, n) * (dx ? 2 : 1), t0);
     fl__gemm_conv_account(direct_flops(c, n) * (dx ? 2 : 1), c0);
     return 0;
@@ -531,11 +564,29 @@ int fl__dnnl_conv_forward(fl__dnnl_conv_t *c, const float *x, const float *weigh
     return FL_EUNSUPPORTED;
 }
 
+int fl__dnnl_conv_create_slice(int cin, int h, int w, int cout, int ldc, int k, int stride,
+                               int pad, int bias, fl__dnnl_conv_t **out)
+{
+    if (out)
+        *out = NULL;
+    return FL_EUNSUPPORTED;
+}
+
 int fl__dnnl_conv_backward(fl__dnnl_conv_t *c, const float *x, const float *weight,
                            const float *dy, float *gw, float *gb, float *dx, size_t n)
 {
     return FL_EUNSUPPORTED;
 }
+
+int fl__dnnl_conv_backward_run(fl__dnnl_conv_t *c, const float *x, const float *weight,
+                               const float *dy, float *dx, size_t n)
+{
+    return FL_EUNSUPPORTED;
+}
+
+void fl__dnnl_conv_backward_add(const fl__dnnl_conv_t *c, float *gw, float *gb) {}
+
+void fl__dnnl_conv_forget(fl__dnnl_conv_t *c) { (void)c; }
 
 const char *fl__dnnl_conv_impl(const fl__dnnl_conv_t *c) { return "none"; }
 

@@ -12,9 +12,12 @@
  *
  * Threads: a call runs on as many threads as fl_gemm_get_threads() says
  * (oneDNN's OpenMP team is sized per calling thread), so a model that
- * splits its batches runs each part's convolutions on its own thread only.
- * A fl_dnnl_conv_t is used by one thread at a time (a layer belongs to one
- * model or replica). Results are deterministic for a fixed thread count. */
+ * splits its batches runs each part's convolutions on its own thread only,
+ * and a model that splits its layers runs each slice (see
+ * fl__dnnl_conv_create_slice) on one of its workers. A fl__dnnl_conv_t is
+ * used by one thread at a time (a layer or slice belongs to one model or
+ * replica, and its slices are separate objects). Results are deterministic
+ * for a fixed thread count. */
 #ifndef FL_DNNL_H
 #define FL_DNNL_H
 
@@ -33,6 +36,14 @@ int fl__dnnl_available(void);
 int fl__dnnl_conv_create(int cin, int h, int w, int cout, int k, int stride, int pad, int bias,
                          fl__dnnl_conv_t **out);
 
+/* The same for a slice of a layer's output channels: cout of them, in y and
+ * dy tensors that hold ldc >= cout channels per example (the caller passes
+ * y and dy at the slice's first channel; weight, bias and the gradients are
+ * the slice's own, contiguous in OIHW). conv2d runs a wide layer as two such
+ * halves on two threads, so neither repeats the other's weight work. */
+int fl__dnnl_conv_create_slice(int cin, int h, int w, int cout, int ldc, int k, int stride,
+                               int pad, int bias, fl__dnnl_conv_t **out);
+
 /* y = conv(x, weight) + bias over n examples. With train nonzero, the
  * converted x and weight are kept for the next fl__dnnl_conv_backward of
  * the same x and weight, which must then come before x or the weights
@@ -49,6 +60,20 @@ int fl__dnnl_conv_forward(fl__dnnl_conv_t *c, const float *x, const float *weigh
  * are computed into scratch first, then added). */
 int fl__dnnl_conv_backward(fl__dnnl_conv_t *c, const float *x, const float *weight,
                            const float *dy, float *gw, float *gb, float *dx, size_t n);
+
+/* fl__dnnl_conv_backward in two steps: _run computes the gradients into c's
+ * scratch and dx (overwritten; for a slice, dx is the slice's share of the
+ * input gradient, which the caller sums over the slices); _add then adds the
+ * scratch into gw and gb. _run returns as fl__dnnl_conv_backward does and
+ * leaves gw and gb alone, so a caller with several slices adds only once all
+ * of them succeeded. */
+int fl__dnnl_conv_backward_run(fl__dnnl_conv_t *c, const float *x, const float *weight,
+                               const float *dy, float *dx, size_t n);
+void fl__dnnl_conv_backward_add(const fl__dnnl_conv_t *c, float *gw, float *gb);
+
+/* Drops what the last training forward kept (a caller that computed this
+ * layer's forward another way). Accepts NULL. */
+void fl__dnnl_conv_forget(fl__dnnl_conv_t *c);
 
 /* Which algorithm convolutions made from now on use: 0, the default
  * (Winograd F(4x4,3x3) for 3x3 stride-1 layers with at least 16 channels in

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/base/error.h"
+#include "common/nn/workers.h"
 
 typedef struct {
     int C, G;
@@ -40,14 +41,22 @@ static void gn_init(fl_layer_t *l, fl_rng_t *rng)
     }
 }
 
-static void gn_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_mode_t mode)
+/* One pass of either direction over groups [g0, g1) of every example. */
+typedef struct {
+    fl_layer_t *l;
+    const float *x, *dy;
+    float *y, *dx;
+    size_t n, jobs;
+} gn_job_t;
+
+static void gn_forward_groups(fl_layer_t *l, const float *x, float *y, size_t n, size_t g0,
+                              size_t g1)
 {
-    (void)mode;
     groupnorm_t *s = l->priv;
     const size_t cg = (size_t)(s->C / s->G), m = cg * s->hw;
     const float *w = l->p[0], *b = l->p[1];
     for (size_t i = 0; i < n; i++)
-        for (size_t g = 0; g < (size_t)s->G; g++) {
+        for (size_t g = g0; g < g1; g++) {
             const size_t off = i * l->in_dim + g * m;
             const float *xg = x + off;
             /* Two passes in double: the mean first, then the centred variance,
@@ -76,16 +85,15 @@ static void gn_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_mod
         }
 }
 
-static void gn_backward(fl_layer_t *l, const float *x, const float *y, const float *dy, float *dx,
-                        size_t n)
+static void gn_backward_groups(fl_layer_t *l, const float *x, const float *dy, float *dx,
+                               size_t n, size_t g0, size_t g1)
 {
-    (void)y;
     groupnorm_t *s = l->priv;
     const size_t cg = (size_t)(s->C / s->G), m = cg * s->hw;
     const float *w = l->p[0];
     float *gw = l->g[0], *gb = l->g[1];
     for (size_t i = 0; i < n; i++)
-        for (size_t g = 0; g < (size_t)s->G; g++) {
+        for (size_t g = g0; g < g1; g++) {
             const size_t off = i * l->in_dim + g * m;
             const float mean = s->mean[i * (size_t)s->G + g];
             const float rstd = s->rstd[i * (size_t)s->G + g];
@@ -119,6 +127,48 @@ static void gn_backward(fl_layer_t *l, const float *x, const float *y, const flo
                 }
             }
         }
+}
+
+/* A model that splits its layers (fl__workers_current) runs the groups in
+ * ranges side by side: each channel's statistics and parameter gradients
+ * belong to one group, accumulated over the examples in the same order, so
+ * the result is the one-thread result, bit for bit. */
+static void gn_job(void *arg, size_t j, int backward)
+{
+    gn_job_t *a = arg;
+    const size_t G = (size_t)((groupnorm_t *)a->l->priv)->G;
+    const size_t g0 = G * j / a->jobs, g1 = G * (j + 1) / a->jobs;
+    if (backward)
+        gn_backward_groups(a->l, a->x, a->dy, a->dx, a->n, g0, g1);
+    else
+        gn_forward_groups(a->l, a->x, a->y, a->n, g0, g1);
+}
+
+static void gn_forward_job(void *arg, size_t j) { gn_job(arg, j, 0); }
+
+static void gn_backward_job(void *arg, size_t j) { gn_job(arg, j, 1); }
+
+static size_t gn_jobs(const groupnorm_t *s, const fl_workers_t *w)
+{
+    size_t jobs = (size_t)fl_workers_count(w) + 1;
+    return jobs < (size_t)s->G ? jobs : (size_t)s->G;
+}
+
+static void gn_forward(fl_layer_t *l, const float *x, float *y, size_t n, fl_mode_t mode)
+{
+    (void)mode;
+    fl_workers_t *w = fl__workers_current();
+    gn_job_t a = {.l = l, .x = x, .y = y, .n = n, .jobs = gn_jobs(l->priv, w)};
+    fl_workers_run(w, a.jobs, gn_forward_job, &a);
+}
+
+static void gn_backward(fl_layer_t *l, const float *x, const float *y, const float *dy, float *dx,
+                        size_t n)
+{
+    (void)y;
+    fl_workers_t *w = fl__workers_current();
+    gn_job_t a = {.l = l, .x = x, .dy = dy, .dx = dx, .n = n, .jobs = gn_jobs(l->priv, w)};
+    fl_workers_run(w, a.jobs, gn_backward_job, &a);
 }
 
 static void gn_destroy(fl_layer_t *l)

@@ -17,6 +17,7 @@
 #include "common/nn/lstm.h"
 #include "common/nn/pool.h"
 #include "common/nn/resblock.h"
+#include "common/nn/dnnl.h"
 #include "common/nn/workers.h"
 
 /* ---- builders: one per model, layers in PyTorch module order ---- */
@@ -438,16 +439,26 @@ void fl_model_seed_dropout(fl_model_t *m, uint64_t seed, const uint64_t *ids, si
     fl_rng_stream(&m->dropout_rng, seed, tuple, k + 1);
 }
 
+/* With one part and workers, the layers split their products across them
+ * (fl__workers_current): set around a model's passes on the calling thread. */
+static fl_workers_t *layer_workers(const fl_model_t *m)
+{
+    return m->parts == 1 ? m->workers : NULL;
+}
+
 const float *fl_model_forward(fl_model_t *m, const float *x, size_t n, fl_mode_t mode)
 {
     if (!m || !x || !n || fl_model_reserve(m, n))
         return NULL;
+    fl_workers_t *prev = fl__workers_current();
+    fl__workers_set_current(layer_workers(m));
     const float *in = x;
     for (size_t i = 0; i < m->nlayers; i++) {
         fl_layer_t *l = m->layers[i];
         l->ops->forward(l, in, m->act[i], n, mode);
         in = m->act[i];
     }
+    fl__workers_set_current(prev);
     return in;
 }
 
@@ -484,6 +495,8 @@ static int loss_part(fl_model_t *m, const float *x, const int32_t *y, size_t n, 
     memset(m->grads.data, 0, m->grads.numel * sizeof(float));
     const float *dy = m->dout;
     int which = 0;
+    fl_workers_t *prev = fl__workers_current();
+    fl__workers_set_current(layer_workers(m));
     for (size_t i = m->nlayers; i-- > 0;) {
         fl_layer_t *l = m->layers[i];
         float *dx = i > m->first_param_layer ? m->gbuf[which] : NULL;
@@ -493,6 +506,7 @@ static int loss_part(fl_model_t *m, const float *x, const int32_t *y, size_t n, 
         dy = dx;
         which ^= 1;
     }
+    fl__workers_set_current(prev);
     return 0;
 }
 
@@ -553,6 +567,19 @@ static size_t min_part = FL_MODEL_MIN_PART;
 
 void fl__model_set_min_part(size_t n) { min_part = n ? n : FL_MODEL_MIN_PART; }
 
+/* A split model with this many parameters or more splits its layers rather
+ * than its batches (see fl_model_set_threads): resnet18gn's batch split ran
+ * little faster on 2 threads than on 1, each part repeating the weight-sized
+ * work of every convolution (bench_train's resnet18gn row, and its profile in
+ * docs/benchmarks.md); cnn (1.2M) and charlstm gain from the batch split. */
+#define FL_MODEL_LAYER_SPLIT_PARAMS ((size_t)4 << 20)
+static size_t layer_split_params = FL_MODEL_LAYER_SPLIT_PARAMS;
+
+void fl__model_set_layer_split(size_t params)
+{
+    layer_split_params = params == 1 ? FL_MODEL_LAYER_SPLIT_PARAMS : params;
+}
+
 void fl__model_set_split_threshold(double flops_per_param)
 {
     split_threshold = flops_per_param >= 0 ? flops_per_param : FL_MODEL_SPLIT_FLOPS_PER_PARAM;
@@ -582,6 +609,19 @@ int fl_model_set_threads(fl_model_t *m, int threads)
     if ((double)flops < split_threshold * (double)m->params.numel) {
         free_replicas(m);
         m->threads = threads; /* GEMM threads; one part */
+        return 0;
+    }
+    /* Only oneDNN's convolutions run in slices (conv2d's own path would run
+     * whole, on one thread): elsewhere such a model splits its batches. */
+    if (m->params.numel >= layer_split_params && fl__dnnl_available()) {
+        /* One part; the threads are conv2d's slices. */
+        fl_workers_t *workers = NULL;
+        int rc = fl_workers_create(threads - 1, &workers);
+        if (rc)
+            return rc;
+        free_replicas(m);
+        m->workers = workers;
+        m->threads = threads;
         return 0;
     }
     fl_model_t **rep = calloc((size_t)threads, sizeof *rep);
@@ -614,7 +654,7 @@ int fl_model_set_threads(fl_model_t *m, int threads)
 
 int fl_model_gemm_threads(const fl_model_t *m)
 {
-    return !m || m->parts > 1 ? 1 : m->threads;
+    return !m || m->parts > 1 || m->workers ? 1 : m->threads;
 }
 
 int fl_model_loss(fl_model_t *m, const float *x, const int32_t *y, size_t n, fl_mode_t mode,

@@ -79,8 +79,9 @@ struct fl_model {
     int parts;            /* fl_model_loss splits a batch across this many (1 or threads) */
     struct fl_model **rep; /* parts - 1 replicas for parts 1..: own layers,
                               activations and gradients, bound to params */
-    struct fl_workers *workers; /* the threads that run parts 1.. (owned; NULL
-                                   with one part), made by fl_model_set_threads */
+    struct fl_workers *workers; /* the threads that run parts 1.., or with one
+                                   part the layers' slices (owned; NULL when
+                                   neither), made by fl_model_set_threads */
 };
 
 /* Number of registered models. */
@@ -156,7 +157,7 @@ const float *fl_model_forward(fl_model_t *m, const float *x, size_t n, fl_mode_t
 int fl_model_loss(fl_model_t *m, const float *x, const int32_t *y, size_t n, fl_mode_t mode,
                   int backward, double *loss, fl_loss_stats_t *st);
 
-/* Gives the model `threads` threads (1..64) in one of two ways, chosen from
+/* Gives the model `threads` threads (1..64) in one of three ways, chosen from
  * its shape, the same way every time for a model and thread count:
  * - split: fl_model_loss splits each batch into `threads` parts trained side
  *   by side, part 0 on the calling thread with m itself, the others on
@@ -174,6 +175,15 @@ int fl_model_loss(fl_model_t *m, const float *x, const int32_t *y, size_t n, fl_
  *   wakes them. A part gets at least 8 examples (so a batch under 16 is
  *   not split): thinner parts would repeat the weight packing of their
  *   GEMMs for little work.
+ * - layers: a split model with many parameters (4M or more: resnet18gn's
+ *   11M), where oneDNN is built in, keeps one part and runs each oneDNN convolution in output-channel
+ *   slices on its threads (conv2d), the rest of the step on the calling
+ *   thread. A batch split would repeat the convolutions' weight-sized work
+ *   (conversions, Winograd transforms, gradient passes) on every thread,
+ *   which for such a model costs as much as its activations' work. Results
+ *   are the one-thread results up to float rounding (the input gradient of
+ *   a sliced layer is summed over its slices), reproducible for a fixed
+ *   thread count. m->workers holds the threads; there are no replicas.
  * - GEMM: models of dense layers only do ~2 per parameter, so their speed is
  *   reading the weights; splitting the batch would read them once per thread
  *   and shrink every GEMM. They keep one part and thread their GEMMs instead.
@@ -190,8 +200,13 @@ void fl__model_set_split_threshold(double flops_per_param);
  * (batches smaller than twice this are not split; 0: the default, 8). */
 void fl__model_set_min_part(size_t n);
 
+/* Internal, for tests and benches: the parameter count from which a split
+ * model splits its layers instead of its batches (0: always; SIZE_MAX:
+ * never; 1: the default, 4M). */
+void fl__model_set_layer_split(size_t params);
+
 /* The GEMM thread count that goes with m's threads: 1 when it splits
- * batches, its thread count when its GEMMs carry the threads. */
+ * batches or layers, its thread count when its GEMMs carry the threads. */
 int fl_model_gemm_threads(const fl_model_t *m);
 
 /* Per-example input and output element counts. */

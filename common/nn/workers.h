@@ -39,6 +39,15 @@ int fl_workers_count(const fl_workers_t *w);
 /* Wakes, stops and joins the workers, then frees w. Accepts NULL. */
 void fl_workers_free(fl_workers_t *w);
 
+/* Internal: the set a layer may split one product of its own across (conv2d
+ * runs its oneDNN convolutions in output-channel halves on it; see
+ * fl_model_set_threads), for the calling thread only. A model that splits
+ * inside its layers sets it around its passes and clears it (NULL) after;
+ * layers never keep it. Job 0 of such a split runs on the calling thread,
+ * which never calls fl__workers_set_current in a job. */
+void fl__workers_set_current(fl_workers_t *w);
+fl_workers_t *fl__workers_current(void);
+
 /* Internal, for tests: threads started by fl_workers_create over the
  * process's life (a step must not add to it). */
 unsigned long fl__workers_started(void);

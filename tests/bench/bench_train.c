@@ -27,6 +27,7 @@
  * fl_gemm's own path (OpenBLAS), =dnnl every one of them that can on
  * oneDNN's sgemm; unset, each layer's default (fl__gemm_via in gemm.h). */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,6 +187,13 @@ int main(void)
     const char *secs = getenv("FEDOPT_BENCH_SECONDS");
     const char *conv = getenv("FEDOPT_BENCH_CONV");
     const char *gemm = getenv("FEDOPT_BENCH_GEMM");
+    const char *split = getenv("FEDOPT_BENCH_SPLIT");
+    if (split && strcmp(split, "off") == 0)
+        fl__model_set_split_threshold(1e30);
+    else if (split && strcmp(split, "batch") == 0)
+        fl__model_set_layer_split(SIZE_MAX);
+    else if (split && strcmp(split, "layers") == 0)
+        fl__model_set_layer_split(0);
     if (secs && atof(secs) > 0)
         bench_seconds = atof(secs);
     if (conv && strcmp(conv, "own") == 0)

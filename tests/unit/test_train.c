@@ -23,6 +23,8 @@
 #include "common/data/idx.h"
 #include "common/base/error.h"
 #include "common/base/log.h"
+#include "common/nn/conv2d.h"
+#include "common/nn/dnnl.h"
 #include "common/nn/models.h"
 #include "common/nn/gemm.h"
 #include "common/nn/train.h"
@@ -88,8 +90,9 @@ static void run(const char *model, const fl_dataset_t *d, const fl_train_config_
     fl_model_free(m);
 }
 
-/* fl_model_set_threads: conv and LSTM models split batches, dense-only ones
- * keep one part and thread their GEMMs. */
+/* fl_model_set_threads: conv and LSTM models split batches (resnet18gn, with
+ * 11M parameters, its layers), dense-only ones keep one part and thread
+ * their GEMMs. */
 static void test_threads_choice(void **state)
 {
     (void)state;
@@ -98,13 +101,17 @@ static void test_threads_choice(void **state)
         fl_model_t *m;
         assert_int_equal(fl_model_create(info->name, &info->paper, &m), 0);
         assert_int_equal(fl_model_set_threads(m, 2), 0);
+        /* Layers only where oneDNN is built in (conv2d's own path has no slices). */
+        int layers = !strcmp(info->name, "resnet18gn") && fl__dnnl_available();
         int split = !strcmp(info->name, "cnn") || !strcmp(info->name, "charlstm") ||
-                    !strcmp(info->name, "wordlstm") || !strcmp(info->name, "resnet18gn");
+                    !strcmp(info->name, "wordlstm") ||
+                    (!strcmp(info->name, "resnet18gn") && !layers);
         if (m->parts != (split ? 2 : 1))
             fail_msg("%s: %d parts", info->name, m->parts);
         assert_int_equal(m->threads, 2);
-        assert_int_equal(fl_model_gemm_threads(m), split ? 1 : 2);
+        assert_int_equal(fl_model_gemm_threads(m), split || layers ? 1 : 2);
         assert_true(split ? m->rep != NULL : m->rep == NULL);
+        assert_int_equal(fl_workers_count(m->workers), split || layers ? 1 : 0);
         fl_model_free(m);
     }
 }
@@ -120,6 +127,7 @@ static void test_threads_split_batches(void **state)
     fl_gemm_set_threads(1);
     fl__model_set_split_threshold(0);
     fl__model_set_min_part(1);
+    fl__model_set_layer_split(SIZE_MAX); /* batches, resnet18gn's too */
     for (size_t k = 0; k < fl_models_count(); k++) {
         const fl_model_info_t *info = fl_models_at(k);
         fl_model_t *a, *b;
@@ -176,6 +184,92 @@ static void test_threads_split_batches(void **state)
     }
     fl__model_set_split_threshold(-1);
     fl__model_set_min_part(0);
+    fl__model_set_layer_split(1);
+}
+
+/* A model that splits its layers (resnet18gn by default; cnn forced) on 3
+ * threads runs its oneDNN convolutions in output-channel slices and gives
+ * the loss and gradient of one thread up to float rounding, in training mode
+ * at batch 8 (Winograd on the wide 3x3 layers) and in evaluation at batch 3
+ * (direct); the same again on the same threads is bit-identical. */
+static void test_threads_split_layers(void **state)
+{
+    (void)state;
+    if (!fl__dnnl_available())
+        skip(); /* conv2d's own path has no slices */
+    fl_gemm_set_threads(1);
+    fl__model_set_split_threshold(0);
+    fl__model_set_layer_split(0);
+    const char *names[] = {"resnet18gn", "cnn"};
+    for (size_t k = 0; k < 2; k++) {
+        const fl_model_info_t *info = fl_models_find(names[k]);
+        assert_non_null(info);
+        fl_model_t *a, *b;
+        assert_int_equal(fl_model_create(info->name, &info->paper, &a), 0);
+        assert_int_equal(fl_model_create(info->name, &info->paper, &b), 0);
+        fl_model_init_params(a, 4);
+        fl_model_init_params(b, 4);
+        assert_int_equal(fl_model_set_threads(b, 3), 0);
+        assert_int_equal(b->parts, 1);
+        assert_null(b->rep);
+        assert_int_equal(fl_workers_count(b->workers), 2);
+        assert_int_equal(fl_model_gemm_threads(b), 1);
+        const size_t in = fl_model_in_dim(a), nmax = 8;
+        float *x = malloc(nmax * in * sizeof(float));
+        int32_t *y = malloc(nmax * sizeof(int32_t));
+        float *g1 = malloc(a->grads.numel * sizeof(float));
+        assert_non_null(x);
+        assert_non_null(y);
+        assert_non_null(g1);
+        fl_rng_t r;
+        fl_rng_seed(&r, 21 + k);
+        for (size_t i = 0; i < nmax * in; i++)
+            x[i] = (float)fl_rng_uniform(&r) - 0.5f;
+        for (size_t i = 0; i < nmax; i++)
+            y[i] = (int32_t)fl_rng_below(&r, (uint64_t)a->spec.num_classes);
+        for (int pass = 0; pass < 2; pass++) {
+            const size_t n = pass ? 3 : nmax;
+            const fl_mode_t mode = pass ? FL_MODE_EVAL : FL_MODE_TRAIN;
+            /* Training mode draws dropout masks (cnn): the same stream on both. */
+            fl_rng_seed(&a->dropout_rng, 9);
+            fl_rng_seed(&b->dropout_rng, 9);
+            double la, lb, lb2;
+            assert_int_equal(fl_model_loss(a, x, y, n, mode, 1, &la, NULL), 0);
+            assert_int_equal(fl_model_loss(b, x, y, n, mode, 1, &lb, NULL), 0);
+            if (fabs(la - lb) > 1e-5 * (1.0 + fabs(la)))
+                fail_msg("%s: loss %.9g on 1 thread, %.9g in slices", info->name, la, lb);
+            double gmax = 0.0, dmax = 0.0;
+            for (size_t i = 0; i < a->grads.numel; i++) {
+                gmax = fmax(gmax, fabs(a->grads.data[i]));
+                dmax = fmax(dmax, fabs(a->grads.data[i] - b->grads.data[i]));
+            }
+            assert_true(gmax > 0.0);
+            if (dmax > 2e-5 * gmax)
+                fail_msg("%s: gradients in slices differ by %g (largest %g)", info->name, dmax,
+                         gmax);
+            memcpy(g1, b->grads.data, b->grads.numel * sizeof(float));
+            fl_rng_seed(&b->dropout_rng, 9);
+            assert_int_equal(fl_model_loss(b, x, y, n, mode, 1, &lb2, NULL), 0);
+            assert_true(lb == lb2);
+            assert_memory_equal(g1, b->grads.data, b->grads.numel * sizeof(float));
+        }
+        /* The slices did run: every conv layer at the top level with 32 or
+         * more output channels (resnet18gn's stem, cnn's two). */
+        int sliced = 0;
+        for (size_t i = 0; i < b->nlayers; i++)
+            if (!strcmp(b->layers[i]->ops->kind, "conv2d")) {
+                assert_true(fl__conv2d_slices(b->layers[i]) >= 2);
+                sliced++;
+            }
+        assert_true(sliced >= 1);
+        free(x);
+        free(y);
+        free(g1);
+        fl_model_free(a);
+        fl_model_free(b);
+    }
+    fl__model_set_split_threshold(-1);
+    fl__model_set_layer_split(1);
 }
 
 /* Training with 2 threads (dropout on, so the replicas' mask streams
@@ -613,6 +707,7 @@ int main(void)
         cmocka_unit_test(test_max_steps),
         cmocka_unit_test(test_threads_choice),
         cmocka_unit_test(test_threads_split_batches),
+        cmocka_unit_test(test_threads_split_layers),
         cmocka_unit_test(test_threads_deterministic),
         cmocka_unit_test(test_threads_pool),
         cmocka_unit_test(test_concurrent_models),

@@ -118,12 +118,69 @@ static void test_free_at_once(void **state)
     }
 }
 
+static void slow_job(void *arg, size_t i)
+{
+    job(arg, i);
+    if (i == 1)
+        uv_sleep(2); /* longer than the caller polls: it must sleep and be woken */
+}
+
+/* Hand-overs to sleeping workers (the caller pauses longer than a worker
+ * polls) and results awaited asleep (a job outlasts the caller's polling),
+ * mixed with back-to-back calls: every job still runs once and its writes
+ * are visible after the call. */
+static void test_sleep_and_wake(void **state)
+{
+    (void)state;
+    fl_workers_t *w;
+    assert_int_equal(fl_workers_create(2, &w), 0);
+    jobs_t j;
+    memset(&j, 0, sizeof j);
+    for (unsigned g = 0; g < 120; g++) {
+        size_t n = 2 + g % 2;
+        memset(j.runs, 0, sizeof j.runs);
+        j.gen = g;
+        if (g % 3 == 0)
+            uv_sleep(3);
+        fl_workers_run(w, n, g % 4 == 1 ? slow_job : job, &j);
+        for (size_t i = 0; i < n; i++) {
+            assert_int_equal(j.runs[i], 1);
+            if (j.sum[i] != expect_sum(i, g))
+                fail_msg("call %u job %zu: result not visible after the run", g, i);
+        }
+    }
+    fl_workers_free(w);
+}
+
+/* The set a layer may split its work across is per thread and starts NULL. */
+static void current_on_thread(void *arg) { *(fl_workers_t **)arg = fl__workers_current(); }
+
+static void test_current(void **state)
+{
+    (void)state;
+    fl_workers_t *w;
+    assert_int_equal(fl_workers_create(1, &w), 0);
+    assert_null(fl__workers_current());
+    fl__workers_set_current(w);
+    assert_ptr_equal(fl__workers_current(), w);
+    fl_workers_t *seen = w;
+    uv_thread_t t;
+    assert_int_equal(uv_thread_create(&t, current_on_thread, &seen), 0);
+    uv_thread_join(&t);
+    assert_null(seen);
+    fl__workers_set_current(NULL);
+    assert_null(fl__workers_current());
+    fl_workers_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_runs_each_job_once),
         cmocka_unit_test(test_without_workers),
         cmocka_unit_test(test_free_at_once),
+        cmocka_unit_test(test_sleep_and_wake),
+        cmocka_unit_test(test_current),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
