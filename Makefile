@@ -24,6 +24,7 @@
 #                             heavy cases run smaller under the emulator, with an
 #                             "emulated:" line; FEDOPT_TEST_TIMEOUT, FEDOPT_TEST_TIME_FACTOR)
 #   make DNNL=0               the engine without oneDNN (the default on x86-64 is DNNL=1)
+#   make LIBDEFLATE=0         CRC-32 from zlib instead of libdeflate (the default natively is 1)
 #   make SANITIZE=address,undefined test
 #   make CC=clang CFLAGS='-O1 -g'
 #
@@ -100,6 +101,14 @@ DNNL ?= 1
 else
 DNNL ?= 0
 endif
+# libdeflate's CRC-32 (Debian's libdeflate, the same checksum as zlib's, several times faster
+# with the CPU's carry-less multiply) for fl_crc32: every received tensor is checksummed
+# (bench_tls). On by default in a native build; a cross build (LIBDEFLATE=0) keeps zlib's.
+ifeq ($(CROSS),)
+LIBDEFLATE ?= 1
+else
+LIBDEFLATE ?= 0
+endif
 BUILD ?= build
 # Which packages deploy/install-deps.sh makes sure of: all (build and test) or
 # build (just `make all`, as the image's build stage does).
@@ -135,6 +144,13 @@ FL_CFLAGS += -DFL_HAVE_OPENBLAS=0
 else
 $(error BLAS must be openblas or none)
 endif
+ifeq ($(LIBDEFLATE),1)
+FL_CFLAGS += -DFL_HAVE_LIBDEFLATE=1
+else ifeq ($(LIBDEFLATE),0)
+FL_CFLAGS += -DFL_HAVE_LIBDEFLATE=0
+else
+$(error LIBDEFLATE must be 1 or 0)
+endif
 
 # Every invocation (but clean/help) first makes sure the Debian packages are
 # there: deploy/install-deps.sh is a fast no-op when nothing is missing, and
@@ -160,6 +176,9 @@ endif
 ifeq ($(DNNL),1)
 # libgomp for omp_set_num_threads: oneDNN's Debian build runs on OpenMP.
 PKG_LIBS += -ldnnl -lgomp
+endif
+ifeq ($(LIBDEFLATE),1)
+PKG_LIBS += -ldeflate
 endif
 endif
 ifeq ($(DNNL),1)

@@ -39,6 +39,7 @@ libmbedtls-dev
 libsqlite3-dev
 libopenblas-dev
 zlib1g-dev
+libdeflate-dev
 libinih-dev
 libmicrohttpd-dev
 "
@@ -72,6 +73,7 @@ libmbedtls14
 libsqlite3-0
 libopenblas0-pthread
 zlib1g
+libdeflate0
 libinih1
 libmicrohttpd12
 dataset-fashion-mnist

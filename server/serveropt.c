@@ -231,6 +231,21 @@ void fl_serveropt_begin(fl_serveropt_t *o)
 #define FL__INLINE inline
 #endif
 
+/* A batch pass reads each delta in block-sized runs (FL__BLOCK floats) from
+ * up to FL_SERVEROPT_MAX_BATCH separate buffers, a few at a time: too many
+ * short streams for the hardware prefetcher, which starts over at every
+ * page, so the kernel waited on its loads (bench_serveropt, perf). The group
+ * kernels prefetch each delta FL__AHEAD floats (one block) ahead of where
+ * they read, once per 64-byte line. A prefetch never faults, so one past
+ * the end of a delta is harmless (the address is formed as an integer, not
+ * as an out-of-bounds pointer); it changes no result. */
+#define FL__AHEAD FL__BLOCK
+#if defined(__GNUC__)
+#define fl__prefetch_ahead(p) __builtin_prefetch((const void *)((uintptr_t)(p) + FL__AHEAD * sizeof(float)), 0, 3)
+#else
+#define fl__prefetch_ahead(p) ((void)(p))
+#endif
+
 /* c + a * b, as one FMA when `fused` (a build with FMA, and a * b known
  * exact: then both give the same bits). */
 static FL__INLINE double madd(double a, double b, double c, const int fused)
@@ -505,6 +520,9 @@ static FL__INLINE void group_k(double *restrict tmp, const float *const *xs, con
      * operations for every G. */
     for (; i + 8 <= len; i += 8) {
         double t[8];
+        if ((i & 15) == 0)
+            for (size_t g = 0; g < G; g++)
+                fl__prefetch_ahead(xs[g] + i);
         for (size_t j = 0; j < 8; j++) {
             const double a = (double)x0[i + j];
             t[j] = first ? w0 * a : madd(w0, a, tmp[i + j], fw);
@@ -575,6 +593,9 @@ FL__TARGET_V3 static FL__INLINE void group_avx_k(double *restrict tmp, const flo
     size_t i = 0;
     for (; i + 8 <= len; i += 8) {
         __m256d tlo, thi;
+        if ((i & 15) == 0)
+            for (size_t g = 0; g < G; g++)
+                fl__prefetch_ahead(xs[g] + i);
         for (size_t g = 0; g < G; g++) {
             const __m256d alo = _mm256_cvtps_pd(_mm_loadu_ps(xs[g] + i));
             const __m256d ahi = _mm256_cvtps_pd(_mm_loadu_ps(xs[g] + i + 4));

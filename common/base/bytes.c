@@ -3,16 +3,25 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
+#if FL_HAVE_LIBDEFLATE
+#include <libdeflate.h>
+#endif
 
 #include "common/base/error.h"
 
 uint32_t fl_crc32(uint32_t crc, const void *data, size_t len)
 {
-    /* crc32_z takes a size_t length (zlib >= 1.2.9), so no slicing here;
-     * it answers 0 for a NULL buffer, where nothing to add must leave crc. */
+    /* Both take a size_t length (zlib >= 1.2.9), so no slicing here; zlib
+     * answers 0 for a NULL buffer, where nothing to add must leave crc.
+     * libdeflate's is the same CRC, faster on x86-64 (the carry-less
+     * multiply): every received tensor is checksummed (bench_tls). */
     if (!len)
         return crc;
+#if FL_HAVE_LIBDEFLATE
+    return libdeflate_crc32(crc, data, len);
+#else
     return (uint32_t)crc32_z(crc, data, len);
+#endif
 }
 
 int fl_bytes_reserve(fl_bytes_t *b, size_t extra)

@@ -8,7 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Continues a CRC-32 (zlib's crc32_z: the IEEE polynomial) over len bytes;
+/* Continues a CRC-32 (zlib's crc32_z: the IEEE polynomial; computed by
+ * libdeflate in a build with LIBDEFLATE=1, the native default) over len bytes;
  * start with crc = 0. len may exceed 4 GiB. */
 uint32_t fl_crc32(uint32_t crc, const void *data, size_t len);
 

@@ -577,6 +577,11 @@ int fl__tls_deliver(fl_tls_conn_t *c, int rc, uint8_t *frame, uint32_t len)
     }
     if (rc == 0)
         return fl__tls_charge_frames(c);
+    if (rc == 2) {
+        /* A tensor chunk that arrived in place (fl__tls_next_dst). */
+        fl_wire_stream_placed(&c->st, len);
+        return fl__tls_charge_frames(c);
+    }
     fl_wire_event_t ev;
     char why[256] = "";
     rc = fl_wire_stream_frame(&c->st, frame, len, &ev, why, sizeof why);
@@ -599,6 +604,21 @@ int fl__tls_deliver(fl_tls_conn_t *c, int rc, uint8_t *frame, uint32_t len)
     return 0;
 }
 
+/* Where the next plaintext goes: the frame reader's place, and between
+ * frames, when the next one should be a chunk of the tensor being received,
+ * that chunk's place in the tensor (fl_wire_reader_expect): mbedTLS then
+ * copies the plaintext there and no one copies it again. */
+void fl__tls_next_dst(fl_tls_conn_t *c, unsigned char **dst, size_t *want)
+{
+    if (fl_wire_reader_idle(&c->rd) && !c->rd.place) {
+        uint8_t pre[FL_WIRE_PREFIX_MAX], *place;
+        size_t plen, n;
+        if (fl_wire_stream_expect(&c->st, pre, &plen, &place, &n))
+            fl_wire_reader_expect(&c->rd, pre, plen, place, n);
+    }
+    fl_wire_reader_next(&c->rd, dst, want);
+}
+
 /* Decrypts what is available straight into the frame reader and delivers
  * complete frames, until mbedTLS needs more ciphertext. */
 void fl__tls_conn_read(fl_tls_conn_t *c)
@@ -606,7 +626,7 @@ void fl__tls_conn_read(fl_tls_conn_t *c)
     while (c->state == ST_OPEN && !c->paused) {
         unsigned char *dst;
         size_t want;
-        fl_wire_reader_next(&c->rd, &dst, &want);
+        fl__tls_next_dst(c, &dst, &want);
         int ret = mbedtls_ssl_read(&c->ssl, dst, want);
         if (ret == MBEDTLS_ERR_SSL_WANT_READ)
             break;

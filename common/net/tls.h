@@ -24,7 +24,10 @@
  * (record_jobs): one job per connection at a time, in order. The job reads
  * the socket itself, as much as mbedTLS asks for (a record at a time, up to
  * 1 MiB per job), decrypts straight into the frame reader and stops at the
- * end of a frame, which the loop then hands to the application; records of
+ * end of a frame, which the loop then hands to the application (a tensor
+ * chunk in the expected canonical form is decrypted straight into the
+ * tensor and checksummed in the job, without stopping:
+ * fl_wire_reader_expect); records of
  * at most 1 KiB (a heartbeat, a Hello) are decrypted on the loop, where
  * that costs less than a trip through the pool. Sending is the same: more
  * than 16 KiB of queued plaintext (a model) is encrypted and written by a

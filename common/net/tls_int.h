@@ -258,6 +258,9 @@ int fl__tls_stash_rest(fl_tls_conn_t *c);
  * connection on mbedTLS's read result or a socket error. */
 void fl__tls_conn_read(fl_tls_conn_t *c);
 int fl__tls_deliver(fl_tls_conn_t *c, int rc, uint8_t *frame, uint32_t len);
+/* Where the next plaintext goes (the frame reader's place, or an expected
+ * tensor chunk's place in the tensor: fl_wire_reader_expect). */
+void fl__tls_next_dst(fl_tls_conn_t *c, unsigned char **dst, size_t *want);
 int fl__tls_charge_frames(fl_tls_conn_t *c);
 void fl__tls_read_end(fl_tls_conn_t *c, int ret);
 void fl__tls_read_failed(fl_tls_conn_t *c, int nread);

@@ -348,7 +348,13 @@ void fl_wire_reader_init(fl_wire_reader_t *r, uint32_t max_frame)
 
 void fl_wire_reader_next(fl_wire_reader_t *r, uint8_t **dst, size_t *n)
 {
-    if (!r->payload) {
+    if (r->mode == 1) {
+        *dst = r->got_pre + r->pre_got;
+        *n = (size_t)(r->pre_len - r->pre_got);
+    } else if (r->mode == 2) {
+        *dst = r->place + r->got;
+        *n = r->place_n - r->got;
+    } else if (!r->payload) {
         *dst = r->hdr + r->hdr_got;
         *n = FL_WIRE_HEADER - r->hdr_got;
     } else {
@@ -357,27 +363,71 @@ void fl_wire_reader_next(fl_wire_reader_t *r, uint8_t **dst, size_t *n)
     }
 }
 
+/* A frame buffer for r->need bytes. */
+static int reader_alloc(fl_wire_reader_t *r)
+{
+    if (r->spare && r->spare_cap >= r->need) {
+        r->payload = r->spare; /* a recycled frame buffer: no new pages */
+        r->spare = NULL;
+    } else {
+        r->payload = malloc(r->need);
+        if (!r->payload)
+            return FL_ENOMEM;
+    }
+    return 0;
+}
+
 int fl_wire_reader_advance(fl_wire_reader_t *r, size_t n, uint8_t **frame, uint32_t *len)
 {
+    if (r->mode == 1) {
+        r->pre_got += (uint8_t)n;
+        if (r->pre_got < r->pre_len)
+            return 0;
+        if (memcmp(r->got_pre, r->pre, r->pre_len) == 0) {
+            r->mode = 2; /* the expected frame: the rest goes to place */
+            r->got = 0;
+            return 0;
+        }
+        /* Another frame of the same length: read on as usual. */
+        r->mode = 0;
+        r->place = NULL;
+        if (reader_alloc(r))
+            return FL_ENOMEM;
+        memcpy(r->payload, r->got_pre, r->pre_len);
+        r->got = r->pre_len;
+        return 0;
+    }
+    if (r->mode == 2) {
+        r->got += (uint32_t)n;
+        if (r->got < r->place_n)
+            return 0;
+        *frame = NULL;
+        *len = r->place_n;
+        r->mode = 0;
+        r->place = NULL;
+        r->hdr_got = 0;
+        r->need = r->got = 0;
+        return 2;
+    }
     if (!r->payload) {
         r->hdr_got += (uint32_t)n;
         if (r->hdr_got < FL_WIRE_HEADER)
             return 0;
         uint32_t need;
         int rc = fl_wire_frame_len(r->hdr, r->max_frame, &need);
-        if (rc)
+        if (rc) {
+            r->place = NULL;
             return rc; /* refused from the header alone: nothing allocated */
-        if (r->spare && r->spare_cap >= need) {
-            r->payload = r->spare; /* a recycled frame buffer: no new pages */
-            r->spare = NULL;
-        } else {
-            r->payload = malloc(need);
-            if (!r->payload)
-                return FL_ENOMEM;
         }
         r->need = need;
         r->got = 0;
-        return 0;
+        if (r->place && need == (uint32_t)r->pre_len + r->place_n) {
+            r->mode = 1; /* perhaps the expected frame: its prefix first */
+            r->pre_got = 0;
+            return 0;
+        }
+        r->place = NULL;
+        return reader_alloc(r);
     }
     r->got += (uint32_t)n;
     if (r->got < r->need)
@@ -388,6 +438,17 @@ int fl_wire_reader_advance(fl_wire_reader_t *r, size_t n, uint8_t **frame, uint3
     r->hdr_got = 0;
     r->need = r->got = 0;
     return 1;
+}
+
+void fl_wire_reader_expect(fl_wire_reader_t *r, const uint8_t *prefix, size_t plen, uint8_t *place, size_t n)
+{
+    if (!fl_wire_reader_idle(r) || !prefix || !place || plen == 0 || plen > FL_WIRE_PREFIX_MAX || n == 0 ||
+        n > UINT32_MAX - plen)
+        return;
+    memcpy(r->pre, prefix, plen);
+    r->pre_len = (uint8_t)plen;
+    r->place = place;
+    r->place_n = (uint32_t)n;
 }
 
 int fl_wire_reader_feed(fl_wire_reader_t *r, const uint8_t *data, size_t n, size_t *used,
@@ -410,7 +471,7 @@ int fl_wire_reader_feed(fl_wire_reader_t *r, const uint8_t *data, size_t n, size
     return rc;
 }
 
-int fl_wire_reader_idle(const fl_wire_reader_t *r) { return !r->payload && r->hdr_got == 0; }
+int fl_wire_reader_idle(const fl_wire_reader_t *r) { return !r->payload && r->hdr_got == 0 && r->mode == 0; }
 
 void fl_wire_reader_recycle(fl_wire_reader_t *r, uint8_t *frame, uint32_t len)
 {
@@ -808,6 +869,30 @@ static int on_begin(fl_wire_stream_t *s, const Fedopt__TensorBegin *b, char *why
     return 0;
 }
 
+/* The plain tensor's next n bytes: copied from src (NULL: already in place),
+ * checksummed and checked finite, in cache-sized slices: the CRC then reads
+ * bytes the copy just brought into cache instead of making a second pass
+ * over megabytes of memory. */
+static void absorb(fl_wire_stream_t *s, const uint8_t *src, size_t n)
+{
+    uint8_t *dst = s->t_data + s->t_got;
+    for (size_t off = 0; off < n; off += 65536) {
+        size_t k = n - off < 65536 ? n - off : 65536;
+        if (src)
+            memcpy(dst + off, src + off, k);
+        s->t_crc = fl_crc32(s->t_crc, dst + off, k);
+        /* The whole floats received so far (one may straddle two chunks),
+         * checked while the copy has them in cache: the server's fused
+         * aggregation needs its deltas known finite (server/uploads.h). */
+        uint64_t end = (s->t_got + off + k) & ~(uint64_t)3;
+        if (s->t_finite && end > s->t_fin_at &&
+            !fl_f32_all_finite((const float *)(s->t_data + s->t_fin_at), (size_t)(end - s->t_fin_at) / 4))
+            s->t_finite = 0;
+        s->t_fin_at = end;
+    }
+    s->t_got += n;
+}
+
 static int on_chunk(fl_wire_stream_t *s, const Fedopt__TensorChunk *c, char *why, size_t why_len)
 {
     size_t n = c->data.len;
@@ -826,9 +911,6 @@ static int on_chunk(fl_wire_stream_t *s, const Fedopt__TensorChunk *c, char *why
             (unsigned long long)s->t_total);
         return FL_EPROTO;
     }
-    /* Copy and checksum in cache-sized slices: the CRC then reads bytes the
-     * copy just brought into cache instead of making a second pass over
-     * megabytes of memory. */
     if (s->t_coded) {
         s->t_crc = fl_crc32(s->t_crc, c->data.data, n);
         int rc = fl_codec_decode_feed(&s->t_dec, c->data.data, n);
@@ -840,22 +922,14 @@ static int on_chunk(fl_wire_stream_t *s, const Fedopt__TensorChunk *c, char *why
         s->t_got += n;
         return 0;
     }
-    uint8_t *dst = s->t_data + s->t_got;
-    for (size_t off = 0; off < n; off += 65536) {
-        size_t k = n - off < 65536 ? n - off : 65536;
-        memcpy(dst + off, c->data.data + off, k);
-        s->t_crc = fl_crc32(s->t_crc, dst + off, k);
-        /* The whole floats received so far (one may straddle two chunks),
-         * checked while the copy has them in cache: the server's fused
-         * aggregation needs its deltas known finite (server/uploads.h). */
-        uint64_t end = (s->t_got + off + k) & ~(uint64_t)3;
-        if (s->t_finite && end > s->t_fin_at &&
-            !fl_f32_all_finite((const float *)(s->t_data + s->t_fin_at), (size_t)(end - s->t_fin_at) / 4))
-            s->t_finite = 0;
-        s->t_fin_at = end;
-    }
-    s->t_got += n;
+    absorb(s, c->data.data, n);
     return 0;
+}
+
+void fl_wire_stream_placed(fl_wire_stream_t *s, size_t len)
+{
+    if (s && s->in_tensor && s->t_data && len <= s->t_total - s->t_got)
+        absorb(s, NULL, len);
 }
 
 static int on_end(fl_wire_stream_t *s, const Fedopt__TensorEnd *e, fl_wire_event_t *ev, char *why,
@@ -1024,6 +1098,48 @@ static int chunk_fast(const uint8_t *p, size_t len, uint64_t *offset, const uint
     *data = p;
     *n = (size_t)v;
     return 0;
+}
+
+/* Writes v as a protobuf varint at p; returns its length. */
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+    size_t k = 0;
+    do {
+        uint8_t b = (uint8_t)(v & 0x7f);
+        v >>= 7;
+        p[k++] = (uint8_t)(b | (v ? 0x80 : 0));
+    } while (v);
+    return k;
+}
+
+static size_t varint_len(uint64_t v)
+{
+    uint8_t tmp[10];
+    return put_varint(tmp, v);
+}
+
+int fl_wire_stream_expect(const fl_wire_stream_t *s, uint8_t *prefix, size_t *plen, uint8_t **place, size_t *n)
+{
+    if (!s || !prefix || !plen || !place || !n || !s->in_tensor || s->phase != 1 || s->t_coded || !s->t_data ||
+        s->t_got >= s->t_total)
+        return 0;
+    uint64_t k = s->t_total - s->t_got < s->t_chunk ? s->t_total - s->t_got : s->t_chunk;
+    /* The canonical frame chunk_fast takes: Envelope{tensor_chunk (field 7):
+     * {offset (1, absent when 0), data (2)}}. */
+    uint64_t inner = (s->t_got ? 1 + varint_len(s->t_got) : 0) + 1 + varint_len(k) + k;
+    size_t p = 0;
+    prefix[p++] = 0x3a;
+    p += put_varint(prefix + p, inner);
+    if (s->t_got) {
+        prefix[p++] = 0x08;
+        p += put_varint(prefix + p, s->t_got);
+    }
+    prefix[p++] = 0x12;
+    p += put_varint(prefix + p, k);
+    *plen = p;
+    *place = s->t_data + s->t_got;
+    *n = (size_t)k;
+    return 1;
 }
 
 int fl_wire_stream_frame(fl_wire_stream_t *s, const uint8_t *payload, size_t len,

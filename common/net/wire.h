@@ -99,6 +99,10 @@ uint32_t fl_wire_chunk_for_frame(uint32_t max_frame);
  * FL_EPROTO for a zero-length frame, FL_ETOOBIG above max_frame. */
 int fl_wire_frame_len(const uint8_t hdr[4], uint32_t max_frame, uint32_t *len);
 
+/* Longest expected frame prefix (fl_wire_reader_expect): a chunk's envelope,
+ * offset and data headers. */
+#define FL_WIRE_PREFIX_MAX 40u
+
 /* Cuts a byte stream into frames. At most one frame payload is allocated at a
  * time, and only after its header passed the max_frame check, so an idle
  * reader holds no heap memory. */
@@ -111,6 +115,13 @@ typedef struct {
     uint8_t *payload; /* NULL until the header is complete */
     uint8_t *spare;   /* a recycled frame buffer (fl_wire_reader_recycle) */
     uint32_t spare_cap;
+    /* The expected next frame (fl_wire_reader_expect): its prefix, and where
+     * its remaining place_n bytes go. mode: 0 as any frame, 1 reading its
+     * prefix into got_pre, 2 reading the rest into place. */
+    uint8_t *place;
+    uint32_t place_n;
+    uint8_t pre[FL_WIRE_PREFIX_MAX], got_pre[FL_WIRE_PREFIX_MAX];
+    uint8_t pre_len, pre_got, mode;
 } fl_wire_reader_t;
 
 /* Makes *r an empty reader accepting frames up to max_frame bytes (clamped to
@@ -123,9 +134,20 @@ void fl_wire_reader_next(fl_wire_reader_t *r, uint8_t **dst, size_t *n);
 
 /* Records that n bytes were written at the place fl_wire_reader_next gave.
  * Returns 1 with a complete frame (*frame, *len: the payload, now the
- * caller's, free() it), 0 when more bytes are needed, or FL_ETOOBIG /
- * FL_EPROTO for a bad header (nothing allocated) or FL_ENOMEM. */
+ * caller's, free() it), 2 when the frame expected by fl_wire_reader_expect
+ * is complete (its last *len bytes are at the place given there; *frame is
+ * NULL), 0 when more bytes are needed, or FL_ETOOBIG / FL_EPROTO for a bad
+ * header (nothing allocated) or FL_ENOMEM. */
 int fl_wire_reader_advance(fl_wire_reader_t *r, size_t n, uint8_t **frame, uint32_t *len);
+
+/* Between frames (fl_wire_reader_idle): if the next frame is exactly
+ * plen + n bytes and starts with prefix[0..plen), its last n bytes are
+ * written straight to place (fl_wire_reader_next points there) instead of
+ * into a frame buffer, and fl_wire_reader_advance returns 2 for it; any
+ * other frame is read as usual. For one frame: a receiver that knows the
+ * next tensor chunk (fl_wire_stream_expect) decrypts it into the tensor
+ * without copying it again (bench_tls). plen <= FL_WIRE_PREFIX_MAX, n >= 1. */
+void fl_wire_reader_expect(fl_wire_reader_t *r, const uint8_t *prefix, size_t plen, uint8_t *place, size_t n);
 
 /* Copying convenience over next/advance: consumes bytes from data[0..n) up to
  * the end of the first complete frame (*used tells how many), with the same
@@ -286,6 +308,19 @@ void fl_wire_stream_set_max_tensor(fl_wire_stream_t *s, uint64_t max_tensor);
  * be closed. The payload is only read. */
 int fl_wire_stream_frame(fl_wire_stream_t *s, const uint8_t *payload, size_t len,
                          fl_wire_event_t *ev, char *why, size_t why_len);
+
+/* When the next frame should be a chunk of the plain tensor being received
+ * (in order, of the announced chunk size or the tensor's remainder, in the
+ * canonical encoding fl_wire_encode_tensor writes): returns 1 with its first
+ * *plen bytes in prefix (FL_WIRE_PREFIX_MAX room), and where its *n data
+ * bytes belong (*place, inside the tensor), for fl_wire_reader_expect;
+ * otherwise 0. */
+int fl_wire_stream_expect(const fl_wire_stream_t *s, uint8_t *prefix, size_t *plen, uint8_t **place, size_t *n);
+
+/* The expected chunk (fl_wire_stream_expect) arrived in place (the reader
+ * returned 2 for it, len: its data bytes): checksums it and moves on, as
+ * fl_wire_stream_frame does for a chunk. */
+void fl_wire_stream_placed(fl_wire_stream_t *s, size_t len);
 
 /* Makes the next tensor (if it has at most cap bytes) arrive in dst instead
  * of a fresh allocation; the event then has borrowed set and data == dst.

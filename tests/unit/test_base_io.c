@@ -1,5 +1,5 @@
 /* common/base's I/O helpers: the JSON writer (fl_json), reading a whole file
- * (fl_file_read_all) and the CRC-32 (fl_crc32 over zlib's crc32_z).
+ * (fl_file_read_all) and the CRC-32 (fl_crc32: libdeflate's, or zlib's crc32_z).
  *
  * - JSON: strings escape '"', '\' and every control character (as \u00XX),
  *   and pass UTF-8 through; commas between values and members at any depth;
@@ -13,6 +13,9 @@
  *   FL_ETOOBIG (exactly max is accepted); a pipe reads to its end;
  * - CRC-32: the standard check value of "123456789", continuation in pieces
  *   equals one pass, and an empty continuation leaves the CRC as it was;
+ *   zlib's crc32_z's values at every length to 300 and every start
+ *   alignment, and over a few MiB in uneven pieces (the build's CRC may be
+ *   libdeflate's, whose vector paths depend on length and alignment);
  * - growable bytes (fl_bytes_*): appends and prepends keep every byte in
  *   order across many reallocations, consume drops from the front (all of
  *   it past the end), a size that would overflow is FL_ENOMEM and leaves
@@ -28,6 +31,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cmocka.h>
 
@@ -325,6 +329,33 @@ static void test_crc32(void **state)
     c = fl_crc32(c, b + 500, 500);
     assert_int_equal(c, whole);
     assert_int_equal(fl_crc32(0, NULL, 0), 0);
+
+    /* The same values as zlib's at every short length and alignment, and
+     * continued from a nonzero CRC. */
+    for (size_t off = 0; off < 64; off++)
+        for (size_t len = 0; len <= 300; len++) {
+            uLong z = crc32_z(0, b + off, len);
+            assert_int_equal(fl_crc32(0, b + off, len), (uint32_t)z);
+            assert_int_equal(fl_crc32(0x12345678u, b + off, len), (uint32_t)crc32_z(0x12345678u, b + off, len));
+        }
+    /* A few MiB in uneven pieces. */
+    size_t big = (3u << 20) + 77;
+    unsigned char *m = malloc(big);
+    assert_non_null(m);
+    uint32_t x = 2463534242u;
+    for (size_t i = 0; i < big; i++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        m[i] = (unsigned char)x;
+    }
+    uLong zw = crc32_z(0, m, big);
+    assert_int_equal(fl_crc32(0, m, big), (uint32_t)zw);
+    uint32_t p = 0;
+    for (size_t at = 0, step = 1; at < big; at += step, step = step * 3 + 1) {
+        size_t k = big - at < step ? big - at : step;
+        p = fl_crc32(p, m + at, k);
+    }
+    assert_int_equal(p, (uint32_t)zw);
+    free(m);
 }
 
 static void test_bytes(void **state)

@@ -1,7 +1,8 @@
 /* test_wire: the frame reader, message validation and the receiving protocol
  * state, as pure functions over bytes: oversized / zero-length / truncated
  * frames, garbage protobuf, messages out of sequence, chunk offsets out of
- * order, overlapping or past the end, checksum mismatch, decoding limits. */
+ * order, overlapping or past the end, checksum mismatch, decoding limits;
+ * tensor chunks read straight into the tensor (fl_wire_reader_expect). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -689,6 +690,204 @@ static int stream_all(fl_wire_stream_t *s, fl_buf_t *b, fl_wire_event_t *out, ch
     return rc;
 }
 
+/* Reads the byte stream b[0..n) through a reader, `step` bytes at a time,
+ * into s, placing each expected chunk (fl_wire_stream_expect, then
+ * fl_wire_reader_expect between frames). Returns the last stream rc; counts
+ * the frames placed and read as usual; a tensor event goes to *out. */
+static int read_placing(fl_wire_stream_t *s, const uint8_t *b, size_t n, size_t step, int *placed, int *usual,
+                        fl_wire_event_t *out, char *why)
+{
+    fl_wire_reader_t r;
+    fl_wire_reader_init(&r, 0);
+    memset(out, 0, sizeof *out);
+    *placed = *usual = 0;
+    int rc = 0;
+    for (size_t pos = 0; pos < n && rc == 0;) {
+        if (fl_wire_reader_idle(&r)) {
+            uint8_t pre[FL_WIRE_PREFIX_MAX], *place;
+            size_t plen, k;
+            if (fl_wire_stream_expect(s, pre, &plen, &place, &k))
+                fl_wire_reader_expect(&r, pre, plen, place, k);
+        }
+        uint8_t *dst, *f = NULL;
+        size_t want;
+        uint32_t len = 0;
+        fl_wire_reader_next(&r, &dst, &want);
+        size_t k = n - pos < want ? n - pos : want;
+        k = k < step ? k : step;
+        memcpy(dst, b + pos, k);
+        pos += k;
+        int a = fl_wire_reader_advance(&r, k, &f, &len);
+        assert_true(a >= 0 && a <= 2);
+        if (a == 2) {
+            assert_null(f);
+            fl_wire_stream_placed(s, len);
+            (*placed)++;
+        } else if (a == 1) {
+            fl_wire_event_t ev;
+            rc = fl_wire_stream_frame(s, f, len, &ev, why, 256);
+            free(f);
+            (*usual)++;
+            if (ev.kind == FL_WIRE_EV_TENSOR)
+                *out = ev;
+            else
+                fl_wire_event_clear(&ev);
+        }
+    }
+    fl_wire_reader_free(&r);
+    return rc;
+}
+
+/* Chunks written straight into the tensor (fl_wire_reader_expect with
+ * fl_wire_stream_expect): every chunk of a canonical transfer is placed (no
+ * frame buffer), offsets of one to three varint bytes, bytes arriving one or
+ * seven at a time or whole, and the tensor, its checksum and finite flag are
+ * those of the usual path; a frame of the expected length that is not the
+ * expected chunk (another field order, a wrong offset) is read as usual, so
+ * both paths accept and refuse the same frames; chunks smaller than
+ * announced are read as usual (but for one of the tensor's remainder). */
+static void test_chunks_in_place(void **state)
+{
+    enum { N = 10001 }; /* 40,004 bytes in chunks of 3,000: offsets to 39,000 */
+    float *x = malloc(N * sizeof *x);
+    for (int i = 0; i < N; i++)
+        x[i] = (float)(i % 977) * 0.25f - 100.0f;
+    fl_buf_t *b;
+    assert_int_equal(fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 9, x, N * 4, 3000, &b), 0);
+    static const size_t steps[] = {1, 7, SIZE_MAX};
+    for (size_t t = 0; t < 3; t++) {
+        fl_wire_stream_t s;
+        open_with_update(&s, 0);
+        s.announced_round = 9;
+        fl_wire_event_t ev;
+        char why[256];
+        int placed, usual;
+        assert_int_equal(read_placing(&s, b->data, b->len, steps[t], &placed, &usual, &ev, why), 0);
+        assert_int_equal(placed, 14);
+        assert_int_equal(usual, 2); /* TensorBegin, TensorEnd */
+        assert_int_equal(ev.kind, FL_WIRE_EV_TENSOR);
+        assert_int_equal(ev.nbytes, N * 4);
+        assert_memory_equal(ev.data, x, N * 4);
+        assert_int_equal(ev.crc32, fl_crc32(0, x, N * 4));
+        assert_true(ev.finite);
+        fl_wire_event_clear(&ev);
+        fl_wire_stream_free(&s);
+    }
+    /* A NaN in a placed chunk still clears the finite flag. */
+    x[5000] = NAN;
+    fl_buf_t *bn;
+    assert_int_equal(fl_wire_encode_tensor(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 9, x, N * 4, 3000, &bn), 0);
+    {
+        fl_wire_stream_t s;
+        open_with_update(&s, 0);
+        s.announced_round = 9;
+        fl_wire_event_t ev;
+        char why[256];
+        int placed, usual;
+        assert_int_equal(read_placing(&s, bn->data, bn->len, 7, &placed, &usual, &ev, why), 0);
+        assert_int_equal(placed, 14);
+        assert_int_equal(ev.kind, FL_WIRE_EV_TENSOR);
+        assert_false(ev.finite);
+        fl_wire_event_clear(&ev);
+        fl_wire_stream_free(&s);
+    }
+    fl_buf_unref(bn);
+    free(x);
+    fl_buf_unref(b);
+
+    /* Hand-made transfers of 32 bytes in chunks of 16. */
+    uint8_t d[32];
+    for (int i = 0; i < 32; i++)
+        d[i] = (uint8_t)(5 * i + 1);
+    uint32_t crc = fl_crc32(0, d, 32);
+    fl_bytes_t w = {0};
+    fl_buf_t *parts[4];
+    /* The second chunk with its fields in the other order: the same length
+     * as the expected frame, not its prefix; protobuf takes it. */
+    parts[0] = begin(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, 32, 16);
+    parts[1] = chunk(0, d, 16);
+    parts[2] = chunk(16, d + 16, 16);
+    parts[3] = end(crc);
+    for (int i = 0; i < 4; i++) {
+        fl_buf_t *p = parts[i];
+        if (i == 2) {
+            /* 4-byte header, 3a LL, 08 10, 12 10 data -> 3a LL, 12 10 data, 08 10 */
+            uint8_t *q = p->data + 4;
+            assert_int_equal(q[0], 0x3a);
+            assert_int_equal(q[2], 0x08);
+            assert_int_equal(q[4], 0x12);
+            uint8_t off[2] = {q[2], q[3]};
+            memmove(q + 2, q + 4, p->len - 8);
+            memcpy(p->data + p->len - 2, off, 2);
+        }
+        assert_int_equal(fl_bytes_append(&w, p->data, p->len), 0);
+        fl_buf_unref(p);
+    }
+    {
+        fl_wire_stream_t s;
+        open_with_update(&s, 0);
+        fl_wire_event_t ev;
+        char why[256];
+        int placed, usual;
+        assert_int_equal(read_placing(&s, w.data, w.len, 3, &placed, &usual, &ev, why), 0);
+        assert_int_equal(placed, 1);
+        assert_int_equal(usual, 3);
+        assert_int_equal(ev.kind, FL_WIRE_EV_TENSOR);
+        assert_memory_equal(ev.data, d, 32);
+        fl_wire_event_clear(&ev);
+        fl_wire_stream_free(&s);
+    }
+    fl_bytes_free(&w);
+    /* A chunk at the wrong offset, of the expected length: read as usual
+     * and refused as usual. */
+    parts[0] = begin(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, 32, 16);
+    parts[1] = chunk(0, d, 16);
+    parts[2] = chunk(17, d + 16, 16);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(fl_bytes_append(&w, parts[i]->data, parts[i]->len), 0);
+        fl_buf_unref(parts[i]);
+    }
+    {
+        fl_wire_stream_t s;
+        open_with_update(&s, 0);
+        fl_wire_event_t ev;
+        char why[256];
+        int placed, usual;
+        assert_int_equal(read_placing(&s, w.data, w.len, 5, &placed, &usual, &ev, why), FL_EPROTO);
+        assert_non_null(strstr(why, "out of order"));
+        assert_int_equal(placed, 1);
+        fl_wire_stream_free(&s);
+    }
+    fl_bytes_free(&w);
+    /* Chunks of 8 where 16 were announced: other lengths, read as usual,
+     * but for the last, which is the expected remainder. */
+    parts[0] = begin(FEDOPT__TENSOR_PURPOSE__TENSOR_DELTA, 3, 32, 16);
+    assert_int_equal(fl_bytes_append(&w, parts[0]->data, parts[0]->len), 0);
+    fl_buf_unref(parts[0]);
+    for (int i = 0; i < 4; i++) {
+        fl_buf_t *p = chunk((uint64_t)i * 8, d + i * 8, 8);
+        assert_int_equal(fl_bytes_append(&w, p->data, p->len), 0);
+        fl_buf_unref(p);
+    }
+    parts[0] = end(crc);
+    assert_int_equal(fl_bytes_append(&w, parts[0]->data, parts[0]->len), 0);
+    fl_buf_unref(parts[0]);
+    {
+        fl_wire_stream_t s;
+        open_with_update(&s, 0);
+        fl_wire_event_t ev;
+        char why[256];
+        int placed, usual;
+        assert_int_equal(read_placing(&s, w.data, w.len, SIZE_MAX, &placed, &usual, &ev, why), 0);
+        assert_int_equal(placed, 1); /* the last, the tensor's remainder of 8 */
+        assert_int_equal(usual, 5);
+        assert_memory_equal(ev.data, d, 32);
+        fl_wire_event_clear(&ev);
+        fl_wire_stream_free(&s);
+    }
+    fl_bytes_free(&w);
+}
+
 /* Protocol 1.1's encoded deltas: decoded chunk by chunk into floats (into
  * the set_dst buffer), each codec; a client never accepts one; an encoding
  * whose size does not fit its values, or that decodes to NaN, is refused. */
@@ -870,6 +1069,7 @@ int main(void)
         cmocka_unit_test(test_encode_tensor_chunking),
         cmocka_unit_test(test_tensor_finite_flag),
         cmocka_unit_test(test_tensor_into_dst),
+        cmocka_unit_test(test_chunks_in_place),
         cmocka_unit_test(test_coded_delta),
         cmocka_unit_test(test_tensor_table),
         cmocka_unit_test(test_buf_refcount),
