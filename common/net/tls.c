@@ -267,6 +267,31 @@ static int job_send(fl_tls_conn_t *c, const unsigned char *buf, size_t len)
  * after that the next record goes by uv_write, whose completion resumes the
  * pump in a later turn, so one fast connection cannot hold the loop. */
 
+int fl__tls_write_held(fl_tls_conn_t *c, const unsigned char *buf, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)buf, (unsigned)len);
+    c->wreq.data = c;
+    int r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, fl__tls_write_done);
+    if (r < 0)
+        return r;
+    c->wr_busy = 1;
+    c->wr_ptr = buf;
+    c->wr_len = len;
+    return 0;
+}
+
+void fl__tls_queue_drop_sent(fl_tls_conn_t *c)
+{
+    while (c->q_head && c->q_head->off == c->q_head->buf->len) {
+        sendq_t *q = c->q_head;
+        c->q_head = q->next;
+        if (!c->q_head)
+            c->q_tail = NULL;
+        fl_buf_unref(q->buf);
+        free(q);
+    }
+}
+
 static int bio_send(void *ctx, const unsigned char *buf, size_t len)
 {
     fl_tls_conn_t *c = ctx;
@@ -306,14 +331,9 @@ static int bio_send(void *ctx, const unsigned char *buf, size_t len)
             return fl__tls_send_failed(c, r);
         return (int)len;
     }
-    uv_buf_t b = uv_buf_init((char *)buf + n, (unsigned)(len - n));
-    c->wreq.data = c;
-    int r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, fl__tls_write_done);
+    int r = fl__tls_write_held(c, buf + n, len - n);
     if (r < 0)
         return fl__tls_send_failed(c, r);
-    c->wr_busy = 1;
-    c->wr_ptr = buf + n;
-    c->wr_len = len - n;
     /* A partial count makes mbedTLS call again at once for the rest, which
      * is then in flight: WANT_WRITE. */
     return n ? (int)n : MBEDTLS_ERR_SSL_WANT_WRITE;
@@ -667,7 +687,7 @@ void fl__tls_conn_pump(fl_tls_conn_t *c)
         size_t left = q->buf->len - q->off;
         /* After WANT_WRITE mbedTLS expects the same arguments again: q->off
          * has not moved, so n is the same. */
-        size_t n = left < 16384 ? left : 16384;
+        size_t n = left < SND_RECORD ? left : SND_RECORD;
         c->in_pump = 1;
         int ret = mbedtls_ssl_write(&c->ssl, q->buf->data + q->off, n);
         c->in_pump = 0;
@@ -682,13 +702,7 @@ void fl__tls_conn_pump(fl_tls_conn_t *c)
         }
         q->off += (size_t)ret;
         c->q_bytes -= (size_t)ret;
-        if (q->off == q->buf->len) {
-            c->q_head = q->next;
-            if (!c->q_head)
-                c->q_tail = NULL;
-            fl_buf_unref(q->buf);
-            free(q);
-        }
+        fl__tls_queue_drop_sent(c);
     }
     if (c->state == ST_CLOSING)
         finish_close(c); /* the shutdown waits for the writes in flight */

@@ -55,6 +55,10 @@
  * is encrypted in the thread pool, less (a Welcome, a result, a heartbeat's
  * echo) on the loop, where it costs less than the trip through the pool. */
 #define SND_INLINE_MAX (16 * 1024)
+/* Plaintext per mbedtls_ssl_write: one record. The pump on the loop and a
+ * send job must pass the same length, since after WANT_WRITE mbedTLS
+ * expects the same arguments again, whichever of them calls. */
+#define SND_RECORD 16384
 /* Ciphertext one send job writes at most before it hands its last record
  * to libuv, so the loop polls the connection (and reads) between jobs. */
 #define SND_JOB_MAX (512 * 1024)
@@ -243,6 +247,12 @@ void fl__tls_conn_pump(fl_tls_conn_t *c);
 void fl__tls_write_done(uv_write_t *req, int status);
 int fl__tls_send_failed(fl_tls_conn_t *c, int r);
 void fl__tls_flush_job_out(fl_tls_conn_t *c, const char *fmt);
+/* write_held hands len bytes that stay in place in mbedTLS's output buffer
+ * to libuv (one uv_write, no copy; wr_busy until fl__tls_write_done, which
+ * makes mbedTLS's next send call report them sent): 0 or a libuv error.
+ * queue_drop_sent frees the queue's entries sent to their end. */
+int fl__tls_write_held(fl_tls_conn_t *c, const unsigned char *buf, size_t len);
+void fl__tls_queue_drop_sent(fl_tls_conn_t *c);
 /* Receiving: libuv's read callbacks; take_in hands bytes already read
  * (in_ptr) to mbedTLS; ssl_in_tail is the free tail of mbedTLS's record
  * buffer; stash_rest keeps unread ciphertext of a paused connection. */
@@ -264,9 +274,9 @@ void fl__tls_next_dst(fl_tls_conn_t *c, unsigned char **dst, size_t *want);
 int fl__tls_charge_frames(fl_tls_conn_t *c);
 void fl__tls_read_end(fl_tls_conn_t *c, int ret);
 void fl__tls_read_failed(fl_tls_conn_t *c, int nread);
-/* A certificate's common name into out (FL_CERTS_NAME_MAX + 1 bytes)
- * (out): 0, or FL_EAUTH when it has none, too long or not a valid name (tlsctx.c's
- * certificate check uses it too). */
+/* A certificate's common name into out (FL_CERTS_NAME_MAX + 1 bytes):
+ * 0, or FL_EAUTH when it has none or it is too long or not a valid name
+ * (tlsctx.c's certificate check uses it too). */
 int fl__tls_cert_cn(const mbedtls_x509_crt *crt, char *out);
 /* The handshake's result, on the loop (after a job or a loop step). */
 void fl__tls_handshake_result(fl_tls_conn_t *c, int ret);

@@ -517,7 +517,7 @@ static void snd_work(uv_work_t *w)
             continue;
         }
         /* the same arguments after WANT_WRITE as fl__tls_conn_pump would give */
-        size_t n = left < 16384 ? left : 16384;
+        size_t n = left < SND_RECORD ? left : SND_RECORD;
         int ret = mbedtls_ssl_write(&c->ssl, q->buf->data + q->off, n);
         if (ret < 0) {
             c->job_ret = ret;
@@ -553,31 +553,16 @@ static void snd_after(uv_work_t *w, int status)
     c->rec_pump = 0; /* pumped below, or by fl__tls_write_done */
     x->rec_stats.send_jobs_now--;
     c->q_bytes -= c->job_plain;
-    while (c->q_head && c->q_head->off == c->q_head->buf->len) {
-        sendq_t *q = c->q_head;
-        c->q_head = q->next;
-        if (!c->q_head)
-            c->q_tail = NULL;
-        fl_buf_unref(q->buf);
-        free(q);
-    }
+    fl__tls_queue_drop_sent(c);
     if (c->state == ST_OPEN || c->state == ST_CLOSING) {
         if (status != 0) {
             fl__tls_conn_fail(c, FL_ECANCELED);
         } else if (c->job_ret == MBEDTLS_ERR_SSL_WANT_WRITE && c->job_wr_len) {
-            uv_buf_t b = uv_buf_init((char *)c->job_wr_ptr, (unsigned)c->job_wr_len);
-            c->wreq.data = c;
-            int r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, fl__tls_write_done);
-            if (r < 0) {
+            int r = fl__tls_write_held(c, c->job_wr_ptr, c->job_wr_len);
+            if (r < 0)
                 fl__tls_send_failed(c, r);
-            } else {
-                c->wr_busy = 1;
-                c->wr_ptr = c->job_wr_ptr;
-                c->wr_len = c->job_wr_len;
-            }
         } else if (c->job_ret < 0 && c->job_sock) {
-            FL_LOG_W(WHO, "%s: write failed: %s", c->addr, uv_strerror(c->job_sock));
-            fl__tls_conn_fail(c, FL_ENET);
+            fl__tls_send_failed(c, c->job_sock);
         } else if (c->job_ret < 0) {
             fl__tls_log_mbed(FL_LOG_WARN, "TLS write failed", c->job_ret);
             fl__tls_conn_fail(c, FL_ETLS);
